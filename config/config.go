@@ -1,0 +1,79 @@
+// Package config loads and validates config.toml. Decoding is strict:
+// unknown keys, bad durations, bad cron expressions and unknown time zones
+// are reported with the file, line, key and the fix, all at once.
+package config
+
+import (
+	"time"
+)
+
+// Config is a loaded and validated configuration file.
+type Config struct {
+	// Path is the absolute path of the file that was loaded.
+	Path string
+	// Dir is the folder of Path; relative paths in the file resolve here.
+	Dir    string
+	Runner Runner
+	// Jobs is sorted by name.
+	Jobs []*Job
+}
+
+// Runner holds the [runner] table with defaults applied.
+type Runner struct {
+	// StateDir is absolute; it defaults to "state" beside the config file.
+	StateDir string
+	// Socket is the absolute path of the control socket; it defaults to
+	// control.sock in StateDir.
+	Socket string
+	// SocketGroup is a group name that may use the control socket, or "".
+	SocketGroup string
+	// Location is the default time zone of schedules; it defaults to UTC.
+	Location *time.Location
+	// Path is the PATH every child gets, as a list of folders.
+	Path []string
+	// ShutdownTimeout bounds how long a stop waits for running jobs.
+	ShutdownTimeout time.Duration
+	// KillGrace is how long a job's process group has between SIGTERM and
+	// SIGKILL.
+	KillGrace time.Duration
+	// HistoryLimit is how many run records the store keeps per job.
+	HistoryLimit int
+}
+
+// Catch-up policies.
+const (
+	CatchUpOnce = "once"
+	CatchUpSkip = "skip"
+)
+
+// Job is one [jobs.NAME] table with [defaults] applied.
+type Job struct {
+	Name        string
+	Description string
+	// Command is the argv of the child; no shell is involved.
+	Command []string
+	// Cron is the cron expression as written, or "" when Every is set.
+	Cron string
+	// Every is the fixed interval between slots, or 0 when Cron is set.
+	Every time.Duration
+	// Location is the time zone Cron is evaluated in.
+	Location *time.Location
+	// WorkingDir is absolute.
+	WorkingDir string
+	// Env holds the job's own variables; secret references are resolved.
+	Env map[string]Secret
+	// EnvFile is an absolute path of KEY=VALUE lines, or "".
+	EnvFile string
+	// InheritEnv names variables of the daemon passed through unchanged.
+	InheritEnv []string
+	// Timeout is 0 when the job may run for ever.
+	Timeout time.Duration
+	CatchUp string
+	Enabled bool
+	// Line is the line of the job's table header in Config.Path.
+	Line int
+	// Problem is set when the job is valid TOML but cannot run on this
+	// machine, for example when its command is not on PATH. The check
+	// command fails on it; the daemon marks only this job failed.
+	Problem error
+}

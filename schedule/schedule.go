@@ -1,0 +1,100 @@
+// Package schedule computes when a job's slots fall. A slot is an instant
+// at which a job is due; the store records slots, never wall-clock strings,
+// so restarts and DST changes neither repeat nor drop one.
+package schedule
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/robfig/cron/v3"
+)
+
+// Schedule yields a job's slots in order.
+type Schedule interface {
+	// Next returns the first slot strictly after t, or the zero time when
+	// there is none.
+	Next(t time.Time) time.Time
+}
+
+// cronParser accepts five fields, six with a leading seconds field, and the
+// @daily style descriptors.
+var cronParser = cron.NewParser(cron.SecondOptional | cron.Minute | cron.Hour |
+	cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
+
+// ErrNoFutureSlot reports a schedule that parses but can never fire.
+var ErrNoFutureSlot = errors.New("schedule has no future slot")
+
+// ParseCron parses a cron expression evaluated in loc unless the expression
+// starts with its own CRON_TZ= or TZ= prefix.
+func ParseCron(expr string, loc *time.Location) (Schedule, error) {
+	expr = strings.TrimSpace(expr)
+	if strings.HasPrefix(expr, "@every") {
+		return nil, errors.New("@every is not a calendar schedule: use the every key instead")
+	}
+	spec := expr
+	if !strings.HasPrefix(expr, "CRON_TZ=") && !strings.HasPrefix(expr, "TZ=") {
+		spec = "CRON_TZ=" + loc.String() + " " + expr
+	}
+	parsed, err := cronParser.Parse(spec)
+	if err != nil {
+		return nil, fmt.Errorf("parse cron expression %q: %w", expr, err)
+	}
+	// robfig/cron gives up after five years without a match, which is how
+	// impossible dates such as "0 0 30 2 *" show.
+	if parsed.Next(time.Now()).IsZero() {
+		return nil, fmt.Errorf("parse cron expression %q: %w", expr, ErrNoFutureSlot)
+	}
+	return parsed, nil
+}
+
+// Every is a fixed interval counted from Anchor, the moment the job was
+// first seen, so its slots stay put across restarts.
+type Every struct {
+	Anchor   time.Time
+	Interval time.Duration
+}
+
+// Next returns Anchor + k×Interval for the smallest k that lands after t.
+func (e Every) Next(t time.Time) time.Time {
+	if e.Interval <= 0 {
+		return time.Time{}
+	}
+	if t.Before(e.Anchor) {
+		return e.Anchor
+	}
+	k := t.Sub(e.Anchor)/e.Interval + 1
+	return e.Anchor.Add(k * e.Interval)
+}
+
+// Latest returns the last slot in (after, now], and false when no slot
+// falls in that window. It searches backwards from now in doubling steps,
+// so a year-long outage of a per-minute job costs a few dozen calls to
+// Next rather than half a million.
+func Latest(s Schedule, after, now time.Time) (time.Time, bool) {
+	first := s.Next(after)
+	if first.IsZero() || first.After(now) {
+		return time.Time{}, false
+	}
+	from := after
+	for step := time.Minute; ; step *= 2 {
+		probe := now.Add(-step)
+		if !probe.After(after) {
+			break
+		}
+		if next := s.Next(probe); !next.IsZero() && !next.After(now) {
+			from = probe
+			break
+		}
+	}
+	slot := s.Next(from)
+	for {
+		next := s.Next(slot)
+		if next.IsZero() || next.After(now) {
+			return slot, true
+		}
+		slot = next
+	}
+}
