@@ -50,9 +50,9 @@ type JobState struct {
 // Run is one run record.
 type Run struct {
 	// ID is unique across jobs and sorts by start time.
-	ID      string    `json:"id"`
-	Job     string    `json:"job"`
-	Trigger string    `json:"trigger"`
+	ID      string `json:"id"`
+	Job     string `json:"job"`
+	Trigger string `json:"trigger"`
 	// Slot is the schedule slot the run serves; zero for manual runs.
 	Slot     time.Time     `json:"slot,omitzero"`
 	Start    time.Time     `json:"start"`
