@@ -77,3 +77,25 @@ type Job struct {
 	// command fails on it; the daemon marks only this job failed.
 	Problem error
 }
+
+// Job returns the job called name, or nil when there is none.
+func (c *Config) Job(name string) *Job {
+	for _, job := range c.Jobs {
+		if job.Name == name {
+			return job
+		}
+	}
+	return nil
+}
+
+// Problems returns the Problem of every job that cannot run on this
+// machine, in job name order.
+func (c *Config) Problems() []error {
+	var problems []error
+	for _, job := range c.Jobs {
+		if job.Problem != nil {
+			problems = append(problems, job.Problem)
+		}
+	}
+	return problems
+}

@@ -6,7 +6,10 @@ import "log/slog"
 // variable or a systemd credential. It prints as its source, never as its
 // value, so a Secret that reaches a log or an error message leaks nothing.
 type Secret struct {
-	value string
+	// value is a pointer so that fmt prints an address, not the value,
+	// on the paths that bypass String, such as %#v or a wrong verb like
+	// %s on a struct that contains a Secret.
+	value *string
 	// Source describes where the value came from, such as "inline",
 	// "file /run/keys/token", "env TOKEN" or "credential token".
 	Source string
@@ -14,11 +17,16 @@ type Secret struct {
 
 // NewSecret wraps value read from source.
 func NewSecret(value, source string) Secret {
-	return Secret{value: value, Source: source}
+	return Secret{value: &value, Source: source}
 }
 
 // Reveal returns the value itself, for handing to a child or a client.
-func (s Secret) Reveal() string { return s.value }
+func (s Secret) Reveal() string {
+	if s.value == nil {
+		return ""
+	}
+	return *s.value
+}
 
 // String returns a redacted form naming the source.
 func (s Secret) String() string { return "[redacted " + s.Source + "]" }

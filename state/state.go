@@ -49,7 +49,9 @@ type JobState struct {
 
 // Run is one run record.
 type Run struct {
-	// ID is unique across jobs and sorts by start time.
+	// ID is a decimal number from a store-wide sequence, so it is unique
+	// across jobs. Compared as numbers, IDs sort by claim time, which is
+	// start order.
 	ID      string `json:"id"`
 	Job     string `json:"job"`
 	Trigger string `json:"trigger"`

@@ -1,0 +1,127 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/agent-runner/agent-runner/config"
+	"github.com/agent-runner/agent-runner/control"
+	"github.com/agent-runner/agent-runner/daemon"
+	"github.com/agent-runner/agent-runner/state"
+)
+
+// newFlags returns a flag set with the --config flag every subcommand
+// takes.
+func newFlags(name, synopsis string, stderr io.Writer) (*flag.FlagSet, *string) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", config.DefaultPath(), "config file `path`")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: agent-runner %s\n\nOptions:\n", synopsis)
+		fs.PrintDefaults()
+	}
+	return fs, configPath
+}
+
+// parseFlags parses args and returns the exit status to stop with, or -1
+// to go on.
+func parseFlags(fs *flag.FlagSet, args []string) int {
+	err := fs.Parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	if err != nil {
+		return exitUsage
+	}
+	return -1
+}
+
+// loadConfig loads the config and prints every problem on failure.
+func loadConfig(path string, stderr io.Writer) (*config.Config, bool) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		var cfgErr *config.Error
+		if errors.As(err, &cfgErr) {
+			fmt.Fprintf(stderr, "agent-runner: %d problem(s) in the config:\n", len(cfgErr.Problems))
+			for _, p := range cfgErr.Problems {
+				fmt.Fprintf(stderr, "  %s\n", p)
+			}
+		} else {
+			fmt.Fprintf(stderr, "agent-runner: %v\n", err)
+		}
+		return nil, false
+	}
+	return cfg, true
+}
+
+func newLogger(w io.Writer, format string, level slog.Level) (*slog.Logger, error) {
+	opts := &slog.HandlerOptions{Level: level}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	default:
+		return nil, fmt.Errorf("invalid --log-format %q: use text or json", format)
+	}
+}
+
+// daemonAvailable reports whether a daemon answers on the socket.
+func daemonAvailable(cfg *config.Config) bool {
+	_, err := control.Status(cfg.Runner.Socket)
+	return err == nil
+}
+
+// openStoreOffline opens the store for a CLI when no daemon answers. A
+// held lock then means a daemon runs but its socket does not answer.
+func openStoreOffline(cfg *config.Config, readOnly bool, log *slog.Logger) (*state.Store, error) {
+	path := daemon.StorePath(cfg)
+	if readOnly {
+		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+			return nil, nil
+		}
+	}
+	store, err := state.Open(path, state.Options{ReadOnly: readOnly, HistoryLimit: cfg.Runner.HistoryLimit, Logger: log})
+	if errors.Is(err, state.ErrLocked) {
+		return nil, fmt.Errorf("the daemon holds the state store but does not answer on %s: check that it is healthy (systemctl status agent-runner)", cfg.Runner.Socket)
+	}
+	return store, err
+}
+
+func cmdCheck(args []string, stdout, stderr io.Writer) int {
+	fs, configPath := newFlags("check", "check [--config PATH]", stderr)
+	if code := parseFlags(fs, args); code >= 0 {
+		return code
+	}
+	cfg, ok := loadConfig(*configPath, stderr)
+	if !ok {
+		return exitFailure
+	}
+	if problems := cfg.Problems(); len(problems) > 0 {
+		fmt.Fprintf(stderr, "agent-runner: %d job(s) cannot run on this machine:\n", len(problems))
+		for _, p := range problems {
+			fmt.Fprintf(stderr, "  %v\n", p)
+		}
+		return exitFailure
+	}
+	disabled := 0
+	for _, job := range cfg.Jobs {
+		if !job.Enabled {
+			disabled++
+		}
+	}
+	fmt.Fprintf(stdout, "%s: OK, %d job(s), %d disabled, state in %s\n", cfg.Path, len(cfg.Jobs), disabled, cfg.Runner.StateDir)
+	return exitOK
+}
+
+func joinNames(names []string) string {
+	if len(names) == 0 {
+		return "none"
+	}
+	return strings.Join(names, ", ")
+}

@@ -1,0 +1,104 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"text/tabwriter"
+	"time"
+
+	"github.com/agent-runner/agent-runner/config"
+	"github.com/agent-runner/agent-runner/control"
+	"github.com/agent-runner/agent-runner/jobs"
+)
+
+func cmdList(args []string, stdout, stderr io.Writer) int {
+	fs, configPath := newFlags("list", "list [--config PATH] [--json]", stderr)
+	asJSON := fs.Bool("json", false, "print JSON instead of a table")
+	if code := parseFlags(fs, args); code >= 0 {
+		return code
+	}
+	cfg, ok := loadConfig(*configPath, stderr)
+	if !ok {
+		return exitFailure
+	}
+	statuses, err := jobStatuses(cfg, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "agent-runner: %v\n", err)
+		return exitFailure
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(statuses); err != nil {
+			fmt.Fprintf(stderr, "agent-runner: %v\n", err)
+			return exitFailure
+		}
+		return exitOK
+	}
+	printTable(stdout, statuses, time.Now())
+	return exitOK
+}
+
+// jobStatuses asks the daemon when one answers, and reads the store
+// otherwise.
+func jobStatuses(cfg *config.Config, stderr io.Writer) ([]jobs.JobStatus, error) {
+	if statuses, err := control.Status(cfg.Runner.Socket); err == nil {
+		return statuses, nil
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	store, err := openStoreOffline(cfg, true, log)
+	if err != nil {
+		return nil, err
+	}
+	if store != nil {
+		defer store.Close()
+	}
+	return jobs.OfflineStatus(cfg, store, time.Now())
+}
+
+func printTable(w io.Writer, statuses []jobs.JobStatus, now time.Time) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tSCHEDULE\tSTATE\tNEXT RUN\tLAST RUN\tLAST RESULT")
+	for _, s := range statuses {
+		result := s.LastResult
+		if result == "" {
+			result = "-"
+		} else if s.LastResult != "ok" && s.LastExitCode > 0 {
+			result = fmt.Sprintf("%s (exit %d)", s.LastResult, s.LastExitCode)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Schedule, s.State,
+			formatTime(s.NextRun, now), formatTime(s.LastStart, now), result)
+	}
+	tw.Flush()
+}
+
+// formatTime shows an instant in UTC with its distance from now.
+func formatTime(t, now time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	d := t.Sub(now).Round(time.Second)
+	rel := "now"
+	switch {
+	case d > 0:
+		rel = "in " + shortDuration(d)
+	case d < 0:
+		rel = shortDuration(-d) + " ago"
+	}
+	return fmt.Sprintf("%s (%s)", t.UTC().Format("2006-01-02 15:04:05Z"), rel)
+}
+
+func shortDuration(d time.Duration) string {
+	switch {
+	case d >= 48*time.Hour:
+		return fmt.Sprintf("%dd", d/(24*time.Hour))
+	case d >= time.Hour:
+		return fmt.Sprintf("%dh%02dm", d/time.Hour, (d%time.Hour)/time.Minute)
+	case d >= time.Minute:
+		return fmt.Sprintf("%dm%02ds", d/time.Minute, (d%time.Minute)/time.Second)
+	default:
+		return fmt.Sprintf("%ds", d/time.Second)
+	}
+}

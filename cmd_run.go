@@ -1,0 +1,68 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/agent-runner/agent-runner/daemon"
+)
+
+// forcedExitDelay is how long a daemon that got a second signal may take
+// to record its killed runs before it exits regardless.
+const forcedExitDelay = 10 * time.Second
+
+func cmdRun(args []string, stderr io.Writer) int {
+	fs, configPath := newFlags("run", "run [--config PATH] [--log-format text|json]", stderr)
+	logFormat := fs.String("log-format", "text", "log format: text or json")
+	if code := parseFlags(fs, args); code >= 0 {
+		return code
+	}
+	log, err := newLogger(stderr, *logFormat, slog.LevelInfo)
+	if err != nil {
+		fmt.Fprintf(stderr, "agent-runner: %v\n", err)
+		return exitUsage
+	}
+	cfg, ok := loadConfig(*configPath, stderr)
+	if !ok {
+		return exitFailure
+	}
+
+	ctx, force := handleSignals(log)
+	err = daemon.Run(ctx, daemon.Options{Config: cfg, Log: log, Version: version, Force: force})
+	if err != nil {
+		log.Error("agent-runner failed", "err", err)
+		return exitFailure
+	}
+	return exitOK
+}
+
+// handleSignals turns the first SIGTERM or SIGINT into a cancelled context
+// and the second into a closed force channel. A third, or the forced stop
+// taking too long, exits at once.
+func handleSignals(log *slog.Logger) (context.Context, <-chan struct{}) {
+	ctx, cancel := context.WithCancel(context.Background())
+	force := make(chan struct{})
+	signals := make(chan os.Signal, 3)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
+	go func() {
+		sig := <-signals
+		log.Info("stopping on signal", "signal", sig.String())
+		cancel()
+		sig = <-signals
+		log.Warn("second signal: forcing stop", "signal", sig.String())
+		close(force)
+		select {
+		case <-signals:
+		case <-time.After(forcedExitDelay):
+		}
+		log.Error("exiting without waiting for running jobs")
+		os.Exit(exitFailure)
+	}()
+	return ctx, force
+}

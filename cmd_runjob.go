@@ -1,0 +1,179 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/agent-runner/agent-runner/config"
+	"github.com/agent-runner/agent-runner/control"
+	"github.com/agent-runner/agent-runner/jobs"
+	"github.com/agent-runner/agent-runner/state"
+)
+
+func cmdRunJob(args []string, stdout, stderr io.Writer) int {
+	fs, configPath := newFlags("run-job", "run-job [--config PATH] [--wait] NAME", stderr)
+	wait := fs.Bool("wait", false, "wait for a running run of the job to finish, then run it")
+	if code := parseFlags(fs, args); code >= 0 {
+		return code
+	}
+	if fs.NArg() != 1 {
+		fmt.Fprintln(stderr, "agent-runner: run-job takes one job name")
+		fs.Usage()
+		return exitCannotRun
+	}
+	name := fs.Arg(0)
+	cfg, ok := loadConfig(*configPath, stderr)
+	if !ok {
+		return exitCannotRun
+	}
+	if cfg.Job(name) == nil {
+		fmt.Fprintf(stderr, "agent-runner: unknown job %q; jobs in %s: %s\n", name, cfg.Path, joinNames(jobNames(cfg)))
+		return exitCannotRun
+	}
+
+	ctx, stop := interruptContext(stderr)
+	defer stop()
+	out := &lineWriter{stdout: stdout, stderr: stderr}
+	var run state.Run
+	var err error
+	if daemonAvailable(cfg) {
+		run, err = control.RunJob(ctx, cfg.Runner.Socket, name, *wait, out.write)
+	} else {
+		run, err = runInProcess(ctx, cfg, name, *wait, out.write, stderr)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "agent-runner: %v\n", err)
+		return exitCannotRun
+	}
+	fmt.Fprintf(stderr, "agent-runner: run %s of %s: %s in %s\n", run.ID, run.Job, describeResult(run), run.Duration.Round(time.Millisecond))
+	return exitStatus(run)
+}
+
+func jobNames(cfg *config.Config) []string {
+	names := make([]string, 0, len(cfg.Jobs))
+	for _, job := range cfg.Jobs {
+		names = append(names, job.Name)
+	}
+	return names
+}
+
+// interruptContext ends the context on the first SIGINT or SIGTERM, which
+// stops the run's process group; a second signal exits at once.
+func interruptContext(stderr io.Writer) (context.Context, func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	signals := make(chan os.Signal, 2)
+	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		if _, ok := <-signals; !ok {
+			return
+		}
+		fmt.Fprintln(stderr, "agent-runner: stopping the run (interrupt again to exit now)")
+		cancel()
+		if _, ok := <-signals; ok {
+			os.Exit(exitInterrupt)
+		}
+	}()
+	return ctx, func() {
+		signal.Stop(signals)
+		close(signals)
+		cancel()
+	}
+}
+
+// runInProcess runs the job in this process when no daemon runs, and
+// records it in the store like the daemon would.
+//
+// NOTE: the store stays locked for the whole run, so a daemon started
+// meanwhile waits for the lock and, after its timeout, exits to be
+// restarted by its service manager.
+func runInProcess(ctx context.Context, cfg *config.Config, name string, wait bool, output func(jobs.Line), stderr io.Writer) (state.Run, error) {
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	store, err := openStoreOffline(cfg, false, log)
+	if err != nil {
+		return state.Run{}, err
+	}
+	defer store.Close()
+	reaper, err := jobs.NewReaper(log)
+	if err != nil {
+		return state.Run{}, err
+	}
+	defer reaper.Close()
+
+	now := time.Now()
+	statuses, err := jobs.OfflineStatus(cfg, store, now)
+	if err != nil {
+		return state.Run{}, err
+	}
+	var next time.Time
+	for _, s := range statuses {
+		if s.Name == name {
+			next = s.NextRun
+		}
+	}
+	runner := jobs.NewRunner(cfg, store, reaper, log, time.Now)
+	run, err := runner.Run(ctx, jobs.Request{Job: name, Trigger: state.TriggerManual, Next: next, Wait: wait, Output: output})
+	if errors.Is(err, jobs.ErrBusy) {
+		return run, fmt.Errorf("%w: wait for it with run-job --wait", err)
+	}
+	return run, err
+}
+
+// lineWriter prints each output line to the stream it came from.
+type lineWriter struct {
+	mu     sync.Mutex
+	stdout io.Writer
+	stderr io.Writer
+}
+
+func (w *lineWriter) write(line jobs.Line) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	dst := w.stdout
+	if line.Stream == "stderr" {
+		dst = w.stderr
+	}
+	fmt.Fprintln(dst, line.Text)
+}
+
+func describeResult(run state.Run) string {
+	if run.Error == "" {
+		return run.Result
+	}
+	return fmt.Sprintf("%s (%s)", run.Result, firstLine(run.Error))
+}
+
+func firstLine(s string) string {
+	for i, c := range s {
+		if c == '\n' {
+			return s[:i]
+		}
+	}
+	return s
+}
+
+// exitStatus maps a run to the CLI's exit status: the job's own status,
+// 124 on timeout, 128+N when signal N killed it, 130 when interrupted and
+// 125 when the job could not start or agent-runner failed.
+func exitStatus(run state.Run) int {
+	switch run.Result {
+	case state.ResultOK:
+		return exitOK
+	case state.ResultTimeout:
+		return exitTimeout
+	case state.ResultInterrupted:
+		return exitInterrupt
+	case state.ResultFailed:
+		if run.ExitCode > 0 {
+			return run.ExitCode
+		}
+	}
+	return exitCannotRun
+}

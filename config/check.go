@@ -1,0 +1,217 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+)
+
+// checkJobs sets Job.Env and Job.Problem of every job by reading its
+// secrets and checking its folder, command and env file on this machine.
+func (l *loader) checkJobs() {
+	for _, plan := range l.jobs {
+		checks := reporter{file: l.file, lines: l.lines}
+		plan.job.Env = resolveEnv(&checks, plan.settings.env)
+		dirKey := plan.settings.workingDir.or(setting[string]{key: plan.path}).key
+		dirOK := checkWorkingDir(&checks, dirKey, plan.job.WorkingDir)
+		checkCommand(&checks, plan, dirOK)
+		checkEnvFile(&checks, plan.settings.envFile)
+		plan.job.Problem = checks.err()
+	}
+}
+
+func checkEnvFile(checks *reporter, file setting[string]) {
+	if !file.isSet() {
+		return
+	}
+	_, err := ReadEnvFile(file.value)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		checks.report(file.key, "env file %s does not exist: create it or fix the path", file.value)
+	case err != nil:
+		checks.report(file.key, "%v", err)
+	}
+}
+
+func checkWorkingDir(checks *reporter, key keyPath, dir string) bool {
+	info, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		checks.report(key, "working_dir %s does not exist: create the folder or fix the path", dir)
+	case err != nil:
+		checks.report(key, "check working_dir: %v", err)
+	case !info.IsDir():
+		checks.report(key, "working_dir %s is not a folder: name the folder the command runs in", dir)
+	default:
+		return true
+	}
+	return false
+}
+
+// checkCommand reports a command that LookPath cannot find. It skips
+// relative paths when the working folder is missing, since that problem is
+// already reported.
+func checkCommand(checks *reporter, plan jobPlan, dirOK bool) {
+	job := plan.job
+	name := job.Command[0]
+	if strings.Contains(name, "/") && !filepath.IsAbs(name) && !dirOK {
+		return
+	}
+	path, hint := plan.runnerPath, "add its folder to [runner] path"
+	jobPath, hasJobPath := job.Env["PATH"]
+	if hasJobPath {
+		path, hint = filepath.SplitList(jobPath.Reveal()), "add its folder to PATH in the job's env"
+	}
+	_, err := LookPath(name, job.WorkingDir, path)
+	var notFound *commandNotFoundError
+	switch {
+	case errors.As(err, &notFound) && hasJobPath && jobPath.Source != envInline:
+		// A PATH read from a secret source is a secret too, so the
+		// message names its source instead of listing its folders.
+		checks.report(plan.commandKey, "command %q not found in the job's PATH from %s: install it, use an absolute path, or %s", name, jobPath.Source, hint)
+	case errors.As(err, &notFound):
+		checks.report(plan.commandKey, "%v: install it, use an absolute path, or %s", err, hint)
+	case err != nil:
+		checks.report(plan.commandKey, "%v", err)
+	}
+}
+
+// LookPath returns the absolute path of the program that a job's command
+// name runs. A name with a "/" is taken relative to dir, and any other
+// name is searched in the folders of path, skipping relative ones. Unlike
+// exec.LookPath it does not use the daemon's own PATH, because children
+// get the runner's PATH instead.
+func LookPath(name, dir string, path []string) (string, error) {
+	if strings.Contains(name, "/") {
+		file := name
+		if !filepath.IsAbs(file) {
+			file = filepath.Join(dir, file)
+		}
+		if err := checkExecutable(file); err != nil {
+			return "", fmt.Errorf("command %q: %w", name, err)
+		}
+		return file, nil
+	}
+	for _, folder := range path {
+		if !filepath.IsAbs(folder) {
+			continue
+		}
+		file := filepath.Join(folder, name)
+		if checkExecutable(file) == nil {
+			return file, nil
+		}
+	}
+	return "", &commandNotFoundError{name: name, path: path}
+}
+
+// commandNotFoundError matches fs.ErrNotExist in errors.Is.
+type commandNotFoundError struct {
+	name string
+	path []string
+}
+
+func (e *commandNotFoundError) Error() string {
+	path := strings.Join(e.path, ":")
+	if path == "" {
+		path = "(empty)"
+	}
+	return fmt.Sprintf("command %q not found in PATH %s", e.name, path)
+}
+
+func (e *commandNotFoundError) Unwrap() error { return fs.ErrNotExist }
+
+func checkExecutable(file string) error {
+	info, err := os.Stat(file)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("%s does not exist: fix the path or install the program", file)
+	case err != nil:
+		return err
+	case !info.Mode().IsRegular():
+		return fmt.Errorf("%s is not a regular file: point the command at the program itself", file)
+	case info.Mode().Perm()&0o111 == 0:
+		return fmt.Errorf("%s is not executable: run chmod +x on it", file)
+	}
+	return nil
+}
+
+// resolveEnv reads the secrets of env and reports each one that cannot be
+// read. The reports name the source, never the value.
+func resolveEnv(checks *reporter, env map[string]envValue) map[string]Secret {
+	secrets := make(map[string]Secret, len(env))
+	for _, name := range slices.Sorted(maps.Keys(env)) {
+		value := env[name]
+		secret, err := value.resolve()
+		if err != nil {
+			checks.report(value.key, "%v", err)
+			continue
+		}
+		secrets[name] = secret
+	}
+	return secrets
+}
+
+func (v envValue) resolve() (Secret, error) {
+	switch v.kind {
+	case envFile:
+		value, err := readSecretFile(v.text)
+		if err != nil {
+			return Secret{}, err
+		}
+		return NewSecret(value, "file "+v.text), nil
+	case envVariable:
+		value, ok := os.LookupEnv(v.text)
+		if !ok {
+			return Secret{}, fmt.Errorf("environment variable %s is not set for the runner: set it in the systemd unit with Environment= or EnvironmentFile=", v.text)
+		}
+		return NewSecret(value, "env "+v.text), nil
+	case envCredential:
+		return readCredential(v.text)
+	default:
+		return NewSecret(v.text, envInline), nil
+	}
+}
+
+func readSecretFile(path string) (string, error) {
+	data, err := readSmallFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("secret file %s does not exist: create it or fix the path", path)
+	}
+	if err != nil {
+		return "", fmt.Errorf("read secret file: %w", err)
+	}
+	return trimNewline(string(data)), nil
+}
+
+// readCredential reads a systemd credential. systemd puts each credential
+// named by LoadCredential= or SetCredential= in the folder that
+// $CREDENTIALS_DIRECTORY names.
+func readCredential(name string) (Secret, error) {
+	dir := os.Getenv("CREDENTIALS_DIRECTORY")
+	if dir == "" {
+		return Secret{}, fmt.Errorf("credential %q cannot be read because $CREDENTIALS_DIRECTORY is not set: systemd sets it with LoadCredential=%s:/path/to/secret in the unit", name, name)
+	}
+	data, err := readSmallFile(filepath.Join(dir, name))
+	if errors.Is(err, fs.ErrNotExist) {
+		return Secret{}, fmt.Errorf("credential %q not found in $CREDENTIALS_DIRECTORY %s: add LoadCredential=%s:/path/to/secret to the unit", name, dir, name)
+	}
+	if err != nil {
+		return Secret{}, fmt.Errorf("read credential %q: %w", name, err)
+	}
+	return NewSecret(trimNewline(string(data)), "credential "+name), nil
+}
+
+// trimNewline removes one trailing newline, which editors and echo add to
+// secret files but which is not part of the secret. A "\r\n" counts as one
+// newline.
+func trimNewline(value string) string {
+	if !strings.HasSuffix(value, "\n") {
+		return value
+	}
+	return strings.TrimSuffix(strings.TrimSuffix(value, "\n"), "\r")
+}

@@ -1,0 +1,283 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/agent-runner/agent-runner/schedule"
+)
+
+var jobNamePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)
+
+// sharedKeys are the job keys that [defaults] may set too.
+var sharedKeys = []string{
+	"catch_up", "enabled", "env", "env_file", "inherit_env",
+	"timeout", "timezone", "working_dir",
+}
+
+var jobKeys = slices.Sorted(slices.Values(append(slices.Clone(sharedKeys),
+	"command", "description", "every", "schedule")))
+
+// jobOnlyKeys explains why [defaults] rejects the job keys that are not
+// shared.
+var jobOnlyKeys = map[string]string{
+	"command":     "command cannot be set in [defaults] because each job runs its own program: move it into each [jobs.NAME]",
+	"description": "description cannot be set in [defaults] because it describes one job: move it into each [jobs.NAME]",
+	"every":       "every cannot be set in [defaults] because each job needs its own schedule: move it into each [jobs.NAME]",
+	"schedule":    "schedule cannot be set in [defaults] because each job needs its own schedule: move it into each [jobs.NAME]",
+}
+
+// setting is a value of [defaults] or [jobs.NAME] with the key it was
+// written at, so that later checks can point at the right line.
+type setting[T any] struct {
+	value T
+	// key is nil when the file does not set the value.
+	key keyPath
+}
+
+func (s setting[T]) isSet() bool { return s.key != nil }
+
+// or returns s when it is set, else fallback.
+func (s setting[T]) or(fallback setting[T]) setting[T] {
+	if s.isSet() {
+		return s
+	}
+	return fallback
+}
+
+// jobSettings holds the keys that [defaults] and [jobs.NAME] share.
+type jobSettings struct {
+	workingDir setting[string]
+	envFile    setting[string]
+	inheritEnv setting[[]string]
+	timeout    setting[time.Duration]
+	catchUp    setting[string]
+	enabled    setting[bool]
+	location   setting[*time.Location]
+	env        map[string]envValue
+}
+
+// over returns s with every unset key taken from defaults. Env tables
+// merge key by key, and the job's value wins.
+func (s jobSettings) over(defaults jobSettings) jobSettings {
+	merged := jobSettings{
+		workingDir: s.workingDir.or(defaults.workingDir),
+		envFile:    s.envFile.or(defaults.envFile),
+		inheritEnv: s.inheritEnv.or(defaults.inheritEnv),
+		timeout:    s.timeout.or(defaults.timeout),
+		catchUp:    s.catchUp.or(defaults.catchUp),
+		enabled:    s.enabled.or(defaults.enabled),
+		location:   s.location.or(defaults.location),
+		env:        map[string]envValue{},
+	}
+	for name, value := range defaults.env {
+		merged.env[name] = value
+	}
+	for name, value := range s.env {
+		merged.env[name] = value
+	}
+	return merged
+}
+
+// jobPlan keeps a decoded job with the settings it came from, for the
+// checks against this machine.
+type jobPlan struct {
+	job        *Job
+	path       keyPath
+	settings   jobSettings
+	commandKey keyPath
+	// runnerPath is the [runner] path, searched for the command unless
+	// the job's env sets PATH.
+	runnerPath []string
+}
+
+func (l *loader) decodeDefaults(root table) jobSettings {
+	t, _ := l.subTable(root, "defaults", "[defaults]")
+	l.checkKeys(t, "in [defaults]", sharedKeys, jobOnlyKeys)
+	return l.decodeSettings(t)
+}
+
+// decodeSettings reads the keys that [defaults] and [jobs.NAME] share.
+func (l *loader) decodeSettings(t table) jobSettings {
+	var s jobSettings
+	if dir, ok := l.nonEmptyString(t, "working_dir", `"scripts"`); ok {
+		s.workingDir = setting[string]{l.resolve(dir), t.key("working_dir")}
+	}
+	if file, ok := l.nonEmptyString(t, "env_file", `"job.env"`); ok {
+		s.envFile = setting[string]{l.resolve(file), t.key("env_file")}
+	}
+	if names, ok := l.stringList(t, "inherit_env", `["HOME_ASSISTANT_URL"]`); ok {
+		l.checkEnvNames(t.key("inherit_env"), names)
+		s.inheritEnv = setting[[]string]{names, t.key("inherit_env")}
+	}
+	if d, ok := l.durationValue(t, "timeout", 0); ok {
+		s.timeout = setting[time.Duration]{d, t.key("timeout")}
+	}
+	if policy, ok := l.stringValue(t, "catch_up", `"once"`); ok {
+		l.checkCatchUp(t.key("catch_up"), policy)
+		s.catchUp = setting[string]{policy, t.key("catch_up")}
+	}
+	if enabled, ok := l.boolValue(t, "enabled"); ok {
+		s.enabled = setting[bool]{enabled, t.key("enabled")}
+	}
+	if location, ok := l.locationValue(t, "timezone"); ok {
+		s.location = setting[*time.Location]{location, t.key("timezone")}
+	}
+	s.env = l.decodeEnv(t)
+	return s
+}
+
+func (l *loader) checkCatchUp(path keyPath, policy string) {
+	if policy != CatchUpOnce && policy != CatchUpSkip {
+		l.report(path, `invalid catch_up %q: use "once" to run a missed slot once after downtime, or "skip" to wait for the next slot`, policy)
+	}
+}
+
+func (l *loader) decodeJobs(root table, defaults jobSettings, runner Runner) []*Job {
+	jobs, _ := l.subTable(root, "jobs", "[jobs.NAME]")
+	var list []*Job
+	for _, name := range jobs.names() {
+		t, ok := l.subTable(jobs, name, "[jobs.NAME]")
+		if !ok {
+			continue
+		}
+		if !jobNamePattern.MatchString(name) {
+			l.report(t.path, `invalid job name %q: use lowercase letters, digits, "_" and "-", starting with a letter or digit, such as %q`, name, suggestJobName(name))
+		}
+		list = append(list, l.decodeJob(t, name, defaults, runner))
+	}
+	return list
+}
+
+// suggestJobName turns name into a valid job name by lowercasing it and
+// replacing each run of other characters with "-".
+func suggestJobName(name string) string {
+	var b strings.Builder
+	dash := false
+	for _, r := range strings.ToLower(name) {
+		if r < 128 && (r == '_' || r == '-' || ('a' <= r && r <= 'z') || ('0' <= r && r <= '9')) {
+			b.WriteRune(r)
+			dash = false
+		} else if !dash {
+			b.WriteByte('-')
+			dash = true
+		}
+	}
+	suggestion := strings.Trim(b.String(), "-_")
+	if suggestion == "" {
+		return "job"
+	}
+	return suggestion
+}
+
+func (l *loader) decodeJob(t table, name string, defaults jobSettings, runner Runner) *Job {
+	l.checkKeys(t, "in ["+t.path.String()+"]", jobKeys, nil)
+	job := &Job{Name: name, Line: l.lines.line(t.path)}
+	job.Description, _ = l.stringValue(t, "description", `"Collect the daily digest"`)
+	job.Command = l.decodeCommand(t)
+	settings := l.decodeSettings(t).over(defaults)
+	applySettings(job, settings, runner, l.dir)
+	l.decodeSchedule(t, job)
+	l.jobs = append(l.jobs, jobPlan{
+		job:        job,
+		path:       t.path,
+		settings:   settings,
+		commandKey: t.key("command"),
+		runnerPath: runner.Path,
+	})
+	return job
+}
+
+// applySettings copies the merged settings into job, filling in the
+// built-in defaults for keys that neither the job nor [defaults] sets.
+func applySettings(job *Job, s jobSettings, runner Runner, configDir string) {
+	job.WorkingDir = configDir
+	if s.workingDir.isSet() {
+		job.WorkingDir = s.workingDir.value
+	}
+	job.EnvFile = s.envFile.value
+	job.InheritEnv = s.inheritEnv.value
+	job.Timeout = s.timeout.value
+	job.CatchUp = CatchUpOnce
+	if s.catchUp.isSet() {
+		job.CatchUp = s.catchUp.value
+	}
+	job.Enabled = true
+	if s.enabled.isSet() {
+		job.Enabled = s.enabled.value
+	}
+	job.Location = runner.Location
+	if s.location.isSet() {
+		job.Location = s.location.value
+	}
+	job.Env = map[string]Secret{}
+}
+
+const commandExample = `["python3", "collect.py"]`
+
+func (l *loader) decodeCommand(t table) []string {
+	path := t.key("command")
+	value, ok := t.values["command"]
+	if !ok {
+		l.report(t.path, "missing command: add command = %s to [%s]", commandExample, t.path)
+		return nil
+	}
+	if _, ok := value.(string); ok {
+		l.report(path, "must be an array such as %s, not a string, because no shell splits the command into words", commandExample)
+		return nil
+	}
+	command, ok := l.stringList(t, "command", commandExample)
+	if !ok {
+		return nil
+	}
+	if len(command) == 0 {
+		l.report(path, "must not be empty: write the program and its arguments such as %s", commandExample)
+		return nil
+	}
+	for i, arg := range command {
+		if arg == "" {
+			l.reportEntry(path, i, "entry %d is empty: remove it or write the argument", i+1)
+		}
+	}
+	return command
+}
+
+// decodeSchedule sets the job's cron expression or interval. It needs
+// job.Location, because cron expressions are checked in the job's zone.
+func (l *loader) decodeSchedule(t table, job *Job) {
+	_, hasCron := t.values["schedule"]
+	_, hasEvery := t.values["every"]
+	switch {
+	case hasCron && hasEvery:
+		l.report(t.key("every"), "schedule and every are both set: keep schedule for a cron schedule or every for a fixed interval, not both")
+	case !hasCron && !hasEvery:
+		l.report(t.path, `missing schedule: add schedule = "*/15 * * * *" for a cron schedule or every = "15m" for a fixed interval`)
+	}
+	if expr, ok := l.stringValue(t, "schedule", `"*/15 * * * *"`); ok {
+		if _, err := schedule.ParseCron(expr, job.Location); err != nil {
+			l.report(t.key("schedule"), "%s", cronMessage(expr, err))
+		}
+		job.Cron = expr
+	}
+	if every, ok := l.durationValue(t, "every", time.Second); ok {
+		job.Every = every
+	}
+}
+
+// cronMessage explains a cron expression that schedule.ParseCron rejects.
+func cronMessage(expr string, err error) string {
+	if errors.Is(err, schedule.ErrNoFutureSlot) {
+		return fmt.Sprintf("cron expression %q never fires: check that its day and month exist together", expr)
+	}
+	// ParseCron wraps the parser's reason in text that repeats the
+	// expression, so the message uses the reason alone.
+	reason := errors.Unwrap(err)
+	if reason == nil {
+		return fmt.Sprintf("invalid cron expression %q: %v", expr, err)
+	}
+	return fmt.Sprintf(`invalid cron expression %q: %v: write 5 fields such as "*/15 * * * *", 6 with leading seconds, or a shortcut such as "@daily"`, expr, reason)
+}

@@ -1,0 +1,128 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/pelletier/go-toml/v2"
+)
+
+// DefaultPath returns $AGENT_RUNNER_CONFIG when set, else "config.toml" in
+// the current directory.
+func DefaultPath() string {
+	if path := os.Getenv("AGENT_RUNNER_CONFIG"); path != "" {
+		return path
+	}
+	return "config.toml"
+}
+
+// Load reads, decodes and validates the config file at path.
+//
+// When the file has mistakes, Load returns an *Error that lists every
+// problem it found, not just the first. A TOML syntax error stops decoding,
+// so it is reported alone. Errors that are not about the file's content,
+// such as a missing file, are returned wrapped instead.
+//
+// A valid file yields a Config even when some of its jobs cannot run on
+// this machine. Those jobs have Job.Problem set, and Config.Problems
+// collects them.
+func Load(path string) (*Config, error) {
+	file, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("resolve config path: %w", err)
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	// go-toml's strict mode reports only unknown fields and stops at the
+	// first type mismatch, so the file is decoded into plain maps and the
+	// loader checks keys and types itself to report every problem at once.
+	var values map[string]any
+	if err := toml.Unmarshal(data, &values); err != nil {
+		return nil, decodeError(file, data, err)
+	}
+	l := &loader{
+		reporter: reporter{file: file, lines: indexKeyLines(data)},
+		dir:      filepath.Dir(file),
+	}
+	config := l.decode(values)
+	if err := l.err(); err != nil {
+		return nil, err
+	}
+	l.checkJobs()
+	return config, nil
+}
+
+// loader decodes one config file and collects its problems.
+type loader struct {
+	reporter
+	// dir is the folder of the config file.
+	dir string
+	// jobs keeps each decoded job with its settings for the checks that
+	// run once the whole file is valid.
+	jobs []jobPlan
+}
+
+var topLevelKeys = []string{"defaults", "jobs", "runner"}
+
+func (l *loader) decode(values map[string]any) *Config {
+	root := table{values: values}
+	l.checkKeys(root, "at the top level", topLevelKeys, nil)
+	config := &Config{Path: l.file, Dir: l.dir}
+	config.Runner = l.decodeRunner(root)
+	defaults := l.decodeDefaults(root)
+	config.Jobs = l.decodeJobs(root, defaults, config.Runner)
+	return config
+}
+
+// decodeError turns a go-toml error into an *Error with one problem. It
+// rewrites go-toml's messages about keys and tables defined twice so that
+// they name the line of the first definition.
+func decodeError(file string, data []byte, err error) error {
+	var decodeErr *toml.DecodeError
+	if !errors.As(err, &decodeErr) {
+		return fmt.Errorf("decode config %s: %w", file, err)
+	}
+	line, column := decodeErr.Position()
+	problem := Problem{File: file, Line: line}
+	message := strings.TrimPrefix(decodeErr.Error(), "toml: ")
+	index := indexKeyLines(data)
+	key := duplicateKey(index.fullPath(keyPath(decodeErr.Key()), line), message)
+	first := index.firstLine(key)
+	switch {
+	case len(key) > 0 && strings.HasPrefix(message, "table ") && strings.Contains(message, "already exists"):
+		problem.Key = key.String()
+		problem.Message = fmt.Sprintf("duplicate table: [%s] is already defined %s, so merge the two into one table", key, earlier(first, line))
+	case len(key) > 0 && (strings.Contains(message, "already") || strings.Contains(message, "should be")):
+		problem.Key = key.String()
+		problem.Message = fmt.Sprintf("duplicate key: it is already set %s, so remove one of them", earlier(first, line))
+	default:
+		problem.Column = column
+		problem.Message = "TOML syntax error: " + message
+	}
+	return &Error{Problems: []Problem{problem}}
+}
+
+// duplicateKey cuts key after the part that go-toml names in message. For
+// "x = 1" followed by "x.y = 2", go-toml reports the key x.y but the
+// message "key x is already defined", and x is the key defined twice.
+func duplicateKey(key keyPath, message string) keyPath {
+	for n := len(key); n > 0; n-- {
+		if strings.Contains(message, " "+key[n-1]+" ") {
+			return key[:n]
+		}
+	}
+	return key
+}
+
+// earlier describes where a key was first defined, relative to line.
+func earlier(first, line int) string {
+	if first > 0 && first < line {
+		return fmt.Sprintf("on line %d", first)
+	}
+	return "earlier"
+}

@@ -1,0 +1,251 @@
+package config
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+)
+
+// table is one decoded TOML table with its key path, so that problems in
+// it can be located.
+type table struct {
+	path   keyPath
+	values map[string]any
+}
+
+func (t table) key(name string) keyPath {
+	return t.path.child(name)
+}
+
+// names returns the keys of t in sorted order, so problems come out in a
+// stable order.
+func (t table) names() []string {
+	return slices.Sorted(maps.Keys(t.values))
+}
+
+// typeName names the TOML type of a value decoded by go-toml, with an
+// article. It never includes the value, which may be a secret.
+func typeName(v any) string {
+	switch v.(type) {
+	case string:
+		return "a string"
+	case int64:
+		return "an integer"
+	case float64:
+		return "a float"
+	case bool:
+		return "a boolean"
+	case []any:
+		return "an array"
+	case map[string]any:
+		return "a table"
+	case time.Time:
+		return "a date-time"
+	default:
+		return "a local date or time"
+	}
+}
+
+// subTable returns the table at name. It reports a problem when the value
+// is not a table, and returns false then and when the key is absent.
+func (r *reporter) subTable(t table, name, example string) (table, bool) {
+	path := t.key(name)
+	value, ok := t.values[name]
+	if !ok {
+		return table{path: path}, false
+	}
+	m, ok := value.(map[string]any)
+	if !ok {
+		r.report(path, "must be a table such as %s, not %s", example, typeName(value))
+		return table{path: path}, false
+	}
+	return table{path: path, values: m}, true
+}
+
+// stringValue returns the string at name, or false when it is absent or
+// not a string. example shows a valid value in the problem message.
+func (r *reporter) stringValue(t table, name, example string) (string, bool) {
+	value, ok := t.values[name]
+	if !ok {
+		return "", false
+	}
+	s, ok := value.(string)
+	if !ok {
+		r.report(t.key(name), "must be a string such as %s, not %s", example, typeName(value))
+		return "", false
+	}
+	return s, true
+}
+
+// nonEmptyString is stringValue that also rejects "".
+func (r *reporter) nonEmptyString(t table, name, example string) (string, bool) {
+	s, ok := r.stringValue(t, name, example)
+	if ok && s == "" {
+		r.report(t.key(name), "must not be empty: write a value such as %s or remove the key", example)
+		return "", false
+	}
+	return s, ok
+}
+
+func (r *reporter) boolValue(t table, name string) (bool, bool) {
+	value, ok := t.values[name]
+	if !ok {
+		return false, false
+	}
+	b, ok := value.(bool)
+	if !ok {
+		r.report(t.key(name), "must be true or false, not %s", typeName(value))
+		return false, false
+	}
+	return b, true
+}
+
+func (r *reporter) intValue(t table, name, example string) (int64, bool) {
+	value, ok := t.values[name]
+	if !ok {
+		return 0, false
+	}
+	n, ok := value.(int64)
+	if !ok {
+		r.report(t.key(name), "must be an integer such as %s, not %s", example, typeName(value))
+		return 0, false
+	}
+	return n, true
+}
+
+const durationHint = `write a Go duration such as "90s", "15m" or "1h30m"`
+
+// durationValue returns the duration written as a string at name. It
+// reports negative durations and durations below minimum.
+func (r *reporter) durationValue(t table, name string, minimum time.Duration) (time.Duration, bool) {
+	value, ok := t.values[name]
+	if !ok {
+		return 0, false
+	}
+	s, ok := value.(string)
+	if !ok {
+		r.report(t.key(name), `must be a duration string such as "15m", not %s`, typeName(value))
+		return 0, false
+	}
+	d, err := time.ParseDuration(s)
+	switch {
+	case err != nil:
+		r.report(t.key(name), "invalid duration %q: %s", s, durationHint)
+	case d < 0:
+		r.report(t.key(name), "negative duration %q: %s", s, durationHint)
+	case d < minimum:
+		r.report(t.key(name), "duration %q is shorter than the minimum of %s: %s", s, minimum, durationHint)
+	default:
+		return d, true
+	}
+	return 0, false
+}
+
+// stringList returns the array of strings at name. It reports the array
+// itself when it has another type and each entry that is not a string, and
+// returns false when any of them is wrong.
+func (r *reporter) stringList(t table, name, example string) ([]string, bool) {
+	value, ok := t.values[name]
+	if !ok {
+		return nil, false
+	}
+	items, ok := value.([]any)
+	if !ok {
+		r.report(t.key(name), "must be an array of strings such as %s, not %s", example, typeName(value))
+		return nil, false
+	}
+	list := make([]string, 0, len(items))
+	valid := true
+	for i, item := range items {
+		s, ok := item.(string)
+		if !ok {
+			r.reportEntry(t.key(name), i, "entry %d must be a string, not %s", i+1, typeName(item))
+			valid = false
+		}
+		list = append(list, s)
+	}
+	return list, valid
+}
+
+// locationValue returns the time zone named at name.
+func (r *reporter) locationValue(t table, name string) (*time.Location, bool) {
+	zone, ok := r.stringValue(t, name, `"Europe/Berlin"`)
+	if !ok {
+		return nil, false
+	}
+	location, err := loadLocation(zone)
+	if err != nil {
+		r.report(t.key(name), "%v", err)
+		return nil, false
+	}
+	return location, true
+}
+
+// loadLocation wraps time.LoadLocation, which takes "" to mean UTC and
+// reports unknown zones without a hint.
+func loadLocation(zone string) (*time.Location, error) {
+	if zone == "" {
+		return nil, fmt.Errorf(`empty time zone: use an IANA name such as "Europe/Berlin" or "UTC"`)
+	}
+	location, err := time.LoadLocation(zone)
+	if err != nil {
+		return nil, fmt.Errorf(`unknown time zone %q: use an IANA name such as "Europe/Berlin" or "UTC"`, zone)
+	}
+	return location, nil
+}
+
+// checkKeys reports every key of t that is not in allowed. rejected maps
+// keys that users are likely to try in this table to the reason they are
+// not allowed here.
+func (r *reporter) checkKeys(t table, where string, allowed []string, rejected map[string]string) {
+	for _, name := range t.names() {
+		if slices.Contains(allowed, name) {
+			continue
+		}
+		if reason, ok := rejected[name]; ok {
+			r.report(t.key(name), "%s", reason)
+			continue
+		}
+		list := strings.Join(allowed, ", ")
+		if guess := closestName(name, allowed); guess != "" {
+			r.report(t.key(name), "unknown key, did you mean %q? The keys allowed %s are %s", guess, where, list)
+		} else {
+			r.report(t.key(name), "unknown key: the keys allowed %s are %s", where, list)
+		}
+	}
+}
+
+// closestName returns the entry of names within two edits of name, or ""
+// when there is none.
+func closestName(name string, names []string) string {
+	best, bestDistance := "", 3
+	for _, candidate := range names {
+		if d := editDistance(name, candidate); d < bestDistance {
+			best, bestDistance = candidate, d
+		}
+	}
+	return best
+}
+
+// editDistance returns the Levenshtein distance between a and b in bytes.
+func editDistance(a, b string) int {
+	previous := make([]int, len(b)+1)
+	current := make([]int, len(b)+1)
+	for j := range previous {
+		previous[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		current[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			current[j] = min(previous[j]+1, current[j-1]+1, previous[j-1]+cost)
+		}
+		previous, current = current, previous
+	}
+	return previous[len(b)]
+}

@@ -1,0 +1,52 @@
+// Package control is the protocol between the agent-runner CLI and the
+// daemon: newline-delimited JSON over a unix socket. A client sends one
+// Request and reads Messages until one carries a final Run, Jobs or Error.
+package control
+
+import (
+	"github.com/agent-runner/agent-runner/jobs"
+	"github.com/agent-runner/agent-runner/state"
+)
+
+// Operations a Request may ask for.
+const (
+	OpRunJob = "run-job"
+	OpStatus = "status"
+)
+
+// Error codes of a Message, so the CLI can choose its exit status without
+// parsing text.
+const (
+	CodeUnknownJob = "unknown-job"
+	CodeBusy       = "busy"
+	CodeStopping   = "stopping"
+	CodeDenied     = "denied"
+	CodeBadRequest = "bad-request"
+	CodeInternal   = "internal"
+)
+
+// maxRequestBytes bounds one request line.
+const maxRequestBytes = 64 << 10
+
+// Request is the one message a client sends.
+type Request struct {
+	Op   string `json:"op"`
+	Job  string `json:"job,omitempty"`
+	Wait bool   `json:"wait,omitempty"`
+}
+
+// Message is one line the daemon sends back. Exactly one field is set.
+type Message struct {
+	Line  *jobs.Line       `json:"line,omitempty"`
+	Run   *state.Run       `json:"run,omitempty"`
+	Jobs  []jobs.JobStatus `json:"jobs,omitempty"`
+	Error *ErrorMessage    `json:"error,omitempty"`
+}
+
+// ErrorMessage is a failed request.
+type ErrorMessage struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func (e *ErrorMessage) Error() string { return e.Message }

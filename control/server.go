@@ -1,0 +1,299 @@
+package control
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"os/user"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/agent-runner/agent-runner/jobs"
+	"github.com/agent-runner/agent-runner/state"
+)
+
+// writeTimeout bounds one write to a client, so a client that stops
+// reading cannot stall a job whose output it streams.
+const writeTimeout = 10 * time.Second
+
+// Handler does the work behind the socket.
+type Handler interface {
+	RunJob(ctx context.Context, req jobs.Request) (state.Run, error)
+	Status() ([]jobs.JobStatus, error)
+}
+
+// Server serves the control socket.
+type Server struct {
+	handler  Handler
+	log      *slog.Logger
+	listener *net.UnixListener
+	// groupID may use the socket besides root and the daemon's own user;
+	// -1 when no socket_group is set.
+	groupID int
+
+	wg     sync.WaitGroup
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+// Listen creates the socket at path, readable and writable by the owner
+// and, when group is set, by that group. A socket file left by a daemon
+// that died is replaced; the caller must hold the state store lock, which
+// proves no other daemon serves it.
+func Listen(path, group string, handler Handler, log *slog.Logger) (*Server, error) {
+	gid, err := lookupGroup(group)
+	if err != nil {
+		return nil, err
+	}
+	if err := removeStaleSocket(path); err != nil {
+		return nil, err
+	}
+	// The umask keeps the socket private between bind and chmod.
+	old := unix.Umask(0o177)
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	unix.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("listen on control socket: %w", err)
+	}
+	if gid >= 0 {
+		if err := os.Chown(path, -1, gid); err != nil {
+			l.Close()
+			return nil, fmt.Errorf("set control socket group: %w", err)
+		}
+		if err := os.Chmod(path, 0o660); err != nil {
+			l.Close()
+			return nil, fmt.Errorf("set control socket mode: %w", err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Server{handler: handler, log: log, listener: l, groupID: gid, ctx: ctx, cancel: cancel}, nil
+}
+
+func lookupGroup(name string) (int, error) {
+	if name == "" {
+		return -1, nil
+	}
+	g, err := user.LookupGroup(name)
+	if err != nil {
+		return -1, fmt.Errorf("look up socket_group: %w", err)
+	}
+	return strconv.Atoi(g.Gid)
+}
+
+func removeStaleSocket(path string) error {
+	info, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("inspect control socket path: %w", err)
+	}
+	if info.Mode()&fs.ModeSocket == 0 {
+		return fmt.Errorf("control socket path %s exists and is not a socket: move it away or set [runner] socket", path)
+	}
+	return os.Remove(path)
+}
+
+// Serve accepts clients until Close.
+func (s *Server) Serve() error {
+	for {
+		conn, err := s.listener.AcceptUnix()
+		if err != nil {
+			if s.ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("accept control client: %w", err)
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.serveConn(conn)
+		}()
+	}
+}
+
+// Close stops accepting, cancels the manual runs of connected clients,
+// waits for their handlers to return and removes the socket.
+func (s *Server) Close() error {
+	s.cancel()
+	err := s.listener.Close()
+	s.wg.Wait()
+	return err
+}
+
+func (s *Server) serveConn(conn *net.UnixConn) {
+	defer conn.Close()
+	out := &encoder{conn: conn, enc: json.NewEncoder(conn)}
+	if err := s.authorize(conn); err != nil {
+		s.log.Warn("control client rejected", "err", err)
+		out.send(Message{Error: &ErrorMessage{Code: CodeDenied, Message: err.Error()}})
+		return
+	}
+	reader := bufio.NewReaderSize(conn, 4096)
+	line, err := readLine(reader)
+	if err != nil {
+		out.send(Message{Error: &ErrorMessage{Code: CodeBadRequest, Message: err.Error()}})
+		return
+	}
+	var req Request
+	if err := json.Unmarshal(line, &req); err != nil {
+		out.send(Message{Error: &ErrorMessage{Code: CodeBadRequest, Message: fmt.Sprintf("decode request: %v", err)}})
+		return
+	}
+	switch req.Op {
+	case OpRunJob:
+		s.runJob(conn, reader, out, req)
+	case OpStatus:
+		s.status(out)
+	default:
+		out.send(Message{Error: &ErrorMessage{Code: CodeBadRequest, Message: fmt.Sprintf("unknown operation %q", req.Op)}})
+	}
+}
+
+func readLine(r *bufio.Reader) ([]byte, error) {
+	var line []byte
+	for {
+		chunk, err := r.ReadSlice('\n')
+		line = append(line, chunk...)
+		if len(line) > maxRequestBytes {
+			return nil, fmt.Errorf("request longer than %d bytes", maxRequestBytes)
+		}
+		if err == nil {
+			return line, nil
+		}
+		if !errors.Is(err, bufio.ErrBufferFull) {
+			return nil, fmt.Errorf("read request: %w", err)
+		}
+	}
+}
+
+// authorize accepts root, the daemon's own user and members of the socket
+// group. The socket's mode already keeps others out; this check also holds
+// when the socket file's mode was changed by hand.
+func (s *Server) authorize(conn *net.UnixConn) error {
+	raw, err := conn.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("inspect control client: %w", err)
+	}
+	var cred *unix.Ucred
+	var credErr error
+	err = raw.Control(func(fd uintptr) {
+		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	})
+	if err == nil {
+		err = credErr
+	}
+	if err != nil {
+		return fmt.Errorf("read control client credentials: %w", err)
+	}
+	if cred.Uid == 0 || int(cred.Uid) == os.Getuid() {
+		return nil
+	}
+	if s.groupID >= 0 && inGroup(cred, s.groupID) {
+		return nil
+	}
+	return fmt.Errorf("user %d is not allowed to use the control socket: add the user to socket_group", cred.Uid)
+}
+
+// inGroup reports whether the peer has gid as its primary or a
+// supplementary group, read from /proc since SO_PEERCRED carries only the
+// primary one.
+func inGroup(cred *unix.Ucred, gid int) bool {
+	if int(cred.Gid) == gid {
+		return true
+	}
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", cred.Pid))
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		groups, ok := strings.CutPrefix(line, "Groups:")
+		if !ok {
+			continue
+		}
+		for _, field := range strings.Fields(groups) {
+			if field == strconv.Itoa(gid) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// runJob runs a job for the client, streaming output. The run stops like
+// a Ctrl-C when the client hangs up.
+func (s *Server) runJob(conn *net.UnixConn, reader *bufio.Reader, out *encoder, req Request) {
+	ctx, cancel := context.WithCancelCause(s.ctx)
+	defer cancel(nil)
+	go func() {
+		// The client sends nothing after its request, so any return from
+		// Read means it closed the connection.
+		buf := make([]byte, 1)
+		_, _ = reader.Read(buf)
+		cancel(errors.New("stopped by the user"))
+	}()
+	run, err := s.handler.RunJob(ctx, jobs.Request{
+		Job:     req.Job,
+		Trigger: state.TriggerManual,
+		Wait:    req.Wait,
+		Output: func(line jobs.Line) {
+			if err := out.send(Message{Line: &line}); err != nil {
+				cancel(fmt.Errorf("stream output to client: %w", err))
+			}
+		},
+	})
+	if err != nil {
+		out.send(Message{Error: errorMessage(err)})
+		return
+	}
+	out.send(Message{Run: &run})
+}
+
+func errorMessage(err error) *ErrorMessage {
+	code := CodeInternal
+	switch {
+	case errors.Is(err, jobs.ErrUnknownJob):
+		code = CodeUnknownJob
+	case errors.Is(err, jobs.ErrBusy):
+		code = CodeBusy
+	case errors.Is(err, jobs.ErrStopping):
+		code = CodeStopping
+	}
+	return &ErrorMessage{Code: code, Message: err.Error()}
+}
+
+func (s *Server) status(out *encoder) {
+	list, err := s.handler.Status()
+	if err != nil {
+		out.send(Message{Error: errorMessage(err)})
+		return
+	}
+	if list == nil {
+		list = []jobs.JobStatus{}
+	}
+	out.send(Message{Jobs: list})
+}
+
+// encoder serializes messages from the two output readers of a run.
+type encoder struct {
+	mu   sync.Mutex
+	conn *net.UnixConn
+	enc  *json.Encoder
+}
+
+func (e *encoder) send(m Message) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	_ = e.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+	return e.enc.Encode(m)
+}

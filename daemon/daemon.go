@@ -1,0 +1,182 @@
+// Package daemon wires the long-running process: the state store, the
+// scheduler, the run boundary and the control socket, each an actor of
+// one oklog/run group. Signals stay in main; a context ends the daemon.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"github.com/oklog/run"
+
+	"github.com/agent-runner/agent-runner/config"
+	"github.com/agent-runner/agent-runner/control"
+	"github.com/agent-runner/agent-runner/jobs"
+	"github.com/agent-runner/agent-runner/state"
+)
+
+// storeLockTimeout is how long the daemon waits for the store lock. A CLI
+// running a job in-process holds it only for short transactions.
+const storeLockTimeout = 10 * time.Second
+
+// Options configures Run.
+type Options struct {
+	Config  *config.Config
+	Log     *slog.Logger
+	Clock   clockwork.Clock
+	Version string
+	// Force, when closed, stops running jobs at once instead of waiting
+	// out shutdown_timeout, as a second SIGTERM asks.
+	Force <-chan struct{}
+}
+
+// Run runs the daemon until ctx ends, then stops scheduling, stops the
+// running jobs and records their results.
+func Run(ctx context.Context, opts Options) error {
+	cfg, log := opts.Config, opts.Log
+	if opts.Clock == nil {
+		opts.Clock = clockwork.NewRealClock()
+	}
+	log.Info("agent-runner starting", "version", opts.Version, "config", cfg.Path,
+		"state_dir", cfg.Runner.StateDir, "jobs", len(cfg.Jobs))
+
+	store, err := openStore(cfg, log, opts.Clock.Now())
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+
+	reaper, err := jobs.NewReaper(log)
+	if err != nil {
+		return err
+	}
+	defer reaper.Close()
+
+	for _, problem := range cfg.Problems() {
+		log.Error("job cannot run as configured", "err", problem)
+	}
+	runner := jobs.NewRunner(cfg, store, reaper, log, opts.Clock.Now)
+	sched, err := jobs.NewScheduler(cfg, runner, store, opts.Clock, log)
+	if err != nil {
+		return err
+	}
+	srv, err := control.Listen(cfg.Runner.Socket, cfg.Runner.SocketGroup, handler{cfg, runner, sched}, log)
+	if err != nil {
+		_ = sched.Stop()
+		return err
+	}
+
+	var group run.Group
+	addContext(&group, ctx)
+	addScheduler(&group, cfg, sched, runner, log, opts.Force)
+	group.Add(srv.Serve, func(error) {
+		log.Info("closing control socket")
+		_ = srv.Close()
+	})
+	err = group.Run()
+	log.Info("agent-runner stopped")
+	if errors.Is(err, errStopRequested) {
+		return nil
+	}
+	return err
+}
+
+var errStopRequested = errors.New("stop requested")
+
+// addContext adds the actor that ends the group when ctx ends.
+func addContext(group *run.Group, ctx context.Context) {
+	inner, cancel := context.WithCancel(ctx)
+	group.Add(func() error {
+		<-inner.Done()
+		return errStopRequested
+	}, func(error) { cancel() })
+}
+
+// addScheduler adds the actor that owns scheduling and running jobs. Its
+// interrupt stops new runs first, then waits for running ones.
+func addScheduler(group *run.Group, cfg *config.Config, sched *jobs.Scheduler, runner *jobs.Runner, log *slog.Logger, force <-chan struct{}) {
+	ctx, cancel := context.WithCancel(context.Background())
+	group.Add(func() error {
+		sched.Start(ctx)
+		log.Info("scheduler started")
+		<-ctx.Done()
+		return nil
+	}, func(error) {
+		cancel()
+		log.Info("stopping running jobs", "running", runner.Running(), "timeout", cfg.Runner.ShutdownTimeout)
+		stopCtx, stop := context.WithTimeout(context.Background(), cfg.Runner.ShutdownTimeout)
+		defer stop()
+		if force != nil {
+			go func() {
+				select {
+				case <-force:
+					log.Warn("second signal: killing running jobs now")
+					runner.Kill()
+				case <-stopCtx.Done():
+				}
+			}()
+		}
+		runner.Shutdown(stopCtx)
+		if err := sched.Stop(); err != nil {
+			log.Error("stop scheduler failed", "err", err)
+		}
+		log.Info("scheduler stopped")
+	})
+}
+
+// openStore opens the state store, reports a corrupt store that was moved
+// aside, and marks runs cut short by a crash as interrupted.
+func openStore(cfg *config.Config, log *slog.Logger, now time.Time) (*state.Store, error) {
+	path := StorePath(cfg)
+	store, err := state.Open(path, state.Options{
+		LockTimeout:  storeLockTimeout,
+		HistoryLimit: cfg.Runner.HistoryLimit,
+		Logger:       log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open state store: %w", err)
+	}
+	if moved := store.Recovered(); moved != "" {
+		log.Error("state store was corrupt: moved it aside and started a new one; schedule positions and history are reset",
+			"path", path, "moved_to", moved)
+	}
+	interrupted, err := store.RecoverInterrupted(now)
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("recover interrupted runs: %w", err)
+	}
+	for _, r := range interrupted {
+		log.Warn("run was interrupted by a previous stop", "job", r.Job, "run", r.ID, "slot", r.Slot)
+	}
+	return store, nil
+}
+
+// StorePath returns the path of the store file in the state folder.
+func StorePath(cfg *config.Config) string {
+	return filepath.Join(cfg.Runner.StateDir, "state.db")
+}
+
+// handler serves control requests from the running daemon.
+type handler struct {
+	cfg    *config.Config
+	runner *jobs.Runner
+	sched  *jobs.Scheduler
+}
+
+func (h handler) RunJob(ctx context.Context, req jobs.Request) (state.Run, error) {
+	if next, ok := h.sched.Next(req.Job); ok {
+		// A manual run never moves the schedule; it records the same next
+		// slot the scheduler holds.
+		req.Next = next
+	}
+	return h.runner.Run(ctx, req)
+}
+
+func (h handler) Status() ([]jobs.JobStatus, error) {
+	return h.sched.Status(h.cfg)
+}

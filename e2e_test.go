@@ -1,0 +1,500 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/agent-runner/agent-runner/jobs"
+)
+
+// binary is the agent-runner built once for the end-to-end tests.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "agent-runner-e2e")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "agent-runner")
+	build := exec.Command("go", "build", "-o", binary, ".")
+	build.Stdout, build.Stderr = os.Stdout, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build agent-runner:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// project is a config folder for one test.
+type project struct {
+	t      *testing.T
+	dir    string
+	config string
+}
+
+// newProject writes a config with the given job tables after a [runner]
+// table that keeps every path inside a temporary folder.
+func newProject(t *testing.T, jobsTOML string) *project {
+	t.Helper()
+	dir := t.TempDir()
+	p := &project{t: t, dir: dir, config: filepath.Join(dir, "config.toml")}
+	p.write(jobsTOML)
+	return p
+}
+
+func (p *project) write(jobsTOML string) {
+	p.t.Helper()
+	body := "[runner]\nshutdown_timeout = \"5s\"\nkill_grace = \"1s\"\n\n" + jobsTOML
+	if err := os.WriteFile(p.config, []byte(body), 0o600); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+func (p *project) path(name string) string { return filepath.Join(p.dir, name) }
+
+// result is a finished agent-runner command.
+type result struct {
+	code   int
+	stdout string
+	stderr string
+}
+
+// run runs agent-runner with --config added after the subcommand.
+func (p *project) run(args ...string) result {
+	p.t.Helper()
+	cmd := p.command(args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	var exitErr *exec.ExitError
+	if errors.As(err, &exitErr) {
+		code = exitErr.ExitCode()
+	} else if err != nil {
+		p.t.Fatalf("run agent-runner %v: %v", args, err)
+	}
+	return result{code: code, stdout: stdout.String(), stderr: stderr.String()}
+}
+
+func (p *project) command(args ...string) *exec.Cmd {
+	full := append([]string{args[0], "--config", p.config}, args[1:]...)
+	cmd := exec.Command(binary, full...)
+	cmd.Dir = p.dir
+	cmd.Env = append(os.Environ(), "AGENT_RUNNER_CONFIG=")
+	return cmd
+}
+
+// daemonProc is a running `agent-runner run`.
+type daemonProc struct {
+	p    *project
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	logs bytes.Buffer
+	done chan struct{}
+}
+
+func (p *project) startDaemon() *daemonProc {
+	p.t.Helper()
+	d := &daemonProc{p: p, cmd: p.command("run"), done: make(chan struct{})}
+	stderr, err := d.cmd.StderrPipe()
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	if err := d.cmd.Start(); err != nil {
+		p.t.Fatal(err)
+	}
+	go func() {
+		scanner := bufio.NewScanner(stderr)
+		for scanner.Scan() {
+			d.mu.Lock()
+			d.logs.WriteString(scanner.Text() + "\n")
+			d.mu.Unlock()
+		}
+		d.cmd.Wait()
+		close(d.done)
+	}()
+	p.t.Cleanup(func() {
+		d.cmd.Process.Kill()
+		<-d.done
+		if p.t.Failed() {
+			p.t.Logf("daemon log:\n%s", d.log())
+		}
+	})
+	d.waitLog("scheduler started")
+	return d
+}
+
+func (d *daemonProc) log() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.logs.String()
+}
+
+// waitLog waits until the daemon's log contains text.
+func (d *daemonProc) waitLog(text string) {
+	d.p.t.Helper()
+	waitFor(d.p.t, "daemon log line "+text, func() bool { return strings.Contains(d.log(), text) })
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (d *daemonProc) stop() {
+	d.p.t.Helper()
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.done:
+	case <-time.After(15 * time.Second):
+		d.p.t.Fatal("daemon did not stop within 15s of SIGTERM")
+	}
+	if code := d.cmd.ProcessState.ExitCode(); code != 0 {
+		d.p.t.Errorf("daemon exit status = %d, want 0", code)
+	}
+}
+
+// kill sends SIGKILL, as a crash or an OOM kill would.
+func (d *daemonProc) kill() {
+	d.cmd.Process.Kill()
+	<-d.done
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func lines(t *testing.T, path string) []string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Fields(string(data))
+}
+
+func (p *project) list() map[string]jobs.JobStatus {
+	p.t.Helper()
+	res := p.run("list", "--json")
+	if res.code != 0 {
+		p.t.Fatalf("list exit %d: %s", res.code, res.stderr)
+	}
+	var statuses []jobs.JobStatus
+	if err := json.Unmarshal([]byte(res.stdout), &statuses); err != nil {
+		p.t.Fatalf("decode list output %q: %v", res.stdout, err)
+	}
+	byName := make(map[string]jobs.JobStatus)
+	for _, s := range statuses {
+		byName[s.Name] = s
+	}
+	return byName
+}
+
+func TestCheckShippedConfig(t *testing.T) {
+	cmd := exec.Command(binary, "check", "--config", "config.toml")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("check on the shipped config failed: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "OK, 12 job(s), 1 disabled") {
+		t.Errorf("check output = %q, want the one-line summary", out)
+	}
+}
+
+func TestCheckReportsEveryProblem(t *testing.T) {
+	p := newProject(t, `[jobs.bad]
+command = ["true"]
+every = "5 minutes"
+
+[jobs.worse]
+command = ["true"]
+schedule = "61 * * * *"
+colour = "red"
+`)
+	res := p.run("check")
+	if res.code != 1 {
+		t.Fatalf("check exit = %d, want 1", res.code)
+	}
+	for _, want := range []string{
+		"config.toml:7: jobs.bad.every:",
+		"config.toml:11: jobs.worse.schedule:",
+		"config.toml:12: jobs.worse.colour:",
+	} {
+		if !strings.Contains(res.stderr, want) {
+			t.Errorf("check output lacks %q:\n%s", want, res.stderr)
+		}
+	}
+}
+
+func TestCheckFailsOnMissingCommand(t *testing.T) {
+	p := newProject(t, "[jobs.ghost]\ncommand = [\"no-such-tool-xyz\"]\nevery = \"1h\"\n")
+	res := p.run("check")
+	if res.code != 1 || !strings.Contains(res.stderr, `"no-such-tool-xyz" not found in PATH`) {
+		t.Errorf("check = %d %q, want failure naming the PATH", res.code, res.stderr)
+	}
+}
+
+func TestRunJobWithoutDaemon(t *testing.T) {
+	p := newProject(t, `[jobs.hello]
+command = ["sh", "-c", "echo hello from $AGENT_RUNNER_TRIGGER; echo warning >&2"]
+every = "1h"
+
+[jobs.exit7]
+command = ["sh", "-c", "exit 7"]
+every = "1h"
+
+[jobs.slow]
+command = ["sleep", "30"]
+every = "1h"
+timeout = "300ms"
+
+[jobs.killed]
+command = ["sh", "-c", "kill -TERM $$"]
+every = "1h"
+`)
+	res := p.run("run-job", "hello")
+	if res.code != 0 {
+		t.Fatalf("run-job hello exit = %d: %s", res.code, res.stderr)
+	}
+	if res.stdout != "hello from manual\n" {
+		t.Errorf("stdout = %q, want the job's own line", res.stdout)
+	}
+	if !strings.Contains(res.stderr, "warning") {
+		t.Errorf("stderr = %q, want the job's stderr", res.stderr)
+	}
+
+	codes := map[string]int{"exit7": 7, "slow": 124, "killed": 128 + 15, "nope": 125}
+	for job, want := range codes {
+		if got := p.run("run-job", job).code; got != want {
+			t.Errorf("run-job %s exit = %d, want %d", job, got, want)
+		}
+	}
+
+	status := p.list()
+	if s := status["hello"]; s.LastResult != "ok" || s.LastStart.IsZero() {
+		t.Errorf("list after manual run: %+v, want last result ok", s)
+	}
+	if s := status["slow"]; s.LastResult != "timeout" {
+		t.Errorf("list: slow last result = %q, want timeout", s.LastResult)
+	}
+}
+
+func TestDaemonRunsScheduleAndServesRunJob(t *testing.T) {
+	p := newProject(t, `[jobs.tick]
+command = ["sh", "-c", "echo $AGENT_RUNNER_SLOT >> ticks"]
+every = "1s"
+
+[jobs.manual]
+command = ["sh", "-c", "echo via-daemon; exit 4"]
+schedule = "0 0 1 1 *"
+`)
+	d := p.startDaemon()
+	waitFor(t, "three ticks", func() bool { return len(lines(t, p.path("ticks"))) >= 3 })
+
+	res := p.run("run-job", "manual")
+	if res.code != 4 {
+		t.Errorf("run-job via daemon exit = %d, want 4 (%s)", res.code, res.stderr)
+	}
+	if res.stdout != "via-daemon\n" {
+		t.Errorf("run-job via daemon stdout = %q", res.stdout)
+	}
+	status := p.list()
+	if s := status["manual"]; s.LastResult != "failed" || s.LastExitCode != 4 {
+		t.Errorf("manual status = %+v, want failed with exit 4", s)
+	}
+	if s := status["tick"]; s.State != "scheduled" && s.State != "running" {
+		t.Errorf("tick state = %q", s.State)
+	}
+	if !strings.Contains(d.log(), "job=manual") {
+		t.Errorf("daemon log does not mention the manual run")
+	}
+	d.stop()
+
+	seen := map[string]bool{}
+	for _, slot := range lines(t, p.path("ticks")) {
+		if seen[slot] {
+			t.Errorf("slot %s ran twice", slot)
+		}
+		seen[slot] = true
+	}
+}
+
+func TestRunJobBusyAndWait(t *testing.T) {
+	p := newProject(t, `[jobs.long]
+command = ["sh", "-c", "while [ ! -e release ]; do sleep 0.05; done; echo done"]
+schedule = "0 0 1 1 *"
+`)
+	p.startDaemon()
+	first := p.command("run-job", "long")
+	var firstOut bytes.Buffer
+	first.Stdout = &firstOut
+	if err := first.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "long to run", func() bool { return p.list()["long"].State == "running" })
+
+	res := p.run("run-job", "long")
+	if res.code != 125 || !strings.Contains(res.stderr, "already running") {
+		t.Errorf("overlapping run-job = %d %q, want 125 and a message", res.code, res.stderr)
+	}
+
+	waiter := p.command("run-job", "--wait", "long")
+	if err := waiter.Start(); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(p.path("release"), nil, 0o600)
+	if err := first.Wait(); err != nil {
+		t.Errorf("first run-job: %v", err)
+	}
+	if err := waiter.Wait(); err != nil {
+		t.Errorf("run-job --wait: %v", err)
+	}
+}
+
+func TestCatchUpOnceAfterRestart(t *testing.T) {
+	p := newProject(t, `[jobs.tick]
+command = ["sh", "-c", "echo $AGENT_RUNNER_TRIGGER $AGENT_RUNNER_SLOT >> runs"]
+every = "1s"
+`)
+	d := p.startDaemon()
+	waitFor(t, "a first run", func() bool { return len(lines(t, p.path("runs"))) >= 2 })
+	d.stop()
+	before := len(readLines(t, p.path("runs")))
+
+	time.Sleep(3 * time.Second) // three slots pass while stopped
+	p.startDaemon()
+	waitFor(t, "the catch-up run", func() bool { return len(readLines(t, p.path("runs"))) > before })
+	catchUp := readLines(t, p.path("runs"))[before]
+	if !strings.HasPrefix(catchUp, "catch-up ") {
+		t.Errorf("first run after restart = %q, want a catch-up run", catchUp)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	count := 0
+	for _, line := range readLines(t, p.path("runs"))[before:] {
+		if strings.HasPrefix(line, "catch-up ") {
+			count++
+		}
+	}
+	if count != 1 {
+		t.Errorf("catch-up runs = %d, want exactly 1", count)
+	}
+}
+
+func readLines(t *testing.T, path string) []string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+	return strings.FieldsFunc(string(data), func(r rune) bool { return r == '\n' })
+}
+
+func TestShutdownInterruptsRunningJob(t *testing.T) {
+	p := newProject(t, `[jobs.sleeper]
+command = ["sh", "-c", "echo $$ > pid; exec sleep 300"]
+schedule = "0 0 1 1 *"
+`)
+	d := p.startDaemon()
+	go p.run("run-job", "sleeper")
+	waitFor(t, "sleeper to start", func() bool { return len(lines(t, p.path("pid"))) == 1 })
+	d.stop()
+
+	pid := lines(t, p.path("pid"))[0]
+	if _, err := os.Stat("/proc/" + pid); err == nil {
+		t.Errorf("job process %s outlived the daemon", pid)
+	}
+	if s := p.list()["sleeper"]; s.LastResult != "interrupted" {
+		t.Errorf("sleeper last result = %q, want interrupted", s.LastResult)
+	}
+}
+
+func TestKilledDaemonRecordsInterruptedRun(t *testing.T) {
+	p := newProject(t, `[jobs.sleeper]
+command = ["sh", "-c", "echo $AGENT_RUNNER_SLOT >> slots; exec sleep 300"]
+every = "2s"
+`)
+	d := p.startDaemon()
+	waitFor(t, "the first slot", func() bool { return len(lines(t, p.path("slots"))) == 1 })
+	d.kill()
+	// The child has its own process group and survives a SIGKILL of the
+	// daemon; the service manager's KillMode cleans it up in production.
+	exec.Command("pkill", "-f", "exec sleep 300").Run()
+	first := lines(t, p.path("slots"))[0]
+
+	d = p.startDaemon()
+	d.waitLog("run was interrupted by a previous stop")
+	waitFor(t, "a later slot", func() bool { return len(lines(t, p.path("slots"))) >= 2 })
+	for _, slot := range lines(t, p.path("slots"))[1:] {
+		if slot == first {
+			t.Errorf("slot %s ran again after the crash", slot)
+		}
+	}
+	d.kill()
+}
+
+func TestRunJobInterruptStopsProcessGroup(t *testing.T) {
+	p := newProject(t, `[jobs.sleeper]
+command = ["sh", "-c", "sleep 300 & echo $! > pid; wait"]
+schedule = "0 0 1 1 *"
+`)
+	cmd := p.command("run-job", "sleeper")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the grandchild", func() bool { return len(lines(t, p.path("pid"))) == 1 })
+	cmd.Process.Signal(syscall.SIGINT)
+	err := cmd.Wait()
+	var exitErr *exec.ExitError
+	if !errors.As(err, &exitErr) || exitErr.ExitCode() != 130 {
+		t.Errorf("run-job after Ctrl-C: %v, want exit 130", err)
+	}
+	pid := lines(t, p.path("pid"))[0]
+	waitFor(t, "the grandchild to die", func() bool {
+		_, err := os.Stat("/proc/" + pid)
+		return err != nil
+	})
+}
+
+func TestRunJobFailsWhenDaemonSocketIsGone(t *testing.T) {
+	p := newProject(t, "[jobs.hello]\ncommand = [\"true\"]\nschedule = \"0 0 1 1 *\"\n")
+	p.startDaemon()
+	os.Remove(p.path("state/control.sock"))
+	res := p.run("run-job", "hello")
+	if res.code != 125 || !strings.Contains(res.stderr, "does not answer") {
+		t.Errorf("run-job = %d %q, want 125 and no in-process fallback", res.code, res.stderr)
+	}
+}
+
+func TestStaleSocketAfterCrash(t *testing.T) {
+	p := newProject(t, "[jobs.hello]\ncommand = [\"echo\", \"hi\"]\nschedule = \"0 0 1 1 *\"\n")
+	d := p.startDaemon()
+	d.kill()
+	if res := p.run("run-job", "hello"); res.code != 0 || res.stdout != "hi\n" {
+		t.Errorf("run-job after a crash = %d %q %q, want an in-process run", res.code, res.stdout, res.stderr)
+	}
+	d = p.startDaemon()
+	if res := p.run("run-job", "hello"); res.code != 0 {
+		t.Errorf("run-job through the restarted daemon = %d %q", res.code, res.stderr)
+	}
+	d.stop()
+}

@@ -1,0 +1,125 @@
+package jobs
+
+import (
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/agent-runner/agent-runner/config"
+	"github.com/agent-runner/agent-runner/state"
+)
+
+var (
+	reaperOnce sync.Once
+	testReaper *Reaper
+)
+
+// sharedReaper returns one reaper for the whole test binary, since the
+// subreaper mark belongs to the process.
+func sharedReaper(t *testing.T) *Reaper {
+	t.Helper()
+	reaperOnce.Do(func() {
+		r, err := NewReaper(slog.New(slog.NewTextHandler(io.Discard, nil)))
+		if err != nil {
+			t.Fatalf("NewReaper: %v", err)
+		}
+		testReaper = r
+	})
+	return testReaper
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(string(p))
+	return len(p), nil
+}
+
+func openStore(t *testing.T, dir string) *state.Store {
+	t.Helper()
+	store, err := state.Open(filepath.Join(dir, "state.db"), state.Options{})
+	if err != nil {
+		t.Fatalf("open store: %v", err)
+	}
+	t.Cleanup(func() { store.Close() })
+	return store
+}
+
+func testSettings(dir string) config.Runner {
+	return config.Runner{
+		StateDir:        dir,
+		Location:        time.UTC,
+		Path:            []string{"/usr/local/bin", "/usr/bin", "/bin"},
+		ShutdownTimeout: 5 * time.Second,
+		KillGrace:       300 * time.Millisecond,
+		HistoryLimit:    50,
+	}
+}
+
+// shellJob returns an enabled job running script with sh.
+func shellJob(name, script string) *config.Job {
+	return &config.Job{
+		Name:     name,
+		Command:  []string{"sh", "-c", script},
+		Every:    time.Hour,
+		Location: time.UTC,
+		CatchUp:  config.CatchUpOnce,
+		Enabled:  true,
+	}
+}
+
+// newTestRunner returns a runner for jobs backed by a store in a fresh
+// temporary folder.
+func newTestRunner(t *testing.T, jobs ...*config.Job) (*Runner, *state.Store) {
+	t.Helper()
+	dir := t.TempDir()
+	for _, job := range jobs {
+		if job.WorkingDir == "" {
+			job.WorkingDir = dir
+		}
+	}
+	cfg := &config.Config{Path: filepath.Join(dir, "config.toml"), Dir: dir, Runner: testSettings(dir), Jobs: jobs}
+	store := openStore(t, dir)
+	return NewRunner(cfg, store, sharedReaper(t), testLogger(t), time.Now), store
+}
+
+// alive reports whether pid exists and has not exited.
+func alive(pid int) bool {
+	return unix.Kill(pid, 0) == nil && !isZombie(pid)
+}
+
+// waitDead fails the test unless every pid is gone within a few seconds.
+func waitDead(t *testing.T, pids ...int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for _, pid := range pids {
+		for alive(pid) {
+			if time.Now().After(deadline) {
+				t.Errorf("process %d is still alive", pid)
+				unix.Kill(pid, unix.SIGKILL)
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("read %s: %v", path, err)
+	}
+	return string(data)
+}

@@ -1,0 +1,259 @@
+package jobs
+
+import (
+	"bytes"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Reaper makes the process a child subreaper, so that grandchildren which
+// outlive their parent, including ones that left the job's process group
+// with setsid, are re-parented here instead of to init. It then reaps the
+// ones os/exec does not wait for and finds the leftovers of a run by the
+// run ID in their environment.
+type Reaper struct {
+	log *slog.Logger
+
+	// mu is held across cmd.Start and while reaping, so a child that exits
+	// before it is tracked is never taken from os/exec.
+	mu      sync.Mutex
+	tracked map[int]bool
+	stop    chan struct{}
+	done    chan struct{}
+}
+
+// NewReaper marks the process as a child subreaper and starts reaping.
+// Close stops the reaping goroutine; the subreaper mark stays.
+func NewReaper(log *slog.Logger) (*Reaper, error) {
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		return nil, fmt.Errorf("become child subreaper: %w", err)
+	}
+	r := &Reaper{
+		log:     log,
+		tracked: make(map[int]bool),
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
+	}
+	go r.loop()
+	return r, nil
+}
+
+// Close stops the reaping goroutine.
+func (r *Reaper) Close() {
+	close(r.stop)
+	<-r.done
+}
+
+func (r *Reaper) loop() {
+	defer close(r.done)
+	sigchld := make(chan os.Signal, 1)
+	signal.Notify(sigchld, syscall.SIGCHLD)
+	defer signal.Stop(sigchld)
+
+	// A periodic pass covers a SIGCHLD that arrived while a pass ran.
+	tick := time.NewTicker(10 * time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-r.stop:
+			return
+		case <-sigchld:
+		case <-tick.C:
+		}
+		r.reapOrphans()
+	}
+}
+
+// Start starts cmd and tracks its process until Untrack.
+func (r *Reaper) Start(cmd *exec.Cmd) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	r.tracked[cmd.Process.Pid] = true
+	return nil
+}
+
+// Untrack forgets a child once os/exec has waited for it.
+func (r *Reaper) Untrack(pid int) {
+	r.mu.Lock()
+	delete(r.tracked, pid)
+	r.mu.Unlock()
+}
+
+// reapOrphans waits for every exited child that os/exec does not own.
+func (r *Reaper) reapOrphans() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, pid := range children() {
+		if r.tracked[pid] || !isZombie(pid) {
+			continue
+		}
+		var status unix.WaitStatus
+		if _, err := unix.Wait4(pid, &status, unix.WNOHANG, nil); err != nil {
+			r.log.Warn("reap orphaned child failed", "pid", pid, "err", err)
+		}
+	}
+}
+
+// KillLeftovers kills the processes of a finished run that escaped its
+// process group: untracked children of this process whose environment
+// carries the run's ID. Killing one can orphan its own children, so it
+// repeats until a pass finds none. It returns how many it killed.
+func (r *Reaper) KillLeftovers(runID string, grace time.Duration) int {
+	marker := []byte(envRunID + "=" + runID + "\x00")
+	killed := 0
+	for pass := 0; pass < 16; pass++ {
+		pids := r.untrackedChildren()
+		var found []int
+		for _, pid := range pids {
+			if hasEnvMarker(pid, marker) {
+				found = append(found, pid)
+			}
+		}
+		if len(found) == 0 {
+			return killed
+		}
+		for _, pid := range found {
+			// The escapee usually leads its own group after setsid.
+			_ = unix.Kill(-pid, unix.SIGTERM)
+			_ = unix.Kill(pid, unix.SIGTERM)
+		}
+		waitGone(found, grace)
+		for _, pid := range found {
+			_ = unix.Kill(-pid, unix.SIGKILL)
+			_ = unix.Kill(pid, unix.SIGKILL)
+		}
+		waitGone(found, time.Second)
+		killed += len(found)
+	}
+	return killed
+}
+
+func (r *Reaper) untrackedChildren() []int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var pids []int
+	for _, pid := range children() {
+		if !r.tracked[pid] && !isZombie(pid) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// waitGone polls until every pid has exited or become a zombie, or until
+// the timeout passes.
+func waitGone(pids []int, timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		alive := false
+		for _, pid := range pids {
+			if unix.Kill(pid, 0) == nil && !isZombie(pid) {
+				alive = true
+				break
+			}
+		}
+		if !alive {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// children lists the direct children of this process. The kernel keeps a
+// list per thread, and an orphan re-parented to a subreaper may land on
+// any of its threads.
+func children() []int {
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return scanChildren()
+	}
+	var pids []int
+	for _, task := range tasks {
+		data, err := os.ReadFile(filepath.Join("/proc/self/task", task.Name(), "children"))
+		if err != nil {
+			if os.IsNotExist(err) {
+				// NOTE: kernels built without CONFIG_PROC_CHILDREN lack
+				// this file; the full scan costs one read per process.
+				return scanChildren()
+			}
+			continue
+		}
+		for _, field := range strings.Fields(string(data)) {
+			if pid, err := strconv.Atoi(field); err == nil {
+				pids = append(pids, pid)
+			}
+		}
+	}
+	return pids
+}
+
+// scanChildren finds this process's children by reading every process's
+// parent from /proc.
+func scanChildren() []int {
+	self := os.Getpid()
+	entries, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, entry := range entries {
+		pid, err := strconv.Atoi(entry.Name())
+		if err != nil {
+			continue
+		}
+		if ppid, ok := parentOf(pid); ok && ppid == self {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// statFields returns the fields of /proc/PID/stat after the command name,
+// which may itself contain spaces and parentheses.
+func statFields(pid int) []string {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return nil
+	}
+	end := bytes.LastIndexByte(data, ')')
+	if end < 0 {
+		return nil
+	}
+	return strings.Fields(string(data[end+1:]))
+}
+
+func parentOf(pid int) (int, bool) {
+	fields := statFields(pid)
+	if len(fields) < 2 {
+		return 0, false
+	}
+	ppid, err := strconv.Atoi(fields[1])
+	return ppid, err == nil
+}
+
+func isZombie(pid int) bool {
+	fields := statFields(pid)
+	return len(fields) > 0 && fields[0] == "Z"
+}
+
+func hasEnvMarker(pid int, marker []byte) bool {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
+	if err != nil {
+		return false
+	}
+	if bytes.HasPrefix(data, marker) {
+		return true
+	}
+	return bytes.Contains(data, append([]byte{0}, marker...))
+}

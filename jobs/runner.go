@@ -1,0 +1,371 @@
+// Package jobs runs scheduled jobs: the run boundary (overlap, durable
+// slot claim, timeout, panic recovery, output capture and recording), the
+// gocron wrapper and catch-up after downtime.
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"sort"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/agent-runner/agent-runner/config"
+	"github.com/agent-runner/agent-runner/state"
+)
+
+// Errors of Runner.Run.
+var (
+	ErrUnknownJob = errors.New("unknown job")
+	ErrBusy       = errors.New("job is already running")
+	ErrStopping   = errors.New("runner is shutting down")
+)
+
+// Request asks for one run of a job.
+type Request struct {
+	Job     string
+	Trigger string
+	// Slot is the schedule slot the run serves; zero for a manual run.
+	Slot time.Time
+	// Next is the slot after this one, recorded as the job's next run.
+	Next time.Time
+	// Wait makes a manual run wait for a running one instead of failing
+	// with ErrBusy.
+	Wait bool
+	// Output receives every output line as it is read; it may be nil.
+	Output func(Line)
+}
+
+// Runner runs jobs inside the run boundary and records them in the store.
+// It is shared by the daemon and by a CLI that runs a job in-process.
+type Runner struct {
+	settings config.Runner
+	store    *state.Store
+	reaper   *Reaper
+	log      *slog.Logger
+	now      func() time.Time
+	// execute runs the job's work; tests replace it to exercise the
+	// boundary without a child process.
+	execute func(ctx context.Context, job *config.Job, run state.Run, emit func(Line)) execOutcome
+
+	mu       sync.Mutex
+	jobs     map[string]*config.Job
+	active   map[string]context.CancelCauseFunc
+	stopping bool
+	wg       sync.WaitGroup
+	// killNow is closed by Kill to cut every grace period short.
+	killNow  chan struct{}
+	killOnce sync.Once
+}
+
+// NewRunner returns a Runner for the jobs of cfg. now is the clock runs
+// are stamped with.
+func NewRunner(cfg *config.Config, store *state.Store, reaper *Reaper, log *slog.Logger, now func() time.Time) *Runner {
+	r := &Runner{
+		settings: cfg.Runner,
+		store:    store,
+		reaper:   reaper,
+		log:      log,
+		now:      now,
+		jobs:     make(map[string]*config.Job),
+		active:   make(map[string]context.CancelCauseFunc),
+		killNow:  make(chan struct{}),
+	}
+	r.execute = r.runCommand
+	for _, job := range cfg.Jobs {
+		r.jobs[job.Name] = job
+	}
+	return r
+}
+
+// Run runs one job to completion and returns its record. Only errors that
+// kept the run from being recorded are returned; a failed run is a record
+// with a failed result.
+func (r *Runner) Run(ctx context.Context, req Request) (state.Run, error) {
+	job, err := r.admit(req.Job)
+	if err != nil {
+		return state.Run{}, err
+	}
+	defer r.wg.Done()
+
+	lock, err := r.lockJob(ctx, job.Name, req.Wait)
+	if errors.Is(err, ErrBusy) && req.Trigger != state.TriggerManual {
+		return r.skipBusy(req)
+	}
+	if err != nil {
+		return state.Run{}, err
+	}
+	defer lock.Close()
+
+	run, err := r.store.Claim(state.Run{
+		Job:     job.Name,
+		Trigger: req.Trigger,
+		Slot:    req.Slot,
+		Start:   r.now(),
+		Result:  state.ResultRunning,
+	}, req.Next)
+	if err != nil {
+		return state.Run{}, fmt.Errorf("claim run of %s: %w", job.Name, err)
+	}
+	return r.finish(r.execBounded(ctx, job, run, req.Output))
+}
+
+// admit looks the job up and counts the run as active, unless the runner
+// is shutting down.
+func (r *Runner) admit(name string) (*config.Job, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.stopping {
+		return nil, ErrStopping
+	}
+	job, ok := r.jobs[name]
+	if !ok {
+		return nil, fmt.Errorf("run %q: %w", name, ErrUnknownJob)
+	}
+	r.wg.Add(1)
+	return job, nil
+}
+
+// skipBusy records a scheduled slot that found the previous run still
+// going. The slot counts as deliberately skipped, so catch-up never runs
+// it later.
+func (r *Runner) skipBusy(req Request) (state.Run, error) {
+	now := r.now()
+	run := state.Run{
+		Job:     req.Job,
+		Trigger: req.Trigger,
+		Slot:    req.Slot,
+		Start:   now,
+		Finish:  now,
+		Result:  state.ResultSkipped,
+		Error:   "previous run was still running",
+	}
+	if !req.Slot.IsZero() {
+		err := r.store.Skip(req.Job, req.Slot, req.Trigger, run.Error, now, req.Next)
+		if err != nil {
+			return state.Run{}, fmt.Errorf("record skipped slot of %s: %w", req.Job, err)
+		}
+	} else if _, err := r.store.RecordSkipped(run); err != nil {
+		return state.Run{}, fmt.Errorf("record skipped run of %s: %w", req.Job, err)
+	}
+	r.log.Warn("run skipped", "job", req.Job, "trigger", req.Trigger, "err", run.Error)
+	return run, nil
+}
+
+// execBounded runs the job's work with its timeout, turns a panic into a
+// result, and returns the run record to store.
+func (r *Runner) execBounded(ctx context.Context, job *config.Job, run state.Run, output func(Line)) (run2 state.Run) {
+	log := r.log.With("job", job.Name, "run", run.ID)
+	log.Info("run started", "trigger", run.Trigger)
+
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	if job.Timeout > 0 {
+		var stop context.CancelFunc
+		cause := &stopCause{result: state.ResultTimeout, reason: fmt.Sprintf("timed out after %s", job.Timeout), grace: r.settings.KillGrace}
+		ctx, stop = context.WithTimeoutCause(ctx, job.Timeout, cause)
+		defer stop()
+	}
+	r.track(job.Name, cancel)
+	defer r.untrack(job.Name)
+
+	capture := newCapture(log, output)
+	defer func() {
+		if v := recover(); v != nil {
+			log.Error("run panicked", "err", v, "stack", string(debug.Stack()))
+			run2 = r.record(run, execOutcome{
+				result:   state.ResultPanic,
+				exitCode: -1,
+				err:      fmt.Errorf("panic: %v\n%s", v, debug.Stack()),
+			}, capture)
+		}
+	}()
+	if job.Problem != nil {
+		return r.record(run, execOutcome{result: state.ResultFailed, exitCode: -1, err: job.Problem}, capture)
+	}
+	return r.record(run, r.execute(ctx, job, run, capture.emit), capture)
+}
+
+// record fills in the outcome of a run.
+func (r *Runner) record(run state.Run, out execOutcome, capture *capture) state.Run {
+	run.Finish = r.now()
+	run.Duration = run.Finish.Sub(run.Start)
+	run.Result = out.result
+	run.ExitCode = out.exitCode
+	if out.err != nil {
+		run.Error = out.err.Error()
+	}
+	if capture.panicked != nil {
+		run.Result = state.ResultPanic
+		run.Error = fmt.Sprintf("panic in output handler: %v", capture.panicked)
+	}
+	run.Output = capture.tail.String()
+	return run
+}
+
+// finish stores a run's result and logs it.
+func (r *Runner) finish(run state.Run) (state.Run, error) {
+	attrs := []any{"job", run.Job, "run", run.ID, "trigger", run.Trigger,
+		"result", run.Result, "exit_code", run.ExitCode, "duration", run.Duration.Round(time.Millisecond)}
+	switch run.Result {
+	case state.ResultOK:
+		r.log.Info("run finished", attrs...)
+	case state.ResultInterrupted:
+		r.log.Warn("run interrupted", append(attrs, "err", run.Error)...)
+	default:
+		r.log.Error("run failed", append(attrs, "err", run.Error)...)
+	}
+	if err := r.store.Finish(run); err != nil {
+		r.log.Error("record run result failed", "job", run.Job, "run", run.ID, "err", err)
+		return run, fmt.Errorf("record run of %s: %w", run.Job, err)
+	}
+	return run, nil
+}
+
+func (r *Runner) track(name string, cancel context.CancelCauseFunc) {
+	r.mu.Lock()
+	r.active[name] = cancel
+	r.mu.Unlock()
+}
+
+func (r *Runner) untrack(name string) {
+	r.mu.Lock()
+	delete(r.active, name)
+	r.mu.Unlock()
+}
+
+// Running returns the names of the jobs running now, sorted.
+func (r *Runner) Running() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	names := make([]string, 0, len(r.active))
+	for name := range r.active {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Shutdown refuses new runs, asks the running ones to stop with SIGTERM,
+// and waits for them until ctx ends. Runs still going then get SIGKILL
+// through their grace period running out; the wait continues until they
+// are recorded as interrupted.
+func (r *Runner) Shutdown(ctx context.Context) {
+	deadline, ok := ctx.Deadline()
+	grace := time.Until(deadline)
+	if !ok || grace < 0 {
+		grace = 0
+	}
+	r.mu.Lock()
+	r.stopping = true
+	for name, cancel := range r.active {
+		r.log.Info("stopping run", "job", name)
+		cancel(&stopCause{result: state.ResultInterrupted, reason: "agent-runner shut down during the run", grace: grace})
+	}
+	r.mu.Unlock()
+	r.wg.Wait()
+}
+
+// Kill ends the grace period of every stopping run, so their process
+// groups get SIGKILL now. Shutdown must have been called.
+func (r *Runner) Kill() {
+	r.killOnce.Do(func() { close(r.killNow) })
+}
+
+// lockJob takes the job's run lock, an flock on a file in the state
+// folder, so runs of one job never overlap, whether the daemon or a CLI
+// started them. With wait it polls until the lock is free or ctx ends.
+func (r *Runner) lockJob(ctx context.Context, name string, wait bool) (*os.File, error) {
+	dir := filepath.Join(r.settings.StateDir, "locks")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create lock folder: %w", err)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, name+".lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open job lock: %w", err)
+	}
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return f, nil
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("lock job %s: %w", name, err)
+		}
+		if !wait {
+			f.Close()
+			return nil, fmt.Errorf("run %s: %w", name, ErrBusy)
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, context.Cause(ctx)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// capture routes output lines to the run's tail, the log and the caller.
+type capture struct {
+	log      *slog.Logger
+	output   func(Line)
+	tail     tail
+	mu       sync.Mutex
+	logged   int
+	dropped  int
+	panicked any
+}
+
+func newCapture(log *slog.Logger, output func(Line)) *capture {
+	return &capture{log: log, output: output}
+}
+
+func (c *capture) emit(line Line) {
+	c.tail.add(line)
+	c.logLine(line)
+	if c.output == nil {
+		return
+	}
+	// The caller's handler runs on a reader goroutine, outside the run's
+	// own recover, so its panic is caught here and fails the run.
+	defer func() {
+		if v := recover(); v != nil {
+			c.mu.Lock()
+			c.panicked = v
+			c.output = nil
+			c.mu.Unlock()
+		}
+	}()
+	c.mu.Lock()
+	out := c.output
+	c.mu.Unlock()
+	if out != nil {
+		out(line)
+	}
+}
+
+func (c *capture) logLine(line Line) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.logged >= maxLoggedLines {
+		c.dropped++
+		if c.dropped%maxLoggedLines == 1 {
+			c.log.Warn("output not logged past the line limit; the run record keeps the tail", "limit", maxLoggedLines)
+		}
+		return
+	}
+	c.logged++
+	text := line.Text
+	if len(text) > maxLoggedLineBytes {
+		text = text[:maxLoggedLineBytes] + "…"
+	}
+	c.log.Info("output", "stream", line.Stream, "line", text)
+}

@@ -1,0 +1,292 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/go-co-op/gocron/v2"
+	"github.com/jonboulle/clockwork"
+
+	"github.com/agent-runner/agent-runner/config"
+	"github.com/agent-runner/agent-runner/schedule"
+	"github.com/agent-runner/agent-runner/state"
+)
+
+const (
+	// wallCheckInterval is how often the scheduler compares each job's
+	// next slot with the wall clock. Go timers follow the monotonic clock,
+	// which stops while the machine sleeps, so after a suspend or a clock
+	// step a timer can fire late or early; this check catches the slots
+	// such timers would miss.
+	wallCheckInterval = 30 * time.Second
+	// overdueAfter is how late a slot must be before the wall-clock check
+	// treats it as missed rather than about to fire.
+	overdueAfter = 2 * time.Second
+	// earlyTolerance lets a timer that fires slightly before its slot by
+	// the wall clock, as after an NTP step, run that slot.
+	earlyTolerance = time.Second
+)
+
+// Scheduler drives the runs of every enabled job from gocron and applies
+// catch-up when slots were missed, while the daemon was stopped or while
+// the machine slept.
+type Scheduler struct {
+	runner *Runner
+	store  *state.Store
+	clock  clockwork.Clock
+	log    *slog.Logger
+	cron   gocron.Scheduler
+
+	mu      sync.Mutex
+	entries map[string]*entry
+	runs    sync.WaitGroup
+}
+
+// entry is the schedule position of one job in memory. next is the first
+// slot not yet claimed or skipped.
+type entry struct {
+	job   *config.Job
+	sched schedule.Schedule
+	next  time.Time
+}
+
+// NewScheduler builds a scheduler for the enabled jobs of cfg.
+func NewScheduler(cfg *config.Config, runner *Runner, store *state.Store, clock clockwork.Clock, log *slog.Logger) (*Scheduler, error) {
+	cron, err := gocron.NewScheduler(
+		gocron.WithClock(clock),
+		gocron.WithLocation(time.UTC),
+		gocron.WithLogger(gocronLogger{log}),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("create gocron scheduler: %w", err)
+	}
+	s := &Scheduler{
+		runner:  runner,
+		store:   store,
+		clock:   clock,
+		log:     log,
+		cron:    cron,
+		entries: make(map[string]*entry),
+	}
+	for _, job := range cfg.Jobs {
+		if !job.Enabled {
+			continue
+		}
+		if err := s.add(job); err != nil {
+			cron.Shutdown()
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// Schedule returns the schedule of a job, anchoring an every-job at the
+// moment the store first saw it.
+func Schedule(job *config.Job, st state.JobState) (schedule.Schedule, error) {
+	if job.Every > 0 {
+		return schedule.Every{Anchor: st.FirstSeen, Interval: job.Every}, nil
+	}
+	return schedule.ParseCron(job.Cron, job.Location)
+}
+
+// add registers a job with gocron, its position taken from the store.
+func (s *Scheduler) add(job *config.Job) error {
+	st, err := s.store.EnsureJob(job.Name, s.clock.Now())
+	if err != nil {
+		return fmt.Errorf("load state of job %s: %w", job.Name, err)
+	}
+	sched, err := Schedule(job, st)
+	if err != nil {
+		return fmt.Errorf("schedule job %s: %w", job.Name, err)
+	}
+	e := &entry{job: job, sched: sched, next: sched.Next(position(st))}
+	s.entries[job.Name] = e
+
+	_, err = s.cron.NewJob(
+		gocron.CronJob(job.Name, false),
+		gocron.NewTask(func() { s.fire(job.Name, state.TriggerSchedule) }),
+		gocron.WithName(job.Name),
+		gocron.WithCronImplementation(cronAdapter{sched}),
+	)
+	if err != nil {
+		return fmt.Errorf("register job %s with gocron: %w", job.Name, err)
+	}
+	return nil
+}
+
+// position returns the instant after which a job's unclaimed slots
+// start: its last claimed or skipped slot, or when it was first seen.
+func position(st state.JobState) time.Time {
+	if st.LastSlot.After(st.FirstSeen) {
+		return st.LastSlot
+	}
+	return st.FirstSeen
+}
+
+// Start applies catch-up for slots missed while the daemon was down, then
+// starts gocron and the wall-clock check. It returns at once; runs go on
+// in the background until Stop.
+func (s *Scheduler) Start(ctx context.Context) {
+	s.catchUp()
+	s.cron.Start()
+	s.runs.Add(1)
+	go s.checkWallClock(ctx)
+}
+
+// catchUp starts at most one run per job whose slots passed while the
+// daemon was stopped.
+func (s *Scheduler) catchUp() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.clock.Now()
+	for _, name := range s.namesLocked() {
+		e := s.entries[name]
+		if e.next.IsZero() || e.next.After(now) {
+			continue
+		}
+		s.claimDueLocked(e, now, state.TriggerCatchUp)
+	}
+}
+
+// fire runs when gocron's timer for a job goes off.
+func (s *Scheduler) fire(name, trigger string) {
+	s.mu.Lock()
+	e := s.entries[name]
+	now := s.clock.Now()
+	if e == nil || e.next.IsZero() || e.next.After(now.Add(earlyTolerance)) {
+		// An early timer after a wall-clock step; the wall-clock check
+		// runs the slot once it is due.
+		s.mu.Unlock()
+		return
+	}
+	s.claimDueLocked(e, now, trigger)
+	s.mu.Unlock()
+}
+
+// claimDueLocked merges every due slot of e into one run of the newest,
+// or skips them under catch_up = "skip" when they were missed.
+func (s *Scheduler) claimDueLocked(e *entry, now time.Time, trigger string) {
+	slot := e.next
+	missed := 0
+	for next := e.sched.Next(slot); !next.IsZero() && !next.After(now); next = e.sched.Next(slot) {
+		slot = next
+		missed++
+	}
+	e.next = e.sched.Next(slot)
+	if trigger == state.TriggerCatchUp && e.job.CatchUp == config.CatchUpSkip {
+		reason := fmt.Sprintf("missed %d slot(s) up to %s; catch_up = %q", missed+1, slot.UTC().Format(time.RFC3339), config.CatchUpSkip)
+		s.log.Info("missed slots skipped", "job", e.job.Name, "slot", slot, "err", reason)
+		if err := s.store.Skip(e.job.Name, slot, trigger, reason, now, e.next); err != nil {
+			s.log.Error("record skipped slot failed", "job", e.job.Name, "err", err)
+		}
+		return
+	}
+	if missed > 0 {
+		s.log.Info("merged missed slots into one run", "job", e.job.Name, "missed", missed, "slot", slot)
+	}
+	req := Request{Job: e.job.Name, Trigger: trigger, Slot: slot, Next: e.next}
+	s.runs.Add(1)
+	go func() {
+		defer s.runs.Done()
+		s.dispatch(req)
+	}()
+}
+
+func (s *Scheduler) dispatch(req Request) {
+	_, err := s.runner.Run(context.Background(), req)
+	switch {
+	case err == nil, errors.Is(err, ErrStopping):
+	case errors.Is(err, state.ErrSlotClaimed):
+		s.log.Warn("slot already claimed", "job", req.Job, "slot", req.Slot, "err", err)
+	default:
+		s.log.Error("run failed to start", "job", req.Job, "err", err)
+	}
+}
+
+// checkWallClock runs slots that are overdue by the wall clock, which
+// happens after a suspend or a clock step.
+func (s *Scheduler) checkWallClock(ctx context.Context) {
+	defer s.runs.Done()
+	ticker := s.clock.NewTicker(wallCheckInterval)
+	defer ticker.Stop()
+	lastWall, lastMono := s.clock.Now(), time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.Chan():
+		}
+		wall, mono := s.clock.Now(), time.Now()
+		if jump := wall.Sub(lastWall) - mono.Sub(lastMono); jump > 5*time.Second || jump < -5*time.Second {
+			s.log.Warn("wall clock moved apart from elapsed time; checking for missed slots", "jump", jump.Round(time.Second))
+		}
+		lastWall, lastMono = wall, mono
+		s.runOverdue(wall)
+	}
+}
+
+func (s *Scheduler) runOverdue(now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, name := range s.namesLocked() {
+		e := s.entries[name]
+		if !e.next.IsZero() && e.next.Before(now.Add(-overdueAfter)) {
+			s.claimDueLocked(e, now, state.TriggerCatchUp)
+		}
+	}
+}
+
+// Next returns the next slot of a job, or false for an unknown or
+// disabled job.
+func (s *Scheduler) Next(name string) (time.Time, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.entries[name]
+	if !ok {
+		return time.Time{}, false
+	}
+	return e.next, true
+}
+
+func (s *Scheduler) namesLocked() []string {
+	names := make([]string, 0, len(s.entries))
+	for name := range s.entries {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Stop stops gocron from starting runs and waits for the dispatches and
+// the wall-clock check to return; the caller cancels ctx given to Start
+// and shuts the runner down first so running jobs end.
+func (s *Scheduler) Stop() error {
+	err := s.cron.Shutdown()
+	s.runs.Wait()
+	if err != nil {
+		return fmt.Errorf("stop gocron: %w", err)
+	}
+	return nil
+}
+
+// cronAdapter lets gocron time any schedule, cron or every, so one kind
+// of gocron job serves both.
+type cronAdapter struct{ sched schedule.Schedule }
+
+func (cronAdapter) IsValid(string, *time.Location, time.Time) error { return nil }
+
+func (c cronAdapter) Next(last time.Time) time.Time { return c.sched.Next(last) }
+
+// gocronLogger forwards gocron's own messages to slog at debug level,
+// except its errors.
+type gocronLogger struct{ log *slog.Logger }
+
+func (l gocronLogger) Debug(msg string, args ...any) { l.log.Debug(msg, args...) }
+func (l gocronLogger) Info(msg string, args ...any)  { l.log.Debug(msg, args...) }
+func (l gocronLogger) Warn(msg string, args ...any)  { l.log.Warn(msg, args...) }
+func (l gocronLogger) Error(msg string, args ...any) { l.log.Error(msg, args...) }

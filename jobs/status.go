@@ -1,0 +1,125 @@
+package jobs
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/agent-runner/agent-runner/config"
+	"github.com/agent-runner/agent-runner/state"
+)
+
+// Job states shown by list and status.
+const (
+	StateDisabled  = "disabled"
+	StateScheduled = "scheduled"
+	StateRunning   = "running"
+	// StateFailed marks a job that cannot run on this machine as
+	// configured, such as one whose command is not on PATH.
+	StateFailed = "failed"
+)
+
+// JobStatus is what list and status show of one job.
+type JobStatus struct {
+	state.JobState
+	Schedule string `json:"schedule"`
+	State    string `json:"state"`
+	// Problem says why a job is failed; empty otherwise.
+	Problem string `json:"problem,omitempty"`
+}
+
+// Describe returns the schedule of a job as written in the config.
+func Describe(job *config.Job) string {
+	if job.Every > 0 {
+		return "every " + job.Every.String()
+	}
+	if job.Location != nil && job.Location != time.UTC {
+		return fmt.Sprintf("%s (%s)", job.Cron, job.Location)
+	}
+	return job.Cron
+}
+
+// StatusOf combines a job's config, its stored state and whether it runs
+// now. next is the job's next slot, zero when unknown.
+func StatusOf(job *config.Job, st state.JobState, running bool, next time.Time) JobStatus {
+	status := JobStatus{JobState: st, Schedule: Describe(job)}
+	status.Name = job.Name
+	status.NextRun = next
+	switch {
+	case running || st.Running:
+		status.State = StateRunning
+	case !job.Enabled:
+		status.State = StateDisabled
+		status.NextRun = time.Time{}
+	case job.Problem != nil:
+		status.State = StateFailed
+		status.Problem = job.Problem.Error()
+	default:
+		status.State = StateScheduled
+	}
+	return status
+}
+
+// Status returns the status of every configured job while the daemon runs.
+func (s *Scheduler) Status(cfg *config.Config) ([]JobStatus, error) {
+	stored, err := storedStates(s.store)
+	if err != nil {
+		return nil, err
+	}
+	running := make(map[string]bool)
+	for _, name := range s.runner.Running() {
+		running[name] = true
+	}
+	out := make([]JobStatus, 0, len(cfg.Jobs))
+	for _, job := range cfg.Jobs {
+		next, _ := s.Next(job.Name)
+		out = append(out, StatusOf(job, stored[job.Name], running[job.Name], next))
+	}
+	return out, nil
+}
+
+// OfflineStatus returns the status of every configured job from the store
+// alone, for a CLI when no daemon runs. A job whose slots passed shows
+// its next run as now, since the daemon would catch it up at start.
+func OfflineStatus(cfg *config.Config, store *state.Store, now time.Time) ([]JobStatus, error) {
+	stored, err := storedStates(store)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]JobStatus, 0, len(cfg.Jobs))
+	for _, job := range cfg.Jobs {
+		st, seen := stored[job.Name]
+		if !seen {
+			st.FirstSeen = now
+		}
+		var next time.Time
+		if sched, err := Schedule(job, st); err == nil {
+			next = sched.Next(position(st))
+			if !next.IsZero() && next.Before(now) && job.CatchUp == config.CatchUpOnce {
+				next = now
+			} else if next.Before(now) {
+				next = sched.Next(now)
+			}
+		}
+		// The stored flag outlives a crash; only a daemon's runner knows.
+		st.Running = false
+		out = append(out, StatusOf(job, st, false, next))
+	}
+	return out, nil
+}
+
+// storedStates reads every job's state; a nil store, one not created
+// yet, has none.
+func storedStates(store *state.Store) (map[string]state.JobState, error) {
+	if store == nil {
+		return nil, nil
+	}
+	list, err := store.Jobs()
+	if err != nil {
+		return nil, fmt.Errorf("read job states: %w", err)
+	}
+	stored := make(map[string]state.JobState, len(list))
+	for _, st := range list {
+		stored[st.Name] = st
+	}
+	return stored, nil
+}

@@ -1,0 +1,69 @@
+// Command agent-runner runs a fleet of scheduled jobs and listeners from
+// one config.toml under one service unit.
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+)
+
+// version is stamped at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// Exit statuses shared by every subcommand. run-job also exits with the
+// job's own status, 124 on timeout and 128+N when signal N killed the job.
+const (
+	exitOK      = 0
+	exitFailure = 1
+	exitUsage   = 2
+	exitTimeout = 124
+	// exitCannotRun means agent-runner itself could not run the job.
+	exitCannotRun = 125
+	exitInterrupt = 130
+)
+
+const usage = `agent-runner runs scheduled jobs and listeners from one config file.
+
+Usage:
+  agent-runner run      [--config PATH] [--log-format text|json]
+  agent-runner check    [--config PATH]
+  agent-runner list     [--config PATH] [--json]
+  agent-runner run-job  [--config PATH] [--wait] NAME
+  agent-runner version
+
+The config path defaults to $AGENT_RUNNER_CONFIG, else ./config.toml.
+Run "agent-runner COMMAND --help" for the options of one command.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run dispatches one subcommand and returns the process exit status.
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "run":
+		return cmdRun(rest, stderr)
+	case "check":
+		return cmdCheck(rest, stdout, stderr)
+	case "list":
+		return cmdList(rest, stdout, stderr)
+	case "run-job":
+		return cmdRunJob(rest, stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintln(stdout, "agent-runner", version)
+		return exitOK
+	case "help", "--help", "-h":
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	default:
+		fmt.Fprintf(stderr, "agent-runner: unknown command %q\n\n%s", cmd, usage)
+		return exitUsage
+	}
+}

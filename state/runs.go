@@ -1,0 +1,366 @@
+package state
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// interruptedMessage is the Error that RecoverInterrupted sets on a run.
+const interruptedMessage = "agent-runner stopped before the run finished"
+
+// Claim durably records the start of a run before its command starts, in
+// one transaction. It assigns run.ID from a store-wide sequence, stores the
+// run with Result "running", and sets the job's Running, LastStart and
+// NextRun=next.
+//
+// A run with a non-zero Slot also advances the job's LastSlot to it, and
+// fails with ErrSlotClaimed, writing nothing, unless the slot is strictly
+// after the stored LastSlot. Manual runs have a zero Slot and never touch
+// LastSlot. A job the store has not seen, such as one run by hand before
+// the daemon ever started, is created with FirstSeen at the run's start in
+// the same transaction, so a run costs one commit.
+func (s *Store) Claim(run Run, next time.Time) (Run, error) {
+	if err := validateNewRun(run); err != nil {
+		return Run{}, fmt.Errorf("claim run: %w", err)
+	}
+	var stored Run
+	err := s.update(func(tx *bolt.Tx) error {
+		state, found, err := getJob(tx, run.Job)
+		if err != nil {
+			return err
+		}
+		if !found {
+			state = JobState{Name: run.Job, FirstSeen: run.Start}
+		}
+		if !run.Slot.IsZero() {
+			if err := checkSlotAfter(run.Slot, state.LastSlot); err != nil {
+				return err
+			}
+			state.LastSlot = run.Slot
+		}
+		run.Result = ResultRunning
+		if stored, err = s.insertRun(tx, run); err != nil {
+			return err
+		}
+		state.Running = true
+		state.LastStart = stored.Start
+		state.NextRun = next
+		return putJob(tx, state)
+	})
+	if err != nil {
+		return Run{}, fmt.Errorf("claim run of job %s: %w", run.Job, err)
+	}
+	return stored, nil
+}
+
+// Skip advances the job's LastSlot to slot without running it, for a slot
+// deliberately not run, such as one missed while stopped with
+// catch_up = "skip". It stores a run record with Result "skipped", the
+// given trigger and reason as its Error, and sets NextRun=next. Other health
+// fields stay as they are. It fails with ErrSlotClaimed, writing nothing,
+// unless slot is strictly after the stored LastSlot.
+func (s *Store) Skip(name string, slot time.Time, trigger, reason string, now, next time.Time) error {
+	if slot.IsZero() {
+		return fmt.Errorf("skip slot of job %s: slot is zero", name)
+	}
+	run := Run{
+		Job:     name,
+		Trigger: trigger,
+		Slot:    slot,
+		Start:   now,
+		Finish:  now,
+		Result:  ResultSkipped,
+		Error:   reason,
+	}
+	err := s.update(func(tx *bolt.Tx) error {
+		state, err := existingJob(tx, name)
+		if err != nil {
+			return err
+		}
+		if err := checkSlotAfter(slot, state.LastSlot); err != nil {
+			return err
+		}
+		if _, err := s.insertRun(tx, run); err != nil {
+			return err
+		}
+		state.LastSlot = slot
+		state.NextRun = next
+		return putJob(tx, state)
+	})
+	if err != nil {
+		return fmt.Errorf("skip slot %s of job %s: %w", formatTime(slot), name, err)
+	}
+	return nil
+}
+
+// Finish replaces the "running" record of a claimed run with its final
+// record and updates the job's health from it. It clears Running and sets
+// LastFinish, LastResult, LastExitCode, LastDuration and LastError.
+// Result "ok" sets LastSuccess to run.Finish and resets
+// ConsecutiveFailures. "failed", "timeout" and "panic" add one to
+// ConsecutiveFailures, and "skipped" and "interrupted" leave it unchanged.
+// Output is stored as given, so callers cap it.
+//
+// The error wraps ErrRunNotFound when the job has no run with run.ID, and
+// ErrRunFinished when that run is no longer "running".
+func (s *Store) Finish(run Run) error {
+	if err := validateFinishedRun(run); err != nil {
+		return fmt.Errorf("finish run: %w", err)
+	}
+	seq, err := parseRunID(run.ID)
+	if err != nil {
+		return fmt.Errorf("finish run of job %s: %w", run.Job, err)
+	}
+
+	err = s.update(func(tx *bolt.Tx) error {
+		state, err := existingJob(tx, run.Job)
+		if err != nil {
+			return err
+		}
+		runs := jobRuns(tx, run.Job)
+		stored, ok, err := getRun(runs, seq)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("run %s: %w", run.ID, ErrRunNotFound)
+		}
+		if stored.Result != ResultRunning {
+			return fmt.Errorf("run %s has result %q: %w", run.ID, stored.Result, ErrRunFinished)
+		}
+		if err := putRun(runs, seq, run); err != nil {
+			return err
+		}
+		state.Running = false
+		applyResult(&state, run)
+		if err := putJob(tx, state); err != nil {
+			return err
+		}
+		return pruneRuns(runs, s.historyLimit)
+	})
+	if err != nil {
+		return fmt.Errorf("finish run %s of job %s: %w", run.ID, run.Job, err)
+	}
+	return nil
+}
+
+// RecordSkipped stores a run that never started because another run of the
+// job was still going, with Result "skipped", and returns it with its ID.
+// It changes neither the job's health nor its LastSlot, which Skip
+// advances for a slot. The job must exist, or the error wraps
+// ErrJobNotFound.
+func (s *Store) RecordSkipped(run Run) (Run, error) {
+	if err := validateNewRun(run); err != nil {
+		return Run{}, fmt.Errorf("record skipped run: %w", err)
+	}
+	run.Result = ResultSkipped
+	var stored Run
+	err := s.update(func(tx *bolt.Tx) error {
+		if _, err := existingJob(tx, run.Job); err != nil {
+			return err
+		}
+		var err error
+		stored, err = s.insertRun(tx, run)
+		return err
+	})
+	if err != nil {
+		return Run{}, fmt.Errorf("record skipped run of job %s: %w", run.Job, err)
+	}
+	return stored, nil
+}
+
+// Runs returns up to limit runs of a job, newest first. A limit of zero or
+// less returns all runs the store keeps, and a job without history none.
+func (s *Store) Runs(name string, limit int) ([]Run, error) {
+	var runs []Run
+	err := s.view(func(tx *bolt.Tx) error {
+		bucket := jobRuns(tx, name)
+		if bucket == nil {
+			return nil
+		}
+		cursor := bucket.Cursor()
+		for key, value := cursor.Last(); key != nil; key, value = cursor.Prev() {
+			if limit > 0 && len(runs) == limit {
+				break
+			}
+			run, err := decodeRun(key, value)
+			if err != nil {
+				return err
+			}
+			runs = append(runs, run)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read runs of job %s: %w", name, err)
+	}
+	return runs, nil
+}
+
+// Run returns one run of a job by ID, and false when the store has none.
+func (s *Store) Run(name, id string) (Run, bool, error) {
+	seq, err := parseRunID(id)
+	if err != nil {
+		return Run{}, false, fmt.Errorf("read run of job %s: %w", name, err)
+	}
+	var (
+		run Run
+		ok  bool
+	)
+	err = s.view(func(tx *bolt.Tx) error {
+		var err error
+		run, ok, err = getRun(jobRuns(tx, name), seq)
+		return err
+	})
+	if err != nil {
+		return Run{}, false, fmt.Errorf("read run %s of job %s: %w", id, name, err)
+	}
+	return run, ok, nil
+}
+
+// RecoverInterrupted marks every run still "running", as a crash or kill -9
+// leaves it, as "interrupted" with Finish=now and the Error "agent-runner
+// stopped before the run finished". It clears each job's Running, updates
+// its health as Finish does, and returns those runs in ID order. The daemon
+// calls it once at start, before it claims any run.
+func (s *Store) RecoverInterrupted(now time.Time) ([]Run, error) {
+	var recovered []Run
+	err := s.update(func(tx *bolt.Tx) error {
+		var names []string
+		err := tx.Bucket(bucketJobs).ForEach(func(key, _ []byte) error {
+			names = append(names, string(key))
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, name := range names {
+			runs, err := recoverJob(tx, name, now)
+			if err != nil {
+				return fmt.Errorf("job %s: %w", name, err)
+			}
+			recovered = append(recovered, runs...)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("recover interrupted runs: %w", err)
+	}
+	slices.SortFunc(recovered, func(a, b Run) int {
+		return compareRunIDs(a.ID, b.ID)
+	})
+	return recovered, nil
+}
+
+// recoverJob marks the job's "running" records as interrupted and clears
+// Running.
+func recoverJob(tx *bolt.Tx, name string, now time.Time) ([]Run, error) {
+	state, err := existingJob(tx, name)
+	if err != nil {
+		return nil, err
+	}
+	running, err := runningRuns(jobRuns(tx, name))
+	if err != nil {
+		return nil, err
+	}
+	if len(running) == 0 && !state.Running {
+		return nil, nil
+	}
+
+	for i := range running {
+		run := &running[i]
+		run.Result = ResultInterrupted
+		run.Finish = now.UTC()
+		run.Duration = max(run.Finish.Sub(run.Start), 0)
+		run.Error = interruptedMessage
+		seq, err := parseRunID(run.ID)
+		if err != nil {
+			return nil, err
+		}
+		if err := putRun(jobRuns(tx, name), seq, *run); err != nil {
+			return nil, err
+		}
+		applyResult(&state, *run)
+	}
+	state.Running = false
+	return running, putJob(tx, state)
+}
+
+// runningRuns returns the bucket's runs with Result "running" in ID order.
+func runningRuns(bucket *bolt.Bucket) ([]Run, error) {
+	var running []Run
+	if bucket == nil {
+		return nil, nil
+	}
+	err := bucket.ForEach(func(key, value []byte) error {
+		if !isRunning(value) {
+			return nil
+		}
+		run, err := decodeRun(key, value)
+		if err != nil {
+			return err
+		}
+		running = append(running, run)
+		return nil
+	})
+	return running, err
+}
+
+// applyResult updates a job's health from a finished run.
+func applyResult(state *JobState, run Run) {
+	state.LastFinish = run.Finish
+	state.LastResult = run.Result
+	state.LastExitCode = run.ExitCode
+	state.LastDuration = run.Duration
+	state.LastError = run.Error
+	switch run.Result {
+	case ResultOK:
+		state.LastSuccess = run.Finish
+		state.ConsecutiveFailures = 0
+	case ResultFailed, ResultTimeout, ResultPanic:
+		state.ConsecutiveFailures++
+	}
+}
+
+func checkSlotAfter(slot, last time.Time) error {
+	if slot.After(last) {
+		return nil
+	}
+	return fmt.Errorf("slot %s is not after the last claimed slot %s: %w", formatTime(slot), formatTime(last), ErrSlotClaimed)
+}
+
+func validateNewRun(run Run) error {
+	if run.Job == "" {
+		return errors.New("job name is empty")
+	}
+	if run.Start.IsZero() {
+		return fmt.Errorf("run of job %s has a zero start time", run.Job)
+	}
+	return nil
+}
+
+func validateFinishedRun(run Run) error {
+	if err := validateNewRun(run); err != nil {
+		return err
+	}
+	switch run.Result {
+	case ResultOK, ResultFailed, ResultTimeout, ResultPanic, ResultSkipped, ResultInterrupted:
+	default:
+		return fmt.Errorf("run %s of job %s has result %q, which is not a final result", run.ID, run.Job, run.Result)
+	}
+	if run.Finish.IsZero() {
+		return fmt.Errorf("run %s of job %s has a zero finish time", run.ID, run.Job)
+	}
+	return nil
+}
+
+func formatTime(t time.Time) string {
+	if t.IsZero() {
+		return "(none)"
+	}
+	return t.UTC().Format(time.RFC3339Nano)
+}

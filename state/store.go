@@ -1,0 +1,189 @@
+package state
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Defaults applied by Open to zero Options fields.
+const (
+	defaultLockTimeout  = time.Second
+	defaultHistoryLimit = 50
+)
+
+// Options configures Open.
+type Options struct {
+	// ReadOnly opens the store with a shared lock and rejects writes. A
+	// read-only Open never creates, migrates or moves the file.
+	ReadOnly bool
+	// LockTimeout is how long Open waits for the file lock. Zero or less
+	// means one second.
+	LockTimeout time.Duration
+	// HistoryLimit is the number of run records kept per job. Zero or less
+	// means 50.
+	HistoryLimit int
+	// Logger receives corruption, recovery and migration events. Nil means
+	// slog.Default().
+	Logger *slog.Logger
+}
+
+func (o Options) withDefaults() Options {
+	if o.LockTimeout <= 0 {
+		o.LockTimeout = defaultLockTimeout
+	}
+	if o.HistoryLimit <= 0 {
+		o.HistoryLimit = defaultHistoryLimit
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o
+}
+
+// Store is the open state file. All methods are safe for concurrent use,
+// because bbolt serializes write transactions.
+type Store struct {
+	db           *bolt.DB
+	path         string
+	recovered    string
+	readOnly     bool
+	historyLimit int
+}
+
+// Open opens the store at path and migrates it to the current schema. A
+// missing file is created with mode 0600, and a missing folder with 0700.
+//
+// A file that fails bbolt's format checks, or lacks the store's layout, is
+// logged at ERROR, moved to PATH.corrupt-<UTC timestamp> and replaced with a
+// fresh store, and Recovered returns the path it was moved to. A zero-length
+// file is initialized in place, since it contains nothing to keep. Errors
+// unrelated to the file's contents, such as permission denied or ErrLocked,
+// are returned and never move the file.
+//
+// With opts.ReadOnly, a missing or zero-length file returns an error
+// wrapping fs.ErrNotExist, and a corrupt one an error wrapping ErrCorrupt.
+func Open(path string, opts Options) (*Store, error) {
+	opts = opts.withDefaults()
+	s := &Store{path: path, readOnly: opts.ReadOnly, historyLimit: opts.HistoryLimit}
+
+	var err error
+	if opts.ReadOnly {
+		s.db, err = openReadOnly(path, opts)
+	} else {
+		s.db, s.recovered, err = openReadWrite(path, opts)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// openReadWrite opens the store for the daemon, moving a corrupt file aside
+// and starting afresh once.
+func openReadWrite(path string, opts Options) (*bolt.DB, string, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, "", fmt.Errorf("create state folder: %w", err)
+	}
+	warnIfEmpty(path, opts.Logger)
+	_, statErr := os.Stat(path)
+	created := errors.Is(statErr, fs.ErrNotExist)
+
+	db, err := openStore(path, opts)
+	if err == nil && created {
+		syncDir(filepath.Dir(path), opts.Logger)
+	}
+	if !errors.Is(err, ErrCorrupt) {
+		return db, "", err
+	}
+
+	moved, err := moveAside(path, err, opts)
+	if err != nil {
+		return nil, "", err
+	}
+	db, err = openStore(path, opts)
+	if err != nil {
+		return nil, "", err
+	}
+	syncDir(filepath.Dir(path), opts.Logger)
+	return db, moved, nil
+}
+
+func openReadOnly(path string, opts Options) (*bolt.DB, error) {
+	info, err := os.Stat(path)
+	if err == nil && info.Mode().IsRegular() && info.Size() == 0 {
+		return nil, fmt.Errorf("open state store %s: file is empty, so it contains no state: %w", path, fs.ErrNotExist)
+	}
+	db, err := openStore(path, opts)
+	var panicked *panicError
+	if errors.As(err, &panicked) && panicked.file != nil {
+		_ = panicked.file.Close()
+	}
+	if errors.Is(err, ErrCorrupt) {
+		return nil, fmt.Errorf("%w (start the agent-runner daemon to move it aside and start afresh)", err)
+	}
+	return db, err
+}
+
+// openStore opens the bbolt file, checks it and brings its schema up to
+// date. Every error names the path.
+func openStore(path string, opts Options) (*bolt.DB, error) {
+	db, err := openBolt(path, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkFile(db); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("open state store %s: %w", path, err)
+	}
+	if err := prepareSchema(db, opts); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+// warnIfEmpty logs a zero-length store file, which bbolt initializes as a
+// new database. It can be left by a crash while the file was first created,
+// or by something outside agent-runner truncating it.
+func warnIfEmpty(path string, logger *slog.Logger) {
+	info, err := os.Stat(path)
+	if err != nil || !info.Mode().IsRegular() || info.Size() != 0 {
+		return
+	}
+	logger.Warn("state store file is empty, so a fresh store is started in it", "path", path)
+}
+
+// Close closes the file and releases its lock. It waits for transactions
+// in progress to finish.
+func (s *Store) Close() error {
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("close state store %s: %w", s.path, err)
+	}
+	return nil
+}
+
+// Path returns the path the store was opened at.
+func (s *Store) Path() string { return s.path }
+
+// Recovered returns the path a corrupt store was moved to by Open, or "".
+func (s *Store) Recovered() string { return s.recovered }
+
+func (s *Store) view(fn func(tx *bolt.Tx) error) error {
+	return s.db.View(fn)
+}
+
+// update runs fn in a write transaction, which bbolt commits with an fsync
+// before returning.
+func (s *Store) update(fn func(tx *bolt.Tx) error) error {
+	if s.readOnly {
+		return fmt.Errorf("write state store %s: %w", s.path, ErrReadOnly)
+	}
+	return s.db.Update(fn)
+}
