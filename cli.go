@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/agent-runner/agent-runner/config"
 	"github.com/agent-runner/agent-runner/control"
@@ -77,6 +78,10 @@ func daemonAvailable(cfg *config.Config) bool {
 	return err == nil
 }
 
+// cliLockTimeout is how long a CLI waits for the store lock, which another
+// CLI holds for one transaction at a time.
+const cliLockTimeout = 3 * time.Second
+
 // openStoreOffline opens the store for a CLI when no daemon answers. A
 // held lock then means a daemon runs but its socket does not answer.
 func openStoreOffline(cfg *config.Config, readOnly bool, log *slog.Logger) (*state.Store, error) {
@@ -86,11 +91,20 @@ func openStoreOffline(cfg *config.Config, readOnly bool, log *slog.Logger) (*sta
 			return nil, nil
 		}
 	}
-	store, err := state.Open(path, state.Options{ReadOnly: readOnly, HistoryLimit: cfg.Runner.HistoryLimit, Logger: log})
+	store, err := state.Open(path, storeOptions(cfg, readOnly, log))
 	if errors.Is(err, state.ErrLocked) {
 		return nil, fmt.Errorf("the daemon holds the state store but does not answer on %s: check that it is healthy (systemctl status agent-runner)", cfg.Runner.Socket)
 	}
 	return store, err
+}
+
+func storeOptions(cfg *config.Config, readOnly bool, log *slog.Logger) state.Options {
+	return state.Options{
+		ReadOnly:     readOnly,
+		LockTimeout:  cliLockTimeout,
+		HistoryLimit: cfg.Runner.HistoryLimit,
+		Logger:       log,
+	}
 }
 
 func cmdCheck(args []string, stdout, stderr io.Writer) int {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/agent-runner/agent-runner/config"
 	"github.com/agent-runner/agent-runner/control"
+	"github.com/agent-runner/agent-runner/daemon"
 	"github.com/agent-runner/agent-runner/jobs"
 	"github.com/agent-runner/agent-runner/state"
 )
@@ -89,41 +90,52 @@ func interruptContext(stderr io.Writer) (context.Context, func()) {
 }
 
 // runInProcess runs the job in this process when no daemon runs, and
-// records it in the store like the daemon would.
+// records it in the store like the daemon would. The store is opened per
+// write, so list works during the run.
 //
-// NOTE: the store stays locked for the whole run, so a daemon started
-// meanwhile waits for the lock and, after its timeout, exits to be
-// restarted by its service manager.
+// NOTE: a daemon that starts during the run marks the run interrupted, and
+// recording the result then fails on the daemon's store lock.
 func runInProcess(ctx context.Context, cfg *config.Config, name string, wait bool, output func(jobs.Line), stderr io.Writer) (state.Run, error) {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	store, err := openStoreOffline(cfg, false, log)
+	next, err := offlineNext(cfg, name, log)
 	if err != nil {
 		return state.Run{}, err
 	}
-	defer store.Close()
 	reaper, err := jobs.NewReaper(log)
 	if err != nil {
 		return state.Run{}, err
 	}
 	defer reaper.Close()
 
-	now := time.Now()
-	statuses, err := jobs.OfflineStatus(cfg, store, now)
-	if err != nil {
-		return state.Run{}, err
-	}
-	var next time.Time
-	for _, s := range statuses {
-		if s.Name == name {
-			next = s.NextRun
-		}
-	}
+	store := state.Transient{Path: daemon.StorePath(cfg), Options: storeOptions(cfg, false, log)}
 	runner := jobs.NewRunner(cfg, store, reaper, log, time.Now)
 	run, err := runner.Run(ctx, jobs.Request{Job: name, Trigger: state.TriggerManual, Next: next, Wait: wait, Output: output})
 	if errors.Is(err, jobs.ErrBusy) {
 		return run, fmt.Errorf("%w: wait for it with run-job --wait", err)
 	}
 	return run, err
+}
+
+// offlineNext returns the job's next slot as the daemon would compute it,
+// so a manual run records the same next run.
+func offlineNext(cfg *config.Config, name string, log *slog.Logger) (time.Time, error) {
+	store, err := openStoreOffline(cfg, true, log)
+	if err != nil {
+		return time.Time{}, err
+	}
+	if store != nil {
+		defer store.Close()
+	}
+	statuses, err := jobs.OfflineStatus(cfg, store, time.Now())
+	if err != nil {
+		return time.Time{}, err
+	}
+	for _, s := range statuses {
+		if s.Name == name {
+			return s.NextRun, nil
+		}
+	}
+	return time.Time{}, nil
 }
 
 // lineWriter prints each output line to the stream it came from.

@@ -498,3 +498,27 @@ func TestStaleSocketAfterCrash(t *testing.T) {
 	}
 	d.stop()
 }
+
+func TestListDuringInProcessRun(t *testing.T) {
+	p := newProject(t, `[jobs.long]
+command = ["sh", "-c", "touch started; while [ ! -e release ]; do sleep 0.05; done"]
+schedule = "0 0 1 1 *"
+`)
+	cmd := p.command("run-job", "long")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	defer os.WriteFile(p.path("release"), nil, 0o600)
+	waitFor(t, "the run to start", func() bool {
+		_, err := os.Stat(p.path("started"))
+		return err == nil
+	})
+	if s := p.list()["long"]; s.State != "running" {
+		t.Errorf("state during an in-process run = %q, want running", s.State)
+	}
+	res := p.run("run-job", "long")
+	if res.code != 125 || !strings.Contains(res.stderr, "already running") {
+		t.Errorf("second run-job = %d %q, want 125 and a message", res.code, res.stderr)
+	}
+}

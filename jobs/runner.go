@@ -47,7 +47,7 @@ type Request struct {
 // It is shared by the daemon and by a CLI that runs a job in-process.
 type Runner struct {
 	settings config.Runner
-	store    *state.Store
+	store    state.Recorder
 	reaper   *Reaper
 	log      *slog.Logger
 	now      func() time.Time
@@ -67,7 +67,7 @@ type Runner struct {
 
 // NewRunner returns a Runner for the jobs of cfg. now is the clock runs
 // are stamped with.
-func NewRunner(cfg *config.Config, store *state.Store, reaper *Reaper, log *slog.Logger, now func() time.Time) *Runner {
+func NewRunner(cfg *config.Config, store state.Recorder, reaper *Reaper, log *slog.Logger, now func() time.Time) *Runner {
 	r := &Runner{
 		settings: cfg.Runner,
 		store:    store,
@@ -283,11 +283,11 @@ func (r *Runner) Kill() {
 // folder, so runs of one job never overlap, whether the daemon or a CLI
 // started them. With wait it polls until the lock is free or ctx ends.
 func (r *Runner) lockJob(ctx context.Context, name string, wait bool) (*os.File, error) {
-	dir := filepath.Join(r.settings.StateDir, "locks")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	path := lockPath(r.settings.StateDir, name)
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("create lock folder: %w", err)
 	}
-	f, err := os.OpenFile(filepath.Join(dir, name+".lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open job lock: %w", err)
 	}
@@ -311,6 +311,25 @@ func (r *Runner) lockJob(ctx context.Context, name string, wait bool) (*os.File,
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+func lockPath(stateDir, name string) string {
+	return filepath.Join(stateDir, "locks", name+".lock")
+}
+
+// lockHeld reports whether some process, the daemon or a CLI, holds the
+// job's run lock, which is the case exactly while a run of it goes on.
+func lockHeld(stateDir, name string) bool {
+	f, err := os.Open(lockPath(stateDir, name))
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		return errors.Is(err, unix.EWOULDBLOCK)
+	}
+	_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
+	return false
 }
 
 // capture routes output lines to the run's tail, the log and the caller.

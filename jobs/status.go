@@ -100,9 +100,10 @@ func OfflineStatus(cfg *config.Config, store *state.Store, now time.Time) ([]Job
 				next = sched.Next(now)
 			}
 		}
-		// The stored flag outlives a crash; only a daemon's runner knows.
+		// The stored flag outlives a crash, while the run lock dies with
+		// the process that holds it.
 		st.Running = false
-		out = append(out, StatusOf(job, st, false, next))
+		out = append(out, StatusOf(job, st, lockHeld(cfg.Runner.StateDir, job.Name), next))
 	}
 	return out, nil
 }
