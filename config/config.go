@@ -16,6 +16,8 @@ type Config struct {
 	Runner Runner
 	// Jobs is sorted by name.
 	Jobs []*Job
+	// Listeners is sorted by name.
+	Listeners []*Listener
 }
 
 // Runner holds the [runner] table with defaults applied.

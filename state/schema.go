@@ -14,10 +14,16 @@ import (
 //	runs             one nested bucket per job, and the bucket sequence
 //	                 (NextSequence) is the last run ID, shared by all jobs
 //	runs/<job name>  8-byte big-endian run ID → JSON Run
+//
+// Version 2 adds:
+//
+//	listeners         one nested bucket per listener
+//	listeners/<name>  key → value, a listener's cursors and sessions
 var (
 	bucketMeta       = []byte("meta")
 	bucketJobs       = []byte("jobs")
 	bucketRuns       = []byte("runs")
+	bucketListeners  = []byte("listeners")
 	keySchemaVersion = []byte("schema_version")
 )
 
@@ -29,6 +35,7 @@ type migration func(tx *bolt.Tx) error
 // with a meta bucket recording version 0.
 var migrations = []migration{
 	createBuckets,
+	createListenersBucket,
 }
 
 func supportedVersion() uint64 { return uint64(len(migrations)) }
@@ -38,6 +45,13 @@ func createBuckets(tx *bolt.Tx) error {
 		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 			return fmt.Errorf("create bucket %s: %w", name, err)
 		}
+	}
+	return nil
+}
+
+func createListenersBucket(tx *bolt.Tx) error {
+	if _, err := tx.CreateBucketIfNotExists(bucketListeners); err != nil {
+		return fmt.Errorf("create bucket %s: %w", bucketListeners, err)
 	}
 	return nil
 }
@@ -71,6 +85,11 @@ func prepareSchema(db *bolt.DB, opts Options) error {
 			db.Path(), version, ErrOlderSchema, supported)
 	}
 
+	// A file that lost a bucket of its own version is corrupt; finding
+	// out before migrating leaves it untouched for the move aside.
+	if err := db.View(func(tx *bolt.Tx) error { return checkLayoutOf(tx, version) }); err != nil {
+		return fmt.Errorf("open state store %s: %w", db.Path(), err)
+	}
 	for v := version; v < supported; v++ {
 		if err := db.Update(func(tx *bolt.Tx) error { return migrate(tx, v) }); err != nil {
 			return fmt.Errorf("migrate state store %s from schema version %d to %d: %w", db.Path(), v, v+1, err)
@@ -113,13 +132,30 @@ func hasBuckets(tx *bolt.Tx) bool {
 	return key != nil
 }
 
-// checkLayout verifies that a store at the current version has the buckets
-// that version defines.
+// checkLayout verifies that a store at the version this binary writes has
+// the buckets that version defines.
 func checkLayout(tx *bolt.Tx) error {
-	for _, name := range [][]byte{bucketMeta, bucketJobs, bucketRuns} {
+	return checkLayoutOf(tx, supportedVersion())
+}
+
+// checkLayoutOf verifies that a store has the buckets of schema version.
+func checkLayoutOf(tx *bolt.Tx, version uint64) error {
+	for _, name := range bucketsOf(version) {
 		if tx.Bucket(name) == nil {
 			return fmt.Errorf("%w: bucket %s is missing", ErrCorrupt, name)
 		}
 	}
 	return nil
+}
+
+// bucketsOf lists the top-level buckets of a schema version.
+func bucketsOf(version uint64) [][]byte {
+	var names [][]byte
+	if version >= 1 {
+		names = append(names, bucketMeta, bucketJobs, bucketRuns)
+	}
+	if version >= 2 {
+		names = append(names, bucketListeners)
+	}
+	return names
 }

@@ -101,8 +101,8 @@ func TestOpenMigratesVersionZero(t *testing.T) {
 				t.Fatal(err)
 			}
 
-			if got := readStoredVersion(t, path); got != 1 {
-				t.Errorf("schema version %d, want 1", got)
+			if got := readStoredVersion(t, path); got != supportedVersion() {
+				t.Errorf("schema version %d, want %d", got, supportedVersion())
 			}
 			attrs, ok := recorder.find(slog.LevelInfo)
 			if !ok {
@@ -117,6 +117,7 @@ func TestOpenMigratesVersionZero(t *testing.T) {
 
 func TestOpenAppliesMigrationsInOrder(t *testing.T) {
 	path := tempStorePath(t)
+	replaceMigrations(t, migrations[:1])
 	store := openTestStore(t, path, Options{})
 	if _, err := store.EnsureJob("backup", time.Now()); err != nil {
 		t.Fatal(err)
@@ -128,7 +129,7 @@ func TestOpenAppliesMigrationsInOrder(t *testing.T) {
 	var applied []string
 	replaceMigrations(t, []migration{
 		func(tx *bolt.Tx) error { applied = append(applied, "0→1"); return createBuckets(tx) },
-		func(tx *bolt.Tx) error { applied = append(applied, "1→2"); return nil },
+		func(tx *bolt.Tx) error { applied = append(applied, "1→2"); return createListenersBucket(tx) },
 		func(tx *bolt.Tx) error {
 			applied = append(applied, "2→3")
 			_, err := tx.CreateBucket([]byte("added"))
@@ -166,6 +167,7 @@ func TestOpenFailedMigrationKeepsVersion(t *testing.T) {
 	failure := errors.New("migration failed")
 	replaceMigrations(t, []migration{
 		createBuckets,
+		createListenersBucket,
 		func(tx *bolt.Tx) error {
 			if _, err := tx.CreateBucket([]byte("half-done")); err != nil {
 				return err
@@ -178,8 +180,8 @@ func TestOpenFailedMigrationKeepsVersion(t *testing.T) {
 	if !errors.Is(err, failure) {
 		t.Fatalf("got %v, want the migration's error", err)
 	}
-	if got := readStoredVersion(t, path); got != 1 {
-		t.Errorf("schema version %d, want 1", got)
+	if got := readStoredVersion(t, path); got != 2 {
+		t.Errorf("schema version %d, want 2", got)
 	}
 	if hasBucket(t, path, "half-done") {
 		t.Error("bucket created by the failed migration was kept")
@@ -197,7 +199,7 @@ func TestOpenRejectsNewerSchema(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	want := "state store " + path + " has schema version 3, newer than this agent-runner supports (1): " +
+	want := "state store " + path + " has schema version 3, newer than this agent-runner supports (2): " +
 		"upgrade agent-runner, or move the file aside to start afresh"
 	for _, readOnly := range []bool{false, true} {
 		_, err := Open(path, Options{ReadOnly: readOnly})
