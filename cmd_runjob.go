@@ -16,6 +16,7 @@ import (
 	"github.com/agent-runner/agent-runner/control"
 	"github.com/agent-runner/agent-runner/daemon"
 	"github.com/agent-runner/agent-runner/jobs"
+	"github.com/agent-runner/agent-runner/process"
 	"github.com/agent-runner/agent-runner/state"
 )
 
@@ -101,7 +102,7 @@ func runInProcess(ctx context.Context, cfg *config.Config, name string, wait boo
 	if err != nil {
 		return state.Run{}, err
 	}
-	reaper, err := jobs.NewReaper(log)
+	reaper, err := process.NewReaper(log)
 	if err != nil {
 		return state.Run{}, err
 	}

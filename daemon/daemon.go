@@ -17,6 +17,7 @@ import (
 	"github.com/agent-runner/agent-runner/config"
 	"github.com/agent-runner/agent-runner/control"
 	"github.com/agent-runner/agent-runner/jobs"
+	"github.com/agent-runner/agent-runner/process"
 	"github.com/agent-runner/agent-runner/state"
 )
 
@@ -51,7 +52,7 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	defer store.Close()
 
-	reaper, err := jobs.NewReaper(log)
+	reaper, err := process.NewReaper(log)
 	if err != nil {
 		return err
 	}

@@ -1,10 +1,13 @@
 package jobs
 
 import (
+	"bytes"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -12,20 +15,21 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/agent-runner/agent-runner/config"
+	"github.com/agent-runner/agent-runner/process"
 	"github.com/agent-runner/agent-runner/state"
 )
 
 var (
 	reaperOnce sync.Once
-	testReaper *Reaper
+	testReaper *process.Reaper
 )
 
 // sharedReaper returns one reaper for the whole test binary, since the
 // subreaper mark belongs to the process.
-func sharedReaper(t *testing.T) *Reaper {
+func sharedReaper(t *testing.T) *process.Reaper {
 	t.Helper()
 	reaperOnce.Do(func() {
-		r, err := NewReaper(slog.New(slog.NewTextHandler(io.Discard, nil)))
+		r, err := process.NewReaper(slog.New(slog.NewTextHandler(io.Discard, nil)))
 		if err != nil {
 			t.Fatalf("NewReaper: %v", err)
 		}
@@ -96,7 +100,15 @@ func newTestRunner(t *testing.T, jobs ...*config.Job) (*Runner, *state.Store) {
 
 // alive reports whether pid exists and has not exited.
 func alive(pid int) bool {
-	return unix.Kill(pid, 0) == nil && !isZombie(pid)
+	if unix.Kill(pid, 0) != nil {
+		return false
+	}
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	fields := strings.Fields(string(data[bytes.LastIndexByte(data, ')')+1:]))
+	return len(fields) > 0 && fields[0] != "Z"
 }
 
 // waitDead fails the test unless every pid is gone within a few seconds.

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/agent-runner/agent-runner/config"
+	"github.com/agent-runner/agent-runner/process"
 	"github.com/agent-runner/agent-runner/state"
 )
 
@@ -48,7 +49,7 @@ type Request struct {
 type Runner struct {
 	settings config.Runner
 	store    state.Recorder
-	reaper   *Reaper
+	reaper   *process.Reaper
 	log      *slog.Logger
 	now      func() time.Time
 	// execute runs the job's work; tests replace it to exercise the
@@ -67,7 +68,7 @@ type Runner struct {
 
 // NewRunner returns a Runner for the jobs of cfg. now is the clock runs
 // are stamped with.
-func NewRunner(cfg *config.Config, store state.Recorder, reaper *Reaper, log *slog.Logger, now func() time.Time) *Runner {
+func NewRunner(cfg *config.Config, store state.Recorder, reaper *process.Reaper, log *slog.Logger, now func() time.Time) *Runner {
 	r := &Runner{
 		settings: cfg.Runner,
 		store:    store,

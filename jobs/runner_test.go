@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/agent-runner/agent-runner/config"
+	"github.com/agent-runner/agent-runner/process"
 	"github.com/agent-runner/agent-runner/state"
 )
 
@@ -41,7 +42,7 @@ func TestRunRecordsOutputAndResult(t *testing.T) {
 	if !strings.Contains(run.Output, "out-line") || !strings.Contains(run.Output, "err-line") {
 		t.Errorf("output tail = %q, want both lines", run.Output)
 	}
-	want := map[Line]bool{{"stdout", "out-line"}: true, {"stderr", "err-line"}: true}
+	want := map[Line]bool{{Stream: "stdout", Text: "out-line"}: true, {Stream: "stderr", Text: "err-line"}: true}
 	for _, l := range lines {
 		delete(want, l)
 	}
@@ -199,11 +200,11 @@ func TestRunLongLineWithoutNewline(t *testing.T) {
 	if run.Result != state.ResultOK {
 		t.Fatalf("result = %q (%s), want ok", run.Result, run.Error)
 	}
-	if longest > maxLineBytes {
-		t.Errorf("longest line = %d bytes, want at most %d", longest, maxLineBytes)
+	if longest > process.MaxLineBytes {
+		t.Errorf("longest line = %d bytes, want at most %d", longest, process.MaxLineBytes)
 	}
-	if count != 1<<20/maxLineBytes {
-		t.Errorf("line count = %d, want %d chunks", count, 1<<20/maxLineBytes)
+	if count != 1<<20/process.MaxLineBytes {
+		t.Errorf("line count = %d, want %d chunks", count, 1<<20/process.MaxLineBytes)
 	}
 	if len(run.Output) > tailBytes {
 		t.Errorf("stored output = %d bytes, want at most %d", len(run.Output), tailBytes)

@@ -1,4 +1,4 @@
-package jobs
+package process
 
 import (
 	"bytes"
@@ -108,18 +108,19 @@ func (r *Reaper) reapOrphans() {
 	}
 }
 
-// KillLeftovers kills the processes of a finished run that escaped its
+// KillLeftovers kills the processes of a finished child that escaped its
 // process group: untracked children of this process whose environment
-// carries the run's ID. Killing one can orphan its own children, so it
-// repeats until a pass finds none. It returns how many it killed.
-func (r *Reaper) KillLeftovers(runID string, grace time.Duration) int {
-	marker := []byte(envRunID + "=" + runID + "\x00")
+// carries marker, a NAME=VALUE entry unique to the run. Killing one can
+// orphan its own children, so it repeats until a pass finds none. It
+// returns how many it killed.
+func (r *Reaper) KillLeftovers(marker string, grace time.Duration) int {
+	entry := []byte(marker + "\x00")
 	killed := 0
 	for pass := 0; pass < 16; pass++ {
 		pids := r.untrackedChildren()
 		var found []int
 		for _, pid := range pids {
-			if hasEnvMarker(pid, marker) {
+			if hasEnvMarker(pid, entry) {
 				found = append(found, pid)
 			}
 		}
@@ -257,3 +258,7 @@ func hasEnvMarker(pid int, marker []byte) bool {
 	}
 	return bytes.Contains(data, append([]byte{0}, marker...))
 }
+
+// lookupEnv is os.LookupEnv, kept in one place for the environment
+// builder.
+var lookupEnv = os.LookupEnv

@@ -1,0 +1,73 @@
+package process
+
+import (
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/agent-runner/agent-runner/config"
+)
+
+// passedEnv names the daemon's variables every child gets when they are
+// set, so locale and home-relative tools work without inherit_env.
+var passedEnv = []string{"HOME", "USER", "LANG", "TZ"}
+
+// Settings are the process rules that jobs, hooks and exec listeners share.
+type Settings struct {
+	// Path is the PATH every child gets unless Env sets its own.
+	Path       []string
+	WorkingDir string
+	Env        map[string]config.Secret
+	// EnvFile is re-read for every child, so edits apply without a
+	// reload.
+	EnvFile    string
+	InheritEnv []string
+}
+
+// Environment builds a child's variables: vars first (the run's own, so
+// the leftover scan finds its marker early), then PATH, the passed-through
+// daemon variables, inherit_env, env_file and finally env. exec.Cmd keeps
+// the last of duplicate names, so later sources win.
+func Environment(s Settings, vars []string) ([]string, error) {
+	env := append([]string(nil), vars...)
+	env = append(env, "PATH="+strings.Join(s.Path, ":"))
+	for _, name := range append(append([]string(nil), passedEnv...), s.InheritEnv...) {
+		if value, ok := lookupEnv(name); ok {
+			env = append(env, name+"="+value)
+		}
+	}
+	if s.EnvFile != "" {
+		fileEnv, err := config.ReadEnvFile(s.EnvFile)
+		if err != nil {
+			return nil, err
+		}
+		for _, name := range sortedKeys(fileEnv) {
+			env = append(env, name+"="+fileEnv[name])
+		}
+	}
+	for _, name := range sortedKeys(s.Env) {
+		env = append(env, name+"="+s.Env[name].Reveal())
+	}
+	return env, nil
+}
+
+// Resolve finds argv0 on the PATH of env, which the child's own env may
+// have replaced, or relative to dir when it contains a slash.
+func Resolve(argv0, dir string, env []string) (string, error) {
+	path := ""
+	for _, kv := range env {
+		if value, ok := strings.CutPrefix(kv, "PATH="); ok {
+			path = value
+		}
+	}
+	return config.LookPath(argv0, dir, filepath.SplitList(path))
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
