@@ -74,7 +74,7 @@ func newLogger(w io.Writer, format string, level slog.Level) (*slog.Logger, erro
 
 // daemonAvailable reports whether a daemon answers on the socket.
 func daemonAvailable(cfg *config.Config) bool {
-	_, err := control.Status(cfg.Runner.Socket)
+	_, err := control.GetStatus(cfg.Runner.Socket)
 	return err == nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/agent-runner/agent-runner/config"
 	"github.com/agent-runner/agent-runner/control"
 	"github.com/agent-runner/agent-runner/jobs"
+	"github.com/agent-runner/agent-runner/listeners"
 )
 
 func cmdList(args []string, stdout, stderr io.Writer) int {
@@ -23,7 +24,7 @@ func cmdList(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return exitFailure
 	}
-	statuses, err := jobStatuses(cfg, stderr)
+	status, err := currentStatus(cfg, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "agent-runner: %v\n", err)
 		return exitFailure
@@ -31,34 +32,74 @@ func cmdList(args []string, stdout, stderr io.Writer) int {
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		if err := enc.Encode(statuses); err != nil {
+		if err := enc.Encode(status); err != nil {
 			fmt.Fprintf(stderr, "agent-runner: %v\n", err)
 			return exitFailure
 		}
 		return exitOK
 	}
-	printTable(stdout, statuses, time.Now())
+	now := time.Now()
+	printJobs(stdout, status.Jobs, now)
+	if len(status.Listeners) > 0 {
+		fmt.Fprintln(stdout)
+		printListeners(stdout, status.Listeners, now)
+	}
 	return exitOK
 }
 
-// jobStatuses asks the daemon when one answers, and reads the store
-// otherwise.
-func jobStatuses(cfg *config.Config, stderr io.Writer) ([]jobs.JobStatus, error) {
-	if statuses, err := control.Status(cfg.Runner.Socket); err == nil {
-		return statuses, nil
+// currentStatus asks the daemon when one answers, and reads the config
+// and the store otherwise.
+func currentStatus(cfg *config.Config, stderr io.Writer) (control.Status, error) {
+	if status, err := control.GetStatus(cfg.Runner.Socket); err == nil {
+		return status, nil
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	store, err := openStoreOffline(cfg, true, log)
 	if err != nil {
-		return nil, err
+		return control.Status{}, err
 	}
 	if store != nil {
 		defer store.Close()
 	}
-	return jobs.OfflineStatus(cfg, store, time.Now())
+	statuses, err := jobs.OfflineStatus(cfg, store, time.Now())
+	if err != nil {
+		return control.Status{}, err
+	}
+	return control.Status{Jobs: statuses, Listeners: offlineListeners(cfg)}, nil
 }
 
-func printTable(w io.Writer, statuses []jobs.JobStatus, now time.Time) {
+// offlineListeners shows every listener as the config leaves it while no
+// daemon runs: disabled, failed with its problem, or stopped.
+func offlineListeners(cfg *config.Config) []listeners.Health {
+	out := make([]listeners.Health, 0, len(cfg.Listeners))
+	for _, lc := range cfg.Listeners {
+		h := listeners.Health{Name: lc.Name, Kind: lc.Kind, State: listeners.StateStopped}
+		switch {
+		case !lc.Enabled:
+			h.State, h.LastError = listeners.StateDisabled, lc.DisabledReason
+		case lc.Problem != nil:
+			h.State, h.LastError = listeners.StateFailed, lc.Problem.Error()
+		}
+		out = append(out, h)
+	}
+	return out
+}
+
+func printListeners(w io.Writer, health []listeners.Health, now time.Time) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "LISTENER\tKIND\tSTATE\tSINCE\tRESTARTS\tLAST EVENT\tEVENTS\tDROPPED\tLAST ERROR")
+	for _, h := range health {
+		lastError := h.LastError
+		if lastError == "" {
+			lastError = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%d\t%d\t%s\n", h.Name, h.Kind, h.State,
+			formatTime(h.Since, now), h.Restarts, formatTime(h.LastEvent, now), h.Handled, h.Dropped, firstLine(lastError))
+	}
+	tw.Flush()
+}
+
+func printJobs(w io.Writer, statuses []jobs.JobStatus, now time.Time) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tSCHEDULE\tSTATE\tNEXT RUN\tLAST RUN\tLAST RESULT")
 	for _, s := range statuses {

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agent-runner/agent-runner/control"
 	"github.com/agent-runner/agent-runner/jobs"
 )
 
@@ -199,12 +200,12 @@ func (p *project) list() map[string]jobs.JobStatus {
 	if res.code != 0 {
 		p.t.Fatalf("list exit %d: %s", res.code, res.stderr)
 	}
-	var statuses []jobs.JobStatus
-	if err := json.Unmarshal([]byte(res.stdout), &statuses); err != nil {
+	var status control.Status
+	if err := json.Unmarshal([]byte(res.stdout), &status); err != nil {
 		p.t.Fatalf("decode list output %q: %v", res.stdout, err)
 	}
 	byName := make(map[string]jobs.JobStatus)
-	for _, s := range statuses {
+	for _, s := range status.Jobs {
 		byName[s.Name] = s
 	}
 	return byName

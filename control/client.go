@@ -53,24 +53,28 @@ func RunJob(ctx context.Context, socket, name string, wait bool, output func(job
 	}
 }
 
-// Status asks the daemon at socket for the status of every job.
-func Status(socket string) ([]jobs.JobStatus, error) {
+// GetStatus asks the daemon at socket for the status of every job and
+// listener.
+func GetStatus(socket string) (Status, error) {
 	conn, err := dial(socket)
 	if err != nil {
-		return nil, err
+		return Status{}, err
 	}
 	defer conn.Close()
 	if err := send(conn, Request{Op: OpStatus}); err != nil {
-		return nil, err
+		return Status{}, err
 	}
 	msg, err := receive(newScanner(conn))
 	if err != nil {
-		return nil, err
+		return Status{}, err
 	}
 	if msg.Error != nil {
-		return nil, msg.Error
+		return Status{}, msg.Error
 	}
-	return msg.Jobs, nil
+	if msg.Status == nil {
+		return Status{}, errors.New("daemon answered without a status")
+	}
+	return *msg.Status, nil
 }
 
 func dial(socket string) (*net.UnixConn, error) {

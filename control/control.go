@@ -1,10 +1,11 @@
 // Package control is the protocol between the agent-runner CLI and the
 // daemon: newline-delimited JSON over a unix socket. A client sends one
-// Request and reads Messages until one carries a final Run, Jobs or Error.
+// Request and reads Messages until one carries a final Run, Status or Error.
 package control
 
 import (
 	"github.com/agent-runner/agent-runner/jobs"
+	"github.com/agent-runner/agent-runner/listeners"
 	"github.com/agent-runner/agent-runner/state"
 )
 
@@ -37,10 +38,16 @@ type Request struct {
 
 // Message is one line the daemon sends back. Exactly one field is set.
 type Message struct {
-	Line  *jobs.Line       `json:"line,omitempty"`
-	Run   *state.Run       `json:"run,omitempty"`
-	Jobs  []jobs.JobStatus `json:"jobs,omitempty"`
-	Error *ErrorMessage    `json:"error,omitempty"`
+	Line   *jobs.Line    `json:"line,omitempty"`
+	Run    *state.Run    `json:"run,omitempty"`
+	Status *Status       `json:"status,omitempty"`
+	Error  *ErrorMessage `json:"error,omitempty"`
+}
+
+// Status is every job's and listener's state, as list and status show it.
+type Status struct {
+	Jobs      []jobs.JobStatus   `json:"jobs"`
+	Listeners []listeners.Health `json:"listeners"`
 }
 
 // ErrorMessage is a failed request.

@@ -29,7 +29,7 @@ const writeTimeout = 10 * time.Second
 // Handler does the work behind the socket.
 type Handler interface {
 	RunJob(ctx context.Context, req jobs.Request) (state.Run, error)
-	Status() ([]jobs.JobStatus, error)
+	Status() (Status, error)
 }
 
 // Server serves the control socket.
@@ -273,15 +273,12 @@ func errorMessage(err error) *ErrorMessage {
 }
 
 func (s *Server) status(out *encoder) {
-	list, err := s.handler.Status()
+	status, err := s.handler.Status()
 	if err != nil {
 		out.send(Message{Error: errorMessage(err)})
 		return
 	}
-	if list == nil {
-		list = []jobs.JobStatus{}
-	}
-	out.send(Message{Jobs: list})
+	out.send(Message{Status: &status})
 }
 
 // encoder serializes messages from the two output readers of a run.

@@ -66,7 +66,9 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
-	srv, err := control.Listen(cfg.Runner.Socket, cfg.Runner.SocketGroup, handler{cfg, runner, sched}, log)
+	set := newListenerSet(cfg, store, reaper, log)
+	defer set.close(log)
+	srv, err := control.Listen(cfg.Runner.Socket, cfg.Runner.SocketGroup, handler{cfg, runner, sched, set}, log)
 	if err != nil {
 		_ = sched.Stop()
 		return err
@@ -75,6 +77,7 @@ func Run(ctx context.Context, opts Options) error {
 	var group run.Group
 	addContext(&group, ctx)
 	addScheduler(&group, cfg, sched, runner, log, opts.Force)
+	set.add(&group)
 	group.Add(srv.Serve, func(error) {
 		log.Info("closing control socket")
 		_ = srv.Close()
@@ -164,9 +167,10 @@ func StorePath(cfg *config.Config) string {
 
 // handler serves control requests from the running daemon.
 type handler struct {
-	cfg    *config.Config
-	runner *jobs.Runner
-	sched  *jobs.Scheduler
+	cfg       *config.Config
+	runner    *jobs.Runner
+	sched     *jobs.Scheduler
+	listeners *listenerSet
 }
 
 func (h handler) RunJob(ctx context.Context, req jobs.Request) (state.Run, error) {
@@ -178,6 +182,10 @@ func (h handler) RunJob(ctx context.Context, req jobs.Request) (state.Run, error
 	return h.runner.Run(ctx, req)
 }
 
-func (h handler) Status() ([]jobs.JobStatus, error) {
-	return h.sched.Status(h.cfg)
+func (h handler) Status() (control.Status, error) {
+	statuses, err := h.sched.Status(h.cfg)
+	if err != nil {
+		return control.Status{}, err
+	}
+	return control.Status{Jobs: statuses, Listeners: h.listeners.health()}, nil
 }

@@ -1,0 +1,181 @@
+package bluesky
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/bluesky-social/indigo/atproto/atclient"
+	"github.com/bluesky-social/indigo/atproto/syntax"
+)
+
+// maxErrorBody caps how much of an error response is read.
+const maxErrorBody = 64 << 10
+
+// call sends one XRPC request with client and decodes a 2xx JSON response
+// into out, which may be nil. A 429 response is waited out until the
+// reset time it names and then sent again, until ctx ends. Other non-2xx
+// responses return an *atclient.APIError.
+//
+// It uses APIClient.Do rather than Get or Post because those drop the
+// response headers, and with them the rate-limit reset time.
+func (l *Listener) call(ctx context.Context, client *atclient.APIClient, method string, endpoint syntax.NSID, params url.Values, body, out any) error {
+	var payload []byte
+	if body != nil {
+		var err error
+		payload, err = json.Marshal(body)
+		if err != nil {
+			return fmt.Errorf("encode %s request: %w", endpoint, err)
+		}
+	}
+
+	for {
+		resp, err := client.Do(ctx, newRequest(method, endpoint, params, payload))
+		if err != nil {
+			// PasswordAuth returns a failed token refresh as an error,
+			// without the response headers.
+			if !isRateLimited(err) {
+				return err
+			}
+			if err := l.waitRateLimit(ctx, endpoint, time.Now().Add(l.fallbackRateWait)); err != nil {
+				return err
+			}
+			continue
+		}
+
+		if resp.StatusCode == http.StatusTooManyRequests {
+			until := rateLimitReset(resp.Header, time.Now(), l.fallbackRateWait)
+			drainAndClose(resp)
+			if err := l.waitRateLimit(ctx, endpoint, until); err != nil {
+				return err
+			}
+			continue
+		}
+
+		return decodeResponse(resp, endpoint, out)
+	}
+}
+
+// newRequest builds a request whose body can be read again, which
+// PasswordAuth needs to retry it after a token refresh.
+func newRequest(method string, endpoint syntax.NSID, params url.Values, payload []byte) *atclient.APIRequest {
+	var body io.Reader
+	if payload != nil {
+		body = bytes.NewReader(payload)
+	}
+
+	req := atclient.NewAPIRequest(method, endpoint, body)
+	req.Headers.Set("Accept", "application/json")
+	if payload != nil {
+		req.Headers.Set("Content-Type", "application/json")
+	}
+	if params != nil {
+		req.QueryParams = params
+	}
+	return req
+}
+
+// decodeResponse closes resp after decoding its JSON body into out, or
+// after turning a non-2xx response into an *atclient.APIError.
+func decodeResponse(resp *http.Response, endpoint syntax.NSID, out any) error {
+	defer drainAndClose(resp)
+
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		var body atclient.ErrorBody
+		if err := json.NewDecoder(io.LimitReader(resp.Body, maxErrorBody)).Decode(&body); err != nil {
+			return &atclient.APIError{StatusCode: resp.StatusCode}
+		}
+		return body.APIError(resp.StatusCode)
+	}
+
+	if out == nil {
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("decode %s response: %w", endpoint, err)
+	}
+	return nil
+}
+
+// drainAndClose reads what is left of a small body so that the
+// connection can be reused.
+func drainAndClose(resp *http.Response) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBody))
+	_ = resp.Body.Close()
+}
+
+// rateLimitReset returns when a 429 response allows the next request. It
+// reads the ratelimit-reset header (Unix seconds) that Bluesky servers
+// send, then the standard Retry-After header (seconds or an HTTP date),
+// and falls back to now plus fallback.
+func rateLimitReset(header http.Header, now time.Time, fallback time.Duration) time.Time {
+	if reset, err := strconv.ParseInt(header.Get("Ratelimit-Reset"), 10, 64); err == nil {
+		return time.Unix(reset, 0)
+	}
+
+	retryAfter := header.Get("Retry-After")
+	if seconds, err := strconv.Atoi(retryAfter); err == nil {
+		return now.Add(time.Duration(seconds) * time.Second)
+	}
+	if date, err := http.ParseTime(retryAfter); err == nil {
+		return date
+	}
+	return now.Add(fallback)
+}
+
+// waitRateLimit sleeps until until, or at least minRateWait so that a
+// server that keeps naming a past reset time is not polled in a tight
+// loop. It returns ctx's error when ctx ends first.
+func (l *Listener) waitRateLimit(ctx context.Context, endpoint syntax.NSID, until time.Time) error {
+	wait := max(time.Until(until), l.minRateWait)
+	l.logger().Warn("rate limited by bluesky; waiting for the reset",
+		"endpoint", endpoint.String(), "wait", wait.Round(time.Millisecond), "reset", until.UTC())
+
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-timer.C:
+		return nil
+	}
+}
+
+// isRateLimited reports whether err is an HTTP 429 API error.
+func isRateLimited(err error) bool {
+	var apiErr *atclient.APIError
+	return errors.As(err, &apiErr) && apiErr.StatusCode == http.StatusTooManyRequests
+}
+
+// isSessionRejected reports whether err means the session's tokens are no
+// longer accepted: a 401, or an expired or invalid token that the access
+// token refresh in PasswordAuth could not replace.
+func isSessionRejected(err error) bool {
+	var apiErr *atclient.APIError
+	if !errors.As(err, &apiErr) {
+		return false
+	}
+	if apiErr.StatusCode == http.StatusUnauthorized {
+		return true
+	}
+	return apiErr.StatusCode == http.StatusBadRequest &&
+		(apiErr.Name == "ExpiredToken" || apiErr.Name == "InvalidToken")
+}
+
+// isClientError reports whether err is a 4xx API error other than 429:
+// the server answered, and sending the same request again will not help.
+func isClientError(err error) bool {
+	var apiErr *atclient.APIError
+	if !errors.As(err, &apiErr) {
+		return false
+	}
+	return apiErr.StatusCode >= 400 && apiErr.StatusCode < 500 &&
+		apiErr.StatusCode != http.StatusTooManyRequests
+}

@@ -1,0 +1,157 @@
+// Package exec is the listener kind that supervises a long-running child
+// process, such as a small web server or a legacy bot, under the same
+// process rules as jobs. The supervisor restarts the child when it exits
+// or when its probe fails.
+package exec
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/agent-runner/agent-runner/config"
+	"github.com/agent-runner/agent-runner/listeners"
+	"github.com/agent-runner/agent-runner/process"
+)
+
+// probeTimeout bounds one HTTP probe request.
+const probeTimeout = 5 * time.Second
+
+// Listener runs one child until it exits, its probe fails, or the context
+// ends.
+type Listener struct {
+	cfg    *config.Listener
+	reaper *process.Reaper
+	path   []string
+	grace  time.Duration
+	client *http.Client
+}
+
+// New returns the exec listener of cfg. path is the runner's PATH and
+// grace the default time between SIGTERM and SIGKILL.
+func New(cfg *config.Listener, reaper *process.Reaper, path []string, grace time.Duration) (*Listener, error) {
+	if cfg.Exec == nil || len(cfg.Exec.Command) == 0 {
+		return nil, errors.New("create exec listener: no command configured")
+	}
+	if cfg.Exec.StopGrace > 0 {
+		grace = cfg.Exec.StopGrace
+	}
+	return &Listener{cfg: cfg, reaper: reaper, path: path, grace: grace, client: &http.Client{Timeout: probeTimeout}}, nil
+}
+
+// errProbeFailed is the cause that stops a child whose probe failed.
+var errProbeFailed = errors.New("probe failed")
+
+// Run starts the child and waits for it. The child's output goes to the
+// listener's log, line by line.
+func (l *Listener) Run(ctx context.Context, host listeners.Host) error {
+	spec, err := l.spec()
+	if err != nil {
+		return err
+	}
+	ctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+
+	log := host.Log()
+	spec.Started = func(pid int) {
+		log.Info("child started", "pid", pid)
+		if l.cfg.Exec.Probe == nil {
+			host.Ready()
+			return
+		}
+		go l.probe(ctx, host, stop)
+	}
+	exit, err := l.reaper.Run(ctx, spec, func(line process.Line) {
+		log.Info("output", "stream", line.Stream, "line", line.Text)
+	})
+	switch {
+	case err != nil:
+		return err
+	case exit.Stopped != nil && !errors.Is(exit.Stopped, context.Canceled):
+		return fmt.Errorf("child stopped: %w", exit.Stopped)
+	case exit.Stopped != nil:
+		return nil
+	case exit.Err != nil:
+		return fmt.Errorf("child exited: %w", exit.Err)
+	default:
+		return errors.New("child exited with status 0")
+	}
+}
+
+func (l *Listener) spec() (process.Spec, error) {
+	marker := "AGENT_RUNNER_LISTENER_ID=" + l.cfg.Name + "-" + fmt.Sprint(time.Now().UnixNano())
+	env, err := process.Environment(process.Settings{
+		Path: l.path, WorkingDir: l.cfg.WorkingDir, Env: l.cfg.Env,
+		EnvFile: l.cfg.EnvFile, InheritEnv: l.cfg.InheritEnv,
+	}, []string{marker, "AGENT_RUNNER_LISTENER=" + l.cfg.Name})
+	if err != nil {
+		return process.Spec{}, err
+	}
+	path, err := process.Resolve(l.cfg.Exec.Command[0], l.cfg.WorkingDir, env)
+	if err != nil {
+		return process.Spec{}, err
+	}
+	return process.Spec{
+		Path: path, Args: l.cfg.Exec.Command, Dir: l.cfg.WorkingDir,
+		Env: env, Marker: marker, Grace: l.grace,
+	}, nil
+}
+
+// probe checks the child every interval after the grace period. The first
+// success marks the listener ready; a failure after that stops the child,
+// which makes Run return and the supervisor restart it.
+func (l *Listener) probe(ctx context.Context, host listeners.Host, stop context.CancelCauseFunc) {
+	probe := l.cfg.Exec.Probe
+	ready := false
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	started := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		}
+		err := l.check(ctx, probe)
+		switch {
+		case err == nil && !ready:
+			ready = true
+			host.Ready()
+		case err != nil && time.Since(started) >= probe.Grace:
+			host.Log().Warn("probe failed; stopping the child", "err", err)
+			stop(fmt.Errorf("%w: %w", errProbeFailed, err))
+			return
+		}
+		timer.Reset(probe.Interval)
+	}
+}
+
+// check runs one probe.
+func (l *Listener) check(ctx context.Context, probe *config.Probe) error {
+	if probe.Heartbeat != "" {
+		info, err := os.Stat(probe.Heartbeat)
+		if err != nil {
+			return fmt.Errorf("read heartbeat: %w", err)
+		}
+		if age := time.Since(info.ModTime()); age > probe.MaxAge {
+			return fmt.Errorf("heartbeat %s is %s old, more than %s", probe.Heartbeat, age.Round(time.Second), probe.MaxAge)
+		}
+		return nil
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, probe.HTTP, nil)
+	if err != nil {
+		return fmt.Errorf("build probe request: %w", err)
+	}
+	resp, err := l.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("request %s: %w", probe.HTTP, err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return fmt.Errorf("request %s: status %s", probe.HTTP, resp.Status)
+	}
+	return nil
+}

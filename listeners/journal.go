@@ -1,0 +1,141 @@
+package listeners
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+)
+
+// journalSyncInterval is how often buffered events are written and
+// fsync'd. An event is on disk at most this long after Append.
+const journalSyncInterval = time.Second
+
+// Journal appends events to a JSONL file, one object per line, so that
+// scheduled jobs can read chat history from a file. Writes are buffered
+// and fsync'd in batches; the file is rotated to PATH.1 once it grows
+// past its size limit, replacing the previous PATH.1.
+type Journal struct {
+	path     string
+	maxBytes int64
+	log      *slog.Logger
+
+	mu    sync.Mutex
+	file  *os.File
+	buf   *bufio.Writer
+	size  int64
+	dirty bool
+	stop  chan struct{}
+	done  chan struct{}
+}
+
+// OpenJournal opens or creates the file at path, mode 0600.
+func OpenJournal(path string, maxBytes int64, log *slog.Logger) (*Journal, error) {
+	j := &Journal{path: path, maxBytes: maxBytes, log: log, stop: make(chan struct{}), done: make(chan struct{})}
+	if err := j.open(); err != nil {
+		return nil, err
+	}
+	go j.syncLoop()
+	return j, nil
+}
+
+func (j *Journal) open() error {
+	if err := os.MkdirAll(filepath.Dir(j.path), 0o700); err != nil {
+		return fmt.Errorf("create event log folder: %w", err)
+	}
+	f, err := os.OpenFile(j.path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("open event log: %w", err)
+	}
+	info, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("inspect event log: %w", err)
+	}
+	j.file, j.buf, j.size = f, bufio.NewWriterSize(f, 64<<10), info.Size()
+	return nil
+}
+
+// Append adds one event.
+func (j *Journal) Append(ev Event) error {
+	line, err := json.Marshal(ev)
+	if err != nil {
+		return fmt.Errorf("encode event: %w", err)
+	}
+	line = append(line, '\n')
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.size+int64(len(line)) > j.maxBytes && j.size > 0 {
+		if err := j.rotate(); err != nil {
+			return err
+		}
+	}
+	if _, err := j.buf.Write(line); err != nil {
+		return fmt.Errorf("write event log: %w", err)
+	}
+	j.size += int64(len(line))
+	j.dirty = true
+	return nil
+}
+
+// rotate moves the full file to PATH.1 and starts a new one.
+func (j *Journal) rotate() error {
+	if err := j.flushLocked(); err != nil {
+		return err
+	}
+	j.file.Close()
+	if err := os.Rename(j.path, j.path+".1"); err != nil {
+		return fmt.Errorf("rotate event log: %w", err)
+	}
+	return j.open()
+}
+
+func (j *Journal) flushLocked() error {
+	if !j.dirty {
+		return nil
+	}
+	if err := j.buf.Flush(); err != nil {
+		return fmt.Errorf("write event log: %w", err)
+	}
+	if err := j.file.Sync(); err != nil {
+		return fmt.Errorf("sync event log: %w", err)
+	}
+	j.dirty = false
+	return nil
+}
+
+func (j *Journal) syncLoop() {
+	defer close(j.done)
+	ticker := time.NewTicker(journalSyncInterval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-j.stop:
+			return
+		case <-ticker.C:
+			j.mu.Lock()
+			err := j.flushLocked()
+			j.mu.Unlock()
+			if err != nil {
+				j.log.Error("flush event log failed", "path", j.path, "err", err)
+			}
+		}
+	}
+}
+
+// Close writes what is buffered, syncs and closes the file.
+func (j *Journal) Close() error {
+	close(j.stop)
+	<-j.done
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	err := j.flushLocked()
+	if closeErr := j.file.Close(); err == nil {
+		err = closeErr
+	}
+	return err
+}

@@ -1,0 +1,305 @@
+package listeners
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/agent-runner/agent-runner/config"
+	"github.com/agent-runner/agent-runner/process"
+)
+
+// Router takes a listener's events and does what the config asks with
+// each: append it to the JSONL log, answer a chat command, and queue it
+// for the hook. Deliver never blocks on a hook; events the queue cannot
+// take are dropped and counted.
+type Router struct {
+	cfg     *config.Listener
+	log     *slog.Logger
+	hooks   *HookRunner
+	journal *Journal
+	// replier answers commands and hook output; nil when the kind cannot
+	// reply.
+	replier Replier
+
+	queue    chan Event
+	handled  atomic.Uint64
+	dropped  atomic.Uint64
+	lastSeen atomic.Int64
+	upSince  atomic.Int64
+
+	mu        sync.Mutex
+	cooldowns map[string]time.Time
+	// dropLogged rate-limits the dropped-event warning.
+	dropLogged time.Time
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// NewRouter returns a router for cfg. hooks runs the on_event command and
+// may be nil when there is none; replier may be nil.
+func NewRouter(cfg *config.Listener, hooks *HookRunner, journal *Journal, replier Replier, log *slog.Logger) *Router {
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &Router{
+		cfg:       cfg,
+		log:       log.With("listener", cfg.Name),
+		hooks:     hooks,
+		journal:   journal,
+		replier:   replier,
+		queue:     make(chan Event, max(cfg.HookQueue, 1)),
+		cooldowns: make(map[string]time.Time),
+		ctx:       ctx,
+		cancel:    cancel,
+	}
+	if hooks != nil {
+		for range max(cfg.HookConcurrency, 1) {
+			r.wg.Add(1)
+			go r.work()
+		}
+	}
+	return r
+}
+
+// Close stops the hook workers after the running hooks end, and closes
+// the journal.
+func (r *Router) Close() error {
+	r.cancel()
+	r.wg.Wait()
+	if r.journal != nil {
+		return r.journal.Close()
+	}
+	return nil
+}
+
+// Deliver routes one event.
+func (r *Router) Deliver(ev Event) {
+	ev.Listener, ev.Kind = r.cfg.Name, r.cfg.Kind
+	if ev.Time.IsZero() {
+		ev.Time = time.Now().UTC()
+	}
+	r.handled.Add(1)
+	r.lastSeen.Store(time.Now().UnixNano())
+	if r.journal != nil {
+		if err := r.journal.Append(ev); err != nil {
+			r.log.Error("append event to log_to file failed", "err", err)
+		}
+	}
+	r.answerCommand(ev)
+	if r.hooks == nil {
+		return
+	}
+	select {
+	case r.queue <- ev:
+	default:
+		r.drop(ev)
+	}
+}
+
+func (r *Router) drop(ev Event) {
+	n := r.dropped.Add(1)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if time.Since(r.dropLogged) < 10*time.Second {
+		return
+	}
+	r.dropLogged = time.Now()
+	r.log.Warn("hook queue full: event dropped", "event", ev.ID, "queue", cap(r.queue), "dropped_total", n)
+}
+
+// connected records when the listener last connected, for {uptime}.
+func (r *Router) connected(at time.Time) { r.upSince.Store(at.UnixNano()) }
+
+func (r *Router) counts() (handled, dropped uint64, last time.Time) {
+	if ns := r.lastSeen.Load(); ns != 0 {
+		last = time.Unix(0, ns).UTC()
+	}
+	return r.handled.Load(), r.dropped.Load(), last
+}
+
+// work runs hooks for queued events until the router closes.
+func (r *Router) work() {
+	defer r.wg.Done()
+	for {
+		select {
+		case <-r.ctx.Done():
+			return
+		case ev := <-r.queue:
+			r.runHook(ev)
+		}
+	}
+}
+
+func (r *Router) runHook(ev Event) {
+	reply, err := r.hooks.Run(r.ctx, ev)
+	if err != nil {
+		r.log.Error("hook failed", "event", ev.ID, "err", err)
+	}
+	if reply == "" || r.replier == nil {
+		return
+	}
+	if err := r.replier.Reply(r.ctx, ev, reply); err != nil {
+		r.log.Error("send hook reply failed", "event", ev.ID, "err", err)
+	}
+}
+
+// answerCommand replies to a chat command, once per cooldown per channel.
+func (r *Router) answerCommand(ev Event) {
+	if r.replier == nil || ev.Type != "message" {
+		return
+	}
+	word, args, _ := strings.Cut(strings.TrimSpace(ev.Text), " ")
+	for _, cmd := range r.cfg.Commands {
+		if !strings.EqualFold(word, cmd.Trigger) {
+			continue
+		}
+		if !r.takeCooldown(cmd, ev.Channel) {
+			return
+		}
+		text := Render(cmd.Reply, r.fields(ev, args))
+		go func() {
+			ctx, cancel := context.WithTimeout(r.ctx, 30*time.Second)
+			defer cancel()
+			if err := r.replier.Reply(ctx, ev, text); err != nil {
+				r.log.Error("answer chat command failed", "command", cmd.Trigger, "err", err)
+			}
+		}()
+		return
+	}
+}
+
+func (r *Router) takeCooldown(cmd config.ChatCommand, channel string) bool {
+	key := cmd.Trigger + "\x00" + channel
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if until, ok := r.cooldowns[key]; ok && time.Now().Before(until) {
+		return false
+	}
+	r.cooldowns[key] = time.Now().Add(cmd.Cooldown)
+	return true
+}
+
+func (r *Router) fields(ev Event, args string) map[string]string {
+	uptime := "unknown"
+	if ns := r.upSince.Load(); ns != 0 {
+		uptime = time.Since(time.Unix(0, ns)).Round(time.Second).String()
+	}
+	return map[string]string{
+		"user":     ev.User,
+		"channel":  ev.Channel,
+		"text":     ev.Text,
+		"args":     strings.TrimSpace(args),
+		"uptime":   uptime,
+		"listener": ev.Listener,
+	}
+}
+
+// Render expands {name} in template from fields. It is plain substitution:
+// a value is never parsed again, so chat text cannot inject a template or
+// reach a shell. Line breaks in values become spaces, so a value cannot
+// start a second chat line. Unknown names stay as written.
+func Render(template string, fields map[string]string) string {
+	var b strings.Builder
+	for {
+		open := strings.IndexByte(template, '{')
+		if open < 0 {
+			break
+		}
+		end := strings.IndexByte(template[open:], '}')
+		if end < 0 {
+			break
+		}
+		name := template[open+1 : open+end]
+		value, ok := fields[name]
+		b.WriteString(template[:open])
+		if ok {
+			b.WriteString(strings.NewReplacer("\r", " ", "\n", " ").Replace(value))
+		} else {
+			b.WriteString(template[open : open+end+1])
+		}
+		template = template[open+end+1:]
+	}
+	b.WriteString(template)
+	return b.String()
+}
+
+// HookRunner runs a listener's on_event command for one event at a time,
+// with the event as JSON on stdin and under the same process rules as
+// jobs.
+type HookRunner struct {
+	cfg      *config.Listener
+	reaper   *process.Reaper
+	path     []string
+	grace    time.Duration
+	log      *slog.Logger
+	sequence atomic.Uint64
+}
+
+// NewHookRunner returns a runner for cfg.OnEvent, or nil when it is empty.
+func NewHookRunner(cfg *config.Listener, reaper *process.Reaper, path []string, grace time.Duration, log *slog.Logger) *HookRunner {
+	if len(cfg.OnEvent) == 0 {
+		return nil
+	}
+	return &HookRunner{cfg: cfg, reaper: reaper, path: path, grace: grace, log: log.With("listener", cfg.Name)}
+}
+
+// maxReplyBytes bounds what a hook's stdout may contribute to a reply.
+const maxReplyBytes = 16 << 10
+
+// Run runs the hook for ev and returns its stdout, trimmed, as the reply.
+// A hook that fails or times out returns an error and no reply.
+func (h *HookRunner) Run(ctx context.Context, ev Event) (string, error) {
+	input, err := json.Marshal(ev)
+	if err != nil {
+		return "", fmt.Errorf("encode event: %w", err)
+	}
+	marker := "AGENT_RUNNER_HOOK_ID=" + h.cfg.Name + "-" + strconv.FormatUint(h.sequence.Add(1), 10)
+	env, err := process.Environment(process.Settings{
+		Path: h.path, WorkingDir: h.cfg.WorkingDir, Env: h.cfg.Env,
+		EnvFile: h.cfg.EnvFile, InheritEnv: h.cfg.InheritEnv,
+	}, []string{marker, "AGENT_RUNNER_LISTENER=" + h.cfg.Name, "AGENT_RUNNER_EVENT_ID=" + ev.ID})
+	if err != nil {
+		return "", err
+	}
+	path, err := process.Resolve(h.cfg.OnEvent[0], h.cfg.WorkingDir, env)
+	if err != nil {
+		return "", err
+	}
+	ctx, cancel := context.WithTimeoutCause(ctx, h.cfg.HookTimeout,
+		fmt.Errorf("hook timed out after %s", h.cfg.HookTimeout))
+	defer cancel()
+
+	var mu sync.Mutex
+	var reply strings.Builder
+	exit, err := h.reaper.Run(ctx, process.Spec{
+		Path: path, Args: h.cfg.OnEvent, Dir: h.cfg.WorkingDir, Env: env,
+		Stdin: input, Marker: marker, Grace: h.grace,
+	}, func(line process.Line) {
+		if line.Stream == "stderr" {
+			h.log.Info("hook output", "event", ev.ID, "stream", line.Stream, "line", line.Text)
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if reply.Len()+len(line.Text) < maxReplyBytes {
+			reply.WriteString(line.Text + "\n")
+		}
+	})
+	if err != nil {
+		return "", err
+	}
+	if exit.Stopped != nil {
+		return "", exit.Stopped
+	}
+	if exit.Err != nil {
+		return "", fmt.Errorf("hook %w", exit.Err)
+	}
+	return strings.TrimSpace(reply.String()), nil
+}

@@ -1,0 +1,218 @@
+package listeners
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/agent-runner/agent-runner/config"
+	"github.com/agent-runner/agent-runner/process"
+)
+
+var (
+	reaperOnce sync.Once
+	testReaper *process.Reaper
+)
+
+func sharedReaper(t *testing.T) *process.Reaper {
+	t.Helper()
+	reaperOnce.Do(func() {
+		r, err := process.NewReaper(quietLog)
+		if err != nil {
+			t.Fatalf("NewReaper: %v", err)
+		}
+		testReaper = r
+	})
+	return testReaper
+}
+
+// fakeReplier records replies.
+type fakeReplier struct {
+	mu      sync.Mutex
+	replies []string
+}
+
+func (f *fakeReplier) Reply(_ context.Context, to Event, text string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.replies = append(f.replies, to.ID+":"+text)
+	return nil
+}
+
+func (f *fakeReplier) got() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.replies...)
+}
+
+func hookListener(t *testing.T, script string) *config.Listener {
+	return &config.Listener{
+		Name: "chat", Kind: config.KindTwitch,
+		OnEvent:     []string{"sh", "-c", script},
+		HookTimeout: 5 * time.Second, HookConcurrency: 1, HookQueue: 2,
+		WorkingDir: t.TempDir(),
+	}
+}
+
+func newHookRouter(t *testing.T, cfg *config.Listener, replier Replier) *Router {
+	hooks := NewHookRunner(cfg, sharedReaper(t), []string{"/usr/bin", "/bin"}, time.Second, quietLog)
+	r := NewRouter(cfg, hooks, nil, replier, quietLog)
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestHookGetsEventAndReplies(t *testing.T) {
+	cfg := hookListener(t, `cat > event.json; echo "hi $AGENT_RUNNER_LISTENER"`)
+	replier := &fakeReplier{}
+	r := newHookRouter(t, cfg, replier)
+	r.Deliver(Event{Type: "message", ID: "m1", Channel: "chan", User: "ann", Text: "hello; rm -rf / $(reboot)"})
+
+	waitUntil(t, "the reply", func() bool { return len(replier.got()) == 1 })
+	if got := replier.got()[0]; got != "m1:hi chat" {
+		t.Errorf("reply = %q, want the hook's stdout", got)
+	}
+	var ev Event
+	data, err := os.ReadFile(filepath.Join(cfg.WorkingDir, "event.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(data, &ev); err != nil {
+		t.Fatalf("hook stdin is not one JSON event: %v", err)
+	}
+	if ev.Text != "hello; rm -rf / $(reboot)" || ev.Listener != "chat" || ev.Kind != "twitch" {
+		t.Errorf("event on stdin = %+v", ev)
+	}
+}
+
+func TestHookFailureSendsNoReply(t *testing.T) {
+	cfg := hookListener(t, `echo partial; exit 2`)
+	replier := &fakeReplier{}
+	r := newHookRouter(t, cfg, replier)
+	r.Deliver(Event{Type: "message", ID: "m1"})
+	time.Sleep(300 * time.Millisecond)
+	if got := replier.got(); len(got) != 0 {
+		t.Errorf("replies = %v, want none from a failed hook", got)
+	}
+}
+
+func TestHookTimeoutStopsIt(t *testing.T) {
+	cfg := hookListener(t, `echo $$ > pid; sleep 30; echo late`)
+	cfg.HookTimeout = 200 * time.Millisecond
+	replier := &fakeReplier{}
+	r := newHookRouter(t, cfg, replier)
+	start := time.Now()
+	r.Deliver(Event{Type: "message", ID: "m1"})
+	r.Deliver(Event{Type: "message", ID: "m2"})
+	// The second event runs only after the first hook was stopped.
+	waitUntil(t, "both hooks to end", func() bool { return len(r.queue) == 0 })
+	time.Sleep(500 * time.Millisecond)
+	if elapsed := time.Since(start); elapsed > 4*time.Second {
+		t.Errorf("two timed-out hooks took %v", elapsed)
+	}
+	if got := replier.got(); len(got) != 0 {
+		t.Errorf("replies = %v, want none from stopped hooks", got)
+	}
+}
+
+func TestFullQueueDropsAndCounts(t *testing.T) {
+	cfg := hookListener(t, `sleep 1`)
+	r := newHookRouter(t, cfg, nil)
+	for i := range 10 {
+		r.Deliver(Event{Type: "message", ID: string(rune('a' + i))})
+	}
+	handled, dropped, last := r.counts()
+	if handled != 10 {
+		t.Errorf("handled = %d, want 10", handled)
+	}
+	// One hook runs, two wait in the queue, the rest are dropped.
+	if dropped < 7 || dropped > 8 {
+		t.Errorf("dropped = %d, want 7 or 8", dropped)
+	}
+	if last.IsZero() {
+		t.Errorf("last event time not recorded")
+	}
+}
+
+func TestChatCommandCooldown(t *testing.T) {
+	cfg := &config.Listener{
+		Name: "chat", Kind: config.KindTwitch, HookQueue: 1,
+		Commands: []config.ChatCommand{{Trigger: "!ping", Reply: "pong {user} {args}", Cooldown: time.Hour}},
+	}
+	replier := &fakeReplier{}
+	r := NewRouter(cfg, nil, nil, replier, quietLog)
+	defer r.Close()
+	r.Deliver(Event{Type: "message", ID: "1", Channel: "a", User: "ann", Text: "!PING now"})
+	r.Deliver(Event{Type: "message", ID: "2", Channel: "a", User: "bob", Text: "!ping"})
+	r.Deliver(Event{Type: "message", ID: "3", Channel: "b", User: "cat", Text: "!ping"})
+	r.Deliver(Event{Type: "message", ID: "4", Channel: "a", User: "dan", Text: "ping"})
+	waitUntil(t, "two replies", func() bool { return len(replier.got()) == 2 })
+	time.Sleep(50 * time.Millisecond)
+	got := strings.Join(replier.got(), "|")
+	if !strings.Contains(got, "1:pong ann now") || !strings.Contains(got, "3:pong cat") || len(replier.got()) != 2 {
+		t.Errorf("replies = %v, want one per channel within the cooldown", replier.got())
+	}
+}
+
+func TestRenderSubstitutesOnlyFields(t *testing.T) {
+	fields := map[string]string{"user": "{uptime}\nPRIVMSG #x :pwned", "uptime": "5m"}
+	got := Render("hi {user}, up {uptime}, {nope} {", fields)
+	want := "hi {uptime} PRIVMSG #x :pwned, up 5m, {nope} {"
+	if got != want {
+		t.Errorf("Render = %q, want %q", got, want)
+	}
+}
+
+func TestJournalAppendsAndRotates(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "chat.jsonl")
+	j, err := OpenJournal(path, 400, quietLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		if err := j.Append(Event{Listener: "chat", ID: string(rune('a' + i)), Text: "some chat text"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	total := 0
+	for _, p := range []string{path + ".1", path} {
+		f, err := os.Open(p)
+		if err != nil {
+			t.Fatalf("open %s: %v", p, err)
+		}
+		scanner := bufio.NewScanner(f)
+		for scanner.Scan() {
+			var ev Event
+			if err := json.Unmarshal(scanner.Bytes(), &ev); err != nil {
+				t.Errorf("%s: line %q is not JSON: %v", p, scanner.Text(), err)
+			}
+			total++
+		}
+		f.Close()
+		if info, _ := os.Stat(p); info.Size() > 400 {
+			t.Errorf("%s is %d bytes, over the 400-byte limit", p, info.Size())
+		}
+	}
+	if total < 4 {
+		t.Errorf("found %d events in the current and rotated files", total)
+	}
+}

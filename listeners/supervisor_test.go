@@ -1,0 +1,156 @@
+package listeners
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/agent-runner/agent-runner/config"
+)
+
+// fakeListener runs RunFunc, counting its calls.
+type fakeListener struct {
+	calls   atomic.Int32
+	RunFunc func(ctx context.Context, host Host, call int) error
+}
+
+func (f *fakeListener) Run(ctx context.Context, host Host) error {
+	return f.RunFunc(ctx, host, int(f.calls.Add(1)))
+}
+
+// memKV is an in-memory KV.
+type memKV map[string][]byte
+
+func (m memKV) Get(key string) ([]byte, bool, error) { v, ok := m[key]; return v, ok, nil }
+func (m memKV) Put(key string, value []byte) error   { m[key] = value; return nil }
+
+var quietLog = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func newTestSupervisor(l Listener) *Supervisor {
+	cfg := &config.Listener{Name: "test", Kind: "exec", HookQueue: 10, HookConcurrency: 1}
+	router := NewRouter(cfg, nil, nil, nil, quietLog)
+	s := NewSupervisor("test", "exec", l, router, memKV{}, quietLog)
+	s.backoff = Backoff{Initial: time.Millisecond, Max: 20 * time.Millisecond, Stable: time.Hour}
+	return s
+}
+
+// runFor runs the supervisor until cond holds, then stops it and returns
+// Run's error.
+func runFor(t *testing.T, s *Supervisor, cond func() bool) error {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			cancel()
+			t.Fatalf("condition not met; health %+v", s.Health())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return after cancel")
+		return nil
+	}
+}
+
+func TestSupervisorRestartsAfterErrors(t *testing.T) {
+	l := &fakeListener{RunFunc: func(ctx context.Context, host Host, call int) error {
+		if call < 4 {
+			return errors.New("connection reset")
+		}
+		host.Ready()
+		<-ctx.Done()
+		return nil
+	}}
+	s := newTestSupervisor(l)
+	err := runFor(t, s, func() bool { return s.Health().State == StateRunning })
+	if err != nil {
+		t.Errorf("Run = %v, want nil after cancel", err)
+	}
+	h := s.Health()
+	if h.Restarts != 3 {
+		t.Errorf("restarts = %d, want 3", h.Restarts)
+	}
+	if h.LastError != "connection reset" {
+		t.Errorf("last error = %q", h.LastError)
+	}
+	if h.State != StateStopped {
+		t.Errorf("state after stop = %q, want stopped", h.State)
+	}
+}
+
+func TestSupervisorRecoversPanic(t *testing.T) {
+	l := &fakeListener{RunFunc: func(ctx context.Context, host Host, call int) error {
+		if call == 1 {
+			panic("listener bug")
+		}
+		host.Ready()
+		<-ctx.Done()
+		return nil
+	}}
+	s := newTestSupervisor(l)
+	runFor(t, s, func() bool { return s.Health().State == StateRunning })
+	if h := s.Health(); h.LastError != "panic: listener bug" || h.Restarts != 1 {
+		t.Errorf("health = %+v, want the panic recorded and one restart", h)
+	}
+}
+
+func TestSupervisorAuthFailureShowsFailed(t *testing.T) {
+	l := &fakeListener{RunFunc: func(ctx context.Context, host Host, call int) error {
+		return fmt.Errorf("login: %w", ErrAuth)
+	}}
+	s := newTestSupervisor(l)
+	s.backoff.Max = time.Hour
+	runFor(t, s, func() bool { return s.Health().State == StateFailed })
+	if calls := l.calls.Load(); calls != 1 {
+		t.Errorf("listener ran %d times, want 1: an auth failure waits the maximum backoff", calls)
+	}
+}
+
+func TestSupervisorNeverReturnsOnFailure(t *testing.T) {
+	l := &fakeListener{RunFunc: func(ctx context.Context, host Host, call int) error {
+		return nil // returning without an error is a failure too
+	}}
+	s := newTestSupervisor(l)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if err := s.Run(ctx); err != nil {
+		t.Errorf("Run = %v, want nil", err)
+	}
+	if time.Since(start) < 100*time.Millisecond {
+		t.Errorf("Run returned before its context ended")
+	}
+	if l.calls.Load() < 3 {
+		t.Errorf("listener ran %d times, want repeated restarts", l.calls.Load())
+	}
+}
+
+func TestBackoffDoublesToMax(t *testing.T) {
+	b := Backoff{Initial: time.Second, Max: 5 * time.Minute}
+	tests := []struct {
+		n    int
+		base time.Duration
+	}{
+		{0, time.Second}, {1, 2 * time.Second}, {3, 8 * time.Second}, {8, 256 * time.Second}, {9, 5 * time.Minute}, {40, 5 * time.Minute},
+	}
+	for _, tt := range tests {
+		for range 20 {
+			d := b.delay(tt.n)
+			if d < tt.base*8/10 || d > tt.base*12/10 {
+				t.Errorf("delay(%d) = %v, want %v ± 20%%", tt.n, d, tt.base)
+			}
+		}
+	}
+}
