@@ -53,6 +53,7 @@ func currentStatus(cfg *config.Config, stderr io.Writer) (control.Status, error)
 	if status, err := control.GetStatus(cfg.Runner.Socket); err == nil {
 		return status, nil
 	}
+	fmt.Fprintln(stderr, "agent-runner: the daemon is not running; next runs show when it would run them after a start")
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	store, err := openStoreOffline(cfg, true, log)
 	if err != nil {

@@ -53,6 +53,10 @@ func cmdRunJob(args []string, stdout, stderr io.Writer) int {
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "agent-runner: %v\n", err)
+		if ctx.Err() != nil {
+			// Interrupted before the run started, as while --wait waits.
+			return exitInterrupt
+		}
 		return exitCannotRun
 	}
 	fmt.Fprintf(stderr, "agent-runner: run %s of %s: %s in %s\n", run.ID, run.Job, describeResult(run), run.Duration.Round(time.Millisecond))

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -359,6 +360,17 @@ schedule = "0 0 1 1 *"
 		t.Errorf("overlapping run-job = %d %q, want 125 and a message", res.code, res.stderr)
 	}
 
+	interrupted := p.command("run-job", "--wait", "long")
+	if err := interrupted.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	interrupted.Process.Signal(syscall.SIGINT)
+	var exitErr *exec.ExitError
+	if err := interrupted.Wait(); !errors.As(err, &exitErr) || exitErr.ExitCode() != 130 {
+		t.Errorf("run-job --wait after Ctrl-C: %v, want exit 130", err)
+	}
+
 	waiter := p.command("run-job", "--wait", "long")
 	if err := waiter.Start(); err != nil {
 		t.Fatal(err)
@@ -431,15 +443,17 @@ schedule = "0 0 1 1 *"
 
 func TestKilledDaemonRecordsInterruptedRun(t *testing.T) {
 	p := newProject(t, `[jobs.sleeper]
-command = ["sh", "-c", "echo $AGENT_RUNNER_SLOT >> slots; exec sleep 300"]
+command = ["sh", "-c", "echo $$ >> pids; echo $AGENT_RUNNER_SLOT >> slots; exec sleep 300"]
 every = "2s"
 `)
+	// The job's children have their own process group and survive a
+	// SIGKILL of the daemon; the service manager's KillMode cleans them
+	// up in production, and this test by their pids.
+	t.Cleanup(func() { killPids(t, p.path("pids")) })
 	d := p.startDaemon()
 	waitFor(t, "the first slot", func() bool { return len(lines(t, p.path("slots"))) == 1 })
 	d.kill()
-	// The child has its own process group and survives a SIGKILL of the
-	// daemon; the service manager's KillMode cleans it up in production.
-	exec.Command("pkill", "-f", "exec sleep 300").Run()
+	killPids(t, p.path("pids"))
 	first := lines(t, p.path("slots"))[0]
 
 	d = p.startDaemon()
@@ -451,6 +465,15 @@ every = "2s"
 		}
 	}
 	d.kill()
+}
+
+// killPids kills every process whose pid a test job wrote to path.
+func killPids(t *testing.T, path string) {
+	for _, field := range lines(t, path) {
+		if pid, err := strconv.Atoi(field); err == nil {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
 }
 
 func TestRunJobInterruptStopsProcessGroup(t *testing.T) {

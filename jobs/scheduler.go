@@ -187,7 +187,7 @@ func (s *Scheduler) claimDueLocked(e *entry, now time.Time, trigger string) {
 		return
 	}
 	if missed > 0 {
-		s.log.Info("merged missed slots into one run", "job", e.job.Name, "missed", missed, "slot", slot)
+		s.log.Info("merged due slots into one run", "job", e.job.Name, "slots", missed+1, "slot", slot)
 	}
 	req := Request{Job: e.job.Name, Trigger: trigger, Slot: slot, Next: e.next}
 	s.runs.Add(1)
