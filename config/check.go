@@ -53,31 +53,55 @@ func checkWorkingDir(checks *reporter, key keyPath, dir string) bool {
 	return false
 }
 
-// checkCommand reports a command that LookPath cannot find. It skips
+// checkCommand reports a job's command that LookPath cannot find.
+func checkCommand(checks *reporter, plan jobPlan, dirOK bool) {
+	checkProgram(checks, program{
+		name:       plan.job.Command[0],
+		key:        plan.commandKey,
+		dir:        plan.job.WorkingDir,
+		env:        plan.job.Env,
+		runnerPath: plan.runnerPath,
+		owner:      "job",
+	}, dirOK)
+}
+
+// program is the first entry of an argv that a job or a listener runs,
+// with what LookPath needs to find it.
+type program struct {
+	name string
+	// key is the key the argv is written at.
+	key keyPath
+	dir string
+	// env is searched for PATH, which wins over runnerPath.
+	env        map[string]Secret
+	runnerPath []string
+	// owner is "job" or "listener", for the messages.
+	owner string
+}
+
+// checkProgram reports a program that LookPath cannot find. It skips
 // relative paths when the working folder is missing, since that problem is
 // already reported.
-func checkCommand(checks *reporter, plan jobPlan, dirOK bool) {
-	job := plan.job
-	name := job.Command[0]
-	if strings.Contains(name, "/") && !filepath.IsAbs(name) && !dirOK {
+func checkProgram(checks *reporter, p program, dirOK bool) {
+	if strings.Contains(p.name, "/") && !filepath.IsAbs(p.name) && !dirOK {
 		return
 	}
-	path, hint := plan.runnerPath, "add its folder to [runner] path"
-	jobPath, hasJobPath := job.Env["PATH"]
-	if hasJobPath {
-		path, hint = filepath.SplitList(jobPath.Reveal()), "add its folder to PATH in the job's env"
+	path, hint := p.runnerPath, "add its folder to [runner] path"
+	ownPath, hasOwnPath := p.env["PATH"]
+	if hasOwnPath {
+		path, hint = filepath.SplitList(ownPath.Reveal()), "add its folder to PATH in the "+p.owner+"'s env"
 	}
-	_, err := LookPath(name, job.WorkingDir, path)
+	_, err := LookPath(p.name, p.dir, path)
 	var notFound *commandNotFoundError
 	switch {
-	case errors.As(err, &notFound) && hasJobPath && jobPath.Source != envInline:
+	case errors.As(err, &notFound) && hasOwnPath && ownPath.Source != envInline:
 		// A PATH read from a secret source is a secret too, so the
 		// message names its source instead of listing its folders.
-		checks.report(plan.commandKey, "command %q not found in the job's PATH from %s: install it, use an absolute path, or %s", name, jobPath.Source, hint)
+		checks.report(p.key, "command %q not found in the %s's PATH from %s: install it, use an absolute path, or %s", p.name, p.owner, ownPath.Source, hint)
 	case errors.As(err, &notFound):
-		checks.report(plan.commandKey, "%v: install it, use an absolute path, or %s", err, hint)
+		checks.report(p.key, "%v: install it, use an absolute path, or %s", err, hint)
 	case err != nil:
-		checks.report(plan.commandKey, "%v", err)
+		checks.report(p.key, "%v", err)
 	}
 }
 

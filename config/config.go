@@ -1,4 +1,5 @@
-// Package config loads and validates config.toml. Decoding is strict:
+// Package config loads and validates config.toml, which declares
+// scheduled jobs and persistent listeners. Decoding is strict:
 // unknown keys, bad durations, bad cron expressions and unknown time zones
 // are reported with the file, line, key and the fix, all at once.
 package config
@@ -90,13 +91,28 @@ func (c *Config) Job(name string) *Job {
 	return nil
 }
 
-// Problems returns the Problem of every job that cannot run on this
-// machine, in job name order.
+// Listener returns the listener called name, or nil when there is none.
+func (c *Config) Listener(name string) *Listener {
+	for _, listener := range c.Listeners {
+		if listener.Name == name {
+			return listener
+		}
+	}
+	return nil
+}
+
+// Problems returns the Problem of every job and then of every listener
+// that cannot run on this machine, each group in name order.
 func (c *Config) Problems() []error {
 	var problems []error
 	for _, job := range c.Jobs {
 		if job.Problem != nil {
 			problems = append(problems, job.Problem)
+		}
+	}
+	for _, listener := range c.Listeners {
+		if listener.Problem != nil {
+			problems = append(problems, listener.Problem)
 		}
 	}
 	return problems

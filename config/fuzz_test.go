@@ -8,8 +8,9 @@ import (
 	"testing"
 )
 
-// FuzzLoad checks that Load never panics, and that it returns either a
-// config or an *Error whose problems name the file.
+// FuzzLoad checks that Load never panics, that it returns either a config
+// or an *Error whose problems name the file, and that a config lists its
+// jobs and listeners sorted by name.
 func FuzzLoad(f *testing.F) {
 	for _, dir := range []string{"valid", "invalid", "unrunnable"} {
 		files, err := filepath.Glob(filepath.Join("testdata", dir, "*.toml"))
@@ -26,6 +27,9 @@ func FuzzLoad(f *testing.F) {
 	}
 	f.Add([]byte("[jobs.a]\ncommand = [\"/bin/sh\"]\nevery = \"1s\"\nenv = { X = { file = \"/dev/zero\" } }\nenv_file = \"/dev/zero\"\n"))
 	f.Add([]byte("a = { b = { c = [[{}]] } }\n[jobs.\"\"]\n"))
+	f.Add([]byte("[listeners.a]\nkind = \"twitch\"\nchannels = [\"#A\"]\nusername = \"b\"\ntoken = { file = \"/dev/zero\" }\n" +
+		"on_event = [\"/bin/sh\"]\n[listeners.a.commands.\"!x\"]\nreply = \"{user}}{\"\n" +
+		"[listeners.b]\nkind = \"exec\"\ncommand = [\"/bin/sh\"]\nprobe = { heartbeat = \"/\", max_age = \"1s\" }\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		path := filepath.Join(t.TempDir(), "config.toml")
 		if err := os.WriteFile(path, data, 0o644); err != nil {
@@ -45,6 +49,13 @@ func FuzzLoad(f *testing.F) {
 		}
 		if !slices.IsSorted(names) {
 			t.Errorf("got jobs %q, want them sorted by name", names)
+		}
+		names = names[:0]
+		for _, listener := range config.Listeners {
+			names = append(names, listener.Name)
+		}
+		if !slices.IsSorted(names) {
+			t.Errorf("got listeners %q, want them sorted by name", names)
 		}
 	})
 }

@@ -103,17 +103,7 @@ func (l *loader) decodeDefaults(root table) jobSettings {
 
 // decodeSettings reads the keys that [defaults] and [jobs.NAME] share.
 func (l *loader) decodeSettings(t table) jobSettings {
-	var s jobSettings
-	if dir, ok := l.nonEmptyString(t, "working_dir", `"scripts"`); ok {
-		s.workingDir = setting[string]{l.resolve(dir), t.key("working_dir")}
-	}
-	if file, ok := l.nonEmptyString(t, "env_file", `"job.env"`); ok {
-		s.envFile = setting[string]{l.resolve(file), t.key("env_file")}
-	}
-	if names, ok := l.stringList(t, "inherit_env", `["HOME_ASSISTANT_URL"]`); ok {
-		l.checkEnvNames(t.key("inherit_env"), names)
-		s.inheritEnv = setting[[]string]{names, t.key("inherit_env")}
-	}
+	s := l.decodeProcessSettings(t)
 	if d, ok := l.durationValue(t, "timeout", 0); ok {
 		s.timeout = setting[time.Duration]{d, t.key("timeout")}
 	}
@@ -127,8 +117,37 @@ func (l *loader) decodeSettings(t table) jobSettings {
 	if location, ok := l.locationValue(t, "timezone"); ok {
 		s.location = setting[*time.Location]{location, t.key("timezone")}
 	}
+	return s
+}
+
+// decodeProcessSettings reads the keys that set up a child process:
+// working_dir, env_file, inherit_env and env. Jobs and listeners share
+// them, and [defaults] sets them for both.
+func (l *loader) decodeProcessSettings(t table) jobSettings {
+	var s jobSettings
+	if dir, ok := l.nonEmptyString(t, "working_dir", `"scripts"`); ok {
+		s.workingDir = setting[string]{l.resolve(dir), t.key("working_dir")}
+	}
+	if file, ok := l.nonEmptyString(t, "env_file", `"job.env"`); ok {
+		s.envFile = setting[string]{l.resolve(file), t.key("env_file")}
+	}
+	if names, ok := l.stringList(t, "inherit_env", `["HOME_ASSISTANT_URL"]`); ok {
+		l.checkEnvNames(t.key("inherit_env"), names)
+		s.inheritEnv = setting[[]string]{names, t.key("inherit_env")}
+	}
 	s.env = l.decodeEnv(t)
 	return s
+}
+
+// processSettings returns only the settings of s that decodeProcessSettings
+// reads, for applying [defaults] to a listener.
+func (s jobSettings) processSettings() jobSettings {
+	return jobSettings{
+		workingDir: s.workingDir,
+		envFile:    s.envFile,
+		inheritEnv: s.inheritEnv,
+		env:        s.env,
+	}
 }
 
 func (l *loader) checkCatchUp(path keyPath, policy string) {
@@ -156,6 +175,12 @@ func (l *loader) decodeJobs(root table, defaults jobSettings, runner Runner) []*
 // suggestJobName turns name into a valid job name by lowercasing it and
 // replacing each run of other characters with "-".
 func suggestJobName(name string) string {
+	return suggestName(name, "job")
+}
+
+// suggestName turns name into a valid job or listener name, or returns
+// fallback when nothing of name is left.
+func suggestName(name, fallback string) string {
 	var b strings.Builder
 	dash := false
 	for _, r := range strings.ToLower(name) {
@@ -169,7 +194,7 @@ func suggestJobName(name string) string {
 	}
 	suggestion := strings.Trim(b.String(), "-_")
 	if suggestion == "" {
-		return "job"
+		return fallback
 	}
 	return suggestion
 }
@@ -220,22 +245,32 @@ func applySettings(job *Job, s jobSettings, runner Runner, configDir string) {
 const commandExample = `["python3", "collect.py"]`
 
 func (l *loader) decodeCommand(t table) []string {
-	path := t.key("command")
-	value, ok := t.values["command"]
-	if !ok {
+	if _, ok := t.values["command"]; !ok {
 		l.report(t.path, "missing command: add command = %s to [%s]", commandExample, t.path)
 		return nil
 	}
-	if _, ok := value.(string); ok {
-		l.report(path, "must be an array such as %s, not a string, because no shell splits the command into words", commandExample)
+	return l.argvValue(t, "command", commandExample)
+}
+
+// argvValue returns the program and arguments at name, or nil when the key
+// is absent or invalid. The value must be an array, because no shell
+// splits a string into words.
+func (l *loader) argvValue(t table, name, example string) []string {
+	path := t.key(name)
+	value, ok := t.values[name]
+	if !ok {
 		return nil
 	}
-	command, ok := l.stringList(t, "command", commandExample)
+	if _, ok := value.(string); ok {
+		l.report(path, "must be an array such as %s, not a string, because no shell splits the command into words", example)
+		return nil
+	}
+	command, ok := l.stringList(t, name, example)
 	if !ok {
 		return nil
 	}
 	if len(command) == 0 {
-		l.report(path, "must not be empty: write the program and its arguments such as %s", commandExample)
+		l.report(path, "must not be empty: write the program and its arguments such as %s", example)
 		return nil
 	}
 	for i, arg := range command {

@@ -14,14 +14,20 @@ const (
 // supervised long-running child.
 type Listener struct {
 	Name string
-	Kind string
+	// Kind is one of KindTwitch, KindDiscord, KindBluesky and KindExec,
+	// and exactly the matching one of Twitch, Discord, Bluesky and Exec
+	// is set.
+	Kind        string
+	Description string
 	// Enabled is false when the file says enabled = false, and also when
 	// the kind's credentials are not configured at all (Discord without a
 	// token, Bluesky without a handle or password): such a listener is
 	// shown as disabled, not as an error. Twitch without a token runs
 	// anonymously, read-only.
 	Enabled bool
-	// DisabledReason says why Enabled is false.
+	// DisabledReason is the reason Enabled is false: "enabled = false in
+	// the config", "no token configured" or "no handle or app password
+	// configured". It is "" when Enabled is true.
 	DisabledReason string
 	// Line is the line of the listener's table header.
 	Line int
@@ -56,7 +62,9 @@ type Listener struct {
 	LogMaxBytes int64
 
 	// The process settings of hooks and of an exec listener's child,
-	// with the same rules and defaults as jobs.
+	// with the same rules and defaults as jobs. [defaults] applies only
+	// these four keys to listeners. WorkingDir and EnvFile are absolute,
+	// and Env holds the resolved variables.
 	WorkingDir string
 	Env        map[string]Secret
 	EnvFile    string
@@ -65,24 +73,33 @@ type Listener struct {
 
 // Twitch configures a Twitch chat connection.
 type Twitch struct {
-	// Server is host:port; default irc.chat.twitch.tv:6697.
+	// Server is host:port; default irc.chat.twitch.tv:6697, or port 6667
+	// when TLS is false.
 	Server string
 	// TLS defaults to true.
-	TLS      bool
+	TLS bool
+	// Channels are lowercase channel names without the leading "#".
 	Channels []string
-	// Username is the bot's login; empty means anonymous.
+	// Username is the bot's lowercase login. A token requires it, and
+	// without a token the connection is anonymous even when it is set.
 	Username string
-	// Token is the OAuth token, nil for anonymous read-only access.
+	// Token is the OAuth token, nil for anonymous read-only access. It is
+	// also nil when the configured token cannot be read, and
+	// Listener.Problem contains the reason then.
 	Token *Secret
 }
 
 // Discord configures a Discord bot connection.
 type Discord struct {
+	// Token is the bot token. It is nil when no token is configured, and
+	// the listener is disabled then. It is also nil when the configured
+	// token cannot be read, and Listener.Problem contains the reason then.
 	Token *Secret
 	// Channels are the channel IDs to listen in; empty means every
 	// channel the bot can see.
 	Channels []string
-	// APIURL is the REST base URL; default https://discord.com/api/v10/.
+	// APIURL is the REST base URL, always ending in "/"; default
+	// https://discord.com/api/v10/.
 	APIURL string
 	// GatewayURL is the websocket URL; default wss://gateway.discord.gg.
 	GatewayURL string
@@ -90,9 +107,14 @@ type Discord struct {
 
 // Bluesky configures a Bluesky account's notification poller.
 type Bluesky struct {
-	Handle   string
+	// Handle is the account's lowercase handle, such as bot.example.com,
+	// or "" when the listener is disabled for lack of credentials.
+	Handle string
+	// Password is an app password. Like Twitch.Token, it is nil when it is
+	// not configured or cannot be read.
 	Password *Secret
-	// Host is the PDS or entryway URL; default https://bsky.social.
+	// Host is the PDS or entryway URL without a trailing "/"; default
+	// https://bsky.social.
 	Host string
 	// Poll is the interval between listNotifications calls; default 30s,
 	// at least 5s.
@@ -104,6 +126,7 @@ type Bluesky struct {
 
 // Exec configures a supervised long-running child process.
 type Exec struct {
+	// Command is the argv of the child; no shell is involved.
 	Command []string
 	// Probe restarts the child when it fails; nil means none.
 	Probe *Probe
@@ -120,7 +143,8 @@ type Probe struct {
 	// Heartbeat is an absolute path of a file the child touches; it fails
 	// when older than MaxAge.
 	Heartbeat string
-	MaxAge    time.Duration
+	// MaxAge is set with Heartbeat and 0 with HTTP.
+	MaxAge time.Duration
 	// Interval between checks; default 30s.
 	Interval time.Duration
 	// Grace is how long after start failures are ignored; default 30s.
@@ -131,7 +155,9 @@ type Probe struct {
 // Trigger, such as "!uptime".
 type ChatCommand struct {
 	Trigger string
-	// Reply is a template whose only expansions are {field} names.
+	// Reply is a template whose only expansions are the placeholders
+	// {user}, {channel}, {text}, {args}, {uptime} and {listener}. It has
+	// no other braces.
 	Reply string
 	// Cooldown is the minimum time between two replies to this command in
 	// one channel; default 10s.

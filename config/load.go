@@ -26,9 +26,9 @@ func DefaultPath() string {
 // so it is reported alone. Errors that are not about the file's content,
 // such as a missing file, are returned wrapped instead.
 //
-// A valid file yields a Config even when some of its jobs cannot run on
-// this machine. Those jobs have Job.Problem set, and Config.Problems
-// collects them.
+// A valid file yields a Config even when some of its jobs or listeners
+// cannot run on this machine. Those have Job.Problem or Listener.Problem
+// set, and Config.Problems collects them.
 func Load(path string) (*Config, error) {
 	file, err := filepath.Abs(path)
 	if err != nil {
@@ -54,6 +54,7 @@ func Load(path string) (*Config, error) {
 		return nil, err
 	}
 	l.checkJobs()
+	l.checkListeners()
 	return config, nil
 }
 
@@ -62,12 +63,13 @@ type loader struct {
 	reporter
 	// dir is the folder of the config file.
 	dir string
-	// jobs keeps each decoded job with its settings for the checks that
-	// run once the whole file is valid.
-	jobs []jobPlan
+	// jobs and listeners keep each decoded job and listener with its
+	// settings for the checks that run once the whole file is valid.
+	jobs      []jobPlan
+	listeners []*listenerPlan
 }
 
-var topLevelKeys = []string{"defaults", "jobs", "runner"}
+var topLevelKeys = []string{"defaults", "jobs", "listeners", "runner"}
 
 func (l *loader) decode(values map[string]any) *Config {
 	root := table{values: values}
@@ -76,6 +78,7 @@ func (l *loader) decode(values map[string]any) *Config {
 	config.Runner = l.decodeRunner(root)
 	defaults := l.decodeDefaults(root)
 	config.Jobs = l.decodeJobs(root, defaults, config.Runner)
+	config.Listeners = l.decodeListeners(root, defaults, config.Runner, config.Jobs)
 	return config
 }
 

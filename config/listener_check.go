@@ -1,0 +1,38 @@
+package config
+
+// checkListeners sets Listener.Env, the tokens and passwords, and
+// Listener.Problem of every listener by reading its secrets and checking
+// its folder, programs and env file on this machine.
+func (l *loader) checkListeners() {
+	for _, plan := range l.listeners {
+		checks := reporter{file: l.file, lines: l.lines}
+		listener := plan.listener
+		listener.Env = resolveEnv(&checks, plan.settings.env)
+		resolveSecrets(&checks, plan.secrets)
+		dirKey := plan.settings.workingDir.or(setting[string]{key: plan.path}).key
+		dirOK := checkWorkingDir(&checks, dirKey, listener.WorkingDir)
+		for _, p := range plan.programs {
+			p.dir, p.env, p.runnerPath = listener.WorkingDir, listener.Env, plan.runnerPath
+			checkProgram(&checks, p, dirOK)
+		}
+		checkEnvFile(&checks, plan.settings.envFile)
+		listener.Problem = checks.err()
+	}
+}
+
+// resolveSecrets reads each secret into its target and reports each one
+// that cannot be read or is empty. The reports name the source, never the
+// value.
+func resolveSecrets(checks *reporter, secrets []secretPlan) {
+	for _, plan := range secrets {
+		secret, err := plan.value.resolve()
+		switch {
+		case err != nil:
+			checks.report(plan.value.key, "%v", err)
+		case secret.Reveal() == "":
+			checks.report(plan.value.key, "secret from %s is empty: write the token or password there", secret.Source)
+		default:
+			*plan.target = &secret
+		}
+	}
+}
