@@ -116,10 +116,10 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return exitFailure
 	}
-	if problems := cfg.Problems(); len(problems) > 0 {
-		fmt.Fprintf(stderr, "agent-runner: %d job(s) cannot run on this machine:\n", len(problems))
-		for _, p := range problems {
-			fmt.Fprintf(stderr, "  %v\n", p)
+	if lines := problemLines(cfg.Problems()); len(lines) > 0 {
+		fmt.Fprintf(stderr, "agent-runner: %d problem(s) keep jobs or listeners from running on this machine:\n", len(lines))
+		for _, line := range lines {
+			fmt.Fprintf(stderr, "  %s\n", line)
 		}
 		return exitFailure
 	}
@@ -131,6 +131,26 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "%s: OK, %d job(s), %d disabled, state in %s\n", cfg.Path, len(cfg.Jobs), disabled, cfg.Runner.StateDir)
 	return exitOK
+}
+
+// problemLines flattens the problems of jobs and listeners into unique
+// lines, so a bad [defaults] value that every job inherits shows once.
+func problemLines(errs []error) []string {
+	var problems []config.Problem
+	var other []string
+	for _, err := range errs {
+		var cfgErr *config.Error
+		if errors.As(err, &cfgErr) {
+			problems = append(problems, cfgErr.Problems...)
+		} else {
+			other = append(other, err.Error())
+		}
+	}
+	var lines []string
+	for _, p := range config.UniqueProblems(problems) {
+		lines = append(lines, p.String())
+	}
+	return append(lines, other...)
 }
 
 func joinNames(names []string) string {

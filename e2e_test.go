@@ -248,6 +248,32 @@ colour = "red"
 	}
 }
 
+func TestCheckListsMachineAndFileProblems(t *testing.T) {
+	p := newProject(t, `[defaults]
+working_dir = "missing-folder"
+
+[jobs.a]
+command = ["true"]
+every = "1h"
+
+[jobs.b]
+command = ["no-such-tool-xyz"]
+every = "1 hour"
+`)
+	res := p.run("check")
+	if res.code != 1 {
+		t.Fatalf("check exit = %d, want 1", res.code)
+	}
+	if n := strings.Count(res.stderr, "defaults.working_dir"); n != 1 {
+		t.Errorf("the shared working_dir problem is listed %d times, want once:\n%s", n, res.stderr)
+	}
+	for _, want := range []string{"jobs.b.every: invalid duration", `"no-such-tool-xyz" not found in PATH`} {
+		if !strings.Contains(res.stderr, want) {
+			t.Errorf("check output lacks %q:\n%s", want, res.stderr)
+		}
+	}
+}
+
 func TestCheckFailsOnMissingCommand(t *testing.T) {
 	p := newProject(t, "[jobs.ghost]\ncommand = [\"no-such-tool-xyz\"]\nevery = \"1h\"\n")
 	res := p.run("check")

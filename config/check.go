@@ -55,6 +55,10 @@ func checkWorkingDir(checks *reporter, key keyPath, dir string) bool {
 
 // checkCommand reports a job's command that LookPath cannot find.
 func checkCommand(checks *reporter, plan jobPlan, dirOK bool) {
+	if len(plan.job.Command) == 0 || plan.job.Command[0] == "" {
+		// The command itself is invalid, which the file checks reported.
+		return
+	}
 	checkProgram(checks, program{
 		name:       plan.job.Command[0],
 		key:        plan.commandKey,

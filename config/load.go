@@ -51,11 +51,46 @@ func Load(path string) (*Config, error) {
 	}
 	config := l.decode(values)
 	if err := l.err(); err != nil {
-		return nil, err
+		// Report what would stop the decoded jobs on this machine too, so
+		// one check lists every problem.
+		l.checkJobs()
+		return nil, withJobProblems(err, config.Jobs)
 	}
 	l.checkJobs()
 	l.checkListeners()
 	return config, nil
+}
+
+// withJobProblems adds the machine problems of jobs to err, leaving out
+// lines it already has, such as a [defaults] key that every job shares.
+func withJobProblems(err error, jobs []*Job) error {
+	var fileErr *Error
+	if !errors.As(err, &fileErr) {
+		return err
+	}
+	problems := fileErr.Problems
+	for _, job := range jobs {
+		var jobErr *Error
+		if errors.As(job.Problem, &jobErr) {
+			problems = append(problems, jobErr.Problems...)
+		}
+	}
+	return &Error{Problems: UniqueProblems(problems)}
+}
+
+// UniqueProblems sorts problems by position and drops repeats, which
+// arise when several jobs inherit one bad [defaults] value.
+func UniqueProblems(problems []Problem) []Problem {
+	seen := make(map[string]bool, len(problems))
+	var out []Problem
+	for _, p := range problems {
+		if !seen[p.String()] {
+			seen[p.String()] = true
+			out = append(out, p)
+		}
+	}
+	sortProblems(out)
+	return out
 }
 
 // loader decodes one config file and collects its problems.

@@ -58,8 +58,10 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	defer reaper.Close()
 
-	for _, problem := range cfg.Problems() {
-		log.Error("job cannot run as configured", "err", problem)
+	for _, job := range cfg.Jobs {
+		if job.Problem != nil {
+			log.Error("job cannot run as configured", "job", job.Name, "err", job.Problem)
+		}
 	}
 	runner := jobs.NewRunner(cfg, store, reaper, log, opts.Clock.Now)
 	sched, err := jobs.NewScheduler(cfg, runner, store, opts.Clock, log)

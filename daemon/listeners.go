@@ -9,6 +9,7 @@ import (
 
 	"github.com/agent-runner/agent-runner/config"
 	"github.com/agent-runner/agent-runner/listeners"
+	"github.com/agent-runner/agent-runner/listeners/bluesky"
 	execlistener "github.com/agent-runner/agent-runner/listeners/exec"
 	"github.com/agent-runner/agent-runner/process"
 	"github.com/agent-runner/agent-runner/state"
@@ -73,6 +74,8 @@ func newListener(cfg *config.Config, lc *config.Listener, reaper *process.Reaper
 	switch lc.Kind {
 	case config.KindExec:
 		return execlistener.New(lc, reaper, cfg.Runner.Path, cfg.Runner.KillGrace)
+	case config.KindBluesky:
+		return bluesky.New(lc)
 	default:
 		return nil, fmt.Errorf("listener kind %q is not supported by this build", lc.Kind)
 	}

@@ -2,11 +2,12 @@
 // notifications and delivers mentions, replies, quotes and follows as
 // events, and it posts and replies as that account.
 //
-// The listener logs in with a handle and an app password at most once
-// per Listener value and keeps the session in the listener's state, so a
-// daemon restart resumes the session instead of logging in again. A
-// high-water mark in the same state makes each notification delivered at
-// least once across polls and restarts.
+// The listener sends at most one login that the server accepts or
+// rejects per Listener value, and keeps the session in the listener's
+// state, so a daemon restart resumes the session instead of logging in
+// again. A high-water mark in the same state delivers each new
+// notification at least once across polls and restarts, unless more
+// arrive between two polls than one poll reads (10 pages of 100).
 package bluesky
 
 import (
@@ -133,7 +134,7 @@ func validateHost(host string) error {
 func (l *Listener) Run(ctx context.Context, host listeners.Host) error {
 	l.attach(host)
 
-	m, err := loadMark(host.State())
+	m, err := l.loadMark(host.State())
 	if err != nil {
 		return err
 	}

@@ -84,7 +84,7 @@ type postRecord struct {
 }
 
 // replyRef is app.bsky.feed.post#replyRef: the thread's first post and
-// the post being answered.
+// the post being replied to.
 type replyRef struct {
 	Root   strongRef `json:"root"`
 	Parent strongRef `json:"parent"`

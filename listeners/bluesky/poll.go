@@ -50,8 +50,10 @@ func (m *mark) advance(t time.Time, uri string) {
 	}
 }
 
-// loadMark returns the stored mark, or nil before the first poll.
-func loadMark(kv listeners.KV) (*mark, error) {
+// loadMark returns the stored mark, or nil before the first poll. A mark
+// that cannot be decoded is also nil, so the listener starts over as on
+// its first start instead of failing on every restart.
+func (l *Listener) loadMark(kv listeners.KV) (*mark, error) {
 	data, found, err := kv.Get(markKey)
 	if err != nil {
 		return nil, fmt.Errorf("read notification mark: %w", err)
@@ -61,7 +63,8 @@ func loadMark(kv listeners.KV) (*mark, error) {
 	}
 	var m mark
 	if err := json.Unmarshal(data, &m); err != nil {
-		return nil, fmt.Errorf("read notification mark: %w", err)
+		l.logger().Warn("ignoring unreadable notification mark; starting from the newest notification", "error", err)
+		return nil, nil
 	}
 	return &m, nil
 }

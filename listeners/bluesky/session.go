@@ -98,7 +98,7 @@ func (l *Listener) session(ctx context.Context) (*atclient.APIClient, error) {
 	return l.client, nil
 }
 
-// dropSession forgets client's session, in memory and in the state, so
+// dropSession clears client's session in memory and in the state, so
 // that the next call to session logs in.
 func (l *Listener) dropSession(ctx context.Context, client *atclient.APIClient) error {
 	if err := l.lockSession(ctx); err != nil {
@@ -133,7 +133,8 @@ func (l *Listener) unlockSession() { <-l.sessionLock }
 
 // login calls createSession with the handle and app password. Each
 // Listener logs in at most once, whether that login succeeds or is
-// rejected, because Bluesky limits createSession calls per account. A
+// rejected, because Bluesky rate-limits createSession per account far
+// more tightly than other calls (docs.bsky.app, "Rate Limits"). A
 // network error or 5xx response does not count, since the server may not
 // have seen the attempt. The caller holds sessionLock.
 func (l *Listener) login(ctx context.Context) (storedSession, error) {
@@ -146,8 +147,7 @@ func (l *Listener) login(ctx context.Context) (storedSession, error) {
 	}
 
 	l.logger().Info("logging in to bluesky", "handle", l.handle, "host", l.host)
-	client := atclient.NewAPIClient(l.host)
-	client.Client = l.http
+	client := l.publicClient()
 	input := createSessionInput{Identifier: l.handle, Password: l.password.Reveal()}
 	var out createSessionOutput
 	err := l.call(ctx, client, http.MethodPost, methodCreateSession, nil, input, &out)
@@ -215,7 +215,7 @@ func pdsEndpoint(doc *didDocument) string {
 }
 
 // resume builds a client for stored. PasswordAuth refreshes the access
-// token when the server answers 400 ExpiredToken, retries the request
+// token when the server responds with 400 ExpiredToken, retries the request
 // once, and calls storeRefreshed with the new tokens.
 func (l *Listener) resume(stored storedSession) *atclient.APIClient {
 	client := atclient.ResumePasswordSession(atclient.PasswordSessionData{
@@ -290,4 +290,13 @@ func clientDID(client *atclient.APIClient) string {
 		return ""
 	}
 	return client.AccountDID.String()
+}
+
+// publicClient returns a client without a session for the configured
+// host.
+func (l *Listener) publicClient() *atclient.APIClient {
+	client := atclient.NewAPIClient(l.host)
+	client.Client = l.http
+	client.Headers.Set("User-Agent", "agent-runner")
+	return client
 }

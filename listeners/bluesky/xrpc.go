@@ -170,7 +170,7 @@ func isSessionRejected(err error) bool {
 }
 
 // isClientError reports whether err is a 4xx API error other than 429:
-// the server answered, and sending the same request again will not help.
+// the server responded, and sending the same request again will not help.
 func isClientError(err error) bool {
 	var apiErr *atclient.APIError
 	if !errors.As(err, &apiErr) {

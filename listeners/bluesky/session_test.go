@@ -1,0 +1,279 @@
+package bluesky
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/agent-runner/agent-runner/config"
+	"github.com/agent-runner/agent-runner/listeners"
+)
+
+func TestSessionRefreshPersisted(t *testing.T) {
+	f := newFakeServer(t, false)
+	kv := newFakeKV()
+	host := newFakeHost(t, kv)
+	l := newTestListener(t, newTestConfig(f))
+	mustPoll(t, l, host)
+	before := storedTestSession(t, kv)
+
+	f.expireAccess()
+	f.add(mentions(1, 1)...)
+	mustPoll(t, l, host)
+
+	if got := f.callCount("com.atproto.server.refreshSession"); got != 1 {
+		t.Errorf("refreshSession called %d times, want 1", got)
+	}
+	if got := f.callCount(methodCreateSession); got != 1 {
+		t.Errorf("createSession called %d times, want 1", got)
+	}
+	if got := len(host.delivered()); got != 1 {
+		t.Errorf("delivered %d events after the refresh, want 1", got)
+	}
+	after := storedTestSession(t, kv)
+	if after.AccessJwt != f.currentAccessToken() {
+		t.Errorf("stored access token %q, want the refreshed %q", after.AccessJwt, f.currentAccessToken())
+	}
+	if after.RefreshJwt == before.RefreshJwt {
+		t.Error("stored refresh token did not change after the refresh")
+	}
+
+	// A restart resumes the refreshed session without a login.
+	restarted := newTestListener(t, newTestConfig(f))
+	mustPoll(t, restarted, newFakeHost(t, kv))
+	if got := f.callCount(methodCreateSession); got != 1 {
+		t.Errorf("createSession called %d times after restart, want 1", got)
+	}
+}
+
+func TestSessionLogsInAgainOnceWhenRefreshFails(t *testing.T) {
+	f := newFakeServer(t, false)
+	kv := newFakeKV()
+	mustPoll(t, newTestListener(t, newTestConfig(f)), newFakeHost(t, kv))
+
+	// After a restart, the stored session no longer refreshes.
+	f.revokeSession()
+	host := newFakeHost(t, kv)
+	l := newTestListener(t, newTestConfig(f))
+	mustPoll(t, l, host)
+	if got := f.callCount(methodCreateSession); got != 2 {
+		t.Fatalf("createSession called %d times, want 2", got)
+	}
+	if got := storedTestSession(t, kv).AccessJwt; got != f.currentAccessToken() {
+		t.Errorf("stored access token %q, want the new login's %q", got, f.currentAccessToken())
+	}
+
+	// This start has used its login, so a second revocation is fatal.
+	f.revokeSession()
+	err := pollStored(context.Background(), l, host)
+	if !errors.Is(err, listeners.ErrAuth) {
+		t.Fatalf("poll error = %v, want one wrapping ErrAuth", err)
+	}
+	if got := f.callCount(methodCreateSession); got != 2 {
+		t.Errorf("createSession called %d times, want still 2", got)
+	}
+}
+
+func TestLoginWrongPasswordIsErrAuth(t *testing.T) {
+	f := newFakeServer(t, false)
+	cfg := newTestConfig(f)
+	wrong := config.NewSecret("not-the-password", "inline")
+	cfg.Bluesky.Password = &wrong
+	host := newFakeHost(t, newFakeKV())
+	l := newTestListener(t, cfg)
+
+	for attempt := 1; attempt <= 2; attempt++ {
+		err := l.Run(context.Background(), host)
+		if !errors.Is(err, listeners.ErrAuth) {
+			t.Fatalf("Run %d error = %v, want one wrapping ErrAuth", attempt, err)
+		}
+		if strings.Contains(err.Error(), "not-the-password") {
+			t.Errorf("Run %d error contains the password: %v", attempt, err)
+		}
+	}
+	if got := f.callCount(methodCreateSession); got != 1 {
+		t.Errorf("createSession called %d times over two runs, want 1", got)
+	}
+	if got := host.readyCount(); got != 0 {
+		t.Errorf("Ready called %d times, want 0", got)
+	}
+}
+
+func TestLoginUsesPDSFromDIDDocument(t *testing.T) {
+	f := newFakeServer(t, true)
+	kv := newFakeKV()
+	l := newTestListener(t, newTestConfig(f))
+	mustPoll(t, l, newFakeHost(t, kv))
+
+	if got := f.servedCount("entry", methodCreateSession); got != 1 {
+		t.Errorf("entryway served createSession %d times, want 1", got)
+	}
+	if got := f.servedCount("pds", methodListNotifications); got != 1 {
+		t.Errorf("PDS served listNotifications %d times, want 1", got)
+	}
+	if got := f.servedCount("entry", methodListNotifications); got != 0 {
+		t.Errorf("entryway served listNotifications %d times, want 0", got)
+	}
+	if got := storedTestSession(t, kv).PDS; got != f.pds.URL {
+		t.Errorf("stored PDS = %q, want %q", got, f.pds.URL)
+	}
+}
+
+func TestLogsOmitTokensAndPassword(t *testing.T) {
+	f := newFakeServer(t, false)
+	kv := newFakeKV()
+	host := newFakeHost(t, kv)
+	l := newTestListener(t, newTestConfig(f))
+	mustPoll(t, l, host)
+	f.expireAccess()
+	mustPoll(t, l, host)
+	f.revokeSession()
+	mustPoll(t, newTestListener(t, newTestConfig(f)), host)
+
+	logs := host.logs.String()
+	if !strings.Contains(logs, "refreshed bluesky session") {
+		t.Fatalf("the test did not exercise a refresh; logs:\n%s", logs)
+	}
+	for _, secret := range []string{"jwt-", testPassword} {
+		if strings.Contains(logs, secret) {
+			t.Errorf("logs contain %q", secret)
+		}
+	}
+}
+
+func TestRateLimitWaitedOut(t *testing.T) {
+	f := newFakeServer(t, false)
+	// Notification 0 is older than the mark, so one page reaches it.
+	f.add(mentions(0, 1)...)
+	kv := newFakeKV()
+	host := newFakeHost(t, kv)
+	l := newTestListener(t, newTestConfig(f))
+	mustPoll(t, l, host)
+
+	reset := time.Unix(time.Now().Add(time.Second).Unix(), 0)
+	f.rateLimit(1, reset)
+	f.add(mentions(2, 2)...)
+	before := f.callCount(methodListNotifications)
+	mustPoll(t, l, host)
+
+	if now := time.Now(); now.Before(reset) {
+		t.Errorf("poll finished at %v, before the reset at %v", now, reset)
+	}
+	if got := f.callCount(methodListNotifications) - before; got != 2 {
+		t.Errorf("poll sent %d requests, want 2 (the limited one and its retry)", got)
+	}
+	if got := len(host.delivered()); got != 1 {
+		t.Errorf("delivered %d events, want 1", got)
+	}
+}
+
+func TestRateLimitReset(t *testing.T) {
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name   string
+		header http.Header
+		want   time.Time
+	}{
+		{"ratelimit-reset", http.Header{"Ratelimit-Reset": {"1772366460"}}, time.Unix(1772366460, 0)},
+		{"retry-after seconds", http.Header{"Retry-After": {"7"}}, now.Add(7 * time.Second)},
+		{"retry-after date", http.Header{"Retry-After": {"Sun, 01 Mar 2026 12:05:00 GMT"}}, now.Add(5 * time.Minute)},
+		{"no header", http.Header{}, now.Add(time.Minute)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := rateLimitReset(tt.header, now, time.Minute); !got.Equal(tt.want) {
+				t.Errorf("rateLimitReset = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestRunServerErrorReturnsError(t *testing.T) {
+	f := newFakeServer(t, false)
+	f.fail(1)
+	host := newFakeHost(t, newFakeKV())
+	l := newTestListener(t, newTestConfig(f))
+
+	err := l.Run(context.Background(), host)
+	if err == nil {
+		t.Fatal("Run returned nil on a 502")
+	}
+	if errors.Is(err, listeners.ErrAuth) {
+		t.Errorf("Run error %v wraps ErrAuth, want a plain error", err)
+	}
+	if !strings.Contains(err.Error(), "502") {
+		t.Errorf("Run error %q does not name the status", err)
+	}
+	if got := host.readyCount(); got != 0 {
+		t.Errorf("Ready called %d times, want 0", got)
+	}
+}
+
+func TestRunStopsOnCancelDuringRateLimitWait(t *testing.T) {
+	f := newFakeServer(t, false)
+	f.rateLimit(1, time.Now().Add(time.Hour))
+	l := newTestListener(t, newTestConfig(f))
+
+	run := startRun(t, l, newFakeHost(t, newFakeKV()))
+	waitFor(t, "the rate-limited request", func() bool {
+		return f.callCount(methodListNotifications) == 1
+	})
+	if err := run.stop(t); err != nil {
+		t.Errorf("Run returned %v, want nil after cancel", err)
+	}
+}
+
+func TestRunStopsOnCancelBetweenPolls(t *testing.T) {
+	f := newFakeServer(t, false)
+	cfg := newTestConfig(f)
+	cfg.Bluesky.Poll = time.Hour
+	host := newFakeHost(t, newFakeKV())
+
+	run := startRun(t, newTestListener(t, cfg), host)
+	waitFor(t, "Ready", func() bool { return host.readyCount() == 1 })
+	if err := run.stop(t); err != nil {
+		t.Errorf("Run returned %v, want nil after cancel", err)
+	}
+}
+
+func TestNewRejectsIncompleteConfig(t *testing.T) {
+	password := config.NewSecret(testPassword, "inline")
+	tests := []struct {
+		name     string
+		settings *config.Bluesky
+		want     string
+	}{
+		{"no settings", nil, "missing bluesky settings"},
+		{"no handle", &config.Bluesky{Password: &password}, "missing handle"},
+		{"no password", &config.Bluesky{Handle: testHandle}, "missing app password"},
+		{"bad host", &config.Bluesky{Handle: testHandle, Password: &password, Host: "bsky.social"}, "invalid host"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := New(&config.Listener{Name: "bsky", Kind: config.KindBluesky, Bluesky: tt.settings})
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("New error = %v, want one containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestNewAppliesDefaults(t *testing.T) {
+	password := config.NewSecret(testPassword, "inline")
+	l, err := New(&config.Listener{Name: "bsky", Bluesky: &config.Bluesky{Handle: testHandle, Password: &password}})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	if l.host != defaultHost {
+		t.Errorf("host = %q, want %q", l.host, defaultHost)
+	}
+	if l.poll != defaultPoll {
+		t.Errorf("poll = %v, want %v", l.poll, defaultPoll)
+	}
+	if len(l.reasons) != len(defaultReasons) {
+		t.Errorf("reasons = %v, want %v", l.reasons, defaultReasons)
+	}
+}
