@@ -23,13 +23,14 @@ const (
 	exitInterrupt = 130
 )
 
-const usage = `agent-runner runs scheduled jobs and listeners from one config file.
+const usage = `agent-runner runs scheduled jobs and bot listeners from one config file.
 
 Usage:
   agent-runner run      [--config PATH] [--log-format text|json]
   agent-runner check    [--config PATH]
   agent-runner list     [--config PATH] [--json]
   agent-runner run-job  [--config PATH] [--wait] NAME
+  agent-runner send     [--config PATH] [--to TARGET] LISTENER TEXT...|-
   agent-runner version
 
 The config path defaults to $AGENT_RUNNER_CONFIG, else ./config.toml.
@@ -56,6 +57,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdList(rest, stdout, stderr)
 	case "run-job":
 		return cmdRunJob(rest, stdout, stderr)
+	case "send":
+		return cmdSend(rest, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "agent-runner", version)
 		return exitOK

@@ -116,3 +116,28 @@ func receive(scanner *bufio.Scanner) (Message, error) {
 	}
 	return msg, nil
 }
+
+// Send asks the daemon at socket to post text through a listener, named
+// or given by its kind when only one listener has it. It returns the name
+// of the listener that posted.
+func Send(socket, listener, target, text string) (string, error) {
+	conn, err := dial(socket)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	if err := send(conn, Request{Op: OpSend, Listener: listener, Target: target, Text: text}); err != nil {
+		return "", err
+	}
+	msg, err := receive(newScanner(conn))
+	if err != nil {
+		return "", err
+	}
+	if msg.Error != nil {
+		return "", msg.Error
+	}
+	if msg.Sent == nil {
+		return "", errors.New("daemon answered without a confirmation")
+	}
+	return msg.Sent.Listener, nil
+}

@@ -13,12 +13,14 @@ import (
 const (
 	OpRunJob = "run-job"
 	OpStatus = "status"
+	OpSend   = "send"
 )
 
 // Error codes of a Message, so the CLI can choose its exit status without
 // parsing text.
 const (
 	CodeUnknownJob = "unknown-job"
+	CodeSendFailed = "send-failed"
 	CodeBusy       = "busy"
 	CodeStopping   = "stopping"
 	CodeDenied     = "denied"
@@ -34,20 +36,31 @@ type Request struct {
 	Op   string `json:"op"`
 	Job  string `json:"job,omitempty"`
 	Wait bool   `json:"wait,omitempty"`
+	// Listener, Target and Text are the fields of a send request.
+	Listener string `json:"listener,omitempty"`
+	Target   string `json:"target,omitempty"`
+	Text     string `json:"text,omitempty"`
 }
 
 // Message is one line the daemon sends back. Exactly one field is set.
 type Message struct {
-	Line   *jobs.Line    `json:"line,omitempty"`
-	Run    *state.Run    `json:"run,omitempty"`
-	Status *Status       `json:"status,omitempty"`
-	Error  *ErrorMessage `json:"error,omitempty"`
+	Line   *jobs.Line `json:"line,omitempty"`
+	Run    *state.Run `json:"run,omitempty"`
+	Status *Status    `json:"status,omitempty"`
+	// Sent confirms a send request.
+	Sent  *Sent         `json:"sent,omitempty"`
+	Error *ErrorMessage `json:"error,omitempty"`
 }
 
 // Status is every job's and listener's state, as list and status show it.
 type Status struct {
 	Jobs      []jobs.JobStatus   `json:"jobs"`
 	Listeners []listeners.Health `json:"listeners"`
+}
+
+// Sent confirms which listener posted a send request.
+type Sent struct {
+	Listener string `json:"listener"`
 }
 
 // ErrorMessage is a failed request.

@@ -30,6 +30,9 @@ const writeTimeout = 10 * time.Second
 type Handler interface {
 	RunJob(ctx context.Context, req jobs.Request) (state.Run, error)
 	Status() (Status, error)
+	// Send posts text through a live listener, named or given by kind,
+	// and returns the listener's name.
+	Send(ctx context.Context, listener, target, text string) (string, error)
 }
 
 // Server serves the control socket.
@@ -155,6 +158,8 @@ func (s *Server) serveConn(conn *net.UnixConn) {
 		s.runJob(conn, reader, out, req)
 	case OpStatus:
 		s.status(out)
+	case OpSend:
+		s.send(out, req)
 	default:
 		out.send(Message{Error: &ErrorMessage{Code: CodeBadRequest, Message: fmt.Sprintf("unknown operation %q", req.Op)}})
 	}
@@ -279,6 +284,21 @@ func (s *Server) status(out *encoder) {
 		return
 	}
 	out.send(Message{Status: &status})
+}
+
+// sendTimeout bounds one send, rate-limit waits included.
+const sendTimeout = 2 * time.Minute
+
+func (s *Server) send(out *encoder, req Request) {
+	ctx, cancel := context.WithTimeout(s.ctx, sendTimeout)
+	defer cancel()
+	name, err := s.handler.Send(ctx, req.Listener, req.Target, req.Text)
+	if err != nil {
+		s.log.Warn("send through listener failed", "listener", req.Listener, "err", err)
+		out.send(Message{Error: &ErrorMessage{Code: CodeSendFailed, Message: err.Error()}})
+		return
+	}
+	out.send(Message{Sent: &Sent{Listener: name}})
 }
 
 // encoder serializes messages from the two output readers of a run.

@@ -184,6 +184,10 @@ func (h handler) RunJob(ctx context.Context, req jobs.Request) (state.Run, error
 	return h.runner.Run(ctx, req)
 }
 
+func (h handler) Send(ctx context.Context, listener, target, text string) (string, error) {
+	return h.listeners.send(ctx, listener, target, text)
+}
+
 func (h handler) Status() (control.Status, error) {
 	statuses, err := h.sched.Status(h.cfg)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 
 	"github.com/oklog/run"
 
@@ -100,6 +101,46 @@ func (set *listenerSet) close(log *slog.Logger) {
 		if err := router.Close(); err != nil {
 			log.Error("close listener router failed", "err", err)
 		}
+	}
+}
+
+// send posts text through the listener named by nameOrKind: a listener
+// name, or a kind that exactly one running listener has.
+func (set *listenerSet) send(ctx context.Context, nameOrKind, target, text string) (string, error) {
+	sup, name, err := set.find(nameOrKind)
+	if err != nil {
+		return "", err
+	}
+	sender, ok := sup.Listener().(listeners.Sender)
+	if !ok {
+		return "", fmt.Errorf("listener %s cannot post messages", name)
+	}
+	if err := sender.Send(ctx, target, text); err != nil {
+		return "", fmt.Errorf("send through %s: %w", name, err)
+	}
+	return name, nil
+}
+
+func (set *listenerSet) find(nameOrKind string) (*listeners.Supervisor, string, error) {
+	if sup, ok := set.supervisors[nameOrKind]; ok {
+		return sup, nameOrKind, nil
+	}
+	if h, ok := set.fixed[nameOrKind]; ok {
+		return nil, "", fmt.Errorf("listener %s is %s: %s", nameOrKind, h.State, h.LastError)
+	}
+	var matches []string
+	for _, name := range set.order {
+		if sup, ok := set.supervisors[name]; ok && sup.Health().Kind == nameOrKind {
+			matches = append(matches, name)
+		}
+	}
+	switch len(matches) {
+	case 1:
+		return set.supervisors[matches[0]], matches[0], nil
+	case 0:
+		return nil, "", fmt.Errorf("no running listener is named %q or has that kind", nameOrKind)
+	default:
+		return nil, "", fmt.Errorf("several listeners have kind %s (%s): name one", nameOrKind, strings.Join(matches, ", "))
 	}
 }
 

@@ -1,0 +1,62 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/agent-runner/agent-runner/control"
+)
+
+func cmdSend(args []string, stdout, stderr io.Writer) int {
+	fs, configPath := newFlags("send", "send [--config PATH] [--to TARGET] LISTENER TEXT...|-", stderr)
+	target := fs.String("to", "", "where to post: a Twitch channel or a Discord channel ID; Bluesky ignores it")
+	if code := parseFlags(fs, args); code >= 0 {
+		return code
+	}
+	if fs.NArg() < 2 {
+		fmt.Fprintln(stderr, "agent-runner: send takes a listener (a name or a kind) and the text, or - to read it from stdin")
+		fs.Usage()
+		return exitUsage
+	}
+	cfg, ok := loadConfig(*configPath, stderr)
+	if !ok {
+		return exitFailure
+	}
+	text, err := messageText(fs.Args()[1:])
+	if err != nil {
+		fmt.Fprintf(stderr, "agent-runner: %v\n", err)
+		return exitUsage
+	}
+	name, err := control.Send(cfg.Runner.Socket, fs.Arg(0), *target, text)
+	if err != nil {
+		fmt.Fprintf(stderr, "agent-runner: %v\n", err)
+		return exitFailure
+	}
+	fmt.Fprintf(stdout, "sent through %s\n", name)
+	return exitOK
+}
+
+// maxSendBytes bounds text read from stdin; every platform's limit is far
+// below it.
+const maxSendBytes = 64 << 10
+
+// messageText joins the arguments, or reads stdin for a lone "-".
+func messageText(args []string) (string, error) {
+	if len(args) == 1 && args[0] == "-" {
+		data, err := io.ReadAll(io.LimitReader(os.Stdin, maxSendBytes+1))
+		if err != nil {
+			return "", fmt.Errorf("read text from stdin: %w", err)
+		}
+		if len(data) > maxSendBytes {
+			return "", fmt.Errorf("text on stdin is longer than %d bytes", maxSendBytes)
+		}
+		args = []string{string(data)}
+	}
+	text := strings.TrimSpace(strings.Join(args, " "))
+	if text == "" {
+		return "", fmt.Errorf("the text to send is empty")
+	}
+	return text, nil
+}

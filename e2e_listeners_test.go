@@ -1,0 +1,216 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/agent-runner/agent-runner/control"
+	"github.com/agent-runner/agent-runner/listeners"
+)
+
+func (p *project) status() control.Status {
+	p.t.Helper()
+	res := p.run("list", "--json")
+	if res.code != 0 {
+		p.t.Fatalf("list exit %d: %s", res.code, res.stderr)
+	}
+	var status control.Status
+	if err := json.Unmarshal([]byte(res.stdout), &status); err != nil {
+		p.t.Fatalf("decode list output: %v", err)
+	}
+	return status
+}
+
+func (p *project) listener(name string) listeners.Health {
+	p.t.Helper()
+	for _, h := range p.status().Listeners {
+		if h.Name == name {
+			return h
+		}
+	}
+	p.t.Fatalf("listener %s not in list", name)
+	return listeners.Health{}
+}
+
+func TestListenersRunBesideJobs(t *testing.T) {
+	p := newProject(t, `[jobs.tick]
+command = ["sh", "-c", "echo $AGENT_RUNNER_SLOT >> ticks"]
+every = "1s"
+
+[listeners.svc]
+kind = "exec"
+command = ["sh", "-c", "echo $$ > svc.pid; exec sleep 300"]
+
+[listeners.broken]
+kind = "exec"
+command = ["sh", "-c", "echo starting; exit 1"]
+
+[listeners.bot]
+kind = "discord"
+`)
+	d := p.startDaemon()
+	waitFor(t, "svc to run", func() bool { return p.listener("svc").State == listeners.StateRunning })
+	waitFor(t, "broken to restart", func() bool { return p.listener("broken").Restarts >= 1 })
+
+	before := len(lines(t, p.path("ticks")))
+	time.Sleep(2500 * time.Millisecond)
+	if after := len(lines(t, p.path("ticks"))); after < before+2 {
+		t.Errorf("ticks went from %d to %d in 2.5s while a listener kept failing", before, after)
+	}
+	broken := p.listener("broken")
+	if !strings.Contains(broken.LastError, "exit status 1") {
+		t.Errorf("broken last error = %q, want the exit status", broken.LastError)
+	}
+	if bot := p.listener("bot"); bot.State != listeners.StateDisabled {
+		t.Errorf("discord without a token: state %q, want disabled", bot.State)
+	}
+	if !strings.Contains(d.log(), "listener=broken") || !strings.Contains(d.log(), "line=starting") {
+		t.Errorf("the failing child's output is not in the daemon log")
+	}
+
+	pid := lines(t, p.path("svc.pid"))[0]
+	d.stop()
+	if _, err := os.Stat("/proc/" + pid); err == nil {
+		t.Errorf("exec listener child %s outlived the daemon", pid)
+	}
+}
+
+// fakePDS speaks the few AT Protocol XRPC methods a Bluesky listener
+// uses: login, notifications newest first, and posting.
+type fakePDS struct {
+	mu            sync.Mutex
+	logins        int
+	notifications []map[string]any
+	posts         []map[string]any
+}
+
+func (f *fakePDS) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	switch strings.TrimPrefix(r.URL.Path, "/xrpc/") {
+	case "com.atproto.server.createSession":
+		var in struct{ Identifier, Password string }
+		json.NewDecoder(r.Body).Decode(&in)
+		if in.Password != "app-password-123" {
+			w.WriteHeader(http.StatusUnauthorized)
+			json.NewEncoder(w).Encode(map[string]string{"error": "AuthenticationRequired"})
+			return
+		}
+		f.logins++
+		json.NewEncoder(w).Encode(map[string]any{
+			"accessJwt": "access-token", "refreshJwt": "refresh-token",
+			"did": "did:plc:bot", "handle": "bot.test",
+		})
+	case "app.bsky.notification.listNotifications":
+		list := make([]map[string]any, len(f.notifications))
+		for i, n := range f.notifications {
+			list[len(list)-1-i] = n
+		}
+		json.NewEncoder(w).Encode(map[string]any{"notifications": list})
+	case "com.atproto.repo.createRecord":
+		var in struct {
+			Record map[string]any `json:"record"`
+		}
+		json.NewDecoder(r.Body).Decode(&in)
+		f.posts = append(f.posts, in.Record)
+		json.NewEncoder(w).Encode(map[string]string{
+			"uri": fmt.Sprintf("at://did:plc:bot/app.bsky.feed.post/%d", len(f.posts)), "cid": "bafypost",
+		})
+	default:
+		w.WriteHeader(http.StatusNotFound)
+		json.NewEncoder(w).Encode(map[string]string{"error": "MethodNotImplemented"})
+	}
+}
+
+func (f *fakePDS) mention(n int, text string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.notifications = append(f.notifications, map[string]any{
+		"uri":       fmt.Sprintf("at://did:plc:alice/app.bsky.feed.post/m%d", n),
+		"cid":       "bafymention" + strconv.Itoa(n),
+		"author":    map[string]string{"did": "did:plc:alice", "handle": "alice.test"},
+		"reason":    "mention",
+		"record":    map[string]any{"$type": "app.bsky.feed.post", "text": text, "createdAt": time.Now().UTC().Format(time.RFC3339)},
+		"indexedAt": time.Now().UTC().Add(time.Duration(n) * time.Millisecond).Format(time.RFC3339Nano),
+	})
+}
+
+func (f *fakePDS) snapshot() (logins int, posts []map[string]any) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.logins, append([]map[string]any(nil), f.posts...)
+}
+
+func TestBlueskyMentionRunsHookAndReplies(t *testing.T) {
+	pds := &fakePDS{}
+	srv := httptest.NewServer(pds)
+	defer srv.Close()
+	pds.mention(0, "an old mention that must not be replayed")
+
+	p := newProject(t, fmt.Sprintf(`[listeners.mentions]
+kind = "bluesky"
+handle = "bot.test"
+password = { file = "app-password" }
+host = %q
+poll = "5s"
+on_event = ["sh", "-c", "cat >> events.jsonl; echo thanks for the mention"]
+log_to = "events-log.jsonl"
+`, srv.URL))
+	os.WriteFile(p.path("app-password"), []byte("app-password-123\n"), 0o600)
+
+	d := p.startDaemon()
+	waitFor(t, "the listener to connect", func() bool { return p.listener("mentions").State == listeners.StateRunning })
+	pds.mention(1, "@bot.test hello from alice")
+	waitFor(t, "the hook's reply", func() bool { _, posts := pds.snapshot(); return len(posts) == 1 })
+
+	_, posts := pds.snapshot()
+	if posts[0]["text"] != "thanks for the mention" {
+		t.Errorf("reply text = %v, want the hook's stdout", posts[0]["text"])
+	}
+	if posts[0]["reply"] == nil {
+		t.Errorf("the hook's reply is not a reply post: %v", posts[0])
+	}
+	events := readLines(t, p.path("events.jsonl"))
+	if len(events) != 1 || !strings.Contains(events[0], "hello from alice") {
+		t.Errorf("hook stdin = %q, want exactly the new mention", events)
+	}
+	// The event log is written in batches, within a second.
+	waitFor(t, "the event in the log_to file", func() bool { return len(readLines(t, p.path("events-log.jsonl"))) == 1 })
+
+	res := p.run("send", "bluesky", "scheduled post https://example.com")
+	if res.code != 0 || !strings.Contains(res.stdout, "sent through mentions") {
+		t.Errorf("send = %d %q %q", res.code, res.stdout, res.stderr)
+	}
+	_, posts = pds.snapshot()
+	if len(posts) != 2 || posts[1]["facets"] == nil {
+		t.Errorf("posts after send = %v, want a second post with a link facet", posts)
+	}
+
+	// A restart keeps the session and the high-water mark.
+	d.stop()
+	d = p.startDaemon()
+	waitFor(t, "the listener to reconnect", func() bool { return p.listener("mentions").State == listeners.StateRunning })
+	time.Sleep(6 * time.Second)
+	logins, _ := pds.snapshot()
+	if logins != 1 {
+		t.Errorf("logins = %d, want 1: a restart must reuse the stored session", logins)
+	}
+	if events := readLines(t, p.path("events.jsonl")); len(events) != 1 {
+		t.Errorf("events after restart = %d, want no replay", len(events))
+	}
+	d.stop()
+
+	data, _ := os.ReadFile(p.path("state/state.db"))
+	if strings.Contains(d.log(), "app-password-123") || strings.Contains(string(data), "app-password-123") {
+		t.Errorf("the app password reached the log or the store")
+	}
+}
