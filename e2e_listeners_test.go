@@ -164,6 +164,10 @@ host = %q
 poll = "5s"
 on_event = ["sh", "-c", "cat >> events.jsonl; echo thanks for the mention"]
 log_to = "events-log.jsonl"
+
+[jobs.daily-post]
+post = { via = "mentions", text_command = ["sh", "-c", "echo daily post $AGENT_RUNNER_TRIGGER"] }
+schedule = "0 9 * * *"
 `, srv.URL))
 	os.WriteFile(p.path("app-password"), []byte("app-password-123\n"), 0o600)
 
@@ -195,8 +199,23 @@ log_to = "events-log.jsonl"
 		t.Errorf("posts after send = %v, want a second post with a link facet", posts)
 	}
 
-	// A restart keeps the session and the high-water mark.
+	res = p.run("run-job", "daily-post")
+	if res.code != 0 || !strings.Contains(res.stdout, "posted through mentions") {
+		t.Errorf("run-job of a post job = %d %q %q", res.code, res.stdout, res.stderr)
+	}
+	_, posts = pds.snapshot()
+	if len(posts) != 3 || posts[2]["text"] != "daily post manual" {
+		t.Errorf("posts after the post job = %v, want the text_command's output", posts)
+	}
+
+	// Without the daemon nothing holds a session to post through.
 	d.stop()
+	res = p.run("run-job", "daily-post")
+	if res.code != 125 || !strings.Contains(res.stderr, "needs the running daemon") {
+		t.Errorf("run-job of a post job without the daemon = %d %q, want 125 and the reason", res.code, res.stderr)
+	}
+
+	// A restart keeps the session and the high-water mark.
 	d = p.startDaemon()
 	waitFor(t, "the listener to reconnect", func() bool { return p.listener("mentions").State == listeners.StateRunning })
 	time.Sleep(6 * time.Second)

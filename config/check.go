@@ -55,13 +55,18 @@ func checkWorkingDir(checks *reporter, key keyPath, dir string) bool {
 
 // checkCommand reports a job's command that LookPath cannot find.
 func checkCommand(checks *reporter, plan jobPlan, dirOK bool) {
-	if len(plan.job.Command) == 0 || plan.job.Command[0] == "" {
-		// The command itself is invalid, which the file checks reported.
+	argv, key := plan.job.Command, plan.commandKey
+	if post := plan.job.Post; post != nil {
+		argv, key = post.TextCommand, plan.path.child("post").child("text_command")
+	}
+	if len(argv) == 0 || argv[0] == "" {
+		// A post with plain text runs nothing, and an invalid command was
+		// reported by the file checks.
 		return
 	}
 	checkProgram(checks, program{
-		name:       plan.job.Command[0],
-		key:        plan.commandKey,
+		name:       argv[0],
+		key:        key,
 		dir:        plan.job.WorkingDir,
 		env:        plan.job.Env,
 		runnerPath: plan.runnerPath,

@@ -53,8 +53,12 @@ const (
 type Job struct {
 	Name        string
 	Description string
-	// Command is the argv of the child; no shell is involved.
+	// Command is the argv of the child; no shell is involved. It is nil
+	// for a post job.
 	Command []string
+	// Post is set for a job that posts through a listener instead of
+	// running Command.
+	Post *Post
 	// Cron is the cron expression as written, or "" when Every is set.
 	Cron string
 	// Every is the fixed interval between slots, or 0 when Cron is set.

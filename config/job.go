@@ -20,7 +20,7 @@ var sharedKeys = []string{
 }
 
 var jobKeys = slices.Sorted(slices.Values(append(slices.Clone(sharedKeys),
-	"command", "description", "every", "schedule")))
+	"command", "description", "every", "post", "schedule")))
 
 // jobOnlyKeys explains why [defaults] rejects the job keys that are not
 // shared.
@@ -28,6 +28,7 @@ var jobOnlyKeys = map[string]string{
 	"command":     "command cannot be set in [defaults] because each job runs its own program: move it into each [jobs.NAME]",
 	"description": "description cannot be set in [defaults] because it describes one job: move it into each [jobs.NAME]",
 	"every":       "every cannot be set in [defaults] because each job needs its own schedule: move it into each [jobs.NAME]",
+	"post":        "post cannot be set in [defaults] because each job posts its own message: move it into each [jobs.NAME]",
 	"schedule":    "schedule cannot be set in [defaults] because each job needs its own schedule: move it into each [jobs.NAME]",
 }
 
@@ -203,7 +204,14 @@ func (l *loader) decodeJob(t table, name string, defaults jobSettings, runner Ru
 	l.checkKeys(t, "in ["+t.path.String()+"]", jobKeys, nil)
 	job := &Job{Name: name, Line: l.lines.line(t.path)}
 	job.Description, _ = l.stringValue(t, "description", `"Collect the daily digest"`)
-	job.Command = l.decodeCommand(t)
+	if _, ok := t.values["post"]; ok {
+		job.Post = l.decodePost(t)
+		if _, ok := t.values["command"]; ok {
+			l.report(t.path, "sets both command and post: a job either runs a command or posts a message, so keep one")
+		}
+	} else {
+		job.Command = l.decodeCommand(t)
+	}
 	settings := l.decodeSettings(t).over(defaults)
 	applySettings(job, settings, runner, l.dir)
 	l.decodeSchedule(t, job)

@@ -114,6 +114,7 @@ func (l *loader) decode(values map[string]any) *Config {
 	defaults := l.decodeDefaults(root)
 	config.Jobs = l.decodeJobs(root, defaults, config.Runner)
 	config.Listeners = l.decodeListeners(root, defaults, config.Runner, config.Jobs)
+	l.checkPostTargets(config.Jobs, config.Listeners)
 	return config
 }
 

@@ -70,6 +70,7 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	set := newListenerSet(cfg, store, reaper, log)
 	defer set.close(log)
+	runner.SetPoster(set)
 	srv, err := control.Listen(cfg.Runner.Socket, cfg.Runner.SocketGroup, handler{cfg, runner, sched, set}, log)
 	if err != nil {
 		_ = sched.Stop()

@@ -11,6 +11,7 @@ import (
 	"github.com/agent-runner/agent-runner/config"
 	"github.com/agent-runner/agent-runner/listeners"
 	"github.com/agent-runner/agent-runner/listeners/bluesky"
+	"github.com/agent-runner/agent-runner/listeners/discord"
 	execlistener "github.com/agent-runner/agent-runner/listeners/exec"
 	"github.com/agent-runner/agent-runner/process"
 	"github.com/agent-runner/agent-runner/state"
@@ -77,6 +78,8 @@ func newListener(cfg *config.Config, lc *config.Listener, reaper *process.Reaper
 		return execlistener.New(lc, reaper, cfg.Runner.Path, cfg.Runner.KillGrace)
 	case config.KindBluesky:
 		return bluesky.New(lc)
+	case config.KindDiscord:
+		return discord.New(lc)
 	default:
 		return nil, fmt.Errorf("listener kind %q is not supported by this build", lc.Kind)
 	}
@@ -102,6 +105,11 @@ func (set *listenerSet) close(log *slog.Logger) {
 			log.Error("close listener router failed", "err", err)
 		}
 	}
+}
+
+// Post posts the text of a post job; see send.
+func (set *listenerSet) Post(ctx context.Context, via, to, text string) (string, error) {
+	return set.send(ctx, via, to, text)
 }
 
 // send posts text through the listener named by nameOrKind: a listener

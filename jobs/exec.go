@@ -58,7 +58,10 @@ type execOutcome struct {
 // to emit. It returns when the child and every process it left behind are
 // gone, or were killed.
 func (r *Runner) runCommand(ctx context.Context, job *config.Job, run state.Run, emit func(Line)) execOutcome {
-	spec, err := r.commandSpec(job, run)
+	if job.Post != nil {
+		return r.runPost(ctx, job, run, emit)
+	}
+	spec, err := r.commandSpec(job, job.Command, run)
 	if err != nil {
 		return execOutcome{result: state.ResultFailed, exitCode: -1, err: err}
 	}
@@ -69,7 +72,8 @@ func (r *Runner) runCommand(ctx context.Context, job *config.Job, run state.Run,
 	return outcomeOf(exit)
 }
 
-func (r *Runner) commandSpec(job *config.Job, run state.Run) (process.Spec, error) {
+// commandSpec describes argv run for one run of job.
+func (r *Runner) commandSpec(job *config.Job, argv []string, run state.Run) (process.Spec, error) {
 	jobDir := filepath.Join(r.settings.StateDir, "jobs", job.Name)
 	if err := os.MkdirAll(jobDir, 0o700); err != nil {
 		return process.Spec{}, fmt.Errorf("create job folder: %w", err)
@@ -94,13 +98,13 @@ func (r *Runner) commandSpec(job *config.Job, run state.Run) (process.Spec, erro
 	if err != nil {
 		return process.Spec{}, err
 	}
-	path, err := process.Resolve(job.Command[0], job.WorkingDir, env)
+	path, err := process.Resolve(argv[0], job.WorkingDir, env)
 	if err != nil {
 		return process.Spec{}, err
 	}
 	return process.Spec{
 		Path:   path,
-		Args:   job.Command,
+		Args:   argv,
 		Dir:    job.WorkingDir,
 		Env:    env,
 		Marker: marker,

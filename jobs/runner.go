@@ -61,6 +61,8 @@ type Runner struct {
 	active   map[string]context.CancelCauseFunc
 	stopping bool
 	wg       sync.WaitGroup
+	// poster posts the text of post jobs; nil outside the daemon.
+	poster Poster
 	// killNow is closed by Kill to cut every grace period short.
 	killNow  chan struct{}
 	killOnce sync.Once

@@ -1,0 +1,154 @@
+package discord
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+)
+
+// apiTransport sends the requests that discordgo builds for Discord to
+// the configured API URL instead, for one session.
+//
+// NOTE: discordgo v0.28.1 builds every URL from package-level variables
+// (EndpointAPI, EndpointChannels, ...) that the whole process shares and
+// that were derived once at package init, so pointing them at another
+// server would move every session in the process. This transport leaves
+// them alone and rewrites per session. A request outside EndpointAPI as
+// it was when the listener was built, such as one to the CDN, fails
+// instead of leaving the configured server.
+type apiTransport struct {
+	// from is discordgo's API base, such as https://discord.com/api/v9/.
+	from string
+	// to is the configured API base URL, ending in "/".
+	to string
+	// gateway, when set, is returned for discordgo's GET {from}gateway
+	// without a request, and every other request fails. The gateway
+	// session uses it because discordgo keeps the gateway URL in an
+	// unexported field that only that request fills.
+	gateway string
+}
+
+func (t *apiTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	target, err := t.rewrite(req)
+	if err != nil || target == nil {
+		// A RoundTripper closes the body on every path, and the
+		// default transport does so for the rewritten request.
+		if req.Body != nil {
+			req.Body.Close()
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	if target == nil {
+		return gatewayResponse(req, t.gateway)
+	}
+	out := req.Clone(req.Context())
+	out.URL = target
+	out.Host = ""
+	return http.DefaultTransport.RoundTrip(out)
+}
+
+// rewrite returns the URL to send req to, or nil when the request is the
+// gateway lookup that RoundTrip serves itself.
+func (t *apiTransport) rewrite(req *http.Request) (*url.URL, error) {
+	original := req.URL.String()
+	path, ok := strings.CutPrefix(original, t.from)
+	if !ok {
+		return nil, fmt.Errorf("send request: %s is outside the Discord API base %s", original, t.from)
+	}
+	if t.gateway != "" {
+		if req.Method == http.MethodGet && path == "gateway" {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("send request: the gateway session sends no %s %s", req.Method, path)
+	}
+	target, err := url.Parse(t.to + path)
+	if err != nil {
+		return nil, fmt.Errorf("rewrite request URL %s: %w", original, err)
+	}
+	return target, nil
+}
+
+// gatewayResponse builds the response that Discord sends to GET /gateway.
+func gatewayResponse(req *http.Request, gateway string) (*http.Response, error) {
+	body, err := json.Marshal(map[string]string{"url": gateway})
+	if err != nil {
+		return nil, fmt.Errorf("encode gateway response: %w", err)
+	}
+	return &http.Response{
+		Status:        "200 OK",
+		StatusCode:    http.StatusOK,
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        http.Header{"Content-Type": {"application/json"}},
+		Body:          io.NopCloser(bytes.NewReader(body)),
+		ContentLength: int64(len(body)),
+		Request:       req,
+	}, nil
+}
+
+// errDialAborted is returned for a dial that finished after Run gave up
+// on the Open that made it.
+var errDialAborted = errors.New("dial aborted")
+
+// gatewayDialer dials the gateway for one Run. It cancels dials when the
+// Run's context ends, and it keeps the latest connection so that Run can
+// close it while discordgo's Open waits for HELLO or READY, which Open
+// reads without a deadline.
+type gatewayDialer struct {
+	ctx     context.Context
+	mu      sync.Mutex
+	conn    net.Conn
+	aborted bool
+}
+
+func (d *gatewayDialer) dialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(d.ctx, cancel)
+	defer stop()
+
+	var dialer net.Dialer
+	conn, err := dialer.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.aborted {
+		conn.Close()
+		return nil, errDialAborted
+	}
+	d.conn = conn
+	return conn, nil
+}
+
+// begin starts a new Open attempt.
+func (d *gatewayDialer) begin() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.aborted = false
+	d.conn = nil
+}
+
+// abort closes the connection of the current attempt, which makes a
+// blocked read in discordgo return an error, and makes a dial still in
+// progress fail.
+func (d *gatewayDialer) abort() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.aborted = true
+	if d.conn != nil {
+		d.conn.Close()
+	}
+}
