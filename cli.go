@@ -123,13 +123,19 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		}
 		return exitFailure
 	}
-	disabled := 0
+	disabledJobs, disabledListeners := 0, 0
 	for _, job := range cfg.Jobs {
 		if !job.Enabled {
-			disabled++
+			disabledJobs++
 		}
 	}
-	fmt.Fprintf(stdout, "%s: OK, %d job(s), %d disabled, state in %s\n", cfg.Path, len(cfg.Jobs), disabled, cfg.Runner.StateDir)
+	for _, lc := range cfg.Listeners {
+		if !lc.Enabled {
+			disabledListeners++
+		}
+	}
+	fmt.Fprintf(stdout, "%s: OK, %d job(s), %d disabled, %d listener(s), %d disabled, state in %s\n",
+		cfg.Path, len(cfg.Jobs), disabledJobs, len(cfg.Listeners), disabledListeners, cfg.Runner.StateDir)
 	return exitOK
 }
 
