@@ -71,7 +71,8 @@ func Run(ctx context.Context, opts Options) error {
 	set := newListenerSet(cfg, store, reaper, log)
 	defer set.close(log)
 	runner.SetPoster(set)
-	srv, err := control.Listen(cfg.Runner.Socket, cfg.Runner.SocketGroup, handler{cfg, runner, sched, set}, log)
+	h := handler{cfg, runner, sched, set}
+	srv, err := control.Listen(cfg.Runner.Socket, cfg.Runner.SocketGroup, h, log)
 	if err != nil {
 		_ = sched.Stop()
 		return err
@@ -81,6 +82,7 @@ func Run(ctx context.Context, opts Options) error {
 	addContext(&group, ctx)
 	addScheduler(&group, cfg, sched, runner, log, opts.Force)
 	set.add(&group)
+	addWatchdog(&group, sched, h, log)
 	group.Add(srv.Serve, func(error) {
 		log.Info("closing control socket")
 		_ = srv.Close()
@@ -111,9 +113,11 @@ func addScheduler(group *run.Group, cfg *config.Config, sched *jobs.Scheduler, r
 	group.Add(func() error {
 		sched.Start(ctx)
 		log.Info("scheduler started")
+		notify(log, "READY=1")
 		<-ctx.Done()
 		return nil
 	}, func(error) {
+		notify(log, "STOPPING=1")
 		cancel()
 		log.Info("stopping running jobs", "running", runner.Running(), "timeout", cfg.Runner.ShutdownTimeout)
 		stopCtx, stop := context.WithTimeout(context.Background(), cfg.Runner.ShutdownTimeout)

@@ -253,6 +253,26 @@ func (s *Scheduler) Next(name string) (time.Time, bool) {
 	return e.next, true
 }
 
+// Ping returns an error unless the scheduler's own lock and gocron's
+// main loop both answer within timeout. The systemd watchdog depends on
+// it, so a wedged scheduler gets the daemon restarted.
+func (s *Scheduler) Ping(timeout time.Duration) error {
+	done := make(chan struct{})
+	go func() {
+		s.mu.Lock()
+		s.mu.Unlock()
+		// Jobs is answered by gocron's scheduling loop.
+		s.cron.Jobs()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-time.After(timeout):
+		return fmt.Errorf("scheduler did not answer within %s", timeout)
+	}
+}
+
 func (s *Scheduler) namesLocked() []string {
 	names := make([]string, 0, len(s.entries))
 	for name := range s.entries {

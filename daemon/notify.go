@@ -1,0 +1,95 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	sd "github.com/coreos/go-systemd/v22/daemon"
+	"github.com/oklog/run"
+
+	"github.com/agent-runner/agent-runner/control"
+	"github.com/agent-runner/agent-runner/jobs"
+	"github.com/agent-runner/agent-runner/listeners"
+)
+
+// notify sends a state to the service manager. Outside a Type=notify
+// unit, NOTIFY_SOCKET is unset and this does nothing.
+func notify(log *slog.Logger, state string) {
+	if _, err := sd.SdNotify(false, state); err != nil {
+		log.Warn("notify service manager failed", "state", state, "err", err)
+	}
+}
+
+// pingTimeout is how long the scheduler may take to answer a watchdog
+// ping before the daemon counts as wedged.
+const pingTimeout = 5 * time.Second
+
+// addWatchdog adds an actor that sends WATCHDOG=1 at half the interval
+// the unit's WatchdogSec sets, but only while the scheduler answers, so
+// that systemd restarts a daemon whose scheduler is stuck. It also keeps
+// STATUS= current. Without WatchdogSec it only updates STATUS=.
+func addWatchdog(group *run.Group, sched *jobs.Scheduler, h handler, log *slog.Logger) {
+	interval, err := sd.SdWatchdogEnabled(false)
+	if err != nil {
+		log.Warn("read watchdog interval failed", "err", err)
+	}
+	period := 30 * time.Second
+	if interval > 0 {
+		period = interval / 2
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	group.Add(func() error {
+		ticker := time.NewTicker(period)
+		defer ticker.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-ticker.C:
+			}
+			if err := sched.Ping(pingTimeout); err != nil {
+				log.Error("scheduler does not answer; withholding the watchdog ping", "err", err)
+				continue
+			}
+			if interval > 0 {
+				notify(log, "WATCHDOG=1")
+			}
+			notify(log, "STATUS="+summary(h))
+		}
+	}, func(error) { cancel() })
+}
+
+// summary is the one-line state shown in systemctl status.
+func summary(h handler) string {
+	status, err := h.Status()
+	if err != nil {
+		return "status unavailable: " + err.Error()
+	}
+	return Summary(status)
+}
+
+// Summary counts jobs and listeners by state in one line.
+func Summary(status control.Status) string {
+	running, failing := 0, 0
+	for _, j := range status.Jobs {
+		switch {
+		case j.State == jobs.StateRunning:
+			running++
+		case j.State == jobs.StateFailed, j.ConsecutiveFailures > 0:
+			failing++
+		}
+	}
+	up, down := 0, 0
+	for _, l := range status.Listeners {
+		switch l.State {
+		case listeners.StateRunning:
+			up++
+		case listeners.StateBackoff, listeners.StateFailed:
+			down++
+		}
+	}
+	return fmt.Sprintf("%d jobs (%d running, %d failing), %d listeners (%d connected, %d failing)",
+		len(status.Jobs), running, failing, len(status.Listeners), up, down)
+}

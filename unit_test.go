@@ -1,0 +1,49 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"strings"
+	"testing"
+)
+
+func TestShippedUnitMatchesTemplate(t *testing.T) {
+	var rendered bytes.Buffer
+	if err := unitTemplate.Execute(&rendered, defaultUnit); err != nil {
+		t.Fatal(err)
+	}
+	if os.Getenv("UPDATE_UNIT") == "1" {
+		if err := os.WriteFile("contrib/agent-runner.service", rendered.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	shipped, err := os.ReadFile("contrib/agent-runner.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rendered.String() != string(shipped) {
+		t.Errorf("contrib/agent-runner.service differs from the template; regenerate it with UPDATE_UNIT=1 go test -run TestShippedUnit .")
+	}
+}
+
+func TestInstallUnitUsesThisConfig(t *testing.T) {
+	p := newProject(t, "[jobs.a]\ncommand = [\"true\"]\nevery = \"1h\"\n")
+	res := p.run("install-unit")
+	if res.code != 0 {
+		t.Fatalf("install-unit exit %d: %s", res.code, res.stderr)
+	}
+	for _, want := range []string{
+		"ExecStart=" + binary + " run --config " + p.config,
+		"WorkingDirectory=" + p.dir,
+		"ReadWritePaths=" + p.path("state"),
+		"TimeoutStopSec=20s",
+		"Type=notify",
+		"Restart=always",
+		"StartLimitIntervalSec=0",
+		"KillMode=mixed",
+	} {
+		if !strings.Contains(res.stdout, want+"\n") {
+			t.Errorf("unit lacks %q:\n%s", want, res.stdout)
+		}
+	}
+}
