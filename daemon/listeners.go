@@ -12,6 +12,7 @@ import (
 	"github.com/agent-runner/agent-runner/listeners"
 	"github.com/agent-runner/agent-runner/listeners/bluesky"
 	"github.com/agent-runner/agent-runner/listeners/discord"
+	"github.com/agent-runner/agent-runner/listeners/twitch"
 	execlistener "github.com/agent-runner/agent-runner/listeners/exec"
 	"github.com/agent-runner/agent-runner/process"
 	"github.com/agent-runner/agent-runner/state"
@@ -80,6 +81,8 @@ func newListener(cfg *config.Config, lc *config.Listener, reaper *process.Reaper
 		return bluesky.New(lc)
 	case config.KindDiscord:
 		return discord.New(lc)
+	case config.KindTwitch:
+		return twitch.New(lc)
 	default:
 		return nil, fmt.Errorf("listener kind %q is not supported by this build", lc.Kind)
 	}

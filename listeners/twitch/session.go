@@ -1,0 +1,308 @@
+package twitch
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	irc "github.com/gempir/go-twitch-irc/v4"
+
+	"github.com/agent-runner/agent-runner/listeners"
+)
+
+// loginFailures are the NOTICE texts on channel "*" that mean the server
+// rejected the login. handleNoticeMessage in go-twitch-irc's client.go
+// ends Connect on the same four.
+var loginFailures = map[string]bool{
+	"Login authentication failed": true,
+	"Improperly formatted auth":   true,
+	"Invalid NICK":                true,
+	"Login unsuccessful":          true,
+}
+
+// session is one connection: a go-twitch-irc client, the relay it talks
+// through, and the first reason the connection ended.
+type session struct {
+	listener *Listener
+	host     listeners.Host
+	log      *slog.Logger
+	client   *irc.Client
+	relay    *relay
+
+	// stop is closed once the session starts shutting down.
+	stop     chan struct{}
+	stopOnce sync.Once
+
+	mu    sync.Mutex
+	cause error
+}
+
+// dial connects to the server and prepares a session whose client talks
+// to it through a new relay.
+func (l *Listener) dial(ctx context.Context, host listeners.Host) (*session, error) {
+	upstream, err := l.dialServer(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s := &session{
+		listener: l,
+		host:     host,
+		log:      host.Log().With("server", l.server),
+		stop:     make(chan struct{}),
+	}
+	s.relay, err = newRelay(upstream, l.server, l.idleTimeout(), s.fail)
+	if err != nil {
+		upstream.Close()
+		return nil, err
+	}
+	s.client = s.newClient(s.relay.addr())
+	return s, nil
+}
+
+// dialServer opens the TCP connection to the server, with TLS when the
+// config sets tls.
+func (l *Listener) dialServer(ctx context.Context) (net.Conn, error) {
+	dialer := &net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}
+	var conn net.Conn
+	var err error
+	if l.tls {
+		host, _, _ := net.SplitHostPort(l.server)
+		tlsDialer := &tls.Dialer{
+			NetDialer: dialer,
+			Config:    &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12, RootCAs: l.rootCAs},
+		}
+		conn, err = tlsDialer.DialContext(ctx, "tcp", l.server)
+	} else {
+		conn, err = dialer.DialContext(ctx, "tcp", l.server)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", l.server, err)
+	}
+	return conn, nil
+}
+
+func (l *Listener) idleTimeout() time.Duration {
+	if l.IdleTimeout <= 0 {
+		return DefaultIdleTimeout
+	}
+	return l.IdleTimeout
+}
+
+// newClient returns a client that connects to addr, the relay, and joins
+// the configured channels once the server welcomes it.
+func (s *session) newClient(addr string) *irc.Client {
+	l := s.listener
+	var client *irc.Client
+	if l.anonymous() {
+		client = irc.NewAnonymousClient()
+	} else {
+		client = irc.NewClient(l.username, l.password())
+	}
+	client.IrcAddress = addr
+	client.TLS = false
+	client.SendPings = true
+	client.IdlePingInterval = l.idleTimeout() / 3
+	// A PongTimeout as long as the idle timeout lets the relay notice a
+	// stall first, so Run can report it as one. A comment in NewClient
+	// requires IdlePingInterval > PongTimeout, but startPinger in
+	// client.go waits for the two one after the other and works either
+	// way.
+	client.PongTimeout = l.idleTimeout()
+	client.SetJoinRateLimiter(newJoinLimiter(l.JoinLimit, l.JoinWindow, s.stop))
+	// Join before Connect only records the channels, and initialJoins
+	// sends them after the 001 welcome of the connection.
+	client.Join(l.channels...)
+
+	client.OnConnect(s.onConnect)
+	client.OnPrivateMessage(s.onPrivateMessage)
+	client.OnUserNoticeMessage(s.onUserNotice)
+	client.OnNoticeMessage(s.onNotice)
+	client.OnReconnectMessage(s.onReconnect)
+	if l.prepareClient != nil {
+		l.prepareClient(client)
+	}
+	return client
+}
+
+// run serves the session until the connection ends or ctx ends.
+func (s *session) run(ctx context.Context) error {
+	s.relay.start()
+	done := make(chan error, 1)
+	go func() { done <- s.connect() }()
+
+	var err error
+	select {
+	case err = <-done:
+		s.shutdown()
+		s.relay.finish()
+	case <-ctx.Done():
+		s.shutdown()
+		err = s.wait(done)
+	case <-s.stop:
+		err = s.wait(done)
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return s.result(err)
+}
+
+// connect runs the client's Connect and turns a panic in its parser into
+// the session's failure.
+func (s *session) connect() (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			s.log.Error("recovered panic in go-twitch-irc", "err", v, "stack", string(debug.Stack()))
+			err = fmt.Errorf("read from %s: go-twitch-irc panicked on a line from the server: %v", s.listener.server, v)
+			s.fail(err)
+		}
+	}()
+	return s.client.Connect()
+}
+
+// wait waits up to stopGrace for Connect to return after shutdown.
+func (s *session) wait(done <-chan error) error {
+	timer := time.NewTimer(stopGrace)
+	defer timer.Stop()
+	select {
+	case err := <-done:
+		s.relay.finish()
+		return err
+	case <-timer.C:
+		s.log.Warn("go-twitch-irc did not stop; leaving it to finish in the background", "waited", stopGrace)
+		// The relay must keep its port until Connect returns, so that a
+		// late redial cannot reach another process that took the port.
+		go func() {
+			<-done
+			s.relay.finish()
+		}()
+		return fmt.Errorf("stop go-twitch-irc: still running %s after the connection to %s ended", stopGrace, s.listener.server)
+	}
+}
+
+// result returns the error Run reports: the first recorded cause, or
+// else one made from Connect's error.
+func (s *session) result(err error) error {
+	s.mu.Lock()
+	cause := s.cause
+	s.mu.Unlock()
+	switch {
+	case cause != nil:
+		return cause
+	case s.relay.rejectedAny():
+		return fmt.Errorf("connect go-twitch-irc to the relay at %s: another connection reached it first, maybe from another local process", s.relay.addr())
+	case errors.Is(err, irc.ErrLoginAuthenticationFailed):
+		return fmt.Errorf("log in to %s as %s: %w", s.listener.server, s.listener.loginName(), listeners.ErrAuth)
+	case err == nil:
+		return fmt.Errorf("connection to %s ended", s.listener.server)
+	}
+	return fmt.Errorf("connection to %s: %w", s.listener.server, err)
+}
+
+// fail records why the connection ended, unless a reason is already
+// recorded, and shuts the session down.
+func (s *session) fail(err error) {
+	s.mu.Lock()
+	if s.cause == nil {
+		s.cause = err
+	}
+	s.mu.Unlock()
+	s.shutdown()
+}
+
+// shutdown closes the connection so that Connect returns.
+func (s *session) shutdown() {
+	s.stopOnce.Do(func() {
+		close(s.stop)
+		s.relay.close()
+		// Disconnect returns ErrConnectionIsNotOpen before the 001
+		// welcome, so closing the relay ends the connection then.
+		_ = s.client.Disconnect()
+	})
+}
+
+func (s *session) stopping() bool {
+	select {
+	case <-s.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// guard runs a callback's work and turns a panic into the session's
+// failure, because go-twitch-irc runs callbacks on its own goroutines
+// (see the package comment) and does not recover.
+func (s *session) guard(callback string, work func()) {
+	defer func() {
+		if v := recover(); v != nil {
+			s.log.Error("recovered panic in callback", "callback", callback, "err", v, "stack", string(debug.Stack()))
+			s.fail(fmt.Errorf("handle %s from %s: panic: %v", callback, s.listener.server, v))
+		}
+	}()
+	work()
+}
+
+// onConnect runs on go-twitch-irc's reader goroutine after the 001
+// welcome, when the JOIN lines are already queued.
+func (s *session) onConnect() {
+	s.guard("001 welcome", func() {
+		if s.stopping() {
+			return
+		}
+		s.listener.setActive(s, true)
+		s.log.Info("connected", "user", s.listener.loginName(), "channels", len(s.listener.channels))
+		s.host.Ready()
+	})
+}
+
+func (s *session) onPrivateMessage(message irc.PrivateMessage) {
+	s.guard("PRIVMSG", func() {
+		if !s.stopping() {
+			s.host.Deliver(privateMessageEvent(s.listener.name, message))
+		}
+	})
+}
+
+func (s *session) onUserNotice(message irc.UserNoticeMessage) {
+	s.guard("USERNOTICE", func() {
+		if !s.stopping() {
+			s.host.Deliver(userNoticeEvent(s.listener.name, message))
+		}
+	})
+}
+
+func (s *session) onNotice(message irc.NoticeMessage) {
+	s.guard("NOTICE", func() {
+		if message.Channel == "*" && loginFailures[message.Message] {
+			// The relay rejects a redial with a login failure notice,
+			// which is not about the token.
+			if !s.relay.rejectedAny() {
+				s.fail(fmt.Errorf("log in to %s as %s: server sent %q: %w",
+					s.listener.server, s.listener.loginName(), message.Message, listeners.ErrAuth))
+			}
+			return
+		}
+		s.log.Info("server notice", "channel", message.Channel, "msg_id", message.MsgID, "text", message.Message)
+	})
+}
+
+func (s *session) onReconnect(irc.ReconnectMessage) {
+	s.guard("RECONNECT", func() {
+		s.fail(fmt.Errorf("connection to %s ended: the server sent RECONNECT", s.listener.server))
+	})
+}
+
+// loginName returns the username, or "anonymous".
+func (l *Listener) loginName() string {
+	if l.anonymous() {
+		return "anonymous"
+	}
+	return l.username
+}
