@@ -63,6 +63,8 @@ type Runner struct {
 	wg       sync.WaitGroup
 	// poster posts the text of post jobs; nil outside the daemon.
 	poster Poster
+	// observer is told about runs; nil when nothing observes them.
+	observer Observer
 	// killNow is closed by Kill to cut every grace period short.
 	killNow  chan struct{}
 	killOnce sync.Once
@@ -117,6 +119,13 @@ func (r *Runner) Run(ctx context.Context, req Request) (state.Run, error) {
 	if err != nil {
 		return state.Run{}, fmt.Errorf("claim run of %s: %w", job.Name, err)
 	}
+	if r.observer != nil {
+		var lateness time.Duration
+		if !run.Slot.IsZero() {
+			lateness = run.Start.Sub(run.Slot)
+		}
+		r.observer.RunStarted(run, lateness)
+	}
 	return r.finish(r.execBounded(ctx, job, run, req.Output))
 }
 
@@ -159,6 +168,9 @@ func (r *Runner) skipBusy(req Request) (state.Run, error) {
 		return state.Run{}, fmt.Errorf("record skipped run of %s: %w", req.Job, err)
 	}
 	r.log.Warn("run skipped", "job", req.Job, "trigger", req.Trigger, "err", run.Error)
+	if r.observer != nil {
+		r.observer.RunFinished(run)
+	}
 	return run, nil
 }
 
@@ -224,6 +236,9 @@ func (r *Runner) finish(run state.Run) (state.Run, error) {
 		r.log.Warn("run interrupted", append(attrs, "err", run.Error)...)
 	default:
 		r.log.Error("run failed", append(attrs, "err", run.Error)...)
+	}
+	if r.observer != nil {
+		r.observer.RunFinished(run)
 	}
 	if err := r.store.Finish(run); err != nil {
 		r.log.Error("record run result failed", "job", run.Job, "run", run.ID, "err", err)
