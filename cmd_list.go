@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -20,11 +21,7 @@ func cmdList(args []string, stdout, stderr io.Writer) int {
 	if code := parseFlags(fs, args); code >= 0 {
 		return code
 	}
-	cfg, ok := loadConfig(*configPath, stderr)
-	if !ok {
-		return exitFailure
-	}
-	status, err := currentStatus(cfg, stderr)
+	status, err := statusFor(*configPath, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "agent-runner: %v\n", err)
 		return exitFailure
@@ -45,6 +42,26 @@ func cmdList(args []string, stdout, stderr io.Writer) int {
 		printListeners(stdout, status.Listeners, now)
 	}
 	return exitOK
+}
+
+// statusFor returns the status for the config at path. A file with
+// problems is reported, and the daemon, which keeps running the last
+// valid config, is still asked.
+func statusFor(path string, stderr io.Writer) (control.Status, error) {
+	cfg, ok := loadConfig(path, stderr)
+	if ok {
+		return currentStatus(cfg, stderr)
+	}
+	socket, err := config.LocateSocket(path)
+	if err != nil {
+		return control.Status{}, err
+	}
+	status, err := control.GetStatus(socket)
+	if err != nil {
+		return control.Status{}, errors.New("the config has problems and no daemon answers; fix the config first")
+	}
+	fmt.Fprintln(stderr, "agent-runner: the daemon keeps running its last valid config; showing its status")
+	return status, nil
 }
 
 // currentStatus asks the daemon when one answers, and reads the config

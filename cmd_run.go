@@ -34,12 +34,28 @@ func cmdRun(args []string, stderr io.Writer) int {
 	}
 
 	ctx, force := handleSignals(log)
-	err = daemon.Run(ctx, daemon.Options{Config: cfg, Log: log, Version: version, Force: force})
+	err = daemon.Run(ctx, daemon.Options{Config: cfg, Log: log, Version: version, Force: force, Reload: reloadSignals()})
 	if err != nil {
 		log.Error("agent-runner failed", "err", err)
 		return exitFailure
 	}
 	return exitOK
+}
+
+// reloadSignals turns each SIGHUP into a reload request.
+func reloadSignals() <-chan struct{} {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	reload := make(chan struct{}, 1)
+	go func() {
+		for range hup {
+			select {
+			case reload <- struct{}{}:
+			default: // a reload is already pending
+			}
+		}
+	}()
+	return reload
 }
 
 // handleSignals turns the first SIGTERM or SIGINT into a cancelled context

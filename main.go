@@ -31,6 +31,7 @@ Usage:
   agent-runner list     [--config PATH] [--json]
   agent-runner run-job  [--config PATH] [--wait] NAME
   agent-runner send     [--config PATH] [--to TARGET] LISTENER TEXT...|-
+  agent-runner reload   [--config PATH]
   agent-runner install-unit [--config PATH]
   agent-runner version
 
@@ -60,6 +61,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdRunJob(rest, stdout, stderr)
 	case "send":
 		return cmdSend(rest, stdout, stderr)
+	case "reload":
+		return cmdReload(rest, stdout, stderr)
 	case "install-unit":
 		return cmdInstallUnit(rest, stdout, stderr)
 	case "version", "--version":

@@ -30,6 +30,9 @@ StartLimitIntervalSec=0
 Type=notify
 NotifyAccess=main
 ExecStart={{.Binary}} run --config {{.Config}}
+# SIGHUP re-reads the config; an invalid file is rejected and the running
+# one stays.
+ExecReload=/bin/kill -HUP $MAINPID
 Environment=AGENT_RUNNER_CONFIG={{.Config}}
 WorkingDirectory={{.WorkingDir}}
 {{- if .User}}

@@ -41,6 +41,7 @@ func TestInstallUnitUsesThisConfig(t *testing.T) {
 		"Restart=always",
 		"StartLimitIntervalSec=0",
 		"KillMode=mixed",
+		"ExecReload=/bin/kill -HUP $MAINPID",
 	} {
 		if !strings.Contains(res.stdout, want+"\n") {
 			t.Errorf("unit lacks %q:\n%s", want, res.stdout)

@@ -13,7 +13,10 @@ type Config struct {
 	// Path is the absolute path of the file that was loaded.
 	Path string
 	// Dir is the folder of Path; relative paths in the file resolve here.
-	Dir    string
+	Dir string
+	// Hash is the SHA-256 of the file's bytes in hex, so status can show
+	// which version of the file is loaded.
+	Hash   string
 	Runner Runner
 	// Jobs is sorted by name.
 	Jobs []*Job

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -50,6 +52,8 @@ func Load(path string) (*Config, error) {
 		dir:      filepath.Dir(file),
 	}
 	config := l.decode(values)
+	sum := sha256.Sum256(data)
+	config.Hash = hex.EncodeToString(sum[:])
 	if err := l.err(); err != nil {
 		// Report what would stop the decoded jobs on this machine too, so
 		// one check lists every problem.

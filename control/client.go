@@ -141,3 +141,24 @@ func Send(socket, listener, target, text string) (string, error) {
 	}
 	return msg.Sent.Listener, nil
 }
+
+// Reload asks the daemon at socket to re-read its config and returns what
+// changed. A rejected config returns *ErrorMessage with the problems.
+func Reload(socket string) (string, error) {
+	conn, err := dial(socket)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	if err := send(conn, Request{Op: OpReload}); err != nil {
+		return "", err
+	}
+	msg, err := receive(newScanner(conn))
+	if err != nil {
+		return "", err
+	}
+	if msg.Error != nil {
+		return "", msg.Error
+	}
+	return msg.Reloaded, nil
+}

@@ -4,6 +4,8 @@
 package control
 
 import (
+	"time"
+
 	"github.com/agent-runner/agent-runner/jobs"
 	"github.com/agent-runner/agent-runner/listeners"
 	"github.com/agent-runner/agent-runner/state"
@@ -14,6 +16,7 @@ const (
 	OpRunJob = "run-job"
 	OpStatus = "status"
 	OpSend   = "send"
+	OpReload = "reload"
 )
 
 // Error codes of a Message, so the CLI can choose its exit status without
@@ -21,6 +24,7 @@ const (
 const (
 	CodeUnknownJob = "unknown-job"
 	CodeSendFailed = "send-failed"
+	CodeReload     = "reload-failed"
 	CodeBusy       = "busy"
 	CodeStopping   = "stopping"
 	CodeDenied     = "denied"
@@ -48,14 +52,31 @@ type Message struct {
 	Run    *state.Run `json:"run,omitempty"`
 	Status *Status    `json:"status,omitempty"`
 	// Sent confirms a send request.
-	Sent  *Sent         `json:"sent,omitempty"`
-	Error *ErrorMessage `json:"error,omitempty"`
+	Sent *Sent `json:"sent,omitempty"`
+	// Reloaded describes what a reload changed.
+	Reloaded string        `json:"reloaded,omitempty"`
+	Error    *ErrorMessage `json:"error,omitempty"`
 }
 
 // Status is every job's and listener's state, as list and status show it.
 type Status struct {
+	// Daemon is nil when no daemon runs and the CLI read the store.
+	Daemon    *DaemonInfo        `json:"daemon,omitempty"`
 	Jobs      []jobs.JobStatus   `json:"jobs"`
 	Listeners []listeners.Health `json:"listeners"`
+}
+
+// DaemonInfo describes the running daemon and the config it loaded.
+type DaemonInfo struct {
+	Version    string    `json:"version"`
+	StartedAt  time.Time `json:"started_at"`
+	Config     string    `json:"config"`
+	ConfigHash string    `json:"config_hash"`
+	LoadedAt   time.Time `json:"loaded_at"`
+	// ReloadError is why the last reload was rejected, or "" when it
+	// succeeded or none was tried.
+	ReloadError    string    `json:"reload_error,omitempty"`
+	ReloadFailedAt time.Time `json:"reload_failed_at,omitzero"`
 }
 
 // Sent confirms which listener posted a send request.

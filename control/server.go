@@ -33,6 +33,8 @@ type Handler interface {
 	// Send posts text through a live listener, named or given by kind,
 	// and returns the listener's name.
 	Send(ctx context.Context, listener, target, text string) (string, error)
+	// Reload re-reads the config and returns what changed.
+	Reload() (string, error)
 }
 
 // Server serves the control socket.
@@ -160,6 +162,13 @@ func (s *Server) serveConn(conn *net.UnixConn) {
 		s.status(out)
 	case OpSend:
 		s.send(out, req)
+	case OpReload:
+		summary, err := s.handler.Reload()
+		if err != nil {
+			out.send(Message{Error: &ErrorMessage{Code: CodeReload, Message: err.Error()}})
+			return
+		}
+		out.send(Message{Reloaded: summary})
 	default:
 		out.send(Message{Error: &ErrorMessage{Code: CodeBadRequest, Message: fmt.Sprintf("unknown operation %q", req.Op)}})
 	}

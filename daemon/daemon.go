@@ -34,6 +34,8 @@ type Options struct {
 	// Force, when closed, stops running jobs at once instead of waiting
 	// out shutdown_timeout, as a second SIGTERM asks.
 	Force <-chan struct{}
+	// Reload receives a value for each SIGHUP: re-read the config file.
+	Reload <-chan struct{}
 }
 
 // Run runs the daemon until ctx ends, then stops scheduling, stops the
@@ -44,7 +46,7 @@ func Run(ctx context.Context, opts Options) error {
 		opts.Clock = clockwork.NewRealClock()
 	}
 	log.Info("agent-runner starting", "version", opts.Version, "config", cfg.Path,
-		"state_dir", cfg.Runner.StateDir, "jobs", len(cfg.Jobs))
+		"state_dir", cfg.Runner.StateDir, "jobs", len(cfg.Jobs), "listeners", len(cfg.Listeners))
 
 	store, err := openStore(cfg, log, opts.Clock.Now())
 	if err != nil {
@@ -58,11 +60,7 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	defer reaper.Close()
 
-	for _, job := range cfg.Jobs {
-		if job.Problem != nil {
-			log.Error("job cannot run as configured", "job", job.Name, "err", job.Problem)
-		}
-	}
+	logJobProblems(cfg, log)
 	runner := jobs.NewRunner(cfg, store, reaper, log, opts.Clock.Now)
 	sched, err := jobs.NewScheduler(cfg, runner, store, opts.Clock, log)
 	if err != nil {
@@ -71,7 +69,7 @@ func Run(ctx context.Context, opts Options) error {
 	set := newListenerSet(cfg, store, reaper, log)
 	defer set.close(log)
 	runner.SetPoster(set)
-	h := handler{cfg, runner, sched, set}
+	h := newHandler(cfg, opts.Version, runner, sched, set, store, reaper, log)
 	srv, err := control.Listen(cfg.Runner.Socket, cfg.Runner.SocketGroup, h, log)
 	if err != nil {
 		_ = sched.Stop()
@@ -82,6 +80,7 @@ func Run(ctx context.Context, opts Options) error {
 	addContext(&group, ctx)
 	addScheduler(&group, cfg, sched, runner, log, opts.Force)
 	set.add(&group)
+	addReloader(&group, h, opts.Reload)
 	addWatchdog(&group, sched, h, log)
 	group.Add(srv.Serve, func(error) {
 		log.Info("closing control socket")
@@ -93,6 +92,29 @@ func Run(ctx context.Context, opts Options) error {
 		return nil
 	}
 	return err
+}
+
+func logJobProblems(cfg *config.Config, log *slog.Logger) {
+	for _, job := range cfg.Jobs {
+		if job.Problem != nil {
+			log.Error("job cannot run as configured", "job", job.Name, "err", job.Problem)
+		}
+	}
+}
+
+// addReloader adds the actor that reloads the config on each signal.
+func addReloader(group *run.Group, h *handler, signals <-chan struct{}) {
+	ctx, cancel := context.WithCancel(context.Background())
+	group.Add(func() error {
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-signals:
+				_, _ = h.Reload()
+			}
+		}
+	}, func(error) { cancel() })
 }
 
 var errStopRequested = errors.New("stop requested")
@@ -170,33 +192,4 @@ func openStore(cfg *config.Config, log *slog.Logger, now time.Time) (*state.Stor
 // StorePath returns the path of the store file in the state folder.
 func StorePath(cfg *config.Config) string {
 	return filepath.Join(cfg.Runner.StateDir, "state.db")
-}
-
-// handler serves control requests from the running daemon.
-type handler struct {
-	cfg       *config.Config
-	runner    *jobs.Runner
-	sched     *jobs.Scheduler
-	listeners *listenerSet
-}
-
-func (h handler) RunJob(ctx context.Context, req jobs.Request) (state.Run, error) {
-	if next, ok := h.sched.Next(req.Job); ok {
-		// A manual run never moves the schedule; it records the same next
-		// slot the scheduler holds.
-		req.Next = next
-	}
-	return h.runner.Run(ctx, req)
-}
-
-func (h handler) Send(ctx context.Context, listener, target, text string) (string, error) {
-	return h.listeners.send(ctx, listener, target, text)
-}
-
-func (h handler) Status() (control.Status, error) {
-	statuses, err := h.sched.Status(h.cfg)
-	if err != nil {
-		return control.Status{}, err
-	}
-	return control.Status{Jobs: statuses, Listeners: h.listeners.health()}, nil
 }

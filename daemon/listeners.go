@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"strings"
+	"sync"
 
 	"github.com/oklog/run"
 
@@ -12,47 +14,76 @@ import (
 	"github.com/agent-runner/agent-runner/listeners"
 	"github.com/agent-runner/agent-runner/listeners/bluesky"
 	"github.com/agent-runner/agent-runner/listeners/discord"
-	"github.com/agent-runner/agent-runner/listeners/twitch"
 	execlistener "github.com/agent-runner/agent-runner/listeners/exec"
+	"github.com/agent-runner/agent-runner/listeners/twitch"
 	"github.com/agent-runner/agent-runner/process"
 	"github.com/agent-runner/agent-runner/state"
 )
 
 // listenerSet is every configured listener: supervisors for the ones that
 // run, and fixed health for the disabled and the broken.
+//
+// An oklog/run group cannot gain actors once it runs, so the listeners of
+// the first config get an actor each, and listeners added by a reload run
+// in one pool actor that can start supervisors later. A removed listener
+// with its own actor is retired: it stops, and its actor idles until
+// shutdown.
 type listenerSet struct {
+	cfg  *config.Config
+	pool *pool
+
+	mu          sync.Mutex
 	supervisors map[string]*listeners.Supervisor
-	routers     []*listeners.Router
+	configs     map[string]*config.Listener
+	routers     map[string]*listeners.Router
 	fixed       map[string]listeners.Health
 	order       []string
+	// retired lists routers and supervisors kept only until shutdown.
+	retired []*listeners.Router
 }
 
 // newListenerSet builds a supervisor per enabled listener. A listener
 // that cannot be built is shown as failed, and the others still run.
 func newListenerSet(cfg *config.Config, store *state.Store, reaper *process.Reaper, log *slog.Logger) *listenerSet {
-	set := &listenerSet{supervisors: map[string]*listeners.Supervisor{}, fixed: map[string]listeners.Health{}}
+	set := &listenerSet{
+		cfg:         cfg,
+		pool:        newPool(),
+		supervisors: map[string]*listeners.Supervisor{},
+		configs:     map[string]*config.Listener{},
+		routers:     map[string]*listeners.Router{},
+		fixed:       map[string]listeners.Health{},
+	}
 	for _, lc := range cfg.Listeners {
 		set.order = append(set.order, lc.Name)
-		health := listeners.Health{Name: lc.Name, Kind: lc.Kind}
-		if !lc.Enabled {
-			health.State, health.LastError = listeners.StateDisabled, lc.DisabledReason
+		set.configs[lc.Name] = lc
+		sup, router, health := build(cfg, lc, store, reaper, log)
+		if sup == nil {
 			set.fixed[lc.Name] = health
 			continue
 		}
-		sup, router, err := newSupervisor(cfg, lc, store, reaper, log)
-		if err != nil {
-			log.Error("listener cannot run as configured", "listener", lc.Name, "err", err)
-			health.State, health.LastError = listeners.StateFailed, err.Error()
-			set.fixed[lc.Name] = health
-			continue
-		}
-		set.supervisors[lc.Name] = sup
-		set.routers = append(set.routers, router)
+		set.supervisors[lc.Name], set.routers[lc.Name] = sup, router
 	}
 	return set
 }
 
-func newSupervisor(cfg *config.Config, lc *config.Listener, store *state.Store, reaper *process.Reaper, log *slog.Logger) (*listeners.Supervisor, *listeners.Router, error) {
+// build returns a supervisor for lc, or the health to show when lc is
+// disabled or cannot run.
+func build(cfg *config.Config, lc *config.Listener, store *state.Store, reaper *process.Reaper, log *slog.Logger) (*listeners.Supervisor, *listeners.Router, listeners.Health) {
+	health := listeners.Health{Name: lc.Name, Kind: lc.Kind}
+	if !lc.Enabled {
+		health.State, health.LastError = listeners.StateDisabled, lc.DisabledReason
+		return nil, nil, health
+	}
+	l, router, err := newListenerWithRouter(cfg, lc, reaper, log)
+	if err != nil {
+		log.Error("listener cannot run as configured", "listener", lc.Name, "err", err)
+		health.State, health.LastError = listeners.StateFailed, err.Error()
+		return nil, nil, health
+	}
+	return listeners.NewSupervisor(lc.Name, lc.Kind, l, router, store.Listener(lc.Name), log), router, health
+}
+
+func newListenerWithRouter(cfg *config.Config, lc *config.Listener, reaper *process.Reaper, log *slog.Logger) (listeners.Listener, *listeners.Router, error) {
 	if lc.Problem != nil {
 		return nil, nil, lc.Problem
 	}
@@ -68,8 +99,7 @@ func newSupervisor(cfg *config.Config, lc *config.Listener, store *state.Store, 
 	}
 	replier, _ := l.(listeners.Replier)
 	hooks := listeners.NewHookRunner(lc, reaper, cfg.Runner.Path, cfg.Runner.KillGrace, log)
-	router := listeners.NewRouter(lc, hooks, journal, replier, log)
-	return listeners.NewSupervisor(lc.Name, lc.Kind, l, router, store.Listener(lc.Name), log), router, nil
+	return l, listeners.NewRouter(lc, hooks, journal, replier, log), nil
 }
 
 // newListener builds the listener of one kind.
@@ -88,9 +118,11 @@ func newListener(cfg *config.Config, lc *config.Listener, reaper *process.Reaper
 	}
 }
 
-// add adds one run-group actor per supervisor. A supervisor returns only
-// when its interrupt cancels it.
+// add adds one run-group actor per supervisor of the first config, and
+// the pool actor for listeners that reloads add.
 func (set *listenerSet) add(group *run.Group) {
+	set.mu.Lock()
+	defer set.mu.Unlock()
 	for _, name := range set.order {
 		sup, ok := set.supervisors[name]
 		if !ok {
@@ -99,11 +131,108 @@ func (set *listenerSet) add(group *run.Group) {
 		ctx, cancel := context.WithCancel(context.Background())
 		group.Add(func() error { return sup.Run(ctx) }, func(error) { cancel() })
 	}
+	group.Add(set.pool.run, func(error) { set.pool.stop() })
+}
+
+// apply brings the listeners in line with a reloaded config. A listener
+// whose config is unchanged keeps its connection; a changed one restarts
+// with the new config; an added one starts in the pool; a removed one
+// stops. It returns a one-line count of the changes.
+func (set *listenerSet) apply(cfg *config.Config, store *state.Store, reaper *process.Reaper, log *slog.Logger) string {
+	set.mu.Lock()
+	defer set.mu.Unlock()
+	added, removed, changed := 0, 0, 0
+	wanted := make(map[string]bool)
+	var order []string
+	for _, lc := range cfg.Listeners {
+		wanted[lc.Name] = true
+		order = append(order, lc.Name)
+		old, existed := set.configs[lc.Name]
+		switch {
+		case !existed:
+			added++
+		case sameListener(old, lc):
+			continue
+		default:
+			changed++
+		}
+		set.configs[lc.Name] = lc
+		set.replace(cfg, lc, store, reaper, log)
+	}
+	for _, name := range set.order {
+		if !wanted[name] {
+			removed++
+			set.remove(name)
+		}
+	}
+	set.order, set.cfg = order, cfg
+	return fmt.Sprintf("listeners: %d added, %d removed, %d changed", added, removed, changed)
+}
+
+// replace installs the listener of lc, reusing the existing supervisor
+// when there is one. The caller holds mu.
+func (set *listenerSet) replace(cfg *config.Config, lc *config.Listener, store *state.Store, reaper *process.Reaper, log *slog.Logger) {
+	delete(set.fixed, lc.Name)
+	sup, router, health := build(cfg, lc, store, reaper, log)
+	existing, running := set.supervisors[lc.Name]
+	switch {
+	case sup == nil && running:
+		existing.Retire()
+		set.retireRouter(lc.Name)
+		delete(set.supervisors, lc.Name)
+		set.fixed[lc.Name] = health
+	case sup == nil:
+		set.fixed[lc.Name] = health
+	case running:
+		l := sup.Listener()
+		old := existing.Replace(l, router)
+		set.retired = append(set.retired, old)
+		set.routers[lc.Name] = router
+		log.Info("listener restarting with its changed config", "listener", lc.Name)
+	default:
+		set.supervisors[lc.Name], set.routers[lc.Name] = sup, router
+		set.pool.start(sup)
+		log.Info("listener added", "listener", lc.Name)
+	}
+}
+
+// remove stops a listener the reloaded config no longer has. The caller
+// holds mu.
+func (set *listenerSet) remove(name string) {
+	if sup, ok := set.supervisors[name]; ok {
+		sup.Retire()
+		set.retireRouter(name)
+	}
+	delete(set.supervisors, name)
+	delete(set.fixed, name)
+	delete(set.configs, name)
+}
+
+func (set *listenerSet) retireRouter(name string) {
+	if router, ok := set.routers[name]; ok {
+		set.retired = append(set.retired, router)
+		delete(set.routers, name)
+	}
+}
+
+// sameListener compares two versions of a listener's config, ignoring
+// where it sits in the file. Secrets compare by value through their
+// pointers.
+func sameListener(a, b *config.Listener) bool {
+	x, y := *a, *b
+	x.Line, y.Line = 0, 0
+	return reflect.DeepEqual(x, y)
 }
 
 // close stops the hook workers and closes the event logs.
 func (set *listenerSet) close(log *slog.Logger) {
+	set.mu.Lock()
+	defer set.mu.Unlock()
+	routers := append([]*listeners.Router(nil), set.retired...)
 	for _, router := range set.routers {
+		routers = append(routers, router)
+	}
+	for _, router := range routers {
 		if err := router.Close(); err != nil {
 			log.Error("close listener router failed", "err", err)
 		}
@@ -133,6 +262,8 @@ func (set *listenerSet) send(ctx context.Context, nameOrKind, target, text strin
 }
 
 func (set *listenerSet) find(nameOrKind string) (*listeners.Supervisor, string, error) {
+	set.mu.Lock()
+	defer set.mu.Unlock()
 	if sup, ok := set.supervisors[nameOrKind]; ok {
 		return sup, nameOrKind, nil
 	}
@@ -141,7 +272,7 @@ func (set *listenerSet) find(nameOrKind string) (*listeners.Supervisor, string, 
 	}
 	var matches []string
 	for _, name := range set.order {
-		if sup, ok := set.supervisors[name]; ok && sup.Health().Kind == nameOrKind {
+		if lc, ok := set.configs[name]; ok && lc.Kind == nameOrKind && set.supervisors[name] != nil {
 			matches = append(matches, name)
 		}
 	}
@@ -157,6 +288,8 @@ func (set *listenerSet) find(nameOrKind string) (*listeners.Supervisor, string, 
 
 // health returns every listener's health in config order.
 func (set *listenerSet) health() []listeners.Health {
+	set.mu.Lock()
+	defer set.mu.Unlock()
 	out := make([]listeners.Health, 0, len(set.order))
 	for _, name := range set.order {
 		if sup, ok := set.supervisors[name]; ok {
@@ -167,3 +300,33 @@ func (set *listenerSet) health() []listeners.Health {
 	}
 	return out
 }
+
+// pool runs supervisors that were added after the run group started.
+type pool struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+func newPool() *pool {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &pool{ctx: ctx, cancel: cancel}
+}
+
+func (p *pool) start(sup *listeners.Supervisor) {
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		_ = sup.Run(p.ctx)
+	}()
+}
+
+// run is the pool's actor: it returns once stop was called and every
+// supervisor it started has returned.
+func (p *pool) run() error {
+	<-p.ctx.Done()
+	p.wg.Wait()
+	return nil
+}
+
+func (p *pool) stop() { p.cancel() }

@@ -30,7 +30,7 @@ const pingTimeout = 5 * time.Second
 // the unit's WatchdogSec sets, but only while the scheduler answers, so
 // that systemd restarts a daemon whose scheduler is stuck. It also keeps
 // STATUS= current. Without WatchdogSec it only updates STATUS=.
-func addWatchdog(group *run.Group, sched *jobs.Scheduler, h handler, log *slog.Logger) {
+func addWatchdog(group *run.Group, sched *jobs.Scheduler, h *handler, log *slog.Logger) {
 	interval, err := sd.SdWatchdogEnabled(false)
 	if err != nil {
 		log.Warn("read watchdog interval failed", "err", err)
@@ -62,7 +62,7 @@ func addWatchdog(group *run.Group, sched *jobs.Scheduler, h handler, log *slog.L
 }
 
 // summary is the one-line state shown in systemctl status.
-func summary(h handler) string {
+func summary(h *handler) string {
 	status, err := h.Status()
 	if err != nil {
 		return "status unavailable: " + err.Error()

@@ -74,7 +74,8 @@ func (r *Runner) runCommand(ctx context.Context, job *config.Job, run state.Run,
 
 // commandSpec describes argv run for one run of job.
 func (r *Runner) commandSpec(job *config.Job, argv []string, run state.Run) (process.Spec, error) {
-	jobDir := filepath.Join(r.settings.StateDir, "jobs", job.Name)
+	settings := r.currentSettings()
+	jobDir := filepath.Join(settings.StateDir, "jobs", job.Name)
 	if err := os.MkdirAll(jobDir, 0o700); err != nil {
 		return process.Spec{}, fmt.Errorf("create job folder: %w", err)
 	}
@@ -89,7 +90,7 @@ func (r *Runner) commandSpec(job *config.Job, argv []string, run state.Run) (pro
 		vars = append(vars, envSlot+"="+run.Slot.UTC().Format(time.RFC3339))
 	}
 	env, err := process.Environment(process.Settings{
-		Path:       r.settings.Path,
+		Path:       settings.Path,
 		WorkingDir: job.WorkingDir,
 		Env:        job.Env,
 		EnvFile:    job.EnvFile,
@@ -108,7 +109,7 @@ func (r *Runner) commandSpec(job *config.Job, argv []string, run state.Run) (pro
 		Dir:    job.WorkingDir,
 		Env:    env,
 		Marker: marker,
-		Grace:  r.settings.KillGrace,
+		Grace:  settings.KillGrace,
 		Kill:   r.killNow,
 	}, nil
 }

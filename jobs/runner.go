@@ -184,7 +184,7 @@ func (r *Runner) execBounded(ctx context.Context, job *config.Job, run state.Run
 	defer cancel(nil)
 	if job.Timeout > 0 {
 		var stop context.CancelFunc
-		cause := &stopCause{result: state.ResultTimeout, reason: fmt.Sprintf("timed out after %s", job.Timeout), grace: r.settings.KillGrace}
+		cause := &stopCause{result: state.ResultTimeout, reason: fmt.Sprintf("timed out after %s", job.Timeout), grace: r.currentSettings().KillGrace}
 		ctx, stop = context.WithTimeoutCause(ctx, job.Timeout, cause)
 		defer stop()
 	}
@@ -259,6 +259,29 @@ func (r *Runner) untrack(name string) {
 	r.mu.Unlock()
 }
 
+// SetJobs replaces the runner's jobs and settings after a reload. A run
+// already going keeps the job it started with; the next run of each job
+// uses the new settings. The state folder cannot change while the daemon
+// runs, so it is kept.
+func (r *Runner) SetJobs(cfg *config.Config) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	jobs := make(map[string]*config.Job, len(cfg.Jobs))
+	for _, job := range cfg.Jobs {
+		jobs[job.Name] = job
+	}
+	stateDir := r.settings.StateDir
+	r.jobs, r.settings = jobs, cfg.Runner
+	r.settings.StateDir = stateDir
+}
+
+// currentSettings returns the runner settings, which a reload may change.
+func (r *Runner) currentSettings() config.Runner {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.settings
+}
+
 // Running returns the names of the jobs running now, sorted.
 func (r *Runner) Running() []string {
 	r.mu.Lock()
@@ -301,7 +324,7 @@ func (r *Runner) Kill() {
 // folder, so runs of one job never overlap, whether the daemon or a CLI
 // started them. With wait it polls until the lock is free or ctx ends.
 func (r *Runner) lockJob(ctx context.Context, name string, wait bool) (*os.File, error) {
-	path := lockPath(r.settings.StateDir, name)
+	path := lockPath(r.currentSettings().StateDir, name)
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("create lock folder: %w", err)
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/go-co-op/gocron/v2"
+	"github.com/google/uuid"
 	"github.com/jonboulle/clockwork"
 
 	"github.com/agent-runner/agent-runner/config"
@@ -53,6 +54,8 @@ type entry struct {
 	job   *config.Job
 	sched schedule.Schedule
 	next  time.Time
+	// id is the job's ID in gocron, for removal on reload.
+	id uuid.UUID
 }
 
 // NewScheduler builds a scheduler for the enabled jobs of cfg.
@@ -105,9 +108,7 @@ func (s *Scheduler) add(job *config.Job) error {
 		return fmt.Errorf("schedule job %s: %w", job.Name, err)
 	}
 	e := &entry{job: job, sched: sched, next: sched.Next(position(st))}
-	s.entries[job.Name] = e
-
-	_, err = s.cron.NewJob(
+	registered, err := s.cron.NewJob(
 		gocron.CronJob(job.Name, false),
 		gocron.NewTask(func() { s.fire(job.Name, state.TriggerSchedule) }),
 		gocron.WithName(job.Name),
@@ -116,7 +117,50 @@ func (s *Scheduler) add(job *config.Job) error {
 	if err != nil {
 		return fmt.Errorf("register job %s with gocron: %w", job.Name, err)
 	}
+	e.id = registered.ID()
+	s.entries[job.Name] = e
 	return nil
+}
+
+// Apply brings the scheduler in line with a reloaded config. Added jobs
+// start counting from now, removed ones stop being scheduled (a running
+// run finishes), jobs whose schedule changed are timed afresh from their
+// stored position, and the others only take the new settings for their
+// next run. Every job keeps its position in the store, so catch-up state
+// survives. It returns the first error but applies every job it can.
+func (s *Scheduler) Apply(cfg *config.Config) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	wanted := make(map[string]*config.Job)
+	for _, job := range cfg.Jobs {
+		if job.Enabled {
+			wanted[job.Name] = job
+		}
+	}
+	var errs []error
+	for name, e := range s.entries {
+		if job, keep := wanted[name]; keep && sameSchedule(e.job, job) {
+			e.job = job
+			continue
+		}
+		if err := s.cron.RemoveJob(e.id); err != nil {
+			errs = append(errs, fmt.Errorf("remove job %s from gocron: %w", name, err))
+		}
+		delete(s.entries, name)
+	}
+	for name, job := range wanted {
+		if _, ok := s.entries[name]; ok {
+			continue
+		}
+		if err := s.add(job); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func sameSchedule(a, b *config.Job) bool {
+	return a.Cron == b.Cron && a.Every == b.Every && a.Location.String() == b.Location.String()
 }
 
 // position returns the instant after which a job's unclaimed slots

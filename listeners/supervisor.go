@@ -68,14 +68,19 @@ type Health struct {
 // returns before its context ends, so one broken listener cannot stop
 // the rest of the run group.
 type Supervisor struct {
+	kv      KV
+	log     *slog.Logger
+	backoff Backoff
+
+	mu       sync.Mutex
+	health   Health
 	listener Listener
 	router   *Router
-	kv       KV
-	log      *slog.Logger
-	backoff  Backoff
-
-	mu     sync.Mutex
-	health Health
+	// stopAttempt ends the running attempt, so a replaced listener
+	// restarts at once and a retired one stops.
+	stopAttempt context.CancelFunc
+	replaced    bool
+	retired     bool
 }
 
 // NewSupervisor returns a supervisor for listener; events go to router and
@@ -96,12 +101,21 @@ func NewSupervisor(name, kind string, listener Listener, router *Router, kv KV, 
 func (s *Supervisor) Run(ctx context.Context) error {
 	failures := 0
 	for {
+		if s.isRetired() {
+			s.setState(StateStopped, nil)
+			<-ctx.Done()
+			return nil
+		}
 		s.setState(StateStarting, nil)
 		started := time.Now()
-		err := s.runOnce(ctx)
+		err := s.runAttempt(ctx)
 		if ctx.Err() != nil {
 			s.setState(StateStopped, nil)
 			return nil
+		}
+		if s.takeReplaced() {
+			failures = 0
+			continue
 		}
 		if err == nil {
 			err = errors.New("listener returned without an error")
@@ -128,15 +142,64 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}
 }
 
-// runOnce runs the listener once and turns a panic into an error.
-func (s *Supervisor) runOnce(ctx context.Context) (err error) {
+// runAttempt runs the current listener once, in a context that Replace
+// and Retire can end, and turns a panic into an error.
+func (s *Supervisor) runAttempt(ctx context.Context) (err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s.mu.Lock()
+	s.stopAttempt = cancel
+	listener, router := s.listener, s.router
+	s.mu.Unlock()
 	defer func() {
 		if v := recover(); v != nil {
 			s.log.Error("listener panicked", "err", v, "stack", string(debug.Stack()))
 			err = fmt.Errorf("panic: %v", v)
 		}
 	}()
-	return s.listener.Run(ctx, host{s})
+	return listener.Run(ctx, host{s, router})
+}
+
+// Replace swaps in a listener built from a changed config. The running
+// connection closes and the new listener starts at once, without
+// backoff. It returns the router the old listener used, for the caller
+// to close once the old connection is gone.
+func (s *Supervisor) Replace(listener Listener, router *Router) *Router {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := s.router
+	s.listener, s.router, s.replaced = listener, router, true
+	if s.stopAttempt != nil {
+		s.stopAttempt()
+	}
+	return old
+}
+
+// Retire stops the listener for good while the supervisor's run-group
+// actor, which cannot leave the group, idles until shutdown.
+func (s *Supervisor) Retire() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.retired = true
+	if s.stopAttempt != nil {
+		s.stopAttempt()
+	}
+}
+
+func (s *Supervisor) isRetired() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.retired
+}
+
+// takeReplaced reports whether the last attempt ended because of Replace
+// or Retire, and clears the replaced mark.
+func (s *Supervisor) takeReplaced() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	replaced := s.replaced || s.retired
+	s.replaced = false
+	return replaced
 }
 
 // connectedSince returns how long the listener has been running in the
@@ -163,26 +226,33 @@ func (s *Supervisor) setState(state string, err error) {
 // Health returns the listener's health with the router's counters.
 func (s *Supervisor) Health() Health {
 	s.mu.Lock()
-	h := s.health
+	h, router := s.health, s.router
 	s.mu.Unlock()
-	h.Handled, h.Dropped, h.LastEvent = s.router.counts()
+	h.Handled, h.Dropped, h.LastEvent = router.counts()
 	return h
 }
 
 // Listener returns the listener the supervisor runs, for replies and
 // sends.
-func (s *Supervisor) Listener() Listener { return s.listener }
+func (s *Supervisor) Listener() Listener {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.listener
+}
 
-// host is the Host a supervisor gives its listener.
-type host struct{ s *Supervisor }
+// host is the Host a supervisor gives one attempt of its listener.
+type host struct {
+	s      *Supervisor
+	router *Router
+}
 
 func (h host) Ready() {
 	h.s.setState(StateRunning, nil)
-	h.s.router.connected(time.Now())
+	h.router.connected(time.Now())
 	h.s.log.Info("listener connected")
 }
 
-func (h host) Deliver(ev Event) { h.s.router.Deliver(ev) }
+func (h host) Deliver(ev Event) { h.router.Deliver(ev) }
 
 func (h host) Log() *slog.Logger { return h.s.log }
 

@@ -154,3 +154,53 @@ func TestBackoffDoublesToMax(t *testing.T) {
 		}
 	}
 }
+
+func TestSupervisorReplaceRestartsAtOnce(t *testing.T) {
+	first := &fakeListener{RunFunc: func(ctx context.Context, host Host, call int) error {
+		host.Ready()
+		<-ctx.Done()
+		return nil
+	}}
+	second := &fakeListener{RunFunc: func(ctx context.Context, host Host, call int) error {
+		host.Ready()
+		<-ctx.Done()
+		return nil
+	}}
+	s := newTestSupervisor(first)
+	s.backoff = Backoff{Initial: time.Hour, Max: time.Hour, Stable: time.Hour}
+	replaced := false
+	runFor(t, s, func() bool {
+		if !replaced && s.Health().State == StateRunning {
+			cfg := &config.Listener{Name: "test", Kind: "exec", HookQueue: 1}
+			s.Replace(second, NewRouter(cfg, nil, nil, nil, quietLog))
+			replaced = true
+		}
+		return second.calls.Load() == 1 && s.Health().State == StateRunning
+	})
+	if first.calls.Load() != 1 {
+		t.Errorf("first listener ran %d times, want 1", first.calls.Load())
+	}
+	if s.Health().Restarts != 0 {
+		t.Errorf("restarts = %d: a replacement is not a failure", s.Health().Restarts)
+	}
+}
+
+func TestSupervisorRetireIdlesUntilShutdown(t *testing.T) {
+	l := &fakeListener{RunFunc: func(ctx context.Context, host Host, call int) error {
+		host.Ready()
+		<-ctx.Done()
+		return nil
+	}}
+	s := newTestSupervisor(l)
+	retired := false
+	runFor(t, s, func() bool {
+		if !retired && s.Health().State == StateRunning {
+			s.Retire()
+			retired = true
+		}
+		return retired && s.Health().State == StateStopped
+	})
+	if l.calls.Load() != 1 {
+		t.Errorf("a retired listener ran %d times, want 1", l.calls.Load())
+	}
+}

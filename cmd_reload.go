@@ -1,0 +1,30 @@
+package main
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/agent-runner/agent-runner/config"
+	"github.com/agent-runner/agent-runner/control"
+)
+
+func cmdReload(args []string, stdout, stderr io.Writer) int {
+	fs, configPath := newFlags("reload", "reload [--config PATH]", stderr)
+	if code := parseFlags(fs, args); code >= 0 {
+		return code
+	}
+	// The daemon loads the file itself and rejects it when it is invalid;
+	// this only needs the socket, which an invalid file may still name.
+	socket, err := config.LocateSocket(*configPath)
+	if err != nil {
+		fmt.Fprintf(stderr, "agent-runner: %v\n", err)
+		return exitFailure
+	}
+	summary, err := control.Reload(socket)
+	if err != nil {
+		fmt.Fprintf(stderr, "agent-runner: %v\n", err)
+		return exitFailure
+	}
+	fmt.Fprintf(stdout, "reloaded %s: %s\n", *configPath, summary)
+	return exitOK
+}

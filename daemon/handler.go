@@ -1,0 +1,170 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/agent-runner/agent-runner/config"
+	"github.com/agent-runner/agent-runner/control"
+	"github.com/agent-runner/agent-runner/jobs"
+	"github.com/agent-runner/agent-runner/process"
+	"github.com/agent-runner/agent-runner/state"
+)
+
+// handler serves control requests and reloads for the running daemon. It
+// owns the loaded config, which a reload replaces.
+type handler struct {
+	runner    *jobs.Runner
+	sched     *jobs.Scheduler
+	listeners *listenerSet
+	store     *state.Store
+	reaper    *process.Reaper
+	log       *slog.Logger
+
+	mu         sync.Mutex
+	cfg        *config.Config
+	info       control.DaemonInfo
+	reloadLock sync.Mutex
+}
+
+func newHandler(cfg *config.Config, version string, runner *jobs.Runner, sched *jobs.Scheduler, set *listenerSet,
+	store *state.Store, reaper *process.Reaper, log *slog.Logger) *handler {
+	return &handler{
+		runner: runner, sched: sched, listeners: set, store: store, reaper: reaper, log: log, cfg: cfg,
+		info: control.DaemonInfo{
+			Version: version, Config: cfg.Path, ConfigHash: cfg.Hash,
+			LoadedAt: time.Now().UTC(), StartedAt: time.Now().UTC(),
+		},
+	}
+}
+
+func (h *handler) config() *config.Config {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.cfg
+}
+
+func (h *handler) RunJob(ctx context.Context, req jobs.Request) (state.Run, error) {
+	if next, ok := h.sched.Next(req.Job); ok {
+		// A manual run never moves the schedule; it records the same next
+		// slot the scheduler holds.
+		req.Next = next
+	}
+	return h.runner.Run(ctx, req)
+}
+
+func (h *handler) Send(ctx context.Context, listener, target, text string) (string, error) {
+	return h.listeners.send(ctx, listener, target, text)
+}
+
+func (h *handler) Status() (control.Status, error) {
+	statuses, err := h.sched.Status(h.config())
+	if err != nil {
+		return control.Status{}, err
+	}
+	h.mu.Lock()
+	info := h.info
+	h.mu.Unlock()
+	return control.Status{Daemon: &info, Jobs: statuses, Listeners: h.listeners.health()}, nil
+}
+
+// Reload re-reads the config file and applies it as a diff. An invalid
+// file is rejected and the running config stays; the error is logged and
+// shown in status. It returns a one-line description of what changed.
+func (h *handler) Reload() (string, error) {
+	h.reloadLock.Lock()
+	defer h.reloadLock.Unlock()
+	notify(h.log, "RELOADING=1")
+	defer notify(h.log, "READY=1")
+
+	old := h.config()
+	h.log.Info("reloading config", "config", old.Path)
+	next, err := config.Load(old.Path)
+	if err != nil {
+		h.log.Error("reload rejected: the running config stays", "config", old.Path, "err", err)
+		h.setReloadError(err)
+		return "", fmt.Errorf("reload rejected, the running config stays: %w", err)
+	}
+	keepRestartOnly(old, next, h.log)
+	logJobProblems(next, h.log)
+
+	h.runner.SetJobs(next)
+	schedErr := h.sched.Apply(next)
+	changes := h.listeners.apply(next, h.store, h.reaper, h.log)
+	if schedErr != nil {
+		h.log.Error("apply reloaded jobs failed", "err", schedErr)
+	}
+	h.mu.Lock()
+	h.cfg = next
+	h.info.ConfigHash, h.info.LoadedAt, h.info.ReloadError = next.Hash, time.Now().UTC(), ""
+	h.mu.Unlock()
+	summary := fmt.Sprintf("%s; %s", jobChanges(old, next), changes)
+	h.log.Info("config reloaded", "changes", summary, "hash", next.Hash[:12])
+	return summary, schedErr
+}
+
+func (h *handler) setReloadError(err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.info.ReloadError = err.Error()
+	h.info.ReloadFailedAt = time.Now().UTC()
+}
+
+// keepRestartOnly keeps the settings that only a restart can change, and
+// logs each one that the new file changes.
+func keepRestartOnly(old, next *config.Config, log *slog.Logger) {
+	keep := func(key string, changed bool) {
+		if changed {
+			log.Warn("config change takes effect after a restart", "key", "runner."+key)
+		}
+	}
+	keep("state_dir", old.Runner.StateDir != next.Runner.StateDir)
+	keep("socket", old.Runner.Socket != next.Runner.Socket)
+	keep("socket_group", old.Runner.SocketGroup != next.Runner.SocketGroup)
+	keep("history", old.Runner.HistoryLimit != next.Runner.HistoryLimit)
+	next.Runner.StateDir, next.Runner.Socket = old.Runner.StateDir, old.Runner.Socket
+	next.Runner.SocketGroup, next.Runner.HistoryLimit = old.Runner.SocketGroup, old.Runner.HistoryLimit
+}
+
+// jobChanges counts the jobs a reload adds, removes and changes.
+func jobChanges(old, next *config.Config) string {
+	before := make(map[string]*config.Job, len(old.Jobs))
+	for _, job := range old.Jobs {
+		before[job.Name] = job
+	}
+	added, changed := 0, 0
+	for _, job := range next.Jobs {
+		prev, ok := before[job.Name]
+		switch {
+		case !ok:
+			added++
+		case !sameJob(prev, job):
+			changed++
+		}
+		delete(before, job.Name)
+	}
+	return fmt.Sprintf("jobs: %d added, %d removed, %d changed", added, len(before), changed)
+}
+
+// sameJob compares two versions of a job, ignoring where it sits in the
+// file.
+func sameJob(a, b *config.Job) bool {
+	x, y := *a, *b
+	x.Line, y.Line = 0, 0
+	return fmt.Sprintf("%v", x) == fmt.Sprintf("%v", y) && secretsEqual(x.Env, y.Env)
+}
+
+func secretsEqual(a, b map[string]config.Secret) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w.Reveal() != v.Reveal() || w.Source != v.Source {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,113 @@
+package main
+
+import (
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/agent-runner/agent-runner/listeners"
+)
+
+func TestReloadAppliesDiff(t *testing.T) {
+	p := newProject(t, `[jobs.kept]
+command = ["sh", "-c", "echo $AGENT_RUNNER_SLOT >> kept"]
+every = "1s"
+
+[jobs.changed]
+command = ["sh", "-c", "echo old >> changed"]
+every = "1s"
+
+[jobs.removed]
+command = ["sh", "-c", "echo x >> removed"]
+every = "1s"
+
+[listeners.steady]
+kind = "exec"
+command = ["sh", "-c", "echo $$ > steady.pid; exec sleep 300"]
+
+[listeners.dropped]
+kind = "exec"
+command = ["sh", "-c", "echo $$ > dropped.pid; exec sleep 300"]
+`)
+	d := p.startDaemon()
+	waitFor(t, "both listeners", func() bool {
+		return p.listener("steady").State == listeners.StateRunning && p.listener("dropped").State == listeners.StateRunning
+	})
+	waitFor(t, "the first runs", func() bool { return len(lines(t, p.path("changed"))) >= 1 && len(lines(t, p.path("removed"))) >= 1 })
+	steadyPid := lines(t, p.path("steady.pid"))[0]
+	droppedPid := lines(t, p.path("dropped.pid"))[0]
+
+	p.write(`[jobs.kept]
+command = ["sh", "-c", "echo $AGENT_RUNNER_SLOT >> kept"]
+every = "1s"
+
+[jobs.changed]
+command = ["sh", "-c", "echo new >> changed"]
+every = "1s"
+
+[jobs.added]
+command = ["sh", "-c", "echo y >> added"]
+every = "1s"
+
+[listeners.steady]
+kind = "exec"
+command = ["sh", "-c", "echo $$ > steady.pid; exec sleep 300"]
+
+[listeners.fresh]
+kind = "exec"
+command = ["sh", "-c", "echo $$ > fresh.pid; exec sleep 300"]
+`)
+	res := p.run("reload")
+	if res.code != 0 {
+		t.Fatalf("reload exit %d: %s", res.code, res.stderr)
+	}
+	for _, want := range []string{"jobs: 1 added, 1 removed, 1 changed", "listeners: 1 added, 1 removed, 0 changed"} {
+		if !strings.Contains(res.stdout, want) {
+			t.Errorf("reload output %q lacks %q", res.stdout, want)
+		}
+	}
+
+	waitFor(t, "the added job", func() bool { return len(lines(t, p.path("added"))) >= 1 })
+	waitFor(t, "the changed job's new command", func() bool { return strings.Contains(strings.Join(lines(t, p.path("changed")), " "), "new") })
+	waitFor(t, "the added listener", func() bool { return p.listener("fresh").State == listeners.StateRunning })
+	removedRuns := len(lines(t, p.path("removed")))
+	time.Sleep(2 * time.Second)
+	if n := len(lines(t, p.path("removed"))); n > removedRuns+1 {
+		t.Errorf("the removed job ran %d more times after the reload", n-removedRuns)
+	}
+	if pid := lines(t, p.path("steady.pid"))[0]; pid != steadyPid {
+		t.Errorf("the unchanged listener restarted: pid %s, was %s", pid, steadyPid)
+	}
+	if alive(droppedPid) {
+		t.Errorf("the removed listener's child %s still runs", droppedPid)
+	}
+	for _, h := range p.status().Listeners {
+		if h.Name == "dropped" {
+			t.Errorf("the removed listener is still listed: %+v", h)
+		}
+	}
+
+	// An invalid edit is rejected and the running config stays.
+	p.write("[jobs.kept]\ncommand = [\"true\"]\nevery = \"soon\"\n")
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	d.waitLog("reload rejected")
+	status := p.status()
+	if status.Daemon == nil || !strings.Contains(status.Daemon.ReloadError, "invalid duration") {
+		t.Errorf("status after a rejected reload = %+v, want the reload error", status.Daemon)
+	}
+	before := len(lines(t, p.path("added")))
+	waitFor(t, "jobs to keep running", func() bool { return len(lines(t, p.path("added"))) > before })
+	if res := p.run("reload"); res.code != 1 || !strings.Contains(res.stderr, "jobs.kept.every") {
+		t.Errorf("reload of an invalid file = %d %q, want 1 and the problem", res.code, res.stderr)
+	}
+	d.stop()
+}
+
+func alive(pid string) bool {
+	n := 0
+	for _, c := range pid {
+		n = n*10 + int(c-'0')
+	}
+	return syscall.Kill(n, 0) == nil
+}
