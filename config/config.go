@@ -44,6 +44,12 @@ type Runner struct {
 	KillGrace time.Duration
 	// HistoryLimit is how many run records the store keeps per job.
 	HistoryLimit int
+	// MaxConcurrent caps runs at once across all jobs; 0 means no cap.
+	// Runs over the cap wait in slot order.
+	MaxConcurrent int
+	// CatchUpSpread spreads the catch-up runs at start over this long, so
+	// a boot does not start every job at once.
+	CatchUpSpread time.Duration
 }
 
 // Catch-up policies.
@@ -76,10 +82,31 @@ type Job struct {
 	EnvFile string
 	// InheritEnv names variables of the daemon passed through unchanged.
 	InheritEnv []string
+	// At is the instant of a one-off job, zero otherwise.
+	At time.Time
 	// Timeout is 0 when the job may run for ever.
 	Timeout time.Duration
+	// CatchUp is once, skip or all.
 	CatchUp string
-	Enabled bool
+	// MaxCatchUp caps the runs of catch_up = "all" after one outage.
+	MaxCatchUp int
+	// CatchUpDeadline drops missed slots older than this; 0 keeps all.
+	CatchUpDeadline time.Duration
+	// Overlap is skip, queue or replace: what a slot does when it finds
+	// the job still running.
+	Overlap string
+	// Retries is how often a failed run is tried again, each after
+	// RetryBackoff doubling, within the job's timeout.
+	Retries      int
+	RetryBackoff time.Duration
+	// RandomizedDelay bounds a fixed per-job delay added to every slot,
+	// derived from the job's name so restarts do not change it.
+	RandomizedDelay time.Duration
+	// OnSuccess and OnFailure name jobs to start when a run of this one
+	// ends.
+	OnSuccess []string
+	OnFailure []string
+	Enabled   bool
 	// Line is the line of the job's table header in Config.Path.
 	Line int
 	// Problem is set when the job is valid TOML but cannot run on this

@@ -14,13 +14,13 @@ import (
 var jobNamePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)
 
 // sharedKeys are the job keys that [defaults] may set too.
-var sharedKeys = []string{
+var sharedKeys = append([]string{
 	"catch_up", "enabled", "env", "env_file", "inherit_env",
 	"timeout", "timezone", "working_dir",
-}
+}, policyKeys...)
 
 var jobKeys = slices.Sorted(slices.Values(append(slices.Clone(sharedKeys),
-	"command", "description", "every", "post", "schedule")))
+	"at", "command", "description", "every", "on_failure", "on_success", "post", "schedule")))
 
 // jobOnlyKeys explains why [defaults] rejects the job keys that are not
 // shared.
@@ -28,6 +28,9 @@ var jobOnlyKeys = map[string]string{
 	"command":     "command cannot be set in [defaults] because each job runs its own program: move it into each [jobs.NAME]",
 	"description": "description cannot be set in [defaults] because it describes one job: move it into each [jobs.NAME]",
 	"every":       "every cannot be set in [defaults] because each job needs its own schedule: move it into each [jobs.NAME]",
+	"at":          "at cannot be set in [defaults] because each job needs its own schedule: move it into each [jobs.NAME]",
+	"on_success":  "on_success cannot be set in [defaults] because a chain belongs to one job: move it into each [jobs.NAME]",
+	"on_failure":  "on_failure cannot be set in [defaults] because a chain belongs to one job: move it into each [jobs.NAME]",
 	"post":        "post cannot be set in [defaults] because each job posts its own message: move it into each [jobs.NAME]",
 	"schedule":    "schedule cannot be set in [defaults] because each job needs its own schedule: move it into each [jobs.NAME]",
 }
@@ -60,6 +63,7 @@ type jobSettings struct {
 	enabled    setting[bool]
 	location   setting[*time.Location]
 	env        map[string]envValue
+	policy     policySettings
 }
 
 // over returns s with every unset key taken from defaults. Env tables
@@ -74,6 +78,7 @@ func (s jobSettings) over(defaults jobSettings) jobSettings {
 		enabled:    s.enabled.or(defaults.enabled),
 		location:   s.location.or(defaults.location),
 		env:        map[string]envValue{},
+		policy:     s.policy.over(defaults.policy),
 	}
 	for name, value := range defaults.env {
 		merged.env[name] = value
@@ -118,6 +123,7 @@ func (l *loader) decodeSettings(t table) jobSettings {
 	if location, ok := l.locationValue(t, "timezone"); ok {
 		s.location = setting[*time.Location]{location, t.key("timezone")}
 	}
+	s.policy = l.decodePolicies(t)
 	return s
 }
 
@@ -152,8 +158,8 @@ func (s jobSettings) processSettings() jobSettings {
 }
 
 func (l *loader) checkCatchUp(path keyPath, policy string) {
-	if policy != CatchUpOnce && policy != CatchUpSkip {
-		l.report(path, `invalid catch_up %q: use "once" to run a missed slot once after downtime, or "skip" to wait for the next slot`, policy)
+	if policy != CatchUpOnce && policy != CatchUpSkip && policy != CatchUpAll {
+		l.report(path, `invalid catch_up %q: use "once" to run missed slots once after downtime, "all" to run each of them, or "skip" to wait for the next slot`, policy)
 	}
 }
 
@@ -215,6 +221,7 @@ func (l *loader) decodeJob(t table, name string, defaults jobSettings, runner Ru
 	settings := l.decodeSettings(t).over(defaults)
 	applySettings(job, settings, runner, l.dir)
 	l.decodeSchedule(t, job)
+	l.decodeChains(t, job)
 	l.jobs = append(l.jobs, jobPlan{
 		job:        job,
 		path:       t.path,
@@ -248,6 +255,7 @@ func applySettings(job *Job, s jobSettings, runner Runner, configDir string) {
 		job.Location = s.location.value
 	}
 	job.Env = map[string]Secret{}
+	applyPolicies(job, s.policy)
 }
 
 const commandExample = `["python3", "collect.py"]`
@@ -292,13 +300,22 @@ func (l *loader) argvValue(t table, name, example string) []string {
 // decodeSchedule sets the job's cron expression or interval. It needs
 // job.Location, because cron expressions are checked in the job's zone.
 func (l *loader) decodeSchedule(t table, job *Job) {
-	_, hasCron := t.values["schedule"]
-	_, hasEvery := t.values["every"]
+	var set []string
+	for _, key := range scheduleKeys {
+		if _, ok := t.values[key]; ok {
+			set = append(set, key)
+		}
+	}
 	switch {
-	case hasCron && hasEvery:
-		l.report(t.key("every"), "schedule and every are both set: keep schedule for a cron schedule or every for a fixed interval, not both")
-	case !hasCron && !hasEvery:
-		l.report(t.path, `missing schedule: add schedule = "*/15 * * * *" for a cron schedule or every = "15m" for a fixed interval`)
+	case len(set) == 2:
+		l.report(t.key(set[1]), "%s are both set: keep exactly one schedule key", strings.Join(set, " and "))
+	case len(set) > 2:
+		l.report(t.key(set[1]), "%s are all set: keep exactly one schedule key", strings.Join(set, ", "))
+	case len(set) == 0:
+		l.report(t.path, `missing schedule: add schedule = "*/15 * * * *" for a cron schedule, every = "15m" for a fixed interval, or at = "2026-12-24T10:00:00Z" for one run`)
+	}
+	if at, ok := l.decodeAt(t); ok {
+		job.At = at
 	}
 	if expr, ok := l.stringValue(t, "schedule", `"*/15 * * * *"`); ok {
 		if _, err := schedule.ParseCron(expr, job.Location); err != nil {
@@ -310,6 +327,9 @@ func (l *loader) decodeSchedule(t table, job *Job) {
 		job.Every = every
 	}
 }
+
+// scheduleKeys are the keys that give a job its slots; a job sets one.
+var scheduleKeys = []string{"schedule", "every", "at"}
 
 // cronMessage explains a cron expression that schedule.ParseCron rejects.
 func cronMessage(expr string, err error) string {

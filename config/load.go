@@ -119,6 +119,7 @@ func (l *loader) decode(values map[string]any) *Config {
 	config.Jobs = l.decodeJobs(root, defaults, config.Runner)
 	config.Listeners = l.decodeListeners(root, defaults, config.Runner, config.Jobs)
 	l.checkPostTargets(config.Jobs, config.Listeners)
+	l.checkChains(config.Jobs)
 	return config
 }
 

@@ -32,8 +32,8 @@ const (
 )
 
 var runnerKeys = []string{
-	"history", "kill_grace", "path", "shutdown_timeout",
-	"socket", "socket_group", "state_dir", "timezone",
+	"catch_up_spread", "history", "kill_grace", "max_concurrent", "path",
+	"shutdown_timeout", "socket", "socket_group", "state_dir", "timezone",
 }
 
 func (l *loader) decodeRunner(root table) Runner {
@@ -60,6 +60,12 @@ func (l *loader) decodeRunner(root table) Runner {
 	}
 	if d, ok := l.durationValue(t, "kill_grace", 0); ok {
 		runner.KillGrace = d
+	}
+	if n, ok := l.intRange(t, "max_concurrent", "4", 0, 100000); ok {
+		runner.MaxConcurrent = n
+	}
+	if d, ok := l.durationValue(t, "catch_up_spread", 0); ok {
+		runner.CatchUpSpread = d
 	}
 	if n, ok := l.intValue(t, "history", "50"); ok {
 		if n < 1 || n > maxHistory {

@@ -47,6 +47,9 @@ func ParseCron(expr string, loc *time.Location) (Schedule, error) {
 	if parsed.Next(time.Now()).IsZero() {
 		return nil, fmt.Errorf("parse cron expression %q: %w", expr, ErrNoFutureSlot)
 	}
+	if spec, ok := parsed.(*cron.SpecSchedule); ok {
+		return cronSchedule{spec: spec}, nil
+	}
 	return parsed, nil
 }
 

@@ -1,0 +1,113 @@
+package schedule
+
+import (
+	"time"
+
+	"github.com/robfig/cron/v3"
+)
+
+// cronSchedule applies classic cron's daylight saving rules on top of
+// robfig/cron, which on its own skips a time that a spring-forward change
+// removes and runs a time that a fall-back change repeats twice:
+//
+//   - a time in a spring-forward gap runs once, right after the change;
+//   - a time that a fall-back change repeats runs once, at its first
+//     occurrence.
+type cronSchedule struct {
+	spec *cron.SpecSchedule
+}
+
+// maxShift bounds a zone's daylight saving shift; real zones shift by 30
+// minutes to 2 hours.
+const maxShift = 3 * time.Hour
+
+// Next returns the first slot after t under the rules above.
+func (c cronSchedule) Next(t time.Time) time.Time {
+	// Each pass skips one repeated time; a few cover any real zone.
+	for range 8 {
+		next := c.spec.Next(t)
+		if next.IsZero() {
+			return next
+		}
+		if change, ok := c.gapSlot(t, next); ok {
+			return change
+		}
+		if !c.isRepeat(next) {
+			return next
+		}
+		t = next
+	}
+	return time.Time{}
+}
+
+// starBit is robfig/cron's mark for a field written as "*".
+const starBit = 1 << 63
+
+// isRepeat reports whether the wall-clock time of n already occurred
+// earlier the same night, which happens only after a fall-back change.
+// A job whose hour is "*" runs every real hour, as in classic cron, so
+// none of its slots is a repeat.
+func (c cronSchedule) isRepeat(n time.Time) bool {
+	if c.spec.Hour&starBit != 0 {
+		return false
+	}
+	loc := c.spec.Location
+	_, offset := n.In(loc).Zone()
+	_, earlier := n.Add(-maxShift).In(loc).Zone()
+	if earlier <= offset {
+		return false
+	}
+	twin := n.Add(-time.Duration(earlier-offset) * time.Second)
+	return wallEqual(twin.In(loc), n.In(loc))
+}
+
+func wallEqual(a, b time.Time) bool {
+	return a.Year() == b.Year() && a.YearDay() == b.YearDay() &&
+		a.Hour() == b.Hour() && a.Minute() == b.Minute() && a.Second() == b.Second()
+}
+
+// gapSlot returns the moment of a spring-forward change between t and
+// next when the expression matches a wall-clock time that the change
+// skipped. It looks at one day at a time, since a long wait between slots
+// can cross both of a year's changes.
+func (c cronSchedule) gapSlot(t, next time.Time) (time.Time, bool) {
+	loc := c.spec.Location
+	for from := t; from.Before(next); from = from.Add(24 * time.Hour) {
+		to := from.Add(24 * time.Hour)
+		if to.After(next) {
+			to = next
+		}
+		_, before := from.In(loc).Zone()
+		_, after := to.In(loc).Zone()
+		if after <= before {
+			continue
+		}
+		change := findChange(from, to, loc)
+		// Read the skipped wall-clock times as if the old offset had
+		// stayed: they lie in [change, change+shift) on that clock.
+		fixed := *c.spec
+		fixed.Location = time.FixedZone("", before)
+		skipped := fixed.Next(change.Add(-time.Second))
+		shift := time.Duration(after-before) * time.Second
+		if change.After(t) && !skipped.IsZero() && skipped.Before(change.Add(shift)) {
+			return change, true
+		}
+	}
+	return time.Time{}, false
+}
+
+// findChange returns the first instant in (from, to] whose zone offset
+// differs from from's, found by bisection to the second.
+func findChange(from, to time.Time, loc *time.Location) time.Time {
+	_, start := from.In(loc).Zone()
+	lo, hi := from, to
+	for hi.Sub(lo) > time.Second {
+		mid := lo.Add(hi.Sub(lo) / 2)
+		if _, off := mid.In(loc).Zone(); off == start {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+	return hi.Truncate(time.Second)
+}

@@ -1,0 +1,158 @@
+package schedule
+
+import (
+	"testing"
+	"time"
+)
+
+func mustZone(t *testing.T, name string) *time.Location {
+	t.Helper()
+	loc, err := time.LoadLocation(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return loc
+}
+
+// slots returns the first n slots of s after from, in UTC.
+func slots(s Schedule, from time.Time, n int) []string {
+	var out []string
+	for t := from; len(out) < n; {
+		t = s.Next(t)
+		if t.IsZero() {
+			break
+		}
+		out = append(out, t.UTC().Format("2006-01-02 15:04"))
+	}
+	return out
+}
+
+func TestCronDST(t *testing.T) {
+	tests := []struct {
+		name string
+		zone string
+		expr string
+		from time.Time
+		want []string
+	}{
+		{
+			// New York springs forward at 02:00 on 2026-03-08: 02:30
+			// does not exist that day and runs at 03:00 EDT (07:00Z).
+			name: "US spring gap runs after the change",
+			zone: "America/New_York", expr: "30 2 * * *",
+			from: time.Date(2026, 3, 7, 12, 0, 0, 0, time.UTC),
+			want: []string{"2026-03-08 07:00", "2026-03-09 06:30", "2026-03-10 06:30"},
+		},
+		{
+			// New York falls back at 02:00 on 2026-11-01: 01:30 happens
+			// at 05:30Z (EDT) and again at 06:30Z (EST); it runs once.
+			name: "US fall-back repeat runs once",
+			zone: "America/New_York", expr: "30 1 * * *",
+			from: time.Date(2026, 10, 31, 12, 0, 0, 0, time.UTC),
+			want: []string{"2026-11-01 05:30", "2026-11-02 06:30"},
+		},
+		{
+			// Berlin springs forward at 02:00 CET on 2027-03-28.
+			name: "EU spring gap runs after the change",
+			zone: "Europe/Berlin", expr: "15 2 * * *",
+			from: time.Date(2027, 3, 27, 12, 0, 0, 0, time.UTC),
+			want: []string{"2027-03-28 01:00", "2027-03-29 00:15"},
+		},
+		{
+			// Berlin falls back at 03:00 CEST on 2027-10-31; 02:45 repeats.
+			name: "EU fall-back repeat runs once",
+			zone: "Europe/Berlin", expr: "45 2 * * *",
+			from: time.Date(2027, 10, 30, 12, 0, 0, 0, time.UTC),
+			want: []string{"2027-10-31 00:45", "2027-11-01 01:45"},
+		},
+		{
+			name: "hourly job keeps every real hour across fall-back",
+			zone: "Europe/Berlin", expr: "0 * * * *",
+			from: time.Date(2026, 10, 24, 23, 30, 0, 0, time.UTC),
+			want: []string{"2026-10-25 00:00", "2026-10-25 01:00", "2026-10-25 02:00"},
+		},
+		{
+			name: "hourly job runs once at the spring change",
+			zone: "Europe/Berlin", expr: "0 * * * *",
+			from: time.Date(2026, 3, 28, 23, 30, 0, 0, time.UTC),
+			want: []string{"2026-03-29 00:00", "2026-03-29 01:00", "2026-03-29 02:00"},
+		},
+		{
+			name: "yearly gap date crossing both changes",
+			zone: "America/New_York", expr: "30 2 8 3 *",
+			from: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
+			want: []string{"2026-03-08 07:00", "2027-03-08 07:30"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := ParseCron(tt.expr, mustZone(t, tt.zone))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := slots(s, tt.from, len(tt.want))
+			for i := range tt.want {
+				if i >= len(got) || got[i] != tt.want[i] {
+					t.Errorf("slots = %v, want %v", got, tt.want)
+					break
+				}
+			}
+		})
+	}
+}
+
+func TestRestartAfterFallBackDoesNotRepeat(t *testing.T) {
+	s, err := ParseCron("30 1 * * *", mustZone(t, "America/New_York"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := time.Date(2026, 11, 1, 5, 30, 0, 0, time.UTC)
+	// A restart resumes from the stored slot, the first 01:30.
+	if next := s.Next(first); !next.Equal(time.Date(2026, 11, 2, 6, 30, 0, 0, time.UTC)) {
+		t.Errorf("Next after the first 01:30 = %v, want the next day", next)
+	}
+}
+
+func TestDelayedIsStable(t *testing.T) {
+	d1 := StableDelay("digest", time.Hour)
+	d2 := StableDelay("digest", time.Hour)
+	other := StableDelay("collect", time.Hour)
+	if d1 != d2 {
+		t.Errorf("StableDelay differs between calls: %v, %v", d1, d2)
+	}
+	if d1 < 0 || d1 >= time.Hour {
+		t.Errorf("StableDelay = %v, want within [0, 1h)", d1)
+	}
+	if d1 == other {
+		t.Errorf("two job names got the same delay %v", d1)
+	}
+	s := Delayed{Inner: Every{Anchor: time.Unix(0, 0), Interval: time.Hour}, Offset: 10 * time.Minute}
+	got := s.Next(time.Unix(0, 0).Add(30 * time.Minute))
+	if want := time.Unix(0, 0).Add(70 * time.Minute); !got.Equal(want) {
+		t.Errorf("Delayed.Next = %v, want %v", got, want)
+	}
+}
+
+func TestAtHasOneSlot(t *testing.T) {
+	at := time.Date(2026, 12, 24, 10, 0, 0, 0, time.UTC)
+	s := At{Instant: at}
+	if got := s.Next(at.Add(-time.Hour)); !got.Equal(at) {
+		t.Errorf("Next before = %v, want %v", got, at)
+	}
+	if got := s.Next(at); !got.IsZero() {
+		t.Errorf("Next at the instant = %v, want none", got)
+	}
+}
+
+func TestLatestFindsNewestMissedSlot(t *testing.T) {
+	s, _ := ParseCron("* * * * *", time.UTC)
+	start := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	now := start.Add(365*24*time.Hour + 30*time.Second)
+	slot, ok := Latest(s, start, now)
+	if !ok || !slot.Equal(now.Truncate(time.Minute)) {
+		t.Errorf("Latest = %v %v, want %v", slot, ok, now.Truncate(time.Minute))
+	}
+	if _, ok := Latest(s, now, now.Add(20*time.Second)); ok {
+		t.Errorf("Latest found a slot in a window without one")
+	}
+}
