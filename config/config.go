@@ -44,6 +44,9 @@ type Runner struct {
 	KillGrace time.Duration
 	// HistoryLimit is how many run records the store keeps per job.
 	HistoryLimit int
+	// HTTP is the address of the health server (/healthz, /metrics and
+	// the status page), or "" when it is off.
+	HTTP string
 	// MaxConcurrent caps runs at once across all jobs; 0 means no cap.
 	// Runs over the cap wait in slot order.
 	MaxConcurrent int

@@ -2,9 +2,11 @@ package config
 
 import (
 	"errors"
+	"net"
 	"os/user"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"time"
 )
 
@@ -32,7 +34,7 @@ const (
 )
 
 var runnerKeys = []string{
-	"catch_up_spread", "history", "kill_grace", "max_concurrent", "path",
+	"catch_up_spread", "history", "http", "kill_grace", "max_concurrent", "path",
 	"shutdown_timeout", "socket", "socket_group", "state_dir", "timezone",
 }
 
@@ -60,6 +62,9 @@ func (l *loader) decodeRunner(root table) Runner {
 	}
 	if d, ok := l.durationValue(t, "kill_grace", 0); ok {
 		runner.KillGrace = d
+	}
+	if addr, ok := l.stringValue(t, "http", `"127.0.0.1:9090"`); ok && addr != "" {
+		runner.HTTP = l.httpAddress(t.key("http"), addr)
 	}
 	if n, ok := l.intRange(t, "max_concurrent", "4", 0, 100000); ok {
 		runner.MaxConcurrent = n
@@ -135,4 +140,23 @@ func (l *loader) resolve(path string) string {
 		return filepath.Clean(path)
 	}
 	return filepath.Join(l.dir, path)
+}
+
+// httpAddress checks the address of the health server. A bare ":PORT"
+// binds loopback, since the status page and metrics need no outside
+// access unless the user asks for it by naming a host.
+func (l *loader) httpAddress(path keyPath, addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		l.report(path, "invalid http address %q: write host:port such as \"127.0.0.1:9090\"", addr)
+		return ""
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		l.report(path, "invalid port %q in http: use a number from 1 to 65535", port)
+		return ""
+	}
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
 }

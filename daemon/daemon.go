@@ -16,6 +16,7 @@ import (
 
 	"github.com/agent-runner/agent-runner/config"
 	"github.com/agent-runner/agent-runner/control"
+	"github.com/agent-runner/agent-runner/health"
 	"github.com/agent-runner/agent-runner/jobs"
 	"github.com/agent-runner/agent-runner/process"
 	"github.com/agent-runner/agent-runner/state"
@@ -77,6 +78,13 @@ func Run(ctx context.Context, opts Options) error {
 	}
 
 	var group run.Group
+	if cfg.Runner.HTTP != "" {
+		if err := addHealthServer(&group, cfg.Runner.HTTP, h, runner, store, log); err != nil {
+			_ = sched.Stop()
+			_ = srv.Close()
+			return err
+		}
+	}
 	addContext(&group, ctx)
 	addScheduler(&group, cfg, sched, runner, log, opts.Force)
 	set.add(&group)
@@ -100,6 +108,24 @@ func logJobProblems(cfg *config.Config, log *slog.Logger) {
 			log.Error("job cannot run as configured", "job", job.Name, "err", job.Problem)
 		}
 	}
+}
+
+// addHealthServer serves /healthz, /metrics and the status page, and
+// feeds run metrics from the runner.
+func addHealthServer(group *run.Group, addr string, h *handler, runner *jobs.Runner, store *state.Store, log *slog.Logger) error {
+	metrics := health.NewMetrics()
+	runner.SetObserver(metrics)
+	srv, err := health.NewServer(addr, h.Status, metrics, log, health.WithRuns(store.Runs))
+	if err != nil {
+		return fmt.Errorf("start health server: %w", err)
+	}
+	log.Info("health server listening", "addr", srv.Addr().String())
+	group.Add(srv.Serve, func(error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	})
+	return nil
 }
 
 // addReloader adds the actor that reloads the config on each signal.
