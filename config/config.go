@@ -71,8 +71,11 @@ type Job struct {
 	// Post is set for a job that posts through a listener instead of
 	// running Command.
 	Post *Post
-	// Cron is the cron expression as written, or "" when Every is set.
+	// Cron is the cron expression as written, or "".
 	Cron string
+	// Calendar holds systemd calendar expressions (on_calendar); the job
+	// fires at the union of their instants.
+	Calendar []string
 	// Every is the fixed interval between slots, or 0 when Cron is set.
 	Every time.Duration
 	// Location is the time zone Cron is evaluated in.

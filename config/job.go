@@ -20,7 +20,7 @@ var sharedKeys = append([]string{
 }, policyKeys...)
 
 var jobKeys = slices.Sorted(slices.Values(append(slices.Clone(sharedKeys),
-	"at", "command", "description", "every", "on_failure", "on_success", "post", "schedule")))
+	"at", "command", "description", "every", "on_calendar", "on_failure", "on_success", "post", "schedule")))
 
 // jobOnlyKeys explains why [defaults] rejects the job keys that are not
 // shared.
@@ -29,6 +29,7 @@ var jobOnlyKeys = map[string]string{
 	"description": "description cannot be set in [defaults] because it describes one job: move it into each [jobs.NAME]",
 	"every":       "every cannot be set in [defaults] because each job needs its own schedule: move it into each [jobs.NAME]",
 	"at":          "at cannot be set in [defaults] because each job needs its own schedule: move it into each [jobs.NAME]",
+	"on_calendar": "on_calendar cannot be set in [defaults] because each job needs its own schedule: move it into each [jobs.NAME]",
 	"on_success":  "on_success cannot be set in [defaults] because a chain belongs to one job: move it into each [jobs.NAME]",
 	"on_failure":  "on_failure cannot be set in [defaults] because a chain belongs to one job: move it into each [jobs.NAME]",
 	"post":        "post cannot be set in [defaults] because each job posts its own message: move it into each [jobs.NAME]",
@@ -312,11 +313,12 @@ func (l *loader) decodeSchedule(t table, job *Job) {
 	case len(set) > 2:
 		l.report(t.key(set[1]), "%s are all set: keep exactly one schedule key", strings.Join(set, ", "))
 	case len(set) == 0:
-		l.report(t.path, `missing schedule: add schedule = "*/15 * * * *" for a cron schedule, every = "15m" for a fixed interval, or at = "2026-12-24T10:00:00Z" for one run`)
+		l.report(t.path, `missing schedule: add schedule = "*/15 * * * *" for cron, on_calendar = "Mon..Fri 09:00" as in systemd timers, every = "15m" for a fixed interval, or at = "2026-12-24T10:00:00Z" for one run`)
 	}
 	if at, ok := l.decodeAt(t); ok {
 		job.At = at
 	}
+	l.decodeCalendar(t, job)
 	if expr, ok := l.stringValue(t, "schedule", `"*/15 * * * *"`); ok {
 		if _, err := schedule.ParseCron(expr, job.Location); err != nil {
 			l.report(t.key("schedule"), "%s", cronMessage(expr, err))
@@ -329,7 +331,7 @@ func (l *loader) decodeSchedule(t table, job *Job) {
 }
 
 // scheduleKeys are the keys that give a job its slots; a job sets one.
-var scheduleKeys = []string{"schedule", "every", "at"}
+var scheduleKeys = []string{"schedule", "on_calendar", "every", "at"}
 
 // cronMessage explains a cron expression that schedule.ParseCron rejects.
 func cronMessage(expr string, err error) string {

@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/agent-runner/agent-runner/schedule"
 )
 
 // Catch-up, overlap and retry policies.
@@ -188,4 +190,30 @@ func describeValue(v any) string {
 		return fmt.Sprintf("%q", s)
 	}
 	return typeName(v)
+}
+
+// decodeCalendar reads on_calendar: one systemd calendar expression or a
+// list of them, as OnCalendar= lines of a systemd timer.
+func (l *loader) decodeCalendar(t table, job *Job) {
+	value, ok := t.values["on_calendar"]
+	if !ok {
+		return
+	}
+	var exprs []string
+	if s, isString := value.(string); isString {
+		exprs = []string{s}
+	} else if list, ok := l.stringList(t, "on_calendar", `["Mon..Fri 09:00", "Sat 10:00"]`); ok {
+		exprs = list
+	} else {
+		return
+	}
+	if len(exprs) == 0 {
+		l.report(t.key("on_calendar"), "must not be empty: write an expression such as \"Mon..Fri 09:00\"")
+		return
+	}
+	if _, err := schedule.ParseCalendar(exprs, job.Location); err != nil {
+		l.report(t.key("on_calendar"), "%v: write it as systemd.time(7) describes, such as \"*-*-* 20:00:00 UTC\" or \"Mon..Fri 09:00\"", err)
+		return
+	}
+	job.Calendar = exprs
 }

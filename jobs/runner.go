@@ -65,6 +65,17 @@ type Runner struct {
 	poster Poster
 	// observer is told about runs; nil when nothing observes them.
 	observer Observer
+	// gate caps runs at once across jobs.
+	gate gate
+	// pending holds, per job, the slot of the one run queued under
+	// overlap = "queue". A later slot that arrives while it waits
+	// replaces it, so the queued run serves the newest slot.
+	pending map[string]time.Time
+	// sleep waits between retries; tests replace it.
+	sleep func(ctx context.Context, d time.Duration) error
+	// stopped ends when Shutdown begins, cutting retry waits short.
+	stopped   context.Context
+	stopWaits context.CancelFunc
 	// killNow is closed by Kill to cut every grace period short.
 	killNow  chan struct{}
 	killOnce sync.Once
@@ -82,7 +93,11 @@ func NewRunner(cfg *config.Config, store state.Recorder, reaper *process.Reaper,
 		jobs:     make(map[string]*config.Job),
 		active:   make(map[string]context.CancelCauseFunc),
 		killNow:  make(chan struct{}),
+		pending:  make(map[string]time.Time),
+		sleep:    sleepContext,
 	}
+	r.stopped, r.stopWaits = context.WithCancel(context.Background())
+	r.gate.setLimit(cfg.Runner.MaxConcurrent)
 	r.execute = r.runCommand
 	for _, job := range cfg.Jobs {
 		r.jobs[job.Name] = job
@@ -102,12 +117,25 @@ func (r *Runner) Run(ctx context.Context, req Request) (state.Run, error) {
 
 	lock, err := r.lockJob(ctx, job.Name, req.Wait)
 	if errors.Is(err, ErrBusy) && req.Trigger != state.TriggerManual {
-		return r.skipBusy(req)
+		var queued bool
+		lock, req.Slot, queued, err = r.resolveOverlap(ctx, job, req)
+		if lock == nil && err == nil {
+			return r.skipBusy(req, queued)
+		}
 	}
 	if err != nil {
 		return state.Run{}, err
 	}
 	defer lock.Close()
+
+	order := req.Slot
+	if order.IsZero() {
+		order = r.now()
+	}
+	if err := r.gate.acquire(ctx, order); err != nil {
+		return state.Run{}, fmt.Errorf("wait for a free run place: %w", err)
+	}
+	defer r.gate.release()
 
 	run, err := r.store.Claim(state.Run{
 		Job:     job.Name,
@@ -145,10 +173,44 @@ func (r *Runner) admit(name string) (*config.Job, error) {
 	return job, nil
 }
 
+// resolveOverlap applies the job's overlap policy to a run that found
+// the job running. It returns the job's lock and the slot to claim once
+// the run may go ahead, or a nil lock and no error when the run is to be
+// skipped; queued then says whether a queued run took over its slot.
+func (r *Runner) resolveOverlap(ctx context.Context, job *config.Job, req Request) (lock *os.File, slot time.Time, queued bool, err error) {
+	switch job.Overlap {
+	case config.OverlapQueue:
+		r.mu.Lock()
+		_, waiting := r.pending[job.Name]
+		r.pending[job.Name] = req.Slot
+		r.mu.Unlock()
+		if waiting {
+			return nil, req.Slot, true, nil
+		}
+		lock, err = r.lockJob(ctx, job.Name, true)
+		r.mu.Lock()
+		slot = r.pending[job.Name]
+		delete(r.pending, job.Name)
+		r.mu.Unlock()
+		return lock, slot, false, err
+	case config.OverlapReplace:
+		r.mu.Lock()
+		if cancel, ok := r.active[job.Name]; ok {
+			r.log.Info("stopping the running run for a newer one", "job", job.Name)
+			cancel(&stopCause{result: state.ResultInterrupted, reason: "replaced by the run of a newer slot", grace: r.settings.KillGrace})
+		}
+		r.mu.Unlock()
+		lock, err = r.lockJob(ctx, job.Name, true)
+		return lock, req.Slot, false, err
+	default:
+		return nil, req.Slot, false, nil
+	}
+}
+
 // skipBusy records a scheduled slot that found the previous run still
 // going. The slot counts as deliberately skipped, so catch-up never runs
 // it later.
-func (r *Runner) skipBusy(req Request) (state.Run, error) {
+func (r *Runner) skipBusy(req Request, queued bool) (state.Run, error) {
 	now := r.now()
 	run := state.Run{
 		Job:     req.Job,
@@ -159,7 +221,14 @@ func (r *Runner) skipBusy(req Request) (state.Run, error) {
 		Result:  state.ResultSkipped,
 		Error:   "previous run was still running",
 	}
-	if !req.Slot.IsZero() {
+	if queued {
+		// The queued run claims this slot when it starts, so the stored
+		// position must not move past it now.
+		run.Error = "merged into the queued run"
+		if _, err := r.store.RecordSkipped(run); err != nil {
+			return state.Run{}, fmt.Errorf("record skipped run of %s: %w", req.Job, err)
+		}
+	} else if !req.Slot.IsZero() {
 		err := r.store.Skip(req.Job, req.Slot, req.Trigger, run.Error, now, req.Next)
 		if err != nil {
 			return state.Run{}, fmt.Errorf("record skipped slot of %s: %w", req.Job, err)
@@ -273,6 +342,7 @@ func (r *Runner) SetJobs(cfg *config.Config) {
 	stateDir := r.settings.StateDir
 	r.jobs, r.settings = jobs, cfg.Runner
 	r.settings.StateDir = stateDir
+	r.gate.setLimit(cfg.Runner.MaxConcurrent)
 }
 
 // currentSettings returns the runner settings, which a reload may change.
@@ -304,6 +374,7 @@ func (r *Runner) Shutdown(ctx context.Context) {
 	if !ok || grace < 0 {
 		grace = 0
 	}
+	r.stopWaits()
 	r.mu.Lock()
 	r.stopping = true
 	for name, cancel := range r.active {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -43,6 +44,12 @@ type Scheduler struct {
 	log    *slog.Logger
 	cron   gocron.Scheduler
 
+	// spread is catch_up_spread: catch-up runs at start are spread over
+	// it.
+	spread time.Duration
+	// ctx is the context given to Start; it ends when the daemon stops.
+	ctx context.Context
+
 	mu      sync.Mutex
 	entries map[string]*entry
 	runs    sync.WaitGroup
@@ -75,6 +82,8 @@ func NewScheduler(cfg *config.Config, runner *Runner, store *state.Store, clock 
 		log:     log,
 		cron:    cron,
 		entries: make(map[string]*entry),
+		spread:  cfg.Runner.CatchUpSpread,
+		ctx:     context.Background(),
 	}
 	for _, job := range cfg.Jobs {
 		if !job.Enabled {
@@ -91,10 +100,28 @@ func NewScheduler(cfg *config.Config, runner *Runner, store *state.Store, clock 
 // Schedule returns the schedule of a job, anchoring an every-job at the
 // moment the store first saw it.
 func Schedule(job *config.Job, st state.JobState) (schedule.Schedule, error) {
-	if job.Every > 0 {
-		return schedule.Every{Anchor: st.FirstSeen, Interval: job.Every}, nil
+	var sched schedule.Schedule
+	switch {
+	case !job.At.IsZero():
+		sched = schedule.At{Instant: job.At}
+	case job.Every > 0:
+		// Whole seconds keep the slots on the second grid gocron times by.
+		sched = schedule.Every{Anchor: st.FirstSeen.Truncate(time.Second), Interval: job.Every}
+	case len(job.Calendar) > 0:
+		var err error
+		if sched, err = schedule.ParseCalendar(job.Calendar, job.Location); err != nil {
+			return nil, err
+		}
+	default:
+		var err error
+		if sched, err = schedule.ParseCron(job.Cron, job.Location); err != nil {
+			return nil, err
+		}
 	}
-	return schedule.ParseCron(job.Cron, job.Location)
+	if job.RandomizedDelay > 0 {
+		sched = schedule.Delayed{Inner: sched, Offset: schedule.StableDelay(job.Name, job.RandomizedDelay)}
+	}
+	return sched, nil
 }
 
 // add registers a job with gocron, its position taken from the store.
@@ -108,6 +135,12 @@ func (s *Scheduler) add(job *config.Job) error {
 		return fmt.Errorf("schedule job %s: %w", job.Name, err)
 	}
 	e := &entry{job: job, sched: sched, next: sched.Next(position(st))}
+	if sched.Next(s.clock.Now()).IsZero() {
+		// A passed at job: nothing for gocron to time, but catch-up may
+		// still run its slot if it was missed.
+		s.entries[job.Name] = e
+		return nil
+	}
 	registered, err := s.cron.NewJob(
 		gocron.CronJob(job.Name, false),
 		gocron.NewTask(func() { s.fire(job.Name, state.TriggerSchedule) }),
@@ -143,6 +176,10 @@ func (s *Scheduler) Apply(cfg *config.Config) error {
 			e.job = job
 			continue
 		}
+		if e.id == uuid.Nil {
+			delete(s.entries, name)
+			continue
+		}
 		if err := s.cron.RemoveJob(e.id); err != nil {
 			errs = append(errs, fmt.Errorf("remove job %s from gocron: %w", name, err))
 		}
@@ -160,7 +197,8 @@ func (s *Scheduler) Apply(cfg *config.Config) error {
 }
 
 func sameSchedule(a, b *config.Job) bool {
-	return a.Cron == b.Cron && a.Every == b.Every && a.Location.String() == b.Location.String()
+	return a.Cron == b.Cron && slices.Equal(a.Calendar, b.Calendar) && a.Every == b.Every && a.At.Equal(b.At) &&
+		a.RandomizedDelay == b.RandomizedDelay && a.Location.String() == b.Location.String()
 }
 
 // position returns the instant after which a job's unclaimed slots
@@ -176,73 +214,142 @@ func position(st state.JobState) time.Time {
 // starts gocron and the wall-clock check. It returns at once; runs go on
 // in the background until Stop.
 func (s *Scheduler) Start(ctx context.Context) {
-	s.catchUp()
+	s.ctx = ctx
+	s.catchUp(ctx)
 	s.cron.Start()
 	s.runs.Add(1)
 	go s.checkWallClock(ctx)
 }
 
-// catchUp starts at most one run per job whose slots passed while the
-// daemon was stopped.
-func (s *Scheduler) catchUp() {
+// catchUp runs, or skips, the slots of each job that passed while the
+// daemon was stopped, spreading the runs over catch_up_spread.
+func (s *Scheduler) catchUp(ctx context.Context) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.clock.Now()
+	var due []*entry
 	for _, name := range s.namesLocked() {
-		e := s.entries[name]
-		if e.next.IsZero() || e.next.After(now) {
-			continue
+		if e := s.entries[name]; !e.next.IsZero() && !e.next.After(now) {
+			due = append(due, e)
 		}
-		s.claimDueLocked(e, now, state.TriggerCatchUp)
+	}
+	for i, e := range due {
+		var delay time.Duration
+		if s.spread > 0 && len(due) > 1 {
+			delay = s.spread * time.Duration(i) / time.Duration(len(due))
+		}
+		s.claimDueLocked(ctx, e, now, state.TriggerCatchUp, delay)
 	}
 }
 
 // fire runs when gocron's timer for a job goes off.
 func (s *Scheduler) fire(name, trigger string) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	e := s.entries[name]
 	now := s.clock.Now()
 	if e == nil || e.next.IsZero() || e.next.After(now.Add(earlyTolerance)) {
 		// An early timer after a wall-clock step; the wall-clock check
 		// runs the slot once it is due.
-		s.mu.Unlock()
 		return
 	}
-	s.claimDueLocked(e, now, trigger)
-	s.mu.Unlock()
+	s.claimDueLocked(s.ctx, e, now, trigger, 0)
 }
 
-// claimDueLocked merges every due slot of e into one run of the newest,
-// or skips them under catch_up = "skip" when they were missed.
-func (s *Scheduler) claimDueLocked(e *entry, now time.Time, trigger string) {
-	slot := e.next
-	missed := 0
-	for next := e.sched.Next(slot); !next.IsZero() && !next.After(now); next = e.sched.Next(slot) {
-		slot = next
-		missed++
+// maxCountedSlots bounds the walk over missed slots; past it, only the
+// newest slots matter and the count is reported as a lower bound.
+const maxCountedSlots = 100000
+
+// claimDueLocked handles every due slot of e: a late timer or a catch-up
+// under "once" merges them into one run of the newest, "all" runs each of
+// the newest max_catch_up in order, and "skip" records them as skipped.
+// Slots older than catch_up_deadline are dropped.
+func (s *Scheduler) claimDueLocked(ctx context.Context, e *entry, now time.Time, trigger string, delay time.Duration) {
+	job := e.job
+	keep := 1
+	if trigger == state.TriggerCatchUp && job.CatchUp == config.CatchUpAll {
+		keep = job.MaxCatchUp
 	}
-	e.next = e.sched.Next(slot)
-	if trigger == state.TriggerCatchUp && e.job.CatchUp == config.CatchUpSkip {
-		reason := fmt.Sprintf("missed %d slot(s) up to %s; catch_up = %q", missed+1, slot.UTC().Format(time.RFC3339), config.CatchUpSkip)
-		s.log.Info("missed slots skipped", "job", e.job.Name, "slot", slot, "err", reason)
-		if err := s.store.Skip(e.job.Name, slot, trigger, reason, now, e.next); err != nil {
-			s.log.Error("record skipped slot failed", "job", e.job.Name, "err", err)
+	slots, count := dueSlots(e.sched, e.next, now, keep)
+	newest := slots[len(slots)-1]
+	e.next = e.sched.Next(newest)
+	if trigger == state.TriggerCatchUp && job.CatchUpDeadline > 0 {
+		slots = dropOlder(slots, now.Add(-job.CatchUpDeadline))
+	}
+	switch {
+	case trigger == state.TriggerCatchUp && (job.CatchUp == config.CatchUpSkip || len(slots) == 0):
+		reason := fmt.Sprintf("missed %s slot(s) up to %s while stopped; catch_up = %q", count, newest.UTC().Format(time.RFC3339), job.CatchUp)
+		if len(slots) == 0 && job.CatchUp != config.CatchUpSkip {
+			reason = fmt.Sprintf("missed %s slot(s), all older than catch_up_deadline %s", count, job.CatchUpDeadline)
+		}
+		s.log.Info("missed slots skipped", "job", job.Name, "slot", newest, "err", reason)
+		if err := s.store.Skip(job.Name, newest, trigger, reason, now, e.next); err != nil {
+			s.log.Error("record skipped slot failed", "job", job.Name, "err", err)
 		}
 		return
+	case len(slots) > 1 || count != "1":
+		s.log.Info("running due slots", "job", job.Name, "due", count, "runs", len(slots), "newest", newest)
 	}
-	if missed > 0 {
-		s.log.Info("merged due slots into one run", "job", e.job.Name, "slots", missed+1, "slot", slot)
-	}
-	req := Request{Job: e.job.Name, Trigger: trigger, Slot: slot, Next: e.next}
 	s.runs.Add(1)
 	go func() {
 		defer s.runs.Done()
-		s.dispatch(req)
+		if delay > 0 && !s.wait(ctx, delay) {
+			return
+		}
+		for _, slot := range slots {
+			s.dispatch(Request{Job: job.Name, Trigger: trigger, Slot: slot, Next: e.sched.Next(newest)})
+		}
 	}()
 }
 
+// dueSlots returns the newest keep slots from first up to now, oldest
+// first, and how many slots were due, as text since a huge backlog is
+// counted only up to maxCountedSlots.
+func dueSlots(sched schedule.Schedule, first, now time.Time, keep int) ([]time.Time, string) {
+	slots := []time.Time{first}
+	n := 1
+	for next := sched.Next(first); !next.IsZero() && !next.After(now); next = sched.Next(next) {
+		n++
+		slots = append(slots, next)
+		if len(slots) > keep {
+			slots = slots[1:]
+		}
+		if n >= maxCountedSlots {
+			// Jump to the newest slot instead of walking a year of
+			// minutes; the kept slots are then just the newest one.
+			latest, _ := schedule.Latest(sched, next, now)
+			if !latest.IsZero() {
+				slots = []time.Time{latest}
+			}
+			return slots, fmt.Sprintf("more than %d", maxCountedSlots)
+		}
+	}
+	return slots, fmt.Sprint(n)
+}
+
+func dropOlder(slots []time.Time, cutoff time.Time) []time.Time {
+	kept := slots[:0:0]
+	for _, slot := range slots {
+		if !slot.Before(cutoff) {
+			kept = append(kept, slot)
+		}
+	}
+	return kept
+}
+
+// wait waits for d on the scheduler's clock, and returns false when the
+// scheduler stops first.
+func (s *Scheduler) wait(ctx context.Context, d time.Duration) bool {
+	select {
+	case <-s.clock.After(d):
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
 func (s *Scheduler) dispatch(req Request) {
-	_, err := s.runner.Run(context.Background(), req)
+	_, err := s.runner.RunPolicies(context.Background(), req)
 	switch {
 	case err == nil, errors.Is(err, ErrStopping):
 	case errors.Is(err, state.ErrSlotClaimed):
@@ -280,7 +387,7 @@ func (s *Scheduler) runOverdue(now time.Time) {
 	for _, name := range s.namesLocked() {
 		e := s.entries[name]
 		if !e.next.IsZero() && e.next.Before(now.Add(-overdueAfter)) {
-			s.claimDueLocked(e, now, state.TriggerCatchUp)
+			s.claimDueLocked(s.ctx, e, now, state.TriggerCatchUp, 0)
 		}
 	}
 }
@@ -344,7 +451,18 @@ type cronAdapter struct{ sched schedule.Schedule }
 
 func (cronAdapter) IsValid(string, *time.Location, time.Time) error { return nil }
 
-func (c cronAdapter) Next(last time.Time) time.Time { return c.sched.Next(last) }
+// noSlot stands in for "never" towards gocron, whose v2.21.2 start loop
+// (scheduler.go, selectStart) never ends when a job's next time is zero.
+// A century is far enough and still fits a time.Duration.
+const noSlot = 100 * 365 * 24 * time.Hour
+
+func (c cronAdapter) Next(last time.Time) time.Time {
+	next := c.sched.Next(last)
+	if next.IsZero() {
+		return last.Add(noSlot)
+	}
+	return next
+}
 
 // gocronLogger forwards gocron's own messages to slog at debug level,
 // except its errors.

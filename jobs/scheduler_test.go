@@ -48,6 +48,13 @@ func newSchedHarness(t *testing.T, start time.Time, jobs ...*config.Job) *schedH
 // start builds and starts a scheduler, as a daemon start does.
 func (h *schedHarness) start() {
 	h.t.Helper()
+	h.startArmed(h.enabledJobs())
+}
+
+// startArmed starts a scheduler and waits for timers jobs' gocron timers
+// plus the wall-clock ticker.
+func (h *schedHarness) startArmed(timers int) {
+	h.t.Helper()
 	h.runner = NewRunner(h.cfg, h.store, sharedReaper(h.t), testLogger(h.t), h.clock.Now)
 	h.runner.execute = func(_ context.Context, _ *config.Job, run state.Run, _ func(Line)) execOutcome {
 		h.runs <- run
@@ -65,7 +72,7 @@ func (h *schedHarness) start() {
 	// later Advance fires them.
 	waitCtx, stop := context.WithTimeout(context.Background(), 5*time.Second)
 	defer stop()
-	if err := h.clock.BlockUntilContext(waitCtx, h.enabledJobs()+1); err != nil {
+	if err := h.clock.BlockUntilContext(waitCtx, timers+1); err != nil {
 		h.t.Fatalf("timers not armed: %v", err)
 	}
 }

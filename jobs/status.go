@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/agent-runner/agent-runner/config"
@@ -29,13 +30,31 @@ type JobStatus struct {
 
 // Describe returns the schedule of a job as written in the config.
 func Describe(job *config.Job) string {
-	if job.Every > 0 {
-		return "every " + job.Every.String()
+	switch {
+	case job.Every > 0:
+		return "every " + shortDuration(job.Every)
+	case !job.At.IsZero():
+		return "at " + job.At.UTC().Format(time.RFC3339)
+	case len(job.Calendar) > 0:
+		return strings.Join(job.Calendar, "; ")
 	}
 	if job.Location != nil && job.Location != time.UTC {
 		return fmt.Sprintf("%s (%s)", job.Cron, job.Location)
 	}
 	return job.Cron
+}
+
+// shortDuration drops the zero units that time.Duration.String prints,
+// so 5m0s reads 5m.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 // StatusOf combines a job's config, its stored state and whether it runs

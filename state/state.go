@@ -23,6 +23,11 @@ const (
 	TriggerSchedule = "schedule"
 	TriggerCatchUp  = "catch-up"
 	TriggerManual   = "manual"
+	// TriggerRetry runs again a scheduled run that failed.
+	TriggerRetry = "retry"
+	// TriggerChain runs a job named in another job's on_success or
+	// on_failure.
+	TriggerChain = "chain"
 )
 
 // JobState is the persisted position and health of one job.

@@ -1,0 +1,341 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/agent-runner/agent-runner/config"
+	"github.com/agent-runner/agent-runner/schedule"
+	"github.com/agent-runner/agent-runner/state"
+)
+
+func TestCatchUpAllRunsNewestSlotsInOrder(t *testing.T) {
+	job := cronJob("hourly", "0 * * * *")
+	job.CatchUp, job.MaxCatchUp = config.CatchUpAll, 3
+	h := newSchedHarness(t, t0, job)
+	h.start()
+	h.stop()
+
+	h.clock.Advance(5 * time.Hour)
+	h.start()
+	defer h.stop()
+	runs := h.expectRuns(3)
+	for i, run := range runs {
+		want := time.Date(2026, 3, 1, 15+i, 0, 0, 0, time.UTC)
+		if !run.Slot.Equal(want) || run.Trigger != state.TriggerCatchUp {
+			t.Errorf("run %d = %v %s, want %v catch-up", i, run.Slot, run.Trigger, want)
+		}
+	}
+	h.expectNoRun()
+}
+
+func TestCatchUpDeadlineDropsOldSlots(t *testing.T) {
+	job := cronJob("hourly", "0 * * * *")
+	job.CatchUpDeadline = 10 * time.Minute
+	h := newSchedHarness(t, t0, job)
+	h.start()
+	h.stop()
+
+	// The newest missed slot, 17:00, is 30 minutes old at 17:30.
+	h.clock.Advance(5*time.Hour + 30*time.Minute)
+	h.start()
+	defer h.stop()
+	h.expectNoRun()
+	runs, _ := h.store.Runs("hourly", 5)
+	if len(runs) != 1 || runs[0].Result != state.ResultSkipped {
+		t.Errorf("history = %+v, want one skipped record", runs)
+	}
+}
+
+func TestCatchUpSpreadStaggersStarts(t *testing.T) {
+	a, b, c := cronJob("a", "0 * * * *"), cronJob("b", "0 * * * *"), cronJob("c", "0 * * * *")
+	h := newSchedHarness(t, t0, a, b, c)
+	h.cfg.Runner.CatchUpSpread = 30 * time.Second
+	h.start()
+	h.stop()
+	h.clock.Advance(2 * time.Hour)
+
+	h.runner = nil
+	h.start()
+	defer h.stop()
+	if run := h.expectRuns(1)[0]; run.Job != "a" {
+		t.Errorf("first catch-up = %s, want a", run.Job)
+	}
+	h.expectNoRun()
+	h.clock.Advance(10 * time.Second)
+	if run := h.expectRuns(1)[0]; run.Job != "b" {
+		t.Errorf("second catch-up = %s, want b after a third of the spread", run.Job)
+	}
+	h.clock.Advance(10 * time.Second)
+	if run := h.expectRuns(1)[0]; run.Job != "c" {
+		t.Errorf("third catch-up = %s, want c", run.Job)
+	}
+}
+
+func TestAtJobRunsOnce(t *testing.T) {
+	job := &config.Job{Name: "launch", Command: []string{"true"}, At: t0.Add(90 * time.Second), Location: time.UTC, CatchUp: config.CatchUpOnce, Enabled: true}
+	h := newSchedHarness(t, t0, job)
+	h.start()
+	h.advance(5*time.Minute, 30*time.Second)
+	if run := h.expectRuns(1)[0]; !run.Slot.Equal(job.At) {
+		t.Errorf("slot = %v, want %v", run.Slot, job.At)
+	}
+	h.expectNoRun()
+	h.stop()
+	h.clock.Advance(time.Hour)
+	h.startArmed(0)
+	defer h.stop()
+	h.expectNoRun()
+}
+
+func TestRandomizedDelayShiftsSlots(t *testing.T) {
+	job := cronJob("jittered", "0 * * * *")
+	job.RandomizedDelay = 10 * time.Minute
+	offset := schedule.StableDelay("jittered", 10*time.Minute)
+	h := newSchedHarness(t, t0, job)
+	h.start()
+	defer h.stop()
+	h.advance(time.Hour+10*time.Minute, 30*time.Second)
+	run := h.expectRuns(1)[0]
+	want := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC).Add(offset)
+	if !want.After(t0) {
+		want = want.Add(time.Hour)
+	}
+	if !run.Slot.Equal(want) {
+		t.Errorf("slot = %v, want %v (the hour plus the stable offset %v)", run.Slot, want, offset)
+	}
+}
+
+// recorded is a list of runs that several goroutines append to.
+type recorded struct {
+	mu   sync.Mutex
+	runs []string
+}
+
+func (r *recorded) add(s string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.runs = append(r.runs, s)
+}
+
+func (r *recorded) get() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.runs...)
+}
+
+// scriptedRunner returns a runner whose execute returns results in turn,
+// recording the job and trigger of each run.
+func scriptedRunner(t *testing.T, results []string, jobs ...*config.Job) (*Runner, *recorded) {
+	r, _ := newTestRunner(t, jobs...)
+	triggers := &recorded{}
+	var n atomic.Int32
+	r.execute = func(_ context.Context, job *config.Job, run state.Run, _ func(Line)) execOutcome {
+		triggers.add(job.Name + ":" + run.Trigger)
+		i := int(n.Add(1)) - 1
+		if job.Name != "flaky" || i >= len(results) {
+			return execOutcome{result: state.ResultOK}
+		}
+		return execOutcome{result: results[i], exitCode: 1}
+	}
+	r.sleep = func(context.Context, time.Duration) error { return nil }
+	return r, triggers
+}
+
+func TestRetriesThenChainOnSuccess(t *testing.T) {
+	flaky := shellJob("flaky", "true")
+	flaky.Retries, flaky.RetryBackoff = 3, time.Second
+	flaky.OnSuccess = []string{"publish"}
+	publish := shellJob("publish", "true")
+	r, triggers := scriptedRunner(t, []string{state.ResultFailed, state.ResultTimeout}, flaky, publish)
+
+	run, err := r.RunPolicies(context.Background(), Request{Job: "flaky", Trigger: state.TriggerSchedule, Slot: t0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if run.Result != state.ResultOK || run.Trigger != state.TriggerRetry {
+		t.Errorf("final run = %s %s, want ok from a retry", run.Result, run.Trigger)
+	}
+	waitUntil(t, "the chained job", func() bool { return len(triggers.get()) == 4 })
+	want := []string{"flaky:schedule", "flaky:retry", "flaky:retry", "publish:chain"}
+	if fmt.Sprint(triggers.get()) != fmt.Sprint(want) {
+		t.Errorf("runs = %v, want %v", triggers.get(), want)
+	}
+}
+
+func TestRetriesStopWithinTimeout(t *testing.T) {
+	flaky := shellJob("flaky", "true")
+	flaky.Retries, flaky.RetryBackoff, flaky.Timeout = 5, time.Minute, 90*time.Second
+	flaky.OnFailure = []string{"alert"}
+	alert := shellJob("alert", "true")
+	all := []string{state.ResultFailed, state.ResultFailed, state.ResultFailed, state.ResultFailed, state.ResultFailed, state.ResultFailed}
+	r, triggers := scriptedRunner(t, all, flaky, alert)
+	var clockMu sync.Mutex
+	clock := t0
+	r.now = func() time.Time {
+		clockMu.Lock()
+		defer clockMu.Unlock()
+		return clock
+	}
+	r.sleep = func(_ context.Context, d time.Duration) error {
+		clockMu.Lock()
+		defer clockMu.Unlock()
+		clock = clock.Add(d)
+		return nil
+	}
+
+	run, _ := r.RunPolicies(context.Background(), Request{Job: "flaky", Trigger: state.TriggerSchedule, Slot: t0})
+	if run.Result != state.ResultFailed {
+		t.Errorf("final result = %s, want failed", run.Result)
+	}
+	// One retry fits: 1m after the start; the next would wait 2m more,
+	// past the 90s timeout.
+	waitUntil(t, "the failure chain", func() bool { return len(triggers.get()) == 3 })
+	want := []string{"flaky:schedule", "flaky:retry", "alert:chain"}
+	if fmt.Sprint(triggers.get()) != fmt.Sprint(want) {
+		t.Errorf("runs = %v, want %v", triggers.get(), want)
+	}
+}
+
+func TestManualRunIsNotRetried(t *testing.T) {
+	flaky := shellJob("flaky", "true")
+	flaky.Retries = 3
+	r, triggers := scriptedRunner(t, []string{state.ResultFailed}, flaky)
+	r.RunPolicies(context.Background(), Request{Job: "flaky", Trigger: state.TriggerManual})
+	time.Sleep(50 * time.Millisecond)
+	if got := triggers.get(); len(got) != 1 {
+		t.Errorf("runs = %v, want the manual run alone", got)
+	}
+}
+
+func TestOverlapQueueHoldsOneRun(t *testing.T) {
+	dir := t.TempDir()
+	release := filepath.Join(dir, "release")
+	job := shellJob("long", fmt.Sprintf(`while [ ! -e %s ]; do sleep 0.05; done`, release))
+	job.Overlap = config.OverlapQueue
+	r, _ := newTestRunner(t, job)
+	go r.Run(context.Background(), Request{Job: "long", Trigger: state.TriggerManual})
+	waitRunning(t, r, "long")
+
+	queued := make(chan state.Run)
+	go func() {
+		run, _ := r.Run(context.Background(), Request{Job: "long", Trigger: state.TriggerSchedule, Slot: t0})
+		queued <- run
+	}()
+	waitUntil(t, "the queued run", func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		_, ok := r.pending["long"]
+		return ok
+	})
+	// A second slot while one waits merges into the queued run.
+	skipped, err := r.Run(context.Background(), Request{Job: "long", Trigger: state.TriggerSchedule, Slot: t0.Add(time.Minute)})
+	if err != nil || skipped.Result != state.ResultSkipped {
+		t.Errorf("second queued slot = %v %v, want skipped", skipped.Result, err)
+	}
+	os.WriteFile(release, nil, 0o600)
+	if run := <-queued; run.Result != state.ResultOK || !run.Slot.Equal(t0.Add(time.Minute)) {
+		t.Errorf("queued run = %s %v, want ok for the newest slot", run.Result, run.Slot)
+	}
+}
+
+func TestOverlapReplaceStopsRunningRun(t *testing.T) {
+	job := shellJob("replaceable", "sleep 300")
+	job.Overlap = config.OverlapReplace
+	r, _ := newTestRunner(t, job)
+	first := make(chan state.Run)
+	go func() {
+		run, _ := r.Run(context.Background(), Request{Job: "replaceable", Trigger: state.TriggerSchedule, Slot: t0})
+		first <- run
+	}()
+	waitRunning(t, r, "replaceable")
+	r.execute = func(context.Context, *config.Job, state.Run, func(Line)) execOutcome {
+		return execOutcome{result: state.ResultOK}
+	}
+	second, err := r.Run(context.Background(), Request{Job: "replaceable", Trigger: state.TriggerSchedule, Slot: t0.Add(time.Minute)})
+	if err != nil || second.Result != state.ResultOK {
+		t.Errorf("replacing run = %v %v, want ok", second.Result, err)
+	}
+	if run := <-first; run.Result != state.ResultInterrupted {
+		t.Errorf("replaced run = %s, want interrupted", run.Result)
+	}
+}
+
+func TestGateGrantsInSlotOrder(t *testing.T) {
+	var g gate
+	g.setLimit(1)
+	if err := g.acquire(context.Background(), t0); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var order []int
+	var wg sync.WaitGroup
+	for _, hour := range []int{3, 1, 2} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			g.acquire(context.Background(), t0.Add(time.Duration(hour)*time.Hour))
+			mu.Lock()
+			order = append(order, hour)
+			mu.Unlock()
+			g.release()
+		}()
+	}
+	waitUntil(t, "three waiters", func() bool {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		return len(g.waiting) == 3
+	})
+	g.release()
+	wg.Wait()
+	if fmt.Sprint(order) != "[1 2 3]" {
+		t.Errorf("grant order = %v, want slot order [1 2 3]", order)
+	}
+}
+
+func TestGateWaiterGivesUp(t *testing.T) {
+	var g gate
+	g.setLimit(1)
+	g.acquire(context.Background(), t0)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if err := g.acquire(ctx, t0); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("acquire past its deadline = %v", err)
+	}
+	g.release()
+	if err := g.acquire(context.Background(), t0); err != nil {
+		t.Errorf("acquire after release = %v", err)
+	}
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestOnCalendarJobFollowsSystemdSyntax(t *testing.T) {
+	job := &config.Job{Name: "weekdays", Command: []string{"true"}, Calendar: []string{"Mon..Fri *-*-* 12:30:00"},
+		Location: time.UTC, CatchUp: config.CatchUpOnce, Enabled: true}
+	// t0 is Sunday 2026-03-01 12:00:30; the first weekday slot is Monday.
+	h := newSchedHarness(t, t0, job)
+	h.start()
+	defer h.stop()
+	h.advance(25*time.Hour, 5*time.Minute)
+	if run := h.expectRuns(1)[0]; !run.Slot.Equal(time.Date(2026, 3, 2, 12, 30, 0, 0, time.UTC)) {
+		t.Errorf("slot = %v, want Monday 12:30", run.Slot)
+	}
+	h.expectNoRun()
+}
