@@ -72,10 +72,20 @@ func newLogger(w io.Writer, format string, level slog.Level) (*slog.Logger, erro
 	}
 }
 
-// daemonAvailable reports whether a daemon answers on the socket.
-func daemonAvailable(cfg *config.Config) bool {
+// daemonAvailable reports whether a daemon answers on the socket. It
+// returns an error when one listens but cannot be used, such as one that
+// rejects this user or does not answer, since working without it then
+// would make a second runner.
+func daemonAvailable(cfg *config.Config) (bool, error) {
 	_, err := control.GetStatus(cfg.Runner.Socket)
-	return err == nil
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, control.ErrNoDaemon):
+		return false, nil
+	default:
+		return false, err
+	}
 }
 
 // cliLockTimeout is how long a CLI waits for the store lock, which another
@@ -92,6 +102,10 @@ func openStoreOffline(cfg *config.Config, readOnly bool, log *slog.Logger) (*sta
 		}
 	}
 	store, err := state.Open(path, storeOptions(cfg, readOnly, log))
+	if readOnly && errors.Is(err, os.ErrNotExist) {
+		// An empty file holds no state yet; the daemon sets it up.
+		return nil, nil
+	}
 	if errors.Is(err, state.ErrLocked) {
 		return nil, fmt.Errorf("the daemon holds the state store but does not answer on %s: check that it is healthy (systemctl status agent-runner)", cfg.Runner.Socket)
 	}

@@ -67,8 +67,12 @@ func statusFor(path string, stderr io.Writer) (control.Status, error) {
 // currentStatus asks the daemon when one answers, and reads the config
 // and the store otherwise.
 func currentStatus(cfg *config.Config, stderr io.Writer) (control.Status, error) {
-	if status, err := control.GetStatus(cfg.Runner.Socket); err == nil {
+	status, err := control.GetStatus(cfg.Runner.Socket)
+	if err == nil {
 		return status, nil
+	}
+	if !errors.Is(err, control.ErrNoDaemon) {
+		return control.Status{}, err
 	}
 	fmt.Fprintln(stderr, "agent-runner: the daemon is not running; next runs show when it would run them after a start")
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))

@@ -70,7 +70,16 @@ func handleSignals(log *slog.Logger) (context.Context, <-chan struct{}) {
 		sig := <-signals
 		log.Info("stopping on signal", "signal", sig.String())
 		cancel()
-		sig = <-signals
+		first := time.Now()
+		for {
+			sig = <-signals
+			// Tools such as timeout(1) signal the process and its group
+			// at once; a copy that arrives with the first is no second
+			// signal.
+			if time.Since(first) > time.Second {
+				break
+			}
+		}
 		log.Warn("second signal: forcing stop", "signal", sig.String())
 		close(force)
 		select {

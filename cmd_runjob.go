@@ -46,9 +46,12 @@ func cmdRunJob(args []string, stdout, stderr io.Writer) int {
 	out := &lineWriter{stdout: stdout, stderr: stderr}
 	var run state.Run
 	var err error
-	if daemonAvailable(cfg) {
+	available, err := daemonAvailable(cfg)
+	switch {
+	case err != nil:
+	case available:
 		run, err = control.RunJob(ctx, cfg.Runner.Socket, name, *wait, out.write)
-	} else {
+	default:
 		run, err = runInProcess(ctx, cfg, name, *wait, out.write, stderr)
 	}
 	if err != nil {
@@ -76,7 +79,8 @@ func jobNames(cfg *config.Config) []string {
 func interruptContext(stderr io.Writer) (context.Context, func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	signals := make(chan os.Signal, 2)
-	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM)
+	// A closed terminal sends SIGHUP, which stops the run like Ctrl-C.
+	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	go func() {
 		if _, ok := <-signals; !ok {
 			return

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -472,18 +473,22 @@ func TestKilledDaemonRecordsInterruptedRun(t *testing.T) {
 command = ["sh", "-c", "echo $$ >> pids; echo $AGENT_RUNNER_SLOT >> slots; exec sleep 300"]
 every = "2s"
 `)
-	// The job's children have their own process group and survive a
-	// SIGKILL of the daemon; the service manager's KillMode cleans them
-	// up in production, and this test by their pids.
 	t.Cleanup(func() { killPids(t, p.path("pids")) })
 	d := p.startDaemon()
 	waitFor(t, "the first slot", func() bool { return len(lines(t, p.path("slots"))) == 1 })
 	d.kill()
-	killPids(t, p.path("pids"))
 	first := lines(t, p.path("slots"))[0]
+	orphan := lines(t, p.path("pids"))[0]
+	if !running(orphan) {
+		t.Fatalf("the job's process %s died with the daemon; this test needs it to outlive it", orphan)
+	}
 
 	d = p.startDaemon()
 	d.waitLog("run was interrupted by a previous stop")
+	d.waitLog("stopped processes left by a previous daemon or CLI")
+	if running(orphan) {
+		t.Errorf("the interrupted run's process %s still runs after the restart", orphan)
+	}
 	waitFor(t, "a later slot", func() bool { return len(lines(t, p.path("slots"))) >= 2 })
 	for _, slot := range lines(t, p.path("slots"))[1:] {
 		if slot == first {
@@ -491,6 +496,17 @@ every = "2s"
 		}
 	}
 	d.kill()
+}
+
+// running reports whether pid exists and is not a zombie waiting for its
+// parent to reap it.
+func running(pid string) bool {
+	data, err := os.ReadFile("/proc/" + pid + "/stat")
+	if err != nil {
+		return false
+	}
+	fields := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
+	return len(fields) > 0 && fields[0] != "Z"
 }
 
 // killPids kills every process whose pid a test job wrote to path.
@@ -570,5 +586,28 @@ schedule = "0 0 1 1 *"
 	res := p.run("run-job", "long")
 	if res.code != 125 || !strings.Contains(res.stderr, "already running") {
 		t.Errorf("second run-job = %d %q, want 125 and a message", res.code, res.stderr)
+	}
+}
+
+func TestIdleClientDoesNotBlockShutdown(t *testing.T) {
+	p := newProject(t, "[jobs.hello]\ncommand = [\"true\"]\nschedule = \"0 0 1 1 *\"\n")
+	d := p.startDaemon()
+	var idle []net.Conn
+	for range 5 {
+		conn, err := net.Dial("unix", p.path("state/control.sock"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		idle = append(idle, conn)
+	}
+	defer func() {
+		for _, conn := range idle {
+			conn.Close()
+		}
+	}()
+	start := time.Now()
+	d.stop()
+	if elapsed := time.Since(start); elapsed > 5*time.Second {
+		t.Errorf("stop took %v with idle clients connected", elapsed)
 	}
 }

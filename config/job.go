@@ -13,6 +13,10 @@ import (
 
 var jobNamePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)
 
+// maxNameLength keeps job and listener names short enough for the lock,
+// folder and socket paths built from them.
+const maxNameLength = 64
+
 // sharedKeys are the job keys that [defaults] may set too.
 var sharedKeys = append([]string{
 	"catch_up", "enabled", "env", "env_file", "inherit_env",
@@ -174,6 +178,8 @@ func (l *loader) decodeJobs(root table, defaults jobSettings, runner Runner) []*
 		}
 		if !jobNamePattern.MatchString(name) {
 			l.report(t.path, `invalid job name %q: use lowercase letters, digits, "_" and "-", starting with a letter or digit, such as %q`, name, suggestJobName(name))
+		} else if len(name) > maxNameLength {
+			l.report(t.path, "job name is %d characters long: keep it to %d", len(name), maxNameLength)
 		}
 		list = append(list, l.decodeJob(t, name, defaults, runner))
 	}

@@ -81,6 +81,8 @@ func (l *loader) decodeListeners(root table, defaults jobSettings, runner Runner
 func (l *loader) checkListenerName(t table, name string, jobs []*Job) {
 	if !jobNamePattern.MatchString(name) {
 		l.report(t.path, `invalid listener name %q: use lowercase letters, digits, "_" and "-", starting with a letter or digit, such as %q`, name, suggestName(name, "listener"))
+	} else if len(name) > maxNameLength {
+		l.report(t.path, "listener name is %d characters long: keep it to %d", len(name), maxNameLength)
 	}
 	for _, job := range jobs {
 		if job.Name == name {

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"net"
+	"os"
 	"os/user"
 	"path/filepath"
 	"slices"
@@ -88,6 +89,9 @@ func (l *loader) decodeRunnerFiles(t table, runner *Runner) {
 	if dir, ok := l.nonEmptyString(t, "state_dir", `"state"`); ok {
 		runner.StateDir = l.resolve(dir)
 	}
+	if info, err := os.Stat(runner.StateDir); err == nil && !info.IsDir() {
+		l.report(stateDirKey(t), "state_dir %s is a file, not a folder: move the file away or pick another state_dir", runner.StateDir)
+	}
 	runner.Socket = filepath.Join(runner.StateDir, "control.sock")
 	if socket, ok := l.nonEmptyString(t, "socket", `"/run/agent-runner/control.sock"`); ok {
 		runner.Socket = l.resolve(socket)
@@ -100,6 +104,15 @@ func (l *loader) decodeRunnerFiles(t table, runner *Runner) {
 		l.checkGroup(t.key("socket_group"), group)
 		runner.SocketGroup = group
 	}
+}
+
+// stateDirKey returns the state_dir key, or the [runner] table when the
+// default is in use.
+func stateDirKey(t table) keyPath {
+	if _, ok := t.values["state_dir"]; ok {
+		return t.key("state_dir")
+	}
+	return t.path
 }
 
 // socketKey returns the key that decides the socket path: socket when it

@@ -7,14 +7,28 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"syscall"
+	"time"
 
 	"github.com/agent-runner/agent-runner/jobs"
 	"github.com/agent-runner/agent-runner/state"
 )
 
-// maxMessageBytes bounds one message from the daemon; an output line is
-// at most 64 KiB before JSON escaping.
-const maxMessageBytes = 1 << 20
+const (
+	// maxMessageBytes bounds one message from the daemon: the status of
+	// tens of thousands of jobs, or one 64 KiB output line after JSON
+	// escaping.
+	maxMessageBytes = 64 << 20
+	// dialTimeout bounds connecting to the socket.
+	dialTimeout = 5 * time.Second
+	// replyTimeout bounds the wait for a daemon's answer, so a daemon
+	// that is stopped or wedged is reported instead of hanging the CLI.
+	replyTimeout = 30 * time.Second
+	// finalTimeout bounds the wait for a run's record after the client
+	// asked the run to stop; the daemon's grace periods fit well within.
+	finalTimeout = 2 * time.Minute
+)
 
 // RunJob asks the daemon at socket to run a job now and streams its
 // output to output. Cancelling ctx stops the run, as Ctrl-C does; RunJob
@@ -30,11 +44,17 @@ func RunJob(ctx context.Context, socket, name string, wait bool, output func(job
 		// Half-closing tells the daemon to stop the run while the
 		// connection stays open for the final record.
 		_ = conn.CloseWrite()
+		_ = conn.SetReadDeadline(time.Now().Add(finalTimeout))
 	})
 	defer stop()
 
 	if err := send(conn, Request{Op: OpRunJob, Job: name, Wait: wait}); err != nil {
 		return state.Run{}, err
+	}
+	if !wait {
+		// Without --wait the daemon answers at once: the run started, or
+		// an error. A run may then stay silent for as long as it likes.
+		_ = conn.SetReadDeadline(time.Now().Add(replyTimeout))
 	}
 	scanner := newScanner(conn)
 	for {
@@ -43,6 +63,10 @@ func RunJob(ctx context.Context, socket, name string, wait bool, output func(job
 			return state.Run{}, err
 		}
 		switch {
+		case msg.Started != nil:
+			if ctx.Err() == nil {
+				_ = conn.SetReadDeadline(time.Time{})
+			}
 		case msg.Line != nil:
 			output(*msg.Line)
 		case msg.Run != nil:
@@ -56,7 +80,7 @@ func RunJob(ctx context.Context, socket, name string, wait bool, output func(job
 // GetStatus asks the daemon at socket for the status of every job and
 // listener.
 func GetStatus(socket string) (Status, error) {
-	conn, err := dial(socket)
+	conn, err := dialForReply(socket, replyTimeout)
 	if err != nil {
 		return Status{}, err
 	}
@@ -77,11 +101,30 @@ func GetStatus(socket string) (Status, error) {
 	return *msg.Status, nil
 }
 
+// ErrNoDaemon means nothing listens on the socket: the file is missing,
+// or left by a daemon that died. Only then may a CLI work without the
+// daemon; any other failure to reach it is an error.
+var ErrNoDaemon = errors.New("no daemon is listening")
+
 func dial(socket string) (*net.UnixConn, error) {
-	conn, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: socket, Net: "unix"})
+	d := net.Dialer{Timeout: dialTimeout}
+	c, err := d.Dial("unix", socket)
 	if err != nil {
+		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
+			return nil, fmt.Errorf("connect to daemon at %s: %w: %w", socket, ErrNoDaemon, err)
+		}
 		return nil, fmt.Errorf("connect to daemon at %s: %w", socket, err)
 	}
+	return c.(*net.UnixConn), nil
+}
+
+// dialForReply connects and bounds the whole exchange by timeout.
+func dialForReply(socket string, timeout time.Duration) (*net.UnixConn, error) {
+	conn, err := dial(socket)
+	if err != nil {
+		return nil, err
+	}
+	_ = conn.SetDeadline(time.Now().Add(timeout))
 	return conn, nil
 }
 
@@ -108,6 +151,9 @@ func receive(scanner *bufio.Scanner) (Message, error) {
 		if err == nil {
 			err = errors.New("daemon closed the connection before answering")
 		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			err = errors.New("daemon did not answer in time; check that it is healthy (systemctl status agent-runner)")
+		}
 		return Message{}, fmt.Errorf("read from daemon: %w", err)
 	}
 	var msg Message
@@ -121,7 +167,7 @@ func receive(scanner *bufio.Scanner) (Message, error) {
 // or given by its kind when only one listener has it. It returns the name
 // of the listener that posted.
 func Send(socket, listener, target, text string) (string, error) {
-	conn, err := dial(socket)
+	conn, err := dialForReply(socket, sendTimeout+replyTimeout)
 	if err != nil {
 		return "", err
 	}
@@ -145,7 +191,7 @@ func Send(socket, listener, target, text string) (string, error) {
 // Reload asks the daemon at socket to re-read its config and returns what
 // changed. A rejected config returns *ErrorMessage with the problems.
 func Reload(socket string) (string, error) {
-	conn, err := dial(socket)
+	conn, err := dialForReply(socket, replyTimeout)
 	if err != nil {
 		return "", err
 	}

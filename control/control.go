@@ -48,9 +48,11 @@ type Request struct {
 
 // Message is one line the daemon sends back. Exactly one field is set.
 type Message struct {
-	Line   *jobs.Line `json:"line,omitempty"`
-	Run    *state.Run `json:"run,omitempty"`
-	Status *Status    `json:"status,omitempty"`
+	Line *jobs.Line `json:"line,omitempty"`
+	// Started says the daemon claimed the run and starts it now.
+	Started *state.Run `json:"started,omitempty"`
+	Run     *state.Run `json:"run,omitempty"`
+	Status  *Status    `json:"status,omitempty"`
 	// Sent confirms a send request.
 	Sent *Sent `json:"sent,omitempty"`
 	// Reloaded describes what a reload changed.

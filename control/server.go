@@ -22,9 +22,17 @@ import (
 	"github.com/agent-runner/agent-runner/state"
 )
 
-// writeTimeout bounds one write to a client, so a client that stops
-// reading cannot stall a job whose output it streams.
-const writeTimeout = 10 * time.Second
+const (
+	// writeTimeout bounds one write to a client, so a client that stops
+	// reading cannot stall a job whose output it streams.
+	writeTimeout = 10 * time.Second
+	// requestTimeout bounds the wait for a client's request line, so an
+	// idle client cannot hold a connection, or a shutdown, for long.
+	requestTimeout = 10 * time.Second
+	// maxClients caps connections served at once; more are closed at
+	// once, so a client cannot exhaust the daemon's file descriptors.
+	maxClients = 256
+)
 
 // Handler does the work behind the socket.
 type Handler interface {
@@ -49,6 +57,11 @@ type Server struct {
 	wg     sync.WaitGroup
 	ctx    context.Context
 	cancel context.CancelFunc
+
+	mu    sync.Mutex
+	conns map[*net.UnixConn]struct{}
+	// acceptErrors rate-limits the log of failing accepts.
+	acceptLogged time.Time
 }
 
 // Listen creates the socket at path, readable and writable by the owner
@@ -81,7 +94,8 @@ func Listen(path, group string, handler Handler, log *slog.Logger) (*Server, err
 		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Server{handler: handler, log: log, listener: l, groupID: gid, ctx: ctx, cancel: cancel}, nil
+	return &Server{handler: handler, log: log, listener: l, groupID: gid, ctx: ctx, cancel: cancel,
+		conns: make(map[*net.UnixConn]struct{})}, nil
 }
 
 func lookupGroup(name string) (int, error) {
@@ -109,7 +123,9 @@ func removeStaleSocket(path string) error {
 	return os.Remove(path)
 }
 
-// Serve accepts clients until Close.
+// Serve accepts clients until Close. Failing accepts, such as when the
+// process runs out of file descriptors, are logged and retried after a
+// pause; they never stop the daemon.
 func (s *Server) Serve() error {
 	for {
 		conn, err := s.listener.AcceptUnix()
@@ -117,21 +133,67 @@ func (s *Server) Serve() error {
 			if s.ctx.Err() != nil {
 				return nil
 			}
-			return fmt.Errorf("accept control client: %w", err)
+			s.logAcceptError(err)
+			select {
+			case <-s.ctx.Done():
+				return nil
+			case <-time.After(100 * time.Millisecond):
+			}
+			continue
+		}
+		if !s.track(conn) {
+			conn.Close()
+			continue
 		}
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
+			defer s.untrack(conn)
 			s.serveConn(conn)
 		}()
 	}
 }
 
+func (s *Server) logAcceptError(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if time.Since(s.acceptLogged) < time.Minute {
+		return
+	}
+	s.acceptLogged = time.Now()
+	s.log.Error("accept control client failed; retrying", "err", err)
+}
+
+// track registers a connection unless maxClients are served already.
+func (s *Server) track(conn *net.UnixConn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.conns) >= maxClients {
+		return false
+	}
+	s.conns[conn] = struct{}{}
+	return true
+}
+
+func (s *Server) untrack(conn *net.UnixConn) {
+	s.mu.Lock()
+	delete(s.conns, conn)
+	s.mu.Unlock()
+}
+
 // Close stops accepting, cancels the manual runs of connected clients,
-// waits for their handlers to return and removes the socket.
+// closes every connection, waits for the handlers to return and removes
+// the socket.
 func (s *Server) Close() error {
 	s.cancel()
 	err := s.listener.Close()
+	s.mu.Lock()
+	for conn := range s.conns {
+		// Manual runs still send their final record before the handler
+		// returns; a half-close would wait for idle clients for ever.
+		_ = conn.SetReadDeadline(time.Now())
+	}
+	s.mu.Unlock()
 	s.wg.Wait()
 	return err
 }
@@ -145,7 +207,9 @@ func (s *Server) serveConn(conn *net.UnixConn) {
 		return
 	}
 	reader := bufio.NewReaderSize(conn, 4096)
+	_ = conn.SetReadDeadline(time.Now().Add(requestTimeout))
 	line, err := readLine(reader)
+	_ = conn.SetReadDeadline(time.Time{})
 	if err != nil {
 		out.send(Message{Error: &ErrorMessage{Code: CodeBadRequest, Message: err.Error()}})
 		return
@@ -264,6 +328,9 @@ func (s *Server) runJob(conn *net.UnixConn, reader *bufio.Reader, out *encoder, 
 			if err := out.send(Message{Line: &line}); err != nil {
 				cancel(fmt.Errorf("stream output to client: %w", err))
 			}
+		},
+		Started: func(run state.Run) {
+			_ = out.send(Message{Started: &run})
 		},
 	})
 	if err != nil {

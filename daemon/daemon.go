@@ -49,7 +49,7 @@ func Run(ctx context.Context, opts Options) error {
 	log.Info("agent-runner starting", "version", opts.Version, "config", cfg.Path,
 		"state_dir", cfg.Runner.StateDir, "jobs", len(cfg.Jobs), "listeners", len(cfg.Listeners))
 
-	store, err := openStore(cfg, log, opts.Clock.Now())
+	store, err := openStore(ctx, cfg, log, opts.Clock.Now())
 	if err != nil {
 		return err
 	}
@@ -190,13 +190,22 @@ func addScheduler(group *run.Group, cfg *config.Config, sched *jobs.Scheduler, r
 
 // openStore opens the state store, reports a corrupt store that was moved
 // aside, and marks runs cut short by a crash as interrupted.
-func openStore(cfg *config.Config, log *slog.Logger, now time.Time) (*state.Store, error) {
+func openStore(ctx context.Context, cfg *config.Config, log *slog.Logger, now time.Time) (*state.Store, error) {
 	path := StorePath(cfg)
-	store, err := state.Open(path, state.Options{
-		LockTimeout:  storeLockTimeout,
-		HistoryLimit: cfg.Runner.HistoryLimit,
-		Logger:       log,
-	})
+	// Short tries in a loop, so a stop signal during the wait is obeyed.
+	deadline := time.Now().Add(storeLockTimeout)
+	var store *state.Store
+	var err error
+	for {
+		store, err = state.Open(path, state.Options{
+			LockTimeout:  500 * time.Millisecond,
+			HistoryLimit: cfg.Runner.HistoryLimit,
+			Logger:       log,
+		})
+		if !errors.Is(err, state.ErrLocked) || time.Now().After(deadline) || ctx.Err() != nil {
+			break
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open state store: %w", err)
 	}
@@ -204,13 +213,23 @@ func openStore(cfg *config.Config, log *slog.Logger, now time.Time) (*state.Stor
 		log.Error("state store was corrupt: moved it aside and started a new one; schedule positions and history are reset",
 			"path", path, "moved_to", moved)
 	}
-	interrupted, err := store.RecoverInterrupted(now)
+	// A CLI may be running a job by hand right now; its run lock says so,
+	// and that run is left alone.
+	busy := func(job string) bool { return jobs.LockHeld(cfg.Runner.StateDir, job) }
+	interrupted, err := store.RecoverInterrupted(now, busy)
 	if err != nil {
 		store.Close()
 		return nil, fmt.Errorf("recover interrupted runs: %w", err)
 	}
+	leftovers := []string{process.DaemonMarker(cfg.Runner.StateDir)}
 	for _, r := range interrupted {
 		log.Warn("run was interrupted by a previous stop", "job", r.Job, "run", r.ID, "slot", r.Slot)
+		leftovers = append(leftovers, jobs.RunMarker(r.ID))
+	}
+	// Children of a daemon or CLI that was killed have their own process
+	// groups and may still run; they must not overlap the runs to come.
+	if n := process.KillMarked(leftovers, cfg.Runner.KillGrace); n > 0 {
+		log.Warn("stopped processes left by a previous daemon or CLI", "count", n)
 	}
 	return store, nil
 }

@@ -98,7 +98,7 @@ func newListenerWithRouter(cfg *config.Config, lc *config.Listener, reaper *proc
 		}
 	}
 	replier, _ := l.(listeners.Replier)
-	hooks := listeners.NewHookRunner(lc, reaper, cfg.Runner.Path, cfg.Runner.KillGrace, log)
+	hooks := listeners.NewHookRunner(lc, reaper, process.DaemonMarker(cfg.Runner.StateDir), cfg.Runner.Path, cfg.Runner.KillGrace, log)
 	return l, listeners.NewRouter(lc, hooks, journal, replier, log), nil
 }
 
@@ -106,7 +106,7 @@ func newListenerWithRouter(cfg *config.Config, lc *config.Listener, reaper *proc
 func newListener(cfg *config.Config, lc *config.Listener, reaper *process.Reaper) (listeners.Listener, error) {
 	switch lc.Kind {
 	case config.KindExec:
-		return execlistener.New(lc, reaper, cfg.Runner.Path, cfg.Runner.KillGrace)
+		return execlistener.New(lc, reaper, process.DaemonMarker(cfg.Runner.StateDir), cfg.Runner.Path, cfg.Runner.KillGrace)
 	case config.KindBluesky:
 		return bluesky.New(lc)
 	case config.KindDiscord:

@@ -79,7 +79,7 @@ func (r *Runner) commandSpec(job *config.Job, argv []string, run state.Run) (pro
 	if err := os.MkdirAll(jobDir, 0o700); err != nil {
 		return process.Spec{}, fmt.Errorf("create job folder: %w", err)
 	}
-	marker := envRunID + "=" + run.ID
+	marker := RunMarker(run.ID)
 	vars := []string{
 		marker,
 		envJob + "=" + job.Name,
@@ -101,6 +101,10 @@ func (r *Runner) commandSpec(job *config.Job, argv []string, run state.Run) (pro
 	}
 	path, err := process.Resolve(argv[0], job.WorkingDir, env)
 	if err != nil {
+		if secretPath, ok := job.Env["PATH"]; ok && secretPath.Source != "inline" {
+			// A PATH read from a secret source is a secret too.
+			return process.Spec{}, fmt.Errorf("command %q not found in the job's PATH from %s", argv[0], secretPath.Source)
+		}
 		return process.Spec{}, err
 	}
 	return process.Spec{
@@ -113,6 +117,10 @@ func (r *Runner) commandSpec(job *config.Job, argv []string, run state.Run) (pro
 		Kill:   r.killNow,
 	}, nil
 }
+
+// RunMarker is the environment entry that identifies the processes of a
+// run, including ones that left its process group.
+func RunMarker(runID string) string { return envRunID + "=" + runID }
 
 // outcomeOf classifies how the child ended.
 func outcomeOf(exit process.Exit) execOutcome {

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -41,7 +42,11 @@ type Request struct {
 	// with ErrBusy.
 	Wait bool
 	// Output receives every output line as it is read; it may be nil.
+	// The stdout and stderr readers call it from two goroutines at once.
 	Output func(Line)
+	// Started, when set, is called once the run is claimed and about to
+	// start.
+	Started func(state.Run)
 }
 
 // Runner runs jobs inside the run boundary and records them in the store.
@@ -146,6 +151,9 @@ func (r *Runner) Run(ctx context.Context, req Request) (state.Run, error) {
 	}, req.Next)
 	if err != nil {
 		return state.Run{}, fmt.Errorf("claim run of %s: %w", job.Name, err)
+	}
+	if req.Started != nil {
+		req.Started(run)
 	}
 	if r.observer != nil {
 		var lateness time.Duration
@@ -260,7 +268,7 @@ func (r *Runner) execBounded(ctx context.Context, job *config.Job, run state.Run
 	r.track(job.Name, cancel)
 	defer r.untrack(job.Name)
 
-	capture := newCapture(log, output)
+	capture := newCapture(log, output, secretValues(job))
 	defer func() {
 		if v := recover(); v != nil {
 			log.Error("run panicked", "err", v, "stack", string(debug.Stack()))
@@ -291,6 +299,9 @@ func (r *Runner) record(run state.Run, out execOutcome, capture *capture) state.
 		run.Error = fmt.Sprintf("panic in output handler: %v", capture.panicked)
 	}
 	run.Output = capture.tail.String()
+	if capture.dropped > 0 {
+		capture.log.Info("output lines not logged", "count", capture.dropped)
+	}
 	return run
 }
 
@@ -429,9 +440,9 @@ func lockPath(stateDir, name string) string {
 	return filepath.Join(stateDir, "locks", name+".lock")
 }
 
-// lockHeld reports whether some process, the daemon or a CLI, holds the
+// LockHeld reports whether some process, the daemon or a CLI, holds the
 // job's run lock, which is the case exactly while a run of it goes on.
-func lockHeld(stateDir, name string) bool {
+func LockHeld(stateDir, name string) bool {
 	f, err := os.Open(lockPath(stateDir, name))
 	if err != nil {
 		return false
@@ -448,6 +459,9 @@ func lockHeld(stateDir, name string) bool {
 type capture struct {
 	log      *slog.Logger
 	output   func(Line)
+	// redact replaces the job's secret values in its output, so a script
+	// that prints its token does not put it in the log or the store.
+	redact *strings.Replacer
 	tail     tail
 	mu       sync.Mutex
 	logged   int
@@ -455,11 +469,37 @@ type capture struct {
 	panicked any
 }
 
-func newCapture(log *slog.Logger, output func(Line)) *capture {
-	return &capture{log: log, output: output}
+func newCapture(log *slog.Logger, output func(Line), secrets []string) *capture {
+	c := &capture{log: log, output: output}
+	if len(secrets) > 0 {
+		pairs := make([]string, 0, 2*len(secrets))
+		for _, s := range secrets {
+			pairs = append(pairs, s, "[redacted]")
+		}
+		c.redact = strings.NewReplacer(pairs...)
+	}
+	return c
+}
+
+// minSecretBytes keeps short values, which would match ordinary text, out
+// of redaction.
+const minSecretBytes = 4
+
+// secretValues returns the job's env values read from secret sources.
+func secretValues(job *config.Job) []string {
+	var values []string
+	for _, secret := range job.Env {
+		if secret.Source != "inline" && len(secret.Reveal()) >= minSecretBytes {
+			values = append(values, secret.Reveal())
+		}
+	}
+	return values
 }
 
 func (c *capture) emit(line Line) {
+	if c.redact != nil {
+		line.Text = c.redact.Replace(line.Text)
+	}
 	c.tail.add(line)
 	c.logLine(line)
 	if c.output == nil {
@@ -488,7 +528,7 @@ func (c *capture) logLine(line Line) {
 	defer c.mu.Unlock()
 	if c.logged >= maxLoggedLines {
 		c.dropped++
-		if c.dropped%maxLoggedLines == 1 {
+		if c.dropped == 1 {
 			c.log.Warn("output not logged past the line limit; the run record keeps the tail", "limit", maxLoggedLines)
 		}
 		return

@@ -361,3 +361,31 @@ func readPids(t *testing.T, path string, want int) []int {
 	}
 	return pids
 }
+
+func TestSecretValuesAreRedactedFromOutput(t *testing.T) {
+	job := shellJob("leaky", `echo "token is $TOKEN"; echo "$TOKEN" >&2`)
+	job.Env = map[string]config.Secret{
+		"TOKEN": config.NewSecret("S3CRET-value-xyz", "file /run/keys/token"),
+		"PLAIN": config.NewSecret("visible", "inline"),
+		"TINY":  config.NewSecret("ab", "env TINY"),
+	}
+	r, _ := newTestRunner(t, job)
+	var mu sync.Mutex
+	var streamed []string
+	run := runManual(t, r, "leaky", func(l Line) {
+		mu.Lock()
+		defer mu.Unlock()
+		streamed = append(streamed, l.Text)
+	})
+	if strings.Contains(run.Output, "S3CRET") {
+		t.Errorf("stored output %q holds the secret", run.Output)
+	}
+	if !strings.Contains(run.Output, "token is [redacted]") {
+		t.Errorf("stored output = %q, want the secret replaced", run.Output)
+	}
+	for _, line := range streamed {
+		if strings.Contains(line, "S3CRET") {
+			t.Errorf("streamed line %q holds the secret", line)
+		}
+	}
+}

@@ -122,7 +122,7 @@ func OfflineStatus(cfg *config.Config, store *state.Store, now time.Time) ([]Job
 		// The stored flag outlives a crash, while the run lock dies with
 		// the process that holds it.
 		st.Running = false
-		out = append(out, StatusOf(job, st, lockHeld(cfg.Runner.StateDir, job.Name), next))
+		out = append(out, StatusOf(job, st, LockHeld(cfg.Runner.StateDir, job.Name), next))
 	}
 	return out, nil
 }

@@ -236,6 +236,7 @@ func Render(template string, fields map[string]string) string {
 type HookRunner struct {
 	cfg      *config.Listener
 	reaper   *process.Reaper
+	owner    string
 	path     []string
 	grace    time.Duration
 	log      *slog.Logger
@@ -243,11 +244,12 @@ type HookRunner struct {
 }
 
 // NewHookRunner returns a runner for cfg.OnEvent, or nil when it is empty.
-func NewHookRunner(cfg *config.Listener, reaper *process.Reaper, path []string, grace time.Duration, log *slog.Logger) *HookRunner {
+// owner is the daemon's process.DaemonMarker, given to every hook.
+func NewHookRunner(cfg *config.Listener, reaper *process.Reaper, owner string, path []string, grace time.Duration, log *slog.Logger) *HookRunner {
 	if len(cfg.OnEvent) == 0 {
 		return nil
 	}
-	return &HookRunner{cfg: cfg, reaper: reaper, path: path, grace: grace, log: log.With("listener", cfg.Name)}
+	return &HookRunner{cfg: cfg, reaper: reaper, owner: owner, path: path, grace: grace, log: log.With("listener", cfg.Name)}
 }
 
 // maxReplyBytes bounds what a hook's stdout may contribute to a reply.
@@ -264,7 +266,7 @@ func (h *HookRunner) Run(ctx context.Context, ev Event) (string, error) {
 	env, err := process.Environment(process.Settings{
 		Path: h.path, WorkingDir: h.cfg.WorkingDir, Env: h.cfg.Env,
 		EnvFile: h.cfg.EnvFile, InheritEnv: h.cfg.InheritEnv,
-	}, []string{marker, "AGENT_RUNNER_LISTENER=" + h.cfg.Name, "AGENT_RUNNER_EVENT_ID=" + ev.ID})
+	}, []string{marker, h.owner, "AGENT_RUNNER_LISTENER=" + h.cfg.Name, "AGENT_RUNNER_EVENT_ID=" + ev.ID})
 	if err != nil {
 		return "", err
 	}

@@ -61,7 +61,7 @@ func hookListener(t *testing.T, script string) *config.Listener {
 }
 
 func newHookRouter(t *testing.T, cfg *config.Listener, replier Replier) *Router {
-	hooks := NewHookRunner(cfg, sharedReaper(t), []string{"/usr/bin", "/bin"}, time.Second, quietLog)
+	hooks := NewHookRunner(cfg, sharedReaper(t), "AGENT_RUNNER_DAEMON=test", []string{"/usr/bin", "/bin"}, time.Second, quietLog)
 	r := NewRouter(cfg, hooks, nil, replier, quietLog)
 	t.Cleanup(func() { r.Close() })
 	return r

@@ -12,6 +12,13 @@ import (
 // set, so locale and home-relative tools work without inherit_env.
 var passedEnv = []string{"HOME", "USER", "LANG", "TZ"}
 
+// DaemonMarker is the entry every child of a daemon's listeners and hooks
+// gets, naming the daemon by its state folder. A daemon that starts after
+// another died kills what still carries it.
+func DaemonMarker(stateDir string) string {
+	return "AGENT_RUNNER_DAEMON=" + stateDir
+}
+
 // Settings are the process rules that jobs, hooks and exec listeners share.
 type Settings struct {
 	// Path is the PATH every child gets unless Env sets its own.

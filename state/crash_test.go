@@ -145,7 +145,7 @@ func checkAfterKill(t *testing.T, path string, round int, lines []string, previo
 		}
 	}
 
-	interrupted, err := store.RecoverInterrupted(time.Now())
+	interrupted, err := store.RecoverInterrupted(time.Now(), nil)
 	if err != nil {
 		t.Fatalf("round %d: RecoverInterrupted: %v", round, err)
 	}

@@ -227,7 +227,10 @@ func (s *Store) Run(name, id string) (Run, bool, error) {
 // stopped before the run finished". It clears each job's Running, updates
 // its health as Finish does, and returns those runs in ID order. The daemon
 // calls it once at start, before it claims any run.
-func (s *Store) RecoverInterrupted(now time.Time) ([]Run, error) {
+//
+// busy, when not nil, names jobs to leave alone because a run of theirs
+// is still going in another process, such as a CLI running the job.
+func (s *Store) RecoverInterrupted(now time.Time, busy func(job string) bool) ([]Run, error) {
 	var recovered []Run
 	err := s.update(func(tx *bolt.Tx) error {
 		var names []string
@@ -239,6 +242,9 @@ func (s *Store) RecoverInterrupted(now time.Time) ([]Run, error) {
 			return err
 		}
 		for _, name := range names {
+			if busy != nil && busy(name) {
+				continue
+			}
 			runs, err := recoverJob(tx, name, now)
 			if err != nil {
 				return fmt.Errorf("job %s: %w", name, err)

@@ -559,7 +559,7 @@ func TestRecoverInterrupted(t *testing.T) {
 
 	store = openTestStore(t, path, Options{})
 	now := testStart.Add(3 * time.Hour)
-	recovered, err := store.RecoverInterrupted(now)
+	recovered, err := store.RecoverInterrupted(now, nil)
 	if err != nil {
 		t.Fatalf("RecoverInterrupted: %v", err)
 	}
@@ -608,7 +608,7 @@ func TestRecoverInterrupted(t *testing.T) {
 		t.Errorf("idle LastResult %q, want %q (untouched)", idle.LastResult, ResultOK)
 	}
 
-	again, err := store.RecoverInterrupted(now)
+	again, err := store.RecoverInterrupted(now, nil)
 	if err != nil || len(again) != 0 {
 		t.Errorf("second RecoverInterrupted = %v, %v, want none", again, err)
 	}
@@ -639,5 +639,24 @@ func TestTimesStoredInUTC(t *testing.T) {
 	}
 	if !stored.Slot.Equal(slotAt(1)) {
 		t.Errorf("run Slot %v, want %v", stored.Slot, slotAt(1))
+	}
+}
+
+func TestRecoverInterruptedLeavesBusyJobs(t *testing.T) {
+	store := openTestStore(t, tempStorePath(t), Options{})
+	for _, name := range []string{"crashed", "busy"} {
+		if _, err := store.Claim(Run{Job: name, Start: testStart}, time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recovered, err := store.RecoverInterrupted(testStart, func(job string) bool { return job == "busy" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recovered) != 1 || recovered[0].Job != "crashed" {
+		t.Errorf("recovered = %+v, want only the crashed job's run", recovered)
+	}
+	if job := mustJob(t, store, "busy"); !job.Running {
+		t.Errorf("the busy job's run was marked interrupted")
 	}
 }

@@ -25,21 +25,23 @@ const probeTimeout = 5 * time.Second
 type Listener struct {
 	cfg    *config.Listener
 	reaper *process.Reaper
+	owner  string
 	path   []string
 	grace  time.Duration
 	client *http.Client
 }
 
-// New returns the exec listener of cfg. path is the runner's PATH and
-// grace the default time between SIGTERM and SIGKILL.
-func New(cfg *config.Listener, reaper *process.Reaper, path []string, grace time.Duration) (*Listener, error) {
+// New returns the exec listener of cfg. owner is the daemon's
+// process.DaemonMarker, path the runner's PATH and grace the default time
+// between SIGTERM and SIGKILL.
+func New(cfg *config.Listener, reaper *process.Reaper, owner string, path []string, grace time.Duration) (*Listener, error) {
 	if cfg.Exec == nil || len(cfg.Exec.Command) == 0 {
 		return nil, errors.New("create exec listener: no command configured")
 	}
 	if cfg.Exec.StopGrace > 0 {
 		grace = cfg.Exec.StopGrace
 	}
-	return &Listener{cfg: cfg, reaper: reaper, path: path, grace: grace, client: &http.Client{Timeout: probeTimeout}}, nil
+	return &Listener{cfg: cfg, reaper: reaper, owner: owner, path: path, grace: grace, client: &http.Client{Timeout: probeTimeout}}, nil
 }
 
 // errProbeFailed is the cause that stops a child whose probe failed.
@@ -86,7 +88,7 @@ func (l *Listener) spec() (process.Spec, error) {
 	env, err := process.Environment(process.Settings{
 		Path: l.path, WorkingDir: l.cfg.WorkingDir, Env: l.cfg.Env,
 		EnvFile: l.cfg.EnvFile, InheritEnv: l.cfg.InheritEnv,
-	}, []string{marker, "AGENT_RUNNER_LISTENER=" + l.cfg.Name})
+	}, []string{marker, l.owner, "AGENT_RUNNER_LISTENER=" + l.cfg.Name})
 	if err != nil {
 		return process.Spec{}, err
 	}

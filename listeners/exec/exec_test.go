@@ -48,7 +48,7 @@ func newExec(t *testing.T, script string, probe *config.Probe) (*Listener, strin
 		Name: "svc", Kind: config.KindExec, WorkingDir: dir,
 		Exec: &config.Exec{Command: []string{"sh", "-c", script}, Probe: probe},
 	}
-	l, err := New(cfg, testReaper, []string{"/usr/bin", "/bin"}, 300*time.Millisecond)
+	l, err := New(cfg, testReaper, "AGENT_RUNNER_DAEMON=test", []string{"/usr/bin", "/bin"}, 300*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}
