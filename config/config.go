@@ -22,6 +22,8 @@ type Config struct {
 	Jobs []*Job
 	// Listeners is sorted by name.
 	Listeners []*Listener
+	// Alerts are the sinks failures are reported to, sorted by name.
+	Alerts []*Alert
 }
 
 // Runner holds the [runner] table with defaults applied.
@@ -153,6 +155,11 @@ func (c *Config) Problems() []error {
 	for _, listener := range c.Listeners {
 		if listener.Problem != nil {
 			problems = append(problems, listener.Problem)
+		}
+	}
+	for _, alert := range c.Alerts {
+		if alert.Problem != nil {
+			problems = append(problems, alert.Problem)
 		}
 	}
 	return problems

@@ -62,6 +62,7 @@ func Load(path string) (*Config, error) {
 	}
 	l.checkJobs()
 	l.checkListeners()
+	l.checkAlerts()
 	return config, nil
 }
 
@@ -106,9 +107,10 @@ type loader struct {
 	// settings for the checks that run once the whole file is valid.
 	jobs      []jobPlan
 	listeners []*listenerPlan
+	alerts    []alertPlan
 }
 
-var topLevelKeys = []string{"defaults", "jobs", "listeners", "runner"}
+var topLevelKeys = []string{"alerts", "defaults", "jobs", "listeners", "runner"}
 
 func (l *loader) decode(values map[string]any) *Config {
 	root := table{values: values}
@@ -118,6 +120,7 @@ func (l *loader) decode(values map[string]any) *Config {
 	defaults := l.decodeDefaults(root)
 	config.Jobs = l.decodeJobs(root, defaults, config.Runner)
 	config.Listeners = l.decodeListeners(root, defaults, config.Runner, config.Jobs)
+	config.Alerts = l.decodeAlerts(root)
 	l.checkPostTargets(config.Jobs, config.Listeners)
 	l.checkChains(config.Jobs)
 	return config

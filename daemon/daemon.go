@@ -85,6 +85,9 @@ func Run(ctx context.Context, opts Options) error {
 			return err
 		}
 	}
+	if d := newDispatcher(cfg, reaper, log); d != nil {
+		addAlerts(&group, d, h)
+	}
 	addContext(&group, ctx)
 	addScheduler(&group, cfg, sched, runner, log, opts.Force)
 	set.add(&group)

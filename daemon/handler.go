@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/agent-runner/agent-runner/alerts"
 	"github.com/agent-runner/agent-runner/config"
 	"github.com/agent-runner/agent-runner/control"
 	"github.com/agent-runner/agent-runner/jobs"
@@ -23,6 +24,8 @@ type handler struct {
 	store     *state.Store
 	reaper    *process.Reaper
 	log       *slog.Logger
+	// alerts receives reload failures; nil without alert sinks.
+	alerts *alerts.Dispatcher
 
 	mu         sync.Mutex
 	cfg        *config.Config
@@ -86,6 +89,7 @@ func (h *handler) Reload() (string, error) {
 	if err != nil {
 		h.log.Error("reload rejected: the running config stays", "config", old.Path, "err", err)
 		h.setReloadError(err)
+		h.notifyReload(alerts.EventReloadFailed, "config reload rejected: "+firstLine(err.Error()))
 		return "", fmt.Errorf("reload rejected, the running config stays: %w", err)
 	}
 	keepRestartOnly(old, next, h.log)
@@ -103,7 +107,14 @@ func (h *handler) Reload() (string, error) {
 	h.mu.Unlock()
 	summary := fmt.Sprintf("%s; %s", jobChanges(old, next), changes)
 	h.log.Info("config reloaded", "changes", summary, "hash", next.Hash[:12])
+	h.notifyReload(alerts.EventRecovered, "config reloaded")
 	return summary, schedErr
+}
+
+func (h *handler) notifyReload(event, summary string) {
+	if h.alerts != nil {
+		h.alerts.Notify(alerts.Alert{Kind: alerts.KindReload, Key: "reload", Event: event, Summary: summary, Time: time.Now()})
+	}
 }
 
 func (h *handler) setReloadError(err error) {

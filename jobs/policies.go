@@ -28,8 +28,25 @@ func (r *Runner) RunPolicies(ctx context.Context, req Request) (state.Run, error
 	if retriable(req.Trigger) {
 		run = r.retry(ctx, job, req, run)
 	}
+	if hook := r.finalHook(); hook != nil {
+		hook(run)
+	}
 	r.chain(job, run)
 	return run, nil
+}
+
+// SetFinalHook sets a function called with the last run of each request
+// that RunPolicies handles, once retries are over, for alerts.
+func (r *Runner) SetFinalHook(hook func(state.Run)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.final = hook
+}
+
+func (r *Runner) finalHook() func(state.Run) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.final
 }
 
 func retriable(trigger string) bool {

@@ -70,6 +70,8 @@ type Runner struct {
 	poster Poster
 	// observer is told about runs; nil when nothing observes them.
 	observer Observer
+	// final is told about the last run of a request, after retries.
+	final func(state.Run)
 	// gate caps runs at once across jobs.
 	gate gate
 	// pending holds, per job, the slot of the one run queued under
@@ -457,11 +459,11 @@ func LockHeld(stateDir, name string) bool {
 
 // capture routes output lines to the run's tail, the log and the caller.
 type capture struct {
-	log      *slog.Logger
-	output   func(Line)
+	log    *slog.Logger
+	output func(Line)
 	// redact replaces the job's secret values in its output, so a script
 	// that prints its token does not put it in the log or the store.
-	redact *strings.Replacer
+	redact   *strings.Replacer
 	tail     tail
 	mu       sync.Mutex
 	logged   int

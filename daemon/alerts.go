@@ -1,0 +1,126 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/oklog/run"
+
+	"github.com/agent-runner/agent-runner/alerts"
+	"github.com/agent-runner/agent-runner/config"
+	"github.com/agent-runner/agent-runner/listeners"
+	"github.com/agent-runner/agent-runner/process"
+	"github.com/agent-runner/agent-runner/state"
+)
+
+// listenerCheckInterval is how often listener health is turned into
+// alerts.
+const listenerCheckInterval = 10 * time.Second
+
+// crashLoopRestarts is how many restarts without staying connected make
+// a listener crash-looping.
+const crashLoopRestarts = 3
+
+// newDispatcher builds the alert sinks of cfg. A sink that cannot work is
+// logged and left out; without sinks it returns nil.
+//
+// NOTE: sinks are built once at start; a reload that changes [alerts]
+// takes effect after a restart.
+func newDispatcher(cfg *config.Config, reaper *process.Reaper, log *slog.Logger) *alerts.Dispatcher {
+	client := &http.Client{Timeout: 30 * time.Second}
+	var sinks []alerts.SinkConfigured
+	for _, a := range cfg.Alerts {
+		if a.Problem != nil {
+			log.Error("alert sink cannot work as configured", "alert", a.Name, "err", a.Problem)
+			continue
+		}
+		sc := alerts.SinkConfig{
+			Name: a.Name, Kind: a.Kind, URL: a.URL, Command: a.Command, Events: a.Events,
+			Cooldown: a.Cooldown, IncludeOutput: a.IncludeOutput, Timeout: a.Timeout,
+		}
+		sink, err := alerts.NewSink(sc, client, reaper, cfg.Runner.Path, cfg.Dir)
+		if err != nil {
+			log.Error("alert sink cannot work as configured", "alert", a.Name, "err", err)
+			continue
+		}
+		sinks = append(sinks, alerts.SinkConfigured{Sink: sink, Config: sc})
+	}
+	if len(sinks) == 0 {
+		return nil
+	}
+	return alerts.NewDispatcher(sinks, log)
+}
+
+// jobAlert turns the final run of a request into an alert: a failure
+// event, or recovered after a success. Other results say nothing.
+func jobAlert(run state.Run) (alerts.Alert, bool) {
+	a := alerts.Alert{
+		Kind: alerts.KindJob, Name: run.Job, Time: run.Finish, RunID: run.ID,
+		ExitCode: run.ExitCode, Output: run.Output,
+	}
+	switch run.Result {
+	case state.ResultOK:
+		a.Event, a.Summary = alerts.EventRecovered, "ran successfully again"
+	case state.ResultFailed, state.ResultTimeout, state.ResultPanic:
+		a.Event = run.Result
+		a.Summary = fmt.Sprintf("run %s %s: %s", run.ID, run.Result, firstLine(run.Error))
+	default:
+		return a, false
+	}
+	return a, true
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
+}
+
+// listenerAlert turns a listener's health into an alert.
+func listenerAlert(h listeners.Health, now time.Time) (alerts.Alert, bool) {
+	a := alerts.Alert{Kind: alerts.KindListener, Name: h.Name, Time: now}
+	switch {
+	case h.State == listeners.StateFailed:
+		a.Event, a.Summary = alerts.EventFailed, "failed: "+firstLine(h.LastError)
+	case h.State == listeners.StateBackoff && h.Restarts >= crashLoopRestarts:
+		a.Event = alerts.EventCrashLooping
+		a.Summary = fmt.Sprintf("restarted %d times: %s", h.Restarts, firstLine(h.LastError))
+	case h.State == listeners.StateRunning:
+		a.Event, a.Summary = alerts.EventRecovered, "connected again"
+	default:
+		return a, false
+	}
+	return a, true
+}
+
+// addAlerts wires the dispatcher to job results, listener health and
+// reloads, and adds its delivery loop to the group.
+func addAlerts(group *run.Group, d *alerts.Dispatcher, h *handler) {
+	h.runner.SetFinalHook(func(r state.Run) {
+		if a, ok := jobAlert(r); ok {
+			d.Notify(a)
+		}
+	})
+	h.alerts = d
+	ctx, cancel := context.WithCancel(context.Background())
+	group.Add(func() error {
+		go d.Run(ctx)
+		ticker := time.NewTicker(listenerCheckInterval)
+		defer ticker.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-ticker.C:
+			}
+			for _, health := range h.listeners.health() {
+				if a, ok := listenerAlert(health, time.Now()); ok {
+					d.Notify(a)
+				}
+			}
+		}
+	}, func(error) { cancel() })
+}
