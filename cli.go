@@ -29,16 +29,27 @@ func newFlags(name, synopsis string, stderr io.Writer) (*flag.FlagSet, *string) 
 	return fs, configPath
 }
 
-// parseFlags parses args and returns the exit status to stop with, or -1
-// to go on.
+// parseFlags parses args, taking flags before and after positional
+// arguments, as in "agent-runner next digest -n 3". It returns the exit
+// status to stop with, or -1 to go on.
 func parseFlags(fs *flag.FlagSet, args []string) int {
-	err := fs.Parse(args)
-	if errors.Is(err, flag.ErrHelp) {
-		return exitOK
+	var positional []string
+	for {
+		err := fs.Parse(args)
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		if err != nil {
+			return exitUsage
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		positional = append(positional, fs.Arg(0))
+		args = fs.Args()[1:]
 	}
-	if err != nil {
-		return exitUsage
-	}
+	// "--" ends flag parsing, so this only sets fs.Args.
+	_ = fs.Parse(append([]string{"--"}, positional...))
 	return -1
 }
 

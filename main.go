@@ -29,6 +29,10 @@ Usage:
   agent-runner run      [--config PATH] [--log-format text|json]
   agent-runner check    [--config PATH]
   agent-runner list     [--config PATH] [--json]
+  agent-runner status   [--config PATH] [--json] [NAME]
+  agent-runner runs     [--config PATH] [-n N] [--json] NAME
+  agent-runner logs     [--config PATH] NAME [RUN]
+  agent-runner next     [--config PATH] [-n N] [--down-since TIME] NAME
   agent-runner run-job  [--config PATH] [--wait] NAME
   agent-runner send     [--config PATH] [--to TARGET] LISTENER TEXT...|-
   agent-runner reload   [--config PATH]
@@ -61,6 +65,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdRunJob(rest, stdout, stderr)
 	case "send":
 		return cmdSend(rest, stdout, stderr)
+	case "status":
+		return cmdStatus(rest, stdout, stderr)
+	case "runs":
+		return cmdRuns(rest, stdout, stderr)
+	case "logs":
+		return cmdLogs(rest, stdout, stderr)
+	case "next":
+		return cmdNext(rest, stdout, stderr)
 	case "reload":
 		return cmdReload(rest, stdout, stderr)
 	case "install-unit":

@@ -208,3 +208,24 @@ func Reload(socket string) (string, error) {
 	}
 	return msg.Reloaded, nil
 }
+
+// Runs asks the daemon at socket for the newest limit runs of job, or for
+// the run id alone when id is not empty.
+func Runs(socket, job string, limit int, id string) ([]state.Run, error) {
+	conn, err := dialForReply(socket, replyTimeout)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	if err := send(conn, Request{Op: OpRuns, Job: job, Limit: limit, RunID: id}); err != nil {
+		return nil, err
+	}
+	msg, err := receive(newScanner(conn))
+	if err != nil {
+		return nil, err
+	}
+	if msg.Error != nil {
+		return nil, msg.Error
+	}
+	return msg.Runs, nil
+}

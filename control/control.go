@@ -17,6 +17,7 @@ const (
 	OpStatus = "status"
 	OpSend   = "send"
 	OpReload = "reload"
+	OpRuns   = "runs"
 )
 
 // Error codes of a Message, so the CLI can choose its exit status without
@@ -44,6 +45,10 @@ type Request struct {
 	Listener string `json:"listener,omitempty"`
 	Target   string `json:"target,omitempty"`
 	Text     string `json:"text,omitempty"`
+	// Limit and RunID are the fields of a runs request: the newest Limit
+	// runs of Job, or only the run RunID.
+	Limit int    `json:"limit,omitempty"`
+	RunID string `json:"run_id,omitempty"`
 }
 
 // Message is one line the daemon sends back. Exactly one field is set.
@@ -55,6 +60,8 @@ type Message struct {
 	Status  *Status    `json:"status,omitempty"`
 	// Sent confirms a send request.
 	Sent *Sent `json:"sent,omitempty"`
+	// Runs answers a runs request, newest first.
+	Runs []state.Run `json:"runs,omitempty"`
 	// Reloaded describes what a reload changed.
 	Reloaded string        `json:"reloaded,omitempty"`
 	Error    *ErrorMessage `json:"error,omitempty"`

@@ -43,6 +43,9 @@ type Handler interface {
 	Send(ctx context.Context, listener, target, text string) (string, error)
 	// Reload re-reads the config and returns what changed.
 	Reload() (string, error)
+	// Runs returns the newest limit runs of a job, or only the run id
+	// when it is not empty.
+	Runs(job string, limit int, id string) ([]state.Run, error)
 }
 
 // Server serves the control socket.
@@ -226,6 +229,16 @@ func (s *Server) serveConn(conn *net.UnixConn) {
 		s.status(out)
 	case OpSend:
 		s.send(out, req)
+	case OpRuns:
+		runs, err := s.handler.Runs(req.Job, req.Limit, req.RunID)
+		if err != nil {
+			out.send(Message{Error: errorMessage(err)})
+			return
+		}
+		if runs == nil {
+			runs = []state.Run{}
+		}
+		out.send(Message{Runs: runs})
 	case OpReload:
 		summary, err := s.handler.Reload()
 		if err != nil {

@@ -59,6 +59,30 @@ func (h *handler) RunJob(ctx context.Context, req jobs.Request) (state.Run, erro
 	return h.runner.Run(ctx, req)
 }
 
+func (h *handler) Runs(job string, limit int, id string) ([]state.Run, error) {
+	return jobRuns(h.store, job, limit, id)
+}
+
+// jobRuns reads runs from an open store: the newest limit, or one by ID.
+func jobRuns(store *state.Store, job string, limit int, id string) ([]state.Run, error) {
+	if id == "" {
+		return store.Runs(job, limit)
+	}
+	run, ok, err := store.Run(job, id)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, fmt.Errorf("job %s has no run %s in its history", job, id)
+	}
+	return []state.Run{run}, nil
+}
+
+// JobRuns is jobRuns for a CLI that opened the store itself.
+func JobRuns(store *state.Store, job string, limit int, id string) ([]state.Run, error) {
+	return jobRuns(store, job, limit, id)
+}
+
 func (h *handler) Send(ctx context.Context, listener, target, text string) (string, error) {
 	return h.listeners.send(ctx, listener, target, text)
 }

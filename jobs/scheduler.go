@@ -472,3 +472,34 @@ func (l gocronLogger) Debug(msg string, args ...any) { l.log.Debug(msg, args...)
 func (l gocronLogger) Info(msg string, args ...any)  { l.log.Debug(msg, args...) }
 func (l gocronLogger) Warn(msg string, args ...any)  { l.log.Warn(msg, args...) }
 func (l gocronLogger) Error(msg string, args ...any) { l.log.Error(msg, args...) }
+
+// CatchUpPlan is what a start would do about the slots a job missed.
+type CatchUpPlan struct {
+	// Missed counts the slots that passed, as text since a huge backlog
+	// is counted only up to a bound.
+	Missed string
+	// Runs are the slots that would run, oldest first; empty when the
+	// policy or the deadline skips them.
+	Runs []time.Time
+}
+
+// PlanCatchUp returns what a daemon starting at now would do about the
+// slots of job that passed since from.
+func PlanCatchUp(job *config.Job, sched schedule.Schedule, from, now time.Time) CatchUpPlan {
+	first := sched.Next(from)
+	if first.IsZero() || first.After(now) {
+		return CatchUpPlan{Missed: "0"}
+	}
+	keep := 1
+	if job.CatchUp == config.CatchUpAll {
+		keep = job.MaxCatchUp
+	}
+	slots, count := dueSlots(sched, first, now, keep)
+	if job.CatchUpDeadline > 0 {
+		slots = dropOlder(slots, now.Add(-job.CatchUpDeadline))
+	}
+	if job.CatchUp == config.CatchUpSkip {
+		slots = nil
+	}
+	return CatchUpPlan{Missed: count, Runs: slots}
+}

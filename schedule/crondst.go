@@ -111,3 +111,42 @@ func findChange(from, to time.Time, loc *time.Location) time.Time {
 	}
 	return hi.Truncate(time.Second)
 }
+
+// note explains a slot that daylight saving rules moved or merged.
+func (c cronSchedule) note(slot time.Time) string {
+	prev := slot.Add(-time.Second)
+	if c.spec.Next(prev).Equal(slot) {
+		if c.spec.Hour&starBit == 0 && c.repeatsLater(slot) {
+			return "this wall-clock time repeats at a DST change; it runs once, now"
+		}
+		return ""
+	}
+	return "moved by DST: the scheduled time does not exist that day, so it runs right after the change"
+}
+
+// repeatsLater reports whether slot's wall-clock time occurs again
+// within the next few hours, after a fall-back change.
+func (c cronSchedule) repeatsLater(slot time.Time) bool {
+	loc := c.spec.Location
+	_, offset := slot.In(loc).Zone()
+	_, later := slot.Add(maxShift).In(loc).Zone()
+	if later >= offset {
+		return false
+	}
+	twin := slot.Add(time.Duration(offset-later) * time.Second)
+	return wallEqual(twin.In(loc), slot.In(loc))
+}
+
+// Note returns why a slot of s is not where its expression alone would
+// put it, such as a time moved by a DST change, or "" when nothing is
+// special about it.
+func Note(s Schedule, slot time.Time) string {
+	switch v := s.(type) {
+	case cronSchedule:
+		return v.note(slot)
+	case Delayed:
+		return Note(v.Inner, slot.Add(-v.Offset))
+	default:
+		return ""
+	}
+}

@@ -1,6 +1,7 @@
 package schedule
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -154,5 +155,21 @@ func TestLatestFindsNewestMissedSlot(t *testing.T) {
 	}
 	if _, ok := Latest(s, now, now.Add(20*time.Second)); ok {
 		t.Errorf("Latest found a slot in a window without one")
+	}
+}
+
+func TestNoteExplainsDSTSlots(t *testing.T) {
+	ny := mustZone(t, "America/New_York")
+	gap, _ := ParseCron("30 2 * * *", ny)
+	moved := time.Date(2026, 3, 8, 7, 0, 0, 0, time.UTC)
+	if n := Note(gap, moved); !strings.Contains(n, "moved by DST") {
+		t.Errorf("Note(gap slot) = %q", n)
+	}
+	if n := Note(gap, time.Date(2026, 3, 9, 6, 30, 0, 0, time.UTC)); n != "" {
+		t.Errorf("Note(ordinary slot) = %q, want none", n)
+	}
+	repeat, _ := ParseCron("30 1 * * *", ny)
+	if n := Note(repeat, time.Date(2026, 11, 1, 5, 30, 0, 0, time.UTC)); !strings.Contains(n, "runs once") {
+		t.Errorf("Note(repeated slot) = %q", n)
 	}
 }

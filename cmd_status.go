@@ -1,0 +1,182 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"github.com/agent-runner/agent-runner/config"
+	"github.com/agent-runner/agent-runner/control"
+	"github.com/agent-runner/agent-runner/daemon"
+	"github.com/agent-runner/agent-runner/state"
+)
+
+func cmdStatus(args []string, stdout, stderr io.Writer) int {
+	fs, configPath := newFlags("status", "status [--config PATH] [--json] [NAME]", stderr)
+	asJSON := fs.Bool("json", false, "print JSON instead of text")
+	if code := parseFlags(fs, args); code >= 0 {
+		return code
+	}
+	status, err := statusFor(*configPath, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "agent-runner: %v\n", err)
+		return exitFailure
+	}
+	if name := fs.Arg(0); name != "" {
+		status = only(status, name)
+		if len(status.Jobs)+len(status.Listeners) == 0 {
+			fmt.Fprintf(stderr, "agent-runner: no job or listener is named %q\n", name)
+			return exitFailure
+		}
+	}
+	if *asJSON {
+		return printJSON(stdout, stderr, status)
+	}
+	fmt.Fprintln(stdout, daemon.Summary(status))
+	if d := status.Daemon; d != nil {
+		fmt.Fprintf(stdout, "daemon %s since %s; config %s (sha256 %s…) loaded %s\n", d.Version,
+			formatTime(d.StartedAt, time.Now()), d.Config, d.ConfigHash[:12], formatTime(d.LoadedAt, time.Now()))
+		if d.ReloadError != "" {
+			fmt.Fprintf(stdout, "last reload rejected %s: %s\n", formatTime(d.ReloadFailedAt, time.Now()), firstLine(d.ReloadError))
+		}
+	}
+	fmt.Fprintln(stdout)
+	now := time.Now()
+	printJobs(stdout, status.Jobs, now)
+	if len(status.Listeners) > 0 {
+		fmt.Fprintln(stdout)
+		printListeners(stdout, status.Listeners, now)
+	}
+	return exitOK
+}
+
+// only keeps the job or listener called name.
+func only(status control.Status, name string) control.Status {
+	out := control.Status{Daemon: status.Daemon}
+	for _, j := range status.Jobs {
+		if j.Name == name {
+			out.Jobs = append(out.Jobs, j)
+		}
+	}
+	for _, l := range status.Listeners {
+		if l.Name == name {
+			out.Listeners = append(out.Listeners, l)
+		}
+	}
+	return out
+}
+
+func printJSON(stdout, stderr io.Writer, v any) int {
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		fmt.Fprintf(stderr, "agent-runner: %v\n", err)
+		return exitFailure
+	}
+	return exitOK
+}
+
+func cmdRuns(args []string, stdout, stderr io.Writer) int {
+	fs, configPath := newFlags("runs", "runs [--config PATH] [-n N] [--json] NAME", stderr)
+	limit := fs.Int("n", 20, "how many of the newest runs to show")
+	asJSON := fs.Bool("json", false, "print JSON instead of a table")
+	if code := parseFlags(fs, args); code >= 0 {
+		return code
+	}
+	if fs.NArg() != 1 {
+		fmt.Fprintln(stderr, "agent-runner: runs takes one job name")
+		return exitUsage
+	}
+	runs, err := readRuns(*configPath, fs.Arg(0), *limit, "", stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "agent-runner: %v\n", err)
+		return exitFailure
+	}
+	if *asJSON {
+		return printJSON(stdout, stderr, runs)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "RUN\tSTARTED\tTRIGGER\tSLOT\tRESULT\tEXIT\tDURATION\tERROR")
+	now := time.Now()
+	for _, r := range runs {
+		slot := "-"
+		if !r.Slot.IsZero() {
+			slot = r.Slot.UTC().Format("2006-01-02 15:04:05Z")
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", r.ID, formatTime(r.Start, now), r.Trigger, slot,
+			r.Result, r.ExitCode, r.Duration.Round(time.Millisecond), orDash(firstLine(r.Error)))
+	}
+	tw.Flush()
+	return exitOK
+}
+
+func cmdLogs(args []string, stdout, stderr io.Writer) int {
+	fs, configPath := newFlags("logs", "logs [--config PATH] NAME [RUN]", stderr)
+	if code := parseFlags(fs, args); code >= 0 {
+		return code
+	}
+	if fs.NArg() < 1 || fs.NArg() > 2 {
+		fmt.Fprintln(stderr, "agent-runner: logs takes a job name and, optionally, a run ID")
+		return exitUsage
+	}
+	id := fs.Arg(1)
+	if id != "" {
+		if _, err := strconv.ParseUint(id, 10, 64); err != nil {
+			fmt.Fprintf(stderr, "agent-runner: invalid run ID %q: use a number from agent-runner runs\n", id)
+			return exitUsage
+		}
+	}
+	runs, err := readRuns(*configPath, fs.Arg(0), 1, id, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "agent-runner: %v\n", err)
+		return exitFailure
+	}
+	if len(runs) == 0 {
+		fmt.Fprintf(stderr, "agent-runner: job %s has no runs yet\n", fs.Arg(0))
+		return exitFailure
+	}
+	r := runs[0]
+	fmt.Fprintf(stderr, "run %s of %s, %s, started %s: %s\n", r.ID, r.Job, r.Trigger, r.Start.UTC().Format(time.RFC3339), r.Result)
+	fmt.Fprint(stdout, r.Output)
+	return exitOK
+}
+
+// readRuns asks the daemon, or reads the store when none runs.
+func readRuns(configPath, job string, limit int, id string, stderr io.Writer) ([]state.Run, error) {
+	cfg, ok := loadConfig(configPath, stderr)
+	if !ok {
+		return nil, fmt.Errorf("fix the config first")
+	}
+	if cfg.Job(job) == nil {
+		return nil, fmt.Errorf("unknown job %q; jobs in %s: %s", job, cfg.Path, joinNames(jobNames(cfg)))
+	}
+	available, err := daemonAvailable(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if available {
+		return control.Runs(cfg.Runner.Socket, job, limit, id)
+	}
+	return offlineRuns(cfg, job, limit, id, stderr)
+}
+
+func offlineRuns(cfg *config.Config, job string, limit int, id string, stderr io.Writer) ([]state.Run, error) {
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	store, err := openStoreOffline(cfg, true, log)
+	if err != nil || store == nil {
+		return nil, err
+	}
+	defer store.Close()
+	return daemon.JobRuns(store, job, limit, id)
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
