@@ -13,6 +13,7 @@ import (
 	"github.com/agent-runner/agent-runner/config"
 	"github.com/agent-runner/agent-runner/control"
 	"github.com/agent-runner/agent-runner/daemon"
+	"github.com/agent-runner/agent-runner/logging"
 	"github.com/agent-runner/agent-runner/state"
 )
 
@@ -71,16 +72,34 @@ func loadConfig(path string, stderr io.Writer) (*config.Config, bool) {
 	return cfg, true
 }
 
+// newLogger returns the daemon's logger. "auto" writes to the journal
+// with structured fields when systemd connected stderr to it, and text
+// otherwise. Repeated identical errors are rate-limited in every format.
 func newLogger(w io.Writer, format string, level slog.Level) (*slog.Logger, error) {
 	opts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler
 	switch format {
+	case "auto":
+		h = slog.NewTextHandler(w, opts)
+		if logging.UnderJournal() {
+			if jh, err := logging.NewJournalHandler(logging.JournalSocket, level); err == nil {
+				h = jh
+			}
+		}
+	case "journal":
+		jh, err := logging.NewJournalHandler(logging.JournalSocket, level)
+		if err != nil {
+			return nil, err
+		}
+		h = jh
 	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
+		h = slog.NewTextHandler(w, opts)
 	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
+		h = slog.NewJSONHandler(w, opts)
 	default:
-		return nil, fmt.Errorf("invalid --log-format %q: use text or json", format)
+		return nil, fmt.Errorf("invalid --log-format %q: use auto, text, json or journal", format)
 	}
+	return slog.New(logging.NewRateLimit(h)), nil
 }
 
 // daemonAvailable reports whether a daemon answers on the socket. It

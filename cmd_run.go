@@ -18,8 +18,8 @@ import (
 const forcedExitDelay = 10 * time.Second
 
 func cmdRun(args []string, stderr io.Writer) int {
-	fs, configPath := newFlags("run", "run [--config PATH] [--log-format text|json]", stderr)
-	logFormat := fs.String("log-format", "text", "log format: text or json")
+	fs, configPath := newFlags("run", "run [--config PATH] [--log-format auto|text|json|journal]", stderr)
+	logFormat := fs.String("log-format", "auto", "log format: auto (the journal under systemd, else text), text, json or journal")
 	if code := parseFlags(fs, args); code >= 0 {
 		return code
 	}

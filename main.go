@@ -26,7 +26,7 @@ const (
 const usage = `agent-runner runs scheduled jobs and bot listeners from one config file.
 
 Usage:
-  agent-runner run      [--config PATH] [--log-format text|json]
+  agent-runner run      [--config PATH] [--log-format auto|text|json|journal]
   agent-runner check    [--config PATH]
   agent-runner list     [--config PATH] [--json]
   agent-runner status   [--config PATH] [--json] [NAME]
