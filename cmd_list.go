@@ -115,7 +115,11 @@ func printListeners(w io.Writer, health []listeners.Health, now time.Time) {
 		if lastError == "" {
 			lastError = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%d\t%d\t%s\n", h.Name, h.Kind, h.State,
+		state := h.State
+		if h.Stale {
+			state += " (stale)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%d\t%d\t%s\n", h.Name, h.Kind, state,
 			formatTime(h.Since, now), h.Restarts, formatTime(h.LastEvent, now), h.Handled, h.Dropped, firstLine(lastError))
 	}
 	tw.Flush()
@@ -131,7 +135,11 @@ func printJobs(w io.Writer, statuses []jobs.JobStatus, now time.Time) {
 		} else if s.LastResult != "ok" && s.LastExitCode > 0 {
 			result = fmt.Sprintf("%s (exit %d)", s.LastResult, s.LastExitCode)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Schedule, s.State,
+		state := s.State
+		if s.Stale {
+			state += " (stale)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Schedule, state,
 			formatTime(s.NextRun, now), formatTime(s.LastStart, now), result)
 	}
 	tw.Flush()

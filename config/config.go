@@ -115,6 +115,15 @@ type Job struct {
 	OnSuccess []string
 	OnFailure []string
 	Enabled   bool
+	// MaxAge marks the job stale when its last successful run, or its
+	// first sighting when it never succeeded, is older than this; 0 turns
+	// the check off.
+	MaxAge time.Duration
+	// Heartbeat is a file the job keeps fresh, or nil.
+	Heartbeat *Heartbeat
+	// ExpectFileUpdated is an absolute path that a run exiting 0 must
+	// modify, or "". A run that leaves it alone is recorded as failed.
+	ExpectFileUpdated string
 	// Line is the line of the job's table header in Config.Path.
 	Line int
 	// Problem is set when the job is valid TOML but cannot run on this
@@ -163,4 +172,17 @@ func (c *Config) Problems() []error {
 		}
 	}
 	return problems
+}
+
+// Heartbeat is a job's heartbeat table: a file whose age shows whether
+// the job's work still happens.
+type Heartbeat struct {
+	// File is absolute.
+	File string
+	// MaxAge is the age at which the heartbeat counts as stale.
+	MaxAge time.Duration
+	// JSONField names a top-level field of the file holding the time of
+	// the last beat, as Unix seconds or an RFC 3339 string. When it is
+	// "", the file's modification time is the time of the last beat.
+	JSONField string
 }

@@ -20,24 +20,27 @@ const maxNameLength = 64
 // sharedKeys are the job keys that [defaults] may set too.
 var sharedKeys = append([]string{
 	"catch_up", "enabled", "env", "env_file", "inherit_env",
-	"timeout", "timezone", "working_dir",
+	"max_age", "timeout", "timezone", "working_dir",
 }, policyKeys...)
 
 var jobKeys = slices.Sorted(slices.Values(append(slices.Clone(sharedKeys),
-	"at", "command", "description", "every", "on_calendar", "on_failure", "on_success", "post", "schedule")))
+	"at", "command", "description", "every", "expect_file_updated", "heartbeat",
+	"on_calendar", "on_failure", "on_success", "post", "schedule")))
 
 // jobOnlyKeys explains why [defaults] rejects the job keys that are not
 // shared.
 var jobOnlyKeys = map[string]string{
-	"command":     "command cannot be set in [defaults] because each job runs its own program: move it into each [jobs.NAME]",
-	"description": "description cannot be set in [defaults] because it describes one job: move it into each [jobs.NAME]",
-	"every":       "every cannot be set in [defaults] because each job needs its own schedule: move it into each [jobs.NAME]",
-	"at":          "at cannot be set in [defaults] because each job needs its own schedule: move it into each [jobs.NAME]",
-	"on_calendar": "on_calendar cannot be set in [defaults] because each job needs its own schedule: move it into each [jobs.NAME]",
-	"on_success":  "on_success cannot be set in [defaults] because a chain belongs to one job: move it into each [jobs.NAME]",
-	"on_failure":  "on_failure cannot be set in [defaults] because a chain belongs to one job: move it into each [jobs.NAME]",
-	"post":        "post cannot be set in [defaults] because each job posts its own message: move it into each [jobs.NAME]",
-	"schedule":    "schedule cannot be set in [defaults] because each job needs its own schedule: move it into each [jobs.NAME]",
+	"command":             "command cannot be set in [defaults] because each job runs its own program: move it into each [jobs.NAME]",
+	"description":         "description cannot be set in [defaults] because it describes one job: move it into each [jobs.NAME]",
+	"expect_file_updated": "expect_file_updated cannot be set in [defaults] because each job writes its own file: move it into each [jobs.NAME]",
+	"heartbeat":           "heartbeat cannot be set in [defaults] because each job keeps its own heartbeat file: move it into each [jobs.NAME]",
+	"every":               "every cannot be set in [defaults] because each job needs its own schedule: move it into each [jobs.NAME]",
+	"at":                  "at cannot be set in [defaults] because each job needs its own schedule: move it into each [jobs.NAME]",
+	"on_calendar":         "on_calendar cannot be set in [defaults] because each job needs its own schedule: move it into each [jobs.NAME]",
+	"on_success":          "on_success cannot be set in [defaults] because a chain belongs to one job: move it into each [jobs.NAME]",
+	"on_failure":          "on_failure cannot be set in [defaults] because a chain belongs to one job: move it into each [jobs.NAME]",
+	"post":                "post cannot be set in [defaults] because each job posts its own message: move it into each [jobs.NAME]",
+	"schedule":            "schedule cannot be set in [defaults] because each job needs its own schedule: move it into each [jobs.NAME]",
 }
 
 // setting is a value of [defaults] or [jobs.NAME] with the key it was
@@ -67,6 +70,7 @@ type jobSettings struct {
 	catchUp    setting[string]
 	enabled    setting[bool]
 	location   setting[*time.Location]
+	maxAge     setting[time.Duration]
 	env        map[string]envValue
 	policy     policySettings
 }
@@ -82,6 +86,7 @@ func (s jobSettings) over(defaults jobSettings) jobSettings {
 		catchUp:    s.catchUp.or(defaults.catchUp),
 		enabled:    s.enabled.or(defaults.enabled),
 		location:   s.location.or(defaults.location),
+		maxAge:     s.maxAge.or(defaults.maxAge),
 		env:        map[string]envValue{},
 		policy:     s.policy.over(defaults.policy),
 	}
@@ -127,6 +132,9 @@ func (l *loader) decodeSettings(t table) jobSettings {
 	}
 	if location, ok := l.locationValue(t, "timezone"); ok {
 		s.location = setting[*time.Location]{location, t.key("timezone")}
+	}
+	if d, ok := l.durationValue(t, "max_age", time.Second); ok {
+		s.maxAge = setting[time.Duration]{d, t.key("max_age")}
 	}
 	s.policy = l.decodePolicies(t)
 	return s
@@ -229,6 +237,7 @@ func (l *loader) decodeJob(t table, name string, defaults jobSettings, runner Ru
 	applySettings(job, settings, runner, l.dir)
 	l.decodeSchedule(t, job)
 	l.decodeChains(t, job)
+	l.decodeDeadMan(t, job)
 	l.jobs = append(l.jobs, jobPlan{
 		job:        job,
 		path:       t.path,
@@ -261,6 +270,7 @@ func applySettings(job *Job, s jobSettings, runner Runner, configDir string) {
 	if s.location.isSet() {
 		job.Location = s.location.value
 	}
+	job.MaxAge = s.maxAge.value
 	job.Env = map[string]Secret{}
 	applyPolicies(job, s.policy)
 }

@@ -60,6 +60,10 @@ type Listener struct {
 	// LogMaxBytes rotates LogTo once it grows past this size; default
 	// 64 MiB.
 	LogMaxBytes int64
+	// StaleAfter marks a running listener stale when its last event, or
+	// its connection when no event came yet, is older than this; 0 turns
+	// the check off.
+	StaleAfter time.Duration
 
 	// The process settings of hooks and of an exec listener's child,
 	// with the same rules and defaults as jobs. [defaults] applies only

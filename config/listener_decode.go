@@ -14,7 +14,7 @@ var listenerKinds = []string{KindTwitch, KindDiscord, KindBluesky, KindExec}
 var commonListenerKeys = []string{
 	"description", "enabled", "env", "env_file", "hook_concurrency",
 	"hook_queue", "hook_timeout", "inherit_env", "kind", "log_max_bytes",
-	"log_to", "on_event", "working_dir",
+	"log_to", "on_event", "stale_after", "working_dir",
 }
 
 // kindKeys are the keys that only some kinds take.
@@ -109,6 +109,9 @@ func (l *loader) decodeListener(t table, name string, defaults jobSettings, runn
 	listener.InheritEnv = plan.settings.inheritEnv.value
 	listener.Env = map[string]Secret{}
 	l.decodeHooks(t, plan)
+	if d, ok := l.durationValue(t, "stale_after", time.Second); ok {
+		listener.StaleAfter = d
+	}
 	l.decodeKindKeys(t, plan, runner)
 	if listener.Kind == KindTwitch || listener.Kind == KindDiscord {
 		listener.Commands = l.decodeChatCommands(t)

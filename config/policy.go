@@ -211,8 +211,13 @@ func (l *loader) decodeCalendar(t table, job *Job) {
 		l.report(t.key("on_calendar"), "must not be empty: write an expression such as \"Mon..Fri 09:00\"")
 		return
 	}
-	if _, err := schedule.ParseCalendar(exprs, job.Location); err != nil {
+	sched, err := schedule.ParseCalendar(exprs, job.Location)
+	if err != nil {
 		l.report(t.key("on_calendar"), "%v: write it as systemd.time(7) describes, such as \"*-*-* 20:00:00 UTC\" or \"Mon..Fri 09:00\"", err)
+		return
+	}
+	if sched.Next(time.Now()).IsZero() {
+		l.report(t.key("on_calendar"), "calendar expression never fires, as systemd-analyze calendar would show: check that its day and month exist together")
 		return
 	}
 	job.Calendar = exprs

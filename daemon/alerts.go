@@ -17,8 +17,8 @@ import (
 	"github.com/agent-runner/agent-runner/state"
 )
 
-// listenerCheckInterval is how often listener health is turned into
-// alerts.
+// listenerCheckInterval is how often listener health and the staleness
+// of jobs and listeners are turned into alerts.
 const listenerCheckInterval = 10 * time.Second
 
 // crashLoopRestarts is how many restarts without staying connected make
@@ -106,6 +106,7 @@ func addAlerts(group *run.Group, d *alerts.Dispatcher, h *handler) {
 	})
 	h.alerts = d
 	ctx, cancel := context.WithCancel(context.Background())
+	stale := newStaleTracker()
 	group.Add(func() error {
 		go d.Run(ctx)
 		ticker := time.NewTicker(listenerCheckInterval)
@@ -121,6 +122,7 @@ func addAlerts(group *run.Group, d *alerts.Dispatcher, h *handler) {
 					d.Notify(a)
 				}
 			}
+			notifyStale(d, h, stale)
 		}
 	}, func(error) { cancel() })
 }

@@ -80,7 +80,9 @@ func build(cfg *config.Config, lc *config.Listener, store *state.Store, reaper *
 		health.State, health.LastError = listeners.StateFailed, err.Error()
 		return nil, nil, health
 	}
-	return listeners.NewSupervisor(lc.Name, lc.Kind, l, router, store.Listener(lc.Name), log), router, health
+	sup := listeners.NewSupervisor(lc.Name, lc.Kind, l, router, store.Listener(lc.Name), log)
+	sup.SetStaleAfter(lc.StaleAfter)
+	return sup, router, health
 }
 
 func newListenerWithRouter(cfg *config.Config, lc *config.Listener, reaper *process.Reaper, log *slog.Logger) (listeners.Listener, *listeners.Router, error) {
@@ -186,6 +188,7 @@ func (set *listenerSet) replace(cfg *config.Config, lc *config.Listener, store *
 	case running:
 		l := sup.Listener()
 		old := existing.Replace(l, router)
+		existing.SetStaleAfter(lc.StaleAfter)
 		set.retired = append(set.retired, old)
 		set.routers[lc.Name] = router
 		log.Info("listener restarting with its changed config", "listener", lc.Name)

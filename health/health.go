@@ -67,8 +67,8 @@ type listenerRule func(listener listeners.Health, now time.Time) string
 // fails adds its own Problem. Rules that need the clock, such as
 // staleness, use the now that Evaluate passes.
 var (
-	jobRules      = []jobRule{misconfiguredJob, failingJob}
-	listenerRules = []listenerRule{downListener}
+	jobRules      = []jobRule{misconfiguredJob, failingJob, staleJob}
+	listenerRules = []listenerRule{downListener, staleListener}
 )
 
 // Evaluate decides whether status is healthy at now. Reasons are built
@@ -146,6 +146,25 @@ func describeResult(st state.JobState) string {
 		return fmt.Sprintf("last run failed (exit %d)", st.LastExitCode)
 	}
 	return "last run failed"
+}
+
+// staleJob flags a job that has not done its work in time: no success
+// within max_age, or a heartbeat file that is missing or too old. The
+// jobs package judges staleness when it builds the status.
+func staleJob(job jobs.JobStatus, _ time.Time) string {
+	if !job.Stale {
+		return ""
+	}
+	return firstLine(job.StaleReason)
+}
+
+// staleListener flags a running listener with no event within its
+// stale_after.
+func staleListener(listener listeners.Health, _ time.Time) string {
+	if !listener.Stale {
+		return ""
+	}
+	return firstLine(listener.StaleReason)
 }
 
 // downListener flags a listener that is waiting to restart after a

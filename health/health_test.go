@@ -112,6 +112,37 @@ func TestEvaluate(t *testing.T) {
 			problems: []Problem{{Kind: KindListener, Name: "bot", State: listeners.StateFailed, Reason: "listener failed"}},
 		},
 		{
+			name: "stale job",
+			status: control.Status{Jobs: []jobs.JobStatus{job("a", jobs.StateScheduled, func(s *jobs.JobStatus) {
+				recovered(s)
+				s.Stale = true
+				s.StaleReason = "no successful run for 3h (max_age 2h)"
+			})}},
+			problems: []Problem{{Kind: KindJob, Name: "a", State: jobs.StateScheduled, Reason: "no successful run for 3h (max_age 2h)"}},
+		},
+		{
+			name: "stale and failing job",
+			status: control.Status{Jobs: []jobs.JobStatus{job("a", jobs.StateScheduled, func(s *jobs.JobStatus) {
+				failing(state.ResultFailed, 1)(s)
+				s.Stale = true
+				s.StaleReason = "heartbeat file /var/digest.heartbeat is missing"
+			})}},
+			problems: []Problem{
+				{Kind: KindJob, Name: "a", State: jobs.StateScheduled, Reason: "last run failed (exit 2), 1 failure in a row: exit status 2"},
+				{Kind: KindJob, Name: "a", State: jobs.StateScheduled, Reason: "heartbeat file /var/digest.heartbeat is missing"},
+			},
+		},
+		{
+			name: "stale listener",
+			status: control.Status{Listeners: []listeners.Health{func() listeners.Health {
+				h := listener("chat", listeners.StateRunning)
+				h.Stale = true
+				h.StaleReason = "no event for 20m0s (stale_after 15m0s)"
+				return h
+			}()}},
+			problems: []Problem{{Kind: KindListener, Name: "chat", State: listeners.StateRunning, Reason: "no event for 20m0s (stale_after 15m0s)"}},
+		},
+		{
 			name: "job and listener",
 			status: control.Status{
 				Jobs:      []jobs.JobStatus{job("ok", jobs.StateScheduled, nil), job("bad", jobs.StateScheduled, failing(state.ResultFailed, 1))},

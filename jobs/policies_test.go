@@ -339,3 +339,82 @@ func TestOnCalendarJobFollowsSystemdSyntax(t *testing.T) {
 	}
 	h.expectNoRun()
 }
+
+func TestPassedAtJobShowsDoneOrMissed(t *testing.T) {
+	at := t0.Add(-time.Hour)
+	job := &config.Job{Name: "launch", At: at, Enabled: true}
+	done := StatusOf(job, state.JobState{LastSlot: at, LastResult: state.ResultOK}, false, time.Time{}, t0)
+	if done.State != StateDone {
+		t.Errorf("state after its run = %q, want done", done.State)
+	}
+	missed := StatusOf(job, state.JobState{LastSlot: at, LastResult: state.ResultSkipped}, false, time.Time{}, t0)
+	if missed.State != StateMissed {
+		t.Errorf("state after a skip = %q, want missed", missed.State)
+	}
+	pending := StatusOf(job, state.JobState{}, false, at, t0)
+	if pending.State != StateScheduled {
+		t.Errorf("state before its slot was handled = %q, want scheduled", pending.State)
+	}
+}
+
+// TestDailyJobSixtyDaysWithRestarts runs a daily 08:00 job for 60
+// simulated days, stopping and starting the scheduler around the slot in
+// different ways each day, and checks that every day's slot ran exactly
+// once.
+func TestDailyJobSixtyDaysWithRestarts(t *testing.T) {
+	start := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	h := newSchedHarness(t, start, cronJob("daily", "0 8 * * *"))
+	ran := map[string]int{}
+	collect := func() {
+		for {
+			select {
+			case run := <-h.runs:
+				ran[run.Slot.Format(time.DateOnly)]++
+				if run.Slot.Hour() != 8 || run.Slot.Minute() != 0 {
+					t.Errorf("run for slot %v, want 08:00", run.Slot)
+				}
+			case <-time.After(30 * time.Millisecond):
+				return
+			}
+		}
+	}
+	for day := 0; day < 60; day++ {
+		h.start()
+		h.clock.Advance(8*time.Hour - 2*time.Second) // 07:59:58
+		switch day % 4 {
+		case 0: // up across the slot
+			h.advance(4*time.Second, time.Second)
+			collect()
+			h.stop()
+		case 1: // down across the slot: catch-up at 08:00:02
+			h.stop()
+			h.clock.Advance(4 * time.Second)
+			h.start()
+			collect()
+			h.stop()
+		case 2: // stopped right as the slot fires, started again at once
+			h.advance(2*time.Second, time.Second)
+			h.stop()
+			h.start()
+			collect()
+			h.stop()
+		case 3: // restarted twice just after the slot
+			h.advance(3*time.Second, time.Second)
+			h.stop()
+			h.start()
+			h.stop()
+			h.start()
+			collect()
+			h.stop()
+		}
+		// The rest of the day passes while stopped.
+		next := start.AddDate(0, 0, day+1)
+		h.clock.Advance(next.Sub(h.clock.Now()))
+	}
+	for day := 0; day < 60; day++ {
+		key := start.AddDate(0, 0, day).Format(time.DateOnly)
+		if ran[key] != 1 {
+			t.Errorf("slot of %s ran %d times, want once", key, ran[key])
+		}
+	}
+}

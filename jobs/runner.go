@@ -284,7 +284,9 @@ func (r *Runner) execBounded(ctx context.Context, job *config.Job, run state.Run
 	if job.Problem != nil {
 		return r.record(run, execOutcome{result: state.ResultFailed, exitCode: -1, err: job.Problem}, capture)
 	}
-	return r.record(run, r.execute(ctx, job, run, capture.emit), capture)
+	before := statModTime(job.ExpectFileUpdated)
+	out := r.execute(ctx, job, run, capture.emit)
+	return r.record(run, checkFileUpdated(job, run.Start, before, out), capture)
 }
 
 // record fills in the outcome of a run.

@@ -17,6 +17,10 @@ const (
 	// StateFailed marks a job that cannot run on this machine as
 	// configured, such as one whose command is not on PATH.
 	StateFailed = "failed"
+	// StateDone and StateMissed describe a one-off at job whose instant
+	// passed: it ran, or its slot was skipped.
+	StateDone   = "done"
+	StateMissed = "missed"
 )
 
 // JobStatus is what list and status show of one job.
@@ -26,6 +30,12 @@ type JobStatus struct {
 	State    string `json:"state"`
 	// Problem says why a job is failed; empty otherwise.
 	Problem string `json:"problem,omitempty"`
+	// Stale is true when the job has not done its work in time: see
+	// StaleReason.
+	Stale bool `json:"stale"`
+	// StaleReason is the reason the job is stale, such as "no successful run
+	// for 3h (max_age 2h)"; empty otherwise.
+	StaleReason string `json:"stale_reason,omitempty"`
 }
 
 // Describe returns the schedule of a job as written in the config.
@@ -58,8 +68,9 @@ func shortDuration(d time.Duration) string {
 }
 
 // StatusOf combines a job's config, its stored state and whether it runs
-// now. next is the job's next slot, zero when unknown.
-func StatusOf(job *config.Job, st state.JobState, running bool, next time.Time) JobStatus {
+// now. next is the job's next slot, zero when unknown, and now is the
+// time staleness is judged at.
+func StatusOf(job *config.Job, st state.JobState, running bool, next, now time.Time) JobStatus {
 	status := JobStatus{JobState: st, Schedule: Describe(job)}
 	status.Name = job.Name
 	status.NextRun = next
@@ -72,9 +83,17 @@ func StatusOf(job *config.Job, st state.JobState, running bool, next time.Time) 
 	case job.Problem != nil:
 		status.State = StateFailed
 		status.Problem = job.Problem.Error()
+	case !job.At.IsZero() && !st.LastSlot.Before(job.At):
+		status.State = StateDone
+		if st.LastResult == state.ResultSkipped {
+			status.State = StateMissed
+		}
+		status.NextRun = time.Time{}
 	default:
 		status.State = StateScheduled
 	}
+	status.StaleReason = staleReason(job, st, now)
+	status.Stale = status.StaleReason != ""
 	return status
 }
 
@@ -88,10 +107,11 @@ func (s *Scheduler) Status(cfg *config.Config) ([]JobStatus, error) {
 	for _, name := range s.runner.Running() {
 		running[name] = true
 	}
+	now := s.clock.Now()
 	out := make([]JobStatus, 0, len(cfg.Jobs))
 	for _, job := range cfg.Jobs {
 		next, _ := s.Next(job.Name)
-		out = append(out, StatusOf(job, stored[job.Name], running[job.Name], next))
+		out = append(out, StatusOf(job, stored[job.Name], running[job.Name], next, now))
 	}
 	return out, nil
 }
@@ -122,7 +142,7 @@ func OfflineStatus(cfg *config.Config, store *state.Store, now time.Time) ([]Job
 		// The stored flag outlives a crash, while the run lock dies with
 		// the process that holds it.
 		st.Running = false
-		out = append(out, StatusOf(job, st, LockHeld(cfg.Runner.StateDir, job.Name), next))
+		out = append(out, StatusOf(job, st, LockHeld(cfg.Runner.StateDir, job.Name), next, now))
 	}
 	return out, nil
 }

@@ -61,6 +61,12 @@ type Health struct {
 	LastEvent time.Time `json:"last_event,omitzero"`
 	Handled   uint64    `json:"handled"`
 	Dropped   uint64    `json:"dropped"`
+	// Stale is true when a running listener has had no event for longer
+	// than its stale_after: see StaleReason.
+	Stale bool `json:"stale"`
+	// StaleReason is the reason the listener is stale, such as "no event for
+	// 20m0s (stale_after 15m0s)"; empty otherwise.
+	StaleReason string `json:"stale_reason,omitempty"`
 }
 
 // Supervisor runs one listener for the daemon's lifetime: it restarts the
@@ -79,8 +85,10 @@ type Supervisor struct {
 	// stopAttempt ends the running attempt, so a replaced listener
 	// restarts at once and a retired one stops.
 	stopAttempt context.CancelFunc
-	replaced    bool
-	retired     bool
+	// staleAfter is the listener's stale_after; 0 turns the check off.
+	staleAfter time.Duration
+	replaced   bool
+	retired    bool
 }
 
 // NewSupervisor returns a supervisor for listener; events go to router and
@@ -226,10 +234,38 @@ func (s *Supervisor) setState(state string, err error) {
 // Health returns the listener's health with the router's counters.
 func (s *Supervisor) Health() Health {
 	s.mu.Lock()
-	h, router := s.health, s.router
+	h, router, staleAfter := s.health, s.router, s.staleAfter
 	s.mu.Unlock()
 	h.Handled, h.Dropped, h.LastEvent = router.counts()
+	h.StaleReason = staleReason(h, staleAfter, time.Now())
+	h.Stale = h.StaleReason != ""
 	return h
+}
+
+// SetStaleAfter sets how long the running listener may go without an
+// event before Health marks it stale; 0 turns the check off.
+func (s *Supervisor) SetStaleAfter(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.staleAfter = d
+}
+
+// staleReason returns why a running listener is stale at now, or "".
+// Its last event counts, or the time it connected when no event came
+// yet.
+func staleReason(h Health, staleAfter time.Duration, now time.Time) string {
+	if staleAfter <= 0 || h.State != StateRunning {
+		return ""
+	}
+	last, what := h.LastEvent, "no event"
+	if last.IsZero() {
+		last, what = h.Since, "no event since connecting"
+	}
+	age := now.Sub(last)
+	if age <= staleAfter {
+		return ""
+	}
+	return fmt.Sprintf("%s for %s (stale_after %s)", what, age.Round(time.Second), staleAfter)
 }
 
 // Listener returns the listener the supervisor runs, for replies and

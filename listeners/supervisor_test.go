@@ -204,3 +204,26 @@ func TestSupervisorRetireIdlesUntilShutdown(t *testing.T) {
 		t.Errorf("a retired listener ran %d times, want 1", l.calls.Load())
 	}
 }
+
+func TestStaleReason(t *testing.T) {
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name       string
+		health     Health
+		staleAfter time.Duration
+		want       string
+	}{
+		{"off", Health{State: StateRunning, Since: now.Add(-time.Hour)}, 0, ""},
+		{"recent event", Health{State: StateRunning, Since: now.Add(-time.Hour), LastEvent: now.Add(-time.Minute)}, 5 * time.Minute, ""},
+		{"old event", Health{State: StateRunning, Since: now.Add(-time.Hour), LastEvent: now.Add(-20 * time.Minute)}, 15 * time.Minute, "no event for 20m0s (stale_after 15m0s)"},
+		{"no event yet", Health{State: StateRunning, Since: now.Add(-time.Hour)}, 15 * time.Minute, "no event since connecting for 1h0m0s (stale_after 15m0s)"},
+		{"not running", Health{State: StateBackoff, Since: now.Add(-time.Hour)}, 15 * time.Minute, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := staleReason(tt.health, tt.staleAfter, now); got != tt.want {
+				t.Errorf("staleReason: got %q, want %q", got, tt.want)
+			}
+		})
+	}
+}

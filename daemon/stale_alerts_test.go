@@ -1,0 +1,52 @@
+package daemon
+
+import (
+	"testing"
+	"time"
+
+	"github.com/agent-runner/agent-runner/alerts"
+	"github.com/agent-runner/agent-runner/control"
+	"github.com/agent-runner/agent-runner/jobs"
+	"github.com/agent-runner/agent-runner/listeners"
+)
+
+func TestStaleTrackerAlertsOnChange(t *testing.T) {
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	tracker := newStaleTracker()
+	staleJob := jobs.JobStatus{Stale: true, StaleReason: "no successful run for 3h (max_age 2h)"}
+	staleJob.Name = "digest"
+	status := control.Status{
+		Jobs:      []jobs.JobStatus{staleJob},
+		Listeners: []listeners.Health{{Name: "chat", Stale: true, StaleReason: "no event for 20m0s (stale_after 15m0s)"}},
+	}
+
+	first := tracker.alerts(status, now)
+	if len(first) != 2 {
+		t.Fatalf("first check: got %d alerts %+v, want 2", len(first), first)
+	}
+	if first[0].Event != alerts.EventStale || first[0].Kind != alerts.KindJob || first[0].Summary != staleJob.StaleReason {
+		t.Errorf("job alert: got %+v, want a stale job alert with the reason", first[0])
+	}
+	if first[1].Event != alerts.EventStale || first[1].Kind != alerts.KindListener {
+		t.Errorf("listener alert: got %+v, want a stale listener alert", first[1])
+	}
+
+	if again := tracker.alerts(status, now); len(again) != 0 {
+		t.Errorf("second check: got %+v, want no repeat", again)
+	}
+
+	status.Jobs[0].Stale = false
+	status.Listeners[0].Stale = false
+	recovered := tracker.alerts(status, now)
+	if len(recovered) != 2 {
+		t.Fatalf("after recovery: got %d alerts %+v, want 2", len(recovered), recovered)
+	}
+	for _, a := range recovered {
+		if a.Event != alerts.EventRecovered {
+			t.Errorf("after recovery: got event %q for %s, want recovered", a.Event, a.Key)
+		}
+	}
+	if recovered[0].Key != "job:digest:stale" {
+		t.Errorf("key: got %q, want job:digest:stale", recovered[0].Key)
+	}
+}
