@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -110,4 +111,27 @@ func alive(pid string) bool {
 		n = n*10 + int(c-'0')
 	}
 	return syscall.Kill(n, 0) == nil
+}
+
+func TestWatchReloadsOnEdit(t *testing.T) {
+	p := newProject(t, "[jobs.first]\ncommand = [\"true\"]\nschedule = \"0 0 1 1 *\"\n")
+	writeConfig := func(jobs string) {
+		t.Helper()
+		if err := os.WriteFile(p.config, []byte("[runner]\nwatch = true\nshutdown_timeout = \"5s\"\n\n"+jobs), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeConfig("[jobs.first]\ncommand = [\"true\"]\nschedule = \"0 0 1 1 *\"\n")
+	d := p.startDaemon()
+	writeConfig("[jobs.first]\ncommand = [\"true\"]\nschedule = \"0 0 1 1 *\"\n\n[jobs.second]\ncommand = [\"true\"]\nschedule = \"0 0 1 1 *\"\n")
+	waitFor(t, "the watched edit to load", func() bool { _, ok := p.list()["second"]; return ok })
+	writeConfig("[jobs.first]\ncommand = [\"true\"]\nevery = \"soon\"\n")
+	d.waitLog("reload rejected")
+	if _, ok := p.list()["second"]; !ok {
+		t.Errorf("a rejected edit replaced the running config")
+	}
+	d.stop()
+	if n := strings.Count(d.log(), "reload rejected"); n != 1 {
+		t.Errorf("the invalid file was reloaded %d times, want once until it changes", n)
+	}
 }

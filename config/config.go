@@ -46,6 +46,8 @@ type Runner struct {
 	KillGrace time.Duration
 	// HistoryLimit is how many run records the store keeps per job.
 	HistoryLimit int
+	// Watch reloads the config when its file changes.
+	Watch bool
 	// HTTP is the address of the health server (/healthz, /metrics and
 	// the status page), or "" when it is off.
 	HTTP string

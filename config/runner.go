@@ -35,7 +35,7 @@ const (
 )
 
 var runnerKeys = []string{
-	"catch_up_spread", "history", "http", "kill_grace", "max_concurrent", "path",
+	"catch_up_spread", "history", "http", "kill_grace", "max_concurrent", "path", "watch",
 	"shutdown_timeout", "socket", "socket_group", "state_dir", "timezone",
 }
 
@@ -66,6 +66,9 @@ func (l *loader) decodeRunner(root table) Runner {
 	}
 	if addr, ok := l.stringValue(t, "http", `"127.0.0.1:9090"`); ok && addr != "" {
 		runner.HTTP = l.httpAddress(t.key("http"), addr)
+	}
+	if watch, ok := l.boolValue(t, "watch"); ok {
+		runner.Watch = watch
 	}
 	if n, ok := l.intRange(t, "max_concurrent", "4", 0, 100000); ok {
 		runner.MaxConcurrent = n

@@ -131,16 +131,27 @@ func addHealthServer(group *run.Group, addr string, h *handler, runner *jobs.Run
 	return nil
 }
 
-// addReloader adds the actor that reloads the config on each signal.
+// watchInterval is how often watch = true compares the config file with
+// the loaded one.
+const watchInterval = 2 * time.Second
+
+// addReloader adds the actor that reloads the config on each signal and,
+// with [runner] watch = true, when the file's content changes.
 func addReloader(group *run.Group, h *handler, signals <-chan struct{}) {
 	ctx, cancel := context.WithCancel(context.Background())
 	group.Add(func() error {
+		ticker := time.NewTicker(watchInterval)
+		defer ticker.Stop()
 		for {
 			select {
 			case <-ctx.Done():
 				return nil
 			case <-signals:
 				_, _ = h.Reload()
+			case <-ticker.C:
+				if h.fileChanged() {
+					_, _ = h.Reload()
+				}
 			}
 		}
 	}, func(error) { cancel() })

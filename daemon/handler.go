@@ -2,8 +2,11 @@ package daemon
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 
@@ -27,10 +30,13 @@ type handler struct {
 	// alerts receives reload failures; nil without alert sinks.
 	alerts *alerts.Dispatcher
 
-	mu         sync.Mutex
-	cfg        *config.Config
-	info       control.DaemonInfo
-	reloadLock sync.Mutex
+	mu   sync.Mutex
+	cfg  *config.Config
+	info control.DaemonInfo
+	// rejectedHash is the last file content watch reloaded, so a file
+	// that stays invalid is not reloaded every interval.
+	rejectedHash string
+	reloadLock   sync.Mutex
 }
 
 func newHandler(cfg *config.Config, version string, runner *jobs.Runner, sched *jobs.Scheduler, set *listenerSet,
@@ -139,6 +145,29 @@ func (h *handler) notifyReload(event, summary string) {
 	if h.alerts != nil {
 		h.alerts.Notify(alerts.Alert{Kind: alerts.KindReload, Key: "reload", Event: event, Summary: summary, Time: time.Now()})
 	}
+}
+
+// fileChanged reports, with watch = true, whether the config file's
+// content differs from the last one loaded or rejected.
+func (h *handler) fileChanged() bool {
+	cfg := h.config()
+	if !cfg.Runner.Watch {
+		return false
+	}
+	data, err := os.ReadFile(cfg.Path)
+	if err != nil {
+		return false
+	}
+	sum := sha256.Sum256(data)
+	hash := hex.EncodeToString(sum[:])
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if hash == h.info.ConfigHash || hash == h.rejectedHash {
+		return false
+	}
+	// A rejected file is not tried again until it changes once more.
+	h.rejectedHash = hash
+	return true
 }
 
 func (h *handler) setReloadError(err error) {
