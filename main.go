@@ -36,6 +36,7 @@ Usage:
   agent-runner run-job  [--config PATH] [--wait] NAME
   agent-runner send     [--config PATH] [--to TARGET] LISTENER TEXT...|-
   agent-runner reload   [--config PATH]
+  agent-runner doctor   [--config PATH]
   agent-runner install-unit [--config PATH]
   agent-runner version
 
@@ -75,6 +76,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdNext(rest, stdout, stderr)
 	case "reload":
 		return cmdReload(rest, stdout, stderr)
+	case "doctor":
+		return cmdDoctor(rest, stdout, stderr)
 	case "install-unit":
 		return cmdInstallUnit(rest, stdout, stderr)
 	case "version", "--version":

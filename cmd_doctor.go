@@ -1,0 +1,151 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/agent-runner/agent-runner/config"
+	"github.com/agent-runner/agent-runner/control"
+	"github.com/agent-runner/agent-runner/daemon"
+)
+
+// doctor collects the findings of one check of a deployment.
+type doctor struct {
+	out      io.Writer
+	problems int
+}
+
+func (d *doctor) ok(format string, args ...any) {
+	fmt.Fprintf(d.out, "ok       %s\n", fmt.Sprintf(format, args...))
+}
+
+func (d *doctor) problem(format string, args ...any) {
+	d.problems++
+	fmt.Fprintf(d.out, "PROBLEM  %s\n", fmt.Sprintf(format, args...))
+}
+
+func (d *doctor) note(format string, args ...any) {
+	fmt.Fprintf(d.out, "note     %s\n", fmt.Sprintf(format, args...))
+}
+
+func cmdDoctor(args []string, stdout, stderr io.Writer) int {
+	fs, configPath := newFlags("doctor", "doctor [--config PATH]", stderr)
+	if code := parseFlags(fs, args); code >= 0 {
+		return code
+	}
+	d := &doctor{out: stdout}
+	cfg, ok := loadConfig(*configPath, stdout)
+	if !ok {
+		d.problem("the config has problems (listed above): fix them, then run doctor again")
+		return exitFailure
+	}
+	d.ok("config %s is valid: %d jobs, %d listeners, %d alert sinks", cfg.Path, len(cfg.Jobs), len(cfg.Listeners), len(cfg.Alerts))
+	d.checkMachine(cfg)
+	d.checkStateDir(cfg.Runner.StateDir)
+	d.checkDaemon(cfg, stderr)
+	d.checkClock()
+	if d.problems > 0 {
+		fmt.Fprintf(stdout, "\n%d problem(s) found\n", d.problems)
+		return exitFailure
+	}
+	fmt.Fprintln(stdout, "\nno problems found")
+	return exitOK
+}
+
+// checkMachine reports commands, secrets, folders and env files that do
+// not resolve here, and listeners left disabled.
+func (d *doctor) checkMachine(cfg *config.Config) {
+	lines := problemLines(cfg.Problems())
+	for _, line := range lines {
+		d.problem("%s", line)
+	}
+	if len(lines) == 0 {
+		d.ok("every command, secret, working_dir and env_file resolves on this machine")
+	}
+	for _, lc := range cfg.Listeners {
+		if !lc.Enabled {
+			d.note("listener %s is disabled: %s", lc.Name, lc.DisabledReason)
+		}
+	}
+}
+
+// checkStateDir reports a state folder this user cannot create or write,
+// and one that others can read.
+func (d *doctor) checkStateDir(dir string) {
+	info, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		parent := filepath.Dir(dir)
+		if unix.Access(parent, unix.W_OK) != nil {
+			d.problem("state_dir %s does not exist and %s is not writable: create it for the user the daemon runs as", dir, parent)
+			return
+		}
+		d.ok("state_dir %s will be created at the first start", dir)
+		return
+	case err != nil:
+		d.problem("state_dir %s: %v", dir, err)
+		return
+	}
+	if unix.Access(dir, unix.W_OK|unix.X_OK) != nil {
+		d.problem("state_dir %s is not writable by this user: chown it to the user the daemon runs as", dir)
+		return
+	}
+	if info.Mode().Perm()&0o007 != 0 {
+		d.problem("state_dir %s is open to other users (mode %o): chmod o-rwx it, since the store may hold session tokens", dir, info.Mode().Perm())
+		return
+	}
+	d.ok("state_dir %s is writable and private", dir)
+}
+
+// checkDaemon reports whether a daemon answers, and a store that a
+// daemon-less CLI cannot read.
+func (d *doctor) checkDaemon(cfg *config.Config, stderr io.Writer) {
+	status, err := control.GetStatus(cfg.Runner.Socket)
+	switch {
+	case err == nil:
+		d.ok("the daemon answers on %s: %s", cfg.Runner.Socket, daemon.Summary(status))
+		if status.Daemon != nil && status.Daemon.ConfigHash != cfg.Hash {
+			d.note("the daemon runs another version of the config than the file holds: run agent-runner reload")
+		}
+		if status.Daemon != nil && status.Daemon.ReloadError != "" {
+			d.problem("the daemon rejected the last reload: %s", firstLine(status.Daemon.ReloadError))
+		}
+		return
+	case !errors.Is(err, control.ErrNoDaemon):
+		d.problem("the control socket %s exists but the daemon cannot be used: %v", cfg.Runner.Socket, err)
+		return
+	}
+	d.note("no daemon answers on %s; start it with systemctl start agent-runner or agent-runner run", cfg.Runner.Socket)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	store, err := openStoreOffline(cfg, true, log)
+	if err != nil {
+		d.problem("state store %s: %v", daemon.StorePath(cfg), err)
+		return
+	}
+	if store != nil {
+		store.Close()
+		d.ok("state store %s opens", daemon.StorePath(cfg))
+	}
+}
+
+// checkClock reports a clock the kernel says is not synchronized, since
+// schedules follow the wall clock.
+func (d *doctor) checkClock() {
+	var tx unix.Timex
+	if _, err := unix.Adjtimex(&tx); err != nil {
+		d.note("could not read the clock's synchronization state: %v", err)
+		return
+	}
+	if tx.Status&unix.STA_UNSYNC != 0 {
+		d.note("the system clock is not synchronized by NTP; schedules follow the wall clock, so enable systemd-timesyncd or chrony")
+		return
+	}
+	d.ok("the system clock is synchronized")
+}

@@ -1,0 +1,44 @@
+package main
+
+import (
+	"os"
+	"strings"
+	"testing"
+)
+
+func TestDoctorFindsPlantedFaults(t *testing.T) {
+	p := newProject(t, `[jobs.ghost]
+command = ["no-such-tool-xyz"]
+every = "1h"
+
+[jobs.secretive]
+command = ["true"]
+every = "1h"
+env = { TOKEN = { file = "missing-token" } }
+`)
+	os.MkdirAll(p.path("state"), 0o777)
+	os.Chmod(p.path("state"), 0o777)
+	res := p.run("doctor")
+	if res.code != 1 {
+		t.Errorf("doctor exit = %d, want 1", res.code)
+	}
+	for _, want := range []string{
+		`"no-such-tool-xyz" not found in PATH`,
+		"secret file",
+		"is open to other users",
+		"no daemon answers",
+		"3 problem(s) found",
+	} {
+		if !strings.Contains(res.stdout, want) {
+			t.Errorf("doctor output lacks %q:\n%s", want, res.stdout)
+		}
+	}
+
+	clean := newProject(t, "[jobs.fine]\ncommand = [\"true\"]\nevery = \"1h\"\n")
+	d := clean.startDaemon()
+	res = clean.run("doctor")
+	if res.code != 0 || !strings.Contains(res.stdout, "the daemon answers") {
+		t.Errorf("doctor on a healthy setup = %d:\n%s", res.code, res.stdout)
+	}
+	d.stop()
+}
