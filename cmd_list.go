@@ -109,7 +109,7 @@ func offlineListeners(cfg *config.Config) []listeners.Health {
 
 func printListeners(w io.Writer, health []listeners.Health, now time.Time) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "LISTENER\tKIND\tSTATE\tSINCE\tRESTARTS\tLAST EVENT\tEVENTS\tDROPPED\tLAST ERROR")
+	fmt.Fprintln(tw, "LISTENER\tKIND\tSTATE\tSINCE\tRESTARTS\tLAST EVENT\tEVENTS\tDROPPED\tREASON OR LAST ERROR")
 	for _, h := range health {
 		lastError := h.LastError
 		if lastError == "" {

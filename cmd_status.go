@@ -107,8 +107,12 @@ func cmdRuns(args []string, stdout, stderr io.Writer) int {
 		if !r.Slot.IsZero() {
 			slot = r.Slot.UTC().Format("2006-01-02 15:04:05Z")
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", r.ID, formatTime(r.Start, now), r.Trigger, slot,
-			r.Result, r.ExitCode, r.Duration.Round(time.Millisecond), orDash(firstLine(r.Error)))
+		exit, duration := strconv.Itoa(r.ExitCode), r.Duration.Round(time.Millisecond).String()
+		if r.Result == state.ResultRunning || r.Result == state.ResultSkipped {
+			exit, duration = "-", "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, formatTime(r.Start, now), r.Trigger, slot,
+			r.Result, exit, duration, orDash(firstLine(r.Error)))
 	}
 	tw.Flush()
 	return exitOK
@@ -149,7 +153,18 @@ func cmdLogs(args []string, stdout, stderr io.Writer) int {
 func readRuns(configPath, job string, limit int, id string, stderr io.Writer) ([]state.Run, error) {
 	cfg, ok := loadConfig(configPath, stderr)
 	if !ok {
-		return nil, fmt.Errorf("fix the config first")
+		// The daemon keeps running its last valid config and can still
+		// answer, which is when history matters most.
+		socket, err := config.LocateSocket(configPath)
+		if err != nil {
+			return nil, err
+		}
+		runs, err := control.Runs(socket, job, limit, id)
+		if err != nil {
+			return nil, fmt.Errorf("the config has problems and the daemon could not answer: %w", err)
+		}
+		fmt.Fprintln(stderr, "agent-runner: showing the running daemon's history")
+		return runs, nil
 	}
 	if cfg.Job(job) == nil {
 		return nil, fmt.Errorf("unknown job %q; jobs in %s: %s", job, cfg.Path, joinNames(jobNames(cfg)))

@@ -79,7 +79,7 @@ func jobRuns(store *state.Store, job string, limit int, id string) ([]state.Run,
 		return nil, err
 	}
 	if !ok {
-		return nil, fmt.Errorf("job %s has no run %s in its history", job, id)
+		return nil, fmt.Errorf("job %s has no run %s in its history (run IDs are shared by all jobs; agent-runner runs %s lists this job's)", job, id, job)
 	}
 	return []state.Run{run}, nil
 }

@@ -418,3 +418,32 @@ func TestDailyJobSixtyDaysWithRestarts(t *testing.T) {
 		}
 	}
 }
+
+func TestQueuedRunDoesNotStartDuringShutdown(t *testing.T) {
+	job := shellJob("slow", "sleep 300")
+	job.Overlap = config.OverlapQueue
+	r, _ := newTestRunner(t, job)
+	go r.Run(context.Background(), Request{Job: "slow", Trigger: state.TriggerSchedule, Slot: t0})
+	waitRunning(t, r, "slow")
+	queued := make(chan error, 1)
+	go func() {
+		_, err := r.Run(context.Background(), Request{Job: "slow", Trigger: state.TriggerSchedule, Slot: t0.Add(time.Minute)})
+		queued <- err
+	}()
+	waitUntil(t, "the queued run", func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		_, ok := r.pending["slow"]
+		return ok
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	start := time.Now()
+	r.Shutdown(ctx)
+	if err := <-queued; !errors.Is(err, ErrStopping) {
+		t.Errorf("queued run after shutdown = %v, want ErrStopping", err)
+	}
+	if elapsed := time.Since(start); elapsed > 5*time.Second {
+		t.Errorf("shutdown took %v; the queued run must not start", elapsed)
+	}
+}

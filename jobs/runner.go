@@ -134,6 +134,11 @@ func (r *Runner) Run(ctx context.Context, req Request) (state.Run, error) {
 		return state.Run{}, err
 	}
 	defer lock.Close()
+	if r.isStopping() {
+		// A run that waited for the lock, as a queued one does, must not
+		// start once shutdown has begun.
+		return state.Run{}, ErrStopping
+	}
 
 	order := req.Slot
 	if order.IsZero() {
@@ -360,6 +365,12 @@ func (r *Runner) SetJobs(cfg *config.Config) {
 	r.gate.setLimit(cfg.Runner.MaxConcurrent)
 }
 
+func (r *Runner) isStopping() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.stopping
+}
+
 // currentSettings returns the runner settings, which a reload may change.
 func (r *Runner) currentSettings() config.Runner {
 	r.mu.Lock()
@@ -435,6 +446,9 @@ func (r *Runner) lockJob(ctx context.Context, name string, wait bool) (*os.File,
 		case <-ctx.Done():
 			f.Close()
 			return nil, context.Cause(ctx)
+		case <-r.stopped.Done():
+			f.Close()
+			return nil, ErrStopping
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

@@ -186,6 +186,13 @@ func TestRunResumesAfterDrop(t *testing.T) {
 		t.Errorf("RESUME token = %q, want %q", resume.Token, "Bot "+testToken)
 	}
 
+	// Under load the resumed session may not be reading yet; a heartbeat
+	// on the new connection shows that it is.
+	select {
+	case <-f.heartbeats:
+	default:
+	}
+	receive(t, f.heartbeats, "a heartbeat on the resumed connection")
 	f.dispatch("MESSAGE_CREATE", messageData("2", "200", "300", "alice", "after"))
 	after := receive(t, host.events, "event after the resume")
 	if after.ID != "2" {
