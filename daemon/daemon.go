@@ -230,22 +230,41 @@ func openStore(ctx context.Context, cfg *config.Config, log *slog.Logger, now ti
 	// A CLI may be running a job by hand right now; its run lock says so,
 	// and that run is left alone.
 	busy := func(job string) bool { return jobs.LockHeld(cfg.Runner.StateDir, job) }
+	if err := stopLeftovers(cfg, store, busy, log); err != nil {
+		store.Close()
+		return nil, err
+	}
 	interrupted, err := store.RecoverInterrupted(now, busy)
 	if err != nil {
 		store.Close()
 		return nil, fmt.Errorf("recover interrupted runs: %w", err)
 	}
-	leftovers := []string{process.DaemonMarker(cfg.Runner.StateDir)}
 	for _, r := range interrupted {
 		log.Warn("run was interrupted by a previous stop", "job", r.Job, "run", r.ID, "slot", r.Slot)
-		leftovers = append(leftovers, jobs.RunMarker(r.ID))
 	}
-	// Children of a daemon or CLI that was killed have their own process
-	// groups and may still run; they must not overlap the runs to come.
+	return store, nil
+}
+
+// stopLeftovers kills what runs still recorded as running, and a previous
+// daemon's listeners and hooks, left behind: children of a daemon or CLI
+// that was killed have their own process groups and may still run, and
+// must not overlap the runs to come. It runs before those runs are marked
+// interrupted, so a crash during it leaves them to the next start.
+func stopLeftovers(cfg *config.Config, store *state.Store, busy func(string) bool, log *slog.Logger) error {
+	running, err := store.RunningRuns()
+	if err != nil {
+		return fmt.Errorf("recover interrupted runs: %w", err)
+	}
+	leftovers := []string{process.DaemonMarker(cfg.Runner.StateDir)}
+	for _, r := range running {
+		if !busy(r.Job) {
+			leftovers = append(leftovers, jobs.RunMarker(r.ID))
+		}
+	}
 	if n := process.KillMarked(leftovers, cfg.Runner.KillGrace); n > 0 {
 		log.Warn("stopped processes left by a previous daemon or CLI", "count", n)
 	}
-	return store, nil
+	return nil
 }
 
 // StorePath returns the path of the store file in the state folder.

@@ -275,7 +275,7 @@ func (r *Runner) execBounded(ctx context.Context, job *config.Job, run state.Run
 	r.track(job.Name, cancel)
 	defer r.untrack(job.Name)
 
-	capture := newCapture(log, output, secretValues(job))
+	capture := newCapture(log, output, process.Redactor(job.Env))
 	defer func() {
 		if v := recover(); v != nil {
 			log.Error("run panicked", "err", v, "stack", string(debug.Stack()))
@@ -487,31 +487,8 @@ type capture struct {
 	panicked any
 }
 
-func newCapture(log *slog.Logger, output func(Line), secrets []string) *capture {
-	c := &capture{log: log, output: output}
-	if len(secrets) > 0 {
-		pairs := make([]string, 0, 2*len(secrets))
-		for _, s := range secrets {
-			pairs = append(pairs, s, "[redacted]")
-		}
-		c.redact = strings.NewReplacer(pairs...)
-	}
-	return c
-}
-
-// minSecretBytes keeps short values, which would match ordinary text, out
-// of redaction.
-const minSecretBytes = 4
-
-// secretValues returns the job's env values read from secret sources.
-func secretValues(job *config.Job) []string {
-	var values []string
-	for _, secret := range job.Env {
-		if secret.Source != "inline" && len(secret.Reveal()) >= minSecretBytes {
-			values = append(values, secret.Reveal())
-		}
-	}
-	return values
+func newCapture(log *slog.Logger, output func(Line), redact *strings.Replacer) *capture {
+	return &capture{log: log, output: output, redact: redact}
 }
 
 func (c *capture) emit(line Line) {

@@ -234,7 +234,9 @@ func Render(template string, fields map[string]string) string {
 // with the event as JSON on stdin and under the same process rules as
 // jobs.
 type HookRunner struct {
-	cfg      *config.Listener
+	cfg *config.Listener
+	// redact hides the listener's secret env values in logged output.
+	redact   *strings.Replacer
 	reaper   *process.Reaper
 	owner    string
 	path     []string
@@ -249,7 +251,8 @@ func NewHookRunner(cfg *config.Listener, reaper *process.Reaper, owner string, p
 	if len(cfg.OnEvent) == 0 {
 		return nil
 	}
-	return &HookRunner{cfg: cfg, reaper: reaper, owner: owner, path: path, grace: grace, log: log.With("listener", cfg.Name)}
+	return &HookRunner{cfg: cfg, reaper: reaper, owner: owner, path: path, grace: grace,
+		redact: process.Redactor(cfg.Env), log: log.With("listener", cfg.Name)}
 }
 
 // maxReplyBytes bounds what a hook's stdout may contribute to a reply.
@@ -285,7 +288,7 @@ func (h *HookRunner) Run(ctx context.Context, ev Event) (string, error) {
 		Stdin: input, Marker: marker, Grace: h.grace,
 	}, func(line process.Line) {
 		if line.Stream == "stderr" {
-			h.log.Info("hook output", "event", ev.ID, "stream", line.Stream, "line", line.Text)
+			h.log.Info("hook output", "event", ev.ID, "stream", line.Stream, "line", process.Redact(h.redact, line.Text))
 			return
 		}
 		mu.Lock()

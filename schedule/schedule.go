@@ -35,7 +35,13 @@ func ParseCron(expr string, loc *time.Location) (Schedule, error) {
 		return nil, errors.New("@every is not a calendar schedule: use the every key instead")
 	}
 	spec := expr
-	if !strings.HasPrefix(expr, "CRON_TZ=") && !strings.HasPrefix(expr, "TZ=") {
+	if strings.HasPrefix(expr, "CRON_TZ=") || strings.HasPrefix(expr, "TZ=") {
+		// robfig/cron v3.0.1 slices out of range on a zone prefix with
+		// nothing after it (parser.go), so that case stops here.
+		if !strings.Contains(expr, " ") {
+			return nil, fmt.Errorf("parse cron expression %q: a time zone prefix needs the schedule after it, such as \"CRON_TZ=Europe/Berlin 0 8 * * *\"", expr)
+		}
+	} else {
 		spec = "CRON_TZ=" + loc.String() + " " + expr
 	}
 	parsed, err := cronParser.Parse(spec)
@@ -83,10 +89,12 @@ func Latest(s Schedule, after, now time.Time) (time.Time, bool) {
 	}
 	from := after
 	for step := time.Minute; ; step *= 2 {
-		probe := now.Add(-step)
-		if !probe.After(after) {
+		// now.Sub saturates, so this also ends the doubling before step
+		// overflows on a window of centuries.
+		if step >= now.Sub(after) {
 			break
 		}
+		probe := now.Add(-step)
 		if next := s.Next(probe); !next.IsZero() && !next.After(now) {
 			from = probe
 			break

@@ -370,3 +370,21 @@ func formatTime(t time.Time) string {
 	}
 	return t.UTC().Format(time.RFC3339Nano)
 }
+
+// RunningRuns returns every run still recorded as running, without
+// changing anything, so that a starting daemon can stop what such runs
+// left behind before it marks them interrupted.
+func (s *Store) RunningRuns() ([]Run, error) {
+	var all []Run
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketJobs).ForEach(func(key, _ []byte) error {
+			running, err := runningRuns(jobRuns(tx, string(key)))
+			all = append(all, running...)
+			return err
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list running runs: %w", err)
+	}
+	return all, nil
+}

@@ -66,8 +66,9 @@ func (l *Listener) Run(ctx context.Context, host listeners.Host) error {
 		}
 		go l.probe(ctx, host, stop)
 	}
+	redact := process.Redactor(l.cfg.Env)
 	exit, err := l.reaper.Run(ctx, spec, func(line process.Line) {
-		log.Info("output", "stream", line.Stream, "line", line.Text)
+		log.Info("output", "stream", line.Stream, "line", process.Redact(redact, line.Text))
 	})
 	switch {
 	case err != nil:

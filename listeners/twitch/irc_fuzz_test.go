@@ -151,7 +151,7 @@ func FuzzSessionLine(f *testing.F) {
 					return
 				}
 			case err := <-r.done:
-				// The session ended, which is an allowed answer. The
+				// The session ended, which is an allowed outcome. The
 				// result goes back for startRun's cleanup.
 				r.done <- err
 				return

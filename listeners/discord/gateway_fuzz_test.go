@@ -1,0 +1,471 @@
+package discord
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/bwmarrin/discordgo"
+	"github.com/gorilla/websocket"
+
+	"github.com/agent-runner/agent-runner/config"
+	"github.com/agent-runner/agent-runner/listeners"
+)
+
+// messageSeeds are MESSAGE_CREATE payloads ("d" of the dispatch).
+var messageSeeds = []string{
+	`{"id":"1","channel_id":"200","guild_id":"900","content":"hello","timestamp":"2026-01-02T03:04:05.000000+00:00","type":0,"author":{"id":"300","username":"alice","global_name":"Alice"}}`,
+	`{"id":"4","channel_id":"202","content":"thanks","type":19,"author":{"id":"301","username":"bob"},"message_reference":{"message_id":"999"}}`,
+	`{"id":"5","channel_id":"200","content":"no author"}`,
+	`{"id":"6","channel_id":"200","author":null,"member":null,"mentions":[null],"attachments":[null],"embeds":[null]}`,
+	`{"id":"7","channel_id":"200","author":{"id":"1"},"timestamp":"not a time","type":"x"}`,
+	`{"id":"8","channel_id":"200","author":{"id":"1"},"components":[{"type":1,"components":[{"type":99}]}],"referenced_message":{"author":null}}`,
+	`null`,
+	`[]`,
+	`{}`,
+}
+
+// FuzzMessageCreate decodes a MESSAGE_CREATE payload as discordgo does for
+// a dispatch, then passes it to the listener's handler and conversion.
+// Neither may panic, and a delivered event must encode to the JSON a hook
+// reads.
+func FuzzMessageCreate(f *testing.F) {
+	for _, seed := range messageSeeds {
+		f.Add([]byte(seed))
+	}
+	l, err := New(fuzzConfig("http://127.0.0.1:1/api/v10/", ""))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var m discordgo.MessageCreate
+		// discordgo passes the struct on even when decoding failed.
+		_ = json.Unmarshal(data, &m)
+		host := &rigHost{events: make(chan listeners.Event, 1), ready: make(chan struct{}, 1)}
+		c := &connection{listener: l, host: host, failed: make(chan error, 1)}
+		c.setSelfID(testBotID)
+		c.handleMessage(nil, &m)
+		select {
+		case err := <-c.failed:
+			t.Fatalf("handleMessage panicked on %q: %v", data, err)
+		default:
+		}
+		select {
+		case ev := <-host.events:
+			if _, err := json.Marshal(ev); err != nil {
+				t.Fatalf("encode the event of %q: %v", data, err)
+			}
+			if ev.Text != m.Content || ev.UserID != m.Author.ID {
+				t.Fatalf("event %+v does not carry the message's content and author", ev)
+			}
+		default:
+		}
+	})
+}
+
+func fuzzConfig(apiURL, gatewayURL string) *config.Listener {
+	token := config.NewSecret(testToken, "inline")
+	return &config.Listener{
+		Name: "discord-fuzz", Kind: config.KindDiscord, Enabled: true,
+		Discord: &config.Discord{Token: &token, APIURL: apiURL, GatewayURL: gatewayURL},
+	}
+}
+
+// knownCrash returns why frame ends the process, or "" when it does not.
+// It mirrors onEvent and onInterface in discordgo v0.28.1 (wsapi.go and
+// event.go), which run on discordgo's own goroutines, where no recover of
+// this package reaches:
+//
+//   - a frame that is JSON null: onEvent reads e.Operation of a nil
+//     *Event;
+//   - GUILD_CREATE or GUILD_UPDATE whose "d" sets no field of the embedded
+//     *Guild (null, {}, a non-object, or no "d"): setGuildIds reads
+//     g.Channels of a nil *Guild;
+//   - GUILD_CREATE or GUILD_UPDATE with a null entry in "channels",
+//     "members" or "voice_states": setGuildIds writes GuildID through it;
+//   - READY, dispatched after the session opened, with a null entry in
+//     "guilds", or a guild with such a null entry: setGuildIds again;
+//   - VOICE_STATE_UPDATE whose "d" sets no field of the embedded
+//     *VoiceState: onVoiceStateUpdate reads st.ChannelID on a goroutine
+//     that onInterface starts.
+//
+// The README names only the first two. TestKnownGatewayCrashes checks
+// that each still crashes; FuzzGatewayFrame skips them to look for others.
+func knownCrash(frame []byte) string {
+	var e *discordgo.Event
+	if err := json.NewDecoder(bytes.NewReader(frame)).Decode(&e); err != nil {
+		return ""
+	}
+	if e == nil {
+		return "null frame"
+	}
+	if e.Operation != 0 {
+		return ""
+	}
+	switch e.Type {
+	case "GUILD_CREATE", "GUILD_UPDATE":
+		var g discordgo.GuildCreate
+		_ = json.Unmarshal(e.RawData, &g)
+		if g.Guild == nil {
+			return e.Type + " without guild fields"
+		}
+		if hasNullEntry(g.Guild) {
+			return e.Type + " with a null channel, member or voice state"
+		}
+	case "READY":
+		var r discordgo.Ready
+		_ = json.Unmarshal(e.RawData, &r)
+		for _, g := range r.Guilds {
+			if g == nil || hasNullEntry(g) {
+				return "READY with a null guild, or a null entry in a guild"
+			}
+		}
+	case "VOICE_STATE_UPDATE":
+		var v discordgo.VoiceStateUpdate
+		_ = json.Unmarshal(e.RawData, &v)
+		if v.VoiceState == nil {
+			return "VOICE_STATE_UPDATE without voice state fields"
+		}
+	}
+	return ""
+}
+
+// hasNullEntry reports whether a list that setGuildIds walks has a nil.
+func hasNullEntry(g *discordgo.Guild) bool {
+	for _, c := range g.Channels {
+		if c == nil {
+			return true
+		}
+	}
+	for _, m := range g.Members {
+		if m == nil {
+			return true
+		}
+	}
+	for _, v := range g.VoiceStates {
+		if v == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// knownCrashFrames are one frame of each class of knownCrash.
+var knownCrashFrames = map[string]string{
+	"null frame":                       `null`,
+	"GUILD_CREATE with d null":         `{"op":0,"s":2,"t":"GUILD_CREATE","d":null}`,
+	"GUILD_UPDATE with d {}":           `{"op":0,"s":2,"t":"GUILD_UPDATE","d":{}}`,
+	"READY with a null guild":          `{"op":0,"s":2,"t":"READY","d":{"v":9,"session_id":"x","user":{"id":"100"},"guilds":[null]}}`,
+	"GUILD_CREATE with a null channel": `{"op":0,"s":2,"t":"GUILD_CREATE","d":{"id":"1","channels":[null]}}`,
+	"READY with a null member":         `{"op":0,"s":2,"t":"READY","d":{"user":{"id":"100"},"guilds":[{"id":"1","members":[null]}]}}`,
+	"VOICE_STATE_UPDATE with {}":       `{"op":0,"s":2,"t":"VOICE_STATE_UPDATE","d":{}}`,
+	"VOICE_STATE_UPDATE d absent":      `{"op":0,"s":2,"t":"VOICE_STATE_UPDATE"}`,
+}
+
+// rigHost records what the listener hands its host, without logging.
+type rigHost struct {
+	events chan listeners.Event
+	ready  chan struct{}
+}
+
+func (h *rigHost) Ready() {
+	select {
+	case h.ready <- struct{}{}:
+	default:
+	}
+}
+
+func (h *rigHost) Deliver(ev listeners.Event) {
+	select {
+	case h.events <- ev:
+	default:
+	}
+}
+
+func (h *rigHost) Log() *slog.Logger   { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+func (h *rigHost) State() listeners.KV { return emptyKV{} }
+
+// gatewayRig is a fake gateway with one listener connected to it. A fuzz
+// worker keeps one rig for all its inputs, because closing a discordgo
+// session takes about a second.
+type gatewayRig struct {
+	server   *httptest.Server
+	listener *Listener
+	host     *rigHost
+
+	mu    sync.Mutex
+	conn  *websocket.Conn
+	seq   int64
+	write sync.Mutex
+
+	cancel context.CancelFunc
+	done   chan error
+	// sentinels numbers the messages that show a session still delivers.
+	sentinels atomic.Int64
+}
+
+// sentinelAuthor is the author of sentinel messages, an ID that no seed
+// uses for the bot, so READY frames in the input do not filter them out.
+const sentinelAuthor = "987654321987654321"
+
+func newGatewayRig() (*gatewayRig, error) {
+	r := &gatewayRig{host: &rigHost{events: make(chan listeners.Event, 1000), ready: make(chan struct{}, 1)}}
+	r.server = httptest.NewServer(http.HandlerFunc(r.serveGateway))
+	gateway := "ws" + strings.TrimPrefix(r.server.URL, "http") + "/gateway"
+	l, err := New(fuzzConfig(r.server.URL+"/api/v10/", gateway))
+	if err != nil {
+		r.server.Close()
+		return nil, err
+	}
+	r.listener = l
+	return r, nil
+}
+
+// serveGateway sends HELLO, then READY for IDENTIFY, RESUMED for
+// RESUME, and an ACK for each heartbeat.
+func (r *gatewayRig) serveGateway(w http.ResponseWriter, req *http.Request) {
+	var upgrader websocket.Upgrader
+	ws, err := upgrader.Upgrade(w, req, nil)
+	if err != nil {
+		return
+	}
+	defer ws.Close()
+	r.mu.Lock()
+	r.conn = ws
+	r.mu.Unlock()
+	r.send(ws, map[string]any{"op": 10, "d": map[string]any{"heartbeat_interval": 45000}})
+	for {
+		_, data, err := ws.ReadMessage()
+		if err != nil {
+			return
+		}
+		var frame struct {
+			Op int `json:"op"`
+		}
+		if json.Unmarshal(data, &frame) != nil {
+			continue
+		}
+		switch frame.Op {
+		case 1:
+			r.send(ws, map[string]any{"op": 11})
+		case 2:
+			r.dispatch(ws, "READY", map[string]any{
+				"v": 9, "session_id": testSessionID, "user": map[string]any{"id": testBotID, "username": "bot", "bot": true},
+				"guilds": []any{},
+			})
+		case 6:
+			r.dispatch(ws, "RESUMED", map[string]any{})
+		}
+	}
+}
+
+func (r *gatewayRig) send(ws *websocket.Conn, frame any) {
+	data, _ := json.Marshal(frame)
+	r.sendRaw(ws, data)
+}
+
+func (r *gatewayRig) sendRaw(ws *websocket.Conn, data []byte) {
+	r.write.Lock()
+	defer r.write.Unlock()
+	_ = ws.SetWriteDeadline(time.Now().Add(2 * time.Second))
+	_ = ws.WriteMessage(websocket.TextMessage, data)
+}
+
+func (r *gatewayRig) dispatch(ws *websocket.Conn, event string, data any) {
+	r.mu.Lock()
+	r.seq++
+	seq := r.seq
+	r.mu.Unlock()
+	r.send(ws, map[string]any{"op": 0, "t": event, "s": seq, "d": data})
+}
+
+func (r *gatewayRig) current() *websocket.Conn {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.conn
+}
+
+// ensureRunning starts Run unless it runs, and waits for READY.
+func (r *gatewayRig) ensureRunning() error {
+	if r.done != nil {
+		select {
+		case <-r.done:
+			r.done = nil
+		default:
+			return nil
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	r.done = make(chan error, 1)
+	done := r.done
+	go func() { done <- r.listener.Run(ctx, r.host) }()
+	select {
+	case <-r.host.ready:
+		return nil
+	case err := <-done:
+		done <- err
+		return fmt.Errorf("listener ended before READY: %v", err)
+	case <-time.After(10 * time.Second):
+		return fmt.Errorf("no READY within 10 s")
+	}
+}
+
+// close stops the listener and the server.
+func (r *gatewayRig) close() {
+	if r.cancel != nil {
+		r.cancel()
+		select {
+		case <-r.done:
+		case <-time.After(5 * time.Second):
+		}
+	}
+	r.server.Close()
+}
+
+// feed sends frame, then sentinel messages until one is delivered or the
+// session ends. It returns an error when neither happens within timeout.
+func (r *gatewayRig) feed(frame []byte, timeout time.Duration) error {
+	if err := r.ensureRunning(); err != nil {
+		return err
+	}
+	for len(r.host.events) > 0 {
+		<-r.host.events
+	}
+	conn := r.current()
+	r.sendRaw(conn, frame)
+	text := fmt.Sprintf("sentinel %d", r.sentinels.Add(1))
+	sentinel := map[string]any{"id": "1", "channel_id": "200", "content": text, "type": 0,
+		"author": map[string]any{"id": sentinelAuthor, "username": "sentinel"}}
+	r.dispatch(conn, "MESSAGE_CREATE", sentinel)
+	ticker := time.NewTicker(100 * time.Millisecond)
+	defer ticker.Stop()
+	deadline := time.After(timeout)
+	for {
+		select {
+		case ev := <-r.host.events:
+			if ev.Text == text {
+				return nil
+			}
+		case err := <-r.done:
+			// The session ended, which is an allowed outcome. The next
+			// input starts a new one.
+			r.done <- err
+			return nil
+		case <-ticker.C:
+			// After a resume the sentinel goes to the new connection.
+			if now := r.current(); now != conn {
+				conn = now
+				r.dispatch(conn, "MESSAGE_CREATE", sentinel)
+			}
+		case <-deadline:
+			return fmt.Errorf("the session neither delivered the next message nor ended within %s", timeout)
+		}
+	}
+}
+
+// FuzzGatewayFrame sends one frame from a fake gateway to a running
+// listener, then a normal message. The session must deliver the message
+// or end; a crash of the test process is a frame that kills the daemon.
+// Frames of the known crash classes are skipped (see knownCrash).
+func FuzzGatewayFrame(f *testing.F) {
+	for _, seed := range messageSeeds {
+		f.Add([]byte(`{"op":0,"s":5,"t":"MESSAGE_CREATE","d":` + seed + `}`))
+	}
+	for _, seed := range []string{
+		`{"op":1}`, `{"op":7}`, `{"op":9,"d":false}`, `{"op":11}`, `{"op":10,"d":{"heartbeat_interval":1}}`,
+		`{"op":0,"t":"READY","d":{"user":{"id":"5"},"guilds":[]}}`,
+		`{"op":0,"t":"GUILD_CREATE","d":{"id":"1","channels":[null],"members":[null],"voice_states":[null]}}`,
+		`{"op":0,"t":"GUILD_DELETE","d":null}`,
+		`{"op":0,"t":"CHANNEL_CREATE","d":null}`,
+		`{"op":0,"t":"VOICE_SERVER_UPDATE","d":null}`,
+		`{"op":0,"t":"VOICE_STATE_UPDATE","d":{"channel_id":"1","guild_id":"2"}}`,
+		`{"op":0,"t":"INTERACTION_CREATE","d":{"type":99,"data":null}}`,
+		`{"op":0,"t":"MESSAGE_UPDATE","d":null}`,
+		`{"op":0,"t":"RESUMED","d":null}`,
+		`{"op":"x"}`, `garbage`, `{"op":0,"s":-1,"t":"","d":1e999}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	rig, err := newGatewayRig()
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(rig.close)
+	f.Fuzz(func(t *testing.T, frame []byte) {
+		if reason := knownCrash(frame); reason != "" {
+			t.Skipf("known crash: %s", reason)
+		}
+		if err := rig.feed(frame, 5*time.Second); err != nil {
+			t.Fatalf("after frame %q: %v", frame, err)
+		}
+	})
+}
+
+// TestKnownGatewayCrashes sends each frame of knownCrashFrames to a
+// listener in a child process and checks whether the process survives.
+// Each still crashes discordgo v0.28.1; the test logs that as a known
+// defect, and fails on it only with RELIABILITY_STRICT set. A frame that
+// no longer crashes is logged, so its class can leave knownCrash.
+func TestKnownGatewayCrashes(t *testing.T) {
+	if frame := os.Getenv("DISCORD_FUZZ_CHILD_FRAME"); frame != "" {
+		data, err := base64.StdEncoding.DecodeString(frame)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rig, err := newGatewayRig()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rig.close()
+		if err := rig.feed(data, 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		// A crash on a goroutine that onInterface started may come late.
+		time.Sleep(500 * time.Millisecond)
+		return
+	}
+	if testing.Short() {
+		t.Skip("starts a child process per frame")
+	}
+	for name, frame := range knownCrashFrames {
+		t.Run(name, func(t *testing.T) {
+			if knownCrash([]byte(frame)) == "" {
+				t.Fatalf("knownCrash does not list %s", frame)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestKnownGatewayCrashes$", "-test.count=1")
+			cmd.Env = append(os.Environ(), "DISCORD_FUZZ_CHILD_FRAME="+base64.StdEncoding.EncodeToString([]byte(frame)))
+			out, err := cmd.CombinedOutput()
+			if err == nil {
+				t.Logf("frame %s no longer crashes the process; remove its class from knownCrash", frame)
+				return
+			}
+			if !strings.Contains(string(out), "panic: ") {
+				t.Fatalf("child failed without a panic: %v\n%s", err, out)
+			}
+			panicLine := string(out[strings.Index(string(out), "panic: "):])
+			panicLine, _, _ = strings.Cut(panicLine, "\n")
+			message := fmt.Sprintf("frame %s crashes the process: %s", frame, panicLine)
+			if os.Getenv("RELIABILITY_STRICT") != "" {
+				t.Error(message)
+			} else {
+				t.Logf("known defect, not failing (set RELIABILITY_STRICT=1 to fail): %s", message)
+			}
+		})
+	}
+}
