@@ -78,10 +78,13 @@ every = "1s"
 	if err != nil {
 		t.Fatalf("/metrics does not parse: %v", err)
 	}
-	for _, name := range []string{"agent_runner_runs_total", "agent_runner_run_duration_seconds", "agent_runner_schedule_lateness_seconds"} {
+	for _, name := range []string{"agent_runner_runs_total", "agent_runner_run_duration_seconds", "agent_runner_schedule_lateness_seconds", "agent_runner_store_write_seconds"} {
 		if families[name] == nil {
 			t.Errorf("/metrics lacks %s", name)
 		}
+	}
+	if h := families["agent_runner_store_write_seconds"]; h != nil && h.GetMetric()[0].GetHistogram().GetSampleCount() == 0 {
+		t.Errorf("agent_runner_store_write_seconds has no samples after several runs")
 	}
 	if code, page := get(t, base+"/"); code != http.StatusOK || !strings.Contains(page, `data-job="flaky"`) {
 		t.Errorf("status page = %d, want a row for the job", code)

@@ -62,7 +62,8 @@ func Run(ctx context.Context, opts Options) error {
 	defer reaper.Close()
 
 	logJobProblems(cfg, log)
-	runner := jobs.NewRunner(cfg, store, reaper, log, opts.Clock.Now)
+	metrics := health.NewMetrics()
+	runner := jobs.NewRunner(cfg, timedRecorder{store, metrics}, reaper, log, opts.Clock.Now)
 	sched, err := jobs.NewScheduler(cfg, runner, store, opts.Clock, log)
 	if err != nil {
 		return err
@@ -79,7 +80,7 @@ func Run(ctx context.Context, opts Options) error {
 
 	var group run.Group
 	if cfg.Runner.HTTP != "" {
-		if err := addHealthServer(&group, cfg.Runner.HTTP, h, runner, store, log); err != nil {
+		if err := addHealthServer(&group, cfg.Runner.HTTP, metrics, h, runner, store, log); err != nil {
 			_ = sched.Stop()
 			_ = srv.Close()
 			return err
@@ -115,8 +116,7 @@ func logJobProblems(cfg *config.Config, log *slog.Logger) {
 
 // addHealthServer serves /healthz, /metrics and the status page, and
 // feeds run metrics from the runner.
-func addHealthServer(group *run.Group, addr string, h *handler, runner *jobs.Runner, store *state.Store, log *slog.Logger) error {
-	metrics := health.NewMetrics()
+func addHealthServer(group *run.Group, addr string, metrics *health.Metrics, h *handler, runner *jobs.Runner, store *state.Store, log *slog.Logger) error {
 	runner.SetObserver(metrics)
 	srv, err := health.NewServer(addr, h.Status, metrics, log, health.WithRuns(store.Runs))
 	if err != nil {
