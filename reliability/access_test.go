@@ -334,9 +334,9 @@ env = { SVC_TOKEN = { file = "secrets/svc" } }
 	waitFor(t, "the hook's reply post", 20*time.Second, func() bool { return pds.postCount() >= 1 })
 	waitFor(t, "the chat listener to join", 15*time.Second, irc.Joined)
 
-	record("run-job leak", p.Run(30*time.Second, "run-job", "leak"))
-	record("run-job split", p.Run(30*time.Second, "run-job", "split"))
-	record("run-job secret-path", p.Run(30*time.Second, "run-job", "secret-path"))
+	record("run-job leak", p.Run(30*time.Second, "run-job", "--wait", "leak"))
+	record("run-job split", p.Run(30*time.Second, "run-job", "--wait", "split"))
+	record("run-job secret-path", p.Run(30*time.Second, "run-job", "--wait", "secret-path"))
 	record("send", p.Run(30*time.Second, "send", "mentions", "a post from a test"))
 	record("list", p.Run(30*time.Second, "list"))
 	record("list --json", p.Run(30*time.Second, "list", "--json"))
