@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -27,21 +26,20 @@ func cmdList(args []string, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(status); err != nil {
-			fmt.Fprintf(stderr, "agent-runner: %v\n", err)
-			return exitFailure
-		}
-		return exitOK
+		return printJSON(stdout, stderr, status)
 	}
-	now := time.Now()
-	printJobs(stdout, status.Jobs, now)
-	if len(status.Listeners) > 0 {
-		fmt.Fprintln(stdout)
-		printListeners(stdout, status.Listeners, now)
-	}
+	printTables(stdout, status, time.Now())
 	return exitOK
+}
+
+// printTables prints the job table and, when there are listeners, the
+// listener table.
+func printTables(w io.Writer, status control.Status, now time.Time) {
+	printJobs(w, status.Jobs, now)
+	if len(status.Listeners) > 0 {
+		fmt.Fprintln(w)
+		printListeners(w, status.Listeners, now)
+	}
 }
 
 // statusFor returns the status for the config at path. A file with

@@ -36,21 +36,17 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	if *asJSON {
 		return printJSON(stdout, stderr, status)
 	}
+	now := time.Now()
 	fmt.Fprintln(stdout, daemon.Summary(status))
 	if d := status.Daemon; d != nil {
 		fmt.Fprintf(stdout, "daemon %s since %s; config %s (sha256 %s…) loaded %s\n", d.Version,
-			formatTime(d.StartedAt, time.Now()), d.Config, d.ConfigHash[:12], formatTime(d.LoadedAt, time.Now()))
+			formatTime(d.StartedAt, now), d.Config, d.ConfigHash[:12], formatTime(d.LoadedAt, now))
 		if d.ReloadError != "" {
-			fmt.Fprintf(stdout, "last reload rejected %s: %s\n", formatTime(d.ReloadFailedAt, time.Now()), firstLine(d.ReloadError))
+			fmt.Fprintf(stdout, "last reload rejected %s: %s\n", formatTime(d.ReloadFailedAt, now), firstLine(d.ReloadError))
 		}
 	}
 	fmt.Fprintln(stdout)
-	now := time.Now()
-	printJobs(stdout, status.Jobs, now)
-	if len(status.Listeners) > 0 {
-		fmt.Fprintln(stdout)
-		printListeners(stdout, status.Listeners, now)
-	}
+	printTables(stdout, status, now)
 	return exitOK
 }
 
