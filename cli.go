@@ -104,7 +104,7 @@ func newLogger(w io.Writer, format string, level slog.Level) (*slog.Logger, erro
 
 // daemonAvailable reports whether a daemon answers on the socket. It
 // returns an error when one listens but cannot be used, such as one that
-// rejects this user or does not answer, since working without it then
+// rejects this user or does not respond, since working without it then
 // would make a second runner.
 func daemonAvailable(cfg *config.Config) (bool, error) {
 	_, err := control.GetStatus(cfg.Runner.Socket)
@@ -122,8 +122,8 @@ func daemonAvailable(cfg *config.Config) (bool, error) {
 // CLI holds for one transaction at a time.
 const cliLockTimeout = 3 * time.Second
 
-// openStoreOffline opens the store for a CLI when no daemon answers. A
-// held lock then means a daemon runs but its socket does not answer.
+// openStoreOffline opens the store for a CLI when no daemon responds. A
+// held lock then means a daemon runs but its socket does not respond.
 func openStoreOffline(cfg *config.Config, readOnly bool, log *slog.Logger) (*state.Store, error) {
 	path := daemon.StorePath(cfg)
 	if readOnly {
@@ -137,7 +137,7 @@ func openStoreOffline(cfg *config.Config, readOnly bool, log *slog.Logger) (*sta
 		return nil, nil
 	}
 	if errors.Is(err, state.ErrLocked) {
-		return nil, fmt.Errorf("the daemon holds the state store but does not answer on %s: check that it is healthy (systemctl status agent-runner)", cfg.Runner.Socket)
+		return nil, fmt.Errorf("the daemon holds the state store but does not respond on %s: check that it is healthy (systemctl status agent-runner)", cfg.Runner.Socket)
 	}
 	return store, err
 }

@@ -122,7 +122,7 @@ func (d *doctor) checkDaemon(cfg *config.Config, stderr io.Writer) {
 		d.problem("the control socket %s exists but the daemon cannot be used: %v", cfg.Runner.Socket, err)
 		return
 	}
-	d.note("no daemon answers on %s; start it with systemctl start agent-runner or agent-runner run", cfg.Runner.Socket)
+	d.note("no daemon responds on %s; start it with systemctl start agent-runner or agent-runner run", cfg.Runner.Socket)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	store, err := openStoreOffline(cfg, true, log)
 	if err != nil {

@@ -56,7 +56,7 @@ func statusFor(path string, stderr io.Writer) (control.Status, error) {
 	}
 	status, err := control.GetStatus(socket)
 	if err != nil {
-		return control.Status{}, errors.New("the config has problems and no daemon answers; fix the config first")
+		return control.Status{}, errors.New("the config has problems and no daemon responds; fix the config first")
 	}
 	fmt.Fprintln(stderr, "agent-runner: the daemon keeps running its last valid config; showing its status")
 	return status, nil

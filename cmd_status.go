@@ -157,7 +157,7 @@ func readRuns(configPath, job string, limit int, id string, stderr io.Writer) ([
 		}
 		runs, err := control.Runs(socket, job, limit, id)
 		if err != nil {
-			return nil, fmt.Errorf("the config has problems and the daemon could not answer: %w", err)
+			return nil, fmt.Errorf("the config has problems and the daemon did not respond: %w", err)
 		}
 		fmt.Fprintln(stderr, "agent-runner: showing the running daemon's history")
 		return runs, nil

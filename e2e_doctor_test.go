@@ -26,7 +26,7 @@ env = { TOKEN = { file = "missing-token" } }
 		`"no-such-tool-xyz" not found in PATH`,
 		"secret file",
 		"is open to other users",
-		"no daemon answers",
+		"no daemon responds",
 		"3 problem(s) found",
 	} {
 		if !strings.Contains(res.stdout, want) {

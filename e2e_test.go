@@ -546,7 +546,7 @@ func TestRunJobFailsWhenDaemonSocketIsGone(t *testing.T) {
 	p.startDaemon()
 	os.Remove(p.path("state/control.sock"))
 	res := p.run("run-job", "hello")
-	if res.code != 125 || !strings.Contains(res.stderr, "does not answer") {
+	if res.code != 125 || !strings.Contains(res.stderr, "does not respond") {
 		t.Errorf("run-job = %d %q, want 125 and no in-process fallback", res.code, res.stderr)
 	}
 }

@@ -96,7 +96,7 @@ func GetStatus(socket string) (Status, error) {
 		return Status{}, msg.Error
 	}
 	if msg.Status == nil {
-		return Status{}, errors.New("daemon answered without a status")
+		return Status{}, errors.New("daemon responded without a status")
 	}
 	return *msg.Status, nil
 }
@@ -152,7 +152,7 @@ func receive(scanner *bufio.Scanner) (Message, error) {
 			err = errors.New("daemon closed the connection before answering")
 		}
 		if errors.Is(err, os.ErrDeadlineExceeded) {
-			err = errors.New("daemon did not answer in time; check that it is healthy (systemctl status agent-runner)")
+			err = errors.New("daemon did not respond in time; check that it is healthy (systemctl status agent-runner)")
 		}
 		return Message{}, fmt.Errorf("read from daemon: %w", err)
 	}
@@ -183,7 +183,7 @@ func Send(socket, listener, target, text string) (string, error) {
 		return "", msg.Error
 	}
 	if msg.Sent == nil {
-		return "", errors.New("daemon answered without a confirmation")
+		return "", errors.New("daemon responded without a confirmation")
 	}
 	return msg.Sent.Listener, nil
 }

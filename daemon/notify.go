@@ -50,7 +50,7 @@ func addWatchdog(group *run.Group, sched *jobs.Scheduler, h *handler, log *slog.
 			case <-ticker.C:
 			}
 			if err := sched.Ping(pingTimeout); err != nil {
-				log.Error("scheduler does not answer; withholding the watchdog ping", "err", err)
+				log.Error("scheduler does not respond; withholding the watchdog ping", "err", err)
 				continue
 			}
 			if interval > 0 {

@@ -420,7 +420,7 @@ func (s *Scheduler) Ping(timeout time.Duration) error {
 	case <-done:
 		return nil
 	case <-time.After(timeout):
-		return fmt.Errorf("scheduler did not answer within %s", timeout)
+		return fmt.Errorf("scheduler did not respond within %s", timeout)
 	}
 }
 
