@@ -24,6 +24,8 @@ type Config struct {
 	Listeners []*Listener
 	// Alerts are the sinks failures are reported to, sorted by name.
 	Alerts []*Alert
+	// Cluster is the [cluster] table, or nil when this node runs alone.
+	Cluster *Cluster
 }
 
 // Runner holds the [runner] table with defaults applied.

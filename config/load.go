@@ -110,7 +110,7 @@ type loader struct {
 	alerts    []alertPlan
 }
 
-var topLevelKeys = []string{"alerts", "defaults", "jobs", "listeners", "runner"}
+var topLevelKeys = []string{"alerts", "cluster", "defaults", "jobs", "listeners", "runner"}
 
 func (l *loader) decode(values map[string]any) *Config {
 	root := table{values: values}
@@ -121,6 +121,7 @@ func (l *loader) decode(values map[string]any) *Config {
 	config.Jobs = l.decodeJobs(root, defaults, config.Runner)
 	config.Listeners = l.decodeListeners(root, defaults, config.Runner, config.Jobs)
 	config.Alerts = l.decodeAlerts(root)
+	config.Cluster = l.decodeCluster(root)
 	l.checkPostTargets(config.Jobs, config.Listeners)
 	l.checkChains(config.Jobs)
 	return config
