@@ -180,6 +180,9 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "%s: OK, %d job(s), %d disabled, %d listener(s), %d disabled, state in %s\n",
 		cfg.Path, len(cfg.Jobs), disabledJobs, len(cfg.Listeners), disabledListeners, cfg.Runner.StateDir)
+	for _, file := range cfg.Files[1:] {
+		fmt.Fprintf(stdout, "  included %s\n", file)
+	}
 	return exitOK
 }
 

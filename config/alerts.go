@@ -112,7 +112,7 @@ func (l *loader) checkAlerts() {
 		if plan.alert.Kind != AlertDiscordWebhook || plan.url.key == nil {
 			continue
 		}
-		checks := reporter{file: l.file, lines: l.lines}
+		checks := l.checks()
 		var url *Secret
 		resolveSecrets(&checks, []secretPlan{{value: plan.url, target: &url}})
 		plan.alert.URL = url

@@ -15,12 +15,13 @@ import (
 // secrets and checking its folder, command and env file on this machine.
 func (l *loader) checkJobs() {
 	for _, plan := range l.jobs {
-		checks := reporter{file: l.file, lines: l.lines}
+		checks := l.checks()
 		plan.job.Env = resolveEnv(&checks, plan.settings.env)
 		dirKey := plan.settings.workingDir.or(setting[string]{key: plan.path}).key
 		dirOK := checkWorkingDir(&checks, dirKey, plan.job.WorkingDir)
 		checkCommand(&checks, plan, dirOK)
 		checkEnvFile(&checks, plan.settings.envFile)
+		plan.job.Identity = checkLimits(&checks, plan.settings.limits, "job")
 		plan.job.Problem = checks.err()
 	}
 }

@@ -10,12 +10,17 @@ import (
 
 // Config is a loaded and validated configuration file.
 type Config struct {
-	// Path is the absolute path of the file that was loaded.
+	// Path is the absolute path of the main config file.
 	Path string
-	// Dir is the folder of Path; relative paths in the file resolve here.
+	// Dir is the folder of Path. Relative paths in the main file and in
+	// the files it includes resolve here.
 	Dir string
-	// Hash is the SHA-256 of the file's bytes in hex, so status can show
-	// which version of the file is loaded.
+	// Files lists the absolute path of every file loaded: Path first, then
+	// the included files in load order.
+	Files []string
+	// Hash identifies the content of Files in hex, so status can show
+	// which version is loaded. Without includes it is the SHA-256 of the
+	// main file's bytes.
 	Hash   string
 	Runner Runner
 	// Jobs is sorted by name.
@@ -128,7 +133,13 @@ type Job struct {
 	// ExpectFileUpdated is an absolute path that a run exiting 0 must
 	// modify, or "". A run that leaves it alone is recorded as failed.
 	ExpectFileUpdated string
-	// Line is the line of the job's table header in Config.Path.
+	// Identity is the user and groups the child runs as; it is resolved
+	// with the other checks against this machine.
+	Identity Identity
+	// Limits are the umask, nice value and resource limits of the child.
+	Limits Limits
+	// Line is the line of the job's table header in the file that
+	// defines it, Config.Path or an included file.
 	Line int
 	// Problem is set when the job is valid TOML but cannot run on this
 	// machine, for example when its command is not on PATH. The check

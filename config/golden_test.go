@@ -138,3 +138,40 @@ func unsetEnv(t *testing.T, name string) {
 		t.Fatalf("unset %s: %v", name, err)
 	}
 }
+
+// TestLoadIncludeInvalid loads testdata/include/NAME/config.toml, which
+// includes the files in its conf.d folder, and compares the problems with
+// NAME.err. Each problem must name a line of one of the fixture's files.
+func TestLoadIncludeInvalid(t *testing.T) {
+	dir := copyFixtures(t, "include")
+	folders, err := filepath.Glob(filepath.Join(dir, "*", "config.toml"))
+	if err != nil {
+		t.Fatalf("list fixtures: %v", err)
+	}
+	if len(folders) == 0 {
+		t.Fatalf("no */config.toml fixtures in %s", dir)
+	}
+	for _, file := range folders {
+		name := filepath.Base(filepath.Dir(file))
+		t.Run(name, func(t *testing.T) {
+			config, err := Load(file)
+			if config != nil {
+				t.Errorf("got a config, want nil")
+			}
+			var loadErr *Error
+			if !errors.As(err, &loadErr) {
+				t.Fatalf("got error %v, want *Error", err)
+			}
+			for _, problem := range loadErr.Problems {
+				if _, err := os.Stat(problem.File); err != nil || !strings.HasPrefix(problem.File, filepath.Dir(file)) {
+					t.Errorf("problem %q: file %q is not a file of the fixture", problem.Message, problem.File)
+				}
+				if problem.Line < 1 {
+					t.Errorf("problem %q: got line %d, want a line in the file", problem.Message, problem.Line)
+				}
+			}
+			golden := filepath.Join("testdata", "include", name+".err")
+			compareGolden(t, golden, relative(err.Error(), dir)+"\n")
+		})
+	}
+}

@@ -5,7 +5,7 @@ package config
 // its folder, programs and env file on this machine.
 func (l *loader) checkListeners() {
 	for _, plan := range l.listeners {
-		checks := reporter{file: l.file, lines: l.lines}
+		checks := l.checks()
 		listener := plan.listener
 		listener.Env = resolveEnv(&checks, plan.settings.env)
 		resolveSecrets(&checks, plan.secrets)
@@ -16,6 +16,9 @@ func (l *loader) checkListeners() {
 			checkProgram(&checks, p, dirOK)
 		}
 		checkEnvFile(&checks, plan.settings.envFile)
+		if listener.Exec != nil {
+			listener.Exec.Identity = checkLimits(&checks, plan.settings.limits, "listener")
+		}
 		listener.Problem = checks.err()
 	}
 }

@@ -22,7 +22,7 @@ var kindKeys = map[string][]string{
 	KindTwitch:  {"channels", "commands", "server", "tls", "token", "username"},
 	KindDiscord: {"api_url", "channels", "commands", "gateway_url", "token"},
 	KindBluesky: {"handle", "host", "password", "poll", "reasons"},
-	KindExec:    {"command", "probe", "stop_grace"},
+	KindExec:    append([]string{"command", "probe", "stop_grace"}, limitKeys...),
 }
 
 // Defaults and limits of the keys that every kind takes.
@@ -86,7 +86,7 @@ func (l *loader) checkListenerName(t table, name string, jobs []*Job) {
 	}
 	for _, job := range jobs {
 		if job.Name == name {
-			l.report(t.path, "name %q is already used by [jobs.%s] on line %d: rename the listener or the job, because CLI commands take both by name", name, name, job.Line)
+			l.report(t.path, "name %q is already used by [jobs.%s] %s: rename the listener or the job, because CLI commands take both by name", name, name, l.lines.where(keyPath{"jobs", name}, t.path))
 		}
 	}
 }

@@ -1,8 +1,6 @@
 package config
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -21,12 +19,14 @@ func DefaultPath() string {
 	return "config.toml"
 }
 
-// Load reads, decodes and validates the config file at path.
+// Load reads, decodes and validates the config file at path and the
+// files that its include patterns match.
 //
 // When the file has mistakes, Load returns an *Error that lists every
 // problem it found, not just the first. A TOML syntax error stops decoding,
-// so it is reported alone. Errors that are not about the file's content,
-// such as a missing file, are returned wrapped instead.
+// so it is reported alone, or with the other syntax errors and the include
+// problems when it is in an included file. Errors that are not about the
+// file's content, such as a missing file, are returned wrapped instead.
 //
 // A valid file yields a Config even when some of its jobs or listeners
 // cannot run on this machine. Those have Job.Problem or Listener.Problem
@@ -48,12 +48,16 @@ func Load(path string) (*Config, error) {
 		return nil, decodeError(file, data, err)
 	}
 	l := &loader{
-		reporter: reporter{file: file, lines: indexKeyLines(data)},
+		reporter: reporter{lines: newSourceSet(file, data)},
+		file:     file,
 		dir:      filepath.Dir(file),
 	}
+	if err := l.include(values); err != nil {
+		return nil, err
+	}
 	config := l.decode(values)
-	sum := sha256.Sum256(data)
-	config.Hash = hex.EncodeToString(sum[:])
+	config.Files = l.lines.names()
+	config.Hash = hashFiles(l.lines.files)
 	if err := l.err(); err != nil {
 		// Report what would stop the decoded jobs on this machine too, so
 		// one check lists every problem.
@@ -98,10 +102,13 @@ func UniqueProblems(problems []Problem) []Problem {
 	return out
 }
 
-// loader decodes one config file and collects its problems.
+// loader decodes a config file and the files it includes, and collects
+// their problems.
 type loader struct {
 	reporter
-	// dir is the folder of the config file.
+	// file is the absolute path of the main config file.
+	file string
+	// dir is the folder of the main config file.
 	dir string
 	// jobs and listeners keep each decoded job and listener with its
 	// settings for the checks that run once the whole file is valid.
@@ -110,7 +117,7 @@ type loader struct {
 	alerts    []alertPlan
 }
 
-var topLevelKeys = []string{"alerts", "cluster", "defaults", "jobs", "listeners", "runner"}
+var topLevelKeys = []string{"alerts", "cluster", "defaults", "include", "jobs", "listeners", "runner"}
 
 func (l *loader) decode(values map[string]any) *Config {
 	root := table{values: values}

@@ -23,6 +23,9 @@ type Problem struct {
 	Key string
 	// Message states what is wrong and how to fix it.
 	Message string
+	// order is the position of File among the loaded files, the main
+	// file first, so that problems sort by file in load order.
+	order int
 }
 
 // String renders the problem as FILE:LINE: KEY: MESSAGE, the form compilers
@@ -45,8 +48,8 @@ func (p Problem) String() string {
 	return b.String()
 }
 
-// Error is the list of problems found in one config file, or in one job
-// that cannot run on this machine.
+// Error is the list of problems found in a config file and the files it
+// includes, or in one job that cannot run on this machine.
 type Error struct {
 	Problems []Problem
 }
@@ -60,11 +63,12 @@ func (e *Error) Error() string {
 	return strings.Join(lines, "\n")
 }
 
-// sortProblems orders problems as they appear in the file, so the list
+// sortProblems orders problems as they appear in the files, so the list
 // reads from top to bottom whatever order the checks ran in.
 func sortProblems(problems []Problem) {
 	slices.SortStableFunc(problems, func(a, b Problem) int {
 		return cmp.Or(
+			cmp.Compare(a.order, b.order),
 			cmp.Compare(a.Line, b.Line),
 			cmp.Compare(a.Column, b.Column),
 			cmp.Compare(a.Key, b.Key),
@@ -73,31 +77,40 @@ func sortProblems(problems []Problem) {
 	})
 }
 
-// reporter collects problems in one config file.
+// reporter collects problems in the config files.
 type reporter struct {
-	file     string
-	lines    *keyLines
+	// lines finds the file and line that a key path is written at.
+	lines    *sourceSet
 	problems []Problem
 }
 
 // report adds a problem at the line where path is written.
 func (r *reporter) report(path keyPath, format string, args ...any) {
-	r.reportAt(path, r.lines.line(path), format, args...)
+	src := r.lines.locate(path)
+	r.add(src, src.lines.line(path), path, format, args...)
 }
 
 // reportEntry adds a problem about entry i of the array at path, on the
 // line of that entry.
 func (r *reporter) reportEntry(path keyPath, i int, format string, args ...any) {
-	r.reportAt(path, r.lines.line(path.entry(i)), format, args...)
+	src := r.lines.locate(path)
+	r.add(src, src.lines.line(path.entry(i)), path, format, args...)
 }
 
-func (r *reporter) reportAt(path keyPath, line int, format string, args ...any) {
+func (r *reporter) add(src *source, line int, path keyPath, format string, args ...any) {
 	r.problems = append(r.problems, Problem{
-		File:    r.file,
+		File:    src.file,
 		Line:    line,
 		Key:     path.String(),
 		Message: fmt.Sprintf(format, args...),
+		order:   src.order,
 	})
+}
+
+// checks returns a new reporter for the machine checks of one job,
+// listener or alert sink, which locates keys like r.
+func (r *reporter) checks() reporter {
+	return reporter{lines: r.lines}
 }
 
 // err returns the collected problems as an *Error, or nil when there are

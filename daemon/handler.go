@@ -2,11 +2,8 @@ package daemon
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"log/slog"
-	"os"
 	"sync"
 	"time"
 
@@ -147,19 +144,19 @@ func (h *handler) notifyReload(event, summary string) {
 	}
 }
 
-// fileChanged reports, with watch = true, whether the config file's
-// content differs from the last one loaded or rejected.
+// fileChanged reports, with watch = true, whether the content of the
+// config file or of the files it includes differs from the last one
+// loaded or rejected. A file added to or removed from an included folder
+// counts as a change.
 func (h *handler) fileChanged() bool {
 	cfg := h.config()
 	if !cfg.Runner.Watch {
 		return false
 	}
-	data, err := os.ReadFile(cfg.Path)
+	hash, err := config.Fingerprint(cfg.Path)
 	if err != nil {
 		return false
 	}
-	sum := sha256.Sum256(data)
-	hash := hex.EncodeToString(sum[:])
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if hash == h.info.ConfigHash || hash == h.rejectedHash {

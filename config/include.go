@@ -1,0 +1,321 @@
+package config
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"github.com/pelletier/go-toml/v2"
+)
+
+// includeTables are the top-level tables that an included file may add
+// entries to. Everything else applies to the whole runner and stays in
+// the main file.
+var includeTables = []string{"alerts", "jobs", "listeners"}
+
+const includeExample = `["conf.d/*.toml"]`
+
+// source is one loaded config file with the line of every key in it.
+type source struct {
+	file string
+	// order is the file's position among the loaded files, the main file
+	// first, so problems sort by file in load order.
+	order int
+	data  []byte
+	lines *keyLines
+}
+
+// sourceSet is the main config file and the files it includes. It finds
+// the file and line of a key path: an [alerts.NAME], [jobs.NAME] or
+// [listeners.NAME] table and everything in it belongs to the file that
+// defines it, and every other key to the main file.
+type sourceSet struct {
+	files []*source
+	// owners maps the pathID of each table that an included file defines
+	// to that file.
+	owners map[string]*source
+}
+
+func newSourceSet(file string, data []byte) *sourceSet {
+	main := &source{file: file, data: data, lines: indexKeyLines(data)}
+	return &sourceSet{files: []*source{main}, owners: map[string]*source{}}
+}
+
+// add records an included file.
+func (s *sourceSet) add(file string, data []byte) *source {
+	src := &source{file: file, order: len(s.files), data: data, lines: indexKeyLines(data)}
+	s.files = append(s.files, src)
+	return src
+}
+
+// only returns a set in which every key belongs to src, for reporting
+// problems in an included file's own top level.
+func (src *source) only() *sourceSet {
+	return &sourceSet{files: []*source{src}, owners: map[string]*source{}}
+}
+
+// locate returns the file that path is written in.
+func (s *sourceSet) locate(path keyPath) *source {
+	if len(path) >= 2 {
+		if src, ok := s.owners[pathID(path[:2])]; ok {
+			return src
+		}
+	}
+	return s.files[0]
+}
+
+// line returns the line of path in the file that it is written in.
+func (s *sourceSet) line(path keyPath) int {
+	return s.locate(path).lines.line(path)
+}
+
+// where describes the position of path for a message about the key at
+// from: "on line N" in the same file, else "in FILE on line N".
+func (s *sourceSet) where(path, from keyPath) string {
+	src := s.locate(path)
+	if src == s.locate(from) {
+		return fmt.Sprintf("on line %d", src.lines.line(path))
+	}
+	return fmt.Sprintf("in %s on line %d", src.file, src.lines.line(path))
+}
+
+// names returns the paths of the loaded files, the main file first.
+func (s *sourceSet) names() []string {
+	names := make([]string, len(s.files))
+	for i, src := range s.files {
+		names[i] = src.file
+	}
+	return names
+}
+
+// hashFiles returns the SHA-256 in hex that identifies the content of every
+// file in set. A config without includes hashes to the SHA-256 of its
+// file alone, as sha256sum prints it.
+func hashFiles(set []*source) string {
+	if len(set) == 1 {
+		sum := sha256.Sum256(set[0].data)
+		return hex.EncodeToString(sum[:])
+	}
+	h := sha256.New()
+	for _, src := range set {
+		// The name and length frame each file, so moving a table from one
+		// file to another changes the hash.
+		fmt.Fprintf(h, "%s\x00%d\x00", src.file, len(src.data))
+		h.Write(src.data)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// Fingerprint returns the hash that Load would give the config at path
+// and the files it includes now, without validating them. The watcher
+// compares it with the loaded Config.Hash to notice an edited, added or
+// removed file.
+func Fingerprint(path string) (string, error) {
+	file, err := filepath.Abs(path)
+	if err != nil {
+		return "", fmt.Errorf("resolve config path: %w", err)
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("read config: %w", err)
+	}
+	set := []*source{{file: file, data: data}}
+	var head struct {
+		Include []string `toml:"include"`
+	}
+	// A main file that does not decode cannot load either, so its own
+	// bytes are enough to tell whether it changed.
+	if toml.Unmarshal(data, &head) != nil {
+		return hashFiles(set), nil
+	}
+	matches, _ := includedFiles(file, head.Include)
+	for _, match := range matches {
+		data, err := os.ReadFile(match.file)
+		if err != nil {
+			continue
+		}
+		set = append(set, &source{file: match.file, data: data})
+	}
+	return hashFiles(set), nil
+}
+
+// includeMatch is a file that an include pattern matches.
+type includeMatch struct {
+	file string
+	// entry is the index of the pattern in the include array.
+	entry int
+}
+
+// includedFiles expands the include patterns of the main file: each
+// pattern relative to the main file's folder, its matches in lexical
+// order, patterns in the order written. A file matched twice, the main
+// file and folders are left out. It returns the index of each pattern
+// that filepath.Glob rejects.
+func includedFiles(mainFile string, patterns []string) ([]includeMatch, []int) {
+	dir := filepath.Dir(mainFile)
+	seen := map[string]bool{mainFile: true}
+	var matches []includeMatch
+	var bad []int
+	for i, pattern := range patterns {
+		if pattern == "" {
+			continue
+		}
+		if !filepath.IsAbs(pattern) {
+			pattern = filepath.Join(dir, pattern)
+		}
+		files, err := filepath.Glob(pattern)
+		if err != nil {
+			bad = append(bad, i)
+			continue
+		}
+		slices.Sort(files)
+		for _, file := range files {
+			if seen[file] {
+				continue
+			}
+			seen[file] = true
+			if info, err := os.Stat(file); err == nil && info.IsDir() {
+				continue
+			}
+			matches = append(matches, includeMatch{file: file, entry: i})
+		}
+	}
+	return matches, bad
+}
+
+// include reads the files that the include key of the main file names
+// and merges their tables into root, the decoded main file. It returns
+// an *Error when an included file is not valid TOML, since the tables
+// of that file are then unknown.
+func (l *loader) include(root map[string]any) error {
+	t := table{values: root}
+	patterns, ok := l.stringList(t, "include", includeExample)
+	if !ok {
+		return nil
+	}
+	key := t.key("include")
+	for i, pattern := range patterns {
+		if pattern == "" {
+			l.reportEntry(key, i, "entry %d is empty: write a glob pattern such as %q or remove the entry", i+1, "conf.d/*.toml")
+		}
+	}
+	matches, bad := includedFiles(l.file, patterns)
+	for _, i := range bad {
+		l.reportEntry(key, i, "invalid glob pattern %q: %v: write a pattern such as %q", patterns[i], filepath.ErrBadPattern, "conf.d/*.toml")
+	}
+	var syntax []Problem
+	for _, match := range matches {
+		data, err := os.ReadFile(match.file)
+		if err != nil {
+			l.reportEntry(key, match.entry, "read included file: %v", unwrapPathError(err))
+			continue
+		}
+		var values map[string]any
+		if err := toml.Unmarshal(data, &values); err != nil {
+			syntax = append(syntax, l.includeSyntaxError(match.file, data, err)...)
+			continue
+		}
+		l.merge(root, l.lines.add(match.file, data), values)
+	}
+	if len(syntax) > 0 {
+		return &Error{Problems: UniqueProblems(append(l.problems, syntax...))}
+	}
+	return nil
+}
+
+// unwrapPathError keeps the path and reason of a *fs.PathError without
+// the operation, which reads as "open" for a failed read.
+func unwrapPathError(err error) error {
+	var pathErr *fs.PathError
+	if errors.As(err, &pathErr) {
+		return fmt.Errorf("%s: %w", pathErr.Path, pathErr.Err)
+	}
+	return err
+}
+
+// includeSyntaxError returns the problems of an included file that go-toml
+// cannot decode, ordered after the main file's.
+func (l *loader) includeSyntaxError(file string, data []byte, err error) []Problem {
+	order := len(l.lines.files)
+	decodeErr := decodeError(file, data, err)
+	fileErr, ok := decodeErr.(*Error)
+	if !ok {
+		return []Problem{{File: file, Message: decodeErr.Error(), order: order}}
+	}
+	for i := range fileErr.Problems {
+		fileErr.Problems[i].order = order
+	}
+	return fileErr.Problems
+}
+
+// merge checks the top level of an included file and adds its alerts,
+// jobs and listeners to root. A name that an earlier file defines is
+// reported and the later table is left out.
+func (l *loader) merge(root map[string]any, src *source, values map[string]any) {
+	checks := reporter{lines: src.only()}
+	top := table{values: values}
+	checks.checkKeys(top, "in an included file", includeTables, l.mainOnlyKeys())
+	for _, name := range includeTables {
+		added, ok := checks.subTable(top, name, "["+name+".NAME]")
+		if !ok {
+			continue
+		}
+		into, ok := root[name].(map[string]any)
+		if _, set := root[name]; set && !ok {
+			// The main file's own value is not a table, which decoding
+			// reports.
+			continue
+		}
+		if into == nil {
+			into = map[string]any{}
+			root[name] = into
+		}
+		for _, entry := range added.names() {
+			l.mergeEntry(&checks, into, src, added.key(entry), added.values[entry])
+		}
+	}
+	l.problems = append(l.problems, checks.problems...)
+}
+
+func (l *loader) mergeEntry(checks *reporter, into map[string]any, src *source, path keyPath, value any) {
+	name := path[1]
+	if _, taken := into[name]; taken {
+		first := l.lines.locate(path)
+		checks.report(path, "%s %q is already defined in %s on line %d: rename one of them or remove one",
+			entryKind(path[0]), name, first.file, first.lines.line(path))
+		return
+	}
+	into[name] = value
+	l.lines.owners[pathID(path)] = src
+}
+
+func entryKind(table string) string {
+	switch table {
+	case "jobs":
+		return "job"
+	case "listeners":
+		return "listener"
+	default:
+		return "alert sink"
+	}
+}
+
+// mainOnlyKeys explains, for each top-level key that only the main file
+// may set, why an included file must not.
+func (l *loader) mainOnlyKeys() map[string]string {
+	reasons := map[string]string{}
+	for _, key := range topLevelKeys {
+		if slices.Contains(includeTables, key) {
+			continue
+		}
+		reasons[key] = fmt.Sprintf("[%s] applies to the whole runner, so only the main config file %s may set it: move it there", key, l.file)
+	}
+	reasons["defaults"] = fmt.Sprintf("[defaults] applies to the jobs of every file, so only the main config file %s may set it: move it there", l.file)
+	reasons["include"] = fmt.Sprintf("an included file cannot include more files: add the pattern to include in the main config file %s", l.file)
+	return reasons
+}

@@ -1,0 +1,166 @@
+package config
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// writeFiles writes each name → content pair below dir, creating folders.
+func writeFiles(t *testing.T, dir string, files map[string]string) {
+	t.Helper()
+	for name, content := range files {
+		path := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestIncludeMergesTables(t *testing.T) {
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{
+		"config.toml": `include = ["conf.d/*.toml", "absent/*.toml", "extra.toml"]
+
+[defaults]
+timeout = "7m"
+
+[jobs.main]
+command = ["true"]
+every = "1h"
+on_success = ["b-job"]
+`,
+		"conf.d/20-b.toml":  "[jobs.b-job]\ncommand = [\"true\"]\nevery = \"1h\"\nworking_dir = \"work\"\n",
+		"conf.d/10-a.toml":  "[listeners.a-listener]\nkind = \"exec\"\ncommand = [\"true\"]\n\n[alerts.a-sink]\nkind = \"exec\"\ncommand = [\"true\"]\n",
+		"conf.d/notes.txt":  "not matched",
+		"conf.d/sub.toml/x": "a folder that the pattern matches is skipped",
+		"extra.toml":        "[jobs.extra]\ncommand = [\"true\"]\nevery = \"2h\"\n",
+		"work/.keep":        "",
+	})
+	file := filepath.Join(dir, "config.toml")
+	cfg, err := Load(file)
+	if err != nil {
+		t.Fatalf("load: %v", err)
+	}
+	wantFiles := []string{file, filepath.Join(dir, "conf.d/10-a.toml"), filepath.Join(dir, "conf.d/20-b.toml"), filepath.Join(dir, "extra.toml")}
+	if !slices.Equal(cfg.Files, wantFiles) {
+		t.Errorf("files = %q, want %q", cfg.Files, wantFiles)
+	}
+	var jobs []string
+	for _, job := range cfg.Jobs {
+		jobs = append(jobs, job.Name)
+	}
+	if want := []string{"b-job", "extra", "main"}; !slices.Equal(jobs, want) {
+		t.Errorf("jobs = %q, want %q", jobs, want)
+	}
+	job := cfg.Job("b-job")
+	if job.Timeout.String() != "7m0s" {
+		t.Errorf("included job timeout = %s, want 7m0s from [defaults] of the main file", job.Timeout)
+	}
+	if want := filepath.Join(dir, "work"); job.WorkingDir != want {
+		t.Errorf("included job working_dir = %s, want %s, relative to the main file", job.WorkingDir, want)
+	}
+	if job.Line != 1 {
+		t.Errorf("included job line = %d, want 1", job.Line)
+	}
+	if cfg.Listener("a-listener") == nil {
+		t.Errorf("the included listener is missing")
+	}
+	if len(cfg.Alerts) != 1 || cfg.Alerts[0].Name != "a-sink" {
+		t.Errorf("alerts = %v, want the included a-sink", cfg.Alerts)
+	}
+}
+
+func TestIncludeHash(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "config.toml")
+	main := "include = [\"conf.d/*.toml\"]\n\n[jobs.main]\ncommand = [\"true\"]\nevery = \"1h\"\n"
+	writeFiles(t, dir, map[string]string{"config.toml": main})
+
+	load := func() string {
+		t.Helper()
+		cfg, err := Load(file)
+		if err != nil {
+			t.Fatalf("load: %v", err)
+		}
+		fingerprint, err := Fingerprint(file)
+		if err != nil {
+			t.Fatalf("fingerprint: %v", err)
+		}
+		if fingerprint != cfg.Hash {
+			t.Errorf("fingerprint %s differs from the loaded hash %s", fingerprint, cfg.Hash)
+		}
+		return cfg.Hash
+	}
+	alone := load()
+	sum := sha256.Sum256([]byte(main))
+	if want := hex.EncodeToString(sum[:]); alone != want {
+		t.Errorf("hash without included files = %s, want the file's SHA-256 %s", alone, want)
+	}
+	writeFiles(t, dir, map[string]string{"conf.d/a.toml": "[jobs.a]\ncommand = [\"true\"]\nevery = \"1h\"\n"})
+	added := load()
+	if added == alone {
+		t.Errorf("adding an included file kept the hash")
+	}
+	writeFiles(t, dir, map[string]string{"conf.d/a.toml": "[jobs.a]\ncommand = [\"true\"]\nevery = \"2h\"\n"})
+	if load() == added {
+		t.Errorf("editing an included file kept the hash")
+	}
+	if err := os.Remove(filepath.Join(dir, "conf.d/a.toml")); err != nil {
+		t.Fatal(err)
+	}
+	if load() != alone {
+		t.Errorf("removing the included file did not restore the first hash")
+	}
+}
+
+func TestIncludeMachineProblemNamesFile(t *testing.T) {
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{
+		"config.toml":     "include = [\"conf.d/*.toml\"]\n",
+		"conf.d/bad.toml": "\n[jobs.gone]\ncommand = [\"./missing.sh\"]\nevery = \"1h\"\n",
+	})
+	cfg, err := Load(filepath.Join(dir, "config.toml"))
+	if err != nil {
+		t.Fatalf("load: %v", err)
+	}
+	problems := cfg.Problems()
+	if len(problems) != 1 {
+		t.Fatalf("problems = %v, want one", problems)
+	}
+	want := filepath.Join(dir, "conf.d/bad.toml") + ":3: jobs.gone.command: command"
+	if got := problems[0].Error(); !strings.HasPrefix(got, want) {
+		t.Errorf("problem = %q, want it to start with %q", got, want)
+	}
+}
+
+func TestIncludeProblemsSortMainFirst(t *testing.T) {
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{
+		// "conf.d" sorts before "config.toml" by name, but the main file's
+		// problems come first.
+		"config.toml":   "include = [\"conf.d/*.toml\"]\n\n[jobs.main]\ncommand = [\"true\"]\nevery = \"x\"\n",
+		"conf.d/a.toml": "[jobs.a]\ncommand = [\"true\"]\nevery = \"y\"\n",
+	})
+	_, err := Load(filepath.Join(dir, "config.toml"))
+	if err == nil {
+		t.Fatal("load succeeded, want problems")
+	}
+	lines := strings.Split(err.Error(), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("problems = %q, want two", lines)
+	}
+	if !strings.Contains(lines[0], "config.toml:5: jobs.main.every") {
+		t.Errorf("first problem = %q, want the main file's", lines[0])
+	}
+	if !strings.Contains(lines[1], "a.toml:3: jobs.a.every") {
+		t.Errorf("second problem = %q, want the included file's", lines[1])
+	}
+}
