@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -275,7 +274,8 @@ func (r *Runner) execBounded(ctx context.Context, job *config.Job, run state.Run
 	r.track(job.Name, cancel)
 	defer r.untrack(job.Name)
 
-	capture := newCapture(log, output, process.Redactor(job.Env))
+	capture := newCapture(log, output)
+	lines := process.NewRedactor(job.Env).Lines(capture.emit)
 	defer func() {
 		if v := recover(); v != nil {
 			log.Error("run panicked", "err", v, "stack", string(debug.Stack()))
@@ -290,7 +290,8 @@ func (r *Runner) execBounded(ctx context.Context, job *config.Job, run state.Run
 		return r.record(run, execOutcome{result: state.ResultFailed, exitCode: -1, err: job.Problem}, capture)
 	}
 	before := statModTime(job.ExpectFileUpdated)
-	out := r.execute(ctx, job, run, capture.emit)
+	out := r.execute(ctx, job, run, lines.Emit)
+	lines.Flush()
 	return r.record(run, checkFileUpdated(job, run.Start, before, out), capture)
 }
 
@@ -475,11 +476,8 @@ func LockHeld(stateDir, name string) bool {
 
 // capture routes output lines to the run's tail, the log and the caller.
 type capture struct {
-	log    *slog.Logger
-	output func(Line)
-	// redact replaces the job's secret values in its output, so a script
-	// that prints its token does not put it in the log or the store.
-	redact   *strings.Replacer
+	log      *slog.Logger
+	output   func(Line)
 	tail     tail
 	mu       sync.Mutex
 	logged   int
@@ -487,14 +485,13 @@ type capture struct {
 	panicked any
 }
 
-func newCapture(log *slog.Logger, output func(Line), redact *strings.Replacer) *capture {
-	return &capture{log: log, output: output, redact: redact}
+func newCapture(log *slog.Logger, output func(Line)) *capture {
+	return &capture{log: log, output: output}
 }
 
+// emit takes lines that are already redacted: the job's secret values
+// are replaced before a line reaches the log, the store or the caller.
 func (c *capture) emit(line Line) {
-	if c.redact != nil {
-		line.Text = c.redact.Replace(line.Text)
-	}
 	c.tail.add(line)
 	c.logLine(line)
 	if c.output == nil {

@@ -236,7 +236,7 @@ func Render(template string, fields map[string]string) string {
 type HookRunner struct {
 	cfg *config.Listener
 	// redact hides the listener's secret env values in logged output.
-	redact   *strings.Replacer
+	redact   *process.Redactor
 	reaper   *process.Reaper
 	owner    string
 	path     []string
@@ -252,7 +252,7 @@ func NewHookRunner(cfg *config.Listener, reaper *process.Reaper, owner string, p
 		return nil
 	}
 	return &HookRunner{cfg: cfg, reaper: reaper, owner: owner, path: path, grace: grace,
-		redact: process.Redactor(cfg.Env), log: log.With("listener", cfg.Name)}
+		redact: process.NewRedactor(cfg.Env), log: log.With("listener", cfg.Name)}
 }
 
 // maxReplyBytes bounds what a hook's stdout may contribute to a reply.
@@ -283,12 +283,15 @@ func (h *HookRunner) Run(ctx context.Context, ev Event) (string, error) {
 
 	var mu sync.Mutex
 	var reply strings.Builder
+	stderr := h.redact.Lines(func(line process.Line) {
+		h.log.Info("hook output", "event", ev.ID, "stream", line.Stream, "line", line.Text)
+	})
 	exit, err := h.reaper.Run(ctx, process.Spec{
 		Path: path, Args: h.cfg.OnEvent, Dir: h.cfg.WorkingDir, Env: env,
 		Stdin: input, Marker: marker, Grace: h.grace,
 	}, func(line process.Line) {
 		if line.Stream == "stderr" {
-			h.log.Info("hook output", "event", ev.ID, "stream", line.Stream, "line", process.Redact(h.redact, line.Text))
+			stderr.Emit(line)
 			return
 		}
 		mu.Lock()
@@ -297,6 +300,7 @@ func (h *HookRunner) Run(ctx context.Context, ev Event) (string, error) {
 			reply.WriteString(line.Text + "\n")
 		}
 	})
+	stderr.Flush()
 	if err != nil {
 		return "", err
 	}

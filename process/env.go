@@ -78,33 +78,3 @@ func sortedKeys[V any](m map[string]V) []string {
 	sort.Strings(keys)
 	return keys
 }
-
-// minSecretBytes keeps short values, which would match ordinary text, out
-// of redaction.
-const minSecretBytes = 4
-
-// Redactor returns a replacer of the secret values in env (those read
-// from a file, an environment variable or a credential) by "[redacted]",
-// for a child's output before it is logged or stored; nil when there are
-// none.
-func Redactor(env map[string]config.Secret) *strings.Replacer {
-	var pairs []string
-	for _, name := range sortedKeys(env) {
-		secret := env[name]
-		if secret.Source != "inline" && len(secret.Reveal()) >= minSecretBytes {
-			pairs = append(pairs, secret.Reveal(), "[redacted]")
-		}
-	}
-	if len(pairs) == 0 {
-		return nil
-	}
-	return strings.NewReplacer(pairs...)
-}
-
-// Redact applies r to text; a nil r returns text unchanged.
-func Redact(r *strings.Replacer, text string) string {
-	if r == nil {
-		return text
-	}
-	return r.Replace(text)
-}

@@ -382,37 +382,17 @@ env = { SVC_TOKEN = { file = "secrets/svc" } }
 	for place, text := range outputs {
 		for name, value := range secretFiles {
 			if strings.Contains(text, value) {
-				reportLeak(t, name, place, fmt.Sprintf("the %s secret appears in %s: %s", name, place, around(text, value)))
+				t.Errorf("the %s secret appears in %s: %s", name, place, around(text, value))
 			}
 		}
 		// The job secret cut in two by the 64 KiB line limit, as raw
 		// output or JSON-encoded in the store.
 		for _, sep := range []string{"\n", `\n`} {
 			if strings.Contains(text, jobSecret[:6]+sep+jobSecret[6:]) {
-				reportLeak(t, "job split", place, fmt.Sprintf("the job secret appears split across two output lines in %s", place))
+				t.Errorf("the job secret appears split across two output lines in %s", place)
 			}
 		}
 	}
-}
-
-// knownLeaks are leaks this suite found that the code does not fix yet,
-// by secret name and the place they show in. They are logged instead of
-// failing the test, unless RELIABILITY_STRICT is set; a leak anywhere
-// else fails it. RELIABILITY.md describes each.
-var knownLeaks = map[string]string{
-	"hook daemon log":                "hook stderr lines are logged without redacting the listener's env secrets",
-	"svc daemon log":                 "exec listener output is logged without redacting the listener's env secrets",
-	"job split run-job split stdout": "redaction works per output line, so a secret cut by the 64 KiB line limit passes",
-	"job split file state/state.db":  "redaction works per output line, so a secret cut by the 64 KiB line limit passes",
-}
-
-func reportLeak(t *testing.T, name, place, message string) {
-	t.Helper()
-	if reason, ok := knownLeaks[name+" "+place]; ok && os.Getenv("RELIABILITY_STRICT") == "" {
-		t.Logf("known defect, not failing (set RELIABILITY_STRICT=1 to fail): %s: %s", reason, message)
-		return
-	}
-	t.Error(message)
 }
 
 // around returns the text around the first match of value.

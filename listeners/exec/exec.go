@@ -66,10 +66,11 @@ func (l *Listener) Run(ctx context.Context, host listeners.Host) error {
 		}
 		go l.probe(ctx, host, stop)
 	}
-	redact := process.Redactor(l.cfg.Env)
-	exit, err := l.reaper.Run(ctx, spec, func(line process.Line) {
-		log.Info("output", "stream", line.Stream, "line", process.Redact(redact, line.Text))
+	output := process.NewRedactor(l.cfg.Env).Lines(func(line process.Line) {
+		log.Info("output", "stream", line.Stream, "line", line.Text)
 	})
+	exit, err := l.reaper.Run(ctx, spec, output.Emit)
+	output.Flush()
 	switch {
 	case err != nil:
 		return err

@@ -1,0 +1,167 @@
+package process
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/agent-runner/agent-runner/config"
+)
+
+const testSecret = "cut-secret-3f9a0c17b2"
+
+func testRedactor(values ...string) *Redactor {
+	env := map[string]config.Secret{}
+	for i, value := range values {
+		env[string(rune('A'+i))] = config.NewSecret(value, "file test")
+	}
+	return NewRedactor(env)
+}
+
+// runRedacted runs script under sh through a Reaper with TOKEN set to
+// testSecret, and returns the redacted pieces of its stdout.
+func runRedacted(t *testing.T, script string) []string {
+	t.Helper()
+	reaper, err := NewReaper(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reaper.Close()
+
+	var mu sync.Mutex
+	var pieces []string
+	lines := testRedactor(testSecret).Lines(func(line Line) {
+		mu.Lock()
+		defer mu.Unlock()
+		if line.Stream == "stdout" {
+			pieces = append(pieces, line.Text)
+		}
+	})
+	exit, err := reaper.Run(context.Background(), Spec{
+		Path: "/bin/sh", Args: []string{"sh", "-c", script},
+		Env: []string{"PATH=/usr/bin:/bin", "TOKEN=" + testSecret},
+	}, lines.Emit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if exit.Err != nil {
+		t.Fatalf("script failed: %v", exit.Err)
+	}
+	lines.Flush()
+	return pieces
+}
+
+func checkNoSecret(t *testing.T, pieces []string) {
+	t.Helper()
+	joined := strings.Join(pieces, "")
+	if strings.Contains(joined, testSecret) {
+		t.Errorf("the secret reaches the output across a cut: %q", around(joined, testSecret))
+	}
+}
+
+func around(text, value string) string {
+	i := strings.Index(text, value)
+	return text[max(0, i-10):min(len(text), i+len(value)+10)]
+}
+
+// A secret that starts 6 bytes before the 64 KiB cut of one write.
+func TestRedactSecretAcrossLineCut(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "out")
+	data := strings.Repeat("a", MaxLineBytes-6) + testSecret + " end\n"
+	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pieces := runRedacted(t, "cat "+path)
+	checkNoSecret(t, pieces)
+	want := strings.Repeat("a", MaxLineBytes-6) + "[redacted] end"
+	if got := strings.Join(pieces, ""); got != want {
+		t.Errorf("joined output has %d bytes ending %q, want %d bytes ending %q",
+			len(got), got[max(0, len(got)-20):], len(want), want[len(want)-20:])
+	}
+	if len(pieces) != 2 {
+		t.Errorf("got %d pieces, want 2", len(pieces))
+	}
+}
+
+// A child that writes without newlines, cutting the secret between two
+// write calls at the 64 KiB limit.
+func TestRedactSecretAcrossWrites(t *testing.T) {
+	script := `head -c 65526 /dev/zero | tr '\0' b
+printf '%s' "${TOKEN%${TOKEN#??????????}}"
+sleep 0.2
+printf '%s' "${TOKEN#??????????}"
+printf ' more'`
+	pieces := runRedacted(t, script)
+	checkNoSecret(t, pieces)
+	want := strings.Repeat("b", MaxLineBytes-10) + "[redacted] more"
+	if got := strings.Join(pieces, ""); got != want {
+		t.Errorf("joined output has %d bytes ending %q, want %d bytes ending %q",
+			len(got), got[max(0, len(got)-20):], len(want), want[len(want)-20:])
+	}
+}
+
+// A stream that ends right at the cut with what could start a secret:
+// Flush passes the held bytes on.
+func TestRedactFlushesHeldEnd(t *testing.T) {
+	script := `head -c 65530 /dev/zero | tr '\0' c; printf 'cut-se'`
+	pieces := runRedacted(t, script)
+	want := strings.Repeat("c", MaxLineBytes-6) + "cut-se"
+	if got := strings.Join(pieces, ""); got != want {
+		t.Errorf("joined output has %d bytes ending %q, want %d bytes ending %q",
+			len(got), got[max(0, len(got)-20):], len(want), want[len(want)-20:])
+	}
+}
+
+func TestRedactText(t *testing.T) {
+	r := testRedactor("abcdef", "abcd", "xyz9")
+	cases := []struct{ in, want string }{
+		{"plain", "plain"},
+		{"abcdef", "[redacted]"},
+		{"abcd", "[redacted]"},
+		{"abcdeabcdef", "[redacted]e[redacted]"},
+		{"xyz9xyz9", "[redacted][redacted]"},
+		{"abcxyz9ab", "abc[redacted]ab"},
+	}
+	for _, c := range cases {
+		if got := r.Redact(c.in); got != c.want {
+			t.Errorf("Redact(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+	if got := (*Redactor)(nil).Redact("abcdef"); got != "abcdef" {
+		t.Errorf("nil Redactor changed the text to %q", got)
+	}
+}
+
+func TestNewRedactorSkipsInlineAndShort(t *testing.T) {
+	env := map[string]config.Secret{
+		"SHORT":  config.NewSecret("abc", "file x"),
+		"INLINE": config.NewSecret("inline-value", "inline"),
+	}
+	if r := NewRedactor(env); r != nil {
+		t.Errorf("NewRedactor = %v, want nil for inline and short values", r.secrets)
+	}
+}
+
+// Pieces fed by hand, cut at every offset of the secret, join to the
+// same text as redacting the whole line.
+func TestLineRedactorEveryCut(t *testing.T) {
+	r := testRedactor(testSecret, "cut-se-x")
+	for cut := 0; cut <= len(testSecret); cut++ {
+		var got strings.Builder
+		lines := r.Lines(func(line Line) { got.WriteString(line.Text) })
+		first := strings.Repeat("z", MaxLineBytes-cut) + testSecret[:cut]
+		lines.Emit(Line{Stream: "stdout", Text: first})
+		lines.Emit(Line{Stream: "stdout", Text: testSecret[cut:] + "!"})
+		lines.Flush()
+		want := strings.Repeat("z", MaxLineBytes-cut) + "[redacted]!"
+		if got.String() != want {
+			t.Errorf("cut at %d: got %q, want %q", cut, got.String()[MaxLineBytes-cut:], want[MaxLineBytes-cut:])
+		}
+	}
+}
