@@ -28,6 +28,9 @@ const (
 	// finalTimeout bounds the wait for a run's record after the client
 	// asked the run to stop; the daemon's grace periods fit well within.
 	finalTimeout = 2 * time.Minute
+	// denialReadTimeout bounds the read of a rejection after the request
+	// could not be written.
+	denialReadTimeout = time.Second
 )
 
 // RunJob asks the daemon at socket to run a job now and streams its
@@ -134,9 +137,25 @@ func send(conn *net.UnixConn, req Request) error {
 		return fmt.Errorf("encode request: %w", err)
 	}
 	if _, err := conn.Write(append(data, '\n')); err != nil {
+		if denial := readDenial(conn); denial != nil {
+			return denial
+		}
 		return fmt.Errorf("send request: %w", err)
 	}
 	return nil
+}
+
+// readDenial returns the error message the daemon sent before it closed
+// the connection, or nil. A daemon rejects a user as soon as it accepts
+// the connection, so the request's write can fail with EPIPE while the
+// reason already waits to be read.
+func readDenial(conn *net.UnixConn) *ErrorMessage {
+	_ = conn.SetReadDeadline(time.Now().Add(denialReadTimeout))
+	msg, err := receive(newScanner(conn))
+	if err != nil || msg.Error == nil {
+		return nil
+	}
+	return msg.Error
 }
 
 func newScanner(conn *net.UnixConn) *bufio.Scanner {

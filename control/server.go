@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -29,6 +30,9 @@ const (
 	// requestTimeout bounds the wait for a client's request line, so an
 	// idle client cannot hold a connection, or a shutdown, for long.
 	requestTimeout = 10 * time.Second
+	// rejectDrainTimeout bounds the wait for a rejected client's request
+	// after the denial was sent.
+	rejectDrainTimeout = time.Second
 	// maxClients caps connections served at once; more are closed at
 	// once, so a client cannot exhaust the daemon's file descriptors.
 	maxClients = 256
@@ -207,6 +211,7 @@ func (s *Server) serveConn(conn *net.UnixConn) {
 	if err := s.authorize(conn); err != nil {
 		s.log.Warn("control client rejected", "err", err)
 		out.send(Message{Error: &ErrorMessage{Code: CodeDenied, Message: err.Error()}})
+		drainRejected(conn)
 		return
 	}
 	reader := bufio.NewReaderSize(conn, 4096)
@@ -249,6 +254,16 @@ func (s *Server) serveConn(conn *net.UnixConn) {
 	default:
 		out.send(Message{Error: &ErrorMessage{Code: CodeBadRequest, Message: fmt.Sprintf("unknown operation %q", req.Op)}})
 	}
+}
+
+// drainRejected reads and discards what a rejected client sends until it
+// closes, for at most rejectDrainTimeout. Closing at once would make the
+// client's write of its request fail with EPIPE, and a client that reports
+// that error never reads the denial already sent to it.
+func drainRejected(conn *net.UnixConn) {
+	_ = conn.CloseWrite()
+	_ = conn.SetReadDeadline(time.Now().Add(rejectDrainTimeout))
+	_, _ = io.Copy(io.Discard, io.LimitReader(conn, maxRequestBytes))
 }
 
 func readLine(r *bufio.Reader) ([]byte, error) {
