@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"strings"
@@ -18,10 +19,10 @@ var jobNamePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)
 const maxNameLength = 64
 
 // sharedKeys are the job keys that [defaults] may set too.
-var sharedKeys = append([]string{
+var sharedKeys = append(append([]string{
 	"catch_up", "enabled", "env", "env_file", "inherit_env",
 	"max_age", "timeout", "timezone", "working_dir",
-}, policyKeys...)
+}, policyKeys...), limitKeys...)
 
 var jobKeys = slices.Sorted(slices.Values(append(slices.Clone(sharedKeys),
 	"at", "command", "description", "every", "expect_file_updated", "heartbeat",
@@ -73,6 +74,7 @@ type jobSettings struct {
 	maxAge     setting[time.Duration]
 	env        map[string]envValue
 	policy     policySettings
+	limits     limitSettings
 }
 
 // over returns s with every unset key taken from defaults. Env tables
@@ -89,6 +91,7 @@ func (s jobSettings) over(defaults jobSettings) jobSettings {
 		maxAge:     s.maxAge.or(defaults.maxAge),
 		env:        map[string]envValue{},
 		policy:     s.policy.over(defaults.policy),
+		limits:     s.limits.over(defaults.limits),
 	}
 	for name, value := range defaults.env {
 		merged.env[name] = value
@@ -113,7 +116,9 @@ type jobPlan struct {
 
 func (l *loader) decodeDefaults(root table) jobSettings {
 	t, _ := l.subTable(root, "defaults", "[defaults]")
-	l.checkKeys(t, "in [defaults]", sharedKeys, jobOnlyKeys)
+	rejected := maps.Clone(jobOnlyKeys)
+	maps.Copy(rejected, cgroupKeys)
+	l.checkKeys(t, "in [defaults]", sharedKeys, rejected)
 	return l.decodeSettings(t)
 }
 
@@ -137,6 +142,7 @@ func (l *loader) decodeSettings(t table) jobSettings {
 		s.maxAge = setting[time.Duration]{d, t.key("max_age")}
 	}
 	s.policy = l.decodePolicies(t)
+	s.limits = l.decodeLimitSettings(t)
 	return s
 }
 
@@ -160,13 +166,14 @@ func (l *loader) decodeProcessSettings(t table) jobSettings {
 }
 
 // processSettings returns only the settings of s that decodeProcessSettings
-// reads, for applying [defaults] to a listener.
+// reads and the limit keys, for applying [defaults] to a listener.
 func (s jobSettings) processSettings() jobSettings {
 	return jobSettings{
 		workingDir: s.workingDir,
 		envFile:    s.envFile,
 		inheritEnv: s.inheritEnv,
 		env:        s.env,
+		limits:     s.limits,
 	}
 }
 
@@ -222,7 +229,7 @@ func suggestName(name, fallback string) string {
 }
 
 func (l *loader) decodeJob(t table, name string, defaults jobSettings, runner Runner) *Job {
-	l.checkKeys(t, "in ["+t.path.String()+"]", jobKeys, nil)
+	l.checkKeys(t, "in ["+t.path.String()+"]", jobKeys, cgroupKeys)
 	job := &Job{Name: name, Line: l.lines.line(t.path)}
 	job.Description, _ = l.stringValue(t, "description", `"Collect the daily digest"`)
 	if _, ok := t.values["post"]; ok {
@@ -272,6 +279,7 @@ func applySettings(job *Job, s jobSettings, runner Runner, configDir string) {
 	}
 	job.MaxAge = s.maxAge.value
 	job.Env = map[string]Secret{}
+	job.Limits = s.limits.limits()
 	applyPolicies(job, s.policy)
 }
 

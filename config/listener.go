@@ -137,6 +137,10 @@ type Exec struct {
 	// StopGrace is the time between SIGTERM and SIGKILL on stop; default
 	// the runner's kill_grace.
 	StopGrace time.Duration
+	// Identity and Limits apply to the child as they do to a job's, but
+	// not to the listener's hooks.
+	Identity Identity
+	Limits   Limits
 }
 
 // Probe checks that an exec listener's child is alive. Exactly one of

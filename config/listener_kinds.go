@@ -227,6 +227,8 @@ func (l *loader) decodeExec(t table, plan *listenerPlan, runner Runner) {
 	if grace, ok := l.durationValue(t, "stop_grace", 0); ok {
 		exec.StopGrace = grace
 	}
+	plan.settings.limits = l.decodeLimitSettings(t).over(plan.settings.limits)
+	exec.Limits = plan.settings.limits.limits()
 }
 
 // decodeProbe returns the probe table, or nil when there is none.
