@@ -21,6 +21,9 @@ const (
 	KindJob      = "job"
 	KindListener = "listener"
 	KindReload   = "reload"
+	// KindDaemon is a problem of the daemon itself, such as a lost state
+	// folder.
+	KindDaemon = "daemon"
 )
 
 // Values of Alert.Event. Every event except EventRecovered reports a

@@ -94,6 +94,7 @@ func Run(ctx context.Context, opts Options) error {
 	set.add(&group)
 	addReloader(&group, h, opts.Reload)
 	addWatchdog(&group, sched, h, log)
+	addStateWatch(&group, cfg, h, log)
 	group.Add(srv.Serve, func(error) {
 		log.Info("closing control socket")
 		_ = srv.Close()

@@ -29,6 +29,9 @@ const (
 const (
 	KindJob      = "job"
 	KindListener = "listener"
+	// KindDaemon is a problem of the daemon itself, such as a lost state
+	// folder.
+	KindDaemon = "daemon"
 )
 
 // maxReasonRunes caps a problem's reason, because a run's error can carry
@@ -95,10 +98,14 @@ func Evaluate(status control.Status, now time.Time) Report {
 		}
 	}
 	report := Report{Status: StatusOK, Problems: problems}
-	if len(problems) > 0 {
+	report.Summary = summarize(len(badJobs), len(status.Jobs), len(badListeners), len(status.Listeners))
+	if d := status.Daemon; d != nil && d.StateError != "" {
+		report.Problems = append(report.Problems, Problem{Kind: KindDaemon, Name: "state_dir", State: "failed", Reason: firstLine(d.StateError)})
+		report.Summary = "state folder failing; " + report.Summary
+	}
+	if len(report.Problems) > 0 {
 		report.Status = StatusUnhealthy
 	}
-	report.Summary = summarize(len(badJobs), len(status.Jobs), len(badListeners), len(status.Listeners))
 	return report
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -116,33 +117,75 @@ func TestReadOnlyStateDir(t *testing.T) {
 }
 
 // TestStateDirDeleted removes the whole state folder under a running
-// daemon, then restarts it.
+// daemon that has an exec alert sink and an HTTP health server, then
+// restarts it.
 //
-// Held: the daemon keeps running and scheduling (it holds the open store
-// file and recreates the lock folder), stops on SIGTERM, and starts again
-// on a fresh store. No slot ran twice. What the CLI does meanwhile is
-// logged: with the socket gone it finds no daemon and works on a new
-// store file.
+// Held: within a few seconds /healthz turns unhealthy with a state_dir
+// problem, list --json shows the state error, and the sink gets one
+// failed alert for state_dir. The daemon keeps scheduling, recreates the
+// folder and the control socket, so list and run-job go through it, stops
+// on SIGTERM, and starts again on a fresh store that is healthy. No slot
+// ran twice.
 func TestStateDirDeleted(t *testing.T) {
-	p := newProject(t, "", tickJob)
+	port := freePort(t)
+	p := newProject(t, fmt.Sprintf("http = \"127.0.0.1:%d\"", port), tickJob+`
+[alerts.file]
+kind = "exec"
+command = ["sh", "-c", "cat >> alerts.jsonl; echo >> alerts.jsonl"]
+events = ["failed", "recovered"]
+`)
 	d := startDaemon(t, p)
 	waitFor(t, "two ticks", 10*time.Second, func() bool { return ticks(p) >= 2 })
+	if code, body := getHealth(t, port); code != http.StatusOK {
+		t.Fatalf("/healthz before the deletion: %d %s", code, body)
+	}
 
 	if err := os.RemoveAll(p.Path("state")); err != nil {
 		t.Fatal(err)
 	}
 	before := ticks(p)
-	time.Sleep(3 * time.Second)
+	var body string
+	waitFor(t, "/healthz to report the lost state folder", 20*time.Second, func() bool {
+		var code int
+		code, body = getHealth(t, port)
+		return code == http.StatusServiceUnavailable && strings.Contains(body, `"state_dir"`)
+	})
+	if !strings.Contains(body, "restart the daemon") {
+		t.Errorf("/healthz does not say what to do: %s", body)
+	}
+	waitFor(t, "the state_dir alert", 20*time.Second, func() bool {
+		return strings.Contains(readFile(p.Path("alerts.jsonl")), `"name":"state_dir"`)
+	})
 	if d.Exited() {
 		t.Fatalf("the daemon exited (status %d) after its state folder was deleted:\n%s", d.ExitCode(), harness.Tail(d.Log(), 10))
 	}
 	if after := ticks(p); after < before+2 {
-		t.Errorf("ticks went from %d to %d in 3 s after the state folder was deleted", before, after)
+		t.Errorf("ticks went from %d to %d after the state folder was deleted", before, after)
 	}
-	list := p.Run(30*time.Second, "list", "--json")
-	t.Logf("list --json without a state folder: exit %d, stderr %q", list.Code, harness.Clip(list.Stderr, 200))
+
+	status, res, err := p.Status(30 * time.Second)
+	switch {
+	case err != nil:
+		t.Errorf("list --json after the deletion: %v: %s", err, res.Stderr)
+	case status.Daemon == nil:
+		t.Errorf("list --json after the deletion did not reach the daemon: %s", res.Stderr)
+	case !strings.Contains(status.Daemon.StateError, "deleted"):
+		t.Errorf("list --json state_error = %q, want the deleted store", status.Daemon.StateError)
+	}
+	ranBefore := strings.Count(d.Log(), "trigger=manual")
 	manual := p.Run(30*time.Second, "run-job", "tick")
-	t.Logf("run-job without a state folder: exit %d, stderr %q", manual.Code, harness.Clip(manual.Stderr, 200))
+	if manual.Code != 0 {
+		t.Errorf("run-job after the deletion: exit %d: %s", manual.Code, manual.Stderr)
+	}
+	if strings.Count(d.Log(), "trigger=manual") == ranBefore {
+		t.Errorf("run-job after the deletion did not run through the daemon")
+	}
+
+	// Two more checks pass: the alert is not repeated.
+	time.Sleep(11 * time.Second)
+	if n := strings.Count(readFile(p.Path("alerts.jsonl")), `"name":"state_dir"`); n != 1 {
+		t.Errorf("the sink got %d state_dir alerts, want 1:\n%s", n, readFile(p.Path("alerts.jsonl")))
+	}
 
 	start := time.Now()
 	if err := d.Stop(15 * time.Second); err != nil {
@@ -153,10 +196,31 @@ func TestStateDirDeleted(t *testing.T) {
 	before = ticks(p)
 	d = startDaemon(t, p)
 	waitFor(t, "ticks after the restart", 10*time.Second, func() bool { return ticks(p) >= before+2 })
+	if code, body := getHealth(t, port); code != http.StatusOK {
+		t.Errorf("/healthz after the restart: %d %s", code, body)
+	}
 	if err := d.Stop(15 * time.Second); err != nil {
 		t.Error(err)
 	}
 	uniqueSlots(t, p.Path("ticks"))
+}
+
+// getHealth returns the status code and body of /healthz.
+func getHealth(t *testing.T, port int) (int, string) {
+	t.Helper()
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/healthz", port))
+	if err != nil {
+		t.Fatalf("GET /healthz: %v", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+// readFile returns the content of path, or "" when it cannot be read.
+func readFile(path string) string {
+	data, _ := os.ReadFile(path)
+	return string(data)
 }
 
 // writeScript writes an sh script into the project folder.
