@@ -79,6 +79,13 @@ func (r *Runner) commandSpec(job *config.Job, argv []string, run state.Run) (pro
 	if err := os.MkdirAll(jobDir, 0o700); err != nil {
 		return process.Spec{}, fmt.Errorf("create job folder: %w", err)
 	}
+	if id := job.Identity; id.Set && os.Geteuid() == 0 {
+		// NOTE: the user reaches the folder only when it may also pass
+		// through state_dir, which doctor wants closed to other users.
+		if err := os.Chown(jobDir, int(id.UID), int(id.GID)); err != nil {
+			return process.Spec{}, fmt.Errorf("chown job folder: %w", err)
+		}
+	}
 	marker := RunMarker(run.ID)
 	vars := []string{
 		marker,
@@ -95,6 +102,7 @@ func (r *Runner) commandSpec(job *config.Job, argv []string, run state.Run) (pro
 		Env:        job.Env,
 		EnvFile:    job.EnvFile,
 		InheritEnv: job.InheritEnv,
+		Identity:   job.Identity,
 	}, vars)
 	if err != nil {
 		return process.Spec{}, err
@@ -108,13 +116,15 @@ func (r *Runner) commandSpec(job *config.Job, argv []string, run state.Run) (pro
 		return process.Spec{}, err
 	}
 	return process.Spec{
-		Path:   path,
-		Args:   argv,
-		Dir:    job.WorkingDir,
-		Env:    env,
-		Marker: marker,
-		Grace:  settings.KillGrace,
-		Kill:   r.killNow,
+		Path:     path,
+		Args:     argv,
+		Dir:      job.WorkingDir,
+		Env:      env,
+		Marker:   marker,
+		Grace:    settings.KillGrace,
+		Kill:     r.killNow,
+		Identity: job.Identity,
+		Limits:   job.Limits,
 	}, nil
 }
 

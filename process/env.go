@@ -29,16 +29,27 @@ type Settings struct {
 	// reload.
 	EnvFile    string
 	InheritEnv []string
+	// Identity sets HOME, USER and LOGNAME for its user, over the
+	// daemon's own; inherit_env, env_file and env still win.
+	Identity config.Identity
 }
 
 // Environment builds a child's variables: vars first (the run's own, so
 // the leftover scan finds its marker early), then PATH, the passed-through
-// daemon variables, inherit_env, env_file and finally env. exec.Cmd keeps
-// the last of duplicate names, so later sources win.
+// daemon variables, the identity's user, inherit_env, env_file and finally
+// env. exec.Cmd keeps the last of duplicate names, so later sources win.
 func Environment(s Settings, vars []string) ([]string, error) {
 	env := append([]string(nil), vars...)
 	env = append(env, "PATH="+strings.Join(s.Path, ":"))
-	for _, name := range append(append([]string(nil), passedEnv...), s.InheritEnv...) {
+	for _, name := range passedEnv {
+		if value, ok := lookupEnv(name); ok {
+			env = append(env, name+"="+value)
+		}
+	}
+	if s.Identity.User != "" {
+		env = append(env, "HOME="+s.Identity.Home, "USER="+s.Identity.User, "LOGNAME="+s.Identity.User)
+	}
+	for _, name := range s.InheritEnv {
 		if value, ok := lookupEnv(name); ok {
 			env = append(env, name+"="+value)
 		}

@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/agent-runner/agent-runner/config"
 	"golang.org/x/sys/unix"
 )
 
@@ -56,6 +57,11 @@ type Spec struct {
 	Kill <-chan struct{}
 	// Started, when set, gets the child's pid once it runs.
 	Started func(pid int)
+	// Identity, when set, is the user and groups the child runs as,
+	// which needs a runner that runs as root.
+	Identity config.Identity
+	// Limits are applied between fork and exec, through the shim.
+	Limits config.Limits
 }
 
 // Graced is implemented by a context cancellation cause that sets its own
@@ -81,6 +87,8 @@ type child struct {
 	cmd     *exec.Cmd
 	readers sync.WaitGroup
 	pipes   []*os.File
+	// shim is set when cmd starts the program through the shim.
+	shim bool
 }
 
 // Run runs spec until the child exits or ctx ends, calling emit for each
@@ -88,17 +96,15 @@ type child struct {
 // every process it left behind are gone. The error is for a child that
 // could not start.
 func (r *Reaper) Run(ctx context.Context, spec Spec, emit func(Line)) (Exit, error) {
-	cmd := &exec.Cmd{
-		Path:        spec.Path,
-		Args:        spec.Args,
-		Env:         spec.Env,
-		Dir:         spec.Dir,
-		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
+	c, err := newChild(spec)
+	if err != nil {
+		return Exit{Code: -1}, fmt.Errorf("start command: %w", err)
 	}
+	cmd := c.cmd
 	if spec.Stdin != nil {
 		cmd.Stdin = bytes.NewReader(spec.Stdin)
 	}
-	c, err := r.start(cmd, emit)
+	err = r.start(c, emit)
 	if err != nil {
 		return Exit{Code: -1}, fmt.Errorf("start command: %w", err)
 	}
@@ -111,34 +117,89 @@ func (r *Reaper) Run(ctx context.Context, spec Spec, emit func(Line)) (Exit, err
 	return exitOf(ctx, waitErr, cmd), nil
 }
 
-// start starts cmd with a pipe per stream and a reader for each.
-func (r *Reaper) start(cmd *exec.Cmd, emit func(Line)) (*child, error) {
-	c := &child{cmd: cmd}
+// newChild builds the command of spec: the program itself, or the shim
+// when spec sets limits. A credential alone needs no shim, because
+// os/exec switches users between fork and exec.
+func newChild(spec Spec) (*child, error) {
+	credential, err := credentialOf(spec.Identity)
+	if err != nil {
+		return nil, err
+	}
+	if spec.Limits.IsZero() {
+		cmd := &exec.Cmd{Path: spec.Path, Args: spec.Args, Env: spec.Env, Dir: spec.Dir}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: credential}
+		return &child{cmd: cmd}, nil
+	}
+	cmd, err := shimCommand(spec, credential)
+	if err != nil {
+		return nil, err
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	return &child{cmd: cmd, shim: true}, nil
+}
+
+// credentialOf returns the credential that switches to identity, or nil
+// when the child keeps the runner's. A runner that is not root runs a
+// child with its own uid and gid unchanged, and refuses any other.
+func credentialOf(identity config.Identity) (*syscall.Credential, error) {
+	if !identity.Set {
+		return nil, nil
+	}
+	uid, gid := os.Geteuid(), os.Getegid()
+	if uid == 0 {
+		return &syscall.Credential{Uid: identity.UID, Gid: identity.GID, Groups: identity.Groups}, nil
+	}
+	if identity.UID == uint32(uid) && identity.GID == uint32(gid) {
+		return nil, nil
+	}
+	return nil, fmt.Errorf("run as uid %d and gid %d: the runner runs as uid %d and only root can switch users", identity.UID, identity.GID, uid)
+}
+
+// start starts c's command with a pipe per stream and a reader for each,
+// and a status pipe for the shim.
+func (r *Reaper) start(c *child, emit func(Line)) error {
 	var writers []*os.File
 	for _, stream := range []string{"stdout", "stderr"} {
 		pr, pw, err := os.Pipe()
 		if err != nil {
 			c.closePipes(writers)
-			return nil, fmt.Errorf("create pipe: %w", err)
+			return fmt.Errorf("create pipe: %w", err)
 		}
 		c.pipes = append(c.pipes, pr)
 		writers = append(writers, pw)
 		c.readers.Add(1)
 		go c.read(pr, stream, emit)
 	}
-	cmd.Stdout, cmd.Stderr = writers[0], writers[1]
-	err := r.Start(cmd)
+	c.cmd.Stdout, c.cmd.Stderr = writers[0], writers[1]
+	var status *os.File
+	if c.shim {
+		pr, pw, err := os.Pipe()
+		if err != nil {
+			c.closePipes(writers)
+			c.readers.Wait()
+			return fmt.Errorf("create pipe: %w", err)
+		}
+		status = pr
+		writers = append(writers, pw)
+		c.cmd.ExtraFiles = []*os.File{pw}
+	}
+	err := r.Start(c.cmd)
 	// The child holds its own copies; the parent's must close, or the
 	// readers would never see end of file.
 	for _, w := range writers {
 		w.Close()
 	}
+	if err == nil && status != nil {
+		err = r.awaitExec(c.cmd, status)
+	} else if status != nil {
+		status.Close()
+	}
 	if err != nil {
 		c.closePipes(nil)
 		c.readers.Wait()
-		return nil, err
+		return err
 	}
-	return c, nil
+	return nil
 }
 
 func (c *child) read(pipe *os.File, stream string, emit func(Line)) {

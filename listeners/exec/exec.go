@@ -90,6 +90,7 @@ func (l *Listener) spec() (process.Spec, error) {
 	env, err := process.Environment(process.Settings{
 		Path: l.path, WorkingDir: l.cfg.WorkingDir, Env: l.cfg.Env,
 		EnvFile: l.cfg.EnvFile, InheritEnv: l.cfg.InheritEnv,
+		Identity: l.cfg.Exec.Identity,
 	}, []string{marker, l.owner, "AGENT_RUNNER_LISTENER=" + l.cfg.Name})
 	if err != nil {
 		return process.Spec{}, err
@@ -101,6 +102,7 @@ func (l *Listener) spec() (process.Spec, error) {
 	return process.Spec{
 		Path: path, Args: l.cfg.Exec.Command, Dir: l.cfg.WorkingDir,
 		Env: env, Marker: marker, Grace: l.grace,
+		Identity: l.cfg.Exec.Identity, Limits: l.cfg.Exec.Limits,
 	}, nil
 }
 

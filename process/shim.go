@@ -1,0 +1,221 @@
+package process
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"runtime"
+	"syscall"
+	"time"
+
+	"github.com/agent-runner/agent-runner/config"
+	"golang.org/x/sys/unix"
+)
+
+// Go's os/exec has no hook between fork and exec for the umask, the nice
+// value or resource limits, and setting them on the daemon itself would
+// change every child. A child with limits therefore starts as the running
+// binary itself through /proc/self/exe, with shimArg as its first
+// argument: the shim applies them to itself, switches user last, and
+// execs the real program in place, keeping the pid, the process group and
+// the environment. The shim reports a failure on file descriptor 3, which
+// closes on a successful exec, so the caller gets a start error exactly as
+// when exec fails without the shim.
+const (
+	shimArg = "agent-runner-exec-shim"
+	// shimExecutable is the daemon's binary even after a package upgrade
+	// replaced the file, because the kernel resolves the link to the
+	// running image.
+	shimExecutable = "/proc/self/exe"
+	// shimStatusFD is ExtraFiles[0] in the shim.
+	shimStatusFD = 3
+	// shimFailed is the shim's exit status when it could not exec, the
+	// status a shell uses for a command it could not run.
+	shimFailed = 127
+)
+
+// init turns the process into the shim when it was started as one. It
+// runs in init, before main and before testing's flag parsing, so that
+// the daemon and every test binary that imports this package can serve as
+// the shim.
+func init() {
+	if len(os.Args) > 2 && os.Args[1] == shimArg {
+		os.Exit(runShim(os.Args[2], os.Args[3:]))
+	}
+}
+
+// shimRequest is what the shim applies before it execs Path with the
+// arguments that follow the request.
+type shimRequest struct {
+	Path       string              `json:"path"`
+	Dir        string              `json:"dir,omitempty"`
+	Umask      *uint32             `json:"umask,omitempty"`
+	Nice       *int                `json:"nice,omitempty"`
+	Rlimits    []shimRlimit        `json:"rlimits,omitempty"`
+	Credential *syscall.Credential `json:"credential,omitempty"`
+}
+
+type shimRlimit struct {
+	Resource int    `json:"resource"`
+	Soft     uint64 `json:"soft"`
+	Hard     uint64 `json:"hard"`
+}
+
+// rlimitsOf maps the resource limits of l to setrlimit(2) calls.
+func rlimitsOf(l config.Limits) []shimRlimit {
+	var limits []shimRlimit
+	if l.MemoryMax > 0 {
+		limits = append(limits, shimRlimit{unix.RLIMIT_DATA, l.MemoryMax, l.MemoryMax})
+	}
+	if l.CPUTime > 0 {
+		// The soft limit sends SIGXCPU, which a program may catch to
+		// exit cleanly; the hard limit one second later sends SIGKILL.
+		seconds := uint64(l.CPUTime / time.Second)
+		limits = append(limits, shimRlimit{unix.RLIMIT_CPU, seconds, seconds + 1})
+	}
+	if l.NoFile > 0 {
+		limits = append(limits, shimRlimit{unix.RLIMIT_NOFILE, l.NoFile, l.NoFile})
+	}
+	if l.NProc > 0 {
+		limits = append(limits, shimRlimit{unix.RLIMIT_NPROC, l.NProc, l.NProc})
+	}
+	return limits
+}
+
+// shimCommand returns the command that starts spec through the shim. The
+// caller adds the status pipe.
+func shimCommand(spec Spec, credential *syscall.Credential) (*exec.Cmd, error) {
+	req := shimRequest{
+		Path:       spec.Path,
+		Dir:        spec.Dir,
+		Rlimits:    rlimitsOf(spec.Limits),
+		Credential: credential,
+	}
+	if spec.Limits.UmaskSet {
+		req.Umask = &spec.Limits.Umask
+	}
+	if spec.Limits.NiceSet {
+		req.Nice = &spec.Limits.Nice
+	}
+	encoded, err := json.Marshal(req)
+	if err != nil {
+		return nil, fmt.Errorf("encode shim request: %w", err)
+	}
+	// Args[0] stays the program's name, so ps shows it while the shim
+	// runs.
+	args := append([]string{spec.Args[0], shimArg, string(encoded)}, spec.Args...)
+	return &exec.Cmd{Path: shimExecutable, Args: args, Env: spec.Env}, nil
+}
+
+// runShim applies req to the process and execs the program. It returns
+// only on failure, after writing the reason to the status pipe.
+func runShim(encoded string, argv []string) int {
+	// The nice value belongs to a thread on Linux, and execve keeps the
+	// calling thread's, so every call below runs on one thread.
+	runtime.LockOSThread()
+	status := os.NewFile(shimStatusFD, "status")
+	err := execShim(encoded, argv)
+	if _, werr := io.WriteString(status, err.Error()); werr != nil {
+		fmt.Fprintf(os.Stderr, "agent-runner: %v\n", err)
+	}
+	return shimFailed
+}
+
+func execShim(encoded string, argv []string) error {
+	var req shimRequest
+	if err := json.Unmarshal([]byte(encoded), &req); err != nil {
+		return fmt.Errorf("decode shim request: %w", err)
+	}
+	if len(argv) == 0 {
+		return errors.New("shim request has no arguments")
+	}
+	syscall.CloseOnExec(shimStatusFD)
+	// The privileged steps come before the credential switch gives up
+	// root: a lower nice value, a raised hard limit.
+	if req.Nice != nil {
+		// PRIO_PROCESS with who 0 sets the calling thread.
+		if err := unix.Setpriority(unix.PRIO_PROCESS, 0, *req.Nice); err != nil {
+			return fmt.Errorf("set nice value %d: %w", *req.Nice, err)
+		}
+	}
+	if req.Umask != nil {
+		syscall.Umask(int(*req.Umask))
+	}
+	for _, limit := range req.Rlimits {
+		// syscall.Setrlimit, unlike x/sys/unix, tells syscall.Exec not to
+		// restore the RLIMIT_NOFILE that Go's runtime saved at start.
+		if err := syscall.Setrlimit(limit.Resource, &syscall.Rlimit{Cur: limit.Soft, Max: limit.Hard}); err != nil {
+			return fmt.Errorf("set %s to %d: %w", rlimitName(limit.Resource), limit.Soft, err)
+		}
+	}
+	// From here on the shim allocates only a few small objects, which
+	// fit in the heap it has mapped already, so a low memory_max does not
+	// fail it before the exec (TestShimMemoryLimitLow runs it with 4 MiB).
+	if err := applyCredential(req.Credential); err != nil {
+		return err
+	}
+	// The folder is entered as the new user, as os/exec does, so a folder
+	// the user may not enter fails the start.
+	if req.Dir != "" {
+		if err := syscall.Chdir(req.Dir); err != nil {
+			return fmt.Errorf("chdir %s: %w", req.Dir, err)
+		}
+	}
+	err := syscall.Exec(req.Path, argv, os.Environ())
+	return &os.PathError{Op: "exec", Path: req.Path, Err: err}
+}
+
+// applyCredential switches to the user and groups of c, groups first,
+// because a process that gave up root can no longer change them.
+func applyCredential(c *syscall.Credential) error {
+	if c == nil {
+		return nil
+	}
+	groups := make([]int, len(c.Groups))
+	for i, g := range c.Groups {
+		groups[i] = int(g)
+	}
+	if err := syscall.Setgroups(groups); err != nil {
+		return fmt.Errorf("set supplementary groups %v: %w", c.Groups, err)
+	}
+	if err := syscall.Setgid(int(c.Gid)); err != nil {
+		return fmt.Errorf("set gid %d: %w", c.Gid, err)
+	}
+	if err := syscall.Setuid(int(c.Uid)); err != nil {
+		return fmt.Errorf("set uid %d: %w", c.Uid, err)
+	}
+	return nil
+}
+
+func rlimitName(resource int) string {
+	switch resource {
+	case unix.RLIMIT_DATA:
+		return "RLIMIT_DATA"
+	case unix.RLIMIT_CPU:
+		return "RLIMIT_CPU"
+	case unix.RLIMIT_NOFILE:
+		return "RLIMIT_NOFILE"
+	case unix.RLIMIT_NPROC:
+		return "RLIMIT_NPROC"
+	}
+	return fmt.Sprintf("resource %d", resource)
+}
+
+// awaitExec waits until the shim has exec'd the program, which closes the
+// status pipe, and returns the shim's reason when it failed instead.
+func (r *Reaper) awaitExec(cmd *exec.Cmd, status *os.File) error {
+	reason, err := io.ReadAll(status)
+	status.Close()
+	if err == nil && len(reason) == 0 {
+		return nil
+	}
+	_ = cmd.Wait()
+	r.Untrack(cmd.Process.Pid)
+	if err != nil {
+		return fmt.Errorf("read shim status: %w", err)
+	}
+	return errors.New(string(reason))
+}
