@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -16,43 +15,6 @@ import (
 	"github.com/agent-runner/agent-runner/logging"
 	"github.com/agent-runner/agent-runner/state"
 )
-
-// newFlags returns a flag set with the --config flag every subcommand
-// takes.
-func newFlags(name, synopsis string, stderr io.Writer) (*flag.FlagSet, *string) {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	configPath := fs.String("config", config.DefaultPath(), "config file `path`")
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: agent-runner %s\n\nOptions:\n", synopsis)
-		fs.PrintDefaults()
-	}
-	return fs, configPath
-}
-
-// parseFlags parses args, taking flags before and after positional
-// arguments, as in "agent-runner next digest -n 3". It returns the exit
-// status to stop with, or -1 to go on.
-func parseFlags(fs *flag.FlagSet, args []string) int {
-	var positional []string
-	for {
-		err := fs.Parse(args)
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		if err != nil {
-			return exitUsage
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		positional = append(positional, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
-	// "--" ends flag parsing, so this only sets fs.Args.
-	_ = fs.Parse(append([]string{"--"}, positional...))
-	return -1
-}
 
 // loadConfig loads the config and prints every problem on failure.
 func loadConfig(path string, stderr io.Writer) (*config.Config, bool) {
@@ -152,7 +114,7 @@ func storeOptions(cfg *config.Config, readOnly bool, log *slog.Logger) state.Opt
 }
 
 func cmdCheck(args []string, stdout, stderr io.Writer) int {
-	fs, configPath := newFlags("check", "check [--config PATH]", stderr)
+	fs, configPath := newFlags("check", stdout, stderr)
 	if code := parseFlags(fs, args); code >= 0 {
 		return code
 	}

@@ -36,7 +36,7 @@ func (d *doctor) note(format string, args ...any) {
 }
 
 func cmdDoctor(args []string, stdout, stderr io.Writer) int {
-	fs, configPath := newFlags("doctor", "doctor [--config PATH]", stderr)
+	fs, configPath := newFlags("doctor", stdout, stderr)
 	if code := parseFlags(fs, args); code >= 0 {
 		return code
 	}

@@ -15,7 +15,7 @@ import (
 )
 
 func cmdList(args []string, stdout, stderr io.Writer) int {
-	fs, configPath := newFlags("list", "list [--config PATH] [--json]", stderr)
+	fs, configPath := newFlags("list", stdout, stderr)
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
 	if code := parseFlags(fs, args); code >= 0 {
 		return code

@@ -12,7 +12,7 @@ import (
 )
 
 func cmdNext(args []string, stdout, stderr io.Writer) int {
-	fs, configPath := newFlags("next", "next [--config PATH] [-n N] [--down-since TIME] NAME", stderr)
+	fs, configPath := newFlags("next", stdout, stderr)
 	count := fs.Int("n", 10, "how many run times to show")
 	downSince := fs.String("down-since", "", "also show what catch-up would do after an outage since TIME (RFC 3339, such as 2026-12-01T08:00:00Z)")
 	if code := parseFlags(fs, args); code >= 0 {

@@ -9,7 +9,7 @@ import (
 )
 
 func cmdReload(args []string, stdout, stderr io.Writer) int {
-	fs, configPath := newFlags("reload", "reload [--config PATH]", stderr)
+	fs, configPath := newFlags("reload", stdout, stderr)
 	if code := parseFlags(fs, args); code >= 0 {
 		return code
 	}

@@ -17,8 +17,8 @@ import (
 // to record its killed runs before it exits regardless.
 const forcedExitDelay = 10 * time.Second
 
-func cmdRun(args []string, stderr io.Writer) int {
-	fs, configPath := newFlags("run", "run [--config PATH] [--log-format auto|text|json|journal]", stderr)
+func cmdRun(args []string, stdout, stderr io.Writer) int {
+	fs, configPath := newFlags("run", stdout, stderr)
 	logFormat := fs.String("log-format", "auto", "log format: auto (the journal under systemd, else text), text, json or journal")
 	if code := parseFlags(fs, args); code >= 0 {
 		return code

@@ -21,7 +21,7 @@ import (
 )
 
 func cmdRunJob(args []string, stdout, stderr io.Writer) int {
-	fs, configPath := newFlags("run-job", "run-job [--config PATH] [--wait] NAME", stderr)
+	fs, configPath := newFlags("run-job", stdout, stderr)
 	wait := fs.Bool("wait", false, "wait for a running run of the job to finish, then run it")
 	if code := parseFlags(fs, args); code >= 0 {
 		return code

@@ -10,7 +10,7 @@ import (
 )
 
 func cmdSend(args []string, stdout, stderr io.Writer) int {
-	fs, configPath := newFlags("send", "send [--config PATH] [--to TARGET] LISTENER TEXT...|-", stderr)
+	fs, configPath := newFlags("send", stdout, stderr)
 	target := fs.String("to", "", "where to post: a Twitch channel or a Discord channel ID; Bluesky ignores it")
 	if code := parseFlags(fs, args); code >= 0 {
 		return code

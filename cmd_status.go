@@ -16,7 +16,7 @@ import (
 )
 
 func cmdStatus(args []string, stdout, stderr io.Writer) int {
-	fs, configPath := newFlags("status", "status [--config PATH] [--json] [NAME]", stderr)
+	fs, configPath := newFlags("status", stdout, stderr)
 	asJSON := fs.Bool("json", false, "print JSON instead of text")
 	if code := parseFlags(fs, args); code >= 0 {
 		return code
@@ -77,7 +77,7 @@ func printJSON(stdout, stderr io.Writer, v any) int {
 }
 
 func cmdRuns(args []string, stdout, stderr io.Writer) int {
-	fs, configPath := newFlags("runs", "runs [--config PATH] [-n N] [--json] NAME", stderr)
+	fs, configPath := newFlags("runs", stdout, stderr)
 	limit := fs.Int("n", 20, "how many of the newest runs to show")
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
 	if code := parseFlags(fs, args); code >= 0 {
@@ -115,7 +115,7 @@ func cmdRuns(args []string, stdout, stderr io.Writer) int {
 }
 
 func cmdLogs(args []string, stdout, stderr io.Writer) int {
-	fs, configPath := newFlags("logs", "logs [--config PATH] NAME [RUN]", stderr)
+	fs, configPath := newFlags("logs", stdout, stderr)
 	if code := parseFlags(fs, args); code >= 0 {
 		return code
 	}

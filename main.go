@@ -23,27 +23,6 @@ const (
 	exitInterrupt = 130
 )
 
-const usage = `agent-runner runs scheduled jobs and bot listeners from one config file.
-
-Usage:
-  agent-runner run      [--config PATH] [--log-format auto|text|json|journal]
-  agent-runner check    [--config PATH]
-  agent-runner list     [--config PATH] [--json]
-  agent-runner status   [--config PATH] [--json] [NAME]
-  agent-runner runs     [--config PATH] [-n N] [--json] NAME
-  agent-runner logs     [--config PATH] NAME [RUN]
-  agent-runner next     [--config PATH] [-n N] [--down-since TIME] NAME
-  agent-runner run-job  [--config PATH] [--wait] NAME
-  agent-runner send     [--config PATH] [--to TARGET] LISTENER TEXT...|-
-  agent-runner reload   [--config PATH]
-  agent-runner doctor   [--config PATH]
-  agent-runner install-unit [--config PATH]
-  agent-runner version
-
-The config path defaults to $AGENT_RUNNER_CONFIG, else ./config.toml.
-Run "agent-runner COMMAND --help" for the options of one command.
-`
-
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
@@ -51,13 +30,13 @@ func main() {
 // run dispatches one subcommand and returns the process exit status.
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
+		fmt.Fprint(stderr, overview())
 		return exitUsage
 	}
 	cmd, rest := args[0], args[1:]
 	switch cmd {
 	case "run":
-		return cmdRun(rest, stderr)
+		return cmdRun(rest, stdout, stderr)
 	case "check":
 		return cmdCheck(rest, stdout, stderr)
 	case "list":
@@ -80,14 +59,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdDoctor(rest, stdout, stderr)
 	case "install-unit":
 		return cmdInstallUnit(rest, stdout, stderr)
+	case "completion":
+		return cmdCompletion(rest, stdout, stderr)
+	case "__complete":
+		return cmdComplete(rest, stdout, stderr)
 	case "version", "--version":
-		fmt.Fprintln(stdout, "agent-runner", version)
-		return exitOK
+		return cmdVersion(rest, stdout, stderr)
 	case "help", "--help", "-h":
-		fmt.Fprint(stdout, usage)
-		return exitOK
+		return cmdHelp(rest, stdout, stderr)
 	default:
-		fmt.Fprintf(stderr, "agent-runner: unknown command %q\n\n%s", cmd, usage)
+		fmt.Fprintf(stderr, "agent-runner: unknown command %q\n\n%s", cmd, overview())
 		return exitUsage
 	}
 }

@@ -90,7 +90,7 @@ var defaultUnit = unitValues{
 const stopMargin = 15 * time.Second
 
 func cmdInstallUnit(args []string, stdout, stderr io.Writer) int {
-	fs, configPath := newFlags("install-unit", "install-unit [--config PATH] > /etc/systemd/system/agent-runner.service", stderr)
+	fs, configPath := newFlags("install-unit", stdout, stderr)
 	if code := parseFlags(fs, args); code >= 0 {
 		return code
 	}

@@ -1,0 +1,300 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/agent-runner/agent-runner/config"
+)
+
+// commandDoc is the help of one subcommand.
+type commandDoc struct {
+	name string
+	// synopsis shows the options and arguments after the name.
+	synopsis string
+	summary  string
+	// examples are command lines, each with an optional "# comment".
+	examples []string
+	// args names what the positional arguments are, for completion:
+	// argJobs, argNames, argListeners, argShells, argCommands or "".
+	args string
+	// hidden leaves the command out of the overview and completion.
+	hidden bool
+}
+
+// What the positional arguments of a command are, for completion.
+const (
+	argJobs      = "jobs"
+	argNames     = "names"
+	argListeners = "listeners"
+	argShells    = "shells"
+	argCommands  = "commands"
+)
+
+// commands lists every subcommand in the order the overview shows them.
+var commands = []commandDoc{
+	{name: "run", synopsis: "[--config PATH] [--log-format auto|text|json|journal]",
+		summary: "Run the daemon: schedule the jobs and keep the listeners connected until SIGTERM or SIGINT.\nSIGHUP reloads the config.",
+		examples: []string{
+			"agent-runner run --config /etc/agent-runner/config.toml",
+			"agent-runner run --log-format json   # one JSON object per log line",
+		}},
+	{name: "check", synopsis: "[--config PATH]",
+		summary: "Validate the config and the files it includes, and check that every job and listener can run on this machine.\nExit status 1 lists every problem with its file, line and key.",
+		examples: []string{
+			"agent-runner check",
+			"agent-runner check --config /etc/agent-runner/config.toml",
+		}},
+	{name: "list", synopsis: "[--config PATH] [--json]",
+		summary: "List the jobs and listeners with their last result and next run.",
+		examples: []string{
+			"agent-runner list",
+			"agent-runner list --json | jq '.jobs[].name'",
+		}},
+	{name: "status", synopsis: "[--config PATH] [--json] [NAME]", args: argNames,
+		summary: "Show the daemon, the jobs and the listeners, or one job or listener by name.",
+		examples: []string{
+			"agent-runner status",
+			"agent-runner status digest",
+		}},
+	{name: "runs", synopsis: "[--config PATH] [-n N] [--json] NAME", args: argJobs,
+		summary: "List the newest recorded runs of a job.",
+		examples: []string{
+			"agent-runner runs digest",
+			"agent-runner runs -n 5 --json digest",
+		}},
+	{name: "logs", synopsis: "[--config PATH] NAME [RUN]", args: argJobs,
+		summary: "Print the output tail of a job's newest run, or of the run with the ID that runs shows.",
+		examples: []string{
+			"agent-runner logs digest",
+			"agent-runner logs digest 42",
+		}},
+	{name: "next", synopsis: "[--config PATH] [-n N] [--down-since TIME] NAME", args: argJobs,
+		summary: "Show when a job runs next, and what catch-up would do after an outage.",
+		examples: []string{
+			"agent-runner next digest",
+			"agent-runner next -n 3 --down-since 2026-12-01T08:00:00Z digest",
+		}},
+	{name: "run-job", synopsis: "[--config PATH] [--wait] NAME", args: argJobs,
+		summary: "Run a job now, print its output, and exit with its status: the job's own exit status,\n124 on timeout, 128+N when signal N killed it, 130 when interrupted, 125 when it could not run.\nThe daemon runs it when one responds; otherwise this process does.",
+		examples: []string{
+			"agent-runner run-job digest",
+			"agent-runner run-job --wait backup   # wait for a running backup to finish first",
+		}},
+	{name: "send", synopsis: "[--config PATH] [--to TARGET] LISTENER TEXT...|-", args: argListeners,
+		summary: "Post a message through a listener of the running daemon. LISTENER is a listener name,\nor a kind that exactly one listener has; - reads the text from stdin.",
+		examples: []string{
+			"agent-runner send --to mychannel twitch 'Back in five minutes'",
+			"echo 'Good morning!' | agent-runner send bluesky -",
+		}},
+	{name: "reload", synopsis: "[--config PATH]",
+		summary: "Make the running daemon re-read the config and the files it includes, as SIGHUP does.\nAn invalid config is rejected and the running one stays.",
+		examples: []string{
+			"agent-runner reload",
+		}},
+	{name: "doctor", synopsis: "[--config PATH]",
+		summary: "Check the config, the machine, the state folder, the daemon and the clock, and list what is wrong.",
+		examples: []string{
+			"agent-runner doctor",
+		}},
+	{name: "install-unit", synopsis: "[--config PATH] > /etc/systemd/system/agent-runner.service",
+		summary: "Print a systemd service unit for this config.",
+		examples: []string{
+			"agent-runner install-unit --config /etc/agent-runner/config.toml > /etc/systemd/system/agent-runner.service",
+		}},
+	{name: "completion", synopsis: "bash|zsh|fish", args: argShells,
+		summary: "Print a shell script that completes subcommands, options and job names.",
+		examples: []string{
+			"source <(agent-runner completion bash)   # in ~/.bashrc",
+			"agent-runner completion zsh > \"${fpath[1]}/_agent-runner\"",
+			"agent-runner completion fish > ~/.config/fish/completions/agent-runner.fish",
+		}},
+	{name: "version", synopsis: "",
+		summary: "Print the version.",
+		examples: []string{
+			"agent-runner version",
+		}},
+	{name: "help", synopsis: "[COMMAND]", args: argCommands,
+		summary: "Print the overview, or the help of one command.",
+		examples: []string{
+			"agent-runner help run-job",
+		}},
+	{name: "__complete", synopsis: "SHELL -- WORDS...", hidden: true,
+		summary: "Print completion candidates for the words of a command line; the completion scripts call it.",
+		examples: []string{
+			"agent-runner __complete bash -- run-job d",
+		}},
+}
+
+// findCommand returns the help of the command called name, or nil.
+func findCommand(name string) *commandDoc {
+	for i := range commands {
+		if commands[i].name == name {
+			return &commands[i]
+		}
+	}
+	return nil
+}
+
+// overview returns the text that agent-runner with no command prints.
+func overview() string {
+	var b strings.Builder
+	b.WriteString("agent-runner runs scheduled jobs and bot listeners from one config file.\n\nUsage:\n")
+	for _, doc := range commands {
+		if !doc.hidden {
+			fmt.Fprintf(&b, "  agent-runner %-12s %s\n", doc.name, doc.synopsis)
+		}
+	}
+	b.WriteString(`
+The config path defaults to $AGENT_RUNNER_CONFIG, else ./config.toml.
+Run "agent-runner help COMMAND" or "agent-runner COMMAND --help" for the
+options and examples of one command.
+`)
+	return b.String()
+}
+
+// commandFlags is the flag set of one subcommand with its help and the
+// streams the help goes to.
+type commandFlags struct {
+	*flag.FlagSet
+	doc    *commandDoc
+	stdout io.Writer
+	stderr io.Writer
+}
+
+// newFlags returns a flag set with the --config flag that every command
+// working on a config takes.
+func newFlags(name string, stdout, stderr io.Writer) (*commandFlags, *string) {
+	fs := newPlainFlags(name, stdout, stderr)
+	configPath := fs.String("config", config.DefaultPath(), "config file `path`")
+	return fs, configPath
+}
+
+// newPlainFlags returns an empty flag set for the command called name.
+// Its Usage prints the synopsis and options to stderr.
+func newPlainFlags(name string, stdout, stderr io.Writer) *commandFlags {
+	doc := findCommand(name)
+	if doc == nil {
+		panic("newPlainFlags: no help for command " + name)
+	}
+	fs := &commandFlags{FlagSet: flag.NewFlagSet(name, flag.ContinueOnError), doc: doc, stdout: stdout, stderr: stderr}
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fs.printUsage(stderr) }
+	return fs
+}
+
+// printUsage writes the synopsis and the options.
+func (fs *commandFlags) printUsage(w io.Writer) {
+	fmt.Fprintln(w, "Usage:", strings.TrimSpace("agent-runner "+fs.doc.name+" "+fs.doc.synopsis))
+	if hasFlags(fs.FlagSet) {
+		fmt.Fprintln(w, "\nOptions:")
+		fs.SetOutput(w)
+		fs.PrintDefaults()
+		fs.SetOutput(fs.stderr)
+	}
+}
+
+func hasFlags(fs *flag.FlagSet) bool {
+	found := false
+	fs.VisitAll(func(*flag.Flag) { found = true })
+	return found
+}
+
+// printHelp writes the full help of the command: summary, usage, options
+// and examples.
+func (fs *commandFlags) printHelp(w io.Writer) {
+	fmt.Fprintf(w, "%s\n\n", fs.doc.summary)
+	fs.printUsage(w)
+	fmt.Fprintln(w, "\nExamples:")
+	for _, example := range fs.doc.examples {
+		fmt.Fprintf(w, "  %s\n", example)
+	}
+}
+
+// inspectFlags, when set, receives the flag set of a command instead of
+// the command running; completion uses it to list a command's options.
+// So every command must call parseFlags before it does anything else.
+var inspectFlags func(*commandFlags)
+
+// parseFlags parses args, taking flags before and after positional
+// arguments, as in "agent-runner next digest -n 3". It returns the exit
+// status to stop with, or -1 to go on: 0 after printing the help that
+// -h or --help requests, and exitUsage after an unknown or invalid flag,
+// with the usage on stderr.
+func parseFlags(fs *commandFlags, args []string) int {
+	if inspectFlags != nil {
+		inspectFlags(fs)
+		return exitOK
+	}
+	// The flag package prints errors and calls Usage itself; printing
+	// here instead sends the help to stdout and errors to stderr.
+	fs.SetOutput(io.Discard)
+	usage := fs.Usage
+	fs.Usage = func() {}
+	defer func() {
+		fs.SetOutput(fs.stderr)
+		fs.Usage = usage
+	}()
+	var positional []string
+	for {
+		err := fs.Parse(args)
+		if endsWithDashDash(args, fs.NArg()) {
+			// Everything after "--" is an argument, even "-x".
+			positional = append(positional, fs.Args()...)
+			break
+		}
+		if errors.Is(err, flag.ErrHelp) {
+			fs.printHelp(fs.stdout)
+			return exitOK
+		}
+		if err != nil {
+			fmt.Fprintf(fs.stderr, "agent-runner %s: %v\n", fs.Name(), err)
+			fs.printUsage(fs.stderr)
+			fmt.Fprintf(fs.stderr, "\nRun \"agent-runner help %s\" for examples.\n", fs.Name())
+			return exitUsage
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		positional = append(positional, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	// "--" ends flag parsing, so this only sets fs.Args.
+	_ = fs.Parse(append([]string{"--"}, positional...))
+	return -1
+}
+
+// endsWithDashDash reports whether a parse of args that left rest
+// arguments stopped at "--".
+func endsWithDashDash(args []string, rest int) bool {
+	i := len(args) - rest - 1
+	return i >= 0 && args[i] == "--"
+}
+
+func cmdHelp(args []string, stdout, stderr io.Writer) int {
+	fs := newPlainFlags("help", stdout, stderr)
+	if code := parseFlags(fs, args); code >= 0 {
+		return code
+	}
+	if fs.NArg() == 0 {
+		fmt.Fprint(stdout, overview())
+		return exitOK
+	}
+	if fs.NArg() > 1 || findCommand(fs.Arg(0)) == nil {
+		fmt.Fprintf(stderr, "agent-runner: unknown command %q\n\n%s", strings.Join(fs.Args(), " "), overview())
+		return exitUsage
+	}
+	return run([]string{fs.Arg(0), "--help"}, stdout, stderr)
+}
+
+func cmdVersion(args []string, stdout, stderr io.Writer) int {
+	fs := newPlainFlags("version", stdout, stderr)
+	if code := parseFlags(fs, args); code >= 0 {
+		return code
+	}
+	fmt.Fprintln(stdout, "agent-runner", version)
+	return exitOK
+}
