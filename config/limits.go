@@ -149,16 +149,21 @@ func (l *loader) decodeLimitSettings(t table) limitSettings {
 var umaskPattern = regexp.MustCompile(`^[0-7]{1,4}$`)
 
 // umaskValue returns the octal umask written as a string. TOML has no
-// leading-zero integers, and 27 would read as decimal, so only strings
-// are taken.
+// integers with a leading zero, and 27 would read as decimal, so only
+// strings are taken.
 func (l *loader) umaskValue(t table) (uint32, bool) {
-	text, ok := l.stringValue(t, "umask", `"027"`)
+	value, ok := t.values["umask"]
 	if !ok {
+		return 0, false
+	}
+	text, ok := value.(string)
+	if !ok {
+		l.report(t.key("umask"), `must be a string such as "027", not %s, so that the digits read as octal`, typeName(value))
 		return 0, false
 	}
 	mask, err := strconv.ParseUint(text, 8, 32)
 	if !umaskPattern.MatchString(text) || err != nil || mask > 0o777 {
-		l.report(t.key("umask"), `invalid umask %q: write an octal mode of up to three digits such as "027" or "0022"`, text)
+		l.report(t.key("umask"), `invalid umask %q: write an octal mode such as "027" or "0022"`, text)
 		return 0, false
 	}
 	return uint32(mask), true
