@@ -309,3 +309,27 @@ func TestIdentityRefusedWithoutRoot(t *testing.T) {
 }
 
 func decimal(id uint32) string { return strconv.FormatUint(uint64(id), 10) }
+
+// The benchmarks show what the shim's extra exec of the running binary
+// adds to a run of /bin/true.
+func BenchmarkRunDirect(b *testing.B) { benchmarkRun(b, config.Limits{}) }
+
+func BenchmarkRunShim(b *testing.B) { benchmarkRun(b, config.Limits{NoFile: 1024}) }
+
+func benchmarkRun(b *testing.B, limits config.Limits) {
+	reaper, err := NewReaper(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer reaper.Close()
+	spec := Spec{Path: "/bin/true", Args: []string{"true"}, Limits: limits}
+	for b.Loop() {
+		exit, err := reaper.Run(context.Background(), spec, func(Line) {})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if exit.Err != nil {
+			b.Fatal(exit.Err)
+		}
+	}
+}

@@ -65,6 +65,12 @@ type shimRlimit struct {
 }
 
 // rlimitsOf maps the resource limits of l to setrlimit(2) calls.
+//
+// NOTE: limits on a run's whole process tree, as a unit's MemoryMax=,
+// CPUQuota= and TasksMax= set them, would need a transient systemd scope
+// per run, created over D-Bus (StartTransientUnit with the child's pid)
+// by a daemon under systemd with cgroup delegation. The runner creates
+// none, so each process gets its own rlimits instead.
 func rlimitsOf(l config.Limits) []shimRlimit {
 	var limits []shimRlimit
 	if l.MemoryMax > 0 {
