@@ -105,47 +105,87 @@ func (s *Store) Skip(name string, slot time.Time, trigger, reason string, now, n
 // ConsecutiveFailures, and "skipped" and "interrupted" leave it unchanged.
 // Output is stored as given, so callers cap it.
 //
+// Finish checks the run and returns; the record is written by the next
+// commit, which every read and write of this store makes first, and at
+// the latest finishDelay later or at Close. A crash before then leaves
+// the run "running", which RecoverInterrupted marks as interrupted.
+//
 // The error wraps ErrRunNotFound when the job has no run with run.ID, and
 // ErrRunFinished when that run is no longer "running".
 func (s *Store) Finish(run Run) error {
 	if err := validateFinishedRun(run); err != nil {
 		return fmt.Errorf("finish run: %w", err)
 	}
+	if s.readOnly {
+		return fmt.Errorf("write state store %s: %w", s.path, ErrReadOnly)
+	}
 	seq, err := parseRunID(run.ID)
 	if err != nil {
 		return fmt.Errorf("finish run of job %s: %w", run.Job, err)
 	}
-
-	err = s.update(func(tx *bolt.Tx) error {
-		state, err := existingJob(tx, run.Job)
-		if err != nil {
-			return err
-		}
-		runs := jobRuns(tx, run.Job)
-		stored, ok, err := getRun(runs, seq)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			return fmt.Errorf("run %s: %w", run.ID, ErrRunNotFound)
-		}
-		if stored.Result != ResultRunning {
-			return fmt.Errorf("run %s has result %q: %w", run.ID, stored.Result, ErrRunFinished)
-		}
-		if err := putRun(runs, seq, run); err != nil {
-			return err
-		}
-		state.Running = false
-		applyResult(&state, run)
-		if err := putJob(tx, state); err != nil {
-			return err
-		}
-		return pruneRuns(runs, s.historyLimit)
+	err = s.db.View(func(tx *bolt.Tx) error {
+		_, err := checkFinish(tx, run, seq)
+		return err
 	})
+	if err == nil {
+		err = s.queueFinish(run)
+	}
 	if err != nil {
 		return fmt.Errorf("finish run %s of job %s: %w", run.ID, run.Job, err)
 	}
 	return nil
+}
+
+// finishConflict is a final record that no longer fits the store: its job
+// or run is gone, or the run is already finished.
+type finishConflict struct{ err error }
+
+func (e *finishConflict) Error() string { return e.err.Error() }
+func (e *finishConflict) Unwrap() error { return e.err }
+
+// checkFinish returns the job of a run that may be finished, or a
+// *finishConflict.
+func checkFinish(tx *bolt.Tx, run Run, seq uint64) (JobState, error) {
+	state, err := existingJob(tx, run.Job)
+	if errors.Is(err, ErrJobNotFound) {
+		return JobState{}, &finishConflict{err}
+	}
+	if err != nil {
+		return JobState{}, err
+	}
+	stored, ok, err := getRun(jobRuns(tx, run.Job), seq)
+	if err != nil {
+		return JobState{}, err
+	}
+	if !ok {
+		return JobState{}, &finishConflict{fmt.Errorf("run %s: %w", run.ID, ErrRunNotFound)}
+	}
+	if stored.Result != ResultRunning {
+		return JobState{}, &finishConflict{fmt.Errorf("run %s has result %q: %w", run.ID, stored.Result, ErrRunFinished)}
+	}
+	return state, nil
+}
+
+// finishIn writes a final record that Finish checked.
+func (s *Store) finishIn(tx *bolt.Tx, run Run) error {
+	seq, err := parseRunID(run.ID)
+	if err != nil {
+		return &finishConflict{err}
+	}
+	state, err := checkFinish(tx, run, seq)
+	if err != nil {
+		return err
+	}
+	runs := jobRuns(tx, run.Job)
+	if err := putRun(runs, seq, run); err != nil {
+		return err
+	}
+	state.Running = false
+	applyResult(&state, run)
+	if err := putJob(tx, state); err != nil {
+		return err
+	}
+	return pruneRuns(runs, s.historyLimit)
 }
 
 // RecordSkipped stores a run that never started because another run of the
@@ -376,7 +416,7 @@ func formatTime(t time.Time) string {
 // left behind before it marks them interrupted.
 func (s *Store) RunningRuns() ([]Run, error) {
 	var all []Run
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketJobs).ForEach(func(key, _ []byte) error {
 			running, err := runningRuns(jobRuns(tx, string(key)))
 			all = append(all, running...)

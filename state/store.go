@@ -55,6 +55,7 @@ type Store struct {
 	recovered    string
 	readOnly     bool
 	historyLimit int
+	writer       writer
 }
 
 // Open opens the store at path and migrates it to the current schema. A
@@ -72,6 +73,7 @@ type Store struct {
 func Open(path string, opts Options) (*Store, error) {
 	opts = opts.withDefaults()
 	s := &Store{path: path, readOnly: opts.ReadOnly, historyLimit: opts.HistoryLimit}
+	s.writer.log = opts.Logger
 
 	var err error
 	if opts.ReadOnly {
@@ -160,9 +162,10 @@ func warnIfEmpty(path string, logger *slog.Logger) {
 	logger.Warn("state store file is empty, so a fresh store is started in it", "path", path)
 }
 
-// Close closes the file and releases its lock. It waits for transactions
-// in progress to finish.
+// Close writes the pending finished runs, closes the file and releases
+// its lock. It waits for transactions in progress to finish.
 func (s *Store) Close() error {
+	s.flushFinishes()
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("close state store %s: %w", s.path, err)
 	}
@@ -175,15 +178,9 @@ func (s *Store) Path() string { return s.path }
 // Recovered returns the path a corrupt store was moved to by Open, or "".
 func (s *Store) Recovered() string { return s.recovered }
 
+// view runs fn in a read transaction after writing the pending finished
+// runs, so that a read sees every Finish that returned before it.
 func (s *Store) view(fn func(tx *bolt.Tx) error) error {
+	s.flushFinishes()
 	return s.db.View(fn)
-}
-
-// update runs fn in a write transaction, which bbolt commits with an fsync
-// before returning.
-func (s *Store) update(fn func(tx *bolt.Tx) error) error {
-	if s.readOnly {
-		return fmt.Errorf("write state store %s: %w", s.path, ErrReadOnly)
-	}
-	return s.db.Update(fn)
 }
