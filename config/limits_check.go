@@ -14,8 +14,8 @@ import (
 )
 
 // checkLimits resolves the user and group of s and reports what this
-// machine cannot apply: an unknown user or group, an identity change or a
-// lower nice value when the runner is not root, and a limit above the
+// machine cannot apply. That is an unknown user or group, a change of user
+// or a lower nice value when the runner is not root, and a limit above the
 // runner's own hard limit. owner is "job" or "listener", for the messages.
 func checkLimits(checks *reporter, s limitSettings, owner string) Identity {
 	identity, ok := resolveIdentity(checks, s)

@@ -281,8 +281,8 @@ func TestIdentityThroughShim(t *testing.T) {
 	}
 }
 
-// A nobody child may not enter a folder only root may enter, and the
-// shim enters it after the switch, as os/exec does.
+// A child running as nobody may not enter a folder that only root may
+// enter, because both paths enter it after the switch, as os/exec does.
 func TestIdentityDirPermission(t *testing.T) {
 	requireRoot(t)
 	dir := t.TempDir()

@@ -47,8 +47,8 @@ func init() {
 	}
 }
 
-// shimRequest is what the shim applies before it execs Path with the
-// arguments that follow the request.
+// shimRequest is the set of changes the shim applies to itself before it
+// execs Path with the arguments that follow the request.
 type shimRequest struct {
 	Path       string              `json:"path"`
 	Dir        string              `json:"dir,omitempty"`
@@ -116,7 +116,7 @@ func shimCommand(spec Spec, credential *syscall.Credential) (*exec.Cmd, error) {
 	return &exec.Cmd{Path: shimExecutable, Args: args, Env: spec.Env}, nil
 }
 
-// runShim applies req to the process and execs the program. It returns
+// runShim applies the encoded request to the process and execs argv. It returns
 // only on failure, after writing the reason to the status pipe.
 func runShim(encoded string, argv []string) int {
 	// The nice value belongs to a thread on Linux, and execve keeps the
@@ -139,6 +139,7 @@ func execShim(encoded string, argv []string) error {
 		return errors.New("shim request has no arguments")
 	}
 	syscall.CloseOnExec(shimStatusFD)
+
 	// The privileged steps come before the credential switch gives up
 	// root: a lower nice value, a raised hard limit.
 	if req.Nice != nil {
@@ -150,9 +151,10 @@ func execShim(encoded string, argv []string) error {
 	if req.Umask != nil {
 		syscall.Umask(int(*req.Umask))
 	}
+
 	for _, limit := range req.Rlimits {
-		// syscall.Setrlimit, unlike x/sys/unix, tells syscall.Exec not to
-		// restore the RLIMIT_NOFILE that Go's runtime saved at start.
+		// syscall.Setrlimit, unlike x/sys/unix, clears the RLIMIT_NOFILE
+		// that Go's runtime saved at start, so syscall.Exec keeps ours.
 		if err := syscall.Setrlimit(limit.Resource, &syscall.Rlimit{Cur: limit.Soft, Max: limit.Hard}); err != nil {
 			return fmt.Errorf("set %s to %d: %w", rlimitName(limit.Resource), limit.Soft, err)
 		}
@@ -163,6 +165,7 @@ func execShim(encoded string, argv []string) error {
 	if err := applyCredential(req.Credential); err != nil {
 		return err
 	}
+
 	// The folder is entered as the new user, as os/exec does, so a folder
 	// the user may not enter fails the start.
 	if req.Dir != "" {
@@ -170,6 +173,7 @@ func execShim(encoded string, argv []string) error {
 			return fmt.Errorf("chdir %s: %w", req.Dir, err)
 		}
 	}
+
 	err := syscall.Exec(req.Path, argv, os.Environ())
 	return &os.PathError{Op: "exec", Path: req.Path, Err: err}
 }

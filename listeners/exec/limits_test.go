@@ -24,6 +24,7 @@ func TestExecChildLimits(t *testing.T) {
 	if err := os.Chmod(dir, 0o777); err != nil {
 		t.Fatal(err)
 	}
+
 	out := filepath.Join(dir, "out")
 	script := "{ id -u; umask; ulimit -n; echo \"$HOME\"; } > " + out
 	cfg := &config.Listener{
@@ -44,6 +45,7 @@ func TestExecChildLimits(t *testing.T) {
 		cfg.Exec.Identity = config.Identity{Set: true, User: "nobody", Home: nobody.HomeDir, UID: uint32(uid), GID: uint32(gid), Groups: []uint32{uint32(gid)}}
 		wantUID, wantHome = nobody.Uid, nobody.HomeDir
 	}
+
 	l, err := New(cfg, testReaper, "AGENT_RUNNER_DAEMON=test", []string{"/usr/bin", "/bin"}, 300*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
@@ -52,6 +54,7 @@ func TestExecChildLimits(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "status 0") {
 		t.Fatalf("Run returned %v, want the child's exit with status 0", err)
 	}
+
 	data, err := os.ReadFile(out)
 	if err != nil {
 		t.Fatalf("the child wrote no output: %v", err)
