@@ -10,7 +10,8 @@ import (
 // must return quickly and never block a run.
 type Observer interface {
 	// RunStarted is called once a run is claimed. lateness is how long
-	// after its slot it started; zero for manual runs.
+	// after its slot the scheduler's dispatcher took it; zero for manual
+	// runs.
 	RunStarted(run state.Run, lateness time.Duration)
 	// RunFinished is called with the final record of every run,
 	// including skipped ones.

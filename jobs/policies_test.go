@@ -90,7 +90,7 @@ func TestAtJobRunsOnce(t *testing.T) {
 	h.expectNoRun()
 	h.stop()
 	h.clock.Advance(time.Hour)
-	h.startArmed(0)
+	h.start()
 	defer h.stop()
 	h.expectNoRun()
 }

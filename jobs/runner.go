@@ -1,6 +1,6 @@
 // Package jobs runs scheduled jobs: the run boundary (overlap, durable
 // slot claim, timeout, panic recovery, output capture and recording), the
-// gocron wrapper and catch-up after downtime.
+// dispatcher with its worker pool, and catch-up after downtime.
 package jobs
 
 import (
@@ -8,14 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"runtime/debug"
 	"sort"
 	"sync"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/agent-runner/agent-runner/config"
 	"github.com/agent-runner/agent-runner/process"
@@ -46,6 +42,16 @@ type Request struct {
 	// Started, when set, is called once the run is claimed and about to
 	// start.
 	Started func(state.Run)
+
+	// entered is when the scheduler's dispatcher took the request; the
+	// run's lateness is counted up to it.
+	entered time.Time
+	// later are more slots of a catch-up under "all", run in turn after
+	// Slot.
+	later []time.Time
+	// release, when set, gives up the request's place in the worker pool
+	// once the run is claimed or begins to wait for its job lock.
+	release func()
 }
 
 // Runner runs jobs inside the run boundary and records them in the store.
@@ -85,6 +91,8 @@ type Runner struct {
 	// killNow is closed by Kill to cut every grace period short.
 	killNow  chan struct{}
 	killOnce sync.Once
+	// locks are the jobs' run locks.
+	locks jobLocks
 }
 
 // NewRunner returns a Runner for the jobs of cfg. now is the clock runs
@@ -121,7 +129,7 @@ func (r *Runner) Run(ctx context.Context, req Request) (state.Run, error) {
 	}
 	defer r.wg.Done()
 
-	lock, err := r.lockJob(ctx, job.Name, req.Wait)
+	lock, err := r.locks.lock(ctx, r.stateDir(), job.Name, req.Wait, r.stopped)
 	if errors.Is(err, ErrBusy) && req.Trigger != state.TriggerManual {
 		var queued bool
 		lock, req.Slot, queued, err = r.resolveOverlap(ctx, job, req)
@@ -158,17 +166,37 @@ func (r *Runner) Run(ctx context.Context, req Request) (state.Run, error) {
 	if err != nil {
 		return state.Run{}, fmt.Errorf("claim run of %s: %w", job.Name, err)
 	}
+	if req.release != nil {
+		req.release()
+	}
 	if req.Started != nil {
 		req.Started(run)
 	}
 	if r.observer != nil {
-		var lateness time.Duration
-		if !run.Slot.IsZero() {
-			lateness = run.Start.Sub(run.Slot)
-		}
-		r.observer.RunStarted(run, lateness)
+		r.observer.RunStarted(run, lateness(req, run))
 	}
 	return r.finish(r.execBounded(ctx, job, run, req.Output))
+}
+
+// lateness returns how long after its slot the scheduler's dispatcher
+// took the run's request. A request that did not pass the dispatcher
+// counts up to the run's Start, and a manual run has none. Time spent
+// waiting for a worker, the job lock, max_concurrent or the claim is not
+// part of it, because the dispatcher stamps the request before those.
+func lateness(req Request, run state.Run) time.Duration {
+	switch {
+	case run.Slot.IsZero():
+		return 0
+	case !req.entered.IsZero():
+		return req.entered.Sub(run.Slot)
+	default:
+		return run.Start.Sub(run.Slot)
+	}
+}
+
+// stateDir returns the state folder, which holds the job locks.
+func (r *Runner) stateDir() string {
+	return r.currentSettings().StateDir
 }
 
 // admit looks the job up and counts the run as active, unless the runner
@@ -191,7 +219,10 @@ func (r *Runner) admit(name string) (*config.Job, error) {
 // the job running. It returns the job's lock and the slot to claim once
 // the run may go ahead, or a nil lock and no error when the run is to be
 // skipped; queued then says whether a queued run took over its slot.
-func (r *Runner) resolveOverlap(ctx context.Context, job *config.Job, req Request) (lock *os.File, slot time.Time, queued bool, err error) {
+func (r *Runner) resolveOverlap(ctx context.Context, job *config.Job, req Request) (lock *runLock, slot time.Time, queued bool, err error) {
+	if req.release != nil && job.Overlap != config.OverlapSkip {
+		req.release()
+	}
 	switch job.Overlap {
 	case config.OverlapQueue:
 		r.mu.Lock()
@@ -201,7 +232,7 @@ func (r *Runner) resolveOverlap(ctx context.Context, job *config.Job, req Reques
 		if waiting {
 			return nil, req.Slot, true, nil
 		}
-		lock, err = r.lockJob(ctx, job.Name, true)
+		lock, err = r.locks.lock(ctx, r.stateDir(), job.Name, true, r.stopped)
 		r.mu.Lock()
 		slot = r.pending[job.Name]
 		delete(r.pending, job.Name)
@@ -214,7 +245,7 @@ func (r *Runner) resolveOverlap(ctx context.Context, job *config.Job, req Reques
 			cancel(&stopCause{result: state.ResultInterrupted, reason: "replaced by the run of a newer slot", grace: r.settings.KillGrace})
 		}
 		r.mu.Unlock()
-		lock, err = r.lockJob(ctx, job.Name, true)
+		lock, err = r.locks.lock(ctx, r.stateDir(), job.Name, true, r.stopped)
 		return lock, req.Slot, false, err
 	default:
 		return nil, req.Slot, false, nil
@@ -364,6 +395,11 @@ func (r *Runner) SetJobs(cfg *config.Config) {
 	r.jobs, r.settings = jobs, cfg.Runner
 	r.settings.StateDir = stateDir
 	r.gate.setLimit(cfg.Runner.MaxConcurrent)
+	keep := make(map[string]bool, len(jobs))
+	for name := range jobs {
+		keep[name] = true
+	}
+	r.locks.closeExcept(keep)
 }
 
 func (r *Runner) isStopping() bool {
@@ -416,62 +452,6 @@ func (r *Runner) Shutdown(ctx context.Context) {
 // groups get SIGKILL now. Shutdown must have been called.
 func (r *Runner) Kill() {
 	r.killOnce.Do(func() { close(r.killNow) })
-}
-
-// lockJob takes the job's run lock, an flock on a file in the state
-// folder, so runs of one job never overlap, whether the daemon or a CLI
-// started them. With wait it polls until the lock is free or ctx ends.
-func (r *Runner) lockJob(ctx context.Context, name string, wait bool) (*os.File, error) {
-	path := lockPath(r.currentSettings().StateDir, name)
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("create lock folder: %w", err)
-	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("open job lock: %w", err)
-	}
-	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			return f, nil
-		}
-		if !errors.Is(err, unix.EWOULDBLOCK) {
-			f.Close()
-			return nil, fmt.Errorf("lock job %s: %w", name, err)
-		}
-		if !wait {
-			f.Close()
-			return nil, fmt.Errorf("run %s: %w", name, ErrBusy)
-		}
-		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, context.Cause(ctx)
-		case <-r.stopped.Done():
-			f.Close()
-			return nil, ErrStopping
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
-func lockPath(stateDir, name string) string {
-	return filepath.Join(stateDir, "locks", name+".lock")
-}
-
-// LockHeld reports whether some process, the daemon or a CLI, holds the
-// job's run lock, which is the case exactly while a run of it goes on.
-func LockHeld(stateDir, name string) bool {
-	f, err := os.Open(lockPath(stateDir, name))
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		return errors.Is(err, unix.EWOULDBLOCK)
-	}
-	_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
-	return false
 }
 
 // capture routes output lines to the run's tail, the log and the caller.

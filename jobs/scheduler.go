@@ -10,8 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/go-co-op/gocron/v2"
-	"github.com/google/uuid"
 	"github.com/jonboulle/clockwork"
 
 	"github.com/agent-runner/agent-runner/config"
@@ -20,39 +18,59 @@ import (
 )
 
 const (
-	// wallCheckInterval is how often the scheduler compares each job's
-	// next slot with the wall clock. Go timers follow the monotonic clock,
-	// which stops while the machine sleeps, so after a suspend or a clock
-	// step a timer can fire late or early; this check catches the slots
-	// such timers would miss.
+	// wallCheckInterval is the longest the dispatcher sleeps. Go timers
+	// follow the monotonic clock, which stops while the machine sleeps.
+	// After a suspend or a clock step, a slot can therefore pass by the
+	// wall clock while the timer still waits, and each wake-up compares
+	// the two.
 	wallCheckInterval = 30 * time.Second
-	// overdueAfter is how late a slot must be before the wall-clock check
-	// treats it as missed rather than about to fire.
+	// overdueAfter is how late a slot must be, by a wall clock that ran
+	// ahead of the timer, before it counts as missed and goes through the
+	// catch-up policy instead of running as scheduled.
 	overdueAfter = 2 * time.Second
 	// earlyTolerance lets a timer that fires slightly before its slot by
 	// the wall clock, as after an NTP step, run that slot.
 	earlyTolerance = time.Second
+	// clockJump is how far the wall clock may move apart from elapsed
+	// time between two wake-ups before the dispatcher logs it.
+	clockJump = 5 * time.Second
 )
 
-// Scheduler drives the runs of every enabled job from gocron and applies
-// catch-up when slots were missed, while the daemon was stopped or while
-// the machine slept.
+// Scheduler drives the runs of every enabled job and applies catch-up
+// when slots were missed, while the daemon was stopped or while the
+// machine slept.
+//
+// One dispatcher goroutine keeps the jobs in a heap by next slot under a
+// single timer, armed for the earliest slot, the next catch-up run of
+// catch_up_spread, or wallCheckInterval, whichever comes first. When it
+// fires, it takes every due job at once, stamps the requests and hands
+// them to a pool of workers, so it never waits for a job lock, the
+// max_concurrent gate or a claim.
 type Scheduler struct {
 	runner *Runner
 	store  *state.Store
 	clock  clockwork.Clock
 	log    *slog.Logger
-	cron   gocron.Scheduler
+	pool   *pool
 
 	// spread is catch_up_spread: catch-up runs at start are spread over
 	// it.
 	spread time.Duration
-	// ctx is the context given to Start; it ends when the daemon stops.
-	ctx context.Context
 
 	mu      sync.Mutex
 	entries map[string]*entry
-	runs    sync.WaitGroup
+	slots   slotHeap
+	delayed delayedRuns
+	// running is set between Start and Stop, while the dispatcher runs.
+	running bool
+
+	// wake signals the dispatcher that Apply added a job, whose slot may
+	// come before the armed timer.
+	wake chan struct{}
+	// pings receive a reply from the dispatcher, for Ping.
+	pings chan chan struct{}
+	// done is closed when the dispatcher returns.
+	done chan struct{}
 }
 
 // entry is the schedule position of one job in memory. next is the first
@@ -61,36 +79,32 @@ type entry struct {
 	job   *config.Job
 	sched schedule.Schedule
 	next  time.Time
-	// id is the job's ID in gocron, for removal on reload.
-	id uuid.UUID
+	// index is the entry's place in the slot heap, -1 outside it.
+	index int
+	// missed marks a job added by a reload with slots that already
+	// passed: the dispatcher applies catch-up to them.
+	missed bool
 }
 
 // NewScheduler builds a scheduler for the enabled jobs of cfg.
 func NewScheduler(cfg *config.Config, runner *Runner, store *state.Store, clock clockwork.Clock, log *slog.Logger) (*Scheduler, error) {
-	cron, err := gocron.NewScheduler(
-		gocron.WithClock(clock),
-		gocron.WithLocation(time.UTC),
-		gocron.WithLogger(gocronLogger{log}),
-	)
-	if err != nil {
-		return nil, fmt.Errorf("create gocron scheduler: %w", err)
-	}
 	s := &Scheduler{
 		runner:  runner,
 		store:   store,
 		clock:   clock,
 		log:     log,
-		cron:    cron,
 		entries: make(map[string]*entry),
 		spread:  cfg.Runner.CatchUpSpread,
-		ctx:     context.Background(),
+		wake:    make(chan struct{}, 1),
+		pings:   make(chan chan struct{}),
+		done:    make(chan struct{}),
 	}
+	s.pool = newPool(cfg.Runner.MaxConcurrent, s.dispatch)
 	for _, job := range cfg.Jobs {
 		if !job.Enabled {
 			continue
 		}
 		if err := s.add(job); err != nil {
-			cron.Shutdown()
 			return nil, err
 		}
 	}
@@ -105,7 +119,8 @@ func Schedule(job *config.Job, st state.JobState) (schedule.Schedule, error) {
 	case !job.At.IsZero():
 		sched = schedule.At{Instant: job.At}
 	case job.Every > 0:
-		// Whole seconds keep the slots on the second grid gocron times by.
+		// Whole seconds keep the slots on the second grid where stored
+		// positions of earlier versions put them.
 		sched = schedule.Every{Anchor: st.FirstSeen.Truncate(time.Second), Interval: job.Every}
 	case len(job.Calendar) > 0:
 		var err error
@@ -124,9 +139,10 @@ func Schedule(job *config.Job, st state.JobState) (schedule.Schedule, error) {
 	return sched, nil
 }
 
-// add registers a job with gocron, its position taken from the store.
+// add puts a job in the slot heap, its position taken from the store.
 func (s *Scheduler) add(job *config.Job) error {
-	st, err := s.store.EnsureJob(job.Name, s.clock.Now())
+	now := s.clock.Now()
+	st, err := s.store.EnsureJob(job.Name, now)
 	if err != nil {
 		return fmt.Errorf("load state of job %s: %w", job.Name, err)
 	}
@@ -134,24 +150,12 @@ func (s *Scheduler) add(job *config.Job) error {
 	if err != nil {
 		return fmt.Errorf("schedule job %s: %w", job.Name, err)
 	}
-	e := &entry{job: job, sched: sched, next: sched.Next(position(st))}
-	if sched.Next(s.clock.Now()).IsZero() {
-		// A passed at job: nothing for gocron to time, but catch-up may
-		// still run its slot if it was missed.
-		s.entries[job.Name] = e
-		return nil
-	}
-	registered, err := s.cron.NewJob(
-		gocron.CronJob(job.Name, false),
-		gocron.NewTask(func() { s.fire(job.Name, state.TriggerSchedule) }),
-		gocron.WithName(job.Name),
-		gocron.WithCronImplementation(cronAdapter{sched}),
-	)
-	if err != nil {
-		return fmt.Errorf("register job %s with gocron: %w", job.Name, err)
-	}
-	e.id = registered.ID()
+	e := &entry{job: job, sched: sched, next: sched.Next(position(st)), index: -1}
+	// A passed at job stays in the heap while its slot is unclaimed, so
+	// that catch-up may still run it.
+	e.missed = s.running && !e.next.IsZero() && !e.next.After(now)
 	s.entries[job.Name] = e
+	s.slots.schedule(e)
 	return nil
 }
 
@@ -170,21 +174,15 @@ func (s *Scheduler) Apply(cfg *config.Config) error {
 			wanted[job.Name] = job
 		}
 	}
-	var errs []error
 	for name, e := range s.entries {
 		if job, keep := wanted[name]; keep && sameSchedule(e.job, job) {
 			e.job = job
 			continue
 		}
-		if e.id == uuid.Nil {
-			delete(s.entries, name)
-			continue
-		}
-		if err := s.cron.RemoveJob(e.id); err != nil {
-			errs = append(errs, fmt.Errorf("remove job %s from gocron: %w", name, err))
-		}
+		s.slots.remove(e)
 		delete(s.entries, name)
 	}
+	var errs []error
 	for name, job := range wanted {
 		if _, ok := s.entries[name]; ok {
 			continue
@@ -192,6 +190,11 @@ func (s *Scheduler) Apply(cfg *config.Config) error {
 		if err := s.add(job); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	s.pool.setLimit(cfg.Runner.MaxConcurrent)
+	select {
+	case s.wake <- struct{}{}:
+	default:
 	}
 	return errors.Join(errs...)
 }
@@ -211,60 +214,132 @@ func position(st state.JobState) time.Time {
 }
 
 // Start applies catch-up for slots missed while the daemon was down, then
-// starts gocron and the wall-clock check. It returns at once; runs go on
-// in the background until Stop.
+// starts the dispatcher. It returns at once; runs go on in the background
+// until Stop.
 func (s *Scheduler) Start(ctx context.Context) {
-	s.ctx = ctx
-	s.catchUp(ctx)
-	s.cron.Start()
-	s.runs.Add(1)
-	go s.checkWallClock(ctx)
+	s.mu.Lock()
+	s.catchUpLocked()
+	s.running = true
+	s.mu.Unlock()
+	go s.dispatchLoop(ctx)
 }
 
-// catchUp runs, or skips, the slots of each job that passed while the
-// daemon was stopped, spreading the runs over catch_up_spread.
-func (s *Scheduler) catchUp(ctx context.Context) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// catchUpLocked runs, or skips, the slots of each job that passed while
+// the daemon was stopped, spreading the runs over catch_up_spread.
+func (s *Scheduler) catchUpLocked() {
 	now := s.clock.Now()
-	var due []*entry
-	for _, name := range s.namesLocked() {
-		if e := s.entries[name]; !e.next.IsZero() && !e.next.After(now) {
-			due = append(due, e)
-		}
-	}
+	due := s.slots.popDue(now)
+	sort.Slice(due, func(i, j int) bool { return due[i].job.Name < due[j].job.Name })
+	var first []Request
 	for i, e := range due {
+		requests := s.claimDueLocked(e, now, state.TriggerCatchUp)
 		var delay time.Duration
 		if s.spread > 0 && len(due) > 1 {
 			delay = s.spread * time.Duration(i) / time.Duration(len(due))
 		}
-		s.claimDueLocked(ctx, e, now, state.TriggerCatchUp, delay)
+		if delay == 0 {
+			first = append(first, requests...)
+		} else if len(requests) > 0 {
+			s.delayed.add(delayedRun{at: now.Add(delay), requests: requests})
+		}
+	}
+	s.submit(first)
+}
+
+// dispatchLoop is the dispatcher: it sleeps until the next slot, the
+// next spread catch-up run or the wall-clock check, then hands out what
+// is due.
+func (s *Scheduler) dispatchLoop(ctx context.Context) {
+	defer close(s.done)
+	wall, mono := s.clock.Now(), time.Now()
+	armed := wall
+	wait := s.untilWake(armed)
+	timer := s.clock.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		deadline := armed.Add(wait)
+		select {
+		case <-ctx.Done():
+			return
+		case reply := <-s.pings:
+			close(reply)
+			continue
+		case <-s.wake:
+			deadline = time.Time{}
+		case <-timer.Chan():
+		}
+		lastWall, lastMono := wall, mono
+		wall, mono = s.clock.Now(), time.Now()
+		elapsed := mono.Sub(lastMono)
+		if jump := wall.Sub(lastWall) - elapsed; jump > clockJump || jump < -clockJump {
+			s.log.Warn("wall clock moved apart from elapsed time; checking for missed slots", "jump", jump.Round(time.Second))
+		}
+		// The slots up to reached came due by the timer, however late it
+		// fired. Those between it and the wall clock came due only
+		// because the clock ran ahead, as after a suspend.
+		reached := lastWall.Add(elapsed)
+		if deadline.After(reached) {
+			reached = deadline
+		}
+		s.dispatchDue(wall, reached)
+		armed = s.clock.Now()
+		wait = s.untilWake(armed)
+		timer.Reset(wait)
 	}
 }
 
-// fire runs when gocron's timer for a job goes off.
-func (s *Scheduler) fire(name, trigger string) {
+// untilWake returns how long the dispatcher may sleep from now.
+func (s *Scheduler) untilWake(now time.Time) time.Duration {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e := s.entries[name]
-	now := s.clock.Now()
-	if e == nil || e.next.IsZero() || e.next.After(now.Add(earlyTolerance)) {
-		// An early timer after a wall-clock step; the wall-clock check
-		// runs the slot once it is due.
-		return
+	wait := wallCheckInterval
+	if next, ok := s.slots.earliest(); ok {
+		wait = min(wait, next.Sub(now))
 	}
-	s.claimDueLocked(s.ctx, e, now, trigger, 0)
+	if len(s.delayed) > 0 {
+		wait = min(wait, s.delayed[0].at.Sub(now))
+	}
+	return max(wait, 0)
+}
+
+// dispatchDue takes every job due by now at once and queues its runs.
+// A slot after reached is overdue by the wall clock alone and, more than
+// overdueAfter late, goes through the catch-up policy.
+func (s *Scheduler) dispatchDue(now, reached time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	requests := s.delayed.popDue(now)
+	for _, e := range s.slots.popDue(now.Add(earlyTolerance)) {
+		trigger := state.TriggerSchedule
+		overdue := e.next.After(reached.Add(earlyTolerance)) && e.next.Before(now.Add(-overdueAfter))
+		if e.missed || overdue {
+			trigger = state.TriggerCatchUp
+		}
+		e.missed = false
+		requests = append(requests, s.claimDueLocked(e, now, trigger)...)
+	}
+	s.submit(requests)
+}
+
+// submit stamps the requests with the moment the dispatcher took them and
+// queues them for the workers.
+func (s *Scheduler) submit(requests []Request) {
+	for i := range requests {
+		requests[i].entered = s.clock.Now()
+	}
+	s.pool.submit(requests)
 }
 
 // maxCountedSlots bounds the walk over missed slots; past it, only the
 // newest slots matter and the count is reported as a lower bound.
 const maxCountedSlots = 100000
 
-// claimDueLocked handles every due slot of e: a late timer or a catch-up
-// under "once" merges them into one run of the newest, "all" runs each of
-// the newest max_catch_up in order, and "skip" records them as skipped.
-// Slots older than catch_up_deadline are dropped.
-func (s *Scheduler) claimDueLocked(ctx context.Context, e *entry, now time.Time, trigger string, delay time.Duration) {
+// claimDueLocked handles every due slot of e and moves e to its next
+// slot: a late timer or a catch-up under "once" merges them into one run
+// of the newest, "all" runs each of the newest max_catch_up in order, and
+// "skip" records them as skipped. Slots older than catch_up_deadline are
+// dropped. It returns the requests to run.
+func (s *Scheduler) claimDueLocked(e *entry, now time.Time, trigger string) []Request {
 	job := e.job
 	keep := 1
 	if trigger == state.TriggerCatchUp && job.CatchUp == config.CatchUpAll {
@@ -273,6 +348,7 @@ func (s *Scheduler) claimDueLocked(ctx context.Context, e *entry, now time.Time,
 	slots, count := dueSlots(e.sched, e.next, now, keep)
 	newest := slots[len(slots)-1]
 	e.next = e.sched.Next(newest)
+	s.slots.schedule(e)
 	if trigger == state.TriggerCatchUp && job.CatchUpDeadline > 0 {
 		slots = dropOlder(slots, now.Add(-job.CatchUpDeadline))
 	}
@@ -286,20 +362,15 @@ func (s *Scheduler) claimDueLocked(ctx context.Context, e *entry, now time.Time,
 		if err := s.store.Skip(job.Name, newest, trigger, reason, now, e.next); err != nil {
 			s.log.Error("record skipped slot failed", "job", job.Name, "err", err)
 		}
-		return
+		return nil
 	case len(slots) > 1 || count != "1":
 		s.log.Info("running due slots", "job", job.Name, "due", count, "runs", len(slots), "newest", newest)
 	}
-	s.runs.Add(1)
-	go func() {
-		defer s.runs.Done()
-		if delay > 0 && !s.wait(ctx, delay) {
-			return
-		}
-		for _, slot := range slots {
-			s.dispatch(Request{Job: job.Name, Trigger: trigger, Slot: slot, Next: e.sched.Next(newest)})
-		}
-	}()
+	if len(slots) == 1 {
+		return []Request{{Job: job.Name, Trigger: trigger, Slot: slots[0], Next: e.next}}
+	}
+	// The slots of one job run one after another, in the order they fell.
+	return []Request{{Job: job.Name, Trigger: trigger, Slot: slots[0], Next: e.next, later: slots[1:]}}
 }
 
 // dueSlots returns the newest keep slots from first up to now, oldest
@@ -337,18 +408,18 @@ func dropOlder(slots []time.Time, cutoff time.Time) []time.Time {
 	return kept
 }
 
-// wait waits for d on the scheduler's clock, and returns false when the
-// scheduler stops first.
-func (s *Scheduler) wait(ctx context.Context, d time.Duration) bool {
-	select {
-	case <-s.clock.After(d):
-		return true
-	case <-ctx.Done():
-		return false
+// dispatch runs a request and, for a catch-up of several slots, the
+// later slots after it. A worker calls it.
+func (s *Scheduler) dispatch(req Request) {
+	later := req.later
+	req.later = nil
+	s.runOne(req)
+	for _, slot := range later {
+		s.runOne(Request{Job: req.Job, Trigger: req.Trigger, Slot: slot, Next: req.Next, entered: s.clock.Now()})
 	}
 }
 
-func (s *Scheduler) dispatch(req Request) {
+func (s *Scheduler) runOne(req Request) {
 	_, err := s.runner.RunPolicies(context.Background(), req)
 	switch {
 	case err == nil, errors.Is(err, ErrStopping):
@@ -356,39 +427,6 @@ func (s *Scheduler) dispatch(req Request) {
 		s.log.Warn("slot already claimed", "job", req.Job, "slot", req.Slot, "err", err)
 	default:
 		s.log.Error("run failed to start", "job", req.Job, "err", err)
-	}
-}
-
-// checkWallClock runs slots that are overdue by the wall clock, which
-// happens after a suspend or a clock step.
-func (s *Scheduler) checkWallClock(ctx context.Context) {
-	defer s.runs.Done()
-	ticker := s.clock.NewTicker(wallCheckInterval)
-	defer ticker.Stop()
-	lastWall, lastMono := s.clock.Now(), time.Now()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-ticker.Chan():
-		}
-		wall, mono := s.clock.Now(), time.Now()
-		if jump := wall.Sub(lastWall) - mono.Sub(lastMono); jump > 5*time.Second || jump < -5*time.Second {
-			s.log.Warn("wall clock moved apart from elapsed time; checking for missed slots", "jump", jump.Round(time.Second))
-		}
-		lastWall, lastMono = wall, mono
-		s.runOverdue(wall)
-	}
-}
-
-func (s *Scheduler) runOverdue(now time.Time) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, name := range s.namesLocked() {
-		e := s.entries[name]
-		if !e.next.IsZero() && e.next.Before(now.Add(-overdueAfter)) {
-			s.claimDueLocked(s.ctx, e, now, state.TriggerCatchUp, 0)
-		}
 	}
 }
 
@@ -404,16 +442,25 @@ func (s *Scheduler) Next(name string) (time.Time, bool) {
 	return e.next, true
 }
 
-// Ping returns an error unless the scheduler's own lock and gocron's
-// main loop both answer within timeout. The systemd watchdog depends on
-// it, so a wedged scheduler gets the daemon restarted.
+// Ping returns an error unless the scheduler's lock and its dispatcher
+// both respond within timeout. The systemd watchdog depends on it, so a
+// wedged scheduler gets the daemon restarted.
 func (s *Scheduler) Ping(timeout time.Duration) error {
 	done := make(chan struct{})
 	go func() {
 		s.mu.Lock()
+		running := s.running
 		s.mu.Unlock()
-		// Jobs is answered by gocron's scheduling loop.
-		s.cron.Jobs()
+		if !running {
+			close(done)
+			return
+		}
+		reply := make(chan struct{})
+		select {
+		case s.pings <- reply:
+			<-reply
+		case <-s.done:
+		}
 		close(done)
 	}()
 	select {
@@ -424,54 +471,20 @@ func (s *Scheduler) Ping(timeout time.Duration) error {
 	}
 }
 
-func (s *Scheduler) namesLocked() []string {
-	names := make([]string, 0, len(s.entries))
-	for name := range s.entries {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	return names
-}
-
-// Stop stops gocron from starting runs and waits for the dispatches and
-// the wall-clock check to return; the caller cancels ctx given to Start
-// and shuts the runner down first so running jobs end.
+// Stop waits for the dispatcher to return, drops the runs still queued
+// and waits for the workers. The caller cancels the ctx given to Start and
+// shuts the runner down first, so running jobs end.
 func (s *Scheduler) Stop() error {
-	err := s.cron.Shutdown()
-	s.runs.Wait()
-	if err != nil {
-		return fmt.Errorf("stop gocron: %w", err)
+	s.mu.Lock()
+	running := s.running
+	s.running = false
+	s.mu.Unlock()
+	if running {
+		<-s.done
 	}
+	s.pool.stop()
 	return nil
 }
-
-// cronAdapter lets gocron time any schedule, cron or every, so one kind
-// of gocron job serves both.
-type cronAdapter struct{ sched schedule.Schedule }
-
-func (cronAdapter) IsValid(string, *time.Location, time.Time) error { return nil }
-
-// noSlot stands in for "never" towards gocron, whose v2.21.2 start loop
-// (scheduler.go, selectStart) never ends when a job's next time is zero.
-// A century is far enough and still fits a time.Duration.
-const noSlot = 100 * 365 * 24 * time.Hour
-
-func (c cronAdapter) Next(last time.Time) time.Time {
-	next := c.sched.Next(last)
-	if next.IsZero() {
-		return last.Add(noSlot)
-	}
-	return next
-}
-
-// gocronLogger forwards gocron's own messages to slog at debug level,
-// except its errors.
-type gocronLogger struct{ log *slog.Logger }
-
-func (l gocronLogger) Debug(msg string, args ...any) { l.log.Debug(msg, args...) }
-func (l gocronLogger) Info(msg string, args ...any)  { l.log.Debug(msg, args...) }
-func (l gocronLogger) Warn(msg string, args ...any)  { l.log.Warn(msg, args...) }
-func (l gocronLogger) Error(msg string, args ...any) { l.log.Error(msg, args...) }
 
 // CatchUpPlan is what a start would do about the slots a job missed.
 type CatchUpPlan struct {

@@ -2,7 +2,9 @@ package jobs
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -45,15 +47,9 @@ func newSchedHarness(t *testing.T, start time.Time, jobs ...*config.Job) *schedH
 	return h
 }
 
-// start builds and starts a scheduler, as a daemon start does.
+// start builds and starts a scheduler, as a daemon start does, and waits
+// for the dispatcher to arm its timer, so a later Advance fires it.
 func (h *schedHarness) start() {
-	h.t.Helper()
-	h.startArmed(h.enabledJobs())
-}
-
-// startArmed starts a scheduler and waits for timers jobs' gocron timers
-// plus the wall-clock ticker.
-func (h *schedHarness) startArmed(timers int) {
 	h.t.Helper()
 	h.runner = NewRunner(h.cfg, h.store, sharedReaper(h.t), testLogger(h.t), h.clock.Now)
 	h.runner.execute = func(_ context.Context, _ *config.Job, run state.Run, _ func(Line)) execOutcome {
@@ -68,12 +64,16 @@ func (h *schedHarness) startArmed(timers int) {
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
 	sched.Start(ctx)
-	// Wait for gocron's timers and the wall-clock ticker to exist, so a
-	// later Advance fires them.
+	h.waitArmed()
+}
+
+// waitArmed waits until the dispatcher's single timer is armed.
+func (h *schedHarness) waitArmed() {
+	h.t.Helper()
 	waitCtx, stop := context.WithTimeout(context.Background(), 5*time.Second)
 	defer stop()
-	if err := h.clock.BlockUntilContext(waitCtx, timers+1); err != nil {
-		h.t.Fatalf("timers not armed: %v", err)
+	if err := h.clock.BlockUntilContext(waitCtx, 1); err != nil {
+		h.t.Fatalf("dispatcher timer not armed: %v", err)
 	}
 }
 
@@ -105,8 +105,10 @@ func (h *schedHarness) advance(total, step time.Duration) {
 		d := min(step, total)
 		h.clock.Advance(d)
 		total -= d
-		// Let the fired timers hand their jobs to gocron's executor
-		// before time moves again.
+		// A fired timer is re-armed once the dispatcher has handed out
+		// what was due; the runs then get a moment to start before time
+		// moves again.
+		h.waitArmed()
 		time.Sleep(2 * time.Millisecond)
 	}
 }
@@ -251,13 +253,13 @@ func TestDisabledJobNeverRuns(t *testing.T) {
 	h.expectNoRun()
 }
 
-func TestWallClockCheckRunsOverdueSlot(t *testing.T) {
+func TestWallClockJumpRunsOverdueSlot(t *testing.T) {
 	h := newSchedHarness(t, t0, cronJob("hourly", "0 * * * *"))
 	h.start()
 	defer h.stop()
-	// A suspend: the wall clock is far past the slot while the timer has
-	// not fired. runOverdue is what the periodic check calls.
-	h.sched.runOverdue(t0.Add(3 * time.Hour))
+	// A suspend: the wall clock moves three hours while the timer waited
+	// for its 30 s wall-clock check.
+	h.clock.Advance(3 * time.Hour)
 	run := h.expectRuns(1)[0]
 	if run.Trigger != state.TriggerCatchUp {
 		t.Errorf("trigger = %q, want catch-up", run.Trigger)
@@ -265,9 +267,79 @@ func TestWallClockCheckRunsOverdueSlot(t *testing.T) {
 	if want := time.Date(2026, 3, 1, 15, 0, 0, 0, time.UTC); !run.Slot.Equal(want) {
 		t.Errorf("slot = %v, want %v", run.Slot, want)
 	}
-	// The late timer that follows finds nothing due.
-	h.sched.fire("hourly", state.TriggerSchedule)
+	// The three missed slots became one run; nothing else is due.
+	h.waitArmed()
+	h.advance(time.Minute, 30*time.Second)
 	h.expectNoRun()
+}
+
+func TestLateTimerRunsAsScheduled(t *testing.T) {
+	h := newSchedHarness(t, t0, cronJob("hourly", "0 * * * *"))
+	h.start()
+	defer h.stop()
+	// Minute steps from 12:00:30 fire the 13:00 timer at 13:00:30.
+	h.advance(time.Hour, time.Minute)
+	run := h.expectRuns(1)[0]
+	if run.Trigger != state.TriggerSchedule {
+		t.Errorf("trigger = %q, want schedule", run.Trigger)
+	}
+	if want := time.Date(2026, 3, 1, 13, 0, 0, 0, time.UTC); !run.Slot.Equal(want) {
+		t.Errorf("slot = %v, want %v", run.Slot, want)
+	}
+}
+
+func TestSharedSlotDispatchedAsOneBatch(t *testing.T) {
+	var jobs []*config.Job
+	for i := range 30 {
+		jobs = append(jobs, cronJob(fmt.Sprintf("job-%02d", i), "* * * * *"))
+	}
+	h := newSchedHarness(t, t0, jobs...)
+	h.cfg.Runner.MaxConcurrent = 4
+	h.start()
+	defer h.stop()
+	h.advance(30*time.Second, 30*time.Second)
+	runs := h.expectRuns(len(jobs))
+	seen := make(map[string]bool)
+	for _, run := range runs {
+		if want := time.Date(2026, 3, 1, 12, 1, 0, 0, time.UTC); !run.Slot.Equal(want) {
+			t.Errorf("%s slot = %v, want %v", run.Job, run.Slot, want)
+		}
+		if seen[run.Job] {
+			t.Errorf("%s ran twice", run.Job)
+		}
+		seen[run.Job] = true
+	}
+	h.expectNoRun()
+}
+
+func TestApplyAddedJobWakesDispatcher(t *testing.T) {
+	h := newSchedHarness(t, t0, cronJob("daily", "0 0 * * *"))
+	h.start()
+	defer h.stop()
+	cfg := *h.cfg
+	added := &config.Job{Name: "often", Command: []string{"true"}, Every: 5 * time.Second, Location: time.UTC,
+		CatchUp: config.CatchUpOnce, Enabled: true, WorkingDir: h.dir}
+	cfg.Jobs = append(slices.Clone(h.cfg.Jobs), added)
+	h.runner.SetJobs(&cfg)
+	if err := h.sched.Apply(&cfg); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	// A ping passes through the dispatcher, which then has the wake-up
+	// queued or done.
+	if err := h.sched.Ping(5 * time.Second); err != nil {
+		t.Fatalf("Ping: %v", err)
+	}
+	h.waitArmed()
+	// The armed timer was the 30 s wall-clock check; the new job's first
+	// slot comes 5 s after it was added.
+	h.advance(5*time.Second, time.Second)
+	run := h.expectRuns(1)[0]
+	if run.Job != "often" || run.Trigger != state.TriggerSchedule {
+		t.Errorf("run = %s %s, want often schedule", run.Job, run.Trigger)
+	}
+	if want := t0.Add(5 * time.Second); !run.Slot.Equal(want) {
+		t.Errorf("slot = %v, want %v", run.Slot, want)
+	}
 }
 
 // TestNoSlotRunsTwiceAcrossRestarts restarts the scheduler at awkward

@@ -1,0 +1,146 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// jobLocks keeps each job's lock file open from its first run on, so a
+// run costs two flock calls instead of a folder check, an open and a
+// close. flock excludes other processes, such as the CLI running a job
+// by hand. Within the daemon the held flag excludes runs of the same job,
+// because a second flock through the same open file would succeed.
+//
+// NOTE: a lock file deleted while the daemon runs keeps its open copy
+// here, and a CLI would then lock a new file; nothing in agent-runner
+// deletes them.
+type jobLocks struct {
+	mu    sync.Mutex
+	files map[string]*jobLock
+}
+
+type jobLock struct {
+	file *os.File
+	held bool
+}
+
+// runLock is a job's run lock while a run holds it.
+type runLock struct {
+	locks *jobLocks
+	lock  *jobLock
+}
+
+// lockPollInterval is how often a run that waits for its job's lock tries
+// again.
+const lockPollInterval = 100 * time.Millisecond
+
+// lock takes the job's run lock, so runs of one job never overlap, whether
+// the daemon or a CLI started them. With wait it polls until the lock is
+// free, ctx ends or stopped ends.
+func (l *jobLocks) lock(ctx context.Context, stateDir, name string, wait bool, stopped context.Context) (*runLock, error) {
+	for {
+		held, err := l.tryLock(stateDir, name)
+		if err != nil || held != nil {
+			return held, err
+		}
+		if !wait {
+			return nil, fmt.Errorf("run %s: %w", name, ErrBusy)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
+		case <-stopped.Done():
+			return nil, ErrStopping
+		case <-time.After(lockPollInterval):
+		}
+	}
+}
+
+// tryLock returns the held lock, or nil when a run holds it.
+func (l *jobLocks) tryLock(stateDir, name string) (*runLock, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	lock, err := l.openLocked(stateDir, name)
+	if err != nil || lock.held {
+		return nil, err
+	}
+	err = unix.Flock(int(lock.file.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+	if errors.Is(err, unix.EWOULDBLOCK) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("lock job %s: %w", name, err)
+	}
+	lock.held = true
+	return &runLock{locks: l, lock: lock}, nil
+}
+
+func (l *jobLocks) openLocked(stateDir, name string) (*jobLock, error) {
+	if lock, ok := l.files[name]; ok {
+		return lock, nil
+	}
+	path := lockPath(stateDir, name)
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("create lock folder: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open job lock: %w", err)
+	}
+	if l.files == nil {
+		l.files = make(map[string]*jobLock)
+	}
+	lock := &jobLock{file: f}
+	l.files[name] = lock
+	return lock, nil
+}
+
+// Close releases the lock; the file stays open for the job's next run.
+func (h *runLock) Close() error {
+	h.locks.mu.Lock()
+	defer h.locks.mu.Unlock()
+	h.lock.held = false
+	if err := unix.Flock(int(h.lock.file.Fd()), unix.LOCK_UN); err != nil {
+		return fmt.Errorf("unlock job: %w", err)
+	}
+	return nil
+}
+
+// closeExcept closes the lock files of jobs not in keep that no run
+// holds, after a reload removed those jobs.
+func (l *jobLocks) closeExcept(keep map[string]bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for name, lock := range l.files {
+		if !keep[name] && !lock.held {
+			lock.file.Close()
+			delete(l.files, name)
+		}
+	}
+}
+
+func lockPath(stateDir, name string) string {
+	return filepath.Join(stateDir, "locks", name+".lock")
+}
+
+// LockHeld reports whether some process, the daemon or a CLI, holds the
+// job's run lock, which is the case exactly while a run of it goes on.
+func LockHeld(stateDir, name string) bool {
+	f, err := os.Open(lockPath(stateDir, name))
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		return errors.Is(err, unix.EWOULDBLOCK)
+	}
+	_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
+	return false
+}
