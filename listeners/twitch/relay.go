@@ -1,18 +1,30 @@
 package twitch
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"time"
+
+	irc "github.com/gempir/go-twitch-irc/v4"
 )
 
 // rejectLine is the line the relay sends to every connection after the
 // first. go-twitch-irc's Connect returns ErrLoginAuthenticationFailed on
 // it instead of dialing again.
 const rejectLine = ":tmi.twitch.tv NOTICE * :Login unsuccessful\r\n"
+
+// maxServerLineBytes bounds one line from the server. A longer line is
+// dropped, because the relay must see a whole line to check it.
+const maxServerLineBytes = 64 << 10
+
+// maxDropLogs caps the log lines about dropped lines per connection.
+const maxDropLogs = 10
 
 // relay carries one connection between the go-twitch-irc client and the
 // server, so that this package owns the socket. That lets it close the
@@ -22,13 +34,27 @@ const rejectLine = ":tmi.twitch.tv NOTICE * :Login unsuccessful\r\n"
 // It listens on 127.0.0.1 and takes the first connection as the
 // client's. Its port stays bound until Connect returns, so that no other
 // process can take it and receive a redial with the token.
+//
+// It passes the server's data on line by line and keeps go-twitch-irc's
+// parser from stopping while lines are still on their way to it, because
+// its reader goroutine then blocks for ever (see the package comment). A
+// line that makes the parser panic is dropped, and after a line that
+// ends the parser (RECONNECT, or a login failure) nothing more is sent.
+// Close half-closes the client's connection, so the client reads what was
+// sent, sees the end of the stream and redials, and the relay rejects the
+// redial.
 type relay struct {
 	listener net.Listener
 	upstream net.Conn
 	server   string
 	idle     time.Duration
+	log      *slog.Logger
 	// fail records why the connection ended and shuts the session down.
 	fail func(error)
+	// ending returns why a message ends go-twitch-irc's parser, or nil.
+	ending func(irc.Message) error
+	// dropped counts the lines dropped, for the log.
+	dropped int
 
 	mu       sync.Mutex
 	local    net.Conn
@@ -38,12 +64,12 @@ type relay struct {
 	wg sync.WaitGroup
 }
 
-func newRelay(upstream net.Conn, server string, idle time.Duration, fail func(error)) (*relay, error) {
+func newRelay(upstream net.Conn, server string, idle time.Duration, log *slog.Logger, fail func(error), ending func(irc.Message) error) (*relay, error) {
 	listener, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("listen on 127.0.0.1 for go-twitch-irc: %w", err)
 	}
-	return &relay{listener: listener, upstream: upstream, server: server, idle: idle, fail: fail}, nil
+	return &relay{listener: listener, upstream: upstream, server: server, idle: idle, log: log, fail: fail, ending: ending}, nil
 }
 
 // addr returns the host:port the client dials.
@@ -82,17 +108,30 @@ func (r *relay) accept() {
 	}
 }
 
-// copyToClient copies the server's data to the client and ends the
+// copyToClient copies the server's lines to the client and ends the
 // connection when the server sends nothing for the idle timeout.
 func (r *relay) copyToClient(local net.Conn) {
 	defer r.wg.Done()
-	buf := make([]byte, 4096)
+	reader := bufio.NewReaderSize(r.upstream, maxServerLineBytes)
 	for {
 		_ = r.upstream.SetReadDeadline(time.Now().Add(r.idle))
-		n, err := r.upstream.Read(buf)
-		if n > 0 {
-			if _, werr := local.Write(buf[:n]); werr != nil {
-				r.end(r.clientClosed())
+		line, err := reader.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			r.drop(fmt.Sprintf("longer than %d bytes", maxServerLineBytes))
+			err = skipRestOfLine(reader)
+			line = nil
+		}
+		if len(line) > 0 {
+			forward, cause := r.inspect(line)
+			if forward {
+				if _, werr := local.Write(line); werr != nil {
+					r.end(r.clientClosed())
+					return
+				}
+			}
+			if cause != nil {
+				closeWrite(local)
+				r.end(cause)
 				return
 			}
 		}
@@ -103,14 +142,67 @@ func (r *relay) copyToClient(local net.Conn) {
 	}
 }
 
-// copyToServer copies the client's lines to the server.
+// skipRestOfLine reads up to and including the next newline.
+func skipRestOfLine(reader *bufio.Reader) error {
+	for {
+		_, err := reader.ReadSlice('\n')
+		if !errors.Is(err, bufio.ErrBufferFull) {
+			return err
+		}
+	}
+}
+
+// inspect parses a line as go-twitch-irc will. It reports whether to pass
+// the line on and, for a line that ends go-twitch-irc's parser, why the
+// session ends, so that nothing follows that line.
+func (r *relay) inspect(line []byte) (forward bool, cause error) {
+	text := strings.TrimSuffix(strings.TrimSuffix(string(line), "\n"), "\r")
+	message, panicked := parseMessage(text)
+	if panicked != nil {
+		r.drop(fmt.Sprintf("go-twitch-irc panics on it: %v", panicked))
+		return false, nil
+	}
+	return true, r.ending(message)
+}
+
+// parseMessage runs go-twitch-irc's ParseMessage and returns what it
+// panicked with, if it did.
+func parseMessage(text string) (message irc.Message, panicked any) {
+	defer func() { panicked = recover() }()
+	return irc.ParseMessage(text), nil
+}
+
+// drop logs a dropped line, up to maxDropLogs times per connection.
+func (r *relay) drop(reason string) {
+	r.dropped++
+	switch {
+	case r.dropped <= maxDropLogs:
+		r.log.Warn("dropped a line from the server", "reason", reason, "dropped", r.dropped)
+	case r.dropped == maxDropLogs+1:
+		r.log.Warn("dropping more lines from the server; not logging each", "dropped", r.dropped)
+	}
+}
+
+// closeWrite half-closes conn, so its peer reads what was sent and then
+// the end of the stream; a conn without half-close is closed.
+func closeWrite(conn net.Conn) {
+	if tcp, ok := conn.(*net.TCPConn); ok {
+		_ = tcp.CloseWrite()
+		return
+	}
+	conn.Close()
+}
+
+// copyToServer copies the client's lines to the server. Once the relay
+// is closed it reads and discards them until finish, so that the client's
+// writes do not fail and make it stop its parser early.
 func (r *relay) copyToServer(local net.Conn) {
 	defer r.wg.Done()
 	buf := make([]byte, 4096)
 	for {
 		n, err := local.Read(buf)
-		if n > 0 {
-			if _, werr := r.upstream.Write(buf[:n]); werr != nil {
+		if n > 0 && !r.isClosed() {
+			if _, werr := r.upstream.Write(buf[:n]); werr != nil && !r.isClosed() {
 				r.end(fmt.Errorf("write to %s: %w", r.server, werr))
 				return
 			}
@@ -137,6 +229,12 @@ func (r *relay) readError(err error) error {
 // which it does after an unanswered PING or a failed write.
 func (r *relay) clientClosed() error {
 	return fmt.Errorf("connection to %s closed by go-twitch-irc", r.server)
+}
+
+func (r *relay) isClosed() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.closed
 }
 
 // end reports why the connection ended, unless the relay was closed
@@ -168,7 +266,8 @@ func (r *relay) rejectedAny() bool {
 	return len(r.rejected) > 0
 }
 
-// close closes the connection in both directions but keeps the port.
+// close closes the server connection and half-closes the client's, but
+// keeps the port.
 func (r *relay) close() {
 	r.mu.Lock()
 	r.closed = true
@@ -176,7 +275,7 @@ func (r *relay) close() {
 	r.mu.Unlock()
 	r.upstream.Close()
 	if local != nil {
-		local.Close()
+		closeWrite(local)
 	}
 }
 
@@ -187,7 +286,11 @@ func (r *relay) finish() {
 	r.listener.Close()
 	r.mu.Lock()
 	rejected := r.rejected
+	local := r.local
 	r.mu.Unlock()
+	if local != nil {
+		local.Close()
+	}
 	for _, conn := range rejected {
 		conn.Close()
 	}

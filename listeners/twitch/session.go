@@ -56,7 +56,7 @@ func (l *Listener) dial(ctx context.Context, host listeners.Host) (*session, err
 		log:      host.Log().With("server", l.server),
 		stop:     make(chan struct{}),
 	}
-	s.relay, err = newRelay(upstream, l.server, l.idleTimeout(), s.fail)
+	s.relay, err = newRelay(upstream, l.server, l.idleTimeout(), s.log, s.fail, s.endingCause)
 	if err != nil {
 		upstream.Close()
 		return nil, err
@@ -216,14 +216,15 @@ func (s *session) fail(err error) {
 	s.shutdown()
 }
 
-// shutdown closes the connection so that Connect returns.
+// shutdown closes the connection so that Connect returns. It does not
+// call the client's Disconnect, which stops the parser at once: a reader
+// with more lines than its channel of 64 holds would then block for ever.
+// The relay's half-close lets the client read every line, see the end of
+// the stream and redial, and the relay rejects the redial.
 func (s *session) shutdown() {
 	s.stopOnce.Do(func() {
 		close(s.stop)
 		s.relay.close()
-		// Disconnect returns ErrConnectionIsNotOpen before the 001
-		// welcome, so closing the relay ends the connection then.
-		_ = s.client.Disconnect()
 	})
 }
 
@@ -284,8 +285,7 @@ func (s *session) onNotice(message irc.NoticeMessage) {
 			// The relay rejects a redial with a login failure notice,
 			// which is not about the token.
 			if !s.relay.rejectedAny() {
-				s.fail(fmt.Errorf("log in to %s as %s: server sent %q: %w",
-					s.listener.server, s.listener.loginName(), message.Message, listeners.ErrAuth))
+				s.fail(s.endingCause(&message))
 			}
 			return
 		}
@@ -293,10 +293,26 @@ func (s *session) onNotice(message irc.NoticeMessage) {
 	})
 }
 
-func (s *session) onReconnect(irc.ReconnectMessage) {
+func (s *session) onReconnect(message irc.ReconnectMessage) {
 	s.guard("RECONNECT", func() {
-		s.fail(fmt.Errorf("connection to %s ended: the server sent RECONNECT", s.listener.server))
+		s.fail(s.endingCause(&message))
 	})
+}
+
+// endingCause returns why a message from the server ends the session, or
+// nil: go-twitch-irc's parser stops after RECONNECT and after a login
+// failure notice.
+func (s *session) endingCause(message irc.Message) error {
+	switch m := message.(type) {
+	case *irc.ReconnectMessage:
+		return fmt.Errorf("connection to %s ended: the server sent RECONNECT", s.listener.server)
+	case *irc.NoticeMessage:
+		if m.Channel == "*" && loginFailures[m.Message] {
+			return fmt.Errorf("log in to %s as %s: server sent %q: %w",
+				s.listener.server, s.listener.loginName(), m.Message, listeners.ErrAuth)
+		}
+	}
+	return nil
 }
 
 // loginName returns the username, or "anonymous".

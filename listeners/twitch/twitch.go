@@ -41,9 +41,10 @@
 //     CLEARCHAT, CLEARMSG and ROOMSTATE parsers index Params[0] of a line
 //     without parameters. parseEmotes slices out of range when an emote
 //     range ends before it starts, or when the emotes tag is set and the
-//     message is empty. Run recovers these around Connect. makeConnection
-//     has no deferred cleanup, so after such a panic the socket stays open
-//     until the relay closes it.
+//     message is empty. The relay parses each line the same way first
+//     and drops a line that panics, and Run still recovers a panic
+//     around Connect. makeConnection has no deferred cleanup, so after
+//     such a panic the socket stays open until the relay closes it.
 //   - Channels: chanCloser in client.go closes its channel through
 //     sync.Once, so no channel is closed twice. Its Close dereferences a
 //     nil Once when called before the first Reset, but Disconnect checks
@@ -54,7 +55,11 @@
 //   - Hangs: startReader sends each line into a channel of 64. Once the
 //     parser has returned, no goroutine receives from it, so a reader
 //     with more lines buffered blocks forever, and makeConnection waits
-//     for it. Run stops waiting after stopGrace.
+//     for it. The parser returns on RECONNECT, on a login failure
+//     notice, on Disconnect and on a failed write. So the relay sends
+//     nothing after the first two, the session never calls Disconnect,
+//     and the relay keeps reading the client's writes until Connect
+//     returns. Run stops waiting after stopGrace all the same.
 package twitch
 
 import (
