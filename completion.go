@@ -315,7 +315,7 @@ function __agent_runner_complete
     if test "$out[1]" = ":files"
         set -l prefix (string match -r -- '^-[^=]*=' $current)
         for path in (__fish_complete_path (string replace -r -- '^-[^=]*=' '' $current))
-            echo $prefix$path
+            echo "$prefix$path"
         end
         return
     end

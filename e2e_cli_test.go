@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -214,5 +215,105 @@ func TestCompletionScripts(t *testing.T) {
 	}
 	if res := runBinary(t, "completion", "tcsh"); res.code != exitUsage {
 		t.Errorf("completion tcsh exit = %d, want %d", res.code, exitUsage)
+	}
+}
+
+// writeCompletionSetup writes the completion script for shell and a
+// config with two jobs into a new folder, with the binary linked there as
+// agent-runner, so a shell finds it by that name on PATH.
+func writeCompletionSetup(t *testing.T, shell string) (dir, script string) {
+	t.Helper()
+	if _, err := exec.LookPath(shell); err != nil {
+		// NOTE: CI does not install zsh and fish, so these tests skip
+		// there; the bash test covers the shared __complete logic.
+		t.Skipf("%s is missing", shell)
+	}
+	dir = t.TempDir()
+	res := runBinary(t, "completion", shell)
+	if res.code != 0 {
+		t.Fatalf("completion %s = %d %q", shell, res.code, res.stderr)
+	}
+	script = filepath.Join(dir, "agent-runner."+shell)
+	jobs := "[jobs.nightly-digest]\ncommand = [\"true\"]\nevery = \"1h\"\n\n[jobs.backup]\ncommand = [\"true\"]\nevery = \"1h\"\n"
+	for name, content := range map[string]string{script: res.stdout, filepath.Join(dir, "config.toml"): jobs} {
+		if err := os.WriteFile(name, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink(binary, filepath.Join(dir, "agent-runner")); err != nil {
+		t.Fatal(err)
+	}
+	return dir, script
+}
+
+// shellOutput runs program in shell inside dir and returns its output
+// lines.
+func shellOutput(t *testing.T, dir string, args ...string) []string {
+	t.Helper()
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "PATH="+dir+":"+os.Getenv("PATH"), "AGENT_RUNNER_CONFIG=", "HOME="+dir, "XDG_CONFIG_HOME="+dir)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%s: %v\n%s", args[0], err, stderr.String())
+	}
+	var out []string
+	for _, line := range strings.Split(stdout.String(), "\n") {
+		// fish adds a tab and a description to file candidates.
+		if line, _, _ = strings.Cut(line, "\t"); line != "" {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+func TestCompletionFish(t *testing.T) {
+	dir, script := writeCompletionSetup(t, "fish")
+	tests := []struct {
+		line string
+		want []string
+	}{
+		{"agent-runner run-j", []string{"run-job"}},
+		{"agent-runner run-job --w", []string{"--wait"}},
+		{"agent-runner run-job --config config.toml nig", []string{"nightly-digest"}},
+		{"agent-runner check --config conf", []string{"config.toml"}},
+		{"agent-runner check --config=conf", []string{"--config=config.toml"}},
+		{"agent-runner run-job --config missing.toml ", nil},
+	}
+	for _, test := range tests {
+		got := shellOutput(t, dir, "fish", "--no-config", "-c", "source "+script+"; complete -C'"+test.line+"'")
+		if !slices.Equal(got, test.want) {
+			t.Errorf("fish completion of %q = %q, want %q", test.line, got, test.want)
+		}
+	}
+}
+
+// TestCompletionZsh runs the zsh function with words and CURRENT set as
+// compsys sets them, and with compadd and _files replaced by functions
+// that print what they are given, since compsys needs a terminal.
+func TestCompletionZsh(t *testing.T) {
+	dir, script := writeCompletionSetup(t, "zsh")
+	stubs := `compdef() { :; }; compadd() { shift; print -rl -- "$@"; }; _files() { print -r -- FILES; }; compset() { :; }` + "\n"
+	tests := []struct {
+		words []string
+		want  []string
+	}{
+		{[]string{"run-j"}, []string{"run-job"}},
+		{[]string{"run-job", "--config", "config.toml", ""}, []string{"backup", "nightly-digest"}},
+		{[]string{"check", "--config", ""}, []string{"FILES"}},
+		{[]string{"run", "--log-format=js"}, []string{"--log-format=json"}},
+		{[]string{"run-job", "--config", "missing.toml", ""}, nil},
+	}
+	for _, test := range tests {
+		words := "agent-runner"
+		for _, word := range test.words {
+			words += " '" + word + "'"
+		}
+		program := stubs + "source " + script + "\nwords=(" + words + ")\nCURRENT=" + strconv.Itoa(len(test.words)+1) + "\n_agent-runner\ntrue\n"
+		got := shellOutput(t, dir, "zsh", "-f", "-c", program)
+		if !slices.Equal(got, test.want) {
+			t.Errorf("zsh completion of %q = %q, want %q", test.words, got, test.want)
+		}
 	}
 }
