@@ -37,9 +37,10 @@ type Cluster struct {
 // Defaults and limits of [cluster].
 const (
 	defaultLeaseTTL = 10 * time.Second
-	// minLeaseTTL is the shortest TTL that leaves a keepalive round trip
-	// and the local stop at half the TTL some room.
-	minLeaseTTL     = 2 * time.Second
+	// minLeaseTTL is the shortest TTL that leaves a leader a second to
+	// stop its work after a missed keepalive response, before etcd can
+	// expire its lease.
+	minLeaseTTL     = 3 * time.Second
 	maxLeaseTTL     = time.Hour
 	defaultPrefix   = "/agent-runner/"
 	clusterEndpoint = `["http://127.0.0.1:2379"]`
