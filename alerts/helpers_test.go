@@ -7,11 +7,12 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 
 	"github.com/agent-runner/agent-runner/config"
 	"github.com/agent-runner/agent-runner/process"
@@ -27,7 +28,9 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	testReaper = r
-	os.Exit(m.Run())
+	// The reaper runs for the whole test binary, because the subreaper
+	// mark belongs to the process.
+	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("github.com/agent-runner/agent-runner/process.(*Reaper).loop"))
 }
 
 // testPath is the PATH of exec sinks in tests.

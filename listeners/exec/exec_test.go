@@ -17,6 +17,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"go.uber.org/goleak"
+
 	"github.com/agent-runner/agent-runner/config"
 	"github.com/agent-runner/agent-runner/listeners"
 	"github.com/agent-runner/agent-runner/process"
@@ -30,7 +32,9 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	testReaper = r
-	os.Exit(m.Run())
+	// The reaper runs for the whole test binary, because the subreaper
+	// mark belongs to the process.
+	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("github.com/agent-runner/agent-runner/process.(*Reaper).loop"))
 }
 
 // fakeHost records readiness.
