@@ -36,97 +36,160 @@ const (
 
 // commands lists every subcommand in the order the overview shows them.
 var commands = []commandDoc{
-	{name: "run", synopsis: "[--config PATH] [--log-format auto|text|json|journal]",
-		summary: "Run the daemon: schedule the jobs and keep the listeners connected until SIGTERM or SIGINT.\nSIGHUP reloads the config.",
+	{
+		name:     "run",
+		synopsis: "[--config PATH] [--log-format auto|text|json|journal]",
+		summary: "Run the daemon: schedule the jobs and keep the listeners connected\n" +
+			"until SIGTERM or SIGINT. SIGHUP reloads the config.",
 		examples: []string{
 			"agent-runner run --config /etc/agent-runner/config.toml",
 			"agent-runner run --log-format json   # one JSON object per log line",
-		}},
-	{name: "check", synopsis: "[--config PATH]",
-		summary: "Validate the config and the files it includes, and check that every job and listener can run on this machine.\nExit status 1 lists every problem with its file, line and key.",
+		},
+	},
+	{
+		name:     "check",
+		synopsis: "[--config PATH]",
+		summary: "Validate the config and the files it includes, and check that every\n" +
+			"job and listener can run on this machine. On problems it lists each\n" +
+			"with its file, line and key, and exits 1.",
 		examples: []string{
 			"agent-runner check",
 			"agent-runner check --config /etc/agent-runner/config.toml",
-		}},
-	{name: "list", synopsis: "[--config PATH] [--json]",
-		summary: "List the jobs and listeners with their last result and next run.",
+		},
+	},
+	{
+		name:     "list",
+		synopsis: "[--config PATH] [--json]",
+		summary:  "List the jobs and listeners with their last result and next run.",
 		examples: []string{
 			"agent-runner list",
 			"agent-runner list --json | jq '.jobs[].name'",
-		}},
-	{name: "status", synopsis: "[--config PATH] [--json] [NAME]", args: argNames,
-		summary: "Show the daemon, the jobs and the listeners, or one job or listener by name.",
+		},
+	},
+	{
+		name:     "status",
+		synopsis: "[--config PATH] [--json] [NAME]",
+		summary:  "Show the daemon, the jobs and the listeners, or one job or listener.",
 		examples: []string{
 			"agent-runner status",
 			"agent-runner status digest",
-		}},
-	{name: "runs", synopsis: "[--config PATH] [-n N] [--json] NAME", args: argJobs,
-		summary: "List the newest recorded runs of a job.",
+		},
+		args: argNames,
+	},
+	{
+		name:     "runs",
+		synopsis: "[--config PATH] [-n N] [--json] NAME",
+		summary:  "List the newest recorded runs of a job.",
 		examples: []string{
 			"agent-runner runs digest",
 			"agent-runner runs -n 5 --json digest",
-		}},
-	{name: "logs", synopsis: "[--config PATH] NAME [RUN]", args: argJobs,
-		summary: "Print the output tail of a job's newest run, or of the run with the ID that runs shows.",
+		},
+		args: argJobs,
+	},
+	{
+		name:     "logs",
+		synopsis: "[--config PATH] NAME [RUN]",
+		summary: "Print the output tail of a job's newest run, or of the run with the\n" +
+			"ID that runs shows.",
 		examples: []string{
 			"agent-runner logs digest",
 			"agent-runner logs digest 42",
-		}},
-	{name: "next", synopsis: "[--config PATH] [-n N] [--down-since TIME] NAME", args: argJobs,
-		summary: "Show when a job runs next, and what catch-up would do after an outage.",
+		},
+		args: argJobs,
+	},
+	{
+		name:     "next",
+		synopsis: "[--config PATH] [-n N] [--down-since TIME] NAME",
+		summary:  "Show when a job runs next, and what catch-up would do after an outage.",
 		examples: []string{
 			"agent-runner next digest",
 			"agent-runner next -n 3 --down-since 2026-12-01T08:00:00Z digest",
-		}},
-	{name: "run-job", synopsis: "[--config PATH] [--wait] NAME", args: argJobs,
-		summary: "Run a job now, print its output, and exit with its status: the job's own exit status,\n124 on timeout, 128+N when signal N killed it, 130 when interrupted, 125 when it could not run.\nThe daemon runs it when one responds; otherwise this process does.",
+		},
+		args: argJobs,
+	},
+	{
+		name:     "run-job",
+		synopsis: "[--config PATH] [--wait] NAME",
+		summary: "Run a job now and print its output. The daemon runs it when one\n" +
+			"responds, else this process does. The exit status is the job's own,\n" +
+			"124 on timeout, 128+N when signal N killed it, 130 when interrupted,\n" +
+			"and 125 when agent-runner could not run it.",
 		examples: []string{
 			"agent-runner run-job digest",
 			"agent-runner run-job --wait backup   # wait for a running backup to finish first",
-		}},
-	{name: "send", synopsis: "[--config PATH] [--to TARGET] LISTENER TEXT...|-", args: argListeners,
-		summary: "Post a message through a listener of the running daemon. LISTENER is a listener name,\nor a kind that exactly one listener has; - reads the text from stdin.",
+		},
+		args: argJobs,
+	},
+	{
+		name:     "send",
+		synopsis: "[--config PATH] [--to TARGET] LISTENER TEXT...|-",
+		summary: "Post a message through a listener of the running daemon. LISTENER is\n" +
+			"a listener name, or a kind that exactly one listener has; - reads the\n" +
+			"text from stdin.",
 		examples: []string{
 			"agent-runner send --to mychannel twitch 'Back in five minutes'",
 			"echo 'Good morning!' | agent-runner send bluesky -",
-		}},
-	{name: "reload", synopsis: "[--config PATH]",
-		summary: "Make the running daemon re-read the config and the files it includes, as SIGHUP does.\nAn invalid config is rejected and the running one stays.",
+		},
+		args: argListeners,
+	},
+	{
+		name:     "reload",
+		synopsis: "[--config PATH]",
+		summary: "Make the running daemon re-read the config and the files it includes,\n" +
+			"as SIGHUP does. An invalid config is rejected and the running one stays.",
 		examples: []string{
 			"agent-runner reload",
-		}},
-	{name: "doctor", synopsis: "[--config PATH]",
-		summary: "Check the config, the machine, the state folder, the daemon and the clock, and list what is wrong.",
+		},
+	},
+	{
+		name:     "doctor",
+		synopsis: "[--config PATH]",
+		summary: "Check the config, the machine, the state folder, the daemon and the\n" +
+			"clock, and say what to fix.",
 		examples: []string{
 			"agent-runner doctor",
-		}},
-	{name: "install-unit", synopsis: "[--config PATH] > /etc/systemd/system/agent-runner.service",
-		summary: "Print a systemd service unit for this config.",
+		},
+	},
+	{
+		name:     "install-unit",
+		synopsis: "[--config PATH] > /etc/systemd/system/agent-runner.service",
+		summary:  "Print a systemd service unit for this binary and config.",
 		examples: []string{
-			"agent-runner install-unit --config /etc/agent-runner/config.toml > /etc/systemd/system/agent-runner.service",
-		}},
-	{name: "completion", synopsis: "bash|zsh|fish", args: argShells,
-		summary: "Print a shell script that completes subcommands, options and job names.",
+			"agent-runner install-unit --config /etc/agent-runner/config.toml \\\n" +
+				"      > /etc/systemd/system/agent-runner.service",
+		},
+	},
+	{
+		name:     "completion",
+		synopsis: "bash|zsh|fish",
+		summary:  "Print a shell script that completes subcommands, options and job names.",
 		examples: []string{
 			"source <(agent-runner completion bash)   # in ~/.bashrc",
 			"agent-runner completion zsh > \"${fpath[1]}/_agent-runner\"",
 			"agent-runner completion fish > ~/.config/fish/completions/agent-runner.fish",
-		}},
-	{name: "version", synopsis: "",
-		summary: "Print the version.",
-		examples: []string{
-			"agent-runner version",
-		}},
-	{name: "help", synopsis: "[COMMAND]", args: argCommands,
-		summary: "Print the overview, or the help of one command.",
-		examples: []string{
-			"agent-runner help run-job",
-		}},
-	{name: "__complete", synopsis: "SHELL -- WORDS...", hidden: true,
-		summary: "Print completion candidates for the words of a command line; the completion scripts call it.",
-		examples: []string{
-			"agent-runner __complete bash -- run-job d",
-		}},
+		},
+		args: argShells,
+	},
+	{
+		name:     "version",
+		summary:  "Print the version.",
+		examples: []string{"agent-runner version"},
+	},
+	{
+		name:     "help",
+		synopsis: "[COMMAND]",
+		summary:  "Print the overview, or the help of one command.",
+		examples: []string{"agent-runner help run-job"},
+		args:     argCommands,
+	},
+	{
+		name:     "__complete",
+		synopsis: "SHELL -- WORDS...",
+		summary: "Print the completion candidates for the last of WORDS, the words of\n" +
+			"a command line after the program name. The completion scripts call it.",
+		examples: []string{"agent-runner __complete bash -- run-job d"},
+		hidden:   true,
+	},
 }
 
 // findCommand returns the help of the command called name, or nil.

@@ -201,18 +201,21 @@ func (l *loader) include(root map[string]any) error {
 	key := t.key("include")
 	for i, pattern := range patterns {
 		if pattern == "" {
-			l.reportEntry(key, i, "entry %d is empty: write a glob pattern such as %q or remove the entry", i+1, "conf.d/*.toml")
+			l.reportEntry(key, i, "entry %d is empty: write a glob pattern such as %q or remove the entry",
+				i+1, "conf.d/*.toml")
 		}
 	}
 	matches, bad := includedFiles(l.file, patterns)
 	for _, i := range bad {
-		l.reportEntry(key, i, "invalid glob pattern %q: %v: write a pattern such as %q", patterns[i], filepath.ErrBadPattern, "conf.d/*.toml")
+		l.reportEntry(key, i, "invalid glob pattern %q: %v: write a pattern such as %q",
+			patterns[i], filepath.ErrBadPattern, "conf.d/*.toml")
 	}
 	var syntax []Problem
 	for _, match := range matches {
 		data, err := os.ReadFile(match.file)
 		if err != nil {
-			l.reportEntry(key, match.entry, "read included file: %v", unwrapPathError(err))
+			l.reportEntry(key, match.entry, "read included file: %v: make it readable for the runner or change the pattern",
+				unwrapPathError(err))
 			continue
 		}
 		var values map[string]any
@@ -313,9 +316,12 @@ func (l *loader) mainOnlyKeys() map[string]string {
 		if slices.Contains(includeTables, key) {
 			continue
 		}
-		reasons[key] = fmt.Sprintf("[%s] applies to the whole runner, so only the main config file %s may set it: move it there", key, l.file)
+		reasons[key] = fmt.Sprintf(
+			"[%s] applies to the whole runner, so only the main config file %s may set it: move it there", key, l.file)
 	}
-	reasons["defaults"] = fmt.Sprintf("[defaults] applies to the jobs of every file, so only the main config file %s may set it: move it there", l.file)
-	reasons["include"] = fmt.Sprintf("an included file cannot include more files: add the pattern to include in the main config file %s", l.file)
+	reasons["defaults"] = fmt.Sprintf(
+		"[defaults] applies to the jobs of every file, so only the main config file %s may set it: move it there", l.file)
+	reasons["include"] = fmt.Sprintf(
+		"an included file cannot include more files: add the pattern to include in the main config file %s", l.file)
 	return reasons
 }

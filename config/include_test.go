@@ -164,3 +164,21 @@ func TestIncludeProblemsSortMainFirst(t *testing.T) {
 		t.Errorf("second problem = %q, want the included file's", lines[1])
 	}
 }
+
+func TestIncludeUnreadableFile(t *testing.T) {
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{"config.toml": "include = [\n  \"conf.d/*.toml\",\n]\n"})
+	// A dangling link fails to read even for root, which ignores modes.
+	if err := os.Mkdir(filepath.Join(dir, "conf.d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	gone := filepath.Join(dir, "conf.d", "gone.toml")
+	if err := os.Symlink(filepath.Join(dir, "nowhere.toml"), gone); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(filepath.Join(dir, "config.toml"))
+	want := filepath.Join(dir, "config.toml") + ":2: include: read included file: " + gone + ": no such file or directory"
+	if err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("load error = %v, want it to start with %q", err, want)
+	}
+}
