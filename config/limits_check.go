@@ -18,16 +18,18 @@ import (
 // or a lower nice value when the runner is not root, and a limit above the
 // runner's own hard limit. owner is "job" or "listener", for the messages.
 func checkLimits(checks *reporter, s limitSettings, owner string) Identity {
+	runner := os.Geteuid()
+	if runner != 0 {
+		checkNice(checks, s.nice)
+	}
+	checkRlimits(checks, s, runner)
 	identity, ok := resolveIdentity(checks, s)
 	if !ok {
 		return Identity{}
 	}
-	runner := os.Geteuid()
 	if runner != 0 {
 		checkSwitch(checks, s, identity, runner, owner)
-		checkNice(checks, s.nice)
 	}
-	checkRlimits(checks, s, runner)
 	childUID := uint32(runner)
 	if identity.Set {
 		childUID = identity.UID

@@ -333,3 +333,25 @@ func benchmarkRun(b *testing.B, limits config.Limits) {
 		}
 	}
 }
+
+// RLIMIT_NPROC counts every process and thread of the child's user. The
+// test runs as a uid that no other process uses, so with a cap of one the
+// shell itself uses it up and cannot fork, and a cap of two leaves room
+// for one child. The shim's own threads must not count.
+func TestShimNProc(t *testing.T) {
+	requireRoot(t)
+	const unused = 3999999901
+	id := config.Identity{Set: true, UID: unused, GID: unused, Groups: []uint32{unused}}
+	script := "/bin/true && echo forked"
+	two := stdout(t, Spec{Dir: "/", Identity: id, Limits: config.Limits{NProc: 2}}, script)
+	if !slices.Equal(two, []string{"forked"}) {
+		t.Errorf("with nproc 2 the shell printed %q, want forked", two)
+	}
+	lines, exit := runShell(t, Spec{Dir: "/", Identity: id, Limits: config.Limits{NProc: 1}}, script)
+	if exit.Err == nil {
+		t.Errorf("with nproc 1 the shell succeeded with %q, want a failed fork", lines)
+	}
+	if !slices.Contains(lines, "stderr: sh: 1: Cannot fork") {
+		t.Errorf("with nproc 1 the shell printed %q, want its fork failure", lines)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/agent-runner/agent-runner/config"
 	"golang.org/x/sys/unix"
@@ -178,24 +179,29 @@ func execShim(encoded string, argv []string) error {
 	return &os.PathError{Op: "exec", Path: req.Path, Err: err}
 }
 
-// applyCredential switches to the user and groups of c, groups first,
-// because a process that gave up root can no longer change them.
+// applyCredential switches the calling thread to the user and groups of
+// c, groups first, because a thread that gave up root can no longer change
+// them. syscall.Setuid would switch every thread of the shim, and the
+// threads that switch before this one would count toward the new user's
+// RLIMIT_NPROC when the kernel checks it here. The other threads end at
+// the exec anyway.
 func applyCredential(c *syscall.Credential) error {
 	if c == nil {
 		return nil
 	}
-	groups := make([]int, len(c.Groups))
-	for i, g := range c.Groups {
-		groups[i] = int(g)
+	var groups unsafe.Pointer
+	if len(c.Groups) > 0 {
+		groups = unsafe.Pointer(&c.Groups[0])
 	}
-	if err := syscall.Setgroups(groups); err != nil {
-		return fmt.Errorf("set supplementary groups %v: %w", c.Groups, err)
+	if _, _, errno := syscall.RawSyscall(sysSetgroups, uintptr(len(c.Groups)), uintptr(groups), 0); errno != 0 {
+		return fmt.Errorf("set supplementary groups %v: %w", c.Groups, errno)
 	}
-	if err := syscall.Setgid(int(c.Gid)); err != nil {
-		return fmt.Errorf("set gid %d: %w", c.Gid, err)
+	gid, uid := uintptr(c.Gid), uintptr(c.Uid)
+	if _, _, errno := syscall.RawSyscall(sysSetresgid, gid, gid, gid); errno != 0 {
+		return fmt.Errorf("set gid %d: %w", c.Gid, errno)
 	}
-	if err := syscall.Setuid(int(c.Uid)); err != nil {
-		return fmt.Errorf("set uid %d: %w", c.Uid, err)
+	if _, _, errno := syscall.RawSyscall(sysSetresuid, uid, uid, uid); errno != 0 {
+		return fmt.Errorf("set uid %d: %w", c.Uid, errno)
 	}
 	return nil
 }
