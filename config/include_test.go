@@ -27,7 +27,8 @@ func writeFiles(t *testing.T, dir string, files map[string]string) {
 func TestIncludeMergesTables(t *testing.T) {
 	dir := t.TempDir()
 	writeFiles(t, dir, map[string]string{
-		"config.toml": `include = ["conf.d/*.toml", "absent/*.toml", "extra.toml"]
+		// "*.toml" matches the main file too, which is skipped.
+		"config.toml": `include = ["conf.d/*.toml", "absent/*.toml", "*.toml", "extra.toml"]
 
 [defaults]
 timeout = "7m"
