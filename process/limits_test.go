@@ -355,3 +355,16 @@ func TestShimNProc(t *testing.T) {
 		t.Errorf("with nproc 1 the shell printed %q, want its fork failure", lines)
 	}
 }
+
+// A group without a user keeps uid 0 and replaces root's groups with the
+// one group.
+func TestIdentityGroupOnly(t *testing.T) {
+	requireRoot(t)
+	const gid = 3999999902
+	id := config.Identity{Set: true, UID: 0, GID: gid, Groups: []uint32{gid}}
+	got := stdout(t, Spec{Dir: "/", Identity: id}, "id -u; id -g; id -G")
+	want := []string{"0", decimal(gid), decimal(gid)}
+	if !slices.Equal(got, want) {
+		t.Errorf("id printed %q, want %q", got, want)
+	}
+}
