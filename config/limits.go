@@ -15,8 +15,9 @@ var limitKeys = []string{
 	"cpu_time", "group", "memory_max", "nice", "nofile", "nproc", "umask", "user",
 }
 
-// cgroupKeys explains why the systemd settings that need a cgroup are
-// rejected, for users who move a unit's settings into a job.
+// cgroupKeys maps the keys of systemd settings that need a cgroup to the
+// reason they are rejected, for users who move a unit's settings into a
+// job.
 var cgroupKeys = map[string]string{
 	"cpu_quota": `cpu_quota needs a cgroup, which agent-runner does not create: use cpu_time = "10m" to cap the CPU seconds of each process, or run the command under systemd-run --scope -p CPUQuota=50%`,
 	"tasks_max": "tasks_max needs a cgroup, which agent-runner does not create: use nproc, which caps the processes and threads of the job's user (RLIMIT_NPROC)",
@@ -51,8 +52,8 @@ type Limits struct {
 	// MemoryMax caps each process's data segment and private writable
 	// mappings (RLIMIT_DATA) in bytes; 0 means no cap.
 	MemoryMax uint64
-	// CPUTime caps each process's CPU time (RLIMIT_CPU), in whole
-	// seconds; 0 means no cap.
+	// CPUTime caps each process's CPU time (RLIMIT_CPU) and is a whole
+	// number of seconds; 0 means no cap.
 	CPUTime time.Duration
 	// NoFile caps the open file descriptors of each process
 	// (RLIMIT_NOFILE); 0 means the daemon's limit.
@@ -112,8 +113,9 @@ func (s limitSettings) limits() Limits {
 const (
 	minNice = -20
 	maxNice = 19
-	// maxCount bounds nofile and nproc well above any kernel's maximum,
-	// so that a typo with extra digits is reported.
+	// maxCount bounds nofile and nproc far above Linux's default
+	// fs.nr_open (2^20) and its largest pid_max (2^22), so that a typo
+	// with extra digits is reported.
 	maxCount = 1 << 30
 )
 
