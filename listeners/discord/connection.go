@@ -5,14 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/bwmarrin/discordgo"
-	"github.com/gorilla/websocket"
 
 	"github.com/agent-runner/agent-runner/listeners"
 )
@@ -66,11 +64,7 @@ func newConnection(ctx context.Context, l *Listener, host listeners.Host, gatewa
 		to:      l.apiURL,
 		gateway: gatewayURL,
 	})
-	c.session.Dialer = &websocket.Dialer{
-		NetDialContext:   c.dialer.dialContext,
-		Proxy:            http.ProxyFromEnvironment,
-		HandshakeTimeout: handshakeTimeout,
-	}
+	c.session.Dialer = c.dialer.websocketDialer(host.Log(), gatewayURL)
 	c.session.AddHandler(c.handleReady)
 	c.session.AddHandler(c.handleMessage)
 	c.session.AddHandler(c.handleDisconnect)

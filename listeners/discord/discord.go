@@ -29,13 +29,14 @@
 //   - Panics: event.go runs each handler in a new goroutine, or on the
 //     goroutine that read the frame when SyncEvents is set, so a panicking
 //     handler ends the process. Every handler here recovers, and Open runs
-//     on a goroutine of this package that recovers too. Two panics
-//     happen on discordgo's listen goroutine before any handler runs, so
-//     they end the process: onEvent (wsapi.go:575) dereferences a nil
-//     *Event when a frame is the JSON literal null, and onInterface
-//     (event.go:206) dereferences a nil *Guild when GUILD_CREATE or
-//     GUILD_UPDATE carries "d": null. Both need a malformed frame from
-//     the gateway, and a fake gateway confirmed both.
+//     on a goroutine of this package that recovers too. Other panics
+//     happen on discordgo's listen goroutine before any handler runs,
+//     on malformed messages from the gateway: onEvent (wsapi.go:575)
+//     dereferences a nil *Event when a message is the JSON literal null,
+//     and onInterface (event.go:206) a nil *Guild when GUILD_CREATE or
+//     GUILD_UPDATE carries "d": null. frames.go lists every such class
+//     found, and its frameFilter drops those messages before discordgo
+//     reads them.
 //   - Resume URL: v0.28.1 ignores resume_gateway_url in READY and resumes
 //     at the URL it first connected to.
 package discord

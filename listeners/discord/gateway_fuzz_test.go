@@ -1,7 +1,6 @@
 package discord
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -84,87 +83,9 @@ func fuzzConfig(apiURL, gatewayURL string) *config.Listener {
 	}
 }
 
-// knownCrash returns why frame ends the process, or "" when it does not.
-// It mirrors onEvent and onInterface in discordgo v0.28.1 (wsapi.go and
-// event.go), which run on discordgo's own goroutines, where no recover of
-// this package reaches:
-//
-//   - a frame that is JSON null: onEvent reads e.Operation of a nil
-//     *Event;
-//   - GUILD_CREATE or GUILD_UPDATE whose "d" sets no field of the embedded
-//     *Guild (null, {}, a non-object, or no "d"): setGuildIds reads
-//     g.Channels of a nil *Guild;
-//   - GUILD_CREATE or GUILD_UPDATE with a null entry in "channels",
-//     "members" or "voice_states": setGuildIds writes GuildID through it;
-//   - READY, dispatched after the session opened, with a null entry in
-//     "guilds", or a guild with such a null entry: setGuildIds again;
-//   - VOICE_STATE_UPDATE whose "d" sets no field of the embedded
-//     *VoiceState: onVoiceStateUpdate reads st.ChannelID on a goroutine
-//     that onInterface starts.
-//
-// The README names only the first two. TestKnownGatewayCrashes checks
-// that each still crashes; FuzzGatewayFrame skips them to look for others.
-func knownCrash(frame []byte) string {
-	var e *discordgo.Event
-	if err := json.NewDecoder(bytes.NewReader(frame)).Decode(&e); err != nil {
-		return ""
-	}
-	if e == nil {
-		return "null frame"
-	}
-	if e.Operation != 0 {
-		return ""
-	}
-	switch e.Type {
-	case "GUILD_CREATE", "GUILD_UPDATE":
-		var g discordgo.GuildCreate
-		_ = json.Unmarshal(e.RawData, &g)
-		if g.Guild == nil {
-			return e.Type + " without guild fields"
-		}
-		if hasNullEntry(g.Guild) {
-			return e.Type + " with a null channel, member or voice state"
-		}
-	case "READY":
-		var r discordgo.Ready
-		_ = json.Unmarshal(e.RawData, &r)
-		for _, g := range r.Guilds {
-			if g == nil || hasNullEntry(g) {
-				return "READY with a null guild, or a null entry in a guild"
-			}
-		}
-	case "VOICE_STATE_UPDATE":
-		var v discordgo.VoiceStateUpdate
-		_ = json.Unmarshal(e.RawData, &v)
-		if v.VoiceState == nil {
-			return "VOICE_STATE_UPDATE without voice state fields"
-		}
-	}
-	return ""
-}
-
-// hasNullEntry reports whether a list that setGuildIds walks has a nil.
-func hasNullEntry(g *discordgo.Guild) bool {
-	for _, c := range g.Channels {
-		if c == nil {
-			return true
-		}
-	}
-	for _, m := range g.Members {
-		if m == nil {
-			return true
-		}
-	}
-	for _, v := range g.VoiceStates {
-		if v == nil {
-			return true
-		}
-	}
-	return false
-}
-
-// knownCrashFrames are one frame of each class of knownCrash.
-var knownCrashFrames = map[string]string{
+// crashFrames are one message of each class of gatewayProblem, each of
+// which crashes discordgo v0.28.1 when it reaches it.
+var crashFrames = map[string]string{
 	"null frame":                       `null`,
 	"GUILD_CREATE with d null":         `{"op":0,"s":2,"t":"GUILD_CREATE","d":null}`,
 	"GUILD_UPDATE with d {}":           `{"op":0,"s":2,"t":"GUILD_UPDATE","d":{}}`,
@@ -380,7 +301,6 @@ func (r *gatewayRig) feed(frame []byte, timeout time.Duration) error {
 // FuzzGatewayFrame sends one frame from a fake gateway to a running
 // listener, then a normal message. The session must deliver the message
 // or end; a crash of the test process is a frame that kills the daemon.
-// Frames of the known crash classes are skipped (see knownCrash).
 func FuzzGatewayFrame(f *testing.F) {
 	for _, seed := range messageSeeds {
 		f.Add([]byte(`{"op":0,"s":5,"t":"MESSAGE_CREATE","d":` + seed + `}`))
@@ -406,21 +326,17 @@ func FuzzGatewayFrame(f *testing.F) {
 	}
 	f.Cleanup(rig.close)
 	f.Fuzz(func(t *testing.T, frame []byte) {
-		if reason := knownCrash(frame); reason != "" {
-			t.Skipf("known crash: %s", reason)
-		}
 		if err := rig.feed(frame, 5*time.Second); err != nil {
 			t.Fatalf("after frame %q: %v", frame, err)
 		}
 	})
 }
 
-// TestKnownGatewayCrashes sends each frame of knownCrashFrames to a
-// listener in a child process and checks whether the process survives.
-// Each still crashes discordgo v0.28.1; the test logs that as a known
-// defect, and fails on it only with RELIABILITY_STRICT set. A frame that
-// no longer crashes is logged, so its class can leave knownCrash.
-func TestKnownGatewayCrashes(t *testing.T) {
+// TestCrashFramesDropped sends each message of crashFrames to a listener
+// in a child process, then a normal message. The frame filter drops the
+// malformed message, so the child survives; without the filter each of
+// them crashes it inside discordgo.
+func TestCrashFramesDropped(t *testing.T) {
 	if frame := os.Getenv("DISCORD_FUZZ_CHILD_FRAME"); frame != "" {
 		data, err := base64.StdEncoding.DecodeString(frame)
 		if err != nil {
@@ -441,31 +357,24 @@ func TestKnownGatewayCrashes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a child process per frame")
 	}
-	for name, frame := range knownCrashFrames {
+	for name, frame := range crashFrames {
 		t.Run(name, func(t *testing.T) {
-			if knownCrash([]byte(frame)) == "" {
-				t.Fatalf("knownCrash does not list %s", frame)
+			if gatewayProblem([]byte(frame)) == "" {
+				t.Fatalf("gatewayProblem does not flag %s", frame)
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestKnownGatewayCrashes$", "-test.count=1")
+			cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestCrashFramesDropped$", "-test.count=1")
 			cmd.Env = append(os.Environ(), "DISCORD_FUZZ_CHILD_FRAME="+base64.StdEncoding.EncodeToString([]byte(frame)))
 			out, err := cmd.CombinedOutput()
-			if err == nil {
-				t.Logf("frame %s no longer crashes the process; remove its class from knownCrash", frame)
-				return
-			}
-			if !strings.Contains(string(out), "panic: ") {
-				t.Fatalf("child failed without a panic: %v\n%s", err, out)
-			}
-			panicLine := string(out[strings.Index(string(out), "panic: "):])
-			panicLine, _, _ = strings.Cut(panicLine, "\n")
-			message := fmt.Sprintf("frame %s crashes the process: %s", frame, panicLine)
-			if os.Getenv("RELIABILITY_STRICT") != "" {
-				t.Error(message)
-			} else {
-				t.Logf("known defect, not failing (set RELIABILITY_STRICT=1 to fail): %s", message)
+			if err != nil {
+				t.Errorf("frame %s ended the child: %v\n%s", frame, err, outputTail(out))
 			}
 		})
 	}
+}
+
+// outputTail returns the last 2,000 bytes of a child's output.
+func outputTail(out []byte) string {
+	return string(out[max(0, len(out)-2000):])
 }

@@ -3,15 +3,20 @@ package discord
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
 	"strings"
 	"sync"
+
+	"github.com/gorilla/websocket"
 )
 
 // apiTransport sends the requests that discordgo builds for Discord to
@@ -106,7 +111,9 @@ var errDialAborted = errors.New("dial aborted")
 // close it while discordgo's Open waits for HELLO or READY, which Open
 // reads without a deadline.
 type gatewayDialer struct {
-	ctx     context.Context
+	ctx context.Context
+	// rootCAs verifies the gateway's certificate; nil uses the system's.
+	rootCAs *x509.CertPool
 	mu      sync.Mutex
 	conn    net.Conn
 	aborted bool
@@ -151,4 +158,76 @@ func (d *gatewayDialer) abort() {
 	if d.conn != nil {
 		d.conn.Close()
 	}
+}
+
+// defaultGatewayURL is where Discord's API sends bots, for deciding
+// whether a proxy applies when the config names no gateway.
+const defaultGatewayURL = "wss://gateway.discord.gg"
+
+// websocketDialer returns the dialer for discordgo's gateway connection.
+// Each connection passes through a frameFilter, above TLS for wss, so
+// that a malformed message cannot crash the process.
+//
+// NOTE: gorilla/websocket v1.5.3 dials a proxy with NetDialTLSContext when
+// both are set, so when the environment names a proxy for the gateway the
+// dialer keeps gorilla's own TLS and the proxy, and wss messages reach
+// discordgo unfiltered.
+func (d *gatewayDialer) websocketDialer(log *slog.Logger, gatewayURL string) *websocket.Dialer {
+	dialer := &websocket.Dialer{
+		NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			conn, err := d.dialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return newFrameFilter(conn, log), nil
+		},
+		Proxy:            http.ProxyFromEnvironment,
+		HandshakeTimeout: handshakeTimeout,
+	}
+	if gatewayURL == "" {
+		gatewayURL = defaultGatewayURL
+	}
+	if proxied(gatewayURL) {
+		log.Warn("gateway messages are not checked because a proxy is set for the gateway", "gateway", gatewayURL)
+		dialer.NetDialContext = d.dialContext
+		return dialer
+	}
+	dialer.Proxy = nil
+	dialer.NetDialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return d.dialTLS(ctx, network, addr, log)
+	}
+	return dialer
+}
+
+// dialTLS dials addr, completes the TLS handshake and puts a frameFilter
+// on the TLS connection.
+func (d *gatewayDialer) dialTLS(ctx context.Context, network, addr string, log *slog.Logger) (net.Conn, error) {
+	conn, err := d.dialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	host, _, _ := net.SplitHostPort(addr)
+	tlsConn := tls.Client(conn, &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12, RootCAs: d.rootCAs})
+	if err := tlsConn.HandshakeContext(ctx); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("TLS handshake with %s: %w", addr, err)
+	}
+	return newFrameFilter(tlsConn, log), nil
+}
+
+// proxied reports whether the environment names a proxy for a gateway
+// URL, as gorilla/websocket asks http.ProxyFromEnvironment.
+func proxied(gatewayURL string) bool {
+	u, err := url.Parse(gatewayURL)
+	if err != nil {
+		return false
+	}
+	switch u.Scheme {
+	case "ws":
+		u.Scheme = "http"
+	case "wss":
+		u.Scheme = "https"
+	}
+	proxy, err := http.ProxyFromEnvironment(&http.Request{URL: u})
+	return err == nil && proxy != nil
 }

@@ -1,0 +1,171 @@
+package discord
+
+import (
+	"bytes"
+	"compress/zlib"
+	"context"
+	"crypto/x509"
+	"encoding/binary"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/gorilla/websocket"
+)
+
+// frame encodes one unmasked server frame.
+func frame(fin bool, opcode byte, payload []byte) []byte {
+	head := opcode
+	if fin {
+		head |= 0x80
+	}
+	out := []byte{head}
+	switch {
+	case len(payload) < 126:
+		out = append(out, byte(len(payload)))
+	case len(payload) <= 0xffff:
+		out = append(out, 126)
+		out = binary.BigEndian.AppendUint16(out, uint16(len(payload)))
+	default:
+		out = append(out, 127)
+		out = binary.BigEndian.AppendUint64(out, uint64(len(payload)))
+	}
+	return append(out, payload...)
+}
+
+func zlibBytes(t *testing.T, data string) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	z := zlib.NewWriter(&buf)
+	if _, err := z.Write([]byte(data)); err != nil {
+		t.Fatal(err)
+	}
+	if err := z.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// filterStream writes stream to a frameFilter through a pipe and returns
+// everything it passes on.
+func filterStream(t *testing.T, stream []byte) []byte {
+	t.Helper()
+	server, client := net.Pipe()
+	go func() {
+		server.Write(stream)
+		server.Close()
+	}()
+	filter := newFrameFilter(client, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	defer filter.Close()
+	out, err := io.ReadAll(filter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+const upgradeResponse = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+
+func TestFrameFilterDropsCrashMessages(t *testing.T) {
+	good := []byte(`{"op":0,"s":3,"t":"MESSAGE_CREATE","d":{"id":"1"}}`)
+	bigGood := []byte(`{"op":0,"s":4,"t":"GUILD_CREATE","d":{"id":"1","name":"` + string(bytes.Repeat([]byte("n"), 70000)) + `"}}`)
+	crash := []byte(`{"op":0,"s":2,"t":"GUILD_CREATE","d":{"id":"1","channels":[null]}}`)
+	ping := frame(true, 0x9, []byte("hi"))
+
+	var in, want bytes.Buffer
+	in.WriteString(upgradeResponse)
+	want.WriteString(upgradeResponse)
+	// A text message in two fragments with a ping between them, dropped
+	// whole; the ping passes.
+	in.Write(frame(false, 0x1, crash[:10]))
+	in.Write(ping)
+	in.Write(frame(true, 0x0, crash[10:]))
+	want.Write(ping)
+	// A compressed binary message of JSON null, dropped.
+	in.Write(frame(true, 0x2, zlibBytes(t, "null")))
+	// Messages that pass unchanged: text, compressed, and one with a
+	// 64-bit length.
+	for _, f := range [][]byte{
+		frame(true, 0x1, good),
+		frame(true, 0x2, zlibBytes(t, string(good))),
+		frame(true, 0x1, bigGood),
+	} {
+		in.Write(f)
+		want.Write(f)
+	}
+
+	got := filterStream(t, in.Bytes())
+	if !bytes.Equal(got, want.Bytes()) {
+		t.Errorf("filter passed %d bytes, want %d", len(got), want.Len())
+	}
+}
+
+func TestFrameFilterPassesFailedUpgrade(t *testing.T) {
+	stream := []byte("HTTP/1.1 403 Forbidden\r\nContent-Length: 4\r\n\r\nnull")
+	if got := filterStream(t, stream); !bytes.Equal(got, stream) {
+		t.Errorf("filter changed a failed upgrade response: %q", got)
+	}
+}
+
+func TestGatewayProblem(t *testing.T) {
+	for name, message := range crashFrames {
+		if gatewayProblem([]byte(message)) == "" {
+			t.Errorf("%s: gatewayProblem(%s) found no problem", name, message)
+		}
+	}
+	for _, message := range []string{
+		`{"op":0,"s":3,"t":"MESSAGE_CREATE","d":{"id":"1"}}`,
+		`{"op":0,"t":"GUILD_CREATE","d":{"id":"1","channels":[{"id":"2"}]}}`,
+		`{"op":0,"t":"READY","d":{"user":{"id":"5"},"guilds":[{"id":"1","unavailable":true}]}}`,
+		`{"op":0,"t":"VOICE_STATE_UPDATE","d":{"channel_id":"1","guild_id":"2"}}`,
+		`{"op":11}`, `garbage`, `[]`,
+	} {
+		if problem := gatewayProblem([]byte(message)); problem != "" {
+			t.Errorf("gatewayProblem(%s) = %q, want none", message, problem)
+		}
+	}
+}
+
+// Over wss the filter sits above TLS: a crash message sent by a TLS
+// gateway is dropped and the next message arrives.
+func TestWebsocketDialerFiltersTLS(t *testing.T) {
+	upgrader := websocket.Upgrader{}
+	server := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := upgrader.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer ws.Close()
+		ws.WriteMessage(websocket.TextMessage, []byte(`null`))
+		ws.WriteMessage(websocket.TextMessage, []byte(`{"op":11}`))
+		ws.ReadMessage()
+	}))
+	defer server.Close()
+	pool := x509.NewCertPool()
+	pool.AddCert(server.Certificate())
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	d := &gatewayDialer{ctx: ctx, rootCAs: pool}
+	gateway := "wss" + strings.TrimPrefix(server.URL, "https")
+	dialer := d.websocketDialer(slog.New(slog.NewTextHandler(io.Discard, nil)), gateway)
+	if dialer.NetDialTLSContext == nil {
+		t.Fatal("the dialer does not dial TLS itself, so nothing filters wss")
+	}
+	ws, _, err := dialer.Dial(gateway, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	_, message, err := ws.ReadMessage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(message) != `{"op":11}` {
+		t.Errorf("first message = %s, want the one after the dropped null", message)
+	}
+}
