@@ -74,7 +74,7 @@ func (s *sourceSet) line(path keyPath) int {
 	return s.locate(path).lines.line(path)
 }
 
-// where describes the position of path for a message about the key at
+// where returns the position of path for a message about the key at
 // from: "on line N" in the same file, else "in FILE on line N".
 func (s *sourceSet) where(path, from keyPath) string {
 	src := s.locate(path)
@@ -287,7 +287,7 @@ func (l *loader) merge(root map[string]any, src *source, values map[string]any) 
 
 func (l *loader) mergeEntry(checks *reporter, into map[string]any, src *source, path keyPath, value any) {
 	name := path[1]
-	if _, taken := into[name]; taken {
+	if _, defined := into[name]; defined {
 		first := l.lines.locate(path)
 		checks.report(path, "%s %q is already defined in %s on line %d: rename one of them or remove one",
 			entryKind(path[0]), name, first.file, first.lines.line(path))
