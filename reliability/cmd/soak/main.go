@@ -32,7 +32,7 @@ func main() {
 	binary := flag.String("binary", "", "prebuilt agent-runner binary; empty builds one")
 	dir := flag.String("dir", "", "work folder; empty makes a temporary one")
 	keep := flag.Bool("keep", false, "keep the work folder even when every check passed")
-	rate := flag.Int("chat-rate", 20, "chat messages per second from the fake server")
+	rate := flag.Int("chat-rate", 2000, "chat messages per second from the fake server")
 	flag.Parse()
 	if *quick {
 		set := map[string]bool{}
@@ -83,7 +83,7 @@ kind = "twitch"
 server = %q
 tls = false
 channels = ["soak"]
-on_event = ["sh", "-c", "cat > /dev/null"]
+on_event = ["sh", "-c", "cat > /dev/null; sleep 0.1"]
 hook_concurrency = 2
 log_to = "out/chat.jsonl"
 log_max_bytes = 1048576
