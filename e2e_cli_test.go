@@ -224,8 +224,9 @@ func TestCompletionScripts(t *testing.T) {
 func writeCompletionSetup(t *testing.T, shell string) (dir, script string) {
 	t.Helper()
 	if _, err := exec.LookPath(shell); err != nil {
-		// NOTE: CI does not install zsh and fish, so these tests skip
-		// there; the bash test covers the shared __complete logic.
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s is missing; .ci/run installs it", shell)
+		}
 		t.Skipf("%s is missing", shell)
 	}
 	dir = t.TempDir()
