@@ -54,8 +54,13 @@ func statID(path string) (fileID, error) {
 type stateWatch struct {
 	dir, store, socket string
 	storeID            fileID
-	h                  *handler
 	log                *slog.Logger
+	// listen creates the control socket anew.
+	listen func() (*control.Server, error)
+	// show puts a problem in status, "" when there is none.
+	show func(problem string)
+	// notify sends an alert.
+	notify func(alerts.Alert)
 
 	// lost is set once the store file is gone from its path.
 	lost bool
@@ -66,24 +71,46 @@ type stateWatch struct {
 	serveDone    chan struct{}
 }
 
-func newStateWatch(cfg *config.Config, h *handler, log *slog.Logger) (*stateWatch, error) {
+func newStateWatch(cfg *config.Config, log *slog.Logger) (*stateWatch, error) {
 	store := StorePath(cfg)
 	id, err := statID(store)
 	if err != nil {
 		return nil, fmt.Errorf("watch state store: %w", err)
 	}
 	return &stateWatch{dir: cfg.Runner.StateDir, store: store, socket: cfg.Runner.Socket,
-		storeID: id, h: h, log: log}, nil
+		storeID: id, log: log}, nil
+}
+
+// connect makes w report through h: its status, its alert dispatcher and
+// its control socket.
+func (w *stateWatch) connect(h *handler) {
+	w.listen = func() (*control.Server, error) {
+		return control.Listen(w.socket, h.config().Runner.SocketGroup, h, w.log)
+	}
+	w.show = func(problem string) {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		h.info.StateError, h.info.StateErrorAt = problem, time.Time{}
+		if problem != "" {
+			h.info.StateErrorAt = time.Now().UTC()
+		}
+	}
+	w.notify = func(a alerts.Alert) {
+		if h.alerts != nil {
+			h.alerts.Notify(a)
+		}
+	}
 }
 
 // addStateWatch adds the actor that checks the state folder every
 // stateCheckInterval.
 func addStateWatch(group *run.Group, cfg *config.Config, h *handler, log *slog.Logger) {
-	w, err := newStateWatch(cfg, h, log)
+	w, err := newStateWatch(cfg, log)
 	if err != nil {
 		log.Error("state folder is not watched", "err", err)
 		return
 	}
+	w.connect(h)
 	ctx, cancel := context.WithCancel(context.Background())
 	group.Add(func() error {
 		ticker := time.NewTicker(stateCheckInterval)
@@ -152,8 +179,7 @@ func (w *stateWatch) restore() {
 		return
 	}
 	w.close()
-	cfg := w.h.config()
-	srv, err := control.Listen(w.socket, cfg.Runner.SocketGroup, w.h, w.log)
+	srv, err := w.listen()
 	if err != nil {
 		w.log.Error("recreate control socket failed", "socket", w.socket, "err", err)
 		return
@@ -182,13 +208,7 @@ func (w *stateWatch) report(problem string) {
 		return
 	}
 	w.problem = problem
-	w.h.mu.Lock()
-	w.h.info.StateError = problem
-	w.h.info.StateErrorAt = time.Time{}
-	if problem != "" {
-		w.h.info.StateErrorAt = time.Now().UTC()
-	}
-	w.h.mu.Unlock()
+	w.show(problem)
 
 	a := alerts.Alert{Kind: alerts.KindDaemon, Name: "state_dir", Event: alerts.EventFailed, Summary: problem}
 	if problem == "" {
@@ -197,7 +217,5 @@ func (w *stateWatch) report(problem string) {
 	} else {
 		w.log.Error("state folder problem", "state_dir", w.dir, "err", problem)
 	}
-	if w.h.alerts != nil {
-		w.h.alerts.Notify(a)
-	}
+	w.notify(a)
 }

@@ -1,0 +1,147 @@
+package daemon
+
+import (
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/agent-runner/agent-runner/alerts"
+	"github.com/agent-runner/agent-runner/config"
+	"github.com/agent-runner/agent-runner/control"
+)
+
+// watchedState is a state folder with a store file and a stateWatch on
+// it that records what it reports.
+type watchedState struct {
+	watch   *stateWatch
+	dir     string
+	shown   []string
+	alerts  []alerts.Alert
+	listens int
+}
+
+func newWatchedState(t *testing.T) *watchedState {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "state")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "state.db"), []byte("store"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := &config.Config{Runner: config.Runner{StateDir: dir, Socket: filepath.Join(dir, "control.sock")}}
+	w, err := newStateWatch(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &watchedState{watch: w, dir: dir}
+	w.show = func(problem string) { s.shown = append(s.shown, problem) }
+	w.notify = func(a alerts.Alert) { s.alerts = append(s.alerts, a) }
+	w.listen = func() (*control.Server, error) {
+		s.listens++
+		return control.Listen(w.socket, "", nil, w.log)
+	}
+	t.Cleanup(w.close)
+	return s
+}
+
+func (s *watchedState) checkAndReport() string {
+	problem := s.watch.check()
+	s.watch.report(problem)
+	return problem
+}
+
+func TestStateWatchHealthyFolder(t *testing.T) {
+	s := newWatchedState(t)
+	if problem := s.checkAndReport(); problem != "" {
+		t.Errorf("check of a healthy folder = %q, want no problem", problem)
+	}
+	if len(s.alerts) != 0 || len(s.shown) != 0 {
+		t.Errorf("a healthy folder was reported: shown %q, alerts %+v", s.shown, s.alerts)
+	}
+	if _, err := os.Stat(filepath.Join(s.dir, stateProbeFile)); !os.IsNotExist(err) {
+		t.Errorf("the probe file was left behind: %v", err)
+	}
+}
+
+func TestStateWatchDeletedFolder(t *testing.T) {
+	s := newWatchedState(t)
+	if err := os.RemoveAll(s.dir); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		problem := s.checkAndReport()
+		if !strings.Contains(problem, "deleted or replaced") || !strings.Contains(problem, "restart the daemon") {
+			t.Errorf("check after the deletion = %q, want the lost store and what to do", problem)
+		}
+	}
+	if len(s.alerts) != 1 {
+		t.Fatalf("got %d alerts over three checks, want 1: %+v", len(s.alerts), s.alerts)
+	}
+	if a := s.alerts[0]; a.Kind != alerts.KindDaemon || a.Name != "state_dir" || a.Event != alerts.EventFailed {
+		t.Errorf("alert = %+v, want a failed daemon state_dir alert", a)
+	}
+	if len(s.shown) != 1 || s.shown[0] == "" {
+		t.Errorf("status got %q, want the problem once", s.shown)
+	}
+	if info, err := os.Stat(s.dir); err != nil || !info.IsDir() {
+		t.Errorf("the state folder was not recreated: %v", err)
+	}
+	if _, err := os.Stat(s.watch.socket); err != nil {
+		t.Errorf("the control socket was not recreated: %v", err)
+	}
+	if s.listens != 1 {
+		t.Errorf("the control socket was created %d times, want 1", s.listens)
+	}
+}
+
+// A new store file at the path is not the one the daemon has open.
+func TestStateWatchReplacedStore(t *testing.T) {
+	s := newWatchedState(t)
+	store := filepath.Join(s.dir, "state.db")
+	if err := os.Rename(store, store+".old"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(store, []byte("other"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The daemon's socket is still in place.
+	if err := os.WriteFile(s.watch.socket, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if problem := s.checkAndReport(); !strings.Contains(problem, "deleted or replaced") {
+		t.Errorf("check after the replacement = %q, want the lost store", problem)
+	}
+	if s.listens != 0 {
+		t.Errorf("the control socket was recreated %d times though it was not removed", s.listens)
+	}
+}
+
+// A folder that rejects writes is reported, and its recovery too.
+func TestStateWatchUnwritableFolder(t *testing.T) {
+	s := newWatchedState(t)
+	// A folder in place of the probe file makes its creation fail, as a
+	// read-only folder would for a user that is not root.
+	probe := filepath.Join(s.dir, stateProbeFile)
+	if err := os.Mkdir(probe, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if problem := s.checkAndReport(); !strings.Contains(problem, "does not accept writes") {
+		t.Errorf("check with a failing probe = %q, want the write problem", problem)
+	}
+	if err := os.Remove(probe); err != nil {
+		t.Fatal(err)
+	}
+	if problem := s.checkAndReport(); problem != "" {
+		t.Errorf("check after the folder works again = %q, want none", problem)
+	}
+	if len(s.alerts) != 2 || s.alerts[0].Event != alerts.EventFailed || s.alerts[1].Event != alerts.EventRecovered {
+		t.Errorf("alerts = %+v, want failed then recovered", s.alerts)
+	}
+	if len(s.shown) != 2 || s.shown[1] != "" {
+		t.Errorf("status got %q, want the problem, then none", s.shown)
+	}
+}
