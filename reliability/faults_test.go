@@ -913,12 +913,11 @@ func TestListWithManyJobs(t *testing.T) {
 // TestReloadBareTimeZoneSchedule edits the config of a running daemon
 // to schedule = "CRON_TZ=UTC", a time zone prefix with no fields, and
 // sends SIGHUP. robfig/cron v3.0.1 panics on that expression (see
-// parseCronKnownPanic in schedule), so config loading panics.
+// parseCronKnownPanic in schedule), so config loading panicked and the
+// daemon exited.
 //
-// Expected: the reload is rejected and the daemon keeps running. Found:
-// the daemon exits with the panic, and a restart with the same file
-// panics again. That is logged as a known defect; it fails the test only
-// with RELIABILITY_STRICT set.
+// Held since schedule.ParseCron rejects the bare prefix before robfig's
+// parser sees it: the reload is rejected and the daemon keeps running.
 func TestReloadBareTimeZoneSchedule(t *testing.T) {
 	p := newProject(t, "", tickJob)
 	d := startDaemon(t, p)
@@ -934,11 +933,7 @@ func TestReloadBareTimeZoneSchedule(t *testing.T) {
 	case <-d.Done():
 		message := fmt.Sprintf("the daemon exited with status %d on reloading schedule = \"CRON_TZ=UTC\": %s",
 			d.ExitCode(), firstLineWith(d.Log(), "panic: "))
-		if os.Getenv("RELIABILITY_STRICT") != "" {
-			t.Error(message)
-		} else {
-			t.Logf("known defect, not failing (set RELIABILITY_STRICT=1 to fail): %s", message)
-		}
+		t.Error(message)
 	case <-time.After(3 * time.Second):
 		if !strings.Contains(d.Log(), "reload") {
 			t.Errorf("the daemon neither exited nor logged the reload")
