@@ -45,6 +45,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stdout, "last reload rejected %s: %s\n", formatTime(d.ReloadFailedAt, now), firstLine(d.ReloadError))
 		}
 	}
+	printCluster(stdout, status.Cluster, now)
 	fmt.Fprintln(stdout)
 	printTables(stdout, status, now)
 	return exitOK

@@ -112,6 +112,14 @@ type daemonProc struct {
 
 func (p *project) startDaemon() *daemonProc {
 	p.t.Helper()
+	d := p.startProcess()
+	d.waitLog("scheduler started")
+	return d
+}
+
+// startProcess starts `agent-runner run` and returns without waiting.
+func (p *project) startProcess() *daemonProc {
+	p.t.Helper()
 	d := &daemonProc{p: p, cmd: p.command("run"), done: make(chan struct{})}
 	stderr, err := d.cmd.StderrPipe()
 	if err != nil {
@@ -137,7 +145,6 @@ func (p *project) startDaemon() *daemonProc {
 			p.t.Logf("daemon log:\n%s", d.log())
 		}
 	})
-	d.waitLog("scheduler started")
 	return d
 }
 

@@ -73,6 +73,8 @@ type Status struct {
 	Daemon    *DaemonInfo        `json:"daemon,omitempty"`
 	Jobs      []jobs.JobStatus   `json:"jobs"`
 	Listeners []listeners.Health `json:"listeners"`
+	// Cluster is set when the daemon runs with [cluster].
+	Cluster *ClusterStatus `json:"cluster,omitempty"`
 }
 
 // DaemonInfo describes the running daemon and the config it loaded.

@@ -14,6 +14,7 @@ import (
 	"github.com/jonboulle/clockwork"
 	"github.com/oklog/run"
 
+	"github.com/agent-runner/agent-runner/cluster"
 	"github.com/agent-runner/agent-runner/config"
 	"github.com/agent-runner/agent-runner/control"
 	"github.com/agent-runner/agent-runner/health"
@@ -48,6 +49,9 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	log.Info("agent-runner starting", "version", opts.Version, "config", cfg.Path,
 		"state_dir", cfg.Runner.StateDir, "jobs", len(cfg.Jobs), "listeners", len(cfg.Listeners))
+	if cfg.Cluster != nil {
+		return runCluster(ctx, opts)
+	}
 
 	store, err := openStore(ctx, cfg, log, opts.Clock.Now())
 	if err != nil {
@@ -68,7 +72,7 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
-	set := newListenerSet(cfg, store, reaper, log)
+	set := newListenerSet(cfg, cluster.Local{Store: store}, reaper, log)
 	defer set.close(log)
 	runner.SetPoster(set)
 	h := newHandler(cfg, opts.Version, runner, sched, set, store, reaper, log)

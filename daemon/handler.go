@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/agent-runner/agent-runner/alerts"
+	"github.com/agent-runner/agent-runner/cluster"
 	"github.com/agent-runner/agent-runner/config"
 	"github.com/agent-runner/agent-runner/control"
 	"github.com/agent-runner/agent-runner/jobs"
@@ -124,7 +125,7 @@ func (h *handler) Reload() (string, error) {
 
 	h.runner.SetJobs(next)
 	schedErr := h.sched.Apply(next)
-	changes := h.listeners.apply(next, h.store, h.reaper, h.log)
+	changes := h.listeners.apply(next, cluster.Local{Store: h.store}, h.reaper, h.log)
 	if schedErr != nil {
 		h.log.Error("apply reloaded jobs failed", "err", schedErr)
 	}

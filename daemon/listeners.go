@@ -17,7 +17,6 @@ import (
 	execlistener "github.com/agent-runner/agent-runner/listeners/exec"
 	"github.com/agent-runner/agent-runner/listeners/twitch"
 	"github.com/agent-runner/agent-runner/process"
-	"github.com/agent-runner/agent-runner/state"
 )
 
 // listenerSet is every configured listener: supervisors for the ones that
@@ -42,9 +41,15 @@ type listenerSet struct {
 	retired []*listeners.Router
 }
 
+// listenerKVs gives each listener its persistent key-value space:
+// cluster.Local for the bbolt store, or the etcd store in a cluster.
+type listenerKVs interface {
+	Listener(name string) listeners.KV
+}
+
 // newListenerSet builds a supervisor per enabled listener. A listener
 // that cannot be built is shown as failed, and the others still run.
-func newListenerSet(cfg *config.Config, store *state.Store, reaper *process.Reaper, log *slog.Logger) *listenerSet {
+func newListenerSet(cfg *config.Config, store listenerKVs, reaper *process.Reaper, log *slog.Logger) *listenerSet {
 	set := &listenerSet{
 		cfg:         cfg,
 		pool:        newPool(),
@@ -68,7 +73,7 @@ func newListenerSet(cfg *config.Config, store *state.Store, reaper *process.Reap
 
 // build returns a supervisor for lc, or the health to show when lc is
 // disabled or cannot run.
-func build(cfg *config.Config, lc *config.Listener, store *state.Store, reaper *process.Reaper, log *slog.Logger) (*listeners.Supervisor, *listeners.Router, listeners.Health) {
+func build(cfg *config.Config, lc *config.Listener, store listenerKVs, reaper *process.Reaper, log *slog.Logger) (*listeners.Supervisor, *listeners.Router, listeners.Health) {
 	health := listeners.Health{Name: lc.Name, Kind: lc.Kind}
 	if !lc.Enabled {
 		health.State, health.LastError = listeners.StateDisabled, lc.DisabledReason
@@ -140,7 +145,7 @@ func (set *listenerSet) add(group *run.Group) {
 // whose config is unchanged keeps its connection; a changed one restarts
 // with the new config; an added one starts in the pool; a removed one
 // stops. It returns a one-line count of the changes.
-func (set *listenerSet) apply(cfg *config.Config, store *state.Store, reaper *process.Reaper, log *slog.Logger) string {
+func (set *listenerSet) apply(cfg *config.Config, store listenerKVs, reaper *process.Reaper, log *slog.Logger) string {
 	set.mu.Lock()
 	defer set.mu.Unlock()
 	added, removed, changed := 0, 0, 0
@@ -173,7 +178,7 @@ func (set *listenerSet) apply(cfg *config.Config, store *state.Store, reaper *pr
 
 // replace installs the listener of lc, reusing the existing supervisor
 // when there is one. The caller holds mu.
-func (set *listenerSet) replace(cfg *config.Config, lc *config.Listener, store *state.Store, reaper *process.Reaper, log *slog.Logger) {
+func (set *listenerSet) replace(cfg *config.Config, lc *config.Listener, store listenerKVs, reaper *process.Reaper, log *slog.Logger) {
 	delete(set.fixed, lc.Name)
 	sup, router, health := build(cfg, lc, store, reaper, log)
 	existing, running := set.supervisors[lc.Name]

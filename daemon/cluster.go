@@ -1,0 +1,403 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	sd "github.com/coreos/go-systemd/v22/daemon"
+	"github.com/oklog/run"
+
+	"github.com/agent-runner/agent-runner/cluster"
+	"github.com/agent-runner/agent-runner/config"
+	"github.com/agent-runner/agent-runner/control"
+	"github.com/agent-runner/agent-runner/health"
+	"github.com/agent-runner/agent-runner/jobs"
+	"github.com/agent-runner/agent-runner/process"
+	"github.com/agent-runner/agent-runner/state"
+)
+
+// campaignRetry is the pause before campaigning again after a campaign
+// failed, such as while etcd is unreachable.
+const campaignRetry = time.Second
+
+// runCluster runs the daemon as one node of a [cluster]: every node
+// serves the control socket and the health server, and only the node
+// that won the election runs the scheduler and the listeners, for as
+// long as its term lasts.
+func runCluster(ctx context.Context, opts Options) error {
+	cfg, log := opts.Config, opts.Log.With("node", opts.Config.Cluster.Node)
+	// The state folder keeps the control socket, run locks and the
+	// scheduler's copy of the positions.
+	if err := os.MkdirAll(cfg.Runner.StateDir, 0o700); err != nil {
+		return fmt.Errorf("create state folder: %w", err)
+	}
+	client, err := cluster.Connect(cfg.Cluster)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	store := cluster.NewEtcd(client, cfg.Cluster.Prefix, cfg.Runner.HistoryLimit)
+	elector := cluster.NewElector(client, cfg.Cluster.Prefix, cfg.Cluster.Node, cfg.Cluster.LeaseTTL, log)
+
+	reaper, err := process.NewReaper(log)
+	if err != nil {
+		return err
+	}
+	defer reaper.Close()
+	logJobProblems(cfg, log)
+	stopClusterLeftovers(cfg, store, log)
+
+	node := &clusterNode{
+		cfg: cfg, opts: opts, log: log, store: store, elector: elector, reaper: reaper,
+		metrics: health.NewMetrics(),
+		info: control.DaemonInfo{
+			Version: opts.Version, Config: cfg.Path, ConfigHash: cfg.Hash,
+			LoadedAt: time.Now().UTC(), StartedAt: time.Now().UTC(),
+		},
+	}
+	srv, err := control.Listen(cfg.Runner.Socket, cfg.Runner.SocketGroup, node, log)
+	if err != nil {
+		return err
+	}
+	var group run.Group
+	if cfg.Runner.HTTP != "" {
+		hs, err := health.NewServer(cfg.Runner.HTTP, node.Status, node.metrics, log, health.WithRuns(store.Runs))
+		if err != nil {
+			_ = srv.Close()
+			return fmt.Errorf("start health server: %w", err)
+		}
+		log.Info("health server listening", "addr", hs.Addr().String())
+		group.Add(hs.Serve, func(error) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = hs.Shutdown(ctx)
+		})
+	}
+	addContext(&group, ctx)
+	node.addLeaderWork(&group)
+	node.addWatchdog(&group)
+	addReloadRejecter(&group, opts.Reload, log)
+	group.Add(srv.Serve, func(error) {
+		log.Info("closing control socket")
+		_ = srv.Close()
+	})
+	notify(log, "READY=1")
+	err = group.Run()
+	log.Info("agent-runner stopped")
+	if errors.Is(err, errStopRequested) {
+		return nil
+	}
+	return err
+}
+
+// stopClusterLeftovers kills what this machine's previous daemon left
+// running: its listeners and hooks, and the children of runs that etcd
+// records as running or interrupted. A new leader marks the runs of a
+// dead one interrupted, so when the dead node comes back its orphans are
+// among those. Markers only match processes on this machine, and run IDs
+// are unique in the cluster, so runs of other nodes are untouched.
+func stopClusterLeftovers(cfg *config.Config, store *cluster.Etcd, log *slog.Logger) {
+	leftovers := []string{process.DaemonMarker(cfg.Runner.StateDir)}
+	for _, job := range cfg.Jobs {
+		runs, err := store.Runs(job.Name, 0)
+		if err != nil {
+			log.Warn("read runs from etcd failed, so their leftover processes are not looked for", "job", job.Name, "err", err)
+			continue
+		}
+		for _, r := range runs {
+			if r.Result == state.ResultRunning || r.Result == state.ResultInterrupted {
+				leftovers = append(leftovers, jobs.RunMarker(r.ID))
+			}
+		}
+	}
+	if n := process.KillMarked(leftovers, cfg.Runner.KillGrace); n > 0 {
+		log.Warn("stopped processes left by a previous daemon or CLI", "count", n)
+	}
+}
+
+// clusterNode is the control handler and the leader work of one node.
+type clusterNode struct {
+	cfg     *config.Config
+	opts    Options
+	log     *slog.Logger
+	store   *cluster.Etcd
+	elector *cluster.Elector
+	reaper  *process.Reaper
+	metrics *health.Metrics
+	info    control.DaemonInfo
+
+	mu sync.Mutex
+	// term is the work of the current term, nil while this node does not
+	// lead.
+	term *termWork
+}
+
+// termWork is the runner, scheduler and listeners of one term.
+type termWork struct {
+	term   *cluster.Term
+	runner *jobs.Runner
+	sched  *jobs.Scheduler
+	set    *listenerSet
+	// positions is the scheduler's copy of the job positions, closed when
+	// the term ends.
+	positions *state.Store
+}
+
+func (n *clusterNode) current() *termWork {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.term
+}
+
+func (n *clusterNode) setCurrent(w *termWork) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.term = w
+}
+
+// addLeaderWork adds the one actor that campaigns, runs the scheduler and
+// listeners for each term won, and campaigns again after a term is lost.
+// oklog/run cannot add actors later, so each term runs its own group.
+func (n *clusterNode) addLeaderWork(group *run.Group) {
+	ctx, cancel := context.WithCancel(context.Background())
+	group.Add(func() error {
+		for ctx.Err() == nil {
+			term, err := n.elector.Campaign(ctx)
+			if err != nil {
+				if ctx.Err() == nil {
+					n.log.Warn("campaign for cluster leadership failed", "err", err)
+					sleep(ctx, campaignRetry)
+				}
+				continue
+			}
+			n.log.Info("won cluster leadership", "term", term.Rev)
+			n.lead(ctx, term)
+		}
+		return nil
+	}, func(error) { cancel() })
+}
+
+// lead runs one term until it is lost or ctx ends, then stops the work
+// and gives up the term.
+func (n *clusterNode) lead(ctx context.Context, term *cluster.Term) {
+	n.store.SetFence(term.Fence)
+	defer n.store.ClearFence()
+	work, err := n.startTerm(term)
+	if err != nil {
+		n.log.Error("start leader work failed, so leadership is given up", "term", term.Rev, "err", err)
+		resign(term, n.log)
+		sleep(ctx, campaignRetry)
+		return
+	}
+	n.setCurrent(work)
+	var group run.Group
+	termCtx, cancel := context.WithCancel(context.Background())
+	group.Add(func() error {
+		select {
+		case <-term.Lost():
+		case <-ctx.Done():
+		case <-termCtx.Done():
+		}
+		return nil
+	}, func(error) { cancel() })
+	n.addTermScheduler(&group, work)
+	work.set.add(&group)
+	_ = group.Run()
+	work.set.close(n.log)
+	_ = work.positions.Close()
+	n.setCurrent(nil)
+	if ctx.Err() != nil {
+		resign(term, n.log)
+		return
+	}
+	n.log.Warn("leader work stopped after the term was lost", "term", term.Rev, "err", term.Reason())
+	term.Close()
+}
+
+func resign(term *cluster.Term, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := term.Resign(ctx); err != nil {
+		log.Warn("resign cluster leadership failed, so it ends when the lease expires", "term", term.Rev, "err", err)
+	}
+}
+
+// startTerm takes over from the previous leader: its runs still recorded
+// as running are marked interrupted, and the scheduler starts from the
+// slots etcd records, so its catch-up covers the gap under each job's
+// catch_up policy.
+func (n *clusterNode) startTerm(term *cluster.Term) (*termWork, error) {
+	now := n.opts.Clock.Now()
+	interrupted, err := n.store.RecoverInterrupted(now, nil)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range interrupted {
+		n.log.Warn("run was interrupted by the previous leader's end", "job", r.Job, "run", r.ID, "slot", r.Slot)
+	}
+	positions, err := n.positions(now)
+	if err != nil {
+		return nil, err
+	}
+	runner := jobs.NewRunner(n.cfg, timedRecorder{n.store, n.metrics}, n.reaper, n.log, n.opts.Clock.Now)
+	if n.cfg.Runner.HTTP != "" {
+		runner.SetObserver(n.metrics)
+	}
+	sched, err := jobs.NewScheduler(n.cfg, runner, positions, n.opts.Clock, n.log)
+	if err != nil {
+		_ = positions.Close()
+		return nil, err
+	}
+	set := newListenerSet(n.cfg, n.store, n.reaper, n.log)
+	runner.SetPoster(set)
+	return &termWork{term: term, runner: runner, sched: sched, set: set, positions: positions}, nil
+}
+
+// positions copies each job's position from etcd into a fresh bbolt file
+// for the scheduler, which reads positions from a *state.Store.
+//
+// NOTE: the scheduler records catch_up = "skip" slots in this copy only,
+// so etcd keeps the older position and the next leader skips those slots
+// again. Runs, and the slots they claim, go to etcd through the runner.
+func (n *clusterNode) positions(now time.Time) (*state.Store, error) {
+	for _, job := range n.cfg.Jobs {
+		if job.Enabled {
+			if _, err := n.store.EnsureJob(job.Name, now); err != nil {
+				return nil, err
+			}
+		}
+	}
+	jobStates, err := n.store.Jobs()
+	if err != nil {
+		return nil, err
+	}
+	path := filepath.Join(n.cfg.Runner.StateDir, "cluster-positions.db")
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("remove old position copy: %w", err)
+	}
+	local, err := state.Open(path, state.Options{Logger: n.log})
+	if err != nil {
+		return nil, err
+	}
+	for _, st := range jobStates {
+		err := copyPosition(local, st, now)
+		if err != nil {
+			_ = local.Close()
+			return nil, err
+		}
+	}
+	return local, nil
+}
+
+func copyPosition(local *state.Store, st state.JobState, now time.Time) error {
+	if _, err := local.EnsureJob(st.Name, st.FirstSeen); err != nil {
+		return err
+	}
+	if st.LastSlot.IsZero() {
+		return nil
+	}
+	return local.Skip(st.Name, st.LastSlot, "cluster", "position copied from etcd", now, st.NextRun)
+}
+
+// addTermScheduler adds the scheduler of one term. Its interrupt stops
+// new runs and stops the running ones within half the lease TTL, or
+// shutdown_timeout when shorter, since another node may soon run the
+// same jobs.
+func (n *clusterNode) addTermScheduler(group *run.Group, work *termWork) {
+	ctx, cancel := context.WithCancel(context.Background())
+	group.Add(func() error {
+		work.sched.Start(ctx)
+		n.log.Info("scheduler started", "term", work.term.Rev)
+		<-ctx.Done()
+		return nil
+	}, func(error) {
+		cancel()
+		grace := min(n.cfg.Runner.ShutdownTimeout, n.cfg.Cluster.LeaseTTL/2)
+		n.log.Info("stopping running jobs", "running", work.runner.Running(), "timeout", grace)
+		stopCtx, stop := context.WithTimeout(context.Background(), grace)
+		defer stop()
+		if n.opts.Force != nil {
+			go func() {
+				select {
+				case <-n.opts.Force:
+					work.runner.Kill()
+				case <-stopCtx.Done():
+				}
+			}()
+		}
+		work.runner.Shutdown(stopCtx)
+		if err := work.sched.Stop(); err != nil {
+			n.log.Error("stop scheduler failed", "err", err)
+		}
+		n.log.Info("scheduler stopped", "term", work.term.Rev)
+	})
+}
+
+// addWatchdog sends WATCHDOG=1 at half the unit's WatchdogSec, on the
+// leader only while its scheduler responds, and keeps STATUS= current
+// with the node's role.
+func (n *clusterNode) addWatchdog(group *run.Group) {
+	interval, err := sd.SdWatchdogEnabled(false)
+	if err != nil {
+		n.log.Warn("read watchdog interval failed", "err", err)
+	}
+	period := 30 * time.Second
+	if interval > 0 {
+		period = interval / 2
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	group.Add(func() error {
+		ticker := time.NewTicker(period)
+		defer ticker.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-ticker.C:
+			}
+			role := "standby"
+			if work := n.current(); work != nil {
+				role = fmt.Sprintf("leader (term %d)", work.term.Rev)
+				if err := work.sched.Ping(pingTimeout); err != nil {
+					n.log.Error("scheduler does not respond; withholding the watchdog ping", "err", err)
+					continue
+				}
+			}
+			if interval > 0 {
+				notify(n.log, "WATCHDOG=1")
+			}
+			notify(n.log, "STATUS=cluster node "+n.elector.Node()+": "+role)
+		}
+	}, func(error) { cancel() })
+}
+
+// addReloadRejecter logs each SIGHUP as rejected, since a cluster node
+// cannot reload yet.
+func addReloadRejecter(group *run.Group, signals <-chan struct{}, log *slog.Logger) {
+	ctx, cancel := context.WithCancel(context.Background())
+	group.Add(func() error {
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-signals:
+				log.Error("reload rejected: reload is not supported with [cluster] yet, so restart the node, one node at a time")
+			}
+		}
+	}, func(error) { cancel() })
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}

@@ -1,0 +1,241 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/agent-runner/agent-runner/cluster/etcdtest"
+)
+
+// clusterNode is one agent-runner of a cluster test, with its own config
+// folder and state folder.
+type clusterNode struct {
+	name string
+	p    *project
+	d    *daemonProc
+}
+
+// newClusterNodes writes one config per name. They share the etcd
+// members and a job due every second that appends its slot, trigger and
+// node to slots.txt in a folder all nodes see.
+//
+// A second job, long, is never due during a test: it sleeps when run by
+// hand and writes its process ID to pids beside slots.txt.
+func newClusterNodes(t *testing.T, etcd *etcdtest.Cluster, names ...string) ([]*clusterNode, string) {
+	t.Helper()
+	dir := t.TempDir()
+	shared := filepath.Join(dir, "slots.txt")
+	endpoints := `"` + strings.Join(etcd.Endpoints(), `", "`) + `"`
+	var nodes []*clusterNode
+	for _, name := range names {
+		text := fmt.Sprintf(`[cluster]
+etcd = [%s]
+node = %q
+lease_ttl = "3s"
+prefix = "/e2e/"
+
+[jobs.tick]
+command = ["/bin/sh", "-c", "echo \"$AGENT_RUNNER_SLOT $AGENT_RUNNER_TRIGGER $NODE\" >> %s"]
+env = { NODE = %q }
+every = "1s"
+catch_up = "all"
+max_catch_up = 100
+
+[jobs.long]
+command = ["/bin/sh", "-c", "echo $$ >> %s; exec sleep 300"]
+every = "24h"
+`, endpoints, name, shared, name, filepath.Join(dir, "pids"))
+		nodes = append(nodes, &clusterNode{name: name, p: newProject(t, text)})
+	}
+	return nodes, shared
+}
+
+// start starts the node's daemon without waiting for its scheduler,
+// which only a leader starts.
+func (n *clusterNode) start() {
+	n.p.t.Helper()
+	n.d = n.p.startProcess()
+	n.d.waitLog("agent-runner starting")
+}
+
+// slotLine is one line of slots.txt.
+type slotLine struct {
+	slot    time.Time
+	trigger string
+	node    string
+}
+
+func readSlots(t *testing.T, path string) []slotLine {
+	t.Helper()
+	var out []slotLine
+	for _, line := range readLines(t, path) {
+		fields := strings.Fields(line)
+		if len(fields) != 3 {
+			t.Fatalf("slots.txt line %q: want slot, trigger and node", line)
+		}
+		slot, err := time.Parse(time.RFC3339, fields[0])
+		if err != nil {
+			t.Fatalf("slots.txt line %q: %v", line, err)
+		}
+		out = append(out, slotLine{slot: slot, trigger: fields[1], node: fields[2]})
+	}
+	return out
+}
+
+func countBy(lines []slotLine, node, trigger string) int {
+	n := 0
+	for _, l := range lines {
+		if l.node == node && (trigger == "" || l.trigger == trigger) {
+			n++
+		}
+	}
+	return n
+}
+
+// checkSlots fails when a slot ran twice, or when a second between the
+// last slot of the dead leader and the first scheduled slot of the new
+// one did not run.
+func checkSlots(t *testing.T, lines []slotLine, dead, next string) {
+	t.Helper()
+	seen := map[time.Time]string{}
+	for _, l := range lines {
+		if by, ok := seen[l.slot]; ok {
+			t.Errorf("slot %s ran twice: on %s and on %s", l.slot.Format(time.RFC3339), by, l.node)
+		}
+		seen[l.slot] = l.node
+	}
+	var lastDead, firstNext time.Time
+	for _, l := range lines {
+		if l.node == dead && l.slot.After(lastDead) {
+			lastDead = l.slot
+		}
+		if l.node == next && l.trigger == "schedule" && (firstNext.IsZero() || l.slot.Before(firstNext)) {
+			firstNext = l.slot
+		}
+	}
+	if lastDead.IsZero() || firstNext.IsZero() {
+		t.Fatalf("want slots of both nodes, got last of %s %s and first scheduled of %s %s", dead, lastDead, next, firstNext)
+	}
+	caughtUp := 0
+	for s := lastDead.Add(time.Second); s.Before(firstNext); s = s.Add(time.Second) {
+		if _, ok := seen[s]; !ok {
+			t.Errorf("slot %s in the gap between leaders never ran", s.Format(time.RFC3339))
+		}
+		caughtUp++
+	}
+	t.Logf("gap between leaders: %d slots from %s to %s", caughtUp, lastDead.Format(time.RFC3339), firstNext.Format(time.RFC3339))
+}
+
+func TestClusterFailoverAfterKill(t *testing.T) {
+	etcd := etcdtest.Start(t, 3)
+	nodes, slots := newClusterNodes(t, etcd, "a", "b")
+	a, b := nodes[0], nodes[1]
+	a.start()
+	a.d.waitLog("won cluster leadership")
+	b.start()
+	waitForSlots(t, slots, func(lines []slotLine) bool { return countBy(lines, "a", "schedule") >= 3 })
+	if b.d.hasLog("won cluster leadership") {
+		t.Fatal("b won leadership while a leads")
+	}
+	status := b.p.run("status")
+	if !strings.Contains(status.stdout, "cluster node b: standby; leader a") {
+		t.Errorf("status of b: got\n%s\nwant b as standby under leader a", status.stdout)
+	}
+
+	pids := filepath.Join(filepath.Dir(slots), "pids")
+	t.Cleanup(func() { killPids(t, pids) })
+	manual := a.p.command("run-job", "long")
+	if err := manual.Start(); err != nil {
+		t.Fatalf("start run-job long: %v", err)
+	}
+	waitFor(t, "the manual run of long", func() bool { return len(lines(t, pids)) == 1 })
+	orphan := lines(t, pids)[0]
+
+	a.d.kill()
+	_ = manual.Wait()
+	b.d.waitLogWithin("won cluster leadership", 30*time.Second)
+	b.d.waitLog("run was interrupted by the previous leader's end")
+	waitForSlots(t, slots, func(lines []slotLine) bool { return countBy(lines, "b", "schedule") >= 3 })
+	status = b.p.run("status")
+	if !strings.Contains(status.stdout, "cluster node b: leader; leader b") || !strings.Contains(status.stdout, "members: b\n") {
+		t.Errorf("status of b after failover: got\n%s", status.stdout)
+	}
+	if runs := b.p.run("runs", "long"); !strings.Contains(runs.stdout, "interrupted") {
+		t.Errorf("runs long on b: got\n%s\nwant the dead leader's run as interrupted", runs.stdout)
+	}
+	if !running(orphan) {
+		t.Fatalf("the manual run's process %s died with a; this test needs it to outlive a", orphan)
+	}
+
+	// a comes back as a standby and stops what its dead daemon left.
+	a.start()
+	a.d.waitLog("stopped processes left by a previous daemon or CLI")
+	if running(orphan) {
+		t.Errorf("the interrupted run's process %s still runs after a restarted", orphan)
+	}
+	b.d.stop()
+	a.d.stop()
+	checkSlots(t, readSlots(t, slots), "a", "b")
+}
+
+// A leader stopped with SIGSTOP past its lease is replaced, and once it
+// continues it must notice the lost term and run nothing more.
+func TestClusterFrozenLeaderYields(t *testing.T) {
+	etcd := etcdtest.Start(t, 3)
+	nodes, slots := newClusterNodes(t, etcd, "a", "b")
+	a, b := nodes[0], nodes[1]
+	a.start()
+	a.d.waitLog("won cluster leadership")
+	b.start()
+	waitForSlots(t, slots, func(lines []slotLine) bool { return countBy(lines, "a", "schedule") >= 2 })
+
+	if err := a.d.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatalf("SIGSTOP a: %v", err)
+	}
+	b.d.waitLogWithin("won cluster leadership", 30*time.Second)
+	waitForSlots(t, slots, func(lines []slotLine) bool { return countBy(lines, "b", "schedule") >= 2 })
+	if err := a.d.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatalf("SIGCONT a: %v", err)
+	}
+	a.d.waitLogWithin("leader work stopped after the term was lost", 30*time.Second)
+	waitForSlots(t, slots, func(lines []slotLine) bool { return countBy(lines, "b", "schedule") >= 5 })
+	a.d.stop()
+	b.d.stop()
+	checkSlots(t, readSlots(t, slots), "a", "b")
+}
+
+func waitForSlots(t *testing.T, path string, cond func([]slotLine) bool) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !cond(readSlots(t, path)) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for slots; slots.txt has:\n%s", readFile(path))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func readFile(path string) string {
+	data, _ := os.ReadFile(path)
+	return string(data)
+}
+
+func (d *daemonProc) hasLog(text string) bool { return strings.Contains(d.log(), text) }
+
+// waitLogWithin is waitLog with a longer wait, for steps that wait out a
+// lease TTL.
+func (d *daemonProc) waitLogWithin(text string, limit time.Duration) {
+	d.p.t.Helper()
+	deadline := time.Now().Add(limit)
+	for !d.hasLog(text) {
+		if time.Now().After(deadline) {
+			d.p.t.Fatalf("timed out waiting for daemon log line %s", text)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
