@@ -45,6 +45,10 @@ type Report struct {
 	// Problems is never nil, so the JSON shows an empty list rather than
 	// null when all is well.
 	Problems []Problem `json:"problems"`
+	// Role is "leader" or "standby" on a node with [cluster], and Leader
+	// the node that leads.
+	Role   string `json:"role,omitempty"`
+	Leader string `json:"leader,omitempty"`
 }
 
 // Healthy reports whether the report found no problem.
@@ -103,6 +107,7 @@ func Evaluate(status control.Status, now time.Time) Report {
 		report.Problems = append(report.Problems, Problem{Kind: KindDaemon, Name: "state_dir", State: "failed", Reason: firstLine(d.StateError)})
 		report.Summary = "state folder failing; " + report.Summary
 	}
+	addCluster(&report, status.Cluster)
 	if len(report.Problems) > 0 {
 		report.Status = StatusUnhealthy
 	}
