@@ -18,9 +18,8 @@ import (
 // by hand. Within the daemon the held flag excludes runs of the same job,
 // because a second flock through the same open file would succeed.
 //
-// NOTE: a lock file deleted while the daemon runs keeps its open copy
-// here, and a CLI would then lock a new file; nothing in agent-runner
-// deletes them.
+// NOTE: the daemon keeps a deleted lock file open, so a CLI would then
+// lock a new file at the same path. Nothing in agent-runner deletes them.
 type jobLocks struct {
 	mu    sync.Mutex
 	files map[string]*jobLock
@@ -28,6 +27,7 @@ type jobLocks struct {
 
 type jobLock struct {
 	file *os.File
+	// held is set while a run of this daemon has the lock.
 	held bool
 }
 
@@ -65,11 +65,17 @@ func (l *jobLocks) lock(ctx context.Context, stateDir, name string, wait bool, s
 
 // tryLock returns the held lock, or nil when a run holds it.
 func (l *jobLocks) tryLock(stateDir, name string) (*runLock, error) {
+	lock, err := l.open(stateDir, name)
+	if err != nil {
+		return nil, err
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	lock, err := l.openLocked(stateDir, name)
-	if err != nil || lock.held {
-		return nil, err
+	if l.files[name] != lock {
+		return nil, fmt.Errorf("lock job %s: the job was removed by a reload", name)
+	}
+	if lock.held {
+		return nil, nil
 	}
 	err = unix.Flock(int(lock.file.Fd()), unix.LOCK_EX|unix.LOCK_NB)
 	if errors.Is(err, unix.EWOULDBLOCK) {
@@ -82,8 +88,14 @@ func (l *jobLocks) tryLock(stateDir, name string) (*runLock, error) {
 	return &runLock{locks: l, lock: lock}, nil
 }
 
-func (l *jobLocks) openLocked(stateDir, name string) (*jobLock, error) {
-	if lock, ok := l.files[name]; ok {
+// open returns the job's lock file, opening it on the job's first run.
+// The open happens outside the mutex, so that the first runs of many jobs
+// do not wait for each other's file creation.
+func (l *jobLocks) open(stateDir, name string) (*jobLock, error) {
+	l.mu.Lock()
+	lock, ok := l.files[name]
+	l.mu.Unlock()
+	if ok {
 		return lock, nil
 	}
 	path := lockPath(stateDir, name)
@@ -94,10 +106,17 @@ func (l *jobLocks) openLocked(stateDir, name string) (*jobLock, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open job lock: %w", err)
 	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if lock, ok := l.files[name]; ok {
+		// Another run of the job opened it meanwhile.
+		f.Close()
+		return lock, nil
+	}
 	if l.files == nil {
 		l.files = make(map[string]*jobLock)
 	}
-	lock := &jobLock{file: f}
+	lock = &jobLock{file: f}
 	l.files[name] = lock
 	return lock, nil
 }

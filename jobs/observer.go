@@ -10,7 +10,7 @@ import (
 // must return quickly and never block a run.
 type Observer interface {
 	// RunStarted is called once a run is claimed. lateness is how long
-	// after its slot the scheduler's dispatcher took it; zero for manual
+	// after its slot the scheduler's dispatcher woke for it; zero for manual
 	// runs.
 	RunStarted(run state.Run, lateness time.Duration)
 	// RunFinished is called with the final record of every run,

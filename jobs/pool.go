@@ -2,22 +2,28 @@ package jobs
 
 import (
 	"sync"
+	"time"
 )
 
-// defaultWorkers bounds the runs that may be between the dispatcher and
-// their start at once when max_concurrent sets no cap. Every run in that
-// phase waits for its job lock, the gate or the claim's commit, and the
-// claims of all of them share group commits, so more workers mostly add
-// goroutine stacks.
+// defaultWorkers is the number of worker places when max_concurrent sets
+// no cap. A place is held by a run on its way to starting, which waits
+// for its job lock, the gate or the claim's commit, and then for the
+// run's first detachAfter. The claims of all places share group commits,
+// so more places mostly add goroutine stacks and children at once.
 const defaultWorkers = 64
+
+// detachAfter is how long a run holds its worker place. A burst of runs
+// shorter than that, such as quick checks, has no more runs going at once
+// than the pool has places. A longer run lets go of its place, so the
+// pool never caps the runs going on; only max_concurrent does.
+const detachAfter = 20 * time.Millisecond
 
 // pool runs the dispatcher's requests on a bounded set of goroutines. A
 // request waits in the queue, not in a goroutine of its own, until a
-// worker takes it. Once its run is claimed, or starts a long wait for the
-// job lock, the run lets go of its worker place through Request.release:
-// it goes on in the same goroutine, and another worker starts when the
-// queue holds more. The bound therefore applies to the runs on their way
-// to starting, never to the runs going on, which only max_concurrent caps.
+// worker takes it. Once its run has gone on for detachAfter, or starts a
+// long wait for the job lock, the run lets go of its worker place through
+// Request.release: it goes on in the same goroutine, and another worker
+// starts when the queue holds more.
 type pool struct {
 	run func(Request)
 

@@ -43,14 +43,15 @@ type Request struct {
 	// start.
 	Started func(state.Run)
 
-	// entered is when the scheduler's dispatcher took the request; the
-	// run's lateness is counted up to it.
+	// entered is when the scheduler's dispatcher woke to take the
+	// request; the run's lateness is counted up to it.
 	entered time.Time
 	// later are more slots of a catch-up under "all", run in turn after
 	// Slot.
 	later []time.Time
 	// release, when set, gives up the request's place in the worker pool
-	// once the run is claimed or begins to wait for its job lock.
+	// once the run has gone on for detachAfter or begins to wait for its
+	// job lock.
 	release func()
 }
 
@@ -167,7 +168,10 @@ func (r *Runner) Run(ctx context.Context, req Request) (state.Run, error) {
 		return state.Run{}, fmt.Errorf("claim run of %s: %w", job.Name, err)
 	}
 	if req.release != nil {
-		req.release()
+		// A short run keeps its worker place, so a burst of them starts
+		// no faster than the pool allows; a longer one gives it up.
+		detach := time.AfterFunc(detachAfter, req.release)
+		defer detach.Stop()
 	}
 	if req.Started != nil {
 		req.Started(run)
@@ -179,7 +183,7 @@ func (r *Runner) Run(ctx context.Context, req Request) (state.Run, error) {
 }
 
 // lateness returns how long after its slot the scheduler's dispatcher
-// took the run's request. A request that did not pass the dispatcher
+// woke to take the run's request. A request that did not pass the dispatcher
 // counts up to the run's Start, and a manual run has none. Time spent
 // waiting for a worker, the job lock, max_concurrent or the claim is not
 // part of it, because the dispatcher stamps the request before those.

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -150,6 +151,11 @@ func (s *Scheduler) add(job *config.Job) error {
 	if err != nil {
 		return fmt.Errorf("schedule job %s: %w", job.Name, err)
 	}
+	// Opening the lock file now keeps its creation off the path of the
+	// job's first run.
+	if _, err := s.runner.locks.open(s.runner.stateDir(), job.Name); err != nil {
+		s.log.Warn("open job lock failed; the first run tries again", "job", job.Name, "err", err)
+	}
 	e := &entry{job: job, sched: sched, next: sched.Next(position(st)), index: -1}
 	// A passed at job stays in the heap while its slot is unclaimed, so
 	// that catch-up may still run it.
@@ -243,7 +249,11 @@ func (s *Scheduler) catchUpLocked() {
 			s.delayed.add(delayedRun{at: now.Add(delay), requests: requests})
 		}
 	}
-	s.submit(first)
+	entered := s.clock.Now()
+	for i := range first {
+		first[i].entered = entered
+	}
+	s.pool.submit(first)
 }
 
 // dispatchLoop is the dispatcher: it sleeps until the next slot, the
@@ -281,7 +291,7 @@ func (s *Scheduler) dispatchLoop(ctx context.Context) {
 		if deadline.After(reached) {
 			reached = deadline
 		}
-		s.dispatchDue(wall, reached)
+		s.dispatchDue(wall, reached, wall)
 		armed = s.clock.Now()
 		wait = s.untilWake(armed)
 		timer.Reset(wait)
@@ -302,30 +312,29 @@ func (s *Scheduler) untilWake(now time.Time) time.Duration {
 	return max(wait, 0)
 }
 
-// dispatchDue takes every job due by now at once and queues its runs.
+// dispatchDue takes every job due by now at once, stamps the batch with
+// entered, the moment the dispatcher woke for it, and queues its runs.
 // A slot after reached is overdue by the wall clock alone and, more than
 // overdueAfter late, goes through the catch-up policy.
-func (s *Scheduler) dispatchDue(now, reached time.Time) {
+func (s *Scheduler) dispatchDue(now, reached, entered time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	requests := s.delayed.popDue(now)
-	for _, e := range s.slots.popDue(now.Add(earlyTolerance)) {
+	due := s.slots.popDue(now.Add(earlyTolerance))
+	for i := range requests {
+		requests[i].entered = entered
+	}
+	for _, e := range due {
 		trigger := state.TriggerSchedule
 		overdue := e.next.After(reached.Add(earlyTolerance)) && e.next.Before(now.Add(-overdueAfter))
 		if e.missed || overdue {
 			trigger = state.TriggerCatchUp
 		}
 		e.missed = false
-		requests = append(requests, s.claimDueLocked(e, now, trigger)...)
-	}
-	s.submit(requests)
-}
-
-// submit stamps the requests with the moment the dispatcher took them and
-// queues them for the workers.
-func (s *Scheduler) submit(requests []Request) {
-	for i := range requests {
-		requests[i].entered = s.clock.Now()
+		for _, req := range s.claimDueLocked(e, now, trigger) {
+			req.entered = entered
+			requests = append(requests, req)
+		}
 	}
 	s.pool.submit(requests)
 }
@@ -345,9 +354,9 @@ func (s *Scheduler) claimDueLocked(e *entry, now time.Time, trigger string) []Re
 	if trigger == state.TriggerCatchUp && job.CatchUp == config.CatchUpAll {
 		keep = job.MaxCatchUp
 	}
-	slots, count := dueSlots(e.sched, e.next, now, keep)
+	slots, count, next := dueSlotsAndNext(e.sched, e.next, now, keep)
 	newest := slots[len(slots)-1]
-	e.next = e.sched.Next(newest)
+	e.next = next
 	s.slots.schedule(e)
 	if trigger == state.TriggerCatchUp && job.CatchUpDeadline > 0 {
 		slots = dropOlder(slots, now.Add(-job.CatchUpDeadline))
@@ -377,9 +386,18 @@ func (s *Scheduler) claimDueLocked(e *entry, now time.Time, trigger string) []Re
 // first, and how many slots were due, as text since a huge backlog is
 // counted only up to maxCountedSlots.
 func dueSlots(sched schedule.Schedule, first, now time.Time, keep int) ([]time.Time, string) {
+	slots, count, _ := dueSlotsAndNext(sched, first, now, keep)
+	return slots, count
+}
+
+// dueSlotsAndNext is dueSlots that also returns the first slot after the
+// newest due one, which the walk computes anyway, or zero when there is
+// none.
+func dueSlotsAndNext(sched schedule.Schedule, first, now time.Time, keep int) ([]time.Time, string, time.Time) {
 	slots := []time.Time{first}
 	n := 1
-	for next := sched.Next(first); !next.IsZero() && !next.After(now); next = sched.Next(next) {
+	next := sched.Next(first)
+	for ; !next.IsZero() && !next.After(now); next = sched.Next(next) {
 		n++
 		slots = append(slots, next)
 		if len(slots) > keep {
@@ -392,10 +410,11 @@ func dueSlots(sched schedule.Schedule, first, now time.Time, keep int) ([]time.T
 			if !latest.IsZero() {
 				slots = []time.Time{latest}
 			}
-			return slots, fmt.Sprintf("more than %d", maxCountedSlots)
+			newest := slots[len(slots)-1]
+			return slots, fmt.Sprintf("more than %d", maxCountedSlots), sched.Next(newest)
 		}
 	}
-	return slots, fmt.Sprint(n)
+	return slots, strconv.Itoa(n), next
 }
 
 func dropOlder(slots []time.Time, cutoff time.Time) []time.Time {
