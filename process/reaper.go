@@ -57,19 +57,22 @@ func (r *Reaper) Close() {
 
 func (r *Reaper) loop() {
 	defer close(r.done)
+	// The kernel sends SIGCHLD when a child exits and when an orphan that
+	// already exited is re-parented here. os/signal keeps one pending
+	// signal in the channel's buffer, so a SIGCHLD that arrives during a
+	// pass causes another pass, and an idle daemon wakes up for nothing
+	// else.
 	sigchld := make(chan os.Signal, 1)
 	signal.Notify(sigchld, syscall.SIGCHLD)
 	defer signal.Stop(sigchld)
 
-	// A periodic pass covers a SIGCHLD that arrived while a pass ran.
-	tick := time.NewTicker(10 * time.Second)
-	defer tick.Stop()
+	// A first pass reaps what exited before the signal was watched.
+	r.reapOrphans()
 	for {
 		select {
 		case <-r.stop:
 			return
 		case <-sigchld:
-		case <-tick.C:
 		}
 		r.reapOrphans()
 	}
