@@ -51,8 +51,9 @@ type DispatchOptions struct {
 // DispatchResult holds the samples of the measured slots.
 type DispatchResult struct {
 	// Lateness is, per run, the time from its slot to its entry into the
-	// run boundary. For agent-runner it is the lateness argument of
-	// jobs.Observer.RunStarted; for the baselines, time.Since(slot) at the
+	// scheduler. For agent-runner it is the lateness argument of
+	// jobs.Observer.RunStarted, which ends when the dispatcher woke to
+	// take the slot's batch; for the baselines, time.Since(slot) at the
 	// task's first line.
 	Lateness []time.Duration `json:"lateness"`
 	// Claimed is, per agent-runner run, the time from its slot to the

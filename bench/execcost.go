@@ -2,11 +2,13 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/agent-runner/agent-runner/config"
@@ -121,6 +123,38 @@ func runnerRunTrue(ctx context.Context, runner *jobs.Runner, name string) error 
 		return fmt.Errorf("run %s of %s: result %s: %s", run.ID, name, run.Result, run.Error)
 	}
 	return nil
+}
+
+// RunTrueTogether runs jobs jobs of TruePath once each through
+// jobs.Runner.Run, all started at once from their own goroutines, with a
+// store in dir. Under strace it shows the fsync calls per run when runs
+// share commits.
+func RunTrueTogether(ctx context.Context, dir string, count int) error {
+	log := slog.New(slog.DiscardHandler)
+	store, err := state.Open(filepath.Join(dir, "state.db"), state.Options{Logger: log})
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	reaper, err := process.NewReaper(log)
+	if err != nil {
+		return err
+	}
+	defer reaper.Close()
+	cfg := RunnerConfig(dir)
+	for i := range count {
+		job := TrueJob(fmt.Sprintf("true-%03d", i), dir)
+		job.Command = []string{TruePath}
+		cfg.Jobs = append(cfg.Jobs, job)
+	}
+	runner := jobs.NewRunner(cfg, store, reaper, log, time.Now)
+	errs := make([]error, count)
+	var wg sync.WaitGroup
+	for i, job := range cfg.Jobs {
+		wg.Go(func() { errs[i] = runnerRunTrue(ctx, runner, job.Name) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // RunTrueSequential runs a job of TruePath runs times through

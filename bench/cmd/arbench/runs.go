@@ -70,14 +70,14 @@ func (h *harness) durable() []row {
 	note := fmt.Sprintf("%d scheduled runs of one job per run, store and page file in one folder of %s", args.runs, os.TempDir())
 	rows := []row{
 		{figure: "durable: Claim commit p99", unit: "ms", values: claim, err: firstErr, note: note},
-		{figure: "durable: Finish commit p99", unit: "ms", values: finish, err: firstErr},
+		{figure: "durable: Finish call p99 (queues the record for the next commit)", unit: "ms", values: finish, err: firstErr},
 		{figure: "durable: Claim+Finish per run p50", unit: "ms", values: runP50, err: firstErr},
 		{figure: "durable: Claim+Finish per run p99", unit: "ms", values: runP99, err: firstErr},
 		{figure: "durable: bare 4 KiB pwrite+fdatasync p50", unit: "ms", values: syncP50, err: firstErr},
 		{figure: "durable: bare 4 KiB pwrite+fdatasync p99", unit: "ms", values: syncP99, err: firstErr},
 		{figure: "durable: ratio Claim+Finish / bare fdatasync (p99)", unit: "×", values: ratio, err: firstErr},
 	}
-	return append(rows, h.fsyncsPerRun(reps))
+	return append(rows, h.fsyncsPerRun(reps), h.fsyncsPerRunTogether(reps))
 }
 
 // fsyncsPerRun counts the sync calls of jobs.Runner.Run under strace. It
@@ -96,11 +96,11 @@ func (h *harness) fsyncsPerRun(reps int) row {
 	for rep := range reps {
 		h.progress("durable: strace, repetition %d of %d", rep+1, reps)
 		var err error
-		if base, err = h.countSyncCalls(strace, 0); err != nil {
+		if base, err = h.countSyncCalls(strace, workerArgs{kind: workerRuns, runs: 0}); err != nil {
 			r.err = err
 			return r
 		}
-		if total, err = h.countSyncCalls(strace, runs); err != nil {
+		if total, err = h.countSyncCalls(strace, workerArgs{kind: workerRuns, runs: runs}); err != nil {
 			r.err = err
 			return r
 		}
@@ -110,15 +110,45 @@ func (h *harness) fsyncsPerRun(reps int) row {
 	return r
 }
 
+// fsyncsPerRunTogether counts the sync calls of 50 jobs whose runs start
+// at once, as when they share a slot, less those of a worker that only
+// sets them up, divided by 50.
+func (h *harness) fsyncsPerRunTogether(reps int) row {
+	const jobs = 50
+	r := row{figure: "durable: fsync+fdatasync calls per run, 50 runs started together", unit: "calls", target: atMost(1, "calls"),
+		note: "strace -f -c of 50 jobs.Runner.Run of /bin/true from 50 goroutines, less setup"}
+	strace, err := exec.LookPath("strace")
+	if err != nil {
+		r.err = fmt.Errorf("strace is not installed (apt-get install strace)")
+		return r
+	}
+	var base, total int
+	for rep := range reps {
+		h.progress("durable: strace of runs together, repetition %d of %d", rep+1, reps)
+		var err error
+		if base, err = h.countSyncCalls(strace, workerArgs{kind: workerRuns, runs: 0}); err != nil {
+			r.err = err
+			return r
+		}
+		if total, err = h.countSyncCalls(strace, workerArgs{kind: workerTogether, jobs: jobs}); err != nil {
+			r.err = err
+			return r
+		}
+		r.values = append(r.values, float64(total-base)/jobs)
+	}
+	r.note = fmt.Sprintf("%s; last run: %d calls with %d runs, %d for setup alone", r.note, total, jobs, base)
+	return r
+}
+
 // countSyncCalls returns the fsync and fdatasync calls, with the other
-// calls of bench.SyncCalls, of a worker that runs the job runs times.
-func (h *harness) countSyncCalls(strace string, runs int) (int, error) {
+// calls of bench.SyncCalls, of the worker a describes.
+func (h *harness) countSyncCalls(strace string, a workerArgs) (int, error) {
 	dir, err := h.tempDir("strace")
 	if err != nil {
 		return 0, err
 	}
 	out := filepath.Join(dir, "strace.txt")
-	a := workerArgs{kind: workerRuns, runs: runs, dir: dir}
+	a.dir = dir
 	args := append([]string{"-f", "-c", "-e", "trace=" + strings.Join(bench.SyncCalls, ","), "-o", out, h.self}, a.args()...)
 	cmd := exec.Command(strace, args...)
 	cmd.Stderr = h.log

@@ -18,6 +18,8 @@ const (
 	workerExec     = "exec"
 	workerCommits  = "commits"
 	workerRuns     = "runs"
+	// workerTogether runs -jobs jobs once each, all at once.
+	workerTogether = "together"
 )
 
 // Dispatch implementations a dispatch worker measures.
@@ -42,7 +44,7 @@ type workerArgs struct {
 }
 
 func (a *workerArgs) register(fs *flag.FlagSet) {
-	fs.StringVar(&a.kind, "worker", "", "internal: run one measurement (dispatch, exec, commits or runs) and print it as JSON")
+	fs.StringVar(&a.kind, "worker", "", "internal: run one measurement (dispatch, exec, commits, runs or together) and print it as JSON")
 	fs.StringVar(&a.impl, "impl", implRunnerNoop, "internal: dispatch implementation")
 	fs.IntVar(&a.jobs, "jobs", 10, "internal: jobs sharing each slot")
 	fs.DurationVar(&a.period, "period", time.Second, "internal: time between slots")
@@ -79,8 +81,12 @@ func runWorker(a workerArgs) error {
 	case workerRuns:
 		err = bench.RunTrueSequential(ctx, a.dir, a.runs)
 		result = struct{}{}
+	case workerTogether:
+		err = bench.RunTrueTogether(ctx, a.dir, a.jobs)
+		result = struct{}{}
 	default:
-		return fmt.Errorf("unknown worker %q: use %s, %s, %s or %s", a.kind, workerDispatch, workerExec, workerCommits, workerRuns)
+		return fmt.Errorf("unknown worker %q: use %s, %s, %s, %s or %s", a.kind,
+			workerDispatch, workerExec, workerCommits, workerRuns, workerTogether)
 	}
 	if err != nil {
 		return err
