@@ -260,11 +260,10 @@ func (n *clusterNode) startTerm(term *cluster.Term) (*termWork, error) {
 }
 
 // positions copies each job's position from etcd into a fresh bbolt file
-// for the scheduler, which reads positions from a *state.Store.
-//
-// NOTE: the scheduler records catch_up = "skip" slots in this copy only,
-// so etcd keeps the older position and the next leader skips those slots
-// again. Runs, and the slots they claim, go to etcd through the runner.
+// for the scheduler, which reads positions from a *state.Store. Runs,
+// and the slots they claim, go to etcd through the runner, and the slots
+// the scheduler skips at catch-up go to the copy until copySkips moves
+// them to etcd.
 func (n *clusterNode) positions(now time.Time) (*state.Store, error) {
 	for _, job := range n.cfg.Jobs {
 		if job.Enabled {
@@ -305,6 +304,31 @@ func copyPosition(local *state.Store, st state.JobState, now time.Time) error {
 	return local.Skip(st.Name, st.LastSlot, "cluster", "position copied from etcd", now, st.NextRun)
 }
 
+// copySkips records in etcd the slots that the scheduler's catch-up
+// skipped in its copy of the positions, which happens synchronously in
+// Start, so that the next leader does not skip them again. A slot that
+// a run claimed meanwhile is newer, and the skip is then dropped.
+func (n *clusterNode) copySkips(positions *state.Store) {
+	for _, job := range n.cfg.Jobs {
+		runs, err := positions.Runs(job.Name, 1)
+		if err != nil || len(runs) == 0 {
+			continue
+		}
+		skip := runs[0]
+		if skip.Result != state.ResultSkipped || skip.Trigger != state.TriggerCatchUp {
+			continue
+		}
+		local, _, err := positions.Job(job.Name)
+		if err != nil || !local.LastSlot.Equal(skip.Slot) {
+			continue
+		}
+		err = n.store.Skip(job.Name, skip.Slot, skip.Trigger, skip.Error, skip.Start, local.NextRun)
+		if err != nil && !errors.Is(err, state.ErrSlotClaimed) {
+			n.log.Error("record skipped slot failed", "job", job.Name, "err", err)
+		}
+	}
+}
+
 // addTermScheduler adds the scheduler of one term. Its interrupt stops
 // new runs and stops the running ones within half the lease TTL, or
 // shutdown_timeout when shorter, since another node may soon run the
@@ -313,6 +337,7 @@ func (n *clusterNode) addTermScheduler(group *run.Group, work *termWork) {
 	ctx, cancel := context.WithCancel(context.Background())
 	group.Add(func() error {
 		work.sched.Start(ctx)
+		n.copySkips(work.positions)
 		n.log.Info("scheduler started", "term", work.term.Rev)
 		<-ctx.Done()
 		return nil
