@@ -18,6 +18,9 @@ type clusterNode struct {
 	name string
 	p    *project
 	d    *daemonProc
+	// jobs is the config after the [runner] table, for a test that
+	// extends it.
+	jobs string
 }
 
 // newClusterNodes writes one config per name. They share the etcd
@@ -55,7 +58,7 @@ catch_up = "skip"
 command = ["/bin/sh", "-c", "echo $$ >> %s; exec sleep 300"]
 every = "24h"
 `, endpoints, name, shared, name, filepath.Join(dir, "pids"))
-		nodes = append(nodes, &clusterNode{name: name, p: newProject(t, text)})
+		nodes = append(nodes, &clusterNode{name: name, p: newProject(t, text), jobs: text})
 	}
 	return nodes, shared
 }
@@ -228,6 +231,49 @@ func TestClusterFrozenLeaderYields(t *testing.T) {
 	a.d.stop()
 	b.d.stop()
 	checkSlots(t, readSlots(t, slots), "a", "b")
+}
+
+// A reload reaches the leader's scheduler at once, and a standby keeps
+// the new config for when it leads.
+func TestClusterReloadAddsJob(t *testing.T) {
+	etcd := etcdtest.Start(t, 3)
+	nodes, slots := newClusterNodes(t, etcd, "a", "b")
+	a, b := nodes[0], nodes[1]
+	a.start()
+	a.d.waitLog("won cluster leadership")
+	b.start()
+	added := filepath.Join(filepath.Dir(slots), "added.txt")
+	for _, n := range nodes {
+		n.p.write(n.jobs + fmt.Sprintf(`
+[jobs.added]
+command = ["/bin/sh", "-c", "echo \"$AGENT_RUNNER_SLOT $NODE\" >> %s"]
+env = { NODE = %q }
+every = "1s"
+`, added, n.name))
+		if r := n.p.run("reload"); r.code != 0 {
+			t.Fatalf("reload on %s: exit status %d, stderr %s", n.name, r.code, r.stderr)
+		}
+	}
+	waitFor(t, "a run of the added job on a", func() bool { return strings.Contains(readFile(added), " a\n") })
+	a.d.kill()
+	b.d.waitLogWithin("won cluster leadership", 30*time.Second)
+	waitForLine := func() bool { return strings.Contains(readFile(added), " b\n") }
+	deadline := time.Now().Add(30 * time.Second)
+	for !waitForLine() && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !waitForLine() {
+		t.Fatalf("the added job never ran on b after it took over; added.txt has:\n%s", readFile(added))
+	}
+	b.d.stop()
+	seen := map[string]bool{}
+	for _, line := range readLines(t, added) {
+		slot := strings.Fields(line)[0]
+		if seen[slot] {
+			t.Errorf("slot %s of the added job ran twice", slot)
+		}
+		seen[slot] = true
+	}
 }
 
 func waitForSlots(t *testing.T, path string, cond func([]slotLine) bool) {

@@ -82,7 +82,7 @@ func runCluster(ctx context.Context, opts Options) error {
 	addContext(&group, ctx)
 	node.addLeaderWork(&group)
 	node.addWatchdog(&group)
-	addReloadRejecter(&group, opts.Reload, log)
+	node.addReloader(&group, opts.Reload)
 	group.Add(srv.Serve, func(error) {
 		log.Info("closing control socket")
 		_ = srv.Close()
@@ -123,16 +123,22 @@ func stopClusterLeftovers(cfg *config.Config, store *cluster.Etcd, log *slog.Log
 
 // clusterNode is the control handler and the leader work of one node.
 type clusterNode struct {
-	cfg     *config.Config
 	opts    Options
 	log     *slog.Logger
 	store   *cluster.Etcd
 	elector *cluster.Elector
 	reaper  *process.Reaper
 	metrics *health.Metrics
-	info    control.DaemonInfo
 
-	mu sync.Mutex
+	// reloadLock keeps a reload from running while a term starts, which
+	// would leave that term with the old config.
+	reloadLock sync.Mutex
+
+	mu   sync.Mutex
+	cfg  *config.Config
+	info control.DaemonInfo
+	// rejectedHash is the last file content that watch reloaded.
+	rejectedHash string
 	// term is the work of the current term, nil while this node does not
 	// lead.
 	term *termWork
@@ -147,6 +153,12 @@ type termWork struct {
 	// positions is the scheduler's copy of the job positions, closed when
 	// the term ends.
 	positions *state.Store
+}
+
+func (n *clusterNode) config() *config.Config {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.cfg
 }
 
 func (n *clusterNode) current() *termWork {
@@ -188,14 +200,18 @@ func (n *clusterNode) addLeaderWork(group *run.Group) {
 func (n *clusterNode) lead(ctx context.Context, term *cluster.Term) {
 	n.store.SetFence(term.Fence)
 	defer n.store.ClearFence()
+	n.reloadLock.Lock()
 	work, err := n.startTerm(term)
+	if err == nil {
+		n.setCurrent(work)
+	}
+	n.reloadLock.Unlock()
 	if err != nil {
 		n.log.Error("start leader work failed, so leadership is given up", "term", term.Rev, "err", err)
 		resign(term, n.log)
 		sleep(ctx, campaignRetry)
 		return
 	}
-	n.setCurrent(work)
 	var group run.Group
 	termCtx, cancel := context.WithCancel(context.Background())
 	group.Add(func() error {
@@ -233,7 +249,7 @@ func resign(term *cluster.Term, log *slog.Logger) {
 // slots etcd records, so its catch-up covers the gap under each job's
 // catch_up policy.
 func (n *clusterNode) startTerm(term *cluster.Term) (*termWork, error) {
-	now := n.opts.Clock.Now()
+	cfg, now := n.config(), n.opts.Clock.Now()
 	interrupted, err := n.store.RecoverInterrupted(now, nil)
 	if err != nil {
 		return nil, err
@@ -241,20 +257,20 @@ func (n *clusterNode) startTerm(term *cluster.Term) (*termWork, error) {
 	for _, r := range interrupted {
 		n.log.Warn("run was interrupted by the previous leader's end", "job", r.Job, "run", r.ID, "slot", r.Slot)
 	}
-	positions, err := n.positions(now)
+	positions, err := n.positions(cfg, now)
 	if err != nil {
 		return nil, err
 	}
-	runner := jobs.NewRunner(n.cfg, timedRecorder{n.store, n.metrics}, n.reaper, n.log, n.opts.Clock.Now)
-	if n.cfg.Runner.HTTP != "" {
+	runner := jobs.NewRunner(cfg, timedRecorder{n.store, n.metrics}, n.reaper, n.log, n.opts.Clock.Now)
+	if cfg.Runner.HTTP != "" {
 		runner.SetObserver(n.metrics)
 	}
-	sched, err := jobs.NewScheduler(n.cfg, runner, positions, n.opts.Clock, n.log)
+	sched, err := jobs.NewScheduler(cfg, runner, positions, n.opts.Clock, n.log)
 	if err != nil {
 		_ = positions.Close()
 		return nil, err
 	}
-	set := newListenerSet(n.cfg, n.store, n.reaper, n.log)
+	set := newListenerSet(cfg, n.store, n.reaper, n.log)
 	runner.SetPoster(set)
 	return &termWork{term: term, runner: runner, sched: sched, set: set, positions: positions}, nil
 }
@@ -264,8 +280,8 @@ func (n *clusterNode) startTerm(term *cluster.Term) (*termWork, error) {
 // and the slots they claim, go to etcd through the runner, and the slots
 // the scheduler skips at catch-up go to the copy until copySkips moves
 // them to etcd.
-func (n *clusterNode) positions(now time.Time) (*state.Store, error) {
-	for _, job := range n.cfg.Jobs {
+func (n *clusterNode) positions(cfg *config.Config, now time.Time) (*state.Store, error) {
+	for _, job := range cfg.Jobs {
 		if job.Enabled {
 			if _, err := n.store.EnsureJob(job.Name, now); err != nil {
 				return nil, err
@@ -276,7 +292,7 @@ func (n *clusterNode) positions(now time.Time) (*state.Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	path := filepath.Join(n.cfg.Runner.StateDir, "cluster-positions.db")
+	path := filepath.Join(cfg.Runner.StateDir, "cluster-positions.db")
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("remove old position copy: %w", err)
 	}
@@ -294,11 +310,14 @@ func (n *clusterNode) positions(now time.Time) (*state.Store, error) {
 	return local, nil
 }
 
+// copyPosition brings the job's position in the copy up to the one in
+// etcd, when etcd's is newer.
 func copyPosition(local *state.Store, st state.JobState, now time.Time) error {
-	if _, err := local.EnsureJob(st.Name, st.FirstSeen); err != nil {
+	copied, err := local.EnsureJob(st.Name, st.FirstSeen)
+	if err != nil {
 		return err
 	}
-	if st.LastSlot.IsZero() {
+	if !st.LastSlot.After(copied.LastSlot) {
 		return nil
 	}
 	return local.Skip(st.Name, st.LastSlot, "cluster", "position copied from etcd", now, st.NextRun)
@@ -309,7 +328,7 @@ func copyPosition(local *state.Store, st state.JobState, now time.Time) error {
 // Start, so that the next leader does not skip them again. A slot that
 // a run claimed meanwhile is newer, and the skip is then dropped.
 func (n *clusterNode) copySkips(positions *state.Store) {
-	for _, job := range n.cfg.Jobs {
+	for _, job := range n.config().Jobs {
 		runs, err := positions.Runs(job.Name, 1)
 		if err != nil || len(runs) == 0 {
 			continue
@@ -343,7 +362,7 @@ func (n *clusterNode) addTermScheduler(group *run.Group, work *termWork) {
 		return nil
 	}, func(error) {
 		cancel()
-		grace := min(n.cfg.Runner.ShutdownTimeout, n.cfg.Cluster.LeaseTTL/2)
+		grace := min(n.config().Runner.ShutdownTimeout, n.config().Cluster.LeaseTTL/2)
 		n.log.Info("stopping running jobs", "running", work.runner.Running(), "timeout", grace)
 		stopCtx, stop := context.WithTimeout(context.Background(), grace)
 		defer stop()
@@ -398,22 +417,6 @@ func (n *clusterNode) addWatchdog(group *run.Group) {
 				notify(n.log, "WATCHDOG=1")
 			}
 			notify(n.log, "STATUS=cluster node "+n.elector.Node()+": "+role)
-		}
-	}, func(error) { cancel() })
-}
-
-// addReloadRejecter logs each SIGHUP as rejected, since a cluster node
-// cannot reload yet.
-func addReloadRejecter(group *run.Group, signals <-chan struct{}, log *slog.Logger) {
-	ctx, cancel := context.WithCancel(context.Background())
-	group.Add(func() error {
-		for {
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-signals:
-				log.Error("reload rejected: reload is not supported with [cluster] yet, so restart the node, one node at a time")
-			}
 		}
 	}, func(error) { cancel() })
 }

@@ -52,14 +52,6 @@ func (n *clusterNode) Send(ctx context.Context, listener, target, text string) (
 	return work.set.send(ctx, listener, target, text)
 }
 
-// Reload is not supported in a cluster yet.
-//
-// TODO: apply a reload to the current term's scheduler and listeners, and
-// to the next terms, as the single-node handler does.
-func (n *clusterNode) Reload() (string, error) {
-	return "", errors.New("reload is not supported with [cluster] yet: restart the node, one node at a time")
-}
-
 func (n *clusterNode) Runs(job string, limit int, id string) ([]state.Run, error) {
 	if id == "" {
 		return n.store.Runs(job, limit)
@@ -82,7 +74,9 @@ func (n *clusterNode) Status() (control.Status, error) {
 	if err != nil {
 		return control.Status{}, err
 	}
+	n.mu.Lock()
 	info := n.info
+	n.mu.Unlock()
 	status := control.Status{Daemon: &info, Jobs: statuses, Listeners: nil, Cluster: n.clusterStatus(work)}
 	if work != nil {
 		status.Listeners = work.set.health()
@@ -106,8 +100,9 @@ func (n *clusterNode) jobStatuses(work *termWork) ([]jobs.JobStatus, error) {
 		}
 	}
 	now := n.opts.Clock.Now()
-	out := make([]jobs.JobStatus, 0, len(n.cfg.Jobs))
-	for _, job := range n.cfg.Jobs {
+	cfg := n.config()
+	out := make([]jobs.JobStatus, 0, len(cfg.Jobs))
+	for _, job := range cfg.Jobs {
 		st := stored[job.Name]
 		next := st.NextRun
 		if work != nil {
@@ -121,7 +116,7 @@ func (n *clusterNode) jobStatuses(work *termWork) ([]jobs.JobStatus, error) {
 }
 
 func (n *clusterNode) clusterStatus(work *termWork) *control.ClusterStatus {
-	status := &control.ClusterStatus{Node: n.elector.Node(), Role: "standby", LeaseTTL: n.cfg.Cluster.LeaseTTL}
+	status := &control.ClusterStatus{Node: n.elector.Node(), Role: "standby", LeaseTTL: n.config().Cluster.LeaseTTL}
 	if work != nil {
 		status.Role = "leader"
 	}

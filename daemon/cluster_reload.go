@@ -1,0 +1,138 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/oklog/run"
+
+	"github.com/agent-runner/agent-runner/config"
+)
+
+// Reload re-reads the config file. Every node keeps the new config for
+// its next terms, and the leader applies it to the current term as a
+// diff, as a single node does. [cluster] itself changes only with a
+// restart.
+func (n *clusterNode) Reload() (string, error) {
+	n.reloadLock.Lock()
+	defer n.reloadLock.Unlock()
+	notify(n.log, "RELOADING=1")
+	defer notify(n.log, "READY=1")
+
+	old := n.config()
+	n.log.Info("reloading config", "config", old.Path)
+	next, err := config.Load(old.Path)
+	if err != nil {
+		n.log.Error("reload rejected: the running config stays", "config", old.Path, "err", err)
+		n.mu.Lock()
+		n.info.ReloadError, n.info.ReloadFailedAt = err.Error(), time.Now().UTC()
+		n.mu.Unlock()
+		return "", fmt.Errorf("reload rejected, the running config stays: %w", err)
+	}
+	keepRestartOnly(old, next, n.log)
+	if !sameCluster(old.Cluster, next.Cluster) {
+		n.log.Warn("config change takes effect after a restart", "key", "cluster")
+	}
+	next.Cluster = old.Cluster
+	logJobProblems(next, n.log)
+
+	summary := jobChanges(old, next)
+	var applyErr error
+	if work := n.current(); work != nil {
+		var changes string
+		changes, applyErr = n.applyToTerm(work, next)
+		summary += "; " + changes
+	}
+	n.mu.Lock()
+	n.cfg = next
+	n.info.ConfigHash, n.info.LoadedAt, n.info.ReloadError = next.Hash, time.Now().UTC(), ""
+	n.mu.Unlock()
+	n.log.Info("config reloaded", "changes", summary, "hash", next.Hash[:12])
+	return summary, applyErr
+}
+
+// applyToTerm applies a reloaded config to the leader's scheduler,
+// runner and listeners. The scheduler's copy of the positions is first
+// brought up to etcd, and jobs new to etcd are created there, so that
+// an added every-job is anchored at the same instant on every node.
+func (n *clusterNode) applyToTerm(work *termWork, next *config.Config) (string, error) {
+	now := n.opts.Clock.Now()
+	for _, job := range next.Jobs {
+		if !job.Enabled {
+			continue
+		}
+		st, err := n.store.EnsureJob(job.Name, now)
+		if err == nil {
+			err = copyPosition(work.positions, st, now)
+		}
+		if err != nil {
+			n.log.Error("copy job position from etcd failed", "job", job.Name, "err", err)
+		}
+	}
+	work.runner.SetJobs(next)
+	err := work.sched.Apply(next)
+	if err != nil {
+		n.log.Error("apply reloaded jobs failed", "err", err)
+	}
+	return work.set.apply(next, n.store, n.reaper, n.log), err
+}
+
+// sameCluster reports whether two [cluster] tables are the same.
+func sameCluster(a, b *config.Cluster) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return fmt.Sprint(a.Endpoints) == fmt.Sprint(b.Endpoints) && a.Node == b.Node && a.LeaseTTL == b.LeaseTTL &&
+		a.Prefix == b.Prefix && a.CAFile == b.CAFile && a.CertFile == b.CertFile && a.KeyFile == b.KeyFile &&
+		a.Username == b.Username && revealed(a.Password) == revealed(b.Password)
+}
+
+func revealed(secret *config.Secret) string {
+	if secret == nil {
+		return ""
+	}
+	return secret.Reveal()
+}
+
+// fileChanged reports, with watch = true, whether the config file's
+// content differs from the last one loaded or rejected.
+func (n *clusterNode) fileChanged() bool {
+	cfg := n.config()
+	if !cfg.Runner.Watch {
+		return false
+	}
+	hash, err := config.Fingerprint(cfg.Path)
+	if err != nil {
+		return false
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if hash == n.info.ConfigHash || hash == n.rejectedHash {
+		return false
+	}
+	n.rejectedHash = hash
+	return true
+}
+
+// addReloader adds the actor that reloads on each signal and, with
+// watch = true, when the file changes.
+func (n *clusterNode) addReloader(group *run.Group, signals <-chan struct{}) {
+	ctx, cancel := context.WithCancel(context.Background())
+	group.Add(func() error {
+		ticker := time.NewTicker(watchInterval)
+		defer ticker.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-signals:
+				_, _ = n.Reload()
+			case <-ticker.C:
+				if n.fileChanged() {
+					_, _ = n.Reload()
+				}
+			}
+		}
+	}, func(error) { cancel() })
+}
