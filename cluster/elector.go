@@ -38,7 +38,7 @@ type Leader struct {
 	Since time.Time `json:"since"`
 	// Term is the create revision of the leader's election key, which
 	// grows with every election won.
-	Term  int64           `json:"-"`
+	Term  int64            `json:"-"`
 	Lease clientv3.LeaseID `json:"-"`
 }
 
@@ -49,11 +49,12 @@ type Member struct {
 }
 
 // stopAfter is how long a leader goes on without a lease keepalive
-// response before it stops its work: half the TTL, but at least one
-// keepalive interval (TTL/3 in etcd's client, sent from a loop that runs
-// every 500 ms) plus a second, so a single late response does not depose
-// a healthy leader. With the minimum TTL of 3 s that leaves 1 s before
-// etcd can expire the lease.
+// response before it stops its work. It is half the TTL, but at least
+// one keepalive interval plus a second, so that a single late response
+// does not depose a healthy leader. etcd's client (v3.7.3) sends a
+// keepalive TTL/3 after the last response, from a loop that runs every
+// 500 ms. With the minimum TTL of 3 s, that leaves 1 s before etcd can
+// expire the lease.
 func stopAfter(ttl time.Duration) time.Duration {
 	return max(ttl/2, ttl/3+time.Second)
 }
@@ -95,11 +96,17 @@ func (e *Elector) campaign(ctx context.Context, session *concurrency.Session) (*
 	if err := election.Campaign(waitCtx, string(value)); err != nil {
 		return nil, fmt.Errorf("campaign for leadership: %w", err)
 	}
+
 	since := time.Now().UTC()
 	value, _ = json.Marshal(Leader{Node: e.node, Since: since})
 	if err := election.Proclaim(ctx, string(value)); err != nil {
 		return nil, fmt.Errorf("announce leadership: %w", err)
 	}
+	return e.startTerm(session, election, since)
+}
+
+// startTerm returns the term won by election and starts watching it.
+func (e *Elector) startTerm(session *concurrency.Session, election *concurrency.Election, since time.Time) (*Term, error) {
 	term := &Term{
 		Fence:    Fence{Key: election.Key(), Rev: election.Rev()},
 		Since:    since,

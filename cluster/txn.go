@@ -32,9 +32,9 @@ type txn struct {
 	kv     clientv3.KV
 	rev    int64
 	checks []clientv3.Cmp
-	// writes holds one operation per key, since etcd rejects a
-	// transaction that names a key twice; a later write replaces an
-	// earlier one, as it would in sequence.
+	// writes holds one operation per key, because etcd rejects a
+	// transaction that names a key twice. A later write replaces an
+	// earlier one, as it would if they ran in sequence.
 	writes map[string]clientv3.Op
 	order  []string
 }

@@ -107,8 +107,10 @@ func stopClusterLeftovers(cfg *config.Config, store *cluster.Etcd, log *slog.Log
 	for _, job := range cfg.Jobs {
 		runs, err := store.Runs(job.Name, 0)
 		if err != nil {
-			log.Warn("read runs from etcd failed, so their leftover processes are not looked for", "job", job.Name, "err", err)
-			continue
+			// etcd is probably unreachable, and each further job would
+			// wait out the same timeout.
+			log.Warn("read runs from etcd failed, so leftover processes of runs are not looked for", "job", job.Name, "err", err)
+			break
 		}
 		for _, r := range runs {
 			if r.Result == state.ResultRunning || r.Result == state.ResultInterrupted {
