@@ -88,6 +88,9 @@ const cliLockTimeout = 3 * time.Second
 // held lock then means a daemon runs but its socket does not respond.
 func openStoreOffline(cfg *config.Config, readOnly bool, log *slog.Logger) (*state.Store, error) {
 	path := daemon.StorePath(cfg)
+	if cfg.Cluster != nil {
+		return nil, fmt.Errorf("no daemon responds on %s, and with [cluster] the state is in etcd, not in %s: start the daemon on this node, or run the command on another node", cfg.Runner.Socket, path)
+	}
 	if readOnly {
 		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 			return nil, nil

@@ -196,6 +196,10 @@ func TestClusterFailoverAfterKill(t *testing.T) {
 		t.Fatalf("the manual run's process %s died with a; this test needs it to outlive a", orphan)
 	}
 
+	if r := a.p.run("list"); r.code == 0 || !strings.Contains(r.stderr, "with [cluster] the state is in etcd") {
+		t.Errorf("list on a without its daemon: got exit status %d and stderr %q, want a failure that points to etcd", r.code, r.stderr)
+	}
+
 	// a comes back as a standby and stops what its dead daemon left.
 	a.start()
 	a.d.waitLog("stopped processes left by a previous daemon or CLI")
