@@ -1,7 +1,9 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -69,6 +71,34 @@ func (n *clusterNode) start() {
 	n.p.t.Helper()
 	n.d = n.p.startProcess()
 	n.d.waitLog("agent-runner starting")
+}
+
+// serveHTTP turns on the node's health server and returns its base URL.
+// It must be called before start.
+func (n *clusterNode) serveHTTP(t *testing.T) string {
+	t.Helper()
+	port := freePort(t)
+	body, err := os.ReadFile(n.p.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body = []byte(strings.Replace(string(body), "[runner]\n", fmt.Sprintf("[runner]\nhttp = \":%d\"\n", port), 1))
+	if err := os.WriteFile(n.p.config, body, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("http://127.0.0.1:%d", port)
+}
+
+// healthRole returns the status code of the node's /healthz and the role
+// and leader it reports.
+func healthRole(t *testing.T, base string) (code int, role, leader string) {
+	t.Helper()
+	code, body := get(t, base+"/healthz")
+	var report struct{ Role, Leader string }
+	if err := json.Unmarshal([]byte(body), &report); err != nil {
+		t.Fatalf("healthz body %q is not JSON: %v", body, err)
+	}
+	return code, report.Role, report.Leader
 }
 
 // slotLine is one line of slots.txt.
@@ -156,12 +186,16 @@ func TestClusterFailoverAfterKill(t *testing.T) {
 	etcd := etcdtest.Start(t, 3)
 	nodes, slots := newClusterNodes(t, etcd, "a", "b")
 	a, b := nodes[0], nodes[1]
+	health := b.serveHTTP(t)
 	a.start()
 	a.d.waitLog("won cluster leadership")
 	b.start()
 	waitForSlots(t, slots, func(lines []slotLine) bool { return countBy(lines, "a", "schedule") >= 3 })
 	if b.d.hasLog("won cluster leadership") {
 		t.Fatal("b won leadership while a leads")
+	}
+	if code, role, leader := healthRole(t, health); code != http.StatusOK || role != "standby" || leader != "a" {
+		t.Errorf("healthz of b: got %d, role %q, leader %q, want 200 as standby under a", code, role, leader)
 	}
 	status := b.p.run("status")
 	if !strings.Contains(status.stdout, "cluster node b: standby; leader a") {
@@ -185,6 +219,9 @@ func TestClusterFailoverAfterKill(t *testing.T) {
 	status = b.p.run("status")
 	if !strings.Contains(status.stdout, "cluster node b: leader; leader b") || !strings.Contains(status.stdout, "members: b\n") {
 		t.Errorf("status of b after failover: got\n%s", status.stdout)
+	}
+	if code, role, leader := healthRole(t, health); code != http.StatusOK || role != "leader" || leader != "b" {
+		t.Errorf("healthz of b after failover: got %d, role %q, leader %q, want 200 as leader", code, role, leader)
 	}
 	if runs := b.p.run("runs", "skipper"); !strings.Contains(runs.stdout, `catch_up = "skip"`) {
 		t.Errorf("runs skipper on b: got\n%s\nwant the slots missed between leaders recorded as skipped", runs.stdout)
