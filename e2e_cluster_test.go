@@ -347,3 +347,22 @@ func (d *daemonProc) waitLogWithin(text string, limit time.Duration) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// A node whose etcd is unreachable still stops cleanly on SIGTERM.
+func TestClusterStopsWithoutEtcd(t *testing.T) {
+	p := newProject(t, fmt.Sprintf(`[cluster]
+etcd = ["http://127.0.0.1:%d"]
+node = "alone"
+lease_ttl = "3s"
+
+[jobs.tick]
+command = ["/bin/true"]
+every = "1s"
+`, freePort(t)))
+	d := p.startProcess()
+	d.waitLog("agent-runner starting")
+	// The start waits out one etcd request timeout before it campaigns.
+	d.waitLogWithin("read runs from etcd failed", 30*time.Second)
+	time.Sleep(time.Second)
+	d.stop()
+}

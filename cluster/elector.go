@@ -63,7 +63,13 @@ func stopAfter(ttl time.Duration) time.Duration {
 // ends or the session is lost before winning. The session registers the
 // node as a member while it lasts.
 func (e *Elector) Campaign(ctx context.Context) (*Term, error) {
-	session, err := concurrency.NewSession(e.client, concurrency.WithTTL(int(e.ttl/time.Second)))
+	// The lease is granted here because concurrency.NewSession grants it
+	// under the client's context, which a stop signal would not end.
+	lease, err := e.client.Grant(ctx, int64(e.ttl/time.Second))
+	if err != nil {
+		return nil, fmt.Errorf("grant etcd lease: %w", err)
+	}
+	session, err := concurrency.NewSession(e.client, concurrency.WithLease(lease.ID), concurrency.WithTTL(int(e.ttl/time.Second)))
 	if err != nil {
 		return nil, fmt.Errorf("open etcd session: %w", err)
 	}
