@@ -30,11 +30,14 @@ type clusterNode struct {
 // node to slots.txt in a folder all nodes see.
 //
 // A second job, long, is never due during a test: it sleeps when run by
-// hand and writes its process ID to pids beside slots.txt.
+// hand and writes its process ID to pids beside slots.txt. The exec
+// listener watcher appends the node's name to listeners.txt when it
+// starts, and its process ID to listener-pids.
 func newClusterNodes(t *testing.T, etcd *etcdtest.Cluster, names ...string) ([]*clusterNode, string) {
 	t.Helper()
 	dir := t.TempDir()
 	shared := filepath.Join(dir, "slots.txt")
+	t.Cleanup(func() { killPids(t, filepath.Join(dir, "listener-pids")) })
 	endpoints := `"` + strings.Join(etcd.Endpoints(), `", "`) + `"`
 	var nodes []*clusterNode
 	for _, name := range names {
@@ -59,7 +62,12 @@ catch_up = "skip"
 [jobs.long]
 command = ["/bin/sh", "-c", "echo $$ >> %s; exec sleep 300"]
 every = "24h"
-`, endpoints, name, shared, name, filepath.Join(dir, "pids"))
+
+[listeners.watcher]
+kind = "exec"
+command = ["/bin/sh", "-c", "echo %s >> %s; echo $$ >> %s; exec sleep 300"]
+`, endpoints, name, shared, name, filepath.Join(dir, "pids"),
+			name, filepath.Join(dir, "listeners.txt"), filepath.Join(dir, "listener-pids"))
 		nodes = append(nodes, &clusterNode{name: name, p: newProject(t, text), jobs: text})
 	}
 	return nodes, shared
@@ -243,9 +251,16 @@ func TestClusterFailoverAfterKill(t *testing.T) {
 	if running(orphan) {
 		t.Errorf("the interrupted run's process %s still runs after a restarted", orphan)
 	}
+	if listener := lines(t, filepath.Join(filepath.Dir(slots), "listener-pids"))[0]; running(listener) {
+		t.Errorf("the listener process %s of the dead a still runs after a restarted", listener)
+	}
 	b.d.stop()
 	a.d.stop()
 	checkSlots(t, readSlots(t, slots), "a", "b")
+	started := readLines(t, filepath.Join(filepath.Dir(slots), "listeners.txt"))
+	if strings.Join(started, " ") != "a b" {
+		t.Errorf("listener starts: got %q, want one on a, then one on b after it took over", started)
+	}
 }
 
 // A leader stopped with SIGSTOP past its lease is replaced, and once it
@@ -268,6 +283,8 @@ func TestClusterFrozenLeaderYields(t *testing.T) {
 		t.Fatalf("SIGCONT a: %v", err)
 	}
 	a.d.waitLogWithin("leader work stopped after the term was lost", 30*time.Second)
+	listener := lines(t, filepath.Join(filepath.Dir(slots), "listener-pids"))[0]
+	waitFor(t, "a's listener to stop after a lost its term", func() bool { return !running(listener) })
 	waitForSlots(t, slots, func(lines []slotLine) bool { return countBy(lines, "b", "schedule") >= 5 })
 	a.d.stop()
 	b.d.stop()
