@@ -50,6 +50,7 @@ func cmdDoctor(args []string, stdout, stderr io.Writer) int {
 	d.checkMachine(cfg)
 	d.checkStateDir(cfg.Runner.StateDir)
 	d.checkDaemon(cfg, stderr)
+	d.checkCluster(cfg)
 	d.checkClock()
 	if d.problems > 0 {
 		fmt.Fprintf(stdout, "\n%d problem(s) found\n", d.problems)
@@ -123,6 +124,10 @@ func (d *doctor) checkDaemon(cfg *config.Config, stderr io.Writer) {
 		return
 	}
 	d.note("no daemon responds on %s; start it with systemctl start agent-runner or agent-runner run", cfg.Runner.Socket)
+	if cfg.Cluster != nil {
+		// A cluster node keeps its state in etcd, which checkCluster tries.
+		return
+	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	store, err := openStoreOffline(cfg, true, log)
 	if err != nil {

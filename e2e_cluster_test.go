@@ -205,6 +205,9 @@ func TestClusterFailoverAfterKill(t *testing.T) {
 	if code, role, leader := healthRole(t, health); code != http.StatusOK || role != "standby" || leader != "a" {
 		t.Errorf("healthz of b: got %d, role %q, leader %q, want 200 as standby under a", code, role, leader)
 	}
+	if r := b.p.run("doctor"); !strings.Contains(r.stdout, "responds; node a leads") {
+		t.Errorf("doctor on b: got\n%s\nwant etcd reachable with a as leader", r.stdout)
+	}
 	status := b.p.run("status")
 	if !strings.Contains(status.stdout, "cluster node b: standby; leader a") {
 		t.Errorf("status of b: got\n%s\nwant b as standby under leader a", status.stdout)
