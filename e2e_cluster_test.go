@@ -205,6 +205,9 @@ func TestClusterFailoverAfterKill(t *testing.T) {
 	if code, role, leader := healthRole(t, health); code != http.StatusOK || role != "standby" || leader != "a" {
 		t.Errorf("healthz of b: got %d, role %q, leader %q, want 200 as standby under a", code, role, leader)
 	}
+	if r := b.p.run("run-job", "long"); r.code == 0 || !strings.Contains(r.stderr, "send the request to the leader, node a") {
+		t.Errorf("run-job on the standby b: got exit status %d and stderr %q, want a rejection naming a", r.code, r.stderr)
+	}
 	if r := b.p.run("doctor"); !strings.Contains(r.stdout, "responds; node a leads") {
 		t.Errorf("doctor on b: got\n%s\nwant etcd reachable with a as leader", r.stdout)
 	}
