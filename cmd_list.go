@@ -28,6 +28,9 @@ func cmdList(args []string, stdout, stderr io.Writer) int {
 	if *asJSON {
 		return printJSON(stdout, stderr, status)
 	}
+	if d := status.Daemon; d != nil && d.StateError != "" {
+		fmt.Fprintf(stderr, "agent-runner: the state folder is failing: %s\n", firstLine(d.StateError))
+	}
 	printTables(stdout, status, time.Now())
 	return exitOK
 }

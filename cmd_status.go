@@ -44,6 +44,9 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 		if d.ReloadError != "" {
 			fmt.Fprintf(stdout, "last reload rejected %s: %s\n", formatTime(d.ReloadFailedAt, now), firstLine(d.ReloadError))
 		}
+		if d.StateError != "" {
+			fmt.Fprintf(stdout, "state folder failing since %s: %s\n", formatTime(d.StateErrorAt, now), firstLine(d.StateError))
+		}
 	}
 	printCluster(stdout, status.Cluster, now)
 	fmt.Fprintln(stdout)

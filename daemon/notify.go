@@ -90,6 +90,10 @@ func Summary(status control.Status) string {
 			down++
 		}
 	}
-	return fmt.Sprintf("%d jobs (%d running, %d failing), %d listeners (%d connected, %d failing)",
+	line := fmt.Sprintf("%d jobs (%d running, %d failing), %d listeners (%d connected, %d failing)",
 		len(status.Jobs), running, failing, len(status.Listeners), up, down)
+	if d := status.Daemon; d != nil && d.StateError != "" {
+		line += "; state folder failing"
+	}
+	return line
 }

@@ -172,6 +172,9 @@ events = ["failed", "recovered"]
 	case !strings.Contains(status.Daemon.StateError, "deleted"):
 		t.Errorf("list --json state_error = %q, want the deleted store", status.Daemon.StateError)
 	}
+	if text := p.Run(30*time.Second, "status"); !strings.Contains(text.Stdout, "state folder failing") {
+		t.Errorf("status after the deletion does not show the state folder:\n%s", text.Stdout)
+	}
 	ranBefore := strings.Count(d.Log(), "trigger=manual")
 	manual := p.Run(30*time.Second, "run-job", "tick")
 	if manual.Code != 0 {
