@@ -44,7 +44,7 @@ func newClusterNodes(t *testing.T, etcd *etcdtest.Cluster, names ...string) ([]*
 		text := fmt.Sprintf(`[cluster]
 etcd = [%s]
 node = %q
-lease_ttl = "3s"
+lease_ttl = "5s"
 prefix = "/e2e/"
 
 [jobs.tick]
