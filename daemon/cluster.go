@@ -82,7 +82,7 @@ func runCluster(ctx context.Context, opts Options) error {
 	addContext(&group, ctx)
 	node.addLeaderWork(&group)
 	node.addWatchdog(&group)
-	node.addReloader(&group, opts.Reload)
+	addReloader(&group, node, opts.Reload)
 	group.Add(srv.Serve, func(error) {
 		log.Info("closing control socket")
 		_ = srv.Close()

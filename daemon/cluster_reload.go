@@ -1,11 +1,8 @@
 package daemon
 
 import (
-	"context"
 	"fmt"
 	"time"
-
-	"github.com/oklog/run"
 
 	"github.com/agent-runner/agent-runner/config"
 )
@@ -113,26 +110,4 @@ func (n *clusterNode) fileChanged() bool {
 	}
 	n.rejectedHash = hash
 	return true
-}
-
-// addReloader adds the actor that reloads on each signal and, with
-// watch = true, when the file changes.
-func (n *clusterNode) addReloader(group *run.Group, signals <-chan struct{}) {
-	ctx, cancel := context.WithCancel(context.Background())
-	group.Add(func() error {
-		ticker := time.NewTicker(watchInterval)
-		defer ticker.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-signals:
-				_, _ = n.Reload()
-			case <-ticker.C:
-				if n.fileChanged() {
-					_, _ = n.Reload()
-				}
-			}
-		}
-	}, func(error) { cancel() })
 }

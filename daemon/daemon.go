@@ -140,9 +140,16 @@ func addHealthServer(group *run.Group, addr string, metrics *health.Metrics, h *
 // the loaded one.
 const watchInterval = 2 * time.Second
 
+// reloader re-reads the config: the single-node handler or a cluster
+// node.
+type reloader interface {
+	Reload() (string, error)
+	fileChanged() bool
+}
+
 // addReloader adds the actor that reloads the config on each signal and,
 // with [runner] watch = true, when the file's content changes.
-func addReloader(group *run.Group, h *handler, signals <-chan struct{}) {
+func addReloader(group *run.Group, h reloader, signals <-chan struct{}) {
 	ctx, cancel := context.WithCancel(context.Background())
 	group.Add(func() error {
 		ticker := time.NewTicker(watchInterval)
