@@ -61,3 +61,33 @@ func TestConnectWithPassword(t *testing.T) {
 		t.Errorf("wrong password: got %v, want %v", err, rpctypes.ErrAuthFailed)
 	}
 }
+
+// TestConnectWithTLS checks that Connect uses the CA and the client
+// certificate of [cluster], and that etcd rejects a client without the
+// certificate.
+func TestConnectWithTLS(t *testing.T) {
+	certs := etcdtest.NewCerts(t)
+	c := etcdtest.StartTLS(t, 1, certs)
+	cfg := &config.Cluster{
+		Endpoints: c.Endpoints(), Prefix: "/ar/",
+		CAFile: certs.CA, CertFile: certs.ClientCert, KeyFile: certs.ClientKey,
+	}
+	client, err := Connect(cfg)
+	if err != nil {
+		t.Fatalf("connect with TLS: %v", err)
+	}
+	defer client.Close()
+	if _, err := NewEtcd(client, "/ar/", 10).Jobs(); err != nil {
+		t.Errorf("read jobs over TLS: %v", err)
+	}
+
+	cfg.CertFile, cfg.KeyFile = "", ""
+	anonymous, err := Connect(cfg)
+	if err == nil {
+		defer anonymous.Close()
+		_, err = NewEtcd(anonymous, "/ar/", 10).Jobs()
+	}
+	if err == nil {
+		t.Error("read jobs without a client certificate: got no error")
+	}
+}

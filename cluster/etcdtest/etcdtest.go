@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
@@ -40,11 +41,26 @@ type Member struct {
 // members stop when the test ends.
 func Start(t testing.TB, n int) *Cluster {
 	t.Helper()
+	return start(t, n, nil)
+}
+
+// StartTLS is Start with client URLs that serve TLS with certs and
+// require a client certificate signed by their CA.
+func StartTLS(t testing.TB, n int, certs Certs) *Cluster {
+	t.Helper()
+	return start(t, n, &certs)
+}
+
+func start(t testing.TB, n int, certs *Certs) *Cluster {
+	t.Helper()
 	c := &Cluster{t: t}
 	var initial []string
 	for i := range n {
 		name := fmt.Sprintf("m%d", i)
 		peer, client := localURL(t), localURL(t)
+		if certs != nil {
+			client.Scheme = "https"
+		}
 		cfg := embed.NewConfig()
 		cfg.Name = name
 		cfg.Dir = t.TempDir()
@@ -55,6 +71,12 @@ func Start(t testing.TB, n int) *Cluster {
 		cfg.ClusterState = embed.ClusterStateFlagNew
 		cfg.LogLevel = "error"
 		cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+		if certs != nil {
+			cfg.ClientTLSInfo = transport.TLSInfo{
+				CertFile: certs.ServerCert, KeyFile: certs.ServerKey,
+				TrustedCAFile: certs.CA, ClientCertAuth: true,
+			}
+		}
 		initial = append(initial, name+"="+peer.String())
 		c.Members = append(c.Members, &Member{Name: name, ClientURL: client.String(), cfg: cfg})
 	}
