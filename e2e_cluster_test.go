@@ -225,9 +225,11 @@ func TestClusterFailoverAfterKill(t *testing.T) {
 	waitFor(t, "the manual run of long", func() bool { return len(lines(t, pids)) == 1 })
 	orphan := lines(t, pids)[0]
 
+	killed := time.Now()
 	a.d.kill()
 	_ = manual.Wait()
 	b.d.waitLogWithin("won cluster leadership", 30*time.Second)
+	t.Logf("b took over about %s after a was killed (lease_ttl 5s)", time.Since(killed).Round(100*time.Millisecond))
 	b.d.waitLog("run was interrupted by the previous leader's end")
 	waitForSlots(t, slots, func(lines []slotLine) bool { return countBy(lines, "b", "schedule") >= 3 })
 	status = b.p.run("status")

@@ -337,3 +337,23 @@ func TestContractManyClaimsUniqueIDs(t *testing.T) {
 		}
 	})
 }
+
+// BenchmarkClaimFinish measures one scheduled run's two store writes.
+func BenchmarkClaimFinish(b *testing.B) {
+	for name, open := range stores() {
+		b.Run(name, func(b *testing.B) {
+			s := open(b, 50)
+			slot := t0
+			for b.Loop() {
+				slot = slot.Add(time.Second)
+				run, err := s.Claim(scheduled("a", slot), slot.Add(time.Second))
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := s.Finish(finished(run, state.ResultOK)); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -34,7 +34,7 @@ var shared struct {
 // sharedClient starts the shared member on first use. It lives until
 // the process ends, so it is started from the first test with a
 // t-independent lifetime.
-func sharedClient(t *testing.T) *clientv3.Client {
+func sharedClient(t testing.TB) *clientv3.Client {
 	t.Helper()
 	shared.once.Do(func() {
 		shared.cluster = etcdtest.Start(processTB{t}, 1)
@@ -48,7 +48,7 @@ func sharedClient(t *testing.T) *clientv3.Client {
 
 // processTB is a testing.TB whose cleanups and temporary folders outlive
 // the test that created them, for the member shared by all tests.
-type processTB struct{ *testing.T }
+type processTB struct{ testing.TB }
 
 func (p processTB) TempDir() string {
 	dir, err := os.MkdirTemp("", "agent-runner-etcd-")
@@ -66,7 +66,7 @@ func newPrefix() string {
 }
 
 // leaderStore returns an etcd store with a fence from a won election.
-func leaderStore(t *testing.T, history int) *Etcd {
+func leaderStore(t testing.TB, history int) *Etcd {
 	t.Helper()
 	client := sharedClient(t)
 	prefix := newPrefix()
@@ -76,7 +76,7 @@ func leaderStore(t *testing.T, history int) *Etcd {
 	return store
 }
 
-func campaign(t *testing.T, e *Elector) *Term {
+func campaign(t testing.TB, e *Elector) *Term {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -94,9 +94,9 @@ func campaign(t *testing.T, e *Elector) *Term {
 
 // stores returns the two implementations of Store, so that each
 // contract test runs against both.
-func stores() map[string]func(t *testing.T, history int) Store {
-	return map[string]func(t *testing.T, history int) Store{
-		"bbolt": func(t *testing.T, history int) Store {
+func stores() map[string]func(t testing.TB, history int) Store {
+	return map[string]func(t testing.TB, history int) Store{
+		"bbolt": func(t testing.TB, history int) Store {
 			s, err := state.Open(filepath.Join(t.TempDir(), "state.db"), state.Options{HistoryLimit: history})
 			if err != nil {
 				t.Fatalf("open bbolt store: %v", err)
@@ -104,6 +104,6 @@ func stores() map[string]func(t *testing.T, history int) Store {
 			t.Cleanup(func() { _ = s.Close() })
 			return Local{s}
 		},
-		"etcd": func(t *testing.T, history int) Store { return leaderStore(t, history) },
+		"etcd": func(t testing.TB, history int) Store { return leaderStore(t, history) },
 	}
 }
