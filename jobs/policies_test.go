@@ -79,6 +79,42 @@ func TestCatchUpSpreadStaggersStarts(t *testing.T) {
 	}
 }
 
+func TestCatchUpSpreadCountsFromProcessStart(t *testing.T) {
+	a, b, c := cronJob("a", "0 * * * *"), cronJob("b", "0 * * * *"), cronJob("c", "0 * * * *")
+	h := newSchedHarness(t, t0, a, b, c)
+	h.cfg.Runner.CatchUpSpread = 30 * time.Second
+	h.start()
+	h.stop()
+	h.clock.Advance(2 * time.Hour)
+
+	// The process started 12 s before the scheduler, so 18 s of the
+	// spread are left for the three runs.
+	processAge = func() time.Duration { return 12 * time.Second }
+	defer func() { processAge = func() time.Duration { return 0 } }()
+	h.start()
+	defer h.stop()
+	if run := h.expectRuns(1)[0]; run.Job != "a" {
+		t.Errorf("first catch-up = %s, want a", run.Job)
+	}
+	h.clock.Advance(5 * time.Second)
+	h.expectNoRun()
+	h.clock.Advance(time.Second)
+	if run := h.expectRuns(1)[0]; run.Job != "b" {
+		t.Errorf("second catch-up = %s, want b a third of 18 s after the start", run.Job)
+	}
+	h.waitArmed()
+	h.clock.Advance(6 * time.Second)
+	if run := h.expectRuns(1)[0]; run.Job != "c" {
+		t.Errorf("third catch-up = %s, want c", run.Job)
+	}
+}
+
+func TestReadProcessAge(t *testing.T) {
+	if age := readProcessAge(); age <= 0 {
+		t.Errorf("readProcessAge() = %v, want the positive age of the test process", age)
+	}
+}
+
 func TestAtJobRunsOnce(t *testing.T) {
 	job := &config.Job{Name: "launch", Command: []string{"true"}, At: t0.Add(90 * time.Second), Location: time.UTC, CatchUp: config.CatchUpOnce, Enabled: true}
 	h := newSchedHarness(t, t0, job)

@@ -16,7 +16,11 @@ const defaultWorkers = 64
 // shorter than that, such as quick checks, has no more runs going at once
 // than the pool has places. A longer run lets go of its place, so the
 // pool never caps the runs going on; only max_concurrent does.
-const detachAfter = 20 * time.Millisecond
+//
+// NOTE: without max_concurrent, when more long runs share a slot than the
+// pool has places, each further group of them starts up to detachAfter
+// after the one before.
+const detachAfter = time.Second
 
 // pool runs the dispatcher's requests on a bounded set of goroutines. A
 // request waits in the queue, not in a goroutine of its own, until a

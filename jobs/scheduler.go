@@ -101,15 +101,68 @@ func NewScheduler(cfg *config.Config, runner *Runner, store *state.Store, clock 
 		done:    make(chan struct{}),
 	}
 	s.pool = newPool(cfg.Runner.MaxConcurrent, s.dispatch)
+	var enabled []*config.Job
 	for _, job := range cfg.Jobs {
-		if !job.Enabled {
-			continue
-		}
-		if err := s.add(job); err != nil {
-			return nil, err
+		if job.Enabled {
+			enabled = append(enabled, job)
 		}
 	}
+	if err := errors.Join(s.addAll(enabled)...); err != nil {
+		return nil, err
+	}
 	return s, nil
+}
+
+// prepareWorkers is how many jobs addAll prepares at once. Each one
+// commits its state when the store has none, and concurrent commits share
+// group commits, so a new store with many jobs is ready sooner.
+const prepareWorkers = 16
+
+// addAll adds jobs, preparing them concurrently, and returns the error of
+// each job that could not be added.
+func (s *Scheduler) addAll(jobs []*config.Job) []error {
+	now := s.clock.Now()
+	states := make([]state.JobState, len(jobs))
+	errs := make([]error, len(jobs))
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range min(prepareWorkers, len(jobs)) {
+		wg.Go(func() {
+			for i := range next {
+				states[i], errs[i] = s.prepare(jobs[i], now)
+			}
+		})
+	}
+	for i := range jobs {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+
+	var failed []error
+	for i, job := range jobs {
+		if errs[i] == nil {
+			errs[i] = s.add(job, states[i], now)
+		}
+		if errs[i] != nil {
+			failed = append(failed, errs[i])
+		}
+	}
+	return failed
+}
+
+// prepare returns the job's stored state, creating it when the store has
+// none, and opens the job's lock file, which keeps the file's creation
+// off the path of the job's first run.
+func (s *Scheduler) prepare(job *config.Job, now time.Time) (state.JobState, error) {
+	st, err := s.store.EnsureJob(job.Name, now)
+	if err != nil {
+		return state.JobState{}, fmt.Errorf("load state of job %s: %w", job.Name, err)
+	}
+	if _, err := s.runner.locks.open(s.runner.stateDir(), job.Name); err != nil {
+		s.log.Warn("open job lock failed; the first run tries again", "job", job.Name, "err", err)
+	}
+	return st, nil
 }
 
 // Schedule returns the schedule of a job, anchoring an every-job at the
@@ -140,21 +193,11 @@ func Schedule(job *config.Job, st state.JobState) (schedule.Schedule, error) {
 	return sched, nil
 }
 
-// add puts a job in the slot heap, its position taken from the store.
-func (s *Scheduler) add(job *config.Job) error {
-	now := s.clock.Now()
-	st, err := s.store.EnsureJob(job.Name, now)
-	if err != nil {
-		return fmt.Errorf("load state of job %s: %w", job.Name, err)
-	}
+// add puts a prepared job in the slot heap at the position st stores.
+func (s *Scheduler) add(job *config.Job, st state.JobState, now time.Time) error {
 	sched, err := Schedule(job, st)
 	if err != nil {
 		return fmt.Errorf("schedule job %s: %w", job.Name, err)
-	}
-	// Opening the lock file now keeps its creation off the path of the
-	// job's first run.
-	if _, err := s.runner.locks.open(s.runner.stateDir(), job.Name); err != nil {
-		s.log.Warn("open job lock failed; the first run tries again", "job", job.Name, "err", err)
 	}
 	e := &entry{job: job, sched: sched, next: sched.Next(position(st)), index: -1}
 	// A passed at job stays in the heap while its slot is unclaimed, so
@@ -188,15 +231,13 @@ func (s *Scheduler) Apply(cfg *config.Config) error {
 		s.slots.remove(e)
 		delete(s.entries, name)
 	}
-	var errs []error
-	for name, job := range wanted {
-		if _, ok := s.entries[name]; ok {
-			continue
-		}
-		if err := s.add(job); err != nil {
-			errs = append(errs, err)
+	var added []*config.Job
+	for _, job := range cfg.Jobs {
+		if _, ok := s.entries[job.Name]; !ok && job.Enabled {
+			added = append(added, job)
 		}
 	}
+	errs := s.addAll(added)
 	s.pool.setLimit(cfg.Runner.MaxConcurrent)
 	select {
 	case s.wake <- struct{}{}:
@@ -231,17 +272,21 @@ func (s *Scheduler) Start(ctx context.Context) {
 }
 
 // catchUpLocked runs, or skips, the slots of each job that passed while
-// the daemon was stopped, spreading the runs over catch_up_spread.
+// the daemon was stopped, spreading the runs over catch_up_spread. The
+// spread counts from the process start, so every catch-up run starts
+// within catch_up_spread of it, however long opening the store and
+// registering the jobs took.
 func (s *Scheduler) catchUpLocked() {
 	now := s.clock.Now()
 	due := s.slots.popDue(now)
 	sort.Slice(due, func(i, j int) bool { return due[i].job.Name < due[j].job.Name })
+	spread := max(s.spread-processAge(), 0)
 	var first []Request
 	for i, e := range due {
 		requests := s.claimDueLocked(e, now, state.TriggerCatchUp)
 		var delay time.Duration
-		if s.spread > 0 && len(due) > 1 {
-			delay = s.spread * time.Duration(i) / time.Duration(len(due))
+		if spread > 0 && len(due) > 1 {
+			delay = spread * time.Duration(i) / time.Duration(len(due))
 		}
 		if delay == 0 {
 			first = append(first, requests...)
