@@ -72,6 +72,8 @@ type Scheduler struct {
 	pings chan chan struct{}
 	// done is closed when the dispatcher returns.
 	done chan struct{}
+	// background counts the goroutine that opens lock files after Start.
+	background sync.WaitGroup
 }
 
 // entry is the schedule position of one job in memory. next is the first
@@ -152,17 +154,29 @@ func (s *Scheduler) addAll(jobs []*config.Job) []error {
 }
 
 // prepare returns the job's stored state, creating it when the store has
-// none, and opens the job's lock file, which keeps the file's creation
-// off the path of the job's first run.
+// none.
 func (s *Scheduler) prepare(job *config.Job, now time.Time) (state.JobState, error) {
 	st, err := s.store.EnsureJob(job.Name, now)
 	if err != nil {
 		return state.JobState{}, fmt.Errorf("load state of job %s: %w", job.Name, err)
 	}
-	if _, err := s.runner.locks.open(s.runner.stateDir(), job.Name); err != nil {
-		s.log.Warn("open job lock failed; the first run tries again", "job", job.Name, "err", err)
-	}
 	return st, nil
+}
+
+// openLocks opens the lock files of the named jobs in the background,
+// which keeps their creation off the path of each job's first run without
+// delaying the start. A run that comes first opens its own.
+func (s *Scheduler) openLocks(ctx context.Context, names []string) {
+	defer s.background.Done()
+	dir := s.runner.stateDir()
+	for _, name := range names {
+		if ctx.Err() != nil {
+			return
+		}
+		if _, err := s.runner.locks.open(dir, name); err != nil {
+			s.log.Warn("open job lock failed; the first run tries again", "job", name, "err", err)
+		}
+	}
 }
 
 // Schedule returns the schedule of a job, anchoring an every-job at the
@@ -267,8 +281,14 @@ func (s *Scheduler) Start(ctx context.Context) {
 	s.mu.Lock()
 	s.catchUpLocked()
 	s.running = true
+	names := make([]string, 0, len(s.entries))
+	for name := range s.entries {
+		names = append(names, name)
+	}
 	s.mu.Unlock()
 	go s.dispatchLoop(ctx)
+	s.background.Add(1)
+	go s.openLocks(ctx, names)
 }
 
 // catchUpLocked runs, or skips, the slots of each job that passed while
@@ -546,6 +566,7 @@ func (s *Scheduler) Stop() error {
 	if running {
 		<-s.done
 	}
+	s.background.Wait()
 	s.pool.stop()
 	return nil
 }
