@@ -327,8 +327,7 @@ func copyPosition(local *state.Store, st state.JobState, now time.Time) error {
 
 // copySkips records in etcd the slots that the scheduler's catch-up
 // skipped in its copy of the positions, which happens synchronously in
-// Start, so that the next leader does not skip them again. A slot that
-// a run claimed meanwhile is newer, and the skip is then dropped.
+// Start, so that the next leader does not skip them again.
 func (n *clusterNode) copySkips(positions *state.Store) {
 	for _, job := range n.config().Jobs {
 		runs, err := positions.Runs(job.Name, 1)
@@ -344,7 +343,14 @@ func (n *clusterNode) copySkips(positions *state.Store) {
 			continue
 		}
 		err = n.store.Skip(job.Name, skip.Slot, skip.Trigger, skip.Error, skip.Start, local.NextRun)
-		if err != nil && !errors.Is(err, state.ErrSlotClaimed) {
+		if errors.Is(err, state.ErrSlotClaimed) {
+			// A run of a newer slot was claimed first, so etcd's position
+			// is past the skipped slots already and only the record is
+			// missing.
+			skip.ID = ""
+			_, err = n.store.RecordSkipped(skip)
+		}
+		if err != nil {
 			n.log.Error("record skipped slot failed", "job", job.Name, "err", err)
 		}
 	}
