@@ -77,14 +77,29 @@ func (d *doctor) checkMachine(cfg *config.Config) {
 	}
 }
 
+// existingAncestor returns the nearest folder above dir that exists,
+// which is where the daemon's first start creates the missing ones.
+func existingAncestor(dir string) string {
+	for {
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return parent
+		}
+		if _, err := os.Stat(parent); err == nil {
+			return parent
+		}
+		dir = parent
+	}
+}
+
 // checkStateDir reports a state folder this user cannot create or write,
 // and one that others can read.
 func (d *doctor) checkStateDir(dir string) {
 	info, err := os.Stat(dir)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		parent := filepath.Dir(dir)
-		if unix.Access(parent, unix.W_OK) != nil {
+		parent := existingAncestor(dir)
+		if unix.Access(parent, unix.W_OK|unix.X_OK) != nil {
 			d.problem("state_dir %s does not exist and %s is not writable: create it for the user the daemon runs as", dir, parent)
 			return
 		}

@@ -42,3 +42,15 @@ env = { TOKEN = { file = "missing-token" } }
 	}
 	d.stop()
 }
+
+func TestDoctorAcceptsStateDirCreatedAtFirstStart(t *testing.T) {
+	p := newProject(t, "[jobs.fine]\ncommand = [\"true\"]\nevery = \"1h\"\n")
+	body := strings.Replace(readFile(p.config), "[runner]\n", "[runner]\nstate_dir = \"var/state\"\n", 1)
+	if err := os.WriteFile(p.config, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	res := p.run("doctor")
+	if strings.Contains(res.stdout, "PROBLEM state_dir") || !strings.Contains(res.stdout, "will be created at the first start") {
+		t.Errorf("doctor with a state_dir two levels below a writable folder:\n%s", res.stdout)
+	}
+}
