@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -18,6 +20,10 @@ import (
 
 // loadConfig loads the config and prints every problem on failure.
 func loadConfig(path string, stderr io.Writer) (*config.Config, bool) {
+	if err := configMissing(path); err != nil {
+		fmt.Fprintf(stderr, "agent-runner: %v\n", err)
+		return nil, false
+	}
 	cfg, err := config.Load(path)
 	if err != nil {
 		var cfgErr *config.Error
@@ -176,4 +182,19 @@ func joinNames(names []string) string {
 		return "none"
 	}
 	return strings.Join(names, ", ")
+}
+
+// configMissing reports a config path that names no file, with how to
+// name the right one: a command run outside the config's folder would
+// otherwise report a missing socket or "problems" in a file that is not
+// there.
+func configMissing(path string) error {
+	if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		abs = path
+	}
+	return fmt.Errorf("no config file at %s: pass --config PATH or set AGENT_RUNNER_CONFIG", abs)
 }

@@ -49,6 +49,9 @@ func printTables(w io.Writer, status control.Status, now time.Time) {
 // problems is reported, and the daemon, which keeps running the last
 // valid config, is still asked.
 func statusFor(path string, stderr io.Writer) (control.Status, error) {
+	if err := configMissing(path); err != nil {
+		return control.Status{}, err
+	}
 	cfg, ok := loadConfig(path, stderr)
 	if ok {
 		return currentStatus(cfg, stderr)

@@ -22,6 +22,14 @@ func cmdNext(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "agent-runner: next takes one job name")
 		return exitUsage
 	}
+	var since time.Time
+	if *downSince != "" {
+		var err error
+		if since, err = time.Parse(time.RFC3339, *downSince); err != nil {
+			fmt.Fprintf(stderr, "agent-runner: invalid --down-since %q: write an instant such as 2026-12-01T08:00:00Z\n", *downSince)
+			return exitUsage
+		}
+	}
 	cfg, ok := loadConfig(*configPath, stderr)
 	if !ok {
 		return exitFailure
@@ -52,12 +60,7 @@ func cmdNext(args []string, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	printNext(stdout, job.Name, jobs.Describe(job), job.Location, sched, now, *count)
-	if *downSince != "" {
-		since, err := time.Parse(time.RFC3339, *downSince)
-		if err != nil {
-			fmt.Fprintf(stderr, "agent-runner: invalid --down-since %q: write an instant such as 2026-12-01T08:00:00Z\n", *downSince)
-			return exitUsage
-		}
+	if !since.IsZero() {
 		printCatchUp(stdout, jobs.PlanCatchUp(job, sched, since, now), job.CatchUp)
 	}
 	return exitOK

@@ -13,6 +13,10 @@ func cmdReload(args []string, stdout, stderr io.Writer) int {
 	if code := parseFlags(fs, args); code >= 0 {
 		return code
 	}
+	if err := configMissing(*configPath); err != nil {
+		fmt.Fprintf(stderr, "agent-runner: %v\n", err)
+		return exitFailure
+	}
 	// The daemon loads the file itself and rejects it when it is invalid;
 	// this only needs the socket, which an invalid file may still name.
 	socket, err := config.LocateSocket(*configPath)

@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/agent-runner/agent-runner/control"
 	"github.com/agent-runner/agent-runner/daemon"
 )
 
@@ -30,6 +31,10 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	}
 	cfg, ok := loadConfig(*configPath, stderr)
 	if !ok {
+		return exitFailure
+	}
+	if _, err := control.GetStatus(cfg.Runner.Socket); err == nil {
+		fmt.Fprintf(stderr, "agent-runner: a daemon already runs this config and responds on %s: stop it first (systemctl stop agent-runner), or give this one another state_dir\n", cfg.Runner.Socket)
 		return exitFailure
 	}
 

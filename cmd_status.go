@@ -151,6 +151,9 @@ func cmdLogs(args []string, stdout, stderr io.Writer) int {
 
 // readRuns asks the daemon, or reads the store when none runs.
 func readRuns(configPath, job string, limit int, id string, stderr io.Writer) ([]state.Run, error) {
+	if err := configMissing(configPath); err != nil {
+		return nil, err
+	}
 	cfg, ok := loadConfig(configPath, stderr)
 	if !ok {
 		// The daemon keeps running its last valid config and can still

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 )
 
 // version is stamped at build time with -ldflags "-X main.version=...".
@@ -33,6 +34,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, overview())
 		return exitUsage
 	}
+	args = moveLeadingConfig(args)
 	cmd, rest := args[0], args[1:]
 	switch cmd {
 	case "run":
@@ -71,4 +73,29 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "agent-runner: unknown command %q\n\n%s", cmd, overview())
 		return exitUsage
 	}
+}
+
+// moveLeadingConfig moves a --config given before the subcommand to just
+// after it, where every subcommand parses it, so that
+// "agent-runner --config FILE list" works like "agent-runner list --config FILE".
+func moveLeadingConfig(args []string) []string {
+	var lead []string
+	for len(args) > 0 {
+		switch a := args[0]; {
+		case a == "--config" || a == "-config":
+			if len(args) < 2 {
+				return append(lead, args...)
+			}
+			lead, args = append(lead, a, args[1]), args[2:]
+		case strings.HasPrefix(a, "--config=") || strings.HasPrefix(a, "-config="):
+			lead, args = append(lead, a), args[1:]
+		default:
+			if len(lead) == 0 {
+				return args
+			}
+			out := append([]string{a}, lead...)
+			return append(out, args[1:]...)
+		}
+	}
+	return lead
 }

@@ -91,6 +91,7 @@ const stopMargin = 15 * time.Second
 
 func cmdInstallUnit(args []string, stdout, stderr io.Writer) int {
 	fs, configPath := newFlags("install-unit", stdout, stderr)
+	runAs := fs.String("user", "", "the `user` the service runs as (default: the user running this command, none for root)")
 	if code := parseFlags(fs, args); code >= 0 {
 		return code
 	}
@@ -98,7 +99,7 @@ func cmdInstallUnit(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return exitFailure
 	}
-	values, err := unitFor(cfg)
+	values, err := unitFor(cfg, *runAs)
 	if err != nil {
 		fmt.Fprintf(stderr, "agent-runner: %v\n", err)
 		return exitFailure
@@ -110,9 +111,9 @@ func cmdInstallUnit(args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-// unitFor describes a unit for this binary and cfg, run as the current
-// user unless that is root.
-func unitFor(cfg *config.Config) (unitValues, error) {
+// unitFor describes a unit for this binary and cfg, run as runAs, or
+// when that is empty as the current user unless that is root.
+func unitFor(cfg *config.Config, runAs string) (unitValues, error) {
 	binary, err := os.Executable()
 	if err != nil {
 		return unitValues{}, fmt.Errorf("find this binary: %w", err)
@@ -120,9 +121,13 @@ func unitFor(cfg *config.Config) (unitValues, error) {
 	if resolved, err := filepath.EvalSymlinks(binary); err == nil {
 		binary = resolved
 	}
-	name := ""
-	if u, err := user.Current(); err == nil && u.Uid != "0" {
-		name = u.Username
+	name := runAs
+	if name == "" {
+		if u, err := user.Current(); err == nil && u.Uid != "0" {
+			name = u.Username
+		}
+	} else if _, err := user.Lookup(name); err != nil {
+		return unitValues{}, fmt.Errorf("look up user %q: %w; create it first (useradd --system %s)", name, err, name)
 	}
 	writable := []string{cfg.Runner.StateDir}
 	if dir := filepath.Dir(cfg.Runner.Socket); dir != cfg.Runner.StateDir {

@@ -90,10 +90,18 @@ func Summary(status control.Status) string {
 			down++
 		}
 	}
-	line := fmt.Sprintf("%d jobs (%d running, %d failing), %d listeners (%d connected, %d failing)",
-		len(status.Jobs), running, failing, len(status.Listeners), up, down)
+	line := fmt.Sprintf("%s (%d running, %d failing), %s (%d connected, %d failing)",
+		count(len(status.Jobs), "job"), running, failing, count(len(status.Listeners), "listener"), up, down)
 	if d := status.Daemon; d != nil && d.StateError != "" {
 		line += "; state folder failing"
 	}
 	return line
+}
+
+// count writes n with noun, in the plural unless n is 1.
+func count(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
