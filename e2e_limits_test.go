@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -191,5 +192,93 @@ nofile = 1073741824
 				t.Errorf("%s output lacks %q:\n%s", command, want, output)
 			}
 		}
+	}
+}
+
+// requireTool returns the path of a program a test needs, skipping the
+// test when it is missing, except under CI, where it fails.
+func requireTool(t *testing.T, name string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s is missing", name)
+		}
+		t.Skipf("%s is missing", name)
+	}
+	return path
+}
+
+// preloadSource is a shared object whose constructor appends the real
+// and effective uid of every process that loads it to a file.
+const preloadSource = `#include <stdio.h>
+#include <unistd.h>
+__attribute__((constructor)) static void record(void) {
+	FILE *f = fopen(PROOF, "a");
+	if (f) { fprintf(f, "uid=%d euid=%d\n", getuid(), geteuid()); fclose(f); }
+}
+`
+
+// A job's env_file may be writable by the job's user. Its LD_PRELOAD must
+// never load into a process that runs as root, such as the limits shim
+// before it switches users, while the job still gets the file's
+// variables.
+func TestRunJobAsUserIgnoresPreloadAsRoot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run a job as another user")
+	}
+	gcc := requireTool(t, "gcc")
+	nobody := lookupNobody(t)
+	shared := sharedDir(t)
+	source, library, proof := filepath.Join(shared, "record.c"), filepath.Join(shared, "record.so"), filepath.Join(shared, "proof.txt")
+	if err := os.WriteFile(source, []byte(preloadSource), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	build := exec.Command(gcc, "-shared", "-fPIC", fmt.Sprintf("-DPROOF=%q", proof), "-o", library, source)
+	if output, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build the shared object: %v\n%s", err, output)
+	}
+	if err := os.WriteFile(proof, nil, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(proof, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	p := newProject(t, `[jobs.app]
+command = ["sh", "-c", "echo APP_MODE=$APP_MODE"]
+every = "1h"
+user = "nobody"
+umask = "027"
+working_dir = "/"
+env_file = "app.env"
+`)
+	envFile := "APP_MODE=prod\nLD_PRELOAD=" + library + "\n"
+	if err := os.WriteFile(p.path("app.env"), []byte(envFile), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	res := p.run("run-job", "app")
+	if res.code != 0 {
+		t.Fatalf("run-job app exit = %d: %s", res.code, res.stderr)
+	}
+	if res.stdout != "APP_MODE=prod\n" {
+		t.Errorf("run-job app stdout = %q, want the env_file's APP_MODE=prod", res.stdout)
+	}
+	data, err := os.ReadFile(proof)
+	if err != nil {
+		t.Fatal(err)
+	}
+	records := strings.Split(strings.TrimSpace(string(data)), "\n")
+	for _, record := range records {
+		if strings.Contains(record, "uid=0 ") || strings.HasSuffix(record, "euid=0") {
+			t.Errorf("the env_file's LD_PRELOAD ran as root: %q", records)
+			break
+		}
+	}
+	// The job's own shell loads the library as nobody, which shows that
+	// the library works and that the check above could fail.
+	want := fmt.Sprintf("uid=%s euid=%s", nobody.Uid, nobody.Uid)
+	if !slices.Contains(records, want) {
+		t.Errorf("records %q lack %q from the job's shell", records, want)
 	}
 }

@@ -2,6 +2,7 @@ package process
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -199,13 +200,58 @@ func TestShimStatusFDClosed(t *testing.T) {
 	}
 }
 
-func TestShimChdirFailure(t *testing.T) {
-	_, exit, err := tryShell(t, Spec{Dir: "/nonexistent/folder", Limits: config.Limits{NoFile: 64}}, "true")
-	if err == nil || !strings.Contains(err.Error(), "chdir /nonexistent/folder") {
-		t.Errorf("got error %v, want a start error about chdir", err)
+// A missing working folder is named in the start error, with and
+// without the shim.
+func TestChdirFailure(t *testing.T) {
+	for _, limits := range []config.Limits{{}, {NoFile: 64}} {
+		_, exit, err := tryShell(t, Spec{Dir: "/nonexistent/folder", Limits: limits}, "true")
+		if err == nil || !strings.Contains(err.Error(), "chdir /nonexistent/folder: no such file or directory") {
+			t.Errorf("limits %+v: got error %v, want a start error about chdir", limits, err)
+		}
+		if exit.Code != -1 {
+			t.Errorf("limits %+v: got exit code %d, want -1 for a child that never started", limits, exit.Code)
+		}
 	}
-	if exit.Code != -1 {
-		t.Errorf("got exit code %d, want -1 for a child that never started", exit.Code)
+}
+
+// The shim's request goes through a memfd, so an environment far larger
+// than a pipe's buffer reaches the program whole.
+func TestShimLargeEnvironment(t *testing.T) {
+	// Linux caps each variable at 128 KiB, so five make up 300 KiB.
+	value := strings.Repeat("v", 60<<10)
+	env := []string{"PATH=/usr/bin:/bin"}
+	for i := range 5 {
+		env = append(env, fmt.Sprintf("BIG%d=%s", i, value))
+	}
+	spec := Spec{Env: append(env, "LAST=end"), Limits: config.Limits{NoFile: 64}}
+	got := stdout(t, spec, `echo ${#BIG0} ${#BIG4} $LAST`)
+	size := strconv.Itoa(len(value))
+	want := []string{size + " " + size + " end"}
+	if !slices.Equal(got, want) {
+		t.Errorf("output %q, want %q", got, want)
+	}
+}
+
+// A shell cannot start under a 4 KiB RLIMIT_DATA, and the error of the
+// run points at memory_max rather than at the signal alone.
+func TestMemoryMaxHint(t *testing.T) {
+	lines, exit := runShell(t, Spec{Limits: config.Limits{MemoryMax: 4 << 10}}, "echo started")
+	if exit.Err == nil {
+		t.Fatalf("a shell under a 4 KiB limit succeeded with %q, want a signal", lines)
+	}
+	if !strings.Contains(exit.Err.Error(), "killed by signal") {
+		t.Errorf("got error %v, want the signal", exit.Err)
+	}
+	if !strings.Contains(exit.Err.Error(), "memory_max is 4096 bytes") {
+		t.Errorf("got error %v, want a hint at memory_max", exit.Err)
+	}
+}
+
+// A signal without memory_max gets no hint.
+func TestMemoryMaxHintUnset(t *testing.T) {
+	_, exit := runShell(t, Spec{Limits: config.Limits{NoFile: 64}}, "kill -SEGV $$")
+	if exit.Err == nil || strings.Contains(exit.Err.Error(), "memory_max") {
+		t.Errorf("got error %v, want the signal without a hint", exit.Err)
 	}
 }
 
@@ -289,10 +335,12 @@ func TestIdentityDirPermission(t *testing.T) {
 	if err := os.Chmod(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
+	id := nobody(t)
+	want := fmt.Sprintf("chdir %s as user %q (uid %d): permission denied", dir, id.User, id.UID)
 	for _, limits := range []config.Limits{{}, {NoFile: 64}} {
-		_, _, err := tryShell(t, Spec{Dir: dir, Identity: nobody(t), Limits: limits}, "true")
-		if err == nil || !strings.Contains(err.Error(), "permission denied") {
-			t.Errorf("limits %+v: got error %v, want permission denied for the folder", limits, err)
+		_, _, err := tryShell(t, Spec{Dir: dir, Identity: id, Limits: limits}, "true")
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("limits %+v: got error %v, want %q", limits, err, want)
 		}
 	}
 }

@@ -87,8 +87,10 @@ type child struct {
 	cmd     *exec.Cmd
 	readers sync.WaitGroup
 	pipes   []*os.File
-	// shim is set when cmd starts the program through the shim.
-	shim bool
+	// shim is set when cmd starts the program through the shim, and
+	// request is then the shim's request, which start closes.
+	shim    bool
+	request *os.File
 }
 
 // Run runs spec until the child exits or ctx ends, calling emit for each
@@ -105,6 +107,9 @@ func (r *Reaper) Run(ctx context.Context, spec Spec, emit func(Line)) (Exit, err
 		cmd.Stdin = bytes.NewReader(spec.Stdin)
 	}
 	err = r.start(c, emit)
+	if err != nil && !c.shim {
+		err = explainStartError(spec, cmd.SysProcAttr.Credential, err)
+	}
 	if err != nil {
 		return Exit{Code: -1}, fmt.Errorf("start command: %w", err)
 	}
@@ -114,7 +119,7 @@ func (r *Reaper) Run(ctx context.Context, spec Spec, emit func(Line)) (Exit, err
 	waitErr := r.wait(ctx, c, spec)
 	r.cleanup(c, spec)
 	c.drain()
-	return exitOf(ctx, waitErr, cmd), nil
+	return hintMemoryMax(exitOf(ctx, waitErr, cmd), spec.Limits), nil
 }
 
 // newChild builds the command of spec: the program itself, or the shim
@@ -130,12 +135,12 @@ func newChild(spec Spec) (*child, error) {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: credential}
 		return &child{cmd: cmd}, nil
 	}
-	cmd, err := shimCommand(spec, credential)
+	cmd, request, err := shimCommand(spec, credential)
 	if err != nil {
 		return nil, err
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	return &child{cmd: cmd, shim: true}, nil
+	return &child{cmd: cmd, shim: true, request: request}, nil
 }
 
 // credentialOf returns the credential that switches to identity, or nil
@@ -158,6 +163,9 @@ func credentialOf(identity config.Identity) (*syscall.Credential, error) {
 // start starts c's command with a pipe per stream and a reader for each,
 // and a status pipe for the shim.
 func (r *Reaper) start(c *child, emit func(Line)) error {
+	if c.request != nil {
+		defer c.request.Close()
+	}
 	var writers []*os.File
 	for _, stream := range []string{"stdout", "stderr"} {
 		pr, pw, err := os.Pipe()
@@ -181,7 +189,7 @@ func (r *Reaper) start(c *child, emit func(Line)) error {
 		}
 		status = pr
 		writers = append(writers, pw)
-		c.cmd.ExtraFiles = []*os.File{pw}
+		c.cmd.ExtraFiles = []*os.File{pw, c.request}
 	}
 	err := r.Start(c.cmd)
 	// The child holds its own copies; the parent's must close, or the
@@ -370,4 +378,28 @@ func exitReason(ps *os.ProcessState) error {
 		return fmt.Errorf("killed by signal %s", status.Signal())
 	}
 	return fmt.Errorf("exit status %d", ps.ExitCode())
+}
+
+// hintMemoryMax adds memory_max to the error of a child that a signal
+// killed while the limit was set. A program that cannot map memory under
+// RLIMIT_DATA dies with SIGSEGV or SIGABRT, often before it prints
+// anything, and the bare signal does not point at the limit. SIGKILL
+// counts too unless cpu_time is set, whose hard limit sends it.
+//
+// NOTE: the hint does not prove that the limit caused the signal.
+func hintMemoryMax(exit Exit, limits config.Limits) Exit {
+	if exit.Err == nil || exit.Stopped != nil || limits.MemoryMax == 0 || exit.Code <= 128 {
+		return exit
+	}
+	switch syscall.Signal(exit.Code - 128) {
+	case syscall.SIGSEGV, syscall.SIGBUS, syscall.SIGABRT:
+	case syscall.SIGKILL:
+		if limits.CPUTime > 0 {
+			return exit
+		}
+	default:
+		return exit
+	}
+	exit.Err = fmt.Errorf("%w: memory_max is %d bytes (RLIMIT_DATA), which may be too low for the program: raise memory_max", exit.Err, limits.MemoryMax)
+	return exit
 }

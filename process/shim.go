@@ -21,10 +21,19 @@ import (
 // change every child. A child with limits therefore starts as the running
 // binary itself through /proc/self/exe, with shimArg as its first
 // argument: the shim applies them to itself, switches user last, and
-// execs the real program in place, keeping the pid, the process group and
-// the environment. The shim reports a failure on file descriptor 3, which
-// closes on a successful exec, so the caller gets a start error exactly as
-// when exec fails without the shim.
+// execs the real program in place, keeping the pid and the process group.
+// The shim reports a failure on file descriptor 3, which closes on a
+// successful exec, so the caller gets a start error exactly as when exec
+// fails without the shim.
+//
+// The shim runs as root until it switches user, and the binary is
+// dynamically linked, so the dynamic loader and Go's runtime would act on
+// LD_PRELOAD, LD_LIBRARY_PATH, GCONV_PATH or GODEBUG in its environment.
+// The job's variables may come from an env_file its user can write, so
+// the shim starts with only the run's marker in its environment and reads
+// the request, the job's environment included, from a memfd on file
+// descriptor 4. Only the final execve, after the switch, passes that
+// environment on.
 const (
 	shimArg = "agent-runner-exec-shim"
 	// shimExecutable is the daemon's binary even after a package upgrade
@@ -33,6 +42,8 @@ const (
 	shimExecutable = "/proc/self/exe"
 	// shimStatusFD is ExtraFiles[0] in the shim.
 	shimStatusFD = 3
+	// shimRequestFD is ExtraFiles[1] in the shim.
+	shimRequestFD = 4
 	// shimFailed is the shim's exit status when it could not exec, the
 	// status a shell uses for a command it could not run.
 	shimFailed = 127
@@ -43,16 +54,20 @@ const (
 // the daemon and every test binary that imports this package can serve as
 // the shim.
 func init() {
-	if len(os.Args) > 2 && os.Args[1] == shimArg {
-		os.Exit(runShim(os.Args[2], os.Args[3:]))
+	if len(os.Args) > 1 && os.Args[1] == shimArg {
+		os.Exit(runShim(os.Args[2:]))
 	}
 }
 
 // shimRequest is the set of changes the shim applies to itself before it
-// execs Path with the arguments that follow the request.
+// execs Path with the arguments that follow shimArg and with Env.
 type shimRequest struct {
-	Path       string              `json:"path"`
-	Dir        string              `json:"dir,omitempty"`
+	Path string   `json:"path"`
+	Env  []string `json:"env"`
+	Dir  string   `json:"dir,omitempty"`
+	// User is the name of the user that Credential switches to, for the
+	// messages.
+	User       string              `json:"user,omitempty"`
 	Umask      *uint32             `json:"umask,omitempty"`
 	Nice       *int                `json:"nice,omitempty"`
 	Rlimits    []shimRlimit        `json:"rlimits,omitempty"`
@@ -92,12 +107,16 @@ func rlimitsOf(l config.Limits) []shimRlimit {
 	return limits
 }
 
-// shimCommand returns the command that starts spec through the shim. The
-// caller adds the status pipe.
-func shimCommand(spec Spec, credential *syscall.Credential) (*exec.Cmd, error) {
+// shimCommand returns the command that starts spec through the shim,
+// with the request in a memfd that the caller passes as ExtraFiles[1] and
+// closes after the start. The caller adds the status pipe as
+// ExtraFiles[0].
+func shimCommand(spec Spec, credential *syscall.Credential) (*exec.Cmd, *os.File, error) {
 	req := shimRequest{
 		Path:       spec.Path,
+		Env:        spec.Env,
 		Dir:        spec.Dir,
+		User:       spec.Identity.User,
 		Rlimits:    rlimitsOf(spec.Limits),
 		Credential: credential,
 	}
@@ -107,34 +126,80 @@ func shimCommand(spec Spec, credential *syscall.Credential) (*exec.Cmd, error) {
 	if spec.Limits.NiceSet {
 		req.Nice = &spec.Limits.Nice
 	}
+	request, err := writeShimRequest(req)
+	if err != nil {
+		return nil, nil, err
+	}
+	// The marker lets the leftover scan find the shim too. It comes from
+	// the runner, never from the job's settings.
+	env := []string{}
+	if spec.Marker != "" {
+		env = append(env, spec.Marker)
+	}
+	// Args[0] stays the program's name, so ps shows it while the shim
+	// runs.
+	args := append([]string{spec.Args[0], shimArg}, spec.Args...)
+	return &exec.Cmd{Path: shimExecutable, Args: args, Env: env}, request, nil
+}
+
+// writeShimRequest encodes req into a memfd and rewinds it for the shim,
+// which shares the file offset. A memfd, unlike a pipe, never blocks the
+// writer on a large environment.
+func writeShimRequest(req shimRequest) (*os.File, error) {
 	encoded, err := json.Marshal(req)
 	if err != nil {
 		return nil, fmt.Errorf("encode shim request: %w", err)
 	}
-	// Args[0] stays the program's name, so ps shows it while the shim
-	// runs.
-	args := append([]string{spec.Args[0], shimArg, string(encoded)}, spec.Args...)
-	return &exec.Cmd{Path: shimExecutable, Args: args, Env: spec.Env}, nil
+	fd, err := unix.MemfdCreate("agent-runner-shim", unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("create shim request memfd: %w", err)
+	}
+	file := os.NewFile(uintptr(fd), "shim-request")
+	if _, err := file.Write(encoded); err != nil {
+		file.Close()
+		return nil, fmt.Errorf("write shim request: %w", err)
+	}
+	if _, err := file.Seek(0, io.SeekStart); err != nil {
+		file.Close()
+		return nil, fmt.Errorf("rewind shim request: %w", err)
+	}
+	return file, nil
 }
 
-// runShim applies the encoded request to the process and execs argv. It returns
-// only on failure, after writing the reason to the status pipe.
-func runShim(encoded string, argv []string) int {
+// runShim applies the request on shimRequestFD to the process and execs
+// argv. It returns only on failure, after writing the reason to the status
+// pipe.
+func runShim(argv []string) int {
 	// The nice value belongs to a thread on Linux, and execve keeps the
 	// calling thread's, so every call below runs on one thread.
 	runtime.LockOSThread()
 	status := os.NewFile(shimStatusFD, "status")
-	err := execShim(encoded, argv)
+	err := execShim(argv)
 	if _, werr := io.WriteString(status, err.Error()); werr != nil {
 		fmt.Fprintf(os.Stderr, "agent-runner: %v\n", err)
 	}
 	return shimFailed
 }
 
-func execShim(encoded string, argv []string) error {
+// readShimRequest reads and closes the request that the runner wrote.
+func readShimRequest() (shimRequest, error) {
 	var req shimRequest
-	if err := json.Unmarshal([]byte(encoded), &req); err != nil {
-		return fmt.Errorf("decode shim request: %w", err)
+	file := os.NewFile(shimRequestFD, "shim-request")
+	encoded, err := io.ReadAll(file)
+	file.Close()
+	if err != nil {
+		return req, fmt.Errorf("read shim request: %w", err)
+	}
+	if err := json.Unmarshal(encoded, &req); err != nil {
+		return req, fmt.Errorf("decode shim request: %w", err)
+	}
+	return req, nil
+}
+
+func execShim(argv []string) error {
+	req, err := readShimRequest()
+	if err != nil {
+		return err
 	}
 	if len(argv) == 0 {
 		return errors.New("shim request has no arguments")
@@ -171,11 +236,11 @@ func execShim(encoded string, argv []string) error {
 	// the user may not enter fails the start.
 	if req.Dir != "" {
 		if err := syscall.Chdir(req.Dir); err != nil {
-			return fmt.Errorf("chdir %s: %w", req.Dir, err)
+			return chdirError(req.Dir, req.User, req.Credential, err)
 		}
 	}
 
-	err := syscall.Exec(req.Path, argv, os.Environ())
+	err = syscall.Exec(req.Path, argv, req.Env)
 	return &os.PathError{Op: "exec", Path: req.Path, Err: err}
 }
 
