@@ -61,7 +61,8 @@ func cmdDoctor(args []string, stdout, stderr io.Writer) int {
 }
 
 // checkMachine reports commands, secrets, folders and env files that do
-// not resolve here, and listeners left disabled.
+// not resolve here, secrets too short to be redacted, and listeners left
+// disabled.
 func (d *doctor) checkMachine(cfg *config.Config) {
 	lines := problemLines(cfg.Problems())
 	for _, line := range lines {
@@ -69,6 +70,9 @@ func (d *doctor) checkMachine(cfg *config.Config) {
 	}
 	if len(lines) == 0 {
 		d.ok("every command, secret, working_dir and env_file resolves on this machine")
+	}
+	for _, line := range shortSecretWarnings(cfg) {
+		d.note("%s", line)
 	}
 	for _, lc := range cfg.Listeners {
 		if !lc.Enabled {

@@ -165,3 +165,36 @@ func TestLineRedactorEveryCut(t *testing.T) {
 		}
 	}
 }
+
+// A multi-line secret is redacted line by line, and trailing newlines of
+// any secret are not part of the needle.
+func TestRedactMultiLineSecret(t *testing.T) {
+	r := testRedactor("-----BEGIN KEY-----\r\n  MIIEline1AAAA\r\nMIIEline2BBBB\r\n}\n-----END KEY-----\n", "token1234\n\n")
+	cases := []struct{ in, want string }{
+		{"MIIEline1AAAA", "[redacted]"},
+		{"  MIIEline2BBBB  ", "  [redacted]  "},
+		{"-----END KEY-----", "[redacted]"},
+		{"}", "}"},
+		{"tok=token1234.", "tok=[redacted]."},
+	}
+	for _, c := range cases {
+		if got := r.Redact(c.in); got != c.want {
+			t.Errorf("Redact(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}
+
+func TestUnredactedNamesShortSecrets(t *testing.T) {
+	env := map[string]config.Secret{
+		"SHORT":     config.NewSecret("abc\n", "file x"),
+		"SHORTROWS": config.NewSecret("abc\ndefg\n", "file x"),
+		"EMPTY":     config.NewSecret("\n", "file x"),
+		"LONG":      config.NewSecret("abcd", "file x"),
+		"PEM":       config.NewSecret("}\nMIIEline1AAAA\n", "file x"),
+		"INLINE":    config.NewSecret("ab", "inline"),
+	}
+	got := Unredacted(env)
+	if strings.Join(got, ",") != "SHORT,SHORTROWS" {
+		t.Errorf("Unredacted = %q, want SHORT and SHORTROWS", got)
+	}
+}
