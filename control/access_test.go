@@ -1,14 +1,17 @@
 package control
 
 import (
+	"bytes"
 	"io"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // nobody is the uid and gid the rejected client runs as.
@@ -19,6 +22,12 @@ const nobody = 65534
 // keeps other users out.
 func startOpenServer(t *testing.T) (dir, socket string) {
 	t.Helper()
+	return startOpenServerLogging(t, slog.New(slog.NewTextHandler(io.Discard, nil)))
+}
+
+// startOpenServerLogging is startOpenServer with the server's log.
+func startOpenServerLogging(t *testing.T, log *slog.Logger) (dir, socket string) {
+	t.Helper()
 	dir, err := os.MkdirTemp("", "control-access-")
 	if err != nil {
 		t.Fatal(err)
@@ -28,7 +37,7 @@ func startOpenServer(t *testing.T) (dir, socket string) {
 		t.Fatal(err)
 	}
 	socket = filepath.Join(dir, "control.sock")
-	srv, err := Listen(socket, "", stubHandler{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	srv, err := Listen(socket, "", stubHandler{}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,5 +107,58 @@ func TestRejectedUserSeesDenial(t *testing.T) {
 				t.Errorf("%s, try %d: client printed %q, want the denial %q", c.name, i, got, want)
 			}
 		}
+	}
+}
+
+// syncBuffer is a log destination that the server's connection handlers
+// may write at once.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// A client that connects over and over fills the log with one line, not
+// one per connection.
+func TestRejectedClientsLoggedOnce(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root to run the client as another user")
+	}
+	var logs syncBuffer
+	dir, socket := startOpenServerLogging(t, slog.New(slog.NewTextHandler(&logs, nil)))
+	binary := copyTestBinary(t, dir)
+	for range 5 {
+		runClientAsNobody(t, binary, socket, "")
+	}
+	if n := strings.Count(logs.String(), "control client rejected"); n != 1 {
+		t.Errorf("5 rejected clients logged %d lines, want 1:\n%s", n, logs.String())
+	}
+}
+
+func TestLogLimitCountsSuppressed(t *testing.T) {
+	var limit logLimit
+	start := time.Now()
+	if ok, suppressed := limit.allow(start); !ok || suppressed != 0 {
+		t.Errorf("first line: allow = %v, %d, want true, 0", ok, suppressed)
+	}
+	for i := range 3 {
+		if ok, _ := limit.allow(start.Add(time.Duration(i+1) * time.Second)); ok {
+			t.Errorf("line %d within the interval was allowed", i+2)
+		}
+	}
+	ok, suppressed := limit.allow(start.Add(logLimitInterval))
+	if !ok || suppressed != 3 {
+		t.Errorf("line after the interval: allow = %v, %d, want true, 3", ok, suppressed)
 	}
 }

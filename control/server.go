@@ -67,8 +67,35 @@ type Server struct {
 
 	mu    sync.Mutex
 	conns map[*net.UnixConn]struct{}
-	// acceptErrors rate-limits the log of failing accepts.
-	acceptLogged time.Time
+	// acceptLog and rejectLog rate-limit the log lines of failing accepts
+	// and of rejected clients, which a client's connect loop can repeat
+	// hundreds of times a second.
+	acceptLog, rejectLog logLimit
+}
+
+// logLimitInterval is the least time between two log lines of one kind.
+const logLimitInterval = time.Minute
+
+// logLimit lets one log line through per logLimitInterval and counts the
+// ones it holds back.
+type logLimit struct {
+	mu         sync.Mutex
+	logged     time.Time
+	suppressed int
+}
+
+// allow reports whether a line may be logged at now, and how many were
+// held back since the last one.
+func (l *logLimit) allow(now time.Time) (bool, int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.logged.IsZero() && now.Sub(l.logged) < logLimitInterval {
+		l.suppressed++
+		return false, 0
+	}
+	suppressed := l.suppressed
+	l.logged, l.suppressed = now, 0
+	return true, suppressed
 }
 
 // Listen creates the socket at path, readable and writable by the owner
@@ -162,13 +189,25 @@ func (s *Server) Serve() error {
 }
 
 func (s *Server) logAcceptError(err error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if time.Since(s.acceptLogged) < time.Minute {
+	s.logLimited(&s.acceptLog, slog.LevelError, "accept control client failed; retrying", err)
+}
+
+func (s *Server) logRejected(err error) {
+	s.logLimited(&s.rejectLog, slog.LevelWarn, "control client rejected", err)
+}
+
+// logLimited logs msg unless limit holds it back, with the count of lines
+// held back before it as "suppressed".
+func (s *Server) logLimited(limit *logLimit, level slog.Level, msg string, err error) {
+	ok, suppressed := limit.allow(time.Now())
+	if !ok {
 		return
 	}
-	s.acceptLogged = time.Now()
-	s.log.Error("accept control client failed; retrying", "err", err)
+	attrs := []any{"err", err}
+	if suppressed > 0 {
+		attrs = append(attrs, "suppressed", suppressed)
+	}
+	s.log.Log(context.Background(), level, msg, attrs...)
 }
 
 // track registers a connection unless maxClients are served already.
@@ -209,7 +248,7 @@ func (s *Server) serveConn(conn *net.UnixConn) {
 	defer conn.Close()
 	out := &encoder{conn: conn, enc: json.NewEncoder(conn)}
 	if err := s.authorize(conn); err != nil {
-		s.log.Warn("control client rejected", "err", err)
+		s.logRejected(err)
 		out.send(Message{Error: &ErrorMessage{Code: CodeDenied, Message: err.Error()}})
 		drainRejected(conn)
 		return
