@@ -282,3 +282,55 @@ env_file = "app.env"
 		t.Errorf("records %q lack %q from the job's shell", records, want)
 	}
 }
+
+// A daemon that runs as root without CAP_SETUID, CAP_SETGID, CAP_SYS_NICE
+// and CAP_SYS_RESOURCE, as in a container, cannot switch users, lower its
+// nice value or raise a hard limit. check and doctor report each with the
+// missing capability, rather than pass a config whose every run fails.
+func TestCheckRejectsLimitsWithoutCapabilities(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root; TestCheckRejectsUserWithoutRoot covers a runner that is not root")
+	}
+	setpriv := requireTool(t, "setpriv")
+	lookupNobody(t)
+	var limit unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &limit); err != nil {
+		t.Fatal(err)
+	}
+	nofile := limit.Max + 1
+	if data, err := os.ReadFile("/proc/sys/fs/nr_open"); err == nil {
+		if nrOpen, _ := strconv.ParseUint(strings.TrimSpace(string(data)), 10, 64); nofile > nrOpen {
+			t.Skipf("the hard RLIMIT_NOFILE %d is at fs.nr_open, so no nofile lies between them", limit.Max)
+		}
+	}
+	p := newProject(t, fmt.Sprintf(`[jobs.limited]
+command = ["true"]
+every = "1h"
+user = "nobody"
+nice = %d
+nofile = %d
+`, ownNice(t)-5, nofile))
+	wants := []string{
+		`config.toml:8: jobs.limited.user: user = "nobody" runs the job as uid`,
+		"but the runner runs as root without CAP_SETUID, which switching users needs: add CAP_SETUID to the unit's CapabilityBoundingSet=",
+		`config.toml:8: jobs.limited.user: user = "nobody" sets the groups of the job, but the runner runs as root without CAP_SETGID`,
+		fmt.Sprintf("config.toml:9: jobs.limited.nice: nice %d is below the runner's own nice value %d, and the runner runs as root without CAP_SYS_NICE", ownNice(t)-5, ownNice(t)),
+		fmt.Sprintf("config.toml:10: jobs.limited.nofile: nofile needs a hard limit of %d, above the runner's own hard limit of %d, and the runner runs as root without CAP_SYS_RESOURCE", nofile, limit.Max),
+		"docker run --cap-add SYS_RESOURCE",
+	}
+	for _, command := range []string{"check", "doctor"} {
+		// Root gets the bounding set as its effective set at exec.
+		cmd := exec.Command(setpriv, "--inh-caps=-all", "--bounding-set=-setuid,-setgid,-sys_nice,-sys_resource",
+			"--", binary, command, "--config", p.config)
+		cmd.Dir = p.dir
+		output, err := cmd.CombinedOutput()
+		if err == nil {
+			t.Errorf("%s without the capabilities exited 0, want a failure: %s", command, output)
+		}
+		for _, want := range wants {
+			if !strings.Contains(string(output), want) {
+				t.Errorf("%s output lacks %q:\n%s", command, want, output)
+			}
+		}
+	}
+}

@@ -15,20 +15,27 @@ import (
 
 // checkLimits resolves the user and group of s and reports what this
 // machine cannot apply. That is an unknown user or group, a change of user
-// or a lower nice value when the runner is not root, and a limit above the
-// runner's own hard limit. owner is "job" or "listener", for the messages.
+// or group that the runner may not make, a lower nice value without
+// CAP_SYS_NICE, and a limit above the runner's own hard limit without
+// CAP_SYS_RESOURCE. owner is "job" or "listener", for the messages.
 func checkLimits(checks *reporter, s limitSettings, owner string) Identity {
 	runner := os.Geteuid()
-	if runner != 0 {
-		checkNice(checks, s.nice)
+	caps := runnerCapabilities()
+	if !caps.has(capSysNice) {
+		checkNice(checks, s.nice, runner)
 	}
-	checkRlimits(checks, s, runner)
+	if !caps.has(capSysResource) {
+		checkRlimits(checks, s, runner)
+	}
+	checkNROpen(checks, s)
 	identity, ok := resolveIdentity(checks, s)
 	if !ok {
 		return Identity{}
 	}
 	if runner != 0 {
 		checkSwitch(checks, s, identity, runner, owner)
+	} else {
+		checkRootSwitch(checks, s, identity, caps, owner)
 	}
 	childUID := uint32(runner)
 	if identity.Set {
@@ -175,9 +182,30 @@ func checkSwitch(checks *reporter, s limitSettings, identity Identity, runner in
 	}
 }
 
+// checkRootSwitch reports a user or group that a runner with uid 0 cannot
+// switch to because it lacks CAP_SETUID or CAP_SETGID. The child always
+// sets its supplementary groups, which needs CAP_SETGID even when the
+// gid stays 0.
+func checkRootSwitch(checks *reporter, s limitSettings, identity Identity, caps capabilities, owner string) {
+	if !identity.Set {
+		return
+	}
+	if s.user.isSet() && identity.UID != 0 && !caps.has(capSetuid) {
+		checks.report(s.user.key, "user = %q runs the %s as uid %d, but the runner runs as root without %s, which switching users needs: %s, or remove user", s.user.value, owner, identity.UID, capSetuid.name, grantHint(capSetuid))
+	}
+	if caps.has(capSetgid) {
+		return
+	}
+	key, name, value := s.user.key, "user", s.user.value
+	if s.group.isSet() {
+		key, name, value = s.group.key, "group", s.group.value
+	}
+	checks.report(key, "%s = %q sets the groups of the %s, but the runner runs as root without %s, which setting groups needs: %s, or remove %s", name, value, owner, capSetgid.name, grantHint(capSetgid), name)
+}
+
 // checkNice reports a nice value below the runner's own, which a process
-// that is not root may only take within its RLIMIT_NICE.
-func checkNice(checks *reporter, nice setting[int]) {
+// without CAP_SYS_NICE may only take within its RLIMIT_NICE.
+func checkNice(checks *reporter, nice setting[int], runner int) {
 	if !nice.isSet() {
 		return
 	}
@@ -194,6 +222,10 @@ func checkNice(checks *reporter, nice setting[int]) {
 	if unix.Getrlimit(unix.RLIMIT_NICE, &limit) == nil && uint64(20-nice.value) <= limit.Cur {
 		return
 	}
+	if runner == 0 {
+		checks.report(nice.key, "nice %d is below the runner's own nice value %d, and the runner runs as root without %s, which lowering it needs: %s, or use a nice value of at least %d", nice.value, own, capSysNice.name, grantHint(capSysNice), own)
+		return
+	}
 	checks.report(nice.key, "nice %d is below the runner's own nice value %d, and only root may lower it: run the daemon as root, or use a nice value of at least %d", nice.value, own, own)
 }
 
@@ -206,9 +238,8 @@ type rlimitKey struct {
 	hard     uint64
 }
 
-// checkRlimits reports limits that setrlimit would reject: one above the
-// runner's hard limit when it is not root, and a nofile above the
-// kernel's fs.nr_open.
+// checkRlimits reports limits above the runner's hard limit, which
+// setrlimit rejects without CAP_SYS_RESOURCE.
 func checkRlimits(checks *reporter, s limitSettings, runner int) {
 	var keys []rlimitKey
 	if s.memoryMax.isSet() {
@@ -230,14 +261,25 @@ func checkRlimits(checks *reporter, s limitSettings, runner int) {
 		if unix.Getrlimit(k.resource, &limit) != nil {
 			continue
 		}
-		if runner != 0 && limit.Max != unix.RLIM_INFINITY && k.hard > limit.Max {
-			checks.report(k.key, "%s needs a hard limit of %d, above the runner's own hard limit of %d, and only root may raise it: run the daemon as root, raise the limit in the service unit (such as LimitNOFILE=), or lower %s", k.name, k.hard, limit.Max, k.name)
+		if limit.Max == unix.RLIM_INFINITY || k.hard <= limit.Max {
+			continue
 		}
+		if runner == 0 {
+			checks.report(k.key, "%s needs a hard limit of %d, above the runner's own hard limit of %d, and the runner runs as root without %s, which raising it needs: %s, raise the limit (such as LimitNOFILE= in the unit), or lower %s", k.name, k.hard, limit.Max, capSysResource.name, grantHint(capSysResource), k.name)
+			continue
+		}
+		checks.report(k.key, "%s needs a hard limit of %d, above the runner's own hard limit of %d, and only root may raise it: run the daemon as root, raise the limit in the service unit (such as LimitNOFILE=), or lower %s", k.name, k.hard, limit.Max, k.name)
 	}
-	if s.noFile.isSet() {
-		if max, err := readNROpen(); err == nil && s.noFile.value > max {
-			checks.report(s.noFile.key, "nofile %d is above the kernel's maximum of %d (fs.nr_open): lower it, or raise fs.nr_open with sysctl", s.noFile.value, max)
-		}
+}
+
+// checkNROpen reports a nofile above the kernel's fs.nr_open, which no
+// capability lets setrlimit exceed.
+func checkNROpen(checks *reporter, s limitSettings) {
+	if !s.noFile.isSet() {
+		return
+	}
+	if max, err := readNROpen(); err == nil && s.noFile.value > max {
+		checks.report(s.noFile.key, "nofile %d is above the kernel's maximum of %d (fs.nr_open): lower it, or raise fs.nr_open with sysctl", s.noFile.value, max)
 	}
 }
 

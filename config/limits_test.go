@@ -48,7 +48,7 @@ umask = "0"
 kind = "exec"
 command = ["true"]
 nice = -1
-memory_max = 1048576
+memory_max = 16777216
 `)
 	want := Limits{Umask: 0o027, UmaskSet: true, Nice: 5, NiceSet: true, MemoryMax: 512 << 20, CPUTime: 2 * time.Minute, NoFile: 4096, NProc: 64}
 	if got := mustJob(t, config, "limited").Limits; got != want {
@@ -58,7 +58,7 @@ memory_max = 1048576
 	if got := mustJob(t, config, "plain").Limits; got != want {
 		t.Errorf("plain: got %+v, want %+v with umask 0 set", got, want)
 	}
-	want = Limits{Umask: 0o027, UmaskSet: true, Nice: -1, NiceSet: true, MemoryMax: 1 << 20, NoFile: 4096}
+	want = Limits{Umask: 0o027, UmaskSet: true, Nice: -1, NiceSet: true, MemoryMax: 16 << 20, NoFile: 4096}
 	if got := config.Listener("server").Exec.Limits; got != want {
 		t.Errorf("listener server: got %+v, want %+v with the [defaults] keys", got, want)
 	}
@@ -151,5 +151,31 @@ func TestParseByteSize(t *testing.T) {
 		if got, err := parseByteSize(text); err == nil {
 			t.Errorf("parseByteSize(%q) = %d, want an error", text, got)
 		}
+	}
+}
+
+func TestReadEffectiveCapabilities(t *testing.T) {
+	status := filepath.Join(t.TempDir(), "status")
+	text := "Name:\tagent-runner\nCapInh:\t0000000000000000\nCapEff:\t000001fffeffffff\nCapBnd:\t000001ffffffffff\n"
+	if err := os.WriteFile(status, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	caps, err := readEffectiveCapabilities(status)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if caps.has(capSysResource) {
+		t.Errorf("CapEff 000001fffeffffff has CAP_SYS_RESOURCE, want it missing")
+	}
+	for _, c := range []capability{capSetgid, capSetuid, capSysNice} {
+		if !caps.has(c) {
+			t.Errorf("CapEff 000001fffeffffff lacks %s", c.name)
+		}
+	}
+	if err := os.WriteFile(status, []byte("Name:\tx\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readEffectiveCapabilities(status); err == nil {
+		t.Error("a status without CapEff gave no error")
 	}
 }
