@@ -198,6 +198,9 @@ func TestShimStatusFDClosed(t *testing.T) {
 	if slices.Contains(got, strconv.Itoa(shimStatusFD)) {
 		t.Errorf("the child has the shim's status descriptor open: %q", got)
 	}
+	if slices.Contains(got, strconv.Itoa(shimRequestFD)) {
+		t.Errorf("the child has the shim's request descriptor open: %q", got)
+	}
 }
 
 // A missing working folder is named in the start error, with and
