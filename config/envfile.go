@@ -3,8 +3,6 @@ package config
 import (
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"strings"
 )
 
@@ -77,27 +75,7 @@ func unquote(value string) (string, error) {
 	return value[1 : len(value)-1], nil
 }
 
-// readSmallFile reads a regular file of at most maxReadSize bytes. It
-// checks the type before opening, because opening a FIFO would block.
+// readSmallFile reads a regular file of at most maxReadSize bytes.
 func readSmallFile(path string) ([]byte, error) {
-	info, err := os.Stat(path)
-	if err != nil {
-		return nil, err
-	}
-	if !info.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file", path)
-	}
-	file, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer file.Close()
-	data, err := io.ReadAll(io.LimitReader(file, maxReadSize+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(data) > maxReadSize {
-		return nil, fmt.Errorf("%s is larger than %d bytes", path, maxReadSize)
-	}
-	return data, nil
+	return readRegularFile(path, maxReadSize)
 }

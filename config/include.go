@@ -120,7 +120,7 @@ func Fingerprint(path string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("resolve config path: %w", err)
 	}
-	data, err := os.ReadFile(file)
+	data, err := readConfigFile(file)
 	if err != nil {
 		return "", fmt.Errorf("read config: %w", err)
 	}
@@ -135,7 +135,7 @@ func Fingerprint(path string) (string, error) {
 	}
 	matches, _ := includedFiles(file, head.Include)
 	for _, match := range matches {
-		data, err := os.ReadFile(match.file)
+		data, err := readConfigFile(match.file)
 		if err != nil {
 			continue
 		}
@@ -212,10 +212,9 @@ func (l *loader) include(root map[string]any) error {
 	}
 	var syntax []Problem
 	for _, match := range matches {
-		data, err := os.ReadFile(match.file)
+		data, err := readConfigFile(match.file)
 		if err != nil {
-			l.reportEntry(key, match.entry, "read included file: %v: make it readable for the runner or change the pattern",
-				unwrapPathError(err))
+			l.reportEntry(key, match.entry, "read included file: %v: %s", unwrapPathError(err), includeReadFix(err))
 			continue
 		}
 		var values map[string]any
@@ -229,6 +228,18 @@ func (l *loader) include(root map[string]any) error {
 		return &Error{Problems: UniqueProblems(append(l.problems, syntax...))}
 	}
 	return nil
+}
+
+// includeReadFix returns the fix for an included file that cannot be read.
+func includeReadFix(err error) string {
+	switch {
+	case errors.Is(err, errNotRegular):
+		return "remove it from the folder or change the pattern, because an included file must be a regular file"
+	case errors.Is(err, errTooLarge):
+		return "split it into smaller files"
+	default:
+		return "make it readable for the runner or change the pattern"
+	}
 }
 
 // unwrapPathError keeps the path and reason of a *fs.PathError without

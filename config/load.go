@@ -36,7 +36,7 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("resolve config path: %w", err)
 	}
-	data, err := os.ReadFile(file)
+	data, err := readConfigFile(file)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}

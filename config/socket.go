@@ -2,7 +2,6 @@ package config
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 
 	"github.com/pelletier/go-toml/v2"
@@ -24,7 +23,7 @@ func LocateSocket(path string) (string, error) {
 			Socket   string `toml:"socket"`
 		} `toml:"runner"`
 	}
-	if data, err := os.ReadFile(file); err == nil {
+	if data, err := readConfigFile(file); err == nil {
 		// Errors are ignored on purpose: the fields that did decode are
 		// the best guess there is.
 		_ = toml.Unmarshal(data, &partial)
