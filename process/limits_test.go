@@ -242,7 +242,7 @@ func TestMemoryMaxHint(t *testing.T) {
 	if exit.Err == nil {
 		t.Fatalf("a shell under a 4 KiB limit succeeded with %q, want a signal", lines)
 	}
-	if !strings.Contains(exit.Err.Error(), "killed by signal") {
+	if !strings.Contains(exit.Err.Error(), "killed by SIG") {
 		t.Errorf("got error %v, want the signal", exit.Err)
 	}
 	if !strings.Contains(exit.Err.Error(), "memory_max is 4096 bytes") {

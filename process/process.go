@@ -375,7 +375,8 @@ func exitCode(ps *os.ProcessState) int {
 
 func exitReason(ps *os.ProcessState) error {
 	if status, ok := ps.Sys().(syscall.WaitStatus); ok && status.Signaled() {
-		return fmt.Errorf("killed by signal %s", status.Signal())
+		sig := status.Signal()
+		return fmt.Errorf("killed by %s (%s)", unix.SignalName(sig), sig)
 	}
 	return fmt.Errorf("exit status %d", ps.ExitCode())
 }
