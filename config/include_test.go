@@ -11,7 +11,7 @@ import (
 )
 
 // writeFiles writes each name → content pair below dir, creating folders.
-func writeFiles(t *testing.T, dir string, files map[string]string) {
+func writeFiles(t testing.TB, dir string, files map[string]string) {
 	t.Helper()
 	for name, content := range files {
 		path := filepath.Join(dir, name)

@@ -49,11 +49,15 @@ func isEntry(part string) bool {
 // keyLines maps every key path of a document to the line where it is first
 // written. go-toml's decoder into a map keeps no positions, so the loader
 // walks the document again with go-toml's unstable parser to find them.
+//
+// The paths form a tree with one node per distinct path. Each node stores
+// only its last part, so the index grows linearly with the document: a
+// table header with 50,000 dotted parts is 50,000 nodes, not the 1.25
+// billion parts of all its prefixes.
 type keyLines struct {
-	lines map[string]int
-	// headers marks paths whose line comes from a [table] header, which
-	// wins over the line of a dotted key that only implied the table.
-	headers map[string]bool
+	// nodes[0] is the root, the empty path.
+	nodes    []keyNode
+	children map[keyEdge]int
 	// written lists every table header and key in document order, with
 	// repeats, so that a key defined twice can be found by its line.
 	written []writtenKey
@@ -61,8 +65,29 @@ type keyLines struct {
 	lineStarts []int
 }
 
+// keyNode is one key path in keyLines.
+type keyNode struct {
+	parent int
+	part   string
+	depth  int
+	// line is the line the path is written on, or 0 when none is recorded.
+	line int
+	// header marks a line from a [table] header, which wins over the
+	// line of a dotted key that only implied the table.
+	header bool
+	// first is the line of the first written key that starts with the
+	// path, or 0 for an array entry that no key reaches.
+	first int
+}
+
+// keyEdge leads from the node parent to its child named part.
+type keyEdge struct {
+	parent int
+	part   string
+}
+
 type writtenKey struct {
-	path keyPath
+	node int
 	line int
 }
 
@@ -70,13 +95,13 @@ type writtenKey struct {
 // silently at a syntax error, because the decoder reports those.
 func indexKeyLines(data []byte) *keyLines {
 	index := &keyLines{
-		lines:      map[string]int{},
-		headers:    map[string]bool{},
+		nodes:      []keyNode{{}},
+		children:   map[keyEdge]int{},
 		lineStarts: lineStarts(data),
 	}
 	var parser unstable.Parser
 	parser.Reset(data)
-	var table keyPath
+	table := 0
 	for parser.NextExpression() {
 		expr := parser.Expression()
 		switch expr.Kind {
@@ -102,12 +127,18 @@ func lineStarts(data []byte) []int {
 // line returns the line of path, or of its nearest recorded parent, or 0
 // when neither is written in the document.
 func (k *keyLines) line(path keyPath) int {
-	for n := len(path); n > 0; n-- {
-		if line, ok := k.lines[pathID(path[:n])]; ok {
-			return line
+	line, node := 0, 0
+	for _, part := range path {
+		child, ok := k.children[keyEdge{node, part}]
+		if !ok {
+			break
+		}
+		node = child
+		if k.nodes[node].line > 0 {
+			line = k.nodes[node].line
 		}
 	}
-	return 0
+	return line
 }
 
 func pathID(path keyPath) string {
@@ -123,61 +154,70 @@ func (k *keyLines) lineAt(offset uint32) int {
 	return i
 }
 
-func (k *keyLines) addHeader(expr *unstable.Node) keyPath {
-	path, line := k.keyParts(expr.Key())
-	k.written = append(k.written, writtenKey{path, line})
-	k.addParents(path, line)
-	id := pathID(path)
-	if !k.headers[id] {
-		k.lines[id] = line
-		k.headers[id] = true
+// child returns the node of part below parent, adding it with first as
+// the line of its first key when it is new.
+func (k *keyLines) child(parent int, part string, first int) int {
+	edge := keyEdge{parent, part}
+	if node, ok := k.children[edge]; ok {
+		return node
 	}
-	return path
+	k.nodes = append(k.nodes, keyNode{parent: parent, part: part, depth: k.nodes[parent].depth + 1, first: first})
+	node := len(k.nodes) - 1
+	k.children[edge] = node
+	return node
 }
 
-func (k *keyLines) addKeyValue(table keyPath, kv *unstable.Node) {
+// addPath adds the parts below the node from and records line for each
+// node on the way that has no line yet, the last one included. It returns
+// the last node.
+func (k *keyLines) addPath(from int, parts []string, line int) int {
+	node := from
+	for _, part := range parts {
+		node = k.child(node, part, line)
+		if k.nodes[node].line == 0 {
+			k.nodes[node].line = line
+		}
+	}
+	return node
+}
+
+func (k *keyLines) addHeader(expr *unstable.Node) int {
+	parts, line := k.keyParts(expr.Key())
+	node := k.addPath(0, parts, line)
+	k.written = append(k.written, writtenKey{node, line})
+	if !k.nodes[node].header {
+		k.nodes[node].line = line
+		k.nodes[node].header = true
+	}
+	return node
+}
+
+func (k *keyLines) addKeyValue(table int, kv *unstable.Node) {
 	parts, line := k.keyParts(kv.Key())
-	path := append(slices.Clip(table), parts...)
-	k.written = append(k.written, writtenKey{path, line})
-	k.addParents(path, line)
-	k.addLine(path, line)
-	k.addValue(path, kv.Value())
-}
-
-// addParents records line for the tables that path implies but that have
-// no line yet.
-func (k *keyLines) addParents(path keyPath, line int) {
-	for n := 1; n < len(path); n++ {
-		k.addLine(path[:n], line)
-	}
-}
-
-func (k *keyLines) addLine(path keyPath, line int) {
-	id := pathID(path)
-	if _, ok := k.lines[id]; !ok {
-		k.lines[id] = line
-	}
+	node := k.addPath(table, parts, line)
+	k.written = append(k.written, writtenKey{node, line})
+	k.addValue(node, kv.Value())
 }
 
 // addValue records the keys of inline tables and the entries of arrays.
-func (k *keyLines) addValue(path keyPath, value *unstable.Node) {
+func (k *keyLines) addValue(node int, value *unstable.Node) {
 	switch value.Kind {
 	case unstable.InlineTable:
 		children := value.Children()
 		for children.Next() {
 			if child := children.Node(); child.Kind == unstable.KeyValue {
-				k.addKeyValue(path, child)
+				k.addKeyValue(node, child)
 			}
 		}
 	case unstable.Array:
 		elements := value.Children()
 		for i := 0; elements.Next(); i++ {
 			element := elements.Node()
-			entry := path.entry(i)
+			entry := k.child(node, "["+strconv.Itoa(i)+"]", 0)
 			// Nested arrays have no position of their own, so they take
 			// the line of the key.
-			if element.Raw.Length > 0 {
-				k.addLine(entry, k.lineAt(element.Raw.Offset))
+			if element.Raw.Length > 0 && k.nodes[entry].line == 0 {
+				k.nodes[entry].line = k.lineAt(element.Raw.Offset)
 			}
 			k.addValue(entry, element)
 		}
@@ -186,17 +226,41 @@ func (k *keyLines) addValue(path keyPath, value *unstable.Node) {
 
 // keyParts returns the parts of a dotted key and the line of its first
 // part.
-func (k *keyLines) keyParts(key unstable.Iterator) (keyPath, int) {
-	var path keyPath
+func (k *keyLines) keyParts(key unstable.Iterator) ([]string, int) {
+	var parts []string
 	line := 0
 	for key.Next() {
 		node := key.Node()
 		if line == 0 {
 			line = k.lineAt(node.Raw.Offset)
 		}
-		path = append(path, string(node.Data))
+		parts = append(parts, string(node.Data))
 	}
-	return path, line
+	return parts, line
+}
+
+// path returns the key path of node.
+func (k *keyLines) path(node int) keyPath {
+	path := make(keyPath, k.nodes[node].depth)
+	for i := len(path) - 1; i >= 0; i-- {
+		path[i] = k.nodes[node].part
+		node = k.nodes[node].parent
+	}
+	return path
+}
+
+// endsWith reports whether the path of node ends with suffix.
+func (k *keyLines) endsWith(node int, suffix keyPath) bool {
+	if k.nodes[node].depth < len(suffix) {
+		return false
+	}
+	for i := len(suffix) - 1; i >= 0; i-- {
+		if k.nodes[node].part != suffix[i] {
+			return false
+		}
+		node = k.nodes[node].parent
+	}
+	return true
 }
 
 // fullPath returns the path of the key written on line that ends with
@@ -204,9 +268,8 @@ func (k *keyLines) keyParts(key unstable.Iterator) (keyPath, int) {
 // current table, and the full path is needed to find the first definition.
 func (k *keyLines) fullPath(suffix keyPath, line int) keyPath {
 	for _, written := range k.written {
-		n := len(written.path) - len(suffix)
-		if written.line == line && n >= 0 && slices.Equal(written.path[n:], suffix) {
-			return written.path
+		if written.line == line && k.endsWith(written.node, suffix) {
+			return k.path(written.node)
 		}
 	}
 	return suffix
@@ -215,10 +278,16 @@ func (k *keyLines) fullPath(suffix keyPath, line int) keyPath {
 // firstLine returns the line where path is first written, either by itself
 // or as the start of a longer dotted key, or 0 when it is not written.
 func (k *keyLines) firstLine(path keyPath) int {
-	for _, written := range k.written {
-		if len(written.path) >= len(path) && slices.Equal(written.path[:len(path)], path) {
-			return written.line
+	node := 0
+	for _, part := range path {
+		child, ok := k.children[keyEdge{node, part}]
+		if !ok {
+			return 0
 		}
+		node = child
 	}
-	return 0
+	if node == 0 {
+		return 0
+	}
+	return k.nodes[node].first
 }
