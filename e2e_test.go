@@ -548,14 +548,30 @@ schedule = "0 0 1 1 *"
 	})
 }
 
-func TestRunJobFailsWhenDaemonSocketIsGone(t *testing.T) {
+// A deleted control socket is recreated by the daemon's state check, and
+// a CLI that finds it missing waits for it instead of running the job
+// in-process beside the daemon.
+func TestDeletedSocketIsRecreated(t *testing.T) {
 	p := newProject(t, "[jobs.hello]\ncommand = [\"true\"]\nschedule = \"0 0 1 1 *\"\n")
-	p.startDaemon()
-	os.Remove(p.path("state/control.sock"))
-	res := p.run("run-job", "hello")
-	if res.code != 125 || !strings.Contains(res.stderr, "does not respond") {
-		t.Errorf("run-job = %d %q, want 125 and no in-process fallback", res.code, res.stderr)
+	d := p.startDaemon()
+	if err := os.Remove(p.path("state/control.sock")); err != nil {
+		t.Fatal(err)
 	}
+	res := p.run("run-job", "hello")
+	if res.code != 0 {
+		t.Errorf("run-job after the socket was deleted = %d %q, want a run through the daemon", res.code, res.stderr)
+	}
+	if !strings.Contains(d.log(), "trigger=manual") {
+		t.Errorf("the daemon did not run the job; log:\n%s", d.log())
+	}
+	res = p.run("list", "--json")
+	if res.code != 0 || !strings.Contains(res.stdout, `"daemon"`) {
+		t.Errorf("list --json after the socket came back = %d %q, want the daemon's status", res.code, res.stderr)
+	}
+	if n := strings.Count(d.log(), "control socket was deleted or replaced"); n != 1 {
+		t.Errorf("logged the recreation %d times, want 1", n)
+	}
+	d.stop()
 }
 
 func TestStaleSocketAfterCrash(t *testing.T) {

@@ -31,6 +31,9 @@ const (
 	// denialReadTimeout bounds the read of a rejection after the request
 	// could not be written.
 	denialReadTimeout = time.Second
+	// socketReturnTimeout bounds the wait for a running daemon to recreate
+	// a deleted socket file: one 5 s state check and a margin.
+	socketReturnTimeout = 7 * time.Second
 )
 
 // RunJob asks the daemon at socket to run a job now and streams its
@@ -109,7 +112,32 @@ func GetStatus(socket string) (Status, error) {
 // daemon; any other failure to reach it is an error.
 var ErrNoDaemon = errors.New("no daemon is listening")
 
+// dial connects to the daemon at socket. When the socket file is missing
+// or nobody listens on it but a daemon still holds its abstract name, the
+// daemon recreates the file within its state check interval of 5 s, so
+// dial waits for it rather than report ErrNoDaemon, which would let a CLI
+// run a job in-process beside that daemon's runs.
 func dial(socket string) (*net.UnixConn, error) {
+	conn, err := dialOnce(socket)
+	if !errors.Is(err, ErrNoDaemon) {
+		return conn, err
+	}
+	pid, alive := aliveDaemon(socket)
+	if !alive {
+		return nil, err
+	}
+	deadline := time.Now().Add(socketReturnTimeout)
+	for time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+		conn, err = dialOnce(socket)
+		if !errors.Is(err, ErrNoDaemon) {
+			return conn, err
+		}
+	}
+	return nil, fmt.Errorf("connect to daemon at %s: daemon pid %d is running but its control socket was not recreated within %s: check its log, or restart it", socket, pid, socketReturnTimeout)
+}
+
+func dialOnce(socket string) (*net.UnixConn, error) {
 	d := net.Dialer{Timeout: dialTimeout}
 	c, err := d.Dial("unix", socket)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -33,6 +34,20 @@ func statID(path string) (fileID, error) {
 	if err != nil {
 		return fileID{}, err
 	}
+	return infoID(path, info)
+}
+
+// lstatID is statID of a link itself, for the control socket, which the
+// daemon creates and which is never a link.
+func lstatID(path string) (fileID, error) {
+	info, err := os.Lstat(path)
+	if err != nil {
+		return fileID{}, err
+	}
+	return infoID(path, info)
+}
+
+func infoID(path string, info os.FileInfo) (fileID, error) {
 	st, ok := info.Sys().(*syscall.Stat_t)
 	if !ok {
 		return fileID{}, fmt.Errorf("stat %s: no inode", path)
@@ -42,7 +57,9 @@ func statID(path string) (fileID, error) {
 
 // stateWatch notices a state folder that was deleted, a store file that
 // was replaced, and a folder that stopped accepting writes (read-only or
-// full), and reports each in status, /healthz, the log and one alert.
+// full), and reports each in status, /healthz, the log and one alert. It
+// also recreates the control socket when its file is deleted or replaced,
+// alone or with the folder, since the CLI finds the daemon only there.
 //
 // A lost store file cannot come back under a running daemon: bbolt keeps
 // writing to the deleted file, whose runs and slot positions vanish at
@@ -54,7 +71,10 @@ func statID(path string) (fileID, error) {
 type stateWatch struct {
 	dir, store, socket string
 	storeID            fileID
-	log                *slog.Logger
+	// socketID is the control socket this daemon listens on; the zero
+	// fileID when its file could not be read at start.
+	socketID fileID
+	log      *slog.Logger
 	// listen creates the control socket anew.
 	listen func() (*control.Server, error)
 	// show puts a problem in status, "" when there is none.
@@ -69,6 +89,9 @@ type stateWatch struct {
 	// socketServer serves the recreated control socket; nil until then.
 	socketServer *control.Server
 	serveDone    chan struct{}
+	// socketFailed is set while recreating the control socket fails, so
+	// that the failure is logged once.
+	socketFailed bool
 }
 
 func newStateWatch(cfg *config.Config, log *slog.Logger) (*stateWatch, error) {
@@ -77,8 +100,11 @@ func newStateWatch(cfg *config.Config, log *slog.Logger) (*stateWatch, error) {
 	if err != nil {
 		return nil, fmt.Errorf("watch state store: %w", err)
 	}
+	// An unreadable socket leaves the zero ID, so the first check
+	// recreates it.
+	socketID, _ := lstatID(cfg.Runner.Socket)
 	return &stateWatch{dir: cfg.Runner.StateDir, store: store, socket: cfg.Runner.Socket,
-		storeID: id, log: log}, nil
+		storeID: id, socketID: socketID, log: log}, nil
 }
 
 // connect makes w report through h: its status, its alert dispatcher and
@@ -103,25 +129,36 @@ func (w *stateWatch) connect(h *handler) {
 }
 
 // addStateWatch adds the actor that checks the state folder every
-// stateCheckInterval.
+// stateCheckInterval. For the daemon's whole run it also holds the
+// abstract socket name that tells a CLI a daemon serves the control
+// socket even while the socket file is missing.
 func addStateWatch(group *run.Group, cfg *config.Config, h *handler, log *slog.Logger) {
+	mark, err := control.MarkAlive(cfg.Runner.Socket)
+	if err != nil {
+		log.Warn("a CLI cannot tell that this daemon runs while its control socket is missing", "err", err)
+	}
 	w, err := newStateWatch(cfg, log)
 	if err != nil {
 		log.Error("state folder is not watched", "err", err)
-		return
+	} else {
+		w.connect(h)
 	}
-	w.connect(h)
 	ctx, cancel := context.WithCancel(context.Background())
 	group.Add(func() error {
+		defer mark.Close()
 		ticker := time.NewTicker(stateCheckInterval)
 		defer ticker.Stop()
 		for {
 			select {
 			case <-ctx.Done():
-				w.close()
+				if w != nil {
+					w.close()
+				}
 				return nil
 			case <-ticker.C:
-				w.report(w.check())
+				if w != nil {
+					w.report(w.check())
+				}
 			}
 		}
 	}, func(error) { cancel() })
@@ -141,7 +178,10 @@ func (w *stateWatch) check() string {
 		}
 	}
 	if w.lost {
-		w.restore()
+		w.restoreDir()
+	}
+	w.checkSocket()
+	if w.lost {
 		return fmt.Sprintf("state store %s was deleted or replaced: runs go to the deleted file and are lost at exit; restart the daemon to start a new store", w.store)
 	}
 	if err := probeWrite(w.dir); err != nil {
@@ -168,28 +208,63 @@ func probeWrite(dir string) error {
 	return err
 }
 
-// restore recreates the state folder and, when its file is gone, the
-// control socket.
-func (w *stateWatch) restore() {
+// restoreDir recreates the state folder.
+func (w *stateWatch) restoreDir() {
 	if err := os.MkdirAll(w.dir, 0o700); err != nil {
 		w.log.Debug("recreate state folder failed", "state_dir", w.dir, "err", err)
-		return
 	}
-	if _, err := os.Lstat(w.socket); !errors.Is(err, fs.ErrNotExist) {
+}
+
+// checkSocket recreates the control socket when its file is gone or is
+// not the socket this daemon listens on. A socket that another process
+// serves is left alone, so that two daemons given one socket path do not
+// take it from each other every check.
+func (w *stateWatch) checkSocket() {
+	id, err := lstatID(w.socket)
+	switch {
+	case err == nil && id == w.socketID:
+		w.socketFailed = false
+		return
+	case err != nil && !errors.Is(err, fs.ErrNotExist):
+		w.socketError(fmt.Errorf("inspect control socket: %w", err))
+		return
+	case err == nil && socketServed(w.socket):
+		w.socketError(errors.New("another process listens on the control socket path: give each daemon its own socket"))
 		return
 	}
 	w.close()
 	srv, err := w.listen()
 	if err != nil {
-		w.log.Error("recreate control socket failed", "socket", w.socket, "err", err)
+		w.socketError(err)
 		return
 	}
-	w.log.Warn("recreated the control socket", "socket", w.socket)
+	w.socketID, _ = lstatID(w.socket)
+	w.socketFailed = false
+	w.log.Warn("control socket was deleted or replaced; recreated it", "socket", w.socket)
 	w.socketServer, w.serveDone = srv, make(chan struct{})
 	go func(done chan struct{}) {
 		defer close(done)
 		_ = srv.Serve()
 	}(w.serveDone)
+}
+
+// socketError logs the first of a run of failures to restore the socket.
+func (w *stateWatch) socketError(err error) {
+	if !w.socketFailed {
+		w.log.Error("recreate control socket failed", "socket", w.socket, "err", err)
+	}
+	w.socketFailed = true
+}
+
+// socketServed reports whether a process accepts connections on the unix
+// socket at path.
+func socketServed(path string) bool {
+	conn, err := net.DialTimeout("unix", path, time.Second)
+	if err != nil {
+		return false
+	}
+	conn.Close()
+	return true
 }
 
 // close stops serving the recreated control socket.

@@ -3,6 +3,7 @@ package daemon
 import (
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,6 +22,7 @@ type watchedState struct {
 	shown   []string
 	alerts  []alerts.Alert
 	listens int
+	log     strings.Builder
 }
 
 func newWatchedState(t *testing.T) *watchedState {
@@ -33,11 +35,18 @@ func newWatchedState(t *testing.T) *watchedState {
 		t.Fatal(err)
 	}
 	cfg := &config.Config{Runner: config.Runner{StateDir: dir, Socket: filepath.Join(dir, "control.sock")}}
-	w, err := newStateWatch(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s := &watchedState{dir: dir}
+	// The daemon's own socket, listening before the watch starts.
+	srv, err := control.Listen(cfg.Runner.Socket, "", nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &watchedState{watch: w, dir: dir}
+	t.Cleanup(func() { _ = srv.Close() })
+	w, err := newStateWatch(cfg, slog.New(slog.NewTextHandler(&s.log, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.watch = w
 	w.show = func(problem string) { s.shown = append(s.shown, problem) }
 	w.notify = func(a alerts.Alert) { s.alerts = append(s.alerts, a) }
 	w.listen = func() (*control.Server, error) {
@@ -108,10 +117,6 @@ func TestStateWatchReplacedStore(t *testing.T) {
 	if err := os.WriteFile(store, []byte("other"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	// The daemon's socket is still in place.
-	if err := os.WriteFile(s.watch.socket, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
 	if problem := s.checkAndReport(); !strings.Contains(problem, "deleted or replaced") {
 		t.Errorf("check after the replacement = %q, want the lost store", problem)
 	}
@@ -144,4 +149,85 @@ func TestStateWatchUnwritableFolder(t *testing.T) {
 	if len(s.shown) != 2 || s.shown[1] != "" {
 		t.Errorf("status got %q, want the problem, then none", s.shown)
 	}
+}
+
+// A deleted socket is recreated once, and the folder stays healthy.
+func TestStateWatchDeletedSocket(t *testing.T) {
+	s := newWatchedState(t)
+	if err := os.Remove(s.watch.socket); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if problem := s.checkAndReport(); problem != "" {
+			t.Errorf("check after the socket was deleted = %q, want no problem", problem)
+		}
+	}
+	if s.listens != 1 {
+		t.Errorf("the control socket was created %d times, want 1", s.listens)
+	}
+	checkConnects(t, s.watch.socket)
+	if n := strings.Count(s.log.String(), "recreated it"); n != 1 {
+		t.Errorf("logged the recreation %d times, want 1:\n%s", n, s.log.String())
+	}
+}
+
+// A socket file left in place of the daemon's, with nothing listening on
+// it, is replaced by a new listener.
+func TestStateWatchReplacedSocket(t *testing.T) {
+	s := newWatchedState(t)
+	if err := os.Remove(s.watch.socket); err != nil {
+		t.Fatal(err)
+	}
+	stale, err := net.ListenUnix("unix", &net.UnixAddr{Name: s.watch.socket, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale.SetUnlinkOnClose(false)
+	stale.Close()
+	s.checkAndReport()
+	if s.listens != 1 {
+		t.Errorf("the control socket was created %d times, want 1", s.listens)
+	}
+	checkConnects(t, s.watch.socket)
+}
+
+// A socket that another process serves at the path is left to it, and
+// the conflict is logged once.
+func TestStateWatchSocketServedByOther(t *testing.T) {
+	s := newWatchedState(t)
+	if err := os.Remove(s.watch.socket); err != nil {
+		t.Fatal(err)
+	}
+	other, err := net.ListenUnix("unix", &net.UnixAddr{Name: s.watch.socket, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	go func() {
+		for {
+			conn, err := other.Accept()
+			if err != nil {
+				return
+			}
+			conn.Close()
+		}
+	}()
+	s.checkAndReport()
+	s.checkAndReport()
+	if s.listens != 0 {
+		t.Errorf("the control socket was taken over %d times, want 0", s.listens)
+	}
+	if n := strings.Count(s.log.String(), "another process listens"); n != 1 {
+		t.Errorf("logged the conflict %d times, want 1:\n%s", n, s.log.String())
+	}
+}
+
+func checkConnects(t *testing.T, socket string) {
+	t.Helper()
+	conn, err := net.Dial("unix", socket)
+	if err != nil {
+		t.Errorf("connect to the recreated socket: %v", err)
+		return
+	}
+	conn.Close()
 }
