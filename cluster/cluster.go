@@ -54,6 +54,7 @@ func Connect(cfg *config.Cluster) (*clientv3.Client, error) {
 type keys struct{ prefix string }
 
 func (k keys) election() string          { return k.prefix + "leader" }
+func (k keys) term() string              { return k.prefix + "term" }
 func (k keys) node(name string) string   { return k.prefix + "nodes/" + name }
 func (k keys) nodes() string             { return k.prefix + "nodes/" }
 func (k keys) sequence() string          { return k.prefix + "run-sequence" }

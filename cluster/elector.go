@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 )
@@ -108,27 +110,38 @@ func (e *Elector) campaign(ctx context.Context, session *concurrency.Session) (*
 	if err := election.Proclaim(ctx, string(value)); err != nil {
 		return nil, fmt.Errorf("announce leadership: %w", err)
 	}
-	return e.startTerm(session, election, since)
+	return e.startTerm(ctx, session, election, since)
 }
 
-// startTerm returns the term won by election and starts watching it.
-func (e *Elector) startTerm(session *concurrency.Session, election *concurrency.Election, since time.Time) (*Term, error) {
+// startTerm records the term won by election, renews its lease once to
+// date the renewal that liveness checks start from, and starts watching
+// it.
+func (e *Elector) startTerm(ctx context.Context, session *concurrency.Session, election *concurrency.Election, since time.Time) (*Term, error) {
 	term := &Term{
-		Fence:    Fence{Key: election.Key(), Rev: election.Rev()},
-		Since:    since,
-		session:  session,
-		election: election,
-		lost:     make(chan struct{}),
-		log:      e.log,
+		Fence:   Fence{Key: election.Key(), Rev: election.Rev()},
+		Since:   since,
+		session: session,
+		client:  e.client,
+		keys:    e.keys,
+		node:    e.node,
+		window:  stopAfter(e.ttl),
+		base:    time.Now(),
+		lost:    make(chan struct{}),
+		log:     e.log,
 	}
+	handover, err := recordTerm(ctx, e.client, e.keys, term.Fence, e.node, since)
+	if err != nil {
+		return nil, err
+	}
+	term.Handover = handover
+	sent := time.Now()
+	if _, err := e.client.KeepAliveOnce(ctx, session.Lease()); err != nil {
+		return nil, fmt.Errorf("renew etcd lease: %w", err)
+	}
+	term.renewed(sent)
 	watchCtx, stop := context.WithCancel(context.Background())
 	term.stop = stop
-	keepalive, err := e.client.KeepAlive(watchCtx, session.Lease())
-	if err != nil {
-		stop()
-		return nil, fmt.Errorf("watch lease keepalives: %w", err)
-	}
-	go term.watch(watchCtx, e.client, keepalive, stopAfter(e.ttl))
+	go term.watch(watchCtx, e.ttl/3)
 	return term, nil
 }
 
@@ -137,11 +150,24 @@ func (e *Elector) startTerm(session *concurrency.Session, election *concurrency.
 type Term struct {
 	Fence
 	Since time.Time
+	// Handover is how the term before this one ended.
+	Handover Handover
 
-	session  *concurrency.Session
-	election *concurrency.Election
-	log      *slog.Logger
-	stop     context.CancelFunc
+	session *concurrency.Session
+	client  *clientv3.Client
+	keys    keys
+	node    string
+	log     *slog.Logger
+	stop    context.CancelFunc
+
+	// window is how long after the send of the last successful lease
+	// renewal the term counts as live: stopAfter(ttl).
+	window time.Duration
+	// base is a monotonic reading that renewal stamps count from.
+	base time.Time
+	// lastRenewal is when the last successful renewal was sent, in
+	// nanoseconds since base.
+	lastRenewal atomic.Int64
 
 	lost     chan struct{}
 	lostOnce sync.Once
@@ -171,14 +197,60 @@ func (t *Term) lose(reason string) {
 	})
 }
 
+// renewed stamps a successful lease renewal that was sent at sent.
+// Stamps only move forward, since renewals can finish out of order.
+func (t *Term) renewed(sent time.Time) {
+	stamp := int64(sent.Sub(t.base))
+	for {
+		last := t.lastRenewal.Load()
+		if stamp <= last || t.lastRenewal.CompareAndSwap(last, stamp) {
+			return
+		}
+	}
+}
+
+// CheckLive returns nil while the term is live: it was not lost, and its
+// lease was last renewed by a request sent less than the safe window ago.
+// It reads only the monotonic clock, so it costs no round trip, and it
+// is right at once after the process was paused, before the watch loop
+// gets to run. Listeners call it before every outbound action.
+//
+// The stamp is the time the renewal request was sent, which is before
+// etcd renewed the lease, so the term can only look shorter than it is.
+// NOTE: Go's monotonic clock is CLOCK_MONOTONIC on Linux, which stops
+// while the whole machine is suspended. After a resume the term still
+// looks live until the watch loop sees the renewal fail.
+func (t *Term) CheckLive() error {
+	select {
+	case <-t.lost:
+		return fmt.Errorf("%w: term %d was lost: %s", ErrNotLeader, t.Rev, t.Reason())
+	default:
+	}
+	age := time.Since(t.base) - time.Duration(t.lastRenewal.Load())
+	if age >= t.window {
+		return fmt.Errorf("%w: the lease of term %d was last renewed %s ago, over the safe window of %s", ErrNotLeader, t.Rev, age.Round(time.Millisecond), t.window)
+	}
+	return nil
+}
+
+// checkInterval is how often the watch loop checks the term's liveness,
+// and pauseGap how much later than due a check may run before the loop
+// logs that the process was paused, as SIGSTOP or a stalled VM does.
+const (
+	checkInterval = 250 * time.Millisecond
+	pauseGap      = time.Second
+)
+
 // watch closes lost on the first sign that the lease may expire before
 // this node hears about it.
-func (t *Term) watch(ctx context.Context, client *clientv3.Client, keepalive <-chan *clientv3.LeaseKeepAliveResponse, limit time.Duration) {
-	// Opening a watch waits for etcd, so it runs apart from the timer,
-	// which must fire even when etcd cannot be reached at all.
-	go t.watchKey(ctx, client)
-	timer := time.NewTimer(limit)
-	defer timer.Stop()
+func (t *Term) watch(ctx context.Context, renewEvery time.Duration) {
+	// Opening a watch and renewing wait for etcd, so they run apart from
+	// the ticker, which must fire even when etcd cannot be reached.
+	go t.watchKey(ctx)
+	go t.renew(ctx, renewEvery)
+	ticker := time.NewTicker(checkInterval)
+	defer ticker.Stop()
+	last := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -186,23 +258,56 @@ func (t *Term) watch(ctx context.Context, client *clientv3.Client, keepalive <-c
 		case <-t.session.Done():
 			t.lose("the etcd session ended")
 			return
-		case _, ok := <-keepalive:
-			if !ok {
-				t.lose("the etcd lease keepalive stopped")
+		case now := <-ticker.C:
+			paused := now.Sub(last) - checkInterval
+			last = now
+			err := t.CheckLive()
+			if err != nil && paused > pauseGap {
+				t.lose(fmt.Sprintf("the process was paused for %s, and no etcd lease keepalive response came for %s", paused.Round(time.Millisecond), t.window))
 				return
 			}
-			timer.Reset(limit)
-		case <-timer.C:
-			t.lose(fmt.Sprintf("no etcd lease keepalive response for %s", limit))
+			if err != nil {
+				t.lose(fmt.Sprintf("no etcd lease keepalive response for %s", t.window))
+				return
+			}
+		}
+	}
+}
+
+// renew renews the term's lease every interval and stamps each success
+// with the time its request was sent. The session renews the same lease
+// too, but its client stamps responses on arrival, and a response that
+// waited in the socket while the process was paused would make a lost
+// term look live.
+func (t *Term) renew(ctx context.Context, interval time.Duration) {
+	for {
+		sent := time.Now()
+		reqCtx, cancel := context.WithTimeout(ctx, interval)
+		_, err := t.client.KeepAliveOnce(reqCtx, t.session.Lease())
+		cancel()
+		switch {
+		case ctx.Err() != nil:
 			return
+		case errors.Is(err, rpctypes.ErrLeaseNotFound):
+			t.lose("the etcd lease expired")
+			return
+		case err == nil:
+			t.renewed(sent)
+		}
+		sleep := time.NewTimer(time.Until(sent.Add(interval)))
+		select {
+		case <-ctx.Done():
+			sleep.Stop()
+			return
+		case <-sleep.C:
 		}
 	}
 }
 
 // watchKey closes lost when the election key is deleted, as a revoked
 // lease or an operator's etcdctl del does.
-func (t *Term) watchKey(ctx context.Context, client *clientv3.Client) {
-	for resp := range client.Watch(ctx, t.Key, clientv3.WithRev(t.Rev+1)) {
+func (t *Term) watchKey(ctx context.Context) {
+	for resp := range t.client.Watch(ctx, t.Key, clientv3.WithRev(t.Rev+1)) {
 		for _, ev := range resp.Events {
 			if ev.Type == clientv3.EventTypeDelete {
 				t.lose("the election key was deleted")
@@ -213,10 +318,12 @@ func (t *Term) watchKey(ctx context.Context, client *clientv3.Client) {
 }
 
 // Resign gives up leadership and closes the session, so that another
-// node can win at once instead of after the lease TTL.
+// node can win at once instead of after the lease TTL. It records the
+// resign, which tells the next leader that it need not wait before it
+// starts listeners, so the caller must have stopped its listeners first.
 func (t *Term) Resign(ctx context.Context) error {
 	t.stop()
-	err := t.election.Resign(ctx)
+	err := resignTerm(ctx, t.client, t.keys, t.Fence, t.node, t.Since)
 	closeSession(t.session)
 	t.lose("resigned")
 	if err != nil {

@@ -22,6 +22,10 @@ type Cluster struct {
 	// renew it stops its work after half of it, and another node takes
 	// over once etcd expires it.
 	LeaseTTL time.Duration
+	// ListenerHandover is how long a new leader waits before it starts
+	// listeners when the previous leader did not resign, since that
+	// leader may be frozen with its platform connections still open.
+	ListenerHandover time.Duration
 	// Prefix starts every etcd key agent-runner writes, so several
 	// deployments can share one etcd cluster.
 	Prefix string
@@ -42,12 +46,17 @@ const (
 	// expire its lease.
 	minLeaseTTL     = 3 * time.Second
 	maxLeaseTTL     = time.Hour
+	// defaultListenerHandover covers the default lease TTL plus Discord's
+	// gateway heartbeat interval twice over; the README's cluster section
+	// says what it covers for each platform and what it does not.
+	defaultListenerHandover = 90 * time.Second
+	maxListenerHandover     = time.Hour
 	defaultPrefix   = "/agent-runner/"
 	clusterEndpoint = `["http://127.0.0.1:2379"]`
 )
 
 var clusterKeys = []string{
-	"ca_file", "cert_file", "etcd", "key_file", "lease_ttl", "node", "password", "prefix", "username",
+	"ca_file", "cert_file", "etcd", "key_file", "lease_ttl", "listener_handover", "node", "password", "prefix", "username",
 }
 
 // decodeCluster returns the [cluster] table, or nil when the file has
@@ -58,11 +67,14 @@ func (l *loader) decodeCluster(root table) *Cluster {
 		return nil
 	}
 	l.checkKeys(t, "in [cluster]", clusterKeys, nil)
-	cluster := &Cluster{LeaseTTL: defaultLeaseTTL, Prefix: defaultPrefix}
+	cluster := &Cluster{LeaseTTL: defaultLeaseTTL, ListenerHandover: defaultListenerHandover, Prefix: defaultPrefix}
 	cluster.Endpoints = l.clusterEndpoints(t)
 	cluster.Node = l.clusterNode(t)
 	if d, ok := l.durationValue(t, "lease_ttl", minLeaseTTL); ok {
 		cluster.LeaseTTL = l.leaseTTL(t.key("lease_ttl"), d)
+	}
+	if d, ok := l.durationValue(t, "listener_handover", 0); ok {
+		cluster.ListenerHandover = l.listenerHandover(t.key("listener_handover"), d)
 	}
 	if prefix, ok := l.nonEmptyString(t, "prefix", `"/agent-runner/"`); ok {
 		cluster.Prefix = l.clusterPrefix(t.key("prefix"), prefix)
@@ -144,6 +156,14 @@ func (l *loader) leaseTTL(path keyPath, d time.Duration) time.Duration {
 		return d
 	}
 	return defaultLeaseTTL
+}
+
+func (l *loader) listenerHandover(path keyPath, d time.Duration) time.Duration {
+	if d > maxListenerHandover {
+		l.report(path, "listener_handover %s is longer than the maximum of %s: listeners would stay down that long after a failover, so pick something like \"90s\"", d, maxListenerHandover)
+		return defaultListenerHandover
+	}
+	return d
 }
 
 func (l *loader) clusterPrefix(path keyPath, prefix string) string {

@@ -34,6 +34,9 @@ func TestClusterDefaults(t *testing.T) {
 	if c.LeaseTTL != 10*time.Second {
 		t.Errorf("lease_ttl: got %s, want 10s", c.LeaseTTL)
 	}
+	if c.ListenerHandover != 90*time.Second {
+		t.Errorf("listener_handover: got %s, want 90s", c.ListenerHandover)
+	}
 	if c.Prefix != "/agent-runner/" {
 		t.Errorf("prefix: got %q, want /agent-runner/", c.Prefix)
 	}
@@ -54,6 +57,7 @@ func TestClusterAllKeys(t *testing.T) {
 etcd = ["https://10.0.0.1:2379", "https://10.0.0.2:2379/"]
 node = "web-1"
 lease_ttl = "4s"
+listener_handover = "0s"
 prefix = "/prod/agent-runner/"
 ca_file = "ca.pem"
 cert_file = "client.pem"
@@ -74,6 +78,9 @@ password = { file = "etcd-password" }
 	}
 	if c.Node != "web-1" || c.LeaseTTL != 4*time.Second || c.Prefix != "/prod/agent-runner/" {
 		t.Errorf("got node %q, lease_ttl %s, prefix %q", c.Node, c.LeaseTTL, c.Prefix)
+	}
+	if c.ListenerHandover != 0 {
+		t.Errorf("listener_handover: got %s, want 0s", c.ListenerHandover)
 	}
 	if c.CAFile != filepath.Join(dir, "ca.pem") || c.KeyFile != filepath.Join(dir, "client-key.pem") {
 		t.Errorf("got ca_file %q and key_file %q, want paths in %s", c.CAFile, c.KeyFile, dir)

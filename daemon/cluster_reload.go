@@ -80,7 +80,7 @@ func sameCluster(a, b *config.Cluster) bool {
 	if a == nil || b == nil {
 		return a == b
 	}
-	return fmt.Sprint(a.Endpoints) == fmt.Sprint(b.Endpoints) && a.Node == b.Node && a.LeaseTTL == b.LeaseTTL &&
+	return fmt.Sprint(a.Endpoints) == fmt.Sprint(b.Endpoints) && a.Node == b.Node && a.LeaseTTL == b.LeaseTTL && a.ListenerHandover == b.ListenerHandover &&
 		a.Prefix == b.Prefix && a.CAFile == b.CAFile && a.CertFile == b.CertFile && a.KeyFile == b.KeyFile &&
 		a.Username == b.Username && revealed(a.Password) == revealed(b.Password)
 }
