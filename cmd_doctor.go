@@ -7,7 +7,10 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"os/user"
 	"path/filepath"
+	"strconv"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 
@@ -49,6 +52,7 @@ func cmdDoctor(args []string, stdout, stderr io.Writer) int {
 	d.ok("config %s is valid: %d jobs, %d listeners, %d alert sinks", cfg.Path, len(cfg.Jobs), len(cfg.Listeners), len(cfg.Alerts))
 	d.checkMachine(cfg)
 	d.checkStateDir(cfg.Runner.StateDir)
+	d.checkSocketGroup(cfg)
 	d.checkDaemon(cfg, stderr)
 	d.checkCluster(cfg)
 	d.checkClock()
@@ -122,6 +126,60 @@ func (d *doctor) checkStateDir(dir string) {
 		return
 	}
 	d.ok("state_dir %s is writable and private", dir)
+}
+
+// checkSocketGroup reports a control socket that members of socket_group
+// cannot reach: a folder on its path that the group cannot search, or a
+// socket file without the group's read and write bits.
+func (d *doctor) checkSocketGroup(cfg *config.Config) {
+	name := cfg.Runner.SocketGroup
+	if name == "" {
+		return
+	}
+	group, err := user.LookupGroup(name)
+	if err != nil {
+		d.problem("socket_group %s: %v", name, err)
+		return
+	}
+	gid, _ := strconv.Atoi(group.Gid)
+	socket := cfg.Runner.Socket
+	_, socketErr := os.Lstat(socket)
+	for dir := filepath.Dir(socket); ; dir = filepath.Dir(dir) {
+		// The daemon gives the state folder to the group at its start.
+		daemonSets := dir == filepath.Clean(cfg.Runner.StateDir) && socketErr != nil
+		if !daemonSets && !groupCanSearch(dir, gid) {
+			d.problem("members of socket_group %s cannot reach the control socket %s: folder %s is not searchable by the group; run chgrp %s %s && chmod g+x %s, or set [runner] socket in a folder they can reach",
+				name, socket, dir, name, dir, dir)
+			return
+		}
+		if parent := filepath.Dir(dir); parent == dir {
+			break
+		}
+	}
+	if info, err := os.Lstat(socket); err == nil {
+		st, ok := info.Sys().(*syscall.Stat_t)
+		if !ok || int(st.Gid) != gid || info.Mode().Perm()&0o060 != 0o060 {
+			d.problem("members of socket_group %s cannot use the control socket %s (mode %o): restart the daemon, which sets mode 0660 and the group", name, socket, info.Mode().Perm())
+			return
+		}
+	}
+	d.ok("members of socket_group %s can reach the control socket %s", name, socket)
+}
+
+// groupCanSearch reports whether members of gid may pass through dir, by
+// its group or its other bits. A folder that does not exist yet counts as
+// searchable, since the daemon creates it.
+func groupCanSearch(dir string, gid int) bool {
+	info, err := os.Stat(dir)
+	if err != nil {
+		return errors.Is(err, fs.ErrNotExist)
+	}
+	mode := info.Mode().Perm()
+	if mode&0o001 != 0 {
+		return true
+	}
+	st, ok := info.Sys().(*syscall.Stat_t)
+	return ok && int(st.Gid) == gid && mode&0o010 != 0
 }
 
 // checkDaemon reports whether a daemon answers, and a store that a

@@ -76,6 +76,10 @@ func Run(ctx context.Context, opts Options) error {
 	defer set.close(log)
 	runner.SetPoster(set)
 	h := newHandler(cfg, opts.Version, runner, sched, set, store, reaper, log)
+	if err := shareStateDir(cfg.Runner.StateDir, cfg.Runner.Socket, cfg.Runner.SocketGroup); err != nil {
+		_ = sched.Stop()
+		return err
+	}
 	srv, err := control.Listen(cfg.Runner.Socket, cfg.Runner.SocketGroup, h, log)
 	if err != nil {
 		_ = sched.Stop()

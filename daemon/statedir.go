@@ -8,7 +8,9 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -70,7 +72,9 @@ func infoID(path string, info os.FileInfo) (fileID, error) {
 // stopped accepting writes recovers by itself once it accepts them again.
 type stateWatch struct {
 	dir, store, socket string
-	storeID            fileID
+	// group is socket_group, "" when none is set.
+	group   string
+	storeID fileID
 	// socketID is the control socket this daemon listens on; the zero
 	// fileID when its file could not be read at start.
 	socketID fileID
@@ -104,7 +108,7 @@ func newStateWatch(cfg *config.Config, log *slog.Logger) (*stateWatch, error) {
 	// recreates it.
 	socketID, _ := lstatID(cfg.Runner.Socket)
 	return &stateWatch{dir: cfg.Runner.StateDir, store: store, socket: cfg.Runner.Socket,
-		storeID: id, socketID: socketID, log: log}, nil
+		group: cfg.Runner.SocketGroup, storeID: id, socketID: socketID, log: log}, nil
 }
 
 // connect makes w report through h: its status, its alert dispatcher and
@@ -212,7 +216,37 @@ func probeWrite(dir string) error {
 func (w *stateWatch) restoreDir() {
 	if err := os.MkdirAll(w.dir, 0o700); err != nil {
 		w.log.Debug("recreate state folder failed", "state_dir", w.dir, "err", err)
+		return
 	}
+	if err := shareStateDir(w.dir, w.socket, w.group); err != nil {
+		w.log.Error("share recreated state folder with socket_group failed", "state_dir", w.dir, "err", err)
+	}
+}
+
+// shareStateDir gives the state folder to socket_group with mode 0750
+// when the control socket is in it, because the group's members cannot
+// reach the socket through a 0700 folder. Everything inside the folder
+// stays private to the daemon's user: the store and lock files are 0600
+// and the job folders 0700.
+func shareStateDir(dir, socket, group string) error {
+	if group == "" || filepath.Dir(socket) != filepath.Clean(dir) {
+		return nil
+	}
+	g, err := user.LookupGroup(group)
+	if err != nil {
+		return fmt.Errorf("look up socket_group: %w", err)
+	}
+	gid, err := strconv.Atoi(g.Gid)
+	if err != nil {
+		return fmt.Errorf("look up socket_group: invalid gid %q", g.Gid)
+	}
+	if err := os.Chown(dir, -1, gid); err != nil {
+		return fmt.Errorf("set state folder group for socket_group: %w", err)
+	}
+	if err := os.Chmod(dir, 0o750); err != nil {
+		return fmt.Errorf("set state folder mode for socket_group: %w", err)
+	}
+	return nil
 }
 
 // checkSocket recreates the control socket when its file is gone or is
