@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"github.com/pelletier/go-toml/v2"
 )
@@ -154,8 +155,8 @@ type includeMatch struct {
 // includedFiles expands the include patterns of the main file: each
 // pattern relative to the main file's folder, its matches in lexical
 // order, patterns in the order written. A file matched twice, the main
-// file and folders are left out. It returns the index of each pattern
-// that filepath.Glob rejects.
+// file, folders, hidden files and editor backups are left out. It returns
+// the index of each pattern that filepath.Glob rejects.
 func includedFiles(mainFile string, patterns []string) ([]includeMatch, []int) {
 	dir := filepath.Dir(mainFile)
 	seen := map[string]bool{mainFile: true}
@@ -175,7 +176,7 @@ func includedFiles(mainFile string, patterns []string) ([]includeMatch, []int) {
 		}
 		slices.Sort(files)
 		for _, file := range files {
-			if seen[file] {
+			if seen[file] || hiddenFromPattern(filepath.Base(pattern), filepath.Base(file)) {
 				continue
 			}
 			seen[file] = true
@@ -186,6 +187,19 @@ func includedFiles(mainFile string, patterns []string) ([]includeMatch, []int) {
 		}
 	}
 	return matches, bad
+}
+
+// hiddenFromPattern reports whether name, the last element of a match,
+// is a file that the pattern's last element did not ask for by name. Like
+// a shell glob, and unlike filepath.Glob, a wildcard does not match a
+// leading dot, so Emacs lock links (.#x.toml) and hidden copies stay out
+// unless the pattern starts with a dot. Backups ending in "~" stay out
+// unless the pattern ends with "~".
+func hiddenFromPattern(pattern, name string) bool {
+	if strings.HasPrefix(name, ".") && !strings.HasPrefix(pattern, ".") {
+		return true
+	}
+	return strings.HasSuffix(name, "~") && !strings.HasSuffix(pattern, "~")
 }
 
 // include reads the files that the include key of the main file names

@@ -183,3 +183,48 @@ func TestIncludeUnreadableFile(t *testing.T) {
 		t.Errorf("load error = %v, want it to start with %q", err, want)
 	}
 }
+
+func TestIncludeSkipsHiddenAndBackups(t *testing.T) {
+	dir := t.TempDir()
+	job := func(name string) string { return "[jobs." + name + "]\ncommand = [\"true\"]\nevery = \"1h\"\n" }
+	writeFiles(t, dir, map[string]string{
+		"config.toml":        `include = ["conf.d/*.toml*", "extra/.*.toml"]` + "\n",
+		"conf.d/20-x.toml":   job("x"),
+		"conf.d/.20-x.toml":  job("x"),
+		"conf.d/20-x.toml~":  job("x"),
+		"extra/.dotted.toml": job("dotted"),
+	})
+	file := filepath.Join(dir, "config.toml")
+	hashBefore, err := Fingerprint(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Emacs keeps this dangling link beside a file it edits.
+	if err := os.Symlink("user@host.12345:1733300000", filepath.Join(dir, "conf.d/.#20-x.toml")); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg, err := Load(file)
+	if err != nil {
+		t.Fatalf("load: %v", err)
+	}
+	want := []string{file, filepath.Join(dir, "conf.d/20-x.toml"), filepath.Join(dir, "extra/.dotted.toml")}
+	if !slices.Equal(cfg.Files, want) {
+		t.Errorf("files = %q, want %q", cfg.Files, want)
+	}
+	if hash, err := Fingerprint(file); err != nil || hash != hashBefore {
+		t.Errorf("Fingerprint after the lock link appeared = %q, %v, want %q", hash, err, hashBefore)
+	}
+}
+
+func TestIncludeAfterTableHinted(t *testing.T) {
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{
+		"config.toml": "[jobs.sleeper]\ncommand = [\"true\"]\nevery = \"1h\"\ninclude = [\"conf.d/*.toml\"]\n",
+	})
+	_, err := Load(filepath.Join(dir, "config.toml"))
+	want := filepath.Join(dir, "config.toml") + ":4: jobs.sleeper.include: unknown key: include is a top-level key: move it above the first table"
+	if err == nil || err.Error() != want {
+		t.Errorf("got error %v, want %q", err, want)
+	}
+}

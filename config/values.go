@@ -208,6 +208,12 @@ func (r *reporter) checkKeys(t table, where string, allowed []string, rejected m
 			r.report(t.key(name), "%s", reason)
 			continue
 		}
+		if name == "include" && len(t.path) > 0 {
+			// A key written after a table header belongs to that table, so
+			// an include line appended at the end of a file lands here.
+			r.report(t.key(name), "unknown key: include is a top-level key: move it above the first table")
+			continue
+		}
 		list := strings.Join(allowed, ", ")
 		if guess := closestName(name, allowed); guess != "" {
 			r.report(t.key(name), "unknown key, did you mean %q? The keys allowed %s are %s", guess, where, list)
