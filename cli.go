@@ -149,6 +149,9 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 			disabledListeners++
 		}
 	}
+	for _, line := range shortSecretWarnings(cfg) {
+		fmt.Fprintf(stderr, "agent-runner: warning: %s\n", line)
+	}
 	fmt.Fprintf(stdout, "%s: OK, %d job(s), %d disabled, %d listener(s), %d disabled, state in %s\n",
 		cfg.Path, len(cfg.Jobs), disabledJobs, len(cfg.Listeners), disabledListeners, cfg.Runner.StateDir)
 	for _, file := range cfg.Files[1:] {

@@ -46,9 +46,9 @@ env = { KEY = { file = "pem" }, TOK = { file = "tok" } }
 	}
 }
 
-// A secret under the minimum length is named by doctor, since it would
-// reach the output in clear.
-func TestDoctorWarnsShortSecret(t *testing.T) {
+// A secret under the minimum length is named by check and doctor, since
+// it would reach the output in clear.
+func TestShortSecretWarning(t *testing.T) {
 	p := newProject(t, `[jobs.short]
 command = ["true"]
 schedule = "0 0 1 1 *"
@@ -60,5 +60,12 @@ env = { PIN = { file = "pin" } }
 	res := p.run("doctor")
 	if !strings.Contains(res.stdout, "job short: secret PIN is too short to be redacted") {
 		t.Errorf("doctor output = %q, want a note about PIN", res.stdout)
+	}
+	res = p.run("check")
+	if res.code != 0 {
+		t.Errorf("check exit = %d, want 0 for a warning: %s", res.code, res.stderr)
+	}
+	if !strings.Contains(res.stderr, "warning: job short: secret PIN is too short to be redacted") {
+		t.Errorf("check stderr = %q, want a warning about PIN", res.stderr)
 	}
 }

@@ -8,7 +8,7 @@ import (
 )
 
 // shortSecretWarnings returns a line for each secret env value that is too
-// short to be redacted from output, for doctor to name.
+// short to be redacted from output, for check and doctor to name.
 func shortSecretWarnings(cfg *config.Config) []string {
 	var lines []string
 	add := func(kind, name string, env map[string]config.Secret) {

@@ -10,8 +10,8 @@ import (
 )
 
 // MinSecretBytes is the length below which a secret is not redacted,
-// because so short a value would match ordinary text. doctor names such
-// a secret.
+// because so short a value would match ordinary text. check and doctor
+// name such a secret.
 const MinSecretBytes = 4
 
 // MinSecretLineBytes is the length, spaces trimmed, below which a line of
