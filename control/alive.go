@@ -15,8 +15,10 @@ import (
 // while it serves the control socket at socket. An abstract name has no
 // file, so it outlives a deleted state folder: a CLI that finds no socket
 // file asks it whether a daemon still runs before it runs a job in-process
-// beside that daemon's runs. It is scoped to the network namespace, like
-// every abstract socket.
+// beside that daemon's runs.
+//
+// NOTE: abstract names are per network namespace, so a CLI outside the
+// daemon's namespace (a unit with PrivateNetwork=) does not see it.
 func aliveName(socket string) string {
 	sum := sha256.Sum256([]byte(socket))
 	return "@agent-runner-daemon/" + hex.EncodeToString(sum[:16])
