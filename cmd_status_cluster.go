@@ -24,6 +24,9 @@ func printCluster(w io.Writer, c *control.ClusterStatus, now time.Time) {
 		fmt.Fprint(w, "; no leader right now")
 	}
 	fmt.Fprintln(w)
+	if !c.ListenersWaitUntil.IsZero() {
+		fmt.Fprintf(w, "listeners wait for the handover until %s, because the previous leader did not resign\n", formatTime(c.ListenersWaitUntil, now))
+	}
 	names := make([]string, len(c.Members))
 	for i, m := range c.Members {
 		names[i] = m.Node

@@ -16,6 +16,9 @@ type ClusterStatus struct {
 	// last keepalive reached etcd, at one-second resolution.
 	LeaseTTL time.Duration `json:"lease_ttl"`
 	LeaseAge time.Duration `json:"lease_age"`
+	// ListenersWaitUntil is when a new leader starts its listeners after
+	// a handover from a leader that did not resign, and zero otherwise.
+	ListenersWaitUntil time.Time `json:"listeners_wait_until,omitzero"`
 	// Members are the nodes with a live etcd session.
 	Members []ClusterMember `json:"members"`
 	// Error is why etcd could not be read, or "".

@@ -144,6 +144,9 @@ type clusterNode struct {
 	// term is the work of the current term, nil while this node does not
 	// lead.
 	term *termWork
+	// ranTerm is the last term this process led and whose listeners it
+	// stopped, so that winning again after it need not wait.
+	ranTerm int64
 }
 
 // termWork is the runner, scheduler and listeners of one term.
@@ -152,6 +155,7 @@ type termWork struct {
 	runner *jobs.Runner
 	sched  *jobs.Scheduler
 	set    *listenerSet
+	gate   *listenerGate
 	// positions is the scheduler's copy of the job positions, closed when
 	// the term ends.
 	positions *state.Store
@@ -227,9 +231,12 @@ func (n *clusterNode) lead(ctx context.Context, term *cluster.Term) {
 	n.addTermScheduler(&group, work)
 	work.set.add(&group)
 	_ = group.Run()
+	work.gate.stop()
 	work.set.close(n.log)
 	_ = work.positions.Close()
-	n.setCurrent(nil)
+	n.mu.Lock()
+	n.term, n.ranTerm = nil, term.Rev
+	n.mu.Unlock()
 	if ctx.Err() != nil {
 		resign(term, n.log)
 		return
@@ -273,8 +280,27 @@ func (n *clusterNode) startTerm(term *cluster.Term) (*termWork, error) {
 		return nil, err
 	}
 	set := newListenerSet(cfg, n.store, n.reaper, n.log)
+	gate := n.listenerGate(term)
+	set.setGate(gate)
 	runner.SetPoster(set)
-	return &termWork{term: term, runner: runner, sched: sched, set: set, positions: positions}, nil
+	return &termWork{term: term, runner: runner, sched: sched, set: set, gate: gate, positions: positions}, nil
+}
+
+// listenerGate returns the gate of a term's listeners: open at once
+// after a clean handover, and after listener_handover when the previous
+// leader did not resign, since it may be frozen with its connections
+// open rather than dead.
+func (n *clusterNode) listenerGate(term *cluster.Term) *listenerGate {
+	n.mu.Lock()
+	ran := n.ranTerm
+	n.mu.Unlock()
+	handover := term.Handover
+	delay := handover.ListenerDelay(n.config().Cluster.ListenerHandover, func(rev int64) bool { return rev == ran })
+	if delay > 0 {
+		n.log.Warn("previous leader did not resign, so listeners wait for the handover",
+			"term", term.Rev, "previous", handover.Previous, "previous_term", handover.PreviousTerm, "listener_handover", delay)
+	}
+	return newListenerGate(term, delay, n.log)
 }
 
 // positions copies each job's position from etcd into a fresh bbolt file

@@ -119,6 +119,7 @@ func (n *clusterNode) clusterStatus(work *termWork) *control.ClusterStatus {
 	status := &control.ClusterStatus{Node: n.elector.Node(), Role: "standby", LeaseTTL: n.config().Cluster.LeaseTTL}
 	if work != nil {
 		status.Role = "leader"
+		status.ListenersWaitUntil, _ = work.gate.waiting()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), statusTimeout)
 	defer cancel()

@@ -39,6 +39,9 @@ type listenerSet struct {
 	order       []string
 	// retired lists routers and supervisors kept only until shutdown.
 	retired []*listeners.Router
+	// gate holds a cluster leader's listeners back during a handover and
+	// fences their actions on its term; nil on a single node.
+	gate *listenerGate
 }
 
 // listenerKVs gives each listener its persistent key-value space:
@@ -136,9 +139,34 @@ func (set *listenerSet) add(group *run.Group) {
 			continue
 		}
 		ctx, cancel := context.WithCancel(context.Background())
-		group.Add(func() error { return sup.Run(ctx) }, func(error) { cancel() })
+		gate := set.gate
+		group.Add(func() error {
+			if !gate.wait(ctx) {
+				return nil
+			}
+			return sup.Run(ctx)
+		}, func(error) { cancel() })
 	}
 	group.Add(set.pool.run, func(error) { set.pool.stop() })
+}
+
+// setGate holds the listeners back behind gate and fences their routers
+// on it. It must be called before add.
+func (set *listenerSet) setGate(gate *listenerGate) {
+	set.mu.Lock()
+	defer set.mu.Unlock()
+	set.gate, set.pool.gate = gate, gate
+	for _, router := range set.routers {
+		set.fence(router)
+	}
+}
+
+// fence makes router check the gate before it handles an event or sends
+// a reply. The caller holds mu.
+func (set *listenerSet) fence(router *listeners.Router) {
+	if set.gate != nil && router != nil {
+		router.SetFence(func(action string) error { return set.gate.check(router.Name(), action) })
+	}
 }
 
 // apply brings the listeners in line with a reloaded config. A listener
@@ -181,6 +209,7 @@ func (set *listenerSet) apply(cfg *config.Config, store listenerKVs, reaper *pro
 func (set *listenerSet) replace(cfg *config.Config, lc *config.Listener, store listenerKVs, reaper *process.Reaper, log *slog.Logger) {
 	delete(set.fixed, lc.Name)
 	sup, router, health := build(cfg, lc, store, reaper, log)
+	set.fence(router)
 	existing, running := set.supervisors[lc.Name]
 	switch {
 	case sup == nil && running:
@@ -259,6 +288,9 @@ func (set *listenerSet) send(ctx context.Context, nameOrKind, target, text strin
 	if err != nil {
 		return "", err
 	}
+	if err := set.gate.check(name, "send"); err != nil {
+		return "", fmt.Errorf("send through %s: %w", name, err)
+	}
 	sender, ok := sup.Listener().(listeners.Sender)
 	if !ok {
 		return "", fmt.Errorf("listener %s cannot post messages", name)
@@ -299,8 +331,13 @@ func (set *listenerSet) health() []listeners.Health {
 	set.mu.Lock()
 	defer set.mu.Unlock()
 	out := make([]listeners.Health, 0, len(set.order))
+	until, waiting := set.gate.waiting()
 	for _, name := range set.order {
-		if sup, ok := set.supervisors[name]; ok {
+		if sup, ok := set.supervisors[name]; ok && waiting {
+			h := sup.Health()
+			h.State, h.LastError = listeners.StateWaiting, set.gate.waitReason(until)
+			out = append(out, h)
+		} else if ok {
 			out = append(out, sup.Health())
 		} else {
 			out = append(out, set.fixed[name])
@@ -311,6 +348,9 @@ func (set *listenerSet) health() []listeners.Health {
 
 // pool runs supervisors that were added after the run group started.
 type pool struct {
+	// gate holds supervisors back during a cluster handover; nil lets
+	// them start at once.
+	gate   *listenerGate
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -325,7 +365,9 @@ func (p *pool) start(sup *listeners.Supervisor) {
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
-		_ = sup.Run(p.ctx)
+		if p.gate.wait(p.ctx) {
+			_ = sup.Run(p.ctx)
+		}
 	}()
 }
 

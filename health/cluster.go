@@ -1,6 +1,10 @@
 package health
 
-import "github.com/agent-runner/agent-runner/control"
+import (
+	"time"
+
+	"github.com/agent-runner/agent-runner/control"
+)
 
 // addCluster adds the node's role and leader to the report of a cluster
 // node. A standby is healthy while some node leads, and a cluster that
@@ -18,5 +22,9 @@ func addCluster(report *Report, c *control.ClusterStatus) {
 	}
 	if c.Role == "standby" {
 		report.Summary = "standby, leader " + c.Leader + "; " + report.Summary
+	}
+	if !c.ListenersWaitUntil.IsZero() {
+		report.ListenersWaitUntil = c.ListenersWaitUntil
+		report.Summary = "listeners wait for the handover until " + c.ListenersWaitUntil.UTC().Format(time.RFC3339) + "; " + report.Summary
 	}
 }

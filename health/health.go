@@ -49,6 +49,9 @@ type Report struct {
 	// the node that leads.
 	Role   string `json:"role,omitempty"`
 	Leader string `json:"leader,omitempty"`
+	// ListenersWaitUntil is when a new leader starts its listeners, while
+	// it waits out the handover from a leader that did not resign.
+	ListenersWaitUntil time.Time `json:"listeners_wait_until,omitzero"`
 }
 
 // Healthy reports whether the report found no problem.

@@ -19,6 +19,9 @@ const (
 	StateBackoff  = "backoff"
 	StateFailed   = "failed"
 	StateStopped  = "stopped"
+	// StateWaiting is a cluster leader's listener that waits out the
+	// handover from a previous leader that did not resign.
+	StateWaiting = "waiting"
 )
 
 // Backoff is the restart policy of a supervisor.
@@ -61,6 +64,9 @@ type Health struct {
 	LastEvent time.Time `json:"last_event,omitzero"`
 	Handled   uint64    `json:"handled"`
 	Dropped   uint64    `json:"dropped"`
+	// Fenced counts events and replies dropped because this cluster node
+	// no longer held a live term.
+	Fenced uint64 `json:"fenced,omitempty"`
 	// Stale is true when a running listener has had no event for longer
 	// than its stale_after: see StaleReason.
 	Stale bool `json:"stale"`
@@ -237,6 +243,7 @@ func (s *Supervisor) Health() Health {
 	h, router, staleAfter := s.health, s.router, s.staleAfter
 	s.mu.Unlock()
 	h.Handled, h.Dropped, h.LastEvent = router.counts()
+	h.Fenced = router.fenced.Load()
 	h.StaleReason = staleReason(h, staleAfter, time.Now())
 	h.Stale = h.StaleReason != ""
 	return h
