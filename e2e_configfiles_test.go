@@ -3,6 +3,9 @@ package main
 import (
 	"bytes"
 	"errors"
+	"fmt"
+	"net/http"
+	"os"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -89,6 +92,37 @@ func TestIncludeFIFODoesNotBlock(t *testing.T) {
 	})
 	if _, ok := p.list()["a"]; !ok {
 		t.Errorf("the running config lost job a after a rejected reload")
+	}
+	d.stop()
+}
+
+func TestReloadWarnsRestartOnlyKeys(t *testing.T) {
+	p := newProject(t, "")
+	writeRunner := func(port int, shutdown string) {
+		t.Helper()
+		body := fmt.Sprintf("[runner]\nhttp = \"127.0.0.1:%d\"\nshutdown_timeout = %q\nkill_grace = \"1s\"\n\n"+
+			"[jobs.a]\ncommand = [\"true\"]\nschedule = \"0 0 1 1 *\"\n", port, shutdown)
+		if err := os.WriteFile(p.config, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	oldPort, newPort := freePort(t), freePort(t)
+	writeRunner(oldPort, "5s")
+	d := p.startDaemon()
+
+	writeRunner(newPort, "6s")
+	res := p.run("reload")
+	want := "takes effect after a restart: runner.http, runner.shutdown_timeout"
+	if res.code != 0 || !strings.Contains(res.stdout, want) {
+		t.Errorf("reload = %d %q %q, want 0 and %q", res.code, res.stdout, res.stderr, want)
+	}
+	for _, key := range []string{"key=runner.http", "key=runner.shutdown_timeout"} {
+		if !strings.Contains(d.log(), `msg="config change takes effect after a restart" `+key) {
+			t.Errorf("daemon log lacks the restart warning for %s", key)
+		}
+	}
+	if code, _ := get(t, fmt.Sprintf("http://127.0.0.1:%d/healthz", oldPort)); code != http.StatusOK {
+		t.Errorf("the health server at the old address answered %d after the reload, want 200 until a restart", code)
 	}
 	d.stop()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -120,7 +121,7 @@ func (h *handler) Reload() (string, error) {
 		h.notifyReload(alerts.EventReloadFailed, "config reload rejected: "+firstLine(err.Error()))
 		return "", fmt.Errorf("reload rejected, the running config stays: %w", err)
 	}
-	keepRestartOnly(old, next, h.log)
+	restartOnly := keepRestartOnly(old, next, h.log)
 	logJobProblems(next, h.log)
 
 	h.runner.SetJobs(next)
@@ -133,7 +134,7 @@ func (h *handler) Reload() (string, error) {
 	h.cfg = next
 	h.info.ConfigHash, h.info.LoadedAt, h.info.ReloadError = next.Hash, time.Now().UTC(), ""
 	h.mu.Unlock()
-	summary := fmt.Sprintf("%s; %s", jobChanges(old, next), changes)
+	summary := fmt.Sprintf("%s; %s%s", jobChanges(old, next), changes, restartNote(restartOnly))
 	h.log.Info("config reloaded", "changes", summary, "hash", next.Hash[:12])
 	h.notifyReload(alerts.EventRecovered, "config reloaded")
 	return summary, schedErr
@@ -175,20 +176,40 @@ func (h *handler) setReloadError(err error) {
 	h.info.ReloadFailedAt = time.Now().UTC()
 }
 
-// keepRestartOnly keeps the settings that only a restart can change, and
-// logs each one that the new file changes.
-func keepRestartOnly(old, next *config.Config, log *slog.Logger) {
-	keep := func(key string, changed bool) {
-		if changed {
+// keepRestartOnly keeps the [runner] settings that only a restart can
+// change, logs a warning for each one that the new file changes, and
+// returns their keys. The daemon opens the state store, the control
+// socket and the health server at start, and its stop uses the
+// shutdown_timeout and catch-up uses the catch_up_spread of the config it
+// started with.
+func keepRestartOnly(old, next *config.Config, log *slog.Logger) []string {
+	var changed []string
+	keep := func(key string, differs bool) {
+		if differs {
 			log.Warn("config change takes effect after a restart", "key", "runner."+key)
+			changed = append(changed, "runner."+key)
 		}
 	}
-	keep("state_dir", old.Runner.StateDir != next.Runner.StateDir)
-	keep("socket", old.Runner.Socket != next.Runner.Socket)
-	keep("socket_group", old.Runner.SocketGroup != next.Runner.SocketGroup)
-	keep("history", old.Runner.HistoryLimit != next.Runner.HistoryLimit)
-	next.Runner.StateDir, next.Runner.Socket = old.Runner.StateDir, old.Runner.Socket
-	next.Runner.SocketGroup, next.Runner.HistoryLimit = old.Runner.SocketGroup, old.Runner.HistoryLimit
+	was, now := &old.Runner, &next.Runner
+	keep("state_dir", was.StateDir != now.StateDir)
+	keep("socket", was.Socket != now.Socket)
+	keep("socket_group", was.SocketGroup != now.SocketGroup)
+	keep("history", was.HistoryLimit != now.HistoryLimit)
+	keep("http", was.HTTP != now.HTTP)
+	keep("shutdown_timeout", was.ShutdownTimeout != now.ShutdownTimeout)
+	keep("catch_up_spread", was.CatchUpSpread != now.CatchUpSpread)
+	now.StateDir, now.Socket, now.SocketGroup, now.HistoryLimit = was.StateDir, was.Socket, was.SocketGroup, was.HistoryLimit
+	now.HTTP, now.ShutdownTimeout, now.CatchUpSpread = was.HTTP, was.ShutdownTimeout, was.CatchUpSpread
+	return changed
+}
+
+// restartNote describes the keys a reload kept for the reload summary,
+// or returns "" when there are none.
+func restartNote(keys []string) string {
+	if len(keys) == 0 {
+		return ""
+	}
+	return "; takes effect after a restart: " + strings.Join(keys, ", ")
 }
 
 // jobChanges counts the jobs a reload adds, removes and changes.
