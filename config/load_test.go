@@ -536,3 +536,18 @@ func TestSecretFileRejectsNonRegular(t *testing.T) {
 		t.Errorf("got error %v, want one saying the path is not a regular file", err)
 	}
 }
+
+func TestEmptySocketMeansDefault(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "config.toml")
+	if err := os.WriteFile(file, []byte("[runner]\nstate_dir = \"var\"\nsocket = \"\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	config, err := Load(file)
+	if err != nil {
+		t.Fatalf("load: %v", err)
+	}
+	if want := filepath.Join(dir, "var", "control.sock"); config.Runner.Socket != want {
+		t.Errorf("Socket: got %q, want %q", config.Runner.Socket, want)
+	}
+}

@@ -95,8 +95,10 @@ func (l *loader) decodeRunnerFiles(t table, runner *Runner) {
 	if info, err := os.Stat(runner.StateDir); err == nil && !info.IsDir() {
 		l.report(stateDirKey(t), "state_dir %s is a file, not a folder: move the file away or pick another state_dir", runner.StateDir)
 	}
+	// An empty socket, as the README shows the default, means
+	// control.sock in the state folder.
 	runner.Socket = filepath.Join(runner.StateDir, "control.sock")
-	if socket, ok := l.nonEmptyString(t, "socket", `"/run/agent-runner/control.sock"`); ok {
+	if socket, ok := l.stringValue(t, "socket", `"/run/agent-runner/control.sock"`); ok && socket != "" {
 		runner.Socket = l.resolve(socket)
 	}
 	if len(runner.Socket) >= maxSocketPath {
@@ -119,9 +121,9 @@ func stateDirKey(t table) keyPath {
 }
 
 // socketKey returns the key that decides the socket path: socket when it
-// is set, else state_dir when that is set.
+// is set and not empty, else state_dir when that is set.
 func socketKey(t table) keyPath {
-	if _, ok := t.values["socket"]; ok {
+	if socket, ok := t.values["socket"]; ok && socket != "" {
 		return t.key("socket")
 	}
 	if _, ok := t.values["state_dir"]; ok {
