@@ -334,6 +334,7 @@ let
   baseline = withSettings { };
   jobEdited = withSettings { jobs.digest.schedule = "0 9 * * *"; };
   historyEdited = withSettings { runner.history = 30; };
+  httpEdited = withSettings { runner.http = "127.0.0.1:9090"; };
   withoutReloadTrigger = filter (line: !(lib.hasPrefix "X-Reload-Triggers=" line));
 
   switchChecks = [
@@ -346,6 +347,9 @@ let
     ))
     (expect "history edit: restart trigger changed" false (
       baseline.service.restartTriggers == historyEdited.service.restartTriggers
+    ))
+    (expect "http edit: restart trigger changed" false (
+      baseline.service.restartTriggers == httpEdited.service.restartTriggers
     ))
   ];
 

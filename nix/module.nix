@@ -62,6 +62,8 @@ let
   restartOnlyRunner = builtins.intersectAttrs {
     socket_group = null;
     history = null;
+    http = null;
+    catch_up_spread = null;
   } userRunner;
 
   # [runner] http is a HOST:PORT address, such as "127.0.0.1:9090"; a
@@ -122,7 +124,7 @@ in
         of at most shutdownTimeout seconds. nixos-rebuild switch reloads
         the daemon only when this path changes. After editing a file
         outside the store, run systemctl reload agent-runner, or restart
-        it for socket_group and history.
+        it for socket_group, history, http and catch_up_spread.
       '';
     };
 
