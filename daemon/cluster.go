@@ -37,6 +37,9 @@ func runCluster(ctx context.Context, opts Options) error {
 	if err := os.MkdirAll(cfg.Runner.StateDir, 0o700); err != nil {
 		return fmt.Errorf("create state folder: %w", err)
 	}
+	if err := shareStateDir(cfg.Runner.StateDir, cfg.Runner.Socket, cfg.Runner.SocketGroup); err != nil {
+		return err
+	}
 	client, err := cluster.Connect(cfg.Cluster)
 	if err != nil {
 		return err
