@@ -212,8 +212,11 @@ func probeWrite(dir string) error {
 	return err
 }
 
-// restoreDir recreates the state folder.
+// restoreDir recreates the state folder when it is missing.
 func (w *stateWatch) restoreDir() {
+	if _, err := os.Stat(w.dir); err == nil {
+		return
+	}
 	if err := os.MkdirAll(w.dir, 0o700); err != nil {
 		w.log.Debug("recreate state folder failed", "state_dir", w.dir, "err", err)
 		return
