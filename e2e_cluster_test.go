@@ -45,6 +45,7 @@ func newClusterNodes(t *testing.T, etcd *etcdtest.Cluster, names ...string) ([]*
 etcd = [%s]
 node = %q
 lease_ttl = "5s"
+listener_handover = "2s"
 prefix = "/e2e/"
 
 [jobs.tick]
@@ -262,6 +263,9 @@ func TestClusterFailoverAfterKill(t *testing.T) {
 	if listener := lines(t, filepath.Join(filepath.Dir(slots), "listener-pids"))[0]; running(listener) {
 		t.Errorf("the listener process %s of the dead a still runs after a restarted", listener)
 	}
+	waitFor(t, "b's listener to start after the handover", func() bool {
+		return len(lines(t, filepath.Join(filepath.Dir(slots), "listeners.txt"))) == 2
+	})
 	b.d.stop()
 	a.d.stop()
 	checkSlots(t, readSlots(t, slots), "a", "b")

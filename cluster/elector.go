@@ -258,7 +258,10 @@ func (t *Term) watch(ctx context.Context, renewEvery time.Duration) {
 		case <-t.session.Done():
 			t.lose("the etcd session ended")
 			return
-		case now := <-ticker.C:
+		case <-ticker.C:
+			// The tick's own value is the time it was due, not the time
+			// it fired, so it cannot show a pause.
+			now := time.Now()
 			paused := now.Sub(last) - checkInterval
 			last = now
 			err := t.CheckLive()
