@@ -44,15 +44,16 @@ const (
 	// minLeaseTTL is the shortest TTL that leaves a leader a second to
 	// stop its work after a missed keepalive response, before etcd can
 	// expire its lease.
-	minLeaseTTL     = 3 * time.Second
-	maxLeaseTTL     = time.Hour
-	// defaultListenerHandover covers the default lease TTL plus Discord's
-	// gateway heartbeat interval twice over; the README's cluster section
-	// says what it covers for each platform and what it does not.
+	minLeaseTTL = 3 * time.Second
+	maxLeaseTTL = time.Hour
+	// defaultListenerHandover starts after the lease expired and is more
+	// than two of Discord's 41.25 s gateway heartbeat intervals, but
+	// shorter than Twitch's five-minute PING interval. The README's
+	// cluster section lists what it covers for each platform.
 	defaultListenerHandover = 90 * time.Second
 	maxListenerHandover     = time.Hour
-	defaultPrefix   = "/agent-runner/"
-	clusterEndpoint = `["http://127.0.0.1:2379"]`
+	defaultPrefix           = "/agent-runner/"
+	clusterEndpoint         = `["http://127.0.0.1:2379"]`
 )
 
 var clusterKeys = []string{
