@@ -80,43 +80,30 @@ func (h *harness) durable() []row {
 	return append(rows, h.fsyncsPerRun(reps), h.fsyncsPerRunTogether(reps))
 }
 
+// syncRuns is how many runs each sync-count worker makes.
+const syncRuns = 50
+
 // fsyncsPerRun counts the sync calls of jobs.Runner.Run under strace. It
 // subtracts the calls of a worker that only sets up from those of a
 // worker that also runs the job 50 times, and divides by 50.
 func (h *harness) fsyncsPerRun(reps int) row {
 	r := row{figure: "durable: fsync+fdatasync calls per run", unit: "calls", target: atMost(1, "calls"),
 		note: "strace -f -c of jobs.Runner.Run of /bin/true, less setup; the target is the project's goal"}
-	strace, err := exec.LookPath("strace")
-	if err != nil {
-		r.err = fmt.Errorf("strace is not installed (apt-get install strace)")
-		return r
-	}
-	const runs = 50
-	var base, total int
-	for rep := range reps {
-		h.progress("durable: strace, repetition %d of %d", rep+1, reps)
-		var err error
-		if base, err = h.countSyncCalls(strace, workerArgs{kind: workerRuns, runs: 0}); err != nil {
-			r.err = err
-			return r
-		}
-		if total, err = h.countSyncCalls(strace, workerArgs{kind: workerRuns, runs: runs}); err != nil {
-			r.err = err
-			return r
-		}
-		r.values = append(r.values, float64(total-base)/runs)
-	}
-	r.note = fmt.Sprintf("%s; last run: %d calls with %d runs, %d for setup alone", r.note, total, runs, base)
-	return r
+	return h.syncCallsPerRun(r, reps, "strace", workerArgs{kind: workerRuns, runs: syncRuns})
 }
 
 // fsyncsPerRunTogether counts the sync calls of 50 jobs whose runs start
 // at once, as when they share a slot, less those of a worker that only
 // sets them up, divided by 50.
 func (h *harness) fsyncsPerRunTogether(reps int) row {
-	const jobs = 50
 	r := row{figure: "durable: fsync+fdatasync calls per run, 50 runs started together", unit: "calls", target: atMost(1, "calls"),
 		note: "strace -f -c of 50 jobs.Runner.Run of /bin/true from 50 goroutines, less setup"}
+	return h.syncCallsPerRun(r, reps, "strace of runs together", workerArgs{kind: workerTogether, jobs: syncRuns})
+}
+
+// syncCallsPerRun fills r with the sync calls per run of the worker a,
+// which makes syncRuns runs, less those of a worker that only sets up.
+func (h *harness) syncCallsPerRun(r row, reps int, label string, a workerArgs) row {
 	strace, err := exec.LookPath("strace")
 	if err != nil {
 		r.err = fmt.Errorf("strace is not installed (apt-get install strace)")
@@ -124,19 +111,19 @@ func (h *harness) fsyncsPerRunTogether(reps int) row {
 	}
 	var base, total int
 	for rep := range reps {
-		h.progress("durable: strace of runs together, repetition %d of %d", rep+1, reps)
+		h.progress("durable: %s, repetition %d of %d", label, rep+1, reps)
 		var err error
 		if base, err = h.countSyncCalls(strace, workerArgs{kind: workerRuns, runs: 0}); err != nil {
 			r.err = err
 			return r
 		}
-		if total, err = h.countSyncCalls(strace, workerArgs{kind: workerTogether, jobs: jobs}); err != nil {
+		if total, err = h.countSyncCalls(strace, a); err != nil {
 			r.err = err
 			return r
 		}
-		r.values = append(r.values, float64(total-base)/jobs)
+		r.values = append(r.values, float64(total-base)/syncRuns)
 	}
-	r.note = fmt.Sprintf("%s; last run: %d calls with %d runs, %d for setup alone", r.note, total, jobs, base)
+	r.note = fmt.Sprintf("%s; last run: %d calls with %d runs, %d for setup alone", r.note, total, syncRuns, base)
 	return r
 }
 
