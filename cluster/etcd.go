@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -36,6 +37,11 @@ type Etcd struct {
 	keys         keys
 	historyLimit int
 	fence        atomic.Pointer[Fence]
+	// writeMu makes this node's writes take turns. Only the leader
+	// writes, so without it the conflicts a transaction retries on are
+	// all between its own concurrent writes, which share the run ID
+	// counter; a burst of claims then retried each other out.
+	writeMu sync.Mutex
 }
 
 // NewEtcd returns the store under prefix. historyLimit is the number of
@@ -60,6 +66,8 @@ func (s *Etcd) Close() error { return nil }
 // update runs fn in an optimistic transaction and commits it under the
 // fence, running fn again when a key it read changed meanwhile.
 func (s *Etcd) update(fn func(t *txn) error) error {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
 	for range maxConflicts {
 		fence := s.fence.Load()
 		if fence == nil {

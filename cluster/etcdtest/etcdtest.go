@@ -5,6 +5,7 @@
 package etcdtest
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -51,7 +52,29 @@ func StartTLS(t testing.TB, n int, certs Certs) *Cluster {
 	return start(t, n, &certs)
 }
 
+// bindAttempts is how often start picks new ports when a member could
+// not bind one: a port found free may be taken by another test process
+// before the member listens on it.
+const bindAttempts = 3
+
 func start(t testing.TB, n int, certs *Certs) *Cluster {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		c, err := tryStart(t, n, certs)
+		if err == nil {
+			t.Cleanup(c.stopAll)
+			return c
+		}
+		if attempt == bindAttempts || !strings.Contains(err.Error(), "address already in use") {
+			t.Fatalf("start etcd: %v", err)
+		}
+		t.Logf("start etcd: %v; trying other ports", err)
+	}
+}
+
+// tryStart starts n members on new ports and stops them all again when
+// one fails.
+func tryStart(t testing.TB, n int, certs *Certs) (*Cluster, error) {
 	t.Helper()
 	c := &Cluster{t: t}
 	var initial []string
@@ -89,13 +112,11 @@ func start(t testing.TB, n int, certs *Certs) *Cluster {
 		wg.Go(func() { errs[i] = m.start() })
 	}
 	wg.Wait()
-	t.Cleanup(c.stopAll)
-	for _, err := range errs {
-		if err != nil {
-			t.Fatalf("start etcd: %v", err)
-		}
+	if err := errors.Join(errs...); err != nil {
+		c.stopAll()
+		return nil, err
 	}
-	return c
+	return c, nil
 }
 
 func (m *Member) start() error {
