@@ -30,7 +30,8 @@ const (
 	// catch-up policy instead of running as scheduled.
 	overdueAfter = 2 * time.Second
 	// earlyTolerance lets a timer that fires slightly before its slot by
-	// the wall clock, as after an NTP step, run that slot.
+	// the wall clock, as after an NTP step, run that slot. Other wake-ups
+	// never run a slot early (see dueBy).
 	earlyTolerance = time.Second
 	// clockJump is how far the wall clock may move apart from elapsed
 	// time between two wake-ups before the dispatcher logs it.
@@ -385,7 +386,7 @@ func (s *Scheduler) dispatchDue(now, reached, entered time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	requests := s.delayed.popDue(now)
-	due := s.slots.popDue(now.Add(earlyTolerance))
+	due := s.slots.popDue(dueBy(now, reached))
 	for i := range requests {
 		requests[i].entered = entered
 	}
@@ -402,6 +403,25 @@ func (s *Scheduler) dispatchDue(now, reached, entered time.Time) {
 		}
 	}
 	s.pool.submit(requests)
+}
+
+// dueBy returns the latest slot a wake-up at now may run. A timer that
+// fired for its slot while the wall clock reads up to earlyTolerance
+// before it, as after a small NTP step, still runs that slot; any other
+// wake-up, such as a reload's or the wall-clock check's, runs nothing
+// whose slot the wall clock has not reached.
+func dueBy(now, reached time.Time) time.Time {
+	if reached.After(now) {
+		return minTime(reached, now.Add(earlyTolerance))
+	}
+	return now
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }
 
 // maxCountedSlots bounds the walk over missed slots; past it, only the

@@ -381,3 +381,28 @@ func TestNoSlotRunsTwiceAcrossRestarts(t *testing.T) {
 		t.Errorf("only %d slots ran; the schedule was not followed", len(seen))
 	}
 }
+
+func TestWakeBeforeSlotRunsNothingEarly(t *testing.T) {
+	start := time.Date(2026, 3, 1, 12, 0, 59, 500_000_000, time.UTC)
+	h := newSchedHarness(t, start, cronJob("minutely", "* * * * *"))
+	h.start()
+	defer h.stop()
+	// A reload half a second before the slot wakes the dispatcher.
+	cfg := *h.cfg
+	cfg.Jobs = append(slices.Clone(h.cfg.Jobs), cronJob("daily", "0 0 * * *"))
+	cfg.Jobs[1].WorkingDir = h.dir
+	h.runner.SetJobs(&cfg)
+	if err := h.sched.Apply(&cfg); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	if err := h.sched.Ping(5 * time.Second); err != nil {
+		t.Fatalf("Ping: %v", err)
+	}
+	h.waitArmed()
+	h.expectNoRun()
+	h.advance(500*time.Millisecond, 500*time.Millisecond)
+	run := h.expectRuns(1)[0]
+	if run.Start.Before(run.Slot) {
+		t.Errorf("run of slot %v started early at %v", run.Slot, run.Start)
+	}
+}
