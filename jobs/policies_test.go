@@ -483,3 +483,50 @@ func TestQueuedRunDoesNotStartDuringShutdown(t *testing.T) {
 		t.Errorf("shutdown took %v; the queued run must not start", elapsed)
 	}
 }
+
+func TestCatchUpAllKeepsSlotsThatFallDuringIt(t *testing.T) {
+	job := cronJob("hourly", "0 * * * *")
+	job.CatchUp, job.MaxCatchUp = config.CatchUpAll, 3
+	job.Overlap = config.OverlapSkip
+	h := newSchedHarness(t, t0, job)
+	h.start()
+	h.stop()
+
+	// Each catch-up run waits until released, so the 18:00 slot falls
+	// while the first one still runs.
+	release := make(chan struct{})
+	h.clock.Advance(5*time.Hour + 59*time.Minute)
+	h.runner = NewRunner(h.cfg, h.store, sharedReaper(t), testLogger(t), h.clock.Now)
+	h.runner.execute = func(_ context.Context, _ *config.Job, run state.Run, _ func(Line)) execOutcome {
+		h.runs <- run
+		<-release
+		return execOutcome{result: state.ResultOK}
+	}
+	sched, err := NewScheduler(h.cfg, h.runner, h.store, h.clock, testLogger(t))
+	if err != nil {
+		t.Fatalf("NewScheduler: %v", err)
+	}
+	h.sched = sched
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel = cancel
+	sched.Start(ctx)
+	defer h.stop()
+	first := h.expectRuns(1)[0]
+	h.waitArmed()
+	h.advance(time.Minute, time.Minute)
+	close(release)
+	runs := append([]state.Run{first}, h.expectRuns(3)...)
+	for i, run := range runs {
+		want := time.Date(2026, 3, 1, 15+i, 0, 0, 0, time.UTC)
+		if !run.Slot.Equal(want) {
+			t.Errorf("run %d slot = %v, want %v", i, run.Slot, want)
+		}
+	}
+	h.expectNoRun()
+	history, _ := h.store.Runs("hourly", 10)
+	for _, run := range history {
+		if run.Result == state.ResultSkipped {
+			t.Errorf("slot %v recorded as skipped: %s", run.Slot, run.Error)
+		}
+	}
+}
