@@ -10,7 +10,6 @@ import (
 	"sync"
 	"time"
 
-	sd "github.com/coreos/go-systemd/v22/daemon"
 	"github.com/oklog/run"
 
 	"github.com/agent-runner/agent-runner/cluster"
@@ -424,38 +423,16 @@ func (n *clusterNode) addTermScheduler(group *run.Group, work *termWork) {
 // leader only while its scheduler responds, and keeps STATUS= current
 // with the node's role.
 func (n *clusterNode) addWatchdog(group *run.Group) {
-	interval, err := sd.SdWatchdogEnabled(false)
-	if err != nil {
-		n.log.Warn("read watchdog interval failed", "err", err)
-	}
-	period := 30 * time.Second
-	if interval > 0 {
-		period = interval / 2
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	group.Add(func() error {
-		ticker := time.NewTicker(period)
-		defer ticker.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-ticker.C:
+	addHeartbeat(group, n.log, func() (string, error) {
+		role := "standby"
+		if work := n.current(); work != nil {
+			role = fmt.Sprintf("leader (term %d)", work.term.Rev)
+			if err := work.sched.Ping(pingTimeout); err != nil {
+				return "", err
 			}
-			role := "standby"
-			if work := n.current(); work != nil {
-				role = fmt.Sprintf("leader (term %d)", work.term.Rev)
-				if err := work.sched.Ping(pingTimeout); err != nil {
-					n.log.Error("scheduler does not respond; withholding the watchdog ping", "err", err)
-					continue
-				}
-			}
-			if interval > 0 {
-				notify(n.log, "WATCHDOG=1")
-			}
-			notify(n.log, "STATUS=cluster node "+n.elector.Node()+": "+role)
 		}
-	}, func(error) { cancel() })
+		return "cluster node " + n.elector.Node() + ": " + role, nil
+	})
 }
 
 func sleep(ctx context.Context, d time.Duration) {

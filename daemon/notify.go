@@ -31,6 +31,18 @@ const pingTimeout = 5 * time.Second
 // that systemd restarts a daemon whose scheduler is stuck. It also keeps
 // STATUS= current. Without WatchdogSec it only updates STATUS=.
 func addWatchdog(group *run.Group, sched *jobs.Scheduler, h *handler, log *slog.Logger) {
+	addHeartbeat(group, log, func() (string, error) {
+		if err := sched.Ping(pingTimeout); err != nil {
+			return "", err
+		}
+		return summary(h), nil
+	})
+}
+
+// addHeartbeat adds the actor behind the watchdog: every half watchdog
+// interval (or 30 s) it calls check, and sends WATCHDOG=1 and the
+// status line check returns unless check failed.
+func addHeartbeat(group *run.Group, log *slog.Logger, check func() (string, error)) {
 	interval, err := sd.SdWatchdogEnabled(false)
 	if err != nil {
 		log.Warn("read watchdog interval failed", "err", err)
@@ -49,14 +61,15 @@ func addWatchdog(group *run.Group, sched *jobs.Scheduler, h *handler, log *slog.
 				return nil
 			case <-ticker.C:
 			}
-			if err := sched.Ping(pingTimeout); err != nil {
+			status, err := check()
+			if err != nil {
 				log.Error("scheduler does not respond; withholding the watchdog ping", "err", err)
 				continue
 			}
 			if interval > 0 {
 				notify(log, "WATCHDOG=1")
 			}
-			notify(log, "STATUS="+summary(h))
+			notify(log, "STATUS="+status)
 		}
 	}, func(error) { cancel() })
 }
