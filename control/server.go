@@ -179,7 +179,6 @@ func (s *Server) Serve() error {
 			conn.Close()
 			continue
 		}
-		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
 			defer s.untrack(conn)
@@ -211,13 +210,17 @@ func (s *Server) logLimited(limit *logLimit, level slog.Level, msg string, err e
 }
 
 // track registers a connection unless maxClients are served already.
+// track registers a connection and counts its handler in s.wg. Both
+// happen under s.mu and after a check of s.ctx, so no handler is added
+// once Close, which cancels s.ctx under s.mu, waits for them.
 func (s *Server) track(conn *net.UnixConn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.conns) >= maxClients {
+	if len(s.conns) >= maxClients || s.ctx.Err() != nil {
 		return false
 	}
 	s.conns[conn] = struct{}{}
+	s.wg.Add(1)
 	return true
 }
 
@@ -231,7 +234,9 @@ func (s *Server) untrack(conn *net.UnixConn) {
 // closes every connection, waits for the handlers to return and removes
 // the socket.
 func (s *Server) Close() error {
+	s.mu.Lock()
 	s.cancel()
+	s.mu.Unlock()
 	err := s.listener.Close()
 	s.mu.Lock()
 	for conn := range s.conns {
