@@ -43,11 +43,11 @@ const (
 // machine slept.
 //
 // One dispatcher goroutine keeps the jobs in a heap by next slot under a
-// single timer, armed for the earliest slot, the next catch-up run of
-// catch_up_spread, or wallCheckInterval, whichever comes first. When it
-// fires, it takes every due job at once, stamps the requests and hands
-// them to a pool of workers, so it never waits for a job lock, the
-// max_concurrent gate or a claim.
+// single timer, one gocron job (see wakeTimer), armed for the earliest
+// slot, the next catch-up run of catch_up_spread, or wallCheckInterval,
+// whichever comes first. When it fires, it takes every due job at once,
+// stamps the requests and hands them to a pool of workers, so it never
+// waits for a job lock, the max_concurrent gate or a claim.
 type Scheduler struct {
 	runner *Runner
 	store  *state.Store
@@ -65,6 +65,9 @@ type Scheduler struct {
 	delayed delayedRuns
 	// running is set between Start and Stop, while the dispatcher runs.
 	running bool
+
+	// timer is the dispatcher's wake-up timer, created by Start.
+	timer *wakeTimer
 
 	// wake signals the dispatcher that Apply added a job, whose slot may
 	// come before the armed timer.
@@ -279,6 +282,14 @@ func position(st state.JobState) time.Time {
 // starts the dispatcher. It returns at once; runs go on in the background
 // until Stop.
 func (s *Scheduler) Start(ctx context.Context) {
+	timer, err := newWakeTimer(s.clock, s.log)
+	if err != nil {
+		// NOTE: gocron v2.21.2 rejects only a nil clock, location or
+		// logger, so this is not expected to happen.
+		s.log.Error("start dispatcher failed; no job runs on schedule", "err", err)
+		return
+	}
+	s.timer = timer
 	s.mu.Lock()
 	s.catchUpLocked()
 	s.running = true
@@ -327,22 +338,32 @@ func (s *Scheduler) catchUpLocked() {
 // is due.
 func (s *Scheduler) dispatchLoop(ctx context.Context) {
 	defer close(s.done)
+	timer := s.timer
+	defer timer.Stop()
 	wall, mono := s.clock.Now(), time.Now()
 	armed := wall
 	wait := s.untilWake(armed)
-	timer := s.clock.NewTimer(wait)
-	defer timer.Stop()
+	if wait > 0 {
+		timer.Reset(wait)
+	}
 	for {
 		deadline := armed.Add(wait)
-		select {
-		case <-ctx.Done():
+		// When something is already due, the dispatcher hands it out at
+		// once without the timer, because gocron would move a deadline
+		// that has passed a wallCheckInterval forward.
+		if wait > 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case reply := <-s.pings:
+				close(reply)
+				continue
+			case <-s.wake:
+				deadline = time.Time{}
+			case <-timer.Chan():
+			}
+		} else if ctx.Err() != nil {
 			return
-		case reply := <-s.pings:
-			close(reply)
-			continue
-		case <-s.wake:
-			deadline = time.Time{}
-		case <-timer.Chan():
 		}
 		lastWall, lastMono := wall, mono
 		wall, mono = s.clock.Now(), time.Now()
@@ -360,7 +381,9 @@ func (s *Scheduler) dispatchLoop(ctx context.Context) {
 		s.dispatchDue(wall, reached, wall)
 		armed = s.clock.Now()
 		wait = s.untilWake(armed)
-		timer.Reset(wait)
+		if wait > 0 {
+			timer.Reset(wait)
+		}
 	}
 }
 

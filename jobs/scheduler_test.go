@@ -67,11 +67,22 @@ func (h *schedHarness) start() {
 	h.waitArmed()
 }
 
-// waitArmed waits until the dispatcher's single timer is armed.
+// waitArmed waits until the dispatcher's single timer is armed for an
+// instant after the fake clock's time. The clock's waiter count alone
+// does not show it: after the gocron job fires, gocron reschedules it a
+// wallCheckInterval later, which is one waiter, until the dispatcher's
+// Reset replaces the job.
 func (h *schedHarness) waitArmed() {
 	h.t.Helper()
 	waitCtx, stop := context.WithTimeout(context.Background(), 5*time.Second)
 	defer stop()
+	for !h.sched.timer.armedUntil().After(h.clock.Now()) {
+		select {
+		case <-waitCtx.Done():
+			h.t.Fatalf("dispatcher timer not armed after %s", h.clock.Now())
+		case <-time.After(time.Millisecond):
+		}
+	}
 	if err := h.clock.BlockUntilContext(waitCtx, 1); err != nil {
 		h.t.Fatalf("dispatcher timer not armed: %v", err)
 	}
