@@ -259,7 +259,9 @@ func (s *Server) serveConn(conn *net.UnixConn) {
 		return
 	}
 	reader := bufio.NewReaderSize(conn, 4096)
-	_ = conn.SetReadDeadline(time.Now().Add(requestTimeout))
+	if !s.setReadDeadline(conn, time.Now().Add(requestTimeout)) {
+		return
+	}
 	line, err := readLine(reader)
 	_ = conn.SetReadDeadline(time.Time{})
 	if err != nil {
@@ -298,6 +300,20 @@ func (s *Server) serveConn(conn *net.UnixConn) {
 	default:
 		out.send(Message{Error: &ErrorMessage{Code: CodeBadRequest, Message: fmt.Sprintf("unknown operation %q", req.Op)}})
 	}
+}
+
+// setReadDeadline sets conn's read deadline unless Close has begun, and
+// reports whether it did. Close cuts the deadlines of tracked connections
+// short under s.mu; a deadline set after that would make it wait for a
+// client that sends nothing.
+func (s *Server) setReadDeadline(conn *net.UnixConn, t time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ctx.Err() != nil {
+		return false
+	}
+	_ = conn.SetReadDeadline(t)
+	return true
 }
 
 // drainRejected reads and discards what a rejected client sends until it
