@@ -488,6 +488,32 @@ type RuntimePeaks struct {
 	HeapBytes uint64 `json:"heap_bytes"`
 }
 
+// PollEvery calls poll from its own goroutine every interval until the
+// returned stop function is called. Stop returns after the goroutine has
+// exited, so the caller can read what poll wrote without a lock.
+func PollEvery(interval time.Duration, poll func()) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		ticker := time.NewTicker(interval)
+		defer ticker.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ticker.C:
+				poll()
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		wg.Wait()
+	}
+}
+
 // sampleRuntime reads runtime/metrics, which does not stop the world,
 // every RuntimeSampleInterval until the returned function is called. That
 // function returns the peaks.
@@ -504,25 +530,9 @@ func sampleRuntime() func() RuntimePeaks {
 		peaks.StackBytes = max(peaks.StackBytes, samples[1].Value.Uint64())
 		peaks.HeapBytes = max(peaks.HeapBytes, samples[2].Value.Uint64())
 	}
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		ticker := time.NewTicker(RuntimeSampleInterval)
-		defer ticker.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-ticker.C:
-				read()
-			}
-		}
-	}()
+	stop := PollEvery(RuntimeSampleInterval, read)
 	return func() RuntimePeaks {
-		close(done)
-		wg.Wait()
+		stop()
 		read()
 		return peaks
 	}

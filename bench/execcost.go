@@ -130,27 +130,20 @@ func runnerRunTrue(ctx context.Context, runner *jobs.Runner, name string) error 
 // store in dir. Under strace it shows the fsync calls per run when runs
 // share commits.
 func RunTrueTogether(ctx context.Context, dir string, count int) error {
-	log := slog.New(slog.DiscardHandler)
-	store, err := state.Open(filepath.Join(dir, "state.db"), state.Options{Logger: log})
-	if err != nil {
-		return err
-	}
-	defer store.Close()
-	reaper, err := process.NewReaper(log)
-	if err != nil {
-		return err
-	}
-	defer reaper.Close()
-	cfg := RunnerConfig(dir)
+	jobList := make([]*config.Job, 0, count)
 	for i := range count {
 		job := TrueJob(fmt.Sprintf("true-%03d", i), dir)
 		job.Command = []string{TruePath}
-		cfg.Jobs = append(cfg.Jobs, job)
+		jobList = append(jobList, job)
 	}
-	runner := jobs.NewRunner(cfg, store, reaper, log, time.Now)
+	runner, closeRunner, err := openTrueRunner(dir, jobList)
+	if err != nil {
+		return err
+	}
+	defer closeRunner()
 	errs := make([]error, count)
 	var wg sync.WaitGroup
-	for i, job := range cfg.Jobs {
+	for i, job := range jobList {
 		wg.Go(func() { errs[i] = runnerRunTrue(ctx, runner, job.Name) })
 	}
 	wg.Wait()
@@ -161,26 +154,41 @@ func RunTrueTogether(ctx context.Context, dir string, count int) error {
 // jobs.Runner.Run with a store in dir. Under strace it shows the fsync
 // calls that the runs add to the cost of setting up.
 func RunTrueSequential(ctx context.Context, dir string, runs int) error {
-	log := slog.New(slog.DiscardHandler)
-	store, err := state.Open(filepath.Join(dir, "state.db"), state.Options{Logger: log})
-	if err != nil {
-		return err
-	}
-	defer store.Close()
-	reaper, err := process.NewReaper(log)
-	if err != nil {
-		return err
-	}
-	defer reaper.Close()
-	cfg := RunnerConfig(dir)
 	job := TrueJob("true", dir)
 	job.Command = []string{TruePath}
-	cfg.Jobs = []*config.Job{job}
-	runner := jobs.NewRunner(cfg, store, reaper, log, time.Now)
+	runner, closeRunner, err := openTrueRunner(dir, []*config.Job{job})
+	if err != nil {
+		return err
+	}
+	defer closeRunner()
 	for i := range runs {
 		if err := runnerRunTrue(ctx, runner, job.Name); err != nil {
 			return fmt.Errorf("run %s: %w", strconv.Itoa(i+1), err)
 		}
 	}
 	return nil
+}
+
+// openTrueRunner opens a store in dir and a reaper, and returns a
+// jobs.Runner for jobList with a function that closes the reaper and then
+// the store.
+func openTrueRunner(dir string, jobList []*config.Job) (*jobs.Runner, func(), error) {
+	log := slog.New(slog.DiscardHandler)
+	store, err := state.Open(filepath.Join(dir, "state.db"), state.Options{Logger: log})
+	if err != nil {
+		return nil, nil, err
+	}
+	reaper, err := process.NewReaper(log)
+	if err != nil {
+		store.Close()
+		return nil, nil, err
+	}
+	cfg := RunnerConfig(dir)
+	cfg.Jobs = jobList
+	runner := jobs.NewRunner(cfg, store, reaper, log, time.Now)
+	closeRunner := func() {
+		reaper.Close()
+		store.Close()
+	}
+	return runner, closeRunner, nil
 }

@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"path/filepath"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/agent-runner/agent-runner/bench"
@@ -125,25 +124,11 @@ func waitForRuns(d *bench.Daemon, runs int, deadline time.Time) error {
 // the returned stop function is called, which returns the peak.
 func pollChildren(pid int) func() int {
 	peak := 0
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		ticker := time.NewTicker(childPollInterval)
-		defer ticker.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-ticker.C:
-			}
-			peak = max(peak, len(bench.ChildPids(pid)))
-		}
-	}()
+	stop := bench.PollEvery(childPollInterval, func() {
+		peak = max(peak, len(bench.ChildPids(pid)))
+	})
 	return func() int {
-		close(done)
-		wg.Wait()
+		stop()
 		return peak
 	}
 }
