@@ -484,7 +484,7 @@ func TestQueuedRunDoesNotStartDuringShutdown(t *testing.T) {
 	}
 }
 
-func TestCatchUpAllKeepsSlotsThatFallDuringIt(t *testing.T) {
+func TestCatchUpAllKeepsLaterSlots(t *testing.T) {
 	job := cronJob("hourly", "0 * * * *")
 	job.CatchUp, job.MaxCatchUp = config.CatchUpAll, 3
 	job.Overlap = config.OverlapSkip

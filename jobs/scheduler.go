@@ -403,8 +403,8 @@ func (s *Scheduler) untilWake(now time.Time) time.Duration {
 
 // dispatchDue takes every job due by now at once, stamps the batch with
 // entered, the moment the dispatcher woke for it, and queues its runs.
-// A slot after reached is overdue by the wall clock alone and, more than
-// overdueAfter late, goes through the catch-up policy.
+// A slot after reached is overdue by the wall clock alone. When it is more
+// than overdueAfter late, it goes through the catch-up policy.
 func (s *Scheduler) dispatchDue(now, reached, entered time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -429,10 +429,10 @@ func (s *Scheduler) dispatchDue(now, reached, entered time.Time) {
 }
 
 // dueBy returns the latest slot a wake-up at now may run. A timer that
-// fired for its slot while the wall clock reads up to earlyTolerance
-// before it, as after a small NTP step, still runs that slot; any other
-// wake-up, such as a reload's or the wall-clock check's, runs nothing
-// whose slot the wall clock has not reached.
+// fired for its slot still runs that slot while the wall clock reads up to
+// earlyTolerance before it, as after a small NTP step. Any other wake-up,
+// such as a reload's or the wall-clock check's, runs nothing whose slot
+// the wall clock has not reached.
 func dueBy(now, reached time.Time) time.Time {
 	if reached.After(now) {
 		return minTime(reached, now.Add(earlyTolerance))
@@ -451,11 +451,11 @@ func minTime(a, b time.Time) time.Time {
 // newest slots matter and the count is reported as a lower bound.
 const maxCountedSlots = 100000
 
-// claimDueLocked handles every due slot of e and moves e to its next
-// slot: a late timer or a catch-up under "once" merges them into one run
-// of the newest, "all" runs each of the newest max_catch_up in order, and
-// "skip" records them as skipped. Slots older than catch_up_deadline are
-// dropped. It returns the requests to run.
+// claimDueLocked handles every due slot of e, moves e to its next slot
+// and returns the requests to run. A late timer or a catch-up under
+// "once" merges the due slots into one run of the newest. Under "all" it
+// runs each of the newest max_catch_up in order, and under "skip" it
+// records them as skipped. Slots older than catch_up_deadline are dropped.
 func (s *Scheduler) claimDueLocked(e *entry, now time.Time, trigger string) []Request {
 	job := e.job
 	keep := 1

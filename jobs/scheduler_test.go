@@ -117,7 +117,7 @@ func (h *schedHarness) advance(total, step time.Duration) {
 		h.clock.Advance(d)
 		total -= d
 		// A fired timer is re-armed once the dispatcher has handed out
-		// what was due; the runs then get a moment to start before time
+		// what was due, so the runs get a moment to start before time
 		// moves again.
 		h.waitArmed()
 		time.Sleep(2 * time.Millisecond)
