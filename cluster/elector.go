@@ -150,7 +150,8 @@ func (e *Elector) startTerm(ctx context.Context, session *concurrency.Session, e
 type Term struct {
 	Fence
 	Since time.Time
-	// Handover is how the term before this one ended.
+	// Handover is the end of the previous term: its leader, its number and
+	// whether it resigned.
 	Handover Handover
 
 	session *concurrency.Session
@@ -219,7 +220,7 @@ func (t *Term) renewed(sent time.Time) {
 // etcd renewed the lease, so the term can only look shorter than it is.
 // NOTE: Go's monotonic clock is CLOCK_MONOTONIC on Linux, which stops
 // while the whole machine is suspended. After a resume the term still
-// looks live until the watch loop sees the renewal fail.
+// looks live until the watch loop detects the failed renewal.
 func (t *Term) CheckLive() error {
 	select {
 	case <-t.lost:
@@ -322,8 +323,8 @@ func (t *Term) watchKey(ctx context.Context) {
 
 // Resign gives up leadership and closes the session, so that another
 // node can win at once instead of after the lease TTL. It records the
-// resign, which tells the next leader that it need not wait before it
-// starts listeners, so the caller must have stopped its listeners first.
+// resign, which lets the next leader start listeners without waiting,
+// so the caller must have stopped its listeners first.
 func (t *Term) Resign(ctx context.Context) error {
 	t.stop()
 	err := resignTerm(ctx, t.client, t.keys, t.Fence, t.node, t.Since)

@@ -37,10 +37,10 @@ type Etcd struct {
 	keys         keys
 	historyLimit int
 	fence        atomic.Pointer[Fence]
-	// writeMu makes this node's writes take turns. Only the leader
-	// writes, so without it the conflicts a transaction retries on are
-	// all between its own concurrent writes, which share the run ID
-	// counter; a burst of claims then retried each other out.
+	// writeMu serializes this node's writes. Only the leader writes, so
+	// without it every conflict that a transaction retries on is between
+	// the leader's own concurrent writes, which share the run ID counter.
+	// A burst of claims then made each other retry until they failed.
 	writeMu sync.Mutex
 }
 

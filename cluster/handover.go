@@ -79,7 +79,7 @@ func recordTerm(ctx context.Context, client *clientv3.Client, k keys, fence Fenc
 
 // resignTerm deletes the term's election key and marks the term record
 // resigned in one transaction, fenced on the key, so that the record
-// says resigned only when the key went away by this resign.
+// shows resigned only when this resign deleted the key.
 func resignTerm(ctx context.Context, client *clientv3.Client, k keys, fence Fence, node string, since time.Time) error {
 	value, err := json.Marshal(termRecord{Node: node, Term: fence.Rev, Since: since, Resigned: time.Now().UTC()})
 	if err != nil {

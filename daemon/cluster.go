@@ -25,10 +25,10 @@ import (
 // failed, such as while etcd is unreachable.
 const campaignRetry = time.Second
 
-// runCluster runs the daemon as one node of a [cluster]: every node
-// serves the control socket and the health server, and only the node
-// that won the election runs the scheduler and the listeners, for as
-// long as its term lasts.
+// runCluster runs the daemon as one node of a [cluster]. Every node
+// serves the control socket and the health server. Only the node that
+// won the election runs the scheduler and the listeners, for as long as
+// its term lasts.
 func runCluster(ctx context.Context, opts Options) error {
 	cfg, log := opts.Config, opts.Log.With("node", opts.Config.Cluster.Node)
 	// The state folder keeps the control socket, run locks and the
