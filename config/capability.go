@@ -71,8 +71,8 @@ func readEffectiveCapabilities(path string) (capabilities, error) {
 	return 0, errors.New("no CapEff line in " + path)
 }
 
-// grantHint tells how to give a daemon that runs as root a capability
-// that its unit or its container took away.
+// grantHint returns the fix that gives a daemon that runs as root a
+// capability that its unit or its container took away.
 func grantHint(c capability) string {
 	short := strings.TrimPrefix(c.name, "CAP_")
 	return fmt.Sprintf("add %s to the unit's CapabilityBoundingSet= (or the container's capabilities, such as docker run --cap-add %s)", c.name, short)

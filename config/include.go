@@ -75,7 +75,7 @@ func (s *sourceSet) line(path keyPath) int {
 	return s.locate(path).lines.line(path)
 }
 
-// where returns the position of path for a message about the key at
+// where formats the position of path for a message about the key at
 // from: "on line N" in the same file, else "in FILE on line N".
 func (s *sourceSet) where(path, from keyPath) string {
 	src := s.locate(path)

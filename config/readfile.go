@@ -32,9 +32,9 @@ func (e *fileError) Unwrap() error { return e.kind }
 
 // readRegularFile reads the regular file at path, of at most limit bytes.
 // It opens the file with O_NONBLOCK, so a named pipe without a writer or a
-// device does not block the open, and checks the type on the open file
-// with fstat, so the file cannot be swapped for another between the check
-// and the read.
+// device does not block the open. It checks the type on the open file with
+// fstat, so the file cannot be swapped for another between the check and
+// the read.
 func readRegularFile(path string, limit int64) ([]byte, error) {
 	file, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {

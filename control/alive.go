@@ -13,9 +13,9 @@ import (
 
 // aliveName returns the abstract unix socket name that a daemon holds
 // while it serves the control socket at socket. An abstract name has no
-// file, so it outlives a deleted state folder: a CLI that finds no socket
-// file asks it whether a daemon still runs before it runs a job in-process
-// beside that daemon's runs.
+// file, so it outlives a deleted state folder. A CLI that finds no socket
+// file connects to it to check whether a daemon still runs before it runs
+// a job in-process beside that daemon's runs.
 //
 // NOTE: abstract names are per network namespace, so a CLI outside the
 // daemon's namespace (a unit with PrivateNetwork=) does not see it.
@@ -65,7 +65,7 @@ func (m *AliveMark) Close() {
 // aliveDaemon returns the pid of the daemon that holds the abstract name
 // of socket, and whether one does. A non-root CLI counts only a holder
 // running as root or as itself, so that another user who binds the name
-// first cannot stop its in-process runs; root counts any holder, and the
+// first cannot stop its in-process runs. Root counts any holder, and the
 // message it prints names the pid.
 func aliveDaemon(socket string) (int, bool) {
 	conn, err := net.DialTimeout("unix", aliveName(socket), time.Second)

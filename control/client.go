@@ -113,7 +113,7 @@ func GetStatus(socket string) (Status, error) {
 var ErrNoDaemon = errors.New("no daemon is listening")
 
 // dial connects to the daemon at socket. When the socket file is missing
-// or nobody listens on it but a daemon still holds its abstract name, the
+// or no process listens on it but a daemon still holds its abstract name, the
 // daemon recreates the file within its state check interval of 5 s, so
 // dial waits for it rather than report ErrNoDaemon, which would let a CLI
 // run a job in-process beside that daemon's runs.

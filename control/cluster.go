@@ -21,7 +21,7 @@ type ClusterStatus struct {
 	ListenersWaitUntil time.Time `json:"listeners_wait_until,omitzero"`
 	// Members are the nodes with a live etcd session.
 	Members []ClusterMember `json:"members"`
-	// Error is why etcd could not be read, or "".
+	// Error is the reason etcd could not be read, or "" when it was.
 	Error string `json:"error,omitempty"`
 }
 

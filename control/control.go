@@ -88,8 +88,8 @@ type DaemonInfo struct {
 	// succeeded or none was tried.
 	ReloadError    string    `json:"reload_error,omitempty"`
 	ReloadFailedAt time.Time `json:"reload_failed_at,omitzero"`
-	// StateError is why the state folder cannot keep the daemon's state,
-	// such as a deleted store or a full disk, or "" when it works.
+	// StateError is the reason the state folder cannot keep the daemon's
+	// state, such as a deleted store or a full disk, or "" when it works.
 	StateError   string    `json:"state_error,omitempty"`
 	StateErrorAt time.Time `json:"state_error_at,omitzero"`
 }

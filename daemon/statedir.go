@@ -31,6 +31,7 @@ const stateProbeFile = ".write-check"
 // fileID is a file's identity: its device and inode.
 type fileID struct{ dev, ino uint64 }
 
+// statID returns the identity of the file at path, following links.
 func statID(path string) (fileID, error) {
 	info, err := os.Stat(path)
 	if err != nil {
@@ -49,6 +50,8 @@ func lstatID(path string) (fileID, error) {
 	return infoID(path, info)
 }
 
+// infoID returns the identity in info, which os.Stat or os.Lstat of path
+// returned.
 func infoID(path string, info os.FileInfo) (fileID, error) {
 	st, ok := info.Sys().(*syscall.Stat_t)
 	if !ok {
@@ -134,7 +137,7 @@ func (w *stateWatch) connect(h *handler) {
 
 // addStateWatch adds the actor that checks the state folder every
 // stateCheckInterval. For the daemon's whole run it also holds the
-// abstract socket name that tells a CLI a daemon serves the control
+// abstract socket name that shows a CLI that a daemon serves the control
 // socket even while the socket file is missing.
 func addStateWatch(group *run.Group, cfg *config.Config, h *handler, log *slog.Logger) {
 	mark, err := control.MarkAlive(cfg.Runner.Socket)

@@ -171,7 +171,7 @@ func (r *Redactor) partialFrom(text string, start int) int {
 
 // LineRedactor redacts the lines of one child's output as they arrive and
 // passes them on. A line longer than MaxLineBytes reaches it in pieces,
-// and a secret that the cut falls inside is still replaced: the end of a
+// and a secret that the cut falls inside is still replaced. The end of a
 // piece that could begin a secret is held back and joined to the next
 // piece of the same stream.
 type LineRedactor struct {
@@ -226,8 +226,8 @@ func (l *LineRedactor) Flush() {
 // newline at exactly MaxLineBytes.
 //
 // NOTE: the reader trims a final "\r" from each piece, so a cut piece that
-// ended in "\r" arrives one byte short and counts as a whole line here; a
-// secret cut at that point is not held back.
+// ended in "\r" arrives one byte short and counts as a whole line here.
+// A secret cut at that point is therefore not held back.
 func continues(line Line) bool {
 	return len(line.Text) == MaxLineBytes
 }
