@@ -165,19 +165,12 @@ func (f *fakeTwitch) open() bool {
 // pointed at that node's fake server and a command that replies to !ping.
 func newHandoverNodes(t *testing.T, etcd *etcdtest.Cluster, names ...string) ([]*clusterNode, map[string]*fakeTwitch) {
 	t.Helper()
-	endpoints := `"` + strings.Join(etcd.Endpoints(), `", "`) + `"`
 	var nodes []*clusterNode
 	servers := map[string]*fakeTwitch{}
 	for _, name := range names {
 		server := newFakeTwitch(t, name)
 		servers[name] = server
-		text := fmt.Sprintf(`[cluster]
-etcd = [%s]
-node = %q
-lease_ttl = "5s"
-listener_handover = "8s"
-prefix = "/handover/"
-
+		text := clusterTable(etcd, name, "8s", "/handover/") + fmt.Sprintf(`
 [jobs.idle]
 command = ["/bin/true"]
 every = "24h"
@@ -190,7 +183,7 @@ username = "bot"
 token = { file = "twitch-token" }
 channels = ["chan"]
 commands = { "!ping" = { reply = "pong from %s", cooldown = "0s" } }
-`, endpoints, name, server.addr(), name)
+`, server.addr(), name)
 		p := newProject(t, text)
 		if err := os.WriteFile(p.path("twitch-token"), []byte("oauth:test\n"), 0o600); err != nil {
 			t.Fatal(err)

@@ -38,16 +38,9 @@ func newClusterNodes(t *testing.T, etcd *etcdtest.Cluster, names ...string) ([]*
 	dir := t.TempDir()
 	shared := filepath.Join(dir, "slots.txt")
 	t.Cleanup(func() { killPids(t, filepath.Join(dir, "listener-pids")) })
-	endpoints := `"` + strings.Join(etcd.Endpoints(), `", "`) + `"`
 	var nodes []*clusterNode
 	for _, name := range names {
-		text := fmt.Sprintf(`[cluster]
-etcd = [%s]
-node = %q
-lease_ttl = "5s"
-listener_handover = "2s"
-prefix = "/e2e/"
-
+		text := clusterTable(etcd, name, "2s", "/e2e/") + fmt.Sprintf(`
 [jobs.tick]
 command = ["/bin/sh", "-c", "echo \"$AGENT_RUNNER_SLOT $AGENT_RUNNER_TRIGGER $NODE\" >> %s"]
 env = { NODE = %q }
@@ -67,11 +60,24 @@ every = "24h"
 [listeners.watcher]
 kind = "exec"
 command = ["/bin/sh", "-c", "echo %s >> %s; echo $$ >> %s; exec sleep 300"]
-`, endpoints, name, shared, name, filepath.Join(dir, "pids"),
+`, shared, name, filepath.Join(dir, "pids"),
 			name, filepath.Join(dir, "listeners.txt"), filepath.Join(dir, "listener-pids"))
 		nodes = append(nodes, &clusterNode{name: name, p: newProject(t, text), jobs: text})
 	}
 	return nodes, shared
+}
+
+// clusterTable returns the [cluster] table of a node's config with a
+// 5s lease TTL, ending in a newline.
+func clusterTable(etcd *etcdtest.Cluster, node, listenerHandover, prefix string) string {
+	endpoints := `"` + strings.Join(etcd.Endpoints(), `", "`) + `"`
+	return fmt.Sprintf(`[cluster]
+etcd = [%s]
+node = %q
+lease_ttl = "5s"
+listener_handover = %q
+prefix = %q
+`, endpoints, node, listenerHandover, prefix)
 }
 
 // start starts the node's daemon without waiting for its scheduler,
