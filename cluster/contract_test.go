@@ -62,11 +62,11 @@ func TestContractClaimOnce(t *testing.T) {
 		}
 		second := mustClaim(t, s, scheduled("a", t0.Add(time.Minute)))
 		manual := mustClaim(t, s, state.Run{Job: "a", Trigger: state.TriggerManual, Start: t0})
-		if !(compareRunIDs(first.ID, second.ID) < 0 && compareRunIDs(second.ID, manual.ID) < 0) {
+		if !(state.CompareRunIDs(first.ID, second.ID) < 0 && state.CompareRunIDs(second.ID, manual.ID) < 0) {
 			t.Errorf("run IDs %s, %s, %s are not increasing", first.ID, second.ID, manual.ID)
 		}
 		other := mustClaim(t, s, scheduled("b", t0))
-		if compareRunIDs(manual.ID, other.ID) >= 0 {
+		if state.CompareRunIDs(manual.ID, other.ID) >= 0 {
 			t.Errorf("run ID of another job %s is not after %s, so IDs are not store-wide", other.ID, manual.ID)
 		}
 		if _, err := s.Claim(state.Run{Job: "a"}, t0); err == nil {

@@ -169,7 +169,7 @@ func (s *Etcd) Finish(run state.Run) error {
 	if err := validateFinishedRun(run); err != nil {
 		return fmt.Errorf("finish run: %w", err)
 	}
-	seq, err := parseRunID(run.ID)
+	seq, err := state.ParseRunID(run.ID)
 	if err != nil {
 		return fmt.Errorf("finish run of job %s: %w", run.Job, err)
 	}
@@ -252,7 +252,7 @@ func (s *Etcd) Runs(name string, limit int) ([]state.Run, error) {
 
 // Run returns one run of a job by ID, and false when there is none.
 func (s *Etcd) Run(name, id string) (state.Run, bool, error) {
-	seq, err := parseRunID(id)
+	seq, err := state.ParseRunID(id)
 	if err != nil {
 		return state.Run{}, false, fmt.Errorf("read run of job %s: %w", name, err)
 	}
@@ -291,7 +291,7 @@ func (s *Etcd) RecoverInterrupted(now time.Time, busy func(job string) bool) ([]
 		}
 		recovered = append(recovered, runs...)
 	}
-	slices.SortFunc(recovered, func(a, b state.Run) int { return compareRunIDs(a.ID, b.ID) })
+	slices.SortFunc(recovered, func(a, b state.Run) int { return state.CompareRunIDs(a.ID, b.ID) })
 	return recovered, nil
 }
 

@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -99,7 +98,7 @@ func (s *Etcd) getRun(t *txn, job string, seq uint64) (state.Run, bool, error) {
 }
 
 func (s *Etcd) putRun(t *txn, run state.Run) error {
-	seq, err := parseRunID(run.ID)
+	seq, err := state.ParseRunID(run.ID)
 	if err != nil {
 		return err
 	}
@@ -202,20 +201,6 @@ func validateFinishedRun(run state.Run) error {
 		return fmt.Errorf("run %s of job %s has a zero finish time", run.ID, run.Job)
 	}
 	return nil
-}
-
-func parseRunID(id string) (uint64, error) {
-	seq, err := strconv.ParseUint(id, 10, 64)
-	if err != nil || seq == 0 {
-		return 0, fmt.Errorf("invalid run ID %q: want a positive decimal number", id)
-	}
-	return seq, nil
-}
-
-func compareRunIDs(a, b string) int {
-	x, _ := strconv.ParseUint(a, 10, 64)
-	y, _ := strconv.ParseUint(b, 10, 64)
-	return cmp.Compare(x, y)
 }
 
 func formatTime(t time.Time) string {

@@ -111,7 +111,8 @@ func runKey(seq uint64) []byte {
 	return binary.BigEndian.AppendUint64(nil, seq)
 }
 
-func parseRunID(id string) (uint64, error) {
+// ParseRunID returns the sequence number of a run ID, a positive decimal.
+func ParseRunID(id string) (uint64, error) {
 	seq, err := strconv.ParseUint(id, 10, 64)
 	if err != nil || seq == 0 {
 		return 0, fmt.Errorf("invalid run ID %q: want a positive decimal number", id)
@@ -119,8 +120,8 @@ func parseRunID(id string) (uint64, error) {
 	return seq, nil
 }
 
-// compareRunIDs orders run IDs as numbers. IDs that do not parse sort first.
-func compareRunIDs(a, b string) int {
+// CompareRunIDs orders run IDs as numbers. IDs that do not parse sort first.
+func CompareRunIDs(a, b string) int {
 	x, _ := strconv.ParseUint(a, 10, 64)
 	y, _ := strconv.ParseUint(b, 10, 64)
 	return cmp.Compare(x, y)

@@ -119,7 +119,7 @@ func (s *Store) Finish(run Run) error {
 	if s.readOnly {
 		return fmt.Errorf("write state store %s: %w", s.path, ErrReadOnly)
 	}
-	seq, err := parseRunID(run.ID)
+	seq, err := ParseRunID(run.ID)
 	if err != nil {
 		return fmt.Errorf("finish run of job %s: %w", run.Job, err)
 	}
@@ -168,7 +168,7 @@ func checkFinish(tx *bolt.Tx, run Run, seq uint64) (JobState, error) {
 
 // finishIn writes a final record that Finish checked.
 func (s *Store) finishIn(tx *bolt.Tx, run Run) error {
-	seq, err := parseRunID(run.ID)
+	seq, err := ParseRunID(run.ID)
 	if err != nil {
 		return &finishConflict{err}
 	}
@@ -243,7 +243,7 @@ func (s *Store) Runs(name string, limit int) ([]Run, error) {
 
 // Run returns one run of a job by ID, and false when the store has none.
 func (s *Store) Run(name, id string) (Run, bool, error) {
-	seq, err := parseRunID(id)
+	seq, err := ParseRunID(id)
 	if err != nil {
 		return Run{}, false, fmt.Errorf("read run of job %s: %w", name, err)
 	}
@@ -297,7 +297,7 @@ func (s *Store) RecoverInterrupted(now time.Time, busy func(job string) bool) ([
 		return nil, fmt.Errorf("recover interrupted runs: %w", err)
 	}
 	slices.SortFunc(recovered, func(a, b Run) int {
-		return compareRunIDs(a.ID, b.ID)
+		return CompareRunIDs(a.ID, b.ID)
 	})
 	return recovered, nil
 }
@@ -323,7 +323,7 @@ func recoverJob(tx *bolt.Tx, name string, now time.Time) ([]Run, error) {
 		run.Finish = now.UTC()
 		run.Duration = max(run.Finish.Sub(run.Start), 0)
 		run.Error = interruptedMessage
-		seq, err := parseRunID(run.ID)
+		seq, err := ParseRunID(run.ID)
 		if err != nil {
 			return nil, err
 		}
