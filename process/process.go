@@ -29,6 +29,8 @@ const (
 	// pipeDrainTimeout bounds the wait for output after every process of
 	// the child is gone, in case an unknown process still holds a pipe.
 	pipeDrainTimeout = 2 * time.Second
+	// readBufferBytes is the size of each stream's read buffer.
+	readBufferBytes = 8 << 10
 )
 
 // Line is one line of a child's output.
@@ -210,16 +212,33 @@ func (r *Reaper) start(c *child, emit func(Line)) error {
 	return nil
 }
 
+// read emits the lines of one stream. A line longer than MaxLineBytes is
+// cut into pieces of that size. The reader starts small and the line
+// buffer grows only for long lines, because a burst of short runs holds
+// two readers per child.
 func (c *child) read(pipe *os.File, stream string, emit func(Line)) {
 	defer c.readers.Done()
-	reader := bufio.NewReaderSize(pipe, MaxLineBytes)
+	reader := bufio.NewReaderSize(pipe, readBufferBytes)
+	var line []byte
+	send := func() {
+		text := strings.TrimSuffix(string(line), "\n")
+		emit(Line{Stream: stream, Text: strings.TrimSuffix(text, "\r")})
+		line = line[:0]
+	}
 	for {
 		chunk, err := reader.ReadSlice('\n')
-		if len(chunk) > 0 {
-			text := strings.TrimSuffix(string(chunk), "\n")
-			emit(Line{Stream: stream, Text: strings.TrimSuffix(text, "\r")})
+		for len(chunk) > 0 {
+			n := min(len(chunk), MaxLineBytes-len(line))
+			line = append(line, chunk[:n]...)
+			chunk = chunk[n:]
+			if len(line) == MaxLineBytes || line[len(line)-1] == '\n' {
+				send()
+			}
 		}
 		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+			if len(line) > 0 {
+				send()
+			}
 			return
 		}
 	}
