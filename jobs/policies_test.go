@@ -69,11 +69,11 @@ func TestCatchUpSpreadStaggersStarts(t *testing.T) {
 		t.Errorf("first catch-up = %s, want a", run.Job)
 	}
 	h.expectNoRun()
-	h.clock.Advance(10 * time.Second)
+	h.clock.Advance(9 * time.Second)
 	if run := h.expectRuns(1)[0]; run.Job != "b" {
-		t.Errorf("second catch-up = %s, want b after a third of the spread", run.Job)
+		t.Errorf("second catch-up = %s, want b after a third of 90%% of the spread", run.Job)
 	}
-	h.clock.Advance(10 * time.Second)
+	h.clock.Advance(9 * time.Second)
 	if run := h.expectRuns(1)[0]; run.Job != "c" {
 		t.Errorf("third catch-up = %s, want c", run.Job)
 	}
@@ -87,8 +87,8 @@ func TestCatchUpSpreadCountsFromProcessStart(t *testing.T) {
 	h.stop()
 	h.clock.Advance(2 * time.Hour)
 
-	// The process started 12 s before the scheduler, so 18 s of the
-	// spread are left for the three runs.
+	// The process started 12 s before the scheduler, so 15 s of the
+	// spread's planned 27 s are left for the three runs.
 	processAge = func() time.Duration { return 12 * time.Second }
 	defer func() { processAge = func() time.Duration { return 0 } }()
 	h.start()
@@ -96,14 +96,14 @@ func TestCatchUpSpreadCountsFromProcessStart(t *testing.T) {
 	if run := h.expectRuns(1)[0]; run.Job != "a" {
 		t.Errorf("first catch-up = %s, want a", run.Job)
 	}
-	h.clock.Advance(5 * time.Second)
+	h.clock.Advance(4 * time.Second)
 	h.expectNoRun()
 	h.clock.Advance(time.Second)
 	if run := h.expectRuns(1)[0]; run.Job != "b" {
-		t.Errorf("second catch-up = %s, want b a third of 18 s after the start", run.Job)
+		t.Errorf("second catch-up = %s, want b a third of 15 s after the start", run.Job)
 	}
 	h.waitArmed()
-	h.clock.Advance(6 * time.Second)
+	h.clock.Advance(5 * time.Second)
 	if run := h.expectRuns(1)[0]; run.Job != "c" {
 		t.Errorf("third catch-up = %s, want c", run.Job)
 	}

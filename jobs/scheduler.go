@@ -303,6 +303,11 @@ func (s *Scheduler) Start(ctx context.Context) {
 	go s.openLocks(ctx, names)
 }
 
+// catchUpSlackPercent is the share of catch_up_spread that no catch-up
+// run is planned in, at its end. A run that waits for a max_concurrent
+// place, or starts late on a busy machine, still starts within the spread.
+const catchUpSlackPercent = 10
+
 // catchUpLocked runs, or skips, the slots of each job that passed while
 // the daemon was stopped, spreading the runs over catch_up_spread. The
 // spread counts from the process start, so every catch-up run starts
@@ -312,7 +317,7 @@ func (s *Scheduler) catchUpLocked() {
 	now := s.clock.Now()
 	due := s.slots.popDue(now)
 	sort.Slice(due, func(i, j int) bool { return due[i].job.Name < due[j].job.Name })
-	spread := max(s.spread-processAge(), 0)
+	spread := max(s.spread*(100-catchUpSlackPercent)/100-processAge(), 0)
 	var first []Request
 	for i, e := range due {
 		requests := s.claimDueLocked(e, now, state.TriggerCatchUp)
