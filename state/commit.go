@@ -10,56 +10,93 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// finishDelay bounds how long a finished run's record waits in memory for
-// a commit that some other write makes anyway. bbolt syncs every commit
-// twice (data pages, then the meta page), so a finish that rides along
-// with the next claim costs no sync of its own. A record lost to a crash
-// in that window shows as interrupted after the restart, as a crash during
-// the run does.
-const finishDelay = time.Second
+// commitDelay bounds how long claims and finished runs that the claim log
+// made durable wait in the open transaction for a bbolt commit. bbolt
+// syncs every commit twice (data pages, then the meta page), so runs in a
+// row cost one claim log sync each plus at most two syncs per commitDelay.
+const commitDelay = time.Second
 
 // writer turns concurrent writes into group commits: the first caller
-// leads and commits every write queued meanwhile in one bbolt transaction,
-// then hands the lead to the next waiting caller. Under load, claims of a
-// slot's runs share a commit; alone, a write commits at once, as before.
+// leads and applies every write queued meanwhile to one open bbolt write
+// transaction, then hands the lead to the next waiting caller.
+//
+// A batch of claims and finishes stays in the open transaction and is made
+// durable by one claim log write and one fdatasync, without one for
+// finishes alone. Any other write commits the open transaction. Readers
+// through db.View keep seeing the last commit, so view commits first.
 type writer struct {
 	mu      sync.Mutex
 	leading bool
 	queue   []*writeOp
-	// finishes are final run records not yet written. Every transaction
-	// writes them first, and a timer writes them after finishDelay.
-	finishes []Run
-	pending  map[string]bool
-	timer    *time.Timer
-	log      *slog.Logger
+	// pending is set while writes wait for a commit, for callers that do
+	// not lead.
+	pending bool
+	timer   *time.Timer
+	// delay is commitDelay, which tests raise to keep the transaction
+	// open.
+	delay time.Duration
+	log   *slog.Logger
+
+	// tx is the open write transaction, nil when none. Its changes beyond
+	// the last commit are exactly the entries in claims, so it can be
+	// rebuilt from them. Only the leader uses tx and claims.
+	tx     *bolt.Tx
+	claims *claimLog
+	// commits counts bbolt commits, for tests.
+	commits int
 }
+
+// opKind is how a write becomes durable.
+type opKind int
+
+const (
+	// opCommit commits the open transaction before update returns.
+	opCommit opKind = iota
+	// opClaim is synced to the claim log before update returns.
+	opClaim
+	// opFinish is written to the claim log without a sync, so it becomes
+	// durable with the next claim or commit.
+	opFinish
+)
 
 // writeOp is one caller's write. ready is closed once err is set, or once
 // the caller is to lead; the leader reads its own result without it.
 type writeOp struct {
-	fn    func(tx *bolt.Tx) error
+	kind opKind
+	// fn applies the write to tx, and returns the entry that redoes it
+	// for opClaim and opFinish.
+	fn    func(tx *bolt.Tx) (*logEntry, error)
+	entry *logEntry
 	err   error
 	lead  bool
 	ready chan struct{}
 }
 
-// opError marks a failure of one write in a batch, as opposed to a failed
-// commit.
-type opError struct{ err error }
+// rejection is a write's error raised before the write changed anything,
+// such as a slot that is not after the last one, so the open transaction
+// needs no rollback.
+type rejection struct{ err error }
 
-func (e *opError) Error() string { return e.err.Error() }
+func (e *rejection) Error() string { return e.err.Error() }
+func (e *rejection) Unwrap() error { return e.err }
 
-// update runs fn in a write transaction that bbolt commits with its two
-// fdatasync calls before update returns. The transaction may contain the
-// writes of other callers and the pending finished runs. When fn fails,
-// the batch is retried one write per transaction, so fn's error undoes
-// only fn's own writes.
+// update runs fn in the open write transaction and commits it, with
+// bbolt's two fdatasync calls, before update returns. The commit may
+// contain the writes of other callers and the pending claims and
+// finishes. When fn fails, the batch is retried one write at a time, so
+// fn's error undoes only fn's own writes.
 func (s *Store) update(fn func(tx *bolt.Tx) error) error {
+	return s.write(opCommit, func(tx *bolt.Tx) (*logEntry, error) { return nil, fn(tx) })
+}
+
+// write queues a write of the given kind and returns its result once it
+// is durable as that kind promises.
+func (s *Store) write(kind opKind, fn func(tx *bolt.Tx) (*logEntry, error)) error {
 	if s.readOnly {
 		return fmt.Errorf("write state store %s: %w", s.path, ErrReadOnly)
 	}
 	w := &s.writer
-	op := &writeOp{fn: fn, ready: make(chan struct{})}
+	op := &writeOp{kind: kind, fn: fn, ready: make(chan struct{})}
 	w.mu.Lock()
 	w.queue = append(w.queue, op)
 	lead := !w.leading
@@ -75,28 +112,33 @@ func (s *Store) update(fn func(tx *bolt.Tx) error) error {
 	return op.err
 }
 
-// commitQueued commits every queued write and every pending finish, then
-// passes the lead to the oldest write that arrived during the commit.
+// commitQueued applies every queued write, then passes the lead to the
+// oldest write that arrived meanwhile.
 func (s *Store) commitQueued(self *writeOp) {
 	w := &s.writer
 	w.mu.Lock()
-	batch, finishes := w.queue, w.finishes
-	w.queue, w.finishes, w.pending = nil, nil, nil
-	if w.timer != nil {
+	batch := w.queue
+	w.queue = nil
+	w.mu.Unlock()
+
+	s.commitBatch(batch)
+
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	// After a rollback, the claim log alone contains the pending writes.
+	w.pending = w.tx != nil || (w.claims != nil && w.claims.size > 0)
+	if w.pending && w.timer == nil {
+		w.timer = time.AfterFunc(w.delay, s.flush)
+	}
+	if !w.pending && w.timer != nil {
 		w.timer.Stop()
 		w.timer = nil
 	}
-	w.mu.Unlock()
-
-	s.commitBatch(batch, finishes)
 	for _, op := range batch {
 		if op != self {
 			close(op.ready)
 		}
 	}
-
-	w.mu.Lock()
-	defer w.mu.Unlock()
 	if len(w.queue) == 0 {
 		w.leading = false
 		return
@@ -106,106 +148,165 @@ func (s *Store) commitQueued(self *writeOp) {
 	close(next.ready)
 }
 
-// commitBatch writes finishes and batch in one transaction and sets each
-// write's error. When one write fails, the transaction is rolled back and
-// every write is retried alone, so a write never fails for another's
-// error.
-func (s *Store) commitBatch(batch []*writeOp, finishes []Run) {
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		if err := s.writeFinishes(tx, finishes); err != nil {
-			return err
-		}
-		for _, op := range batch {
-			if err := op.fn(tx); err != nil {
-				return &opError{err}
-			}
-		}
-		return nil
-	})
-	if err == nil {
-		return
-	}
-	var failed *opError
-	if !errors.As(err, &failed) {
-		// The commit itself failed, so every write did.
+// commitBatch applies batch to the open transaction and makes it durable,
+// setting each write's error. When a write fails after it may have
+// changed the transaction, the transaction is rolled back and every write
+// is retried alone, so a write never fails for another's error.
+func (s *Store) commitBatch(batch []*writeOp) {
+	tx, err := s.openTx()
+	if err != nil {
 		for _, op := range batch {
 			op.err = err
 		}
-		s.commitFinishes(finishes)
-		return
-	}
-	// Finishes go first, as in the batch, so that a job's earlier run is
-	// finished before its next one is claimed.
-	s.commitFinishes(finishes)
-	if len(batch) == 1 {
-		batch[0].err = failed.err
 		return
 	}
 	for _, op := range batch {
-		op.err = s.db.Update(op.fn)
-	}
-}
-
-// commitFinishes writes finished runs in a transaction of their own.
-func (s *Store) commitFinishes(finishes []Run) {
-	if len(finishes) == 0 {
-		return
-	}
-	err := s.db.Update(func(tx *bolt.Tx) error { return s.writeFinishes(tx, finishes) })
-	if err != nil {
-		s.writer.log.Error("record finished runs failed; they will show as interrupted after a restart",
-			"runs", len(finishes), "err", err)
-	}
-}
-
-// writeFinishes stores pending final records. A record whose run is gone
-// or no longer running is logged and dropped, because its job was
-// forgotten or recovered meanwhile. Only a failed bbolt write is returned.
-func (s *Store) writeFinishes(tx *bolt.Tx, finishes []Run) error {
-	for _, run := range finishes {
-		err := s.finishIn(tx, run)
-		var skip *finishConflict
-		if errors.As(err, &skip) {
-			s.writer.log.Warn("finished run not recorded", "job", run.Job, "run", run.ID, "err", skip.err)
+		op.entry, op.err = op.fn(tx)
+		var rejected *rejection
+		if op.err == nil || errors.As(op.err, &rejected) {
 			continue
 		}
-		if err != nil {
+		s.abortTx()
+		if len(batch) == 1 {
+			return
+		}
+		for _, op := range batch {
+			op.err, op.entry = nil, nil
+			s.commitBatch([]*writeOp{op})
+		}
+		return
+	}
+	s.persist(batch)
+}
+
+// persist makes the applied writes of batch durable: through the claim
+// log when they are all claims and finishes and fit in it, or else by
+// committing the open transaction.
+func (s *Store) persist(batch []*writeOp) {
+	w := &s.writer
+	var done []*writeOp
+	commit, sync := false, false
+	for _, op := range batch {
+		if op.err != nil {
+			continue
+		}
+		done = append(done, op)
+		commit = commit || op.kind == opCommit
+		sync = sync || op.kind == opClaim
+	}
+	if len(done) == 0 {
+		if w.claims.size == 0 {
+			// The transaction has no changes to keep.
+			s.abortTx()
+		}
+		return
+	}
+	if !commit {
+		err := s.appendEntries(done, sync)
+		if err == nil {
+			return
+		}
+		if !errors.Is(err, errClaimLogFull) {
+			s.abortTx()
+			setErrors(done, err)
+			return
+		}
+	}
+
+	err := w.tx.Commit()
+	w.tx = nil
+	if err != nil {
+		// bbolt rolled the transaction back, and the next write rebuilds
+		// it from the claim log.
+		setErrors(done, fmt.Errorf("commit state store %s: %w", s.path, err))
+		return
+	}
+	w.commits++
+	if err := w.claims.reset(); err != nil {
+		w.log.Warn("claim log not reset after a commit; a restart replays entries that the store already contains", "err", err)
+	}
+}
+
+// appendEntries writes the entries of done to the claim log in one write,
+// synced when sync is set.
+func (s *Store) appendEntries(done []*writeOp, sync bool) error {
+	claims := s.writer.claims
+	var records []byte
+	for _, op := range done {
+		var err error
+		if records, err = appendRecord(records, claims.generation, *op.entry); err != nil {
 			return err
 		}
 	}
+	return claims.append(records, sync)
+}
+
+func setErrors(ops []*writeOp, err error) {
+	for _, op := range ops {
+		op.err = err
+	}
+}
+
+// openTx returns the open write transaction, beginning one when there is
+// none. A new transaction first redoes the claim log's entries, which
+// are in the log but not yet in bbolt after a rollback or a failed commit.
+func (s *Store) openTx() (*bolt.Tx, error) {
+	w := &s.writer
+	if w.tx != nil {
+		return w.tx, nil
+	}
+	tx, err := s.db.Begin(true)
+	if err != nil {
+		return nil, fmt.Errorf("begin write to state store %s: %w", s.path, err)
+	}
+	if w.claims != nil && w.claims.size > 0 {
+		err := s.redoClaimLog(tx)
+		if err != nil {
+			_ = tx.Rollback()
+			return nil, err
+		}
+	}
+	w.tx = tx
+	return tx, nil
+}
+
+// redoClaimLog rebuilds the open transaction's pending writes from the
+// claim log.
+func (s *Store) redoClaimLog(tx *bolt.Tx) error {
+	entries, err := s.writer.claims.entries()
+	if err == nil {
+		_, err = redoEntries(tx, entries, s.historyLimit, s.writer.log)
+	}
+	if err != nil {
+		return fmt.Errorf("rebuild pending claims of state store %s: %w", s.path, err)
+	}
 	return nil
 }
 
-// queueFinish adds a checked final record to the pending ones and arms the
-// timer that writes them when no other write comes first.
-func (s *Store) queueFinish(run Run) error {
+// abortTx rolls back the open transaction. The next write rebuilds it
+// from the claim log, which contains only acknowledged writes.
+func (s *Store) abortTx() {
 	w := &s.writer
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.pending[run.ID] {
-		return fmt.Errorf("run %s is already finished: %w", run.ID, ErrRunFinished)
+	if w.tx == nil {
+		return
 	}
-	if w.pending == nil {
-		w.pending = make(map[string]bool)
+	if err := w.tx.Rollback(); err != nil {
+		w.log.Warn("roll back state store transaction failed", "err", err)
 	}
-	w.pending[run.ID] = true
-	w.finishes = append(w.finishes, run)
-	if w.timer == nil {
-		w.timer = time.AfterFunc(finishDelay, s.flushFinishes)
-	}
-	return nil
+	w.tx = nil
 }
 
-// flushFinishes commits the pending finished runs, if any.
-func (s *Store) flushFinishes() {
+// flush commits the open transaction, if any, so that db.View sees every
+// write that returned before.
+func (s *Store) flush() {
 	w := &s.writer
 	w.mu.Lock()
-	empty := len(w.finishes) == 0
+	pending := w.pending
 	w.mu.Unlock()
-	if empty {
+	if !pending {
 		return
 	}
 	if err := s.update(func(*bolt.Tx) error { return nil }); err != nil {
-		w.log.Error("record finished runs failed", "err", err)
+		w.log.Error("commit pending claims and finished runs failed; the claim log still contains them", "err", err)
 	}
 }

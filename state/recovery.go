@@ -46,8 +46,18 @@ func moveAside(path string, cause error, opts Options) (string, error) {
 	if err := os.Rename(path, dest); err != nil {
 		return "", fmt.Errorf("move corrupt state store %s aside: %w", path, err)
 	}
+	// The claim log goes along, so it is never replayed into the fresh
+	// store. A failure here leaves the store missing, and the next Open
+	// removes the log.
+	logDest := dest + claimLogSuffix
+	err = os.Rename(path+claimLogSuffix, logDest)
+	if errors.Is(err, fs.ErrNotExist) {
+		logDest = ""
+	} else if err != nil {
+		return "", fmt.Errorf("move claim log of corrupt state store %s aside: %w", path, err)
+	}
 	opts.Logger.Error("moved corrupt state store aside and started a fresh store",
-		"path", path, "moved_to", dest, "err", cause)
+		"path", path, "moved_to", dest, "claim_log_moved_to", logDest, "err", cause)
 	syncDir(filepath.Dir(path), opts.Logger)
 	return dest, nil
 }

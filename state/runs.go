@@ -12,49 +12,62 @@ import (
 // interruptedMessage is the Error that RecoverInterrupted sets on a run.
 const interruptedMessage = "agent-runner stopped before the run finished"
 
-// Claim durably records the start of a run before its command starts, in
-// one transaction. It assigns run.ID from a store-wide sequence, stores the
-// run with Result "running", and sets the job's Running, LastStart and
-// NextRun=next.
+// Claim durably records the start of a run before its command starts. It
+// assigns run.ID from a store-wide sequence, stores the run with Result
+// "running", and sets the job's Running, LastStart and NextRun=next.
 //
 // A run with a non-zero Slot also advances the job's LastSlot to it, and
 // fails with ErrSlotClaimed, writing nothing, unless the slot is strictly
 // after the stored LastSlot. Manual runs have a zero Slot and never touch
 // LastSlot. A job the store has not seen, such as one run by hand before
 // the daemon ever started, is created with FirstSeen at the run's start in
-// the same transaction, so a run costs one commit.
+// the same write.
+//
+// The claim is durable when Claim returns: it is in the open bbolt
+// transaction and synced to the claim log, which the next read-write Open
+// replays should the process die before the transaction commits. Claims
+// that arrive together share one sync.
 func (s *Store) Claim(run Run, next time.Time) (Run, error) {
 	if err := validateNewRun(run); err != nil {
 		return Run{}, fmt.Errorf("claim run: %w", err)
 	}
 	var stored Run
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.write(opClaim, func(tx *bolt.Tx) (*logEntry, error) {
 		state, found, err := getJob(tx, run.Job)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if !found {
 			state = JobState{Name: run.Job, FirstSeen: run.Start}
 		}
 		if !run.Slot.IsZero() {
 			if err := checkSlotAfter(run.Slot, state.LastSlot); err != nil {
-				return err
+				return nil, &rejection{err}
 			}
 			state.LastSlot = run.Slot
 		}
 		run.Result = ResultRunning
 		if stored, err = s.insertRun(tx, run); err != nil {
-			return err
+			return nil, err
 		}
-		state.Running = true
-		state.LastStart = stored.Start
-		state.NextRun = next
-		return putJob(tx, state)
+		markClaimed(&state, stored, next)
+		if err := putJob(tx, state); err != nil {
+			return nil, err
+		}
+		return &logEntry{Op: entryClaim, Run: stored, Next: next.UTC()}, nil
 	})
 	if err != nil {
 		return Run{}, fmt.Errorf("claim run of job %s: %w", run.Job, err)
 	}
 	return stored, nil
+}
+
+// markClaimed sets the fields of a job that a claim of run changes,
+// apart from LastSlot.
+func markClaimed(state *JobState, run Run, next time.Time) {
+	state.Running = true
+	state.LastStart = run.Start
+	state.NextRun = next
 }
 
 // Skip advances the job's LastSlot to slot without running it, for a slot
@@ -82,7 +95,7 @@ func (s *Store) Skip(name string, slot time.Time, trigger, reason string, now, n
 			return err
 		}
 		if err := checkSlotAfter(slot, state.LastSlot); err != nil {
-			return err
+			return &rejection{err}
 		}
 		if _, err := s.insertRun(tx, run); err != nil {
 			return err
@@ -105,10 +118,11 @@ func (s *Store) Skip(name string, slot time.Time, trigger, reason string, now, n
 // ConsecutiveFailures, and "skipped" and "interrupted" leave it unchanged.
 // Output is stored as given, so callers cap it.
 //
-// Finish checks the run and returns; the record is written by the next
-// commit, which every read and write of this store makes first, and at
-// the latest finishDelay later or at Close. A crash before then leaves
-// the run "running", which RecoverInterrupted marks as interrupted.
+// Finish applies the record to the open bbolt transaction and writes it
+// to the claim log without a sync of its own, so it becomes durable with
+// the next claim's sync or the next commit, which comes at the latest
+// commitDelay later or at Close. A crash before then leaves the run
+// "running", which RecoverInterrupted marks as interrupted.
 //
 // The error wraps ErrRunNotFound when the job has no run with run.ID, and
 // ErrRunFinished when that run is no longer "running".
@@ -116,39 +130,28 @@ func (s *Store) Finish(run Run) error {
 	if err := validateFinishedRun(run); err != nil {
 		return fmt.Errorf("finish run: %w", err)
 	}
-	if s.readOnly {
-		return fmt.Errorf("write state store %s: %w", s.path, ErrReadOnly)
-	}
-	seq, err := ParseRunID(run.ID)
-	if err != nil {
+	if _, err := ParseRunID(run.ID); err != nil {
 		return fmt.Errorf("finish run of job %s: %w", run.Job, err)
 	}
-	err = s.db.View(func(tx *bolt.Tx) error {
-		_, err := checkFinish(tx, run, seq)
-		return err
+	run = run.inUTC()
+	err := s.write(opFinish, func(tx *bolt.Tx) (*logEntry, error) {
+		if err := finishIn(tx, run, s.historyLimit); err != nil {
+			return nil, err
+		}
+		return &logEntry{Op: entryFinish, Run: run}, nil
 	})
-	if err == nil {
-		err = s.queueFinish(run)
-	}
 	if err != nil {
 		return fmt.Errorf("finish run %s of job %s: %w", run.ID, run.Job, err)
 	}
 	return nil
 }
 
-// finishConflict is a final record that no longer fits the store: its job
-// or run is gone, or the run is already finished.
-type finishConflict struct{ err error }
-
-func (e *finishConflict) Error() string { return e.err.Error() }
-func (e *finishConflict) Unwrap() error { return e.err }
-
 // checkFinish returns the job of a run that may be finished, or a
-// *finishConflict.
+// *rejection when the job or run is gone or the run is already finished.
 func checkFinish(tx *bolt.Tx, run Run, seq uint64) (JobState, error) {
 	state, err := existingJob(tx, run.Job)
 	if errors.Is(err, ErrJobNotFound) {
-		return JobState{}, &finishConflict{err}
+		return JobState{}, &rejection{err}
 	}
 	if err != nil {
 		return JobState{}, err
@@ -158,19 +161,20 @@ func checkFinish(tx *bolt.Tx, run Run, seq uint64) (JobState, error) {
 		return JobState{}, err
 	}
 	if !ok {
-		return JobState{}, &finishConflict{fmt.Errorf("run %s: %w", run.ID, ErrRunNotFound)}
+		return JobState{}, &rejection{fmt.Errorf("run %s: %w", run.ID, ErrRunNotFound)}
 	}
 	if stored.Result != ResultRunning {
-		return JobState{}, &finishConflict{fmt.Errorf("run %s has result %q: %w", run.ID, stored.Result, ErrRunFinished)}
+		return JobState{}, &rejection{fmt.Errorf("run %s has result %q: %w", run.ID, stored.Result, ErrRunFinished)}
 	}
 	return state, nil
 }
 
-// finishIn writes a final record that Finish checked.
-func (s *Store) finishIn(tx *bolt.Tx, run Run) error {
+// finishIn writes a final record in place of its run's "running" one and
+// updates the job's health.
+func finishIn(tx *bolt.Tx, run Run, historyLimit int) error {
 	seq, err := ParseRunID(run.ID)
 	if err != nil {
-		return &finishConflict{err}
+		return &rejection{err}
 	}
 	state, err := checkFinish(tx, run, seq)
 	if err != nil {
@@ -185,7 +189,7 @@ func (s *Store) finishIn(tx *bolt.Tx, run Run) error {
 	if err := putJob(tx, state); err != nil {
 		return err
 	}
-	return pruneRuns(runs, s.historyLimit)
+	return pruneRuns(runs, historyLimit)
 }
 
 // RecordSkipped stores a run that never started because another run of the

@@ -74,15 +74,32 @@ func Open(path string, opts Options) (*Store, error) {
 	opts = opts.withDefaults()
 	s := &Store{path: path, readOnly: opts.ReadOnly, historyLimit: opts.HistoryLimit}
 	s.writer.log = opts.Logger
+	s.writer.delay = commitDelay
 
 	var err error
 	if opts.ReadOnly {
+		// NOTE: a read-only Open ignores the claim log, so until a
+		// read-write Open replays it, reads miss the claims and finishes of
+		// the last second before a daemon was killed.
 		s.db, err = openReadOnly(path, opts)
-	} else {
-		s.db, s.recovered, err = openReadWrite(path, opts)
+		if err != nil {
+			return nil, err
+		}
+		return s, nil
 	}
+
+	s.db, s.recovered, err = openReadWrite(path, opts)
 	if err != nil {
 		return nil, err
+	}
+	logPath := path + claimLogSuffix
+	generation, err := replayClaimLog(s.db, logPath, opts)
+	if err == nil {
+		s.writer.claims, err = openClaimLog(logPath, generation)
+	}
+	if err != nil {
+		_ = s.db.Close()
+		return nil, fmt.Errorf("open state store %s: %w", path, err)
 	}
 	return s, nil
 }
@@ -93,13 +110,22 @@ func openReadWrite(path string, opts Options) (*bolt.DB, string, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, "", fmt.Errorf("create state folder: %w", err)
 	}
-	warnIfEmpty(path, opts.Logger)
+	empty := warnIfEmpty(path, opts.Logger)
 	_, statErr := os.Stat(path)
 	created := errors.Is(statErr, fs.ErrNotExist)
 
 	db, err := openStore(path, opts)
 	if err == nil && created {
 		syncDir(filepath.Dir(path), opts.Logger)
+	}
+	if err == nil && (created || empty) {
+		// NOTE: a store that another process created between the Stat
+		// above and the lock, and left with pending claims, loses its
+		// claim log here.
+		if err := discardClaimLog(path+claimLogSuffix, opts.Logger); err != nil {
+			_ = db.Close()
+			return nil, "", fmt.Errorf("open state store %s: %w", path, err)
+		}
 	}
 	if !errors.Is(err, ErrCorrupt) {
 		return db, "", err
@@ -152,22 +178,32 @@ func openStore(path string, opts Options) (*bolt.DB, error) {
 }
 
 // warnIfEmpty logs a zero-length store file, which bbolt initializes as a
-// new database. It can be left by a crash while the file was first created,
-// or by something outside agent-runner truncating it.
-func warnIfEmpty(path string, logger *slog.Logger) {
+// new database, and reports whether it found one. It can be left by a
+// crash while the file was first created, or by something outside
+// agent-runner truncating it.
+func warnIfEmpty(path string, logger *slog.Logger) bool {
 	info, err := os.Stat(path)
 	if err != nil || !info.Mode().IsRegular() || info.Size() != 0 {
-		return
+		return false
 	}
 	logger.Warn("state store file is empty, so a fresh store is started in it", "path", path)
+	return true
 }
 
-// Close writes the pending finished runs, closes the file and releases
-// its lock. It waits for transactions in progress to finish.
+// Close commits the pending claims and finished runs, closes the file and
+// releases its lock. It waits for transactions in progress to finish. A
+// failed commit leaves them in the claim log for the next Open.
 func (s *Store) Close() error {
-	s.flushFinishes()
+	s.flush()
+	var logErr error
+	if s.writer.claims != nil {
+		logErr = s.writer.claims.close()
+	}
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("close state store %s: %w", s.path, err)
+	}
+	if logErr != nil {
+		return fmt.Errorf("close state store %s: close claim log: %w", s.path, logErr)
 	}
 	return nil
 }
@@ -178,9 +214,10 @@ func (s *Store) Path() string { return s.path }
 // Recovered returns the path a corrupt store was moved to by Open, or "".
 func (s *Store) Recovered() string { return s.recovered }
 
-// view runs fn in a read transaction after writing the pending finished
-// runs, so that a read sees every Finish that returned before it.
+// view runs fn in a read transaction after committing the open write
+// transaction, so that a read sees every Claim and Finish that returned
+// before it.
 func (s *Store) view(fn func(tx *bolt.Tx) error) error {
-	s.flushFinishes()
+	s.flush()
 	return s.db.View(fn)
 }

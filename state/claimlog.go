@@ -1,0 +1,258 @@
+package state
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// claimLogSuffix names the claim log beside the store file,
+// PATH-claimlog.
+const claimLogSuffix = "-claimlog"
+
+// claimLogSize is the preallocated size of the claim log. Records are
+// written in place inside it, so a sync flushes data blocks only and
+// never changes the file's size or extents. A batch that does not fit
+// commits bbolt instead, which empties the log.
+const claimLogSize = 1 << 20
+
+// recordHeaderSize is the size of a record's header: the payload length
+// (uint32), the CRC-32C of the rest of the record (uint32) and the
+// generation (uint64), all little-endian.
+const recordHeaderSize = 16
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// errClaimLogFull means a batch's records do not fit in the rest of the
+// claim log.
+var errClaimLogFull = errors.New("claim log is full")
+
+// Kinds of log entries.
+const (
+	entryClaim  = "claim"
+	entryFinish = "finish"
+)
+
+// logEntry is one write that the claim log makes durable ahead of bbolt:
+// a claimed run with its assigned ID and the job's next run, or a final
+// run record. It contains what replay needs to redo the write.
+type logEntry struct {
+	Op   string    `json:"op"`
+	Run  Run       `json:"run"`
+	Next time.Time `json:"next,omitzero"`
+}
+
+// claimLog is the append-only file that makes claims durable with one
+// fdatasync, ahead of the bbolt commit that contains them. It holds the
+// entries of the open write transaction only: each commit resets it by
+// starting a new generation at offset 0, so records of an older
+// generation that follow are never replayed. The store's bbolt file lock
+// also guards the log, which has no lock of its own.
+type claimLog struct {
+	file       *os.File
+	path       string
+	generation uint64
+	// size is the length of this generation's records from offset 0.
+	size int64
+	// syncs counts fdatasync calls, for tests.
+	syncs  int
+	closed bool
+}
+
+// openClaimLog opens the claim log at path for writing, creating and
+// preallocating it as needed, and starts a generation after lastGeneration.
+func openClaimLog(path string, lastGeneration uint64) (*claimLog, error) {
+	file, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open claim log: %w", err)
+	}
+	if err := preallocate(file); err != nil {
+		_ = file.Close()
+		return nil, fmt.Errorf("preallocate claim log %s: %w", path, err)
+	}
+	l := &claimLog{file: file, path: path, generation: lastGeneration}
+	if err := l.reset(); err != nil {
+		_ = file.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// preallocate extends file to claimLogSize with written zeros and syncs
+// it, so that later syncs of records inside it change no metadata.
+// fallocate would leave unwritten extents, whose first write still
+// commits a journal transaction on ext4.
+func preallocate(file *os.File) error {
+	info, err := file.Stat()
+	if err != nil {
+		return err
+	}
+	if info.Size() >= claimLogSize {
+		return nil
+	}
+	zeros := make([]byte, claimLogSize-info.Size())
+	if _, err := file.WriteAt(zeros, info.Size()); err != nil {
+		return err
+	}
+	return file.Sync()
+}
+
+// reset starts a new generation at offset 0 after a commit made the
+// log's entries redundant. It overwrites the first header with zeros,
+// without a sync, so a clean restart finds the log empty. Should that
+// write not reach the disk, replay skips the old entries because bbolt
+// already contains them.
+func (l *claimLog) reset() error {
+	// A generation from the clock also differs from those of records an
+	// earlier process left further into the file.
+	l.generation = max(l.generation+1, uint64(time.Now().UnixNano()))
+	l.size = 0
+	if _, err := l.file.WriteAt(make([]byte, recordHeaderSize), 0); err != nil {
+		return fmt.Errorf("reset claim log %s: %w", l.path, err)
+	}
+	return nil
+}
+
+// append writes records, encoded by appendRecord with l.generation, after
+// the log's current ones, followed by a zero header that marks the end,
+// and syncs the data when sync is set. It returns errClaimLogFull,
+// writing nothing, when they do not fit. After a failed write or sync the
+// records count as not written, and the end marker is put back in front
+// of them.
+func (l *claimLog) append(records []byte, sync bool) error {
+	end := l.size + int64(len(records))
+	if end+recordHeaderSize > claimLogSize {
+		return errClaimLogFull
+	}
+	buf := make([]byte, len(records)+recordHeaderSize)
+	copy(buf, records)
+	_, err := l.file.WriteAt(buf, l.size)
+	if err == nil && sync {
+		l.syncs++
+		err = unix.Fdatasync(int(l.file.Fd()))
+	}
+	if err != nil {
+		// NOTE: after a failed fdatasync the kernel may still write the
+		// records later, and if it writes them but not this end marker, a
+		// restart replays claims that Claim reported as failed. Their runs
+		// then show as interrupted, so no slot runs twice.
+		_, _ = l.file.WriteAt(make([]byte, recordHeaderSize), l.size)
+		return fmt.Errorf("write claim log %s: %w", l.path, err)
+	}
+	l.size = end
+	return nil
+}
+
+// entries reads back and decodes the records of the current generation.
+func (l *claimLog) entries() ([]logEntry, error) {
+	data := make([]byte, l.size)
+	if _, err := l.file.ReadAt(data, 0); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("read claim log %s: %w", l.path, err)
+	}
+	parsed := parseClaimLog(data)
+	if parsed.problem != nil {
+		return nil, fmt.Errorf("read claim log %s: %w", l.path, parsed.problem)
+	}
+	return parsed.entries, nil
+}
+
+// close closes the file. Closing it again does nothing, as for the
+// store's bbolt file.
+func (l *claimLog) close() error {
+	if l.closed {
+		return nil
+	}
+	l.closed = true
+	return l.file.Close()
+}
+
+// appendRecord appends the framed record of entry to buf.
+func appendRecord(buf []byte, generation uint64, entry logEntry) ([]byte, error) {
+	payload, err := json.Marshal(entry)
+	if err != nil {
+		return buf, fmt.Errorf("encode claim log entry for run %s: %w", entry.Run.ID, err)
+	}
+	var header [recordHeaderSize]byte
+	binary.LittleEndian.PutUint32(header[0:4], uint32(len(payload)))
+	binary.LittleEndian.PutUint64(header[8:16], generation)
+	binary.LittleEndian.PutUint32(header[4:8], recordChecksum(header[:], payload))
+	buf = append(buf, header[:]...)
+	return append(buf, payload...), nil
+}
+
+// recordChecksum is the CRC-32C of a record's length, generation and
+// payload: everything but the checksum field itself.
+func recordChecksum(header, payload []byte) uint32 {
+	sum := crc32.Update(0, castagnoli, header[0:4])
+	sum = crc32.Update(sum, castagnoli, header[8:16])
+	return crc32.Update(sum, castagnoli, payload)
+}
+
+// parsedLog is the readable start of a claim log.
+type parsedLog struct {
+	entries []logEntry
+	// ends[i] is the offset just past entries[i].
+	ends []int64
+	// generation is that of the first record, 0 when there is none.
+	generation uint64
+	// problem describes a torn or corrupt record at offset end, where
+	// reading stopped; nil when the log ended cleanly.
+	problem error
+	end     int64
+}
+
+// parseClaimLog reads records from offset 0 until a zero header (the end
+// marker), a record of another generation than the first (left from
+// before a reset), the end of data, or a record that fails its checks.
+// Only the last is a problem: a record torn by a crash during its write,
+// which was never acknowledged.
+func parseClaimLog(data []byte) parsedLog {
+	var parsed parsedLog
+	var zero [recordHeaderSize]byte
+	for {
+		offset := parsed.end
+		rest := data[offset:]
+		if len(rest) < recordHeaderSize || [recordHeaderSize]byte(rest[:recordHeaderSize]) == zero {
+			return parsed
+		}
+		entry, generation, size, err := parseRecord(rest)
+		if err != nil {
+			parsed.problem = fmt.Errorf("record at offset %d: %w", offset, err)
+			return parsed
+		}
+		if len(parsed.entries) == 0 {
+			parsed.generation = generation
+		} else if generation != parsed.generation {
+			return parsed
+		}
+		parsed.end = offset + int64(size)
+		parsed.entries = append(parsed.entries, entry)
+		parsed.ends = append(parsed.ends, parsed.end)
+	}
+}
+
+// parseRecord decodes the record at the start of data and returns its
+// size.
+func parseRecord(data []byte) (logEntry, uint64, int, error) {
+	length := binary.LittleEndian.Uint32(data[0:4])
+	if length == 0 || uint64(length) > uint64(len(data)-recordHeaderSize) {
+		return logEntry{}, 0, 0, fmt.Errorf("length %d does not fit in the %d bytes after the header", length, len(data)-recordHeaderSize)
+	}
+	size := recordHeaderSize + int(length)
+	payload := data[recordHeaderSize:size]
+	if got, want := recordChecksum(data, payload), binary.LittleEndian.Uint32(data[4:8]); got != want {
+		return logEntry{}, 0, 0, fmt.Errorf("checksum %08x does not match the stored %08x", got, want)
+	}
+	var entry logEntry
+	if err := json.Unmarshal(payload, &entry); err != nil {
+		return logEntry{}, 0, 0, fmt.Errorf("decode entry: %w", err)
+	}
+	return entry, binary.LittleEndian.Uint64(data[8:16]), size, nil
+}
