@@ -50,9 +50,9 @@ type logEntry struct {
 }
 
 // claimLog is the append-only file that makes claims durable with one
-// fdatasync, ahead of the bbolt commit that contains them. It holds the
-// entries of the open write transaction only: each commit resets it by
-// starting a new generation at offset 0, so records of an older
+// fdatasync, ahead of the bbolt commit that contains them. It contains
+// only the entries of the open write transaction, because each commit
+// resets it by starting a new generation at offset 0. Records of an older
 // generation that follow are never replayed. The store's bbolt file lock
 // also guards the log, which has no lock of its own.
 type claimLog struct {
@@ -86,9 +86,9 @@ func openClaimLog(path string, lastGeneration uint64) (*claimLog, error) {
 }
 
 // preallocate extends file to claimLogSize with written zeros and syncs
-// it, so that later syncs of records inside it change no metadata.
-// fallocate would leave unwritten extents, whose first write still
-// commits a journal transaction on ext4.
+// it, so that later syncs of records inside it change no metadata. Zeros
+// are written rather than fallocated, because the first write to an
+// unwritten extent changes the extent, which fdatasync must then commit.
 func preallocate(file *os.File) error {
 	info, err := file.Stat()
 	if err != nil {
@@ -203,7 +203,7 @@ type parsedLog struct {
 	// generation is that of the first record, 0 when there is none.
 	generation uint64
 	// problem describes a torn or corrupt record at offset end, where
-	// reading stopped; nil when the log ended cleanly.
+	// reading stopped. It is nil when the log ended cleanly.
 	problem error
 	end     int64
 }

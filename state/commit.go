@@ -46,7 +46,7 @@ type writer struct {
 	commits int
 }
 
-// opKind is how a write becomes durable.
+// opKind is the durability that a write needs before it returns.
 type opKind int
 
 const (
@@ -151,7 +151,8 @@ func (s *Store) commitQueued(self *writeOp) {
 // commitBatch applies batch to the open transaction and makes it durable,
 // setting each write's error. When a write fails after it may have
 // changed the transaction, the transaction is rolled back and every write
-// is retried alone, so a write never fails for another's error.
+// is retried alone, so one write's own error never fails another. A
+// failed commit or claim log write still fails every write it contained.
 func (s *Store) commitBatch(batch []*writeOp) {
 	tx, err := s.openTx()
 	if err != nil {
@@ -179,9 +180,9 @@ func (s *Store) commitBatch(batch []*writeOp) {
 	s.persist(batch)
 }
 
-// persist makes the applied writes of batch durable: through the claim
-// log when they are all claims and finishes and fit in it, or else by
-// committing the open transaction.
+// persist makes the applied writes of batch durable. Claims and finishes
+// alone go to the claim log when they fit in it, and everything else
+// commits the open transaction.
 func (s *Store) persist(batch []*writeOp) {
 	w := &s.writer
 	var done []*writeOp
@@ -223,7 +224,7 @@ func (s *Store) persist(batch []*writeOp) {
 	}
 	w.commits++
 	if err := w.claims.reset(); err != nil {
-		w.log.Warn("claim log not reset after a commit; a restart replays entries that the store already contains", "err", err)
+		w.log.Warn("reset claim log failed, so a restart replays entries that the store already contains", "err", err)
 	}
 }
 
@@ -307,6 +308,6 @@ func (s *Store) flush() {
 		return
 	}
 	if err := s.update(func(*bolt.Tx) error { return nil }); err != nil {
-		w.log.Error("commit pending claims and finished runs failed; the claim log still contains them", "err", err)
+		w.log.Error("commit pending claims and finished runs failed, so they stay in the claim log", "err", err)
 	}
 }

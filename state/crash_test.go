@@ -100,6 +100,13 @@ func runAndKill(t *testing.T, path string, delay time.Duration) []string {
 	t.Helper()
 	child := startChild(t, "claim-loop", path)
 	time.Sleep(delay)
+	return killChild(t, child)
+}
+
+// killChild sends the child SIGKILL, waits for it and returns the output
+// it had not read yet.
+func killChild(t *testing.T, child *testChild) []string {
+	t.Helper()
 	if err := child.cmd.Process.Kill(); err != nil {
 		t.Fatalf("kill child: %v", err)
 	}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -34,6 +35,8 @@ func TestMain(m *testing.M) {
 		os.Exit(childClaimLoop(os.Getenv(childPathEnv)))
 	case "open":
 		os.Exit(childOpen(os.Getenv(childPathEnv)))
+	case "claim-hold":
+		os.Exit(childClaimHold(os.Getenv(childPathEnv)))
 	default:
 		fmt.Fprintf(os.Stderr, "unknown %s %q\n", childModeEnv, mode)
 		os.Exit(2)
@@ -189,6 +192,18 @@ func (r *logRecorder) find(level slog.Level) (map[string]string, bool) {
 		return attrs, true
 	}
 	return nil, false
+}
+
+// has reports whether a record at level has a message containing text.
+func (r *logRecorder) has(level slog.Level, text string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, record := range r.records {
+		if record.Level == level && strings.Contains(record.Message, text) {
+			return true
+		}
+	}
+	return false
 }
 
 // corruptCopies returns the PATH.corrupt-* files next to path.

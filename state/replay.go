@@ -13,8 +13,8 @@ import (
 
 // replayClaimLog redoes the claim log's entries in the store in one
 // transaction, at a read-write Open before anything else uses it, and
-// returns the log's generation. The log is left as it is: the caller
-// resets it when it opens it for writing.
+// returns the log's generation. The caller resets the log when it opens
+// it for writing.
 func replayClaimLog(db *bolt.DB, path string, opts Options) (uint64, error) {
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -26,7 +26,7 @@ func replayClaimLog(db *bolt.DB, path string, opts Options) (uint64, error) {
 	parsed := parseClaimLog(data)
 	if parsed.problem != nil {
 		// A torn record was never acknowledged, so its run never started.
-		opts.Logger.Warn("claim log ends in a torn or corrupt record; the records from there on are not replayed",
+		opts.Logger.Warn("claim log ends in a torn or corrupt record, so replay stops there",
 			"path", path, "offset", parsed.end, "replayed_records", len(parsed.entries), "err", parsed.problem)
 	}
 	if len(parsed.entries) == 0 {
@@ -49,9 +49,9 @@ func replayClaimLog(db *bolt.DB, path string, opts Options) (uint64, error) {
 }
 
 // redoEntries applies log entries to tx and returns how many changed it.
-// An entry that the store already contains is skipped, so replay is
-// idempotent: a claim whose run ID is not above the runs sequence, and a
-// finish whose run is gone or no longer running.
+// Entries that the store already contains are skipped, which makes replay
+// idempotent. These are claims whose run ID is not above the runs
+// sequence, and finishes whose run is gone or no longer running.
 func redoEntries(tx *bolt.Tx, entries []logEntry, historyLimit int, log *slog.Logger) (int, error) {
 	redone := 0
 	for _, entry := range entries {
