@@ -7,7 +7,10 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"io/fs"
+	"log/slog"
 	"os"
+	"path/filepath"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -68,7 +71,8 @@ type claimLog struct {
 
 // openClaimLog opens the claim log at path for writing, creating and
 // preallocating it as needed, and starts a generation after lastGeneration.
-func openClaimLog(path string, lastGeneration uint64) (*claimLog, error) {
+func openClaimLog(path string, lastGeneration uint64, logger *slog.Logger) (*claimLog, error) {
+	_, statErr := os.Stat(path)
 	file, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open claim log: %w", err)
@@ -76,6 +80,11 @@ func openClaimLog(path string, lastGeneration uint64) (*claimLog, error) {
 	if err := preallocate(file); err != nil {
 		_ = file.Close()
 		return nil, fmt.Errorf("preallocate claim log %s: %w", path, err)
+	}
+	if errors.Is(statErr, fs.ErrNotExist) {
+		// A claim synced to a file whose folder entry was not is lost
+		// with the file on power loss.
+		syncDir(filepath.Dir(path), logger)
 	}
 	l := &claimLog{file: file, path: path, generation: lastGeneration}
 	if err := l.reset(); err != nil {

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -139,6 +140,7 @@ func discardClaimLog(path string, logger *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("remove claim log of a missing or empty state store: %w", err)
 	}
+	syncDir(filepath.Dir(path), logger)
 	logger.Warn("removed the claim log of a missing or empty state store, so its claims are not replayed into the fresh store", "path", path)
 	return nil
 }

@@ -95,7 +95,7 @@ func Open(path string, opts Options) (*Store, error) {
 	logPath := path + claimLogSuffix
 	generation, err := replayClaimLog(s.db, logPath, opts)
 	if err == nil {
-		s.writer.claims, err = openClaimLog(logPath, generation)
+		s.writer.claims, err = openClaimLog(logPath, generation, opts.Logger)
 	}
 	if err != nil {
 		_ = s.db.Close()
