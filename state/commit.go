@@ -32,6 +32,10 @@ type writer struct {
 	// not lead.
 	pending bool
 	timer   *time.Timer
+	// flushFailed is set while commits of pending writes fail.
+	flushFailed bool
+	// closed is set by Close, after which the timer stays off.
+	closed bool
 	// delay is commitDelay, which tests raise to keep the transaction
 	// open.
 	delay time.Duration
@@ -127,8 +131,8 @@ func (s *Store) commitQueued(self *writeOp) {
 	defer w.mu.Unlock()
 	// After a rollback, the claim log alone contains the pending writes.
 	w.pending = w.tx != nil || (w.claims != nil && w.claims.size > 0)
-	if w.pending && w.timer == nil {
-		w.timer = time.AfterFunc(w.delay, s.flush)
+	if w.pending && w.timer == nil && !w.closed {
+		s.armTimer()
 	}
 	if !w.pending && w.timer != nil {
 		w.timer.Stop()
@@ -297,8 +301,37 @@ func (s *Store) abortTx() {
 	w.tx = nil
 }
 
+// armTimer starts the timer that commits pending writes after the delay.
+// The caller holds w.mu. A commit that fails arms it again, so pending
+// claims are retried every delay until a commit succeeds.
+func (s *Store) armTimer() {
+	w := &s.writer
+	var timer *time.Timer
+	timer = time.AfterFunc(w.delay, func() {
+		w.mu.Lock()
+		if w.timer == timer {
+			w.timer = nil
+		}
+		w.mu.Unlock()
+		s.flush()
+	})
+	w.timer = timer
+}
+
+// stopTimer stops the commit timer for good, at Close.
+func (w *writer) stopTimer() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.closed = true
+	if w.timer != nil {
+		w.timer.Stop()
+		w.timer = nil
+	}
+}
+
 // flush commits the open transaction, if any, so that db.View sees every
-// write that returned before.
+// write that returned before. Of failures in a row, only the first is
+// logged.
 func (s *Store) flush() {
 	w := &s.writer
 	w.mu.Lock()
@@ -307,7 +340,15 @@ func (s *Store) flush() {
 	if !pending {
 		return
 	}
-	if err := s.update(func(*bolt.Tx) error { return nil }); err != nil {
-		w.log.Error("commit pending claims and finished runs failed, so they stay in the claim log", "err", err)
+	err := s.update(func(*bolt.Tx) error { return nil })
+
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err != nil && !w.flushFailed {
+		w.log.Error("commit pending claims and finished runs failed, so they stay in the claim log until a commit succeeds", "err", err)
 	}
+	if err == nil && w.flushFailed {
+		w.log.Info("committed pending claims and finished runs again")
+	}
+	w.flushFailed = err != nil
 }

@@ -195,6 +195,7 @@ func warnIfEmpty(path string, logger *slog.Logger) bool {
 // failed commit leaves them in the claim log for the next Open.
 func (s *Store) Close() error {
 	s.flush()
+	s.writer.stopTimer()
 	var logErr error
 	if s.writer.claims != nil {
 		logErr = s.writer.claims.close()
