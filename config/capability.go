@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // A capability, from capabilities(7), that a limit key needs when the
@@ -35,8 +36,9 @@ func (c capabilities) has(want capability) bool {
 // runnerCapabilities returns the effective capabilities of the running
 // process. When /proc cannot tell, root counts as having all of them and
 // any other user as having none, which is how the kernel treats a process
-// without capability changes.
-func runnerCapabilities() capabilities {
+// without capability changes. The daemon never changes its own set, so
+// the file is read once, not once per job.
+var runnerCapabilities = sync.OnceValue(func() capabilities {
 	if set, err := readEffectiveCapabilities("/proc/self/status"); err == nil {
 		return set
 	}
@@ -44,7 +46,7 @@ func runnerCapabilities() capabilities {
 		return ^capabilities(0)
 	}
 	return 0
-}
+})
 
 // readEffectiveCapabilities parses the CapEff line of a /proc status file.
 func readEffectiveCapabilities(path string) (capabilities, error) {

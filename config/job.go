@@ -185,8 +185,12 @@ func (l *loader) checkCatchUp(path keyPath, policy string) {
 
 func (l *loader) decodeJobs(root table, defaults jobSettings, runner Runner) []*Job {
 	jobs, _ := l.subTable(root, "jobs", "[jobs.NAME]")
-	var list []*Job
-	for _, name := range jobs.names() {
+	names := jobs.names()
+	// Each plan is large, so growing the slice once keeps a big config's
+	// load from copying them all at every doubling.
+	l.jobs = slices.Grow(l.jobs, len(names))
+	list := make([]*Job, 0, len(names))
+	for _, name := range names {
 		t, ok := l.subTable(jobs, name, "[jobs.NAME]")
 		if !ok {
 			continue

@@ -212,13 +212,22 @@ func (r *Reaper) start(c *child, emit func(Line)) error {
 	return nil
 }
 
+// readers keeps the read buffers of finished runs for the next ones, so a
+// burst of short runs does not leave one buffer per stream to collect.
+var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufferBytes) }}
+
 // read emits the lines of one stream. A line longer than MaxLineBytes is
-// cut into pieces of that size. The reader starts small and the line
+// cut into pieces of that size. The read buffer is small and the line
 // buffer grows only for long lines, because a burst of short runs holds
 // two readers per child.
 func (c *child) read(pipe *os.File, stream string, emit func(Line)) {
 	defer c.readers.Done()
-	reader := bufio.NewReaderSize(pipe, readBufferBytes)
+	reader := readers.Get().(*bufio.Reader)
+	reader.Reset(pipe)
+	defer func() {
+		reader.Reset(nil)
+		readers.Put(reader)
+	}()
 	var line []byte
 	send := func() {
 		text := strings.TrimSuffix(string(line), "\n")
