@@ -161,11 +161,16 @@ func (r *Reaper) KillLeftovers(marker string, grace time.Duration) int {
 	return killed
 }
 
+// untrackedChildren lists the live children of the main thread that
+// os/exec does not own. Linux re-parents an orphan to the first live
+// thread of its subreaper, which is the main thread while the process
+// runs, so every process that escaped a run's group is found there. The
+// main thread's list alone costs one read instead of one per thread.
 func (r *Reaper) untrackedChildren() []int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var pids []int
-	for _, pid := range children() {
+	for _, pid := range mainThreadChildren() {
 		if !r.tracked[pid] && !isZombie(pid) {
 			pids = append(pids, pid)
 		}
@@ -215,6 +220,27 @@ func children() []int {
 			if pid, err := strconv.Atoi(field); err == nil {
 				pids = append(pids, pid)
 			}
+		}
+	}
+	return pids
+}
+
+// mainThreadChildren lists the children of the main thread, whose thread
+// ID is the process ID. It falls back to every thread's children when the
+// file cannot be read.
+func mainThreadChildren() []int {
+	dir, err := taskDir()
+	if err != nil {
+		return children()
+	}
+	data, err := readProcFile(dir, strconv.Itoa(os.Getpid())+"/children", make([]byte, 4096))
+	if err != nil {
+		return children()
+	}
+	var pids []int
+	for _, field := range strings.Fields(string(data)) {
+		if pid, err := strconv.Atoi(field); err == nil {
+			pids = append(pids, pid)
 		}
 	}
 	return pids
