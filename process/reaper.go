@@ -198,10 +198,9 @@ func waitGone(pids []int, timeout time.Duration) {
 }
 
 // children lists the direct children of this process. The kernel keeps a
-// list per thread, and an orphan re-parented to a subreaper may land on
-// any of its threads. Every run reads these files after its child exits,
-// so they are read with plain system calls into one buffer. Through the os
-// package, each file would cost twice as many calls.
+// list per thread, and a child started by os/exec belongs to whichever
+// thread forked it. The files are read with plain system calls into one
+// buffer, because through the os package each would cost twice the calls.
 func children() []int {
 	buf := make([]byte, 4096)
 	tids, dir, ok := taskIDs(buf)
