@@ -3,6 +3,7 @@ package state
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -17,7 +18,7 @@ import (
 // returns the log's generation. The caller resets the log when it opens
 // it for writing.
 func replayClaimLog(db *bolt.DB, path string, opts Options) (uint64, error) {
-	data, err := os.ReadFile(path)
+	data, err := readClaimLog(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return 0, nil
 	}
@@ -143,4 +144,25 @@ func discardClaimLog(path string, logger *slog.Logger) error {
 	syncDir(filepath.Dir(path), logger)
 	logger.Warn("removed the claim log of a missing or empty state store, so its claims are not replayed into the fresh store", "path", path)
 	return nil
+}
+
+// readClaimLog returns the claim log's contents, or only its first header
+// when that is the end marker, as after a clean stop. The preallocated
+// file is 1 MiB, and reading it whole would cost every start.
+func readClaimLog(path string) ([]byte, error) {
+	file, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer file.Close()
+	var header [recordHeaderSize]byte
+	n, err := io.ReadFull(file, header[:])
+	if err != nil || header == [recordHeaderSize]byte{} {
+		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+			err = nil
+		}
+		return header[:n], err
+	}
+	rest, err := io.ReadAll(file)
+	return append(header[:], rest...), err
 }

@@ -119,10 +119,10 @@ func (s *Store) Skip(name string, slot time.Time, trigger, reason string, now, n
 // Output is stored as given, so callers cap it.
 //
 // Finish applies the record to the open bbolt transaction and writes it
-// to the claim log without a sync of its own, so it becomes durable with
-// the next claim's sync or the next commit, which comes at the latest
-// commitDelay later or at Close. A crash before then leaves the run
-// "running", which RecoverInterrupted marks as interrupted.
+// to the claim log without a sync of its own. It becomes durable with the
+// next claim's sync or the next commit, at the latest commitDelay later
+// or at Close. A crash before then leaves the run "running", which
+// RecoverInterrupted marks as interrupted.
 //
 // The error wraps ErrRunNotFound when the job has no run with run.ID, and
 // ErrRunFinished when that run is no longer "running".
@@ -275,16 +275,15 @@ func (s *Store) Run(name, id string) (Run, bool, error) {
 // busy, when not nil, names jobs to leave alone because a run of theirs
 // is still going in another process, such as a CLI running the job.
 func (s *Store) RecoverInterrupted(now time.Time, busy func(job string) bool) ([]Run, error) {
+	names, err := s.interruptedJobs(busy)
+	if err != nil {
+		return nil, fmt.Errorf("recover interrupted runs: %w", err)
+	}
+	if len(names) == 0 {
+		return nil, nil
+	}
 	var recovered []Run
-	err := s.update(func(tx *bolt.Tx) error {
-		var names []string
-		err := tx.Bucket(bucketJobs).ForEach(func(key, _ []byte) error {
-			names = append(names, string(key))
-			return nil
-		})
-		if err != nil {
-			return err
-		}
+	err = s.update(func(tx *bolt.Tx) error {
 		for _, name := range names {
 			if busy != nil && busy(name) {
 				continue
@@ -304,6 +303,34 @@ func (s *Store) RecoverInterrupted(now time.Time, busy func(job string) bool) ([
 		return CompareRunIDs(a.ID, b.ID)
 	})
 	return recovered, nil
+}
+
+// interruptedJobs lists the jobs, busy ones left out, that have a
+// "running" record or are marked Running. It only reads, so that a start
+// after a clean stop, with nothing to recover, costs no commit.
+func (s *Store) interruptedJobs(busy func(job string) bool) ([]string, error) {
+	var names []string
+	err := s.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketJobs).ForEach(func(key, _ []byte) error {
+			name := string(key)
+			if busy != nil && busy(name) {
+				return nil
+			}
+			running, err := runningRuns(jobRuns(tx, name))
+			if err != nil {
+				return err
+			}
+			state, _, err := getJob(tx, name)
+			if err != nil {
+				return err
+			}
+			if len(running) > 0 || state.Running {
+				names = append(names, name)
+			}
+			return nil
+		})
+	})
+	return names, err
 }
 
 // recoverJob marks the job's "running" records as interrupted and clears

@@ -660,3 +660,28 @@ func TestRecoverInterruptedLeavesBusyJobs(t *testing.T) {
 		t.Errorf("the busy job's run was marked interrupted")
 	}
 }
+
+func TestRecoverInterruptedCleanStopCommitsNothing(t *testing.T) {
+	path := tempStorePath(t)
+	store, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	claimFinished(t, store, "backup", slotAt(1), ResultOK)
+	if err := store.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	store = openTestStore(t, path, Options{})
+	before := store.writer.commits
+	recovered, err := store.RecoverInterrupted(testStart, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recovered) != 0 {
+		t.Errorf("recovered %d runs after a clean stop, want none", len(recovered))
+	}
+	if store.writer.commits != before {
+		t.Errorf("RecoverInterrupted made %d commits with nothing to recover, want 0", store.writer.commits-before)
+	}
+}
