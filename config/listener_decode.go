@@ -165,9 +165,11 @@ func (l *loader) checkListenerKeys(t table, kind string) {
 	}
 	allowed := slices.Sorted(slices.Values(append(slices.Clone(commonListenerKeys), kindKeys[kind]...)))
 	list := strings.Join(allowed, ", ")
+	// Only keys that the table sets get a message, since each one lists
+	// every key its kind allows.
 	rejected := map[string]string{}
-	for _, key := range allKeys {
-		if !slices.Contains(allowed, key) {
+	for _, key := range t.names() {
+		if slices.Contains(allKeys, key) && !slices.Contains(allowed, key) {
 			rejected[key] = fmt.Sprintf("%s is a key of %s listeners, but this listener's kind is %s: the keys allowed for kind %q are %s",
 				key, strings.Join(kindsWithKey(key), " and "), kind, kind, list)
 		}
