@@ -72,8 +72,8 @@ type claimLog struct {
 // openClaimLog opens the claim log at path for writing, creating and
 // preallocating it as needed, and starts a generation after lastGeneration.
 func openClaimLog(path string, lastGeneration uint64, logger *slog.Logger) (*claimLog, error) {
-	_, statErr := os.Stat(path)
-	file, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	_, statErr := os.Lstat(path)
+	file, err := openClaimLogFile(path, os.O_RDWR|os.O_CREATE)
 	if err != nil {
 		return nil, fmt.Errorf("open claim log: %w", err)
 	}
@@ -92,6 +92,30 @@ func openClaimLog(path string, lastGeneration uint64, logger *slog.Logger) (*cla
 		return nil, err
 	}
 	return l, nil
+}
+
+// openClaimLogFile opens the claim log and rejects anything but a regular
+// file. It follows no symbolic link, because the daemon writes the log in
+// place and must not write to a file outside state_dir, and it does not
+// block on a FIFO, which would stop the daemon's start.
+func openClaimLogFile(path string, flag int) (*os.File, error) {
+	file, err := os.OpenFile(path, flag|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0o600)
+	if errors.Is(err, unix.ELOOP) {
+		return nil, fmt.Errorf("claim log %s is a symbolic link: remove it, then start agent-runner again", path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	info, err := file.Stat()
+	if err != nil {
+		_ = file.Close()
+		return nil, err
+	}
+	if !info.Mode().IsRegular() {
+		_ = file.Close()
+		return nil, fmt.Errorf("claim log %s is not a regular file (mode %s): remove it, then start agent-runner again", path, info.Mode())
+	}
+	return file, nil
 }
 
 // preallocate extends file to claimLogSize with written zeros and syncs

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sys/unix"
 )
 
 // childClaimHold claims three runs of two jobs and finishes the first,
@@ -569,6 +571,69 @@ func TestMissingStoreDiscardsClaimLog(t *testing.T) {
 			info, err := os.Stat(path + claimLogSuffix)
 			if err != nil || info.Mode().Perm() != 0o600 || info.Size() != claimLogSize {
 				t.Errorf("new claim log %v, %v, want mode 0600 and %d bytes", info, err, claimLogSize)
+			}
+		})
+	}
+}
+
+func TestClaimLogNotRegularFileRejected(t *testing.T) {
+	cases := map[string]func(t *testing.T, logPath, outside string){
+		"symlink": func(t *testing.T, logPath, outside string) {
+			if err := os.Symlink(outside, logPath); err != nil {
+				t.Fatal(err)
+			}
+		},
+		"fifo": func(t *testing.T, logPath, _ string) {
+			if err := unix.Mkfifo(logPath, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		},
+		"directory": func(t *testing.T, logPath, _ string) {
+			if err := os.Mkdir(logPath, 0o700); err != nil {
+				t.Fatal(err)
+			}
+		},
+	}
+	for name, create := range cases {
+		t.Run(name, func(t *testing.T) {
+			path := tempStorePath(t)
+			openTestStore(t, path, Options{}).Close()
+			logPath := path + claimLogSuffix
+			if err := os.Remove(logPath); err != nil {
+				t.Fatal(err)
+			}
+			outside := filepath.Join(t.TempDir(), "outside")
+			const content = "a file outside the state folder\n"
+			if err := os.WriteFile(outside, []byte(content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			create(t, logPath, outside)
+
+			opened := make(chan error, 1)
+			go func() {
+				store, err := Open(path, Options{})
+				if err == nil {
+					err = store.Close()
+					if err == nil {
+						err = errors.New("Open returned no error")
+					}
+				}
+				opened <- err
+			}()
+			var err error
+			select {
+			case err = <-opened:
+			case <-time.After(30 * time.Second):
+				t.Fatal("Open blocked on the claim log")
+			}
+			if !strings.Contains(err.Error(), logPath) {
+				t.Errorf("Open error %q, want it to name %s", err, logPath)
+			}
+			if !strings.Contains(err.Error(), "remove it") {
+				t.Errorf("Open error %q, want it to name the fix", err)
+			}
+			if data, err := os.ReadFile(outside); err != nil || string(data) != content {
+				t.Errorf("file outside the state folder now %d bytes, %v, want it unchanged", len(data), err)
 			}
 		})
 	}

@@ -148,9 +148,10 @@ func discardClaimLog(path string, logger *slog.Logger) error {
 
 // readClaimLog returns the claim log's contents, or only its first header
 // when that is the end marker, as after a clean stop. The preallocated
-// file is 1 MiB, and reading it whole would cost every start.
+// file is 1 MiB, and reading it whole would cost every start. Bytes past
+// claimLogSize are never read, because no record is written there.
 func readClaimLog(path string) ([]byte, error) {
-	file, err := os.Open(path)
+	file, err := openClaimLogFile(path, os.O_RDONLY)
 	if err != nil {
 		return nil, err
 	}
@@ -163,6 +164,6 @@ func readClaimLog(path string) ([]byte, error) {
 		}
 		return header[:n], err
 	}
-	rest, err := io.ReadAll(file)
+	rest, err := io.ReadAll(io.LimitReader(file, claimLogSize-recordHeaderSize))
 	return append(header[:], rest...), err
 }
