@@ -223,12 +223,37 @@ func (s *Store) persist(batch []*writeOp) {
 	if err != nil {
 		// bbolt rolled the transaction back, and the next write rebuilds
 		// it from the claim log.
-		setErrors(done, fmt.Errorf("commit state store %s: %w", s.path, err))
+		s.keepLoggable(done, fmt.Errorf("commit state store %s: %w", s.path, err))
 		return
 	}
 	w.commits++
 	if err := w.claims.reset(); err != nil {
 		w.log.Warn("reset claim log failed, so a restart replays entries that the store already contains", "err", err)
+	}
+}
+
+// keepLoggable handles a failed commit of done. The claims and finishes
+// among done are written to the claim log, as they would have been
+// without a commit in their batch, so that only the writes that needed
+// the commit fail with err. When the log has no room for them, they fail
+// too.
+func (s *Store) keepLoggable(done []*writeOp, err error) {
+	var loggable, committed []*writeOp
+	sync := false
+	for _, op := range done {
+		if op.kind == opCommit {
+			committed = append(committed, op)
+			continue
+		}
+		loggable = append(loggable, op)
+		sync = sync || op.kind == opClaim
+	}
+	setErrors(committed, err)
+	if len(loggable) == 0 {
+		return
+	}
+	if logErr := s.appendEntries(loggable, sync); logErr != nil {
+		setErrors(loggable, err)
 	}
 }
 

@@ -6,6 +6,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sys/unix"
 )
 
 // TestGroupCommitIsolatesFailedClaim claims the slots of many jobs at once
@@ -127,5 +130,77 @@ func TestFinishTwiceBeforeCommit(t *testing.T) {
 	run := claimFinished(t, store, "backup", slotAt(1), ResultOK)
 	if err := store.Finish(run); !errors.Is(err, ErrRunFinished) {
 		t.Errorf("second Finish: err = %v, want ErrRunFinished", err)
+	}
+}
+
+// TestFailedCommitKeepsFinish queues a finish together with a write whose
+// commit fails, because RLIMIT_FSIZE stops the store file from growing.
+// The finish fits in the claim log, so it must survive the failed commit
+// instead of leaving its run running until a restart marks it interrupted.
+func TestFailedCommitKeepsFinish(t *testing.T) {
+	path := tempStorePath(t)
+	store := openHeldStore(t, path, Options{})
+	run := claimSlot(t, store, "alpha", slotAt(1))
+	run.Result, run.Finish, run.Duration = ResultOK, testStart.Add(time.Second), time.Second
+
+	var limit unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_FSIZE, &limit); err != nil {
+		t.Fatal(err)
+	}
+	small := limit
+	small.Cur = 2 * claimLogSize
+	if err := unix.Setrlimit(unix.RLIMIT_FSIZE, &small); err != nil {
+		t.Fatal(err)
+	}
+	restored := false
+	restore := func() {
+		if !restored {
+			restored = true
+			if err := unix.Setrlimit(unix.RLIMIT_FSIZE, &limit); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	defer restore()
+
+	// Hold the lead, so that both writes land in one batch.
+	w := &store.writer
+	w.mu.Lock()
+	w.leading = true
+	w.mu.Unlock()
+	finished := make(chan error, 1)
+	go func() { finished <- store.Finish(run) }()
+	committed := make(chan error, 1)
+	go func() {
+		committed <- store.update(func(tx *bolt.Tx) error {
+			bucket, err := tx.CreateBucketIfNotExists([]byte("filler"))
+			if err != nil {
+				return err
+			}
+			return bucket.Put([]byte("big"), make([]byte, 4*claimLogSize))
+		})
+	}()
+	for queued := 0; queued < 2; {
+		time.Sleep(time.Millisecond)
+		w.mu.Lock()
+		queued = len(w.queue)
+		w.mu.Unlock()
+	}
+	store.commitQueued(nil)
+
+	if err := <-committed; err == nil {
+		t.Fatal("update that outgrows RLIMIT_FSIZE succeeded, want a failed commit")
+	}
+	if err := <-finished; err != nil {
+		t.Errorf("Finish in the batch of a failed commit: %v", err)
+	}
+	restore()
+
+	got, ok, err := store.Run("alpha", run.ID)
+	if err != nil || !ok {
+		t.Fatalf("Run(alpha, %s) = %v, %v", run.ID, ok, err)
+	}
+	if got.Result != ResultOK {
+		t.Errorf("run result %q after the failed commit, want ok", got.Result)
 	}
 }
