@@ -79,6 +79,34 @@ func TestCatchUpSpreadStaggersStarts(t *testing.T) {
 	}
 }
 
+func TestCatchUpSpreadUnderOneSecondApart(t *testing.T) {
+	a, b, c := cronJob("a", "0 * * * *"), cronJob("b", "0 * * * *"), cronJob("c", "0 * * * *")
+	h := newSchedHarness(t, t0, a, b, c)
+	h.cfg.Runner.CatchUpSpread = time.Second
+	h.start()
+	h.stop()
+	h.clock.Advance(2 * time.Hour)
+
+	h.runner = nil
+	h.start()
+	defer h.stop()
+	if run := h.expectRuns(1)[0]; run.Job != "a" {
+		t.Errorf("first catch-up = %s, want a", run.Job)
+	}
+	// 90% of the spread leaves 300 ms between starts, within one
+	// wall-clock second.
+	h.waitArmed()
+	h.clock.Advance(300 * time.Millisecond)
+	if run := h.expectRuns(1)[0]; run.Job != "b" {
+		t.Errorf("second catch-up = %s, want b 300 ms after the start", run.Job)
+	}
+	h.waitArmed()
+	h.clock.Advance(300 * time.Millisecond)
+	if run := h.expectRuns(1)[0]; run.Job != "c" {
+		t.Errorf("third catch-up = %s, want c 600 ms after the start", run.Job)
+	}
+}
+
 func TestCatchUpSpreadCountsFromProcessStart(t *testing.T) {
 	a, b, c := cronJob("a", "0 * * * *"), cronJob("b", "0 * * * *"), cronJob("c", "0 * * * *")
 	h := newSchedHarness(t, t0, a, b, c)

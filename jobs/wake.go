@@ -165,12 +165,21 @@ func (deadlineCron) IsValid(string, *time.Location, time.Time) error {
 // looping for ever. So a job that has fired, or whose deadline passed
 // before gocron armed it, is rescheduled a wallCheckInterval later, which
 // only matters until the dispatcher's next Reset removes the job.
+//
+// gocron v2.21.2 also calls Next a second time, with the first result,
+// when that result falls in the same wall-clock second as last, to skip
+// the repeated hour of a DST fall-back. A deadline less than a second
+// away would then move a wallCheckInterval later, so Next returns a
+// deadline that is still ahead when last is the deadline itself.
 func (c deadlineCron) Next(last time.Time) time.Time {
 	c.timer.mu.Lock()
 	deadline := c.timer.deadline
 	current := c.generation == c.timer.generation
 	c.timer.mu.Unlock()
 	if current && deadline.After(last) {
+		return deadline
+	}
+	if current && deadline.Equal(last) && deadline.After(c.timer.clock.Now()) {
 		return deadline
 	}
 	return last.Add(wallCheckInterval)
