@@ -55,55 +55,34 @@ func TestCatchUpDeadlineDropsOldSlots(t *testing.T) {
 }
 
 func TestCatchUpSpreadStaggersStarts(t *testing.T) {
-	a, b, c := cronJob("a", "0 * * * *"), cronJob("b", "0 * * * *"), cronJob("c", "0 * * * *")
-	h := newSchedHarness(t, t0, a, b, c)
-	h.cfg.Runner.CatchUpSpread = 30 * time.Second
-	h.start()
-	h.stop()
-	h.clock.Advance(2 * time.Hour)
+	// Runs are planned over 90% of the spread, a third of it apart. With
+	// a one-second spread they fall within one wall-clock second.
+	for _, spread := range []time.Duration{30 * time.Second, time.Second} {
+		t.Run(spread.String(), func(t *testing.T) {
+			a, b, c := cronJob("a", "0 * * * *"), cronJob("b", "0 * * * *"), cronJob("c", "0 * * * *")
+			h := newSchedHarness(t, t0, a, b, c)
+			h.cfg.Runner.CatchUpSpread = spread
+			h.start()
+			h.stop()
+			h.clock.Advance(2 * time.Hour)
 
-	h.runner = nil
-	h.start()
-	defer h.stop()
-	if run := h.expectRuns(1)[0]; run.Job != "a" {
-		t.Errorf("first catch-up = %s, want a", run.Job)
-	}
-	h.expectNoRun()
-	h.clock.Advance(9 * time.Second)
-	if run := h.expectRuns(1)[0]; run.Job != "b" {
-		t.Errorf("second catch-up = %s, want b after a third of 90%% of the spread", run.Job)
-	}
-	h.clock.Advance(9 * time.Second)
-	if run := h.expectRuns(1)[0]; run.Job != "c" {
-		t.Errorf("third catch-up = %s, want c", run.Job)
-	}
-}
-
-func TestCatchUpSpreadUnderOneSecondApart(t *testing.T) {
-	a, b, c := cronJob("a", "0 * * * *"), cronJob("b", "0 * * * *"), cronJob("c", "0 * * * *")
-	h := newSchedHarness(t, t0, a, b, c)
-	h.cfg.Runner.CatchUpSpread = time.Second
-	h.start()
-	h.stop()
-	h.clock.Advance(2 * time.Hour)
-
-	h.runner = nil
-	h.start()
-	defer h.stop()
-	if run := h.expectRuns(1)[0]; run.Job != "a" {
-		t.Errorf("first catch-up = %s, want a", run.Job)
-	}
-	// 90% of the spread leaves 300 ms between starts, within one
-	// wall-clock second.
-	h.waitArmed()
-	h.clock.Advance(300 * time.Millisecond)
-	if run := h.expectRuns(1)[0]; run.Job != "b" {
-		t.Errorf("second catch-up = %s, want b 300 ms after the start", run.Job)
-	}
-	h.waitArmed()
-	h.clock.Advance(300 * time.Millisecond)
-	if run := h.expectRuns(1)[0]; run.Job != "c" {
-		t.Errorf("third catch-up = %s, want c 600 ms after the start", run.Job)
+			h.runner = nil
+			h.start()
+			defer h.stop()
+			step := spread * 9 / 10 / 3
+			for i, want := range []string{"a", "b", "c"} {
+				if i > 0 {
+					h.waitArmed()
+					h.clock.Advance(step)
+				}
+				if run := h.expectRuns(1)[0]; run.Job != want {
+					t.Errorf("catch-up %d = %s, want %s %v after the start", i+1, run.Job, want, step*time.Duration(i))
+				}
+				if i == 0 {
+					h.expectNoRun()
+				}
+			}
+		})
 	}
 }
 
