@@ -25,8 +25,14 @@ import (
 // still contains the store it has open and accepts writes.
 const stateCheckInterval = 5 * time.Second
 
-// stateProbeFile is written and removed in the state folder by each check.
+// stateProbeFile is written and removed in the state folder by a check.
 const stateProbeFile = ".write-check"
+
+// stateProbeInterval is how often a check also writes the probe file.
+// Each write changes the folder, which the file system's journal then
+// commits to disk, so an idle daemon probes less often than it checks.
+// After a failed probe, every check probes until one succeeds.
+const stateProbeInterval = 30 * time.Second
 
 // fileID is a file's identity: its device and inode.
 type fileID struct{ dev, ino uint64 }
@@ -91,6 +97,10 @@ type stateWatch struct {
 
 	// lost is set once the store file is gone from its path.
 	lost bool
+	// probed is when the probe file was last written, and writeFailed
+	// whether that write failed.
+	probed      time.Time
+	writeFailed bool
 	// problem is the reported problem, "" when none is.
 	problem string
 	// socketServer serves the recreated control socket; nil until then.
@@ -191,7 +201,13 @@ func (w *stateWatch) check() string {
 	if w.lost {
 		return fmt.Sprintf("state store %s was deleted or replaced: runs go to the deleted file and are lost at exit; restart the daemon to start a new store", w.store)
 	}
-	if err := probeWrite(w.dir); err != nil {
+	if !w.writeFailed && time.Since(w.probed) < stateProbeInterval {
+		return ""
+	}
+	w.probed = time.Now()
+	err := probeWrite(w.dir)
+	w.writeFailed = err != nil
+	if err != nil {
 		return fmt.Sprintf("state folder %s does not accept writes, so runs cannot be recorded: %v", w.dir, err)
 	}
 	return ""

@@ -231,3 +231,23 @@ func checkConnects(t *testing.T, socket string) {
 	}
 	conn.Close()
 }
+
+// A folder that worked at the last probe is probed again only after
+// stateProbeInterval.
+func TestStateWatchProbesEveryInterval(t *testing.T) {
+	s := newWatchedState(t)
+	if problem := s.checkAndReport(); problem != "" {
+		t.Fatalf("first check = %q, want none", problem)
+	}
+	probe := filepath.Join(s.dir, stateProbeFile)
+	if err := os.Mkdir(probe, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if problem := s.checkAndReport(); problem != "" {
+		t.Errorf("check right after a good probe = %q, want none, since it does not probe", problem)
+	}
+	s.watch.probed = s.watch.probed.Add(-stateProbeInterval)
+	if problem := s.checkAndReport(); !strings.Contains(problem, "does not accept writes") {
+		t.Errorf("check once the interval passed = %q, want the write problem", problem)
+	}
+}
