@@ -36,7 +36,7 @@ func (c capabilities) has(want capability) bool {
 // runnerCapabilities returns the effective capabilities of the running
 // process. When /proc cannot tell, root counts as having all of them and
 // any other user as having none, which is how the kernel treats a process
-// without capability changes. The daemon never changes its own set, so
+// without capability changes. agent-runner never changes its own set, so
 // the file is read once, not once per job.
 var runnerCapabilities = sync.OnceValue(func() capabilities {
 	if set, err := readEffectiveCapabilities("/proc/self/status"); err == nil {
