@@ -215,11 +215,7 @@ func children() []int {
 			// this file; the full scan costs one read per process.
 			return scanChildren()
 		}
-		for _, field := range strings.Fields(string(data)) {
-			if pid, err := strconv.Atoi(field); err == nil {
-				pids = append(pids, pid)
-			}
-		}
+		pids = appendPIDs(pids, data)
 	}
 	return pids
 }
@@ -236,7 +232,12 @@ func mainThreadChildren() []int {
 	if err != nil {
 		return children()
 	}
-	var pids []int
+	return appendPIDs(nil, data)
+}
+
+// appendPIDs appends the process IDs of a children file's contents,
+// which are separated by spaces, to pids.
+func appendPIDs(pids []int, data []byte) []int {
 	for _, field := range strings.Fields(string(data)) {
 		if pid, err := strconv.Atoi(field); err == nil {
 			pids = append(pids, pid)
