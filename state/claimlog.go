@@ -208,7 +208,7 @@ func (l *claimLog) close() error {
 
 // appendRecord appends the framed record of entry to buf.
 func appendRecord(buf []byte, generation uint64, entry logEntry) ([]byte, error) {
-	payload, err := json.Marshal(entry)
+	payload, err := encodeEntry(entry)
 	if err != nil {
 		return buf, fmt.Errorf("encode claim log entry for run %s: %w", entry.Run.ID, err)
 	}

@@ -3,7 +3,6 @@ package state
 import (
 	"cmp"
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"strconv"
 
@@ -36,7 +35,7 @@ func jobRuns(tx *bolt.Tx, name string) *bolt.Bucket {
 }
 
 func putRun(runs *bolt.Bucket, seq uint64, run Run) error {
-	value, err := json.Marshal(run.inUTC())
+	value, err := encodeRun(run.inUTC())
 	if err != nil {
 		return fmt.Errorf("encode run %s: %w", run.ID, err)
 	}
@@ -61,7 +60,7 @@ func getRun(runs *bolt.Bucket, seq uint64) (Run, bool, error) {
 
 func decodeRun(key, value []byte) (Run, error) {
 	var run Run
-	if err := json.Unmarshal(value, &run); err != nil {
+	if err := unmarshalRun(value, &run); err != nil {
 		return Run{}, fmt.Errorf("decode run %d: %w", binary.BigEndian.Uint64(key), err)
 	}
 	return run, nil
@@ -100,10 +99,8 @@ func pruneRuns(runs *bolt.Bucket, limit int) error {
 // isRunning reports whether a stored run has Result "running". A record
 // that does not decode counts as finished, so pruning can remove it.
 func isRunning(value []byte) bool {
-	var run struct {
-		Result string `json:"result"`
-	}
-	return json.Unmarshal(value, &run) == nil && run.Result == ResultRunning
+	var run Run
+	return unmarshalRun(value, &run) == nil && run.Result == ResultRunning
 }
 
 // runKey encodes a run ID big-endian, so bbolt's byte order is ID order.

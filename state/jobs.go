@@ -1,7 +1,6 @@
 package state
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -62,7 +61,7 @@ func (s *Store) Jobs() ([]JobState, error) {
 		// bbolt iterates keys in byte order, which is name order.
 		return tx.Bucket(bucketJobs).ForEach(func(key, value []byte) error {
 			var state JobState
-			if err := json.Unmarshal(value, &state); err != nil {
+			if err := unmarshalJob(value, &state); err != nil {
 				return fmt.Errorf("decode job %s: %w", key, err)
 			}
 			states = append(states, state)
@@ -100,7 +99,7 @@ func getJob(tx *bolt.Tx, name string) (JobState, bool, error) {
 		return JobState{}, false, nil
 	}
 	var state JobState
-	if err := json.Unmarshal(value, &state); err != nil {
+	if err := unmarshalJob(value, &state); err != nil {
 		return JobState{}, false, fmt.Errorf("decode job %s: %w", name, err)
 	}
 	return state, true, nil
@@ -116,7 +115,7 @@ func existingJob(tx *bolt.Tx, name string) (JobState, error) {
 }
 
 func putJob(tx *bolt.Tx, state JobState) error {
-	value, err := json.Marshal(state.inUTC())
+	value, err := encodeJob(state.inUTC())
 	if err != nil {
 		return fmt.Errorf("encode job %s: %w", state.Name, err)
 	}
