@@ -65,7 +65,7 @@ func redoEntries(tx *bolt.Tx, entries []logEntry, historyLimit int, log *slog.Lo
 		case entryClaim:
 			changed, err = redoClaim(tx, entry.Run, entry.Next, historyLimit)
 		case entryFinish:
-			changed, err = redoFinish(tx, entry.Run, historyLimit)
+			changed, err = redoFinish(tx, entry.Run)
 		default:
 			log.Warn("claim log entry of unknown kind skipped", "op", entry.Op, "job", entry.Run.Job, "run", entry.Run.ID)
 		}
@@ -121,8 +121,8 @@ func redoClaim(tx *bolt.Tx, run Run, next time.Time, historyLimit int) (bool, er
 }
 
 // redoFinish writes a logged final record if its run is still running.
-func redoFinish(tx *bolt.Tx, run Run, historyLimit int) (bool, error) {
-	err := finishIn(tx, run, historyLimit)
+func redoFinish(tx *bolt.Tx, run Run) (bool, error) {
+	err := finishIn(tx, run)
 	var rejected *rejection
 	if errors.As(err, &rejected) {
 		return false, nil

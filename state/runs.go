@@ -135,7 +135,7 @@ func (s *Store) Finish(run Run) error {
 	}
 	run = run.inUTC()
 	err := s.write(opFinish, func(tx *bolt.Tx) (*logEntry, error) {
-		if err := finishIn(tx, run, s.historyLimit); err != nil {
+		if err := finishIn(tx, run); err != nil {
 			return nil, err
 		}
 		return &logEntry{Op: entryFinish, Run: run}, nil
@@ -170,8 +170,10 @@ func checkFinish(tx *bolt.Tx, run Run, seq uint64) (JobState, error) {
 }
 
 // finishIn writes a final record in place of its run's "running" one and
-// updates the job's health.
-func finishIn(tx *bolt.Tx, run Run, historyLimit int) error {
+// updates the job's health. It prunes nothing: the record count is
+// unchanged, and a run that was running when the last claim pruned is
+// pruned by the job's next claim.
+func finishIn(tx *bolt.Tx, run Run) error {
 	seq, err := ParseRunID(run.ID)
 	if err != nil {
 		return &rejection{err}
@@ -186,10 +188,7 @@ func finishIn(tx *bolt.Tx, run Run, historyLimit int) error {
 	}
 	state.Running = false
 	applyResult(&state, run)
-	if err := putJob(tx, state); err != nil {
-		return err
-	}
-	return pruneRuns(runs, historyLimit)
+	return putJob(tx, state)
 }
 
 // RecordSkipped stores a run that never started because another run of the
