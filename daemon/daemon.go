@@ -237,7 +237,8 @@ func openStore(ctx context.Context, cfg *config.Config, log *slog.Logger, now ti
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("open state store: %w", err)
+		// state.Open's errors name the store already.
+		return nil, err
 	}
 	if moved := store.Recovered(); moved != "" {
 		log.Error("state store was corrupt: moved it aside and started a new one; schedule positions and history are reset",

@@ -18,12 +18,14 @@ const maxRetryBackoff = time.Hour
 // result by on_success or on_failure, started in the background.
 func (r *Runner) RunPolicies(ctx context.Context, req Request) (state.Run, error) {
 	run, err := r.Run(ctx, req)
-	if err != nil {
+	if err != nil && !ran(run) {
 		return run, err
 	}
+	// A run whose final record failed to store still ran, so its retries,
+	// alert and chained jobs follow, and the error is returned after them.
 	job := r.job(req.Job)
 	if job == nil {
-		return run, nil
+		return run, err
 	}
 	if retriable(req.Trigger) {
 		run = r.retry(ctx, job, req, run)
@@ -32,8 +34,12 @@ func (r *Runner) RunPolicies(ctx context.Context, req Request) (state.Run, error
 		hook(run)
 	}
 	r.chain(job, run)
-	return run, nil
+	return run, err
 }
+
+// ran reports whether a run that Run returned with an error was claimed,
+// which means it ran and only storing its final record failed.
+func ran(run state.Run) bool { return run.ID != "" }
 
 // SetFinalHook sets a function called with the last run of each request
 // that RunPolicies handles, once retries are over, for alerts.
@@ -76,7 +82,7 @@ func (r *Runner) retry(ctx context.Context, job *config.Job, req Request, run st
 			break
 		}
 		next, err := r.Run(ctx, Request{Job: job.Name, Trigger: state.TriggerRetry, Next: req.Next})
-		if err != nil {
+		if err != nil && !ran(next) {
 			if !errors.Is(err, ErrStopping) {
 				r.log.Error("retry failed to start", "job", job.Name, "err", err)
 			}

@@ -537,3 +537,35 @@ func TestCatchUpAllKeepsLaterSlots(t *testing.T) {
 		}
 	}
 }
+
+// finishFails is a recorder whose Finish always fails, as on a full disk.
+type finishFails struct{ state.Recorder }
+
+func (finishFails) Finish(state.Run) error { return errors.New("no space left on device") }
+
+func TestRunWhoseRecordFailsIsRetriedAlertedAndChained(t *testing.T) {
+	flaky := shellJob("flaky", "true")
+	flaky.Retries = 1
+	flaky.OnFailure = []string{"alert"}
+	alert := shellJob("alert", "true")
+	r, triggers := scriptedRunner(t, []string{state.ResultFailed, state.ResultFailed}, flaky, alert)
+	r.store = finishFails{r.store}
+	var hooked recorded
+	r.SetFinalHook(func(run state.Run) { hooked.add(run.Trigger + ":" + run.Result) })
+
+	run, err := r.RunPolicies(context.Background(), Request{Job: "flaky", Trigger: state.TriggerSchedule, Slot: t0})
+	if err == nil {
+		t.Error("RunPolicies returned no error, want the failed record's")
+	}
+	if run.Result != state.ResultFailed || run.Trigger != state.TriggerRetry {
+		t.Errorf("final run = %s %s, want failed from the retry", run.Result, run.Trigger)
+	}
+	if got := fmt.Sprint(hooked.get()); got != "[retry:failed]" {
+		t.Errorf("final hook saw %s, want the retry's failure once", got)
+	}
+	waitUntil(t, "the failure chain", func() bool { return len(triggers.get()) == 3 })
+	want := []string{"flaky:schedule", "flaky:retry", "alert:chain"}
+	if fmt.Sprint(triggers.get()) != fmt.Sprint(want) {
+		t.Errorf("runs = %v, want %v", triggers.get(), want)
+	}
+}

@@ -552,9 +552,11 @@ func (s *Scheduler) dispatch(req Request) {
 }
 
 func (s *Scheduler) runOne(req Request) {
-	_, err := s.runner.RunPolicies(context.Background(), req)
+	run, err := s.runner.RunPolicies(context.Background(), req)
 	switch {
 	case err == nil, errors.Is(err, ErrStopping):
+	case ran(run):
+		// The runner logged that the run's final record failed to store.
 	case errors.Is(err, state.ErrSlotClaimed):
 		s.log.Warn("slot already claimed", "job", req.Job, "slot", req.Slot, "err", err)
 	default:
