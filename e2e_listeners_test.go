@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -232,4 +233,62 @@ schedule = "0 9 * * *"
 	if strings.Contains(d.log(), "app-password-123") || strings.Contains(string(data), "app-password-123") {
 		t.Errorf("the app password reached the log or the store")
 	}
+}
+
+// TestLeftoverSearchFollowsAnUncleanStop kills a daemon whose exec
+// listener outlives it, and checks that the next start stops that
+// listener. After a clean stop the next start does not search: a process
+// that carries the daemon's marker without being its child survives it.
+func TestLeftoverSearchFollowsAnUncleanStop(t *testing.T) {
+	p := newProject(t, `[listeners.watcher]
+kind = "exec"
+command = ["sh", "-c", "echo $$ >> watcher.pids; exec sleep 300"]
+`)
+	t.Cleanup(func() { killPids(t, p.path("watcher.pids")) })
+	d := p.startDaemon()
+	waitFor(t, "the listener", func() bool { return len(lines(t, p.path("watcher.pids"))) == 1 })
+	orphan := lines(t, p.path("watcher.pids"))[0]
+	marker := daemonMarkerOf(t, orphan)
+	d.kill()
+	if !running(orphan) {
+		t.Fatalf("the listener's process %s died with the daemon; this test needs it to outlive it", orphan)
+	}
+
+	d = p.startDaemon()
+	d.waitLog("stopped processes left by a previous daemon or CLI")
+	if running(orphan) {
+		t.Errorf("the killed daemon's listener %s still runs after the restart", orphan)
+	}
+	waitFor(t, "the listener again", func() bool { return len(lines(t, p.path("watcher.pids"))) == 2 })
+	d.stop()
+
+	decoy := exec.Command("sleep", "300")
+	decoy.Env = append(os.Environ(), marker)
+	if err := decoy.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { decoy.Process.Kill(); decoy.Wait() })
+	d = p.startDaemon()
+	waitFor(t, "the listener after a clean stop", func() bool { return len(lines(t, p.path("watcher.pids"))) == 3 })
+	if !running(strconv.Itoa(decoy.Process.Pid)) {
+		t.Errorf("a start after a clean stop searched for leftovers and stopped process %d", decoy.Process.Pid)
+	}
+	d.stop()
+}
+
+// daemonMarkerOf returns the AGENT_RUNNER_DAEMON entry of a process's
+// environment.
+func daemonMarkerOf(t *testing.T, pid string) string {
+	t.Helper()
+	data, err := os.ReadFile("/proc/" + pid + "/environ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for entry := range strings.SplitSeq(string(data), "\x00") {
+		if strings.HasPrefix(entry, "AGENT_RUNNER_DAEMON=") {
+			return entry
+		}
+	}
+	t.Fatalf("process %s has no AGENT_RUNNER_DAEMON entry", pid)
+	return ""
 }

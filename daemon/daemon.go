@@ -58,6 +58,9 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	defer store.Close()
+	// Deferred after the store's Close, so it runs before it, with the
+	// store lock held, and after the listeners and the reaper stop.
+	defer unmarkRunning(cfg.Runner.StateDir, log)
 
 	reaper, err := process.NewReaper(log)
 	if err != nil {
@@ -247,7 +250,8 @@ func openStore(ctx context.Context, cfg *config.Config, log *slog.Logger, now ti
 	// A CLI may be running a job by hand right now; its run lock says so,
 	// and that run is left alone.
 	busy := func(job string) bool { return jobs.LockHeld(cfg.Runner.StateDir, job) }
-	if err := stopLeftovers(cfg, store, busy, log); err != nil {
+	daemonLeft := markRunning(cfg.Runner.StateDir, log)
+	if err := stopLeftovers(cfg, store, daemonLeft, busy, log); err != nil {
 		store.Close()
 		return nil, err
 	}
@@ -263,16 +267,20 @@ func openStore(ctx context.Context, cfg *config.Config, log *slog.Logger, now ti
 }
 
 // stopLeftovers kills what runs still recorded as running, and a previous
-// daemon's listeners and hooks, left behind: children of a daemon or CLI
-// that was killed have their own process groups and may still run, and
-// must not overlap the runs to come. It runs before those runs are marked
-// interrupted, so a crash during it leaves them to the next start.
-func stopLeftovers(cfg *config.Config, store *state.Store, busy func(string) bool, log *slog.Logger) error {
+// daemon's listeners and hooks when daemonLeft says that daemon did not
+// stop cleanly: children of a daemon or CLI that was killed have their own
+// process groups and may still run, and must not overlap the runs to
+// come. It runs before those runs are marked interrupted, so a crash
+// during it leaves them to the next start.
+func stopLeftovers(cfg *config.Config, store *state.Store, daemonLeft bool, busy func(string) bool, log *slog.Logger) error {
 	running, err := store.RunningRuns()
 	if err != nil {
 		return fmt.Errorf("recover interrupted runs: %w", err)
 	}
-	leftovers := []string{process.DaemonMarker(cfg.Runner.StateDir)}
+	var leftovers []string
+	if daemonLeft {
+		leftovers = append(leftovers, process.DaemonMarker(cfg.Runner.StateDir))
+	}
 	for _, r := range running {
 		if !busy(r.Job) {
 			leftovers = append(leftovers, jobs.RunMarker(r.ID))

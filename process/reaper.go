@@ -220,6 +220,10 @@ func children() []int {
 	return pids
 }
 
+// HasChildren reports whether this process has a child that it has not
+// reaped, running or not.
+func HasChildren() bool { return len(children()) > 0 }
+
 // mainThreadChildren lists the children of the main thread, whose thread
 // ID is the process ID. It falls back to every thread's children when the
 // file cannot be read.
