@@ -28,12 +28,17 @@ const (
 // and waits for READY=1. It returns the daemon and how long the start
 // took.
 func (h *harness) startReady(dir, configPath string) (*bench.Daemon, time.Duration, error) {
+	return startReadyWith(h.binary, dir, configPath)
+}
+
+// startReadyWith is startReady for another binary, such as the baseline.
+func startReadyWith(binary, dir, configPath string) (*bench.Daemon, time.Duration, error) {
 	notify, err := bench.ListenNotify(filepath.Join(dir, "notify.sock"))
 	if err != nil {
 		return nil, 0, err
 	}
 	defer notify.Close()
-	d, err := bench.StartDaemon(h.binary, configPath, filepath.Join(dir, "daemon.log"), "NOTIFY_SOCKET="+notify.Path)
+	d, err := bench.StartDaemon(binary, configPath, filepath.Join(dir, "daemon.log"), "NOTIFY_SOCKET="+notify.Path)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -148,24 +153,15 @@ func (h *harness) idle() []row {
 	window := pick(h, time.Minute, 15*time.Second)
 	reps := pick(h, 2, 2)
 	const settle = 5 * time.Second
-	var rss, peak, anon, file, ticks, runtimeNs []float64
-	var firstErr error
-	for rep := range reps {
-		h.progress("idle: repetition %d of %d, %s", rep+1, reps, window+settle)
-		r, err := h.idleOnce(window, settle)
-		if err != nil {
-			firstErr = err
-			break
-		}
-		rss = append(rss, kibToMB(r.memory.RSS))
-		peak = append(peak, kibToMB(r.memory.HWM))
-		anon = append(anon, kibToMB(r.memory.Anon))
-		file = append(file, kibToMB(r.memory.File))
-		ticks = append(ticks, r.tickSecondsPerMinute)
-		runtimeNs = append(runtimeNs, r.runtimeSecondsPerMinute)
-	}
+	results, firstErr := h.idleRepeat(h.binary, "", window, settle, reps)
+	rss, peak := idleValues(results, func(r idleResult) float64 { return kibToMB(r.memory.RSS) }),
+		idleValues(results, func(r idleResult) float64 { return kibToMB(r.memory.HWM) })
+	anon, file := idleValues(results, func(r idleResult) float64 { return kibToMB(r.memory.Anon) }),
+		idleValues(results, func(r idleResult) float64 { return kibToMB(r.memory.File) })
+	ticks := idleValues(results, func(r idleResult) float64 { return r.tickSecondsPerMinute })
+	runtimeNs := idleValues(results, func(r idleResult) float64 { return r.runtimeSecondsPerMinute })
 	resolution := time.Minute.Seconds() / window.Seconds() / bench.ClockTicks
-	return []row{
+	rows := []row{
 		{figure: "idle: RSS (VmRSS), 25 jobs + 3 exec listeners", unit: "MB", values: rss, target: atMost(16, "MB"), err: firstErr,
 			note: fmt.Sprintf("read %s after READY+%s", window, settle)},
 		{figure: "idle: peak RSS (VmHWM)", unit: "MB", values: peak, err: firstErr},
@@ -176,6 +172,48 @@ func (h *harness) idle() []row {
 		{figure: "idle: CPU per minute from schedstat", unit: "s/min", values: runtimeNs, err: firstErr,
 			note: "sum of /proc/PID/task/*/schedstat, live threads, ns resolution"},
 	}
+	return append(rows, h.idleBaseline(window, settle, reps)...)
+}
+
+// idleBaseline measures the resident set of the baseline binary, which
+// links the same libraries and runs nothing.
+func (h *harness) idleBaseline(window, settle time.Duration, reps int) []row {
+	if h.floor == "" {
+		return nil
+	}
+	results, firstErr := h.idleRepeat(h.floor, "baseline, ", window, settle, reps)
+	rss := idleValues(results, func(r idleResult) float64 { return kibToMB(r.memory.RSS) })
+	anon := idleValues(results, func(r idleResult) float64 { return kibToMB(r.memory.Anon) })
+	file := idleValues(results, func(r idleResult) float64 { return kibToMB(r.memory.File) })
+	return []row{
+		{figure: "idle: baseline, the libraries alone: RSS (VmRSS)", unit: "MB", values: rss, err: firstErr,
+			note: "bench/cmd/libfloor: links the libraries and the functions of them that agent-runner calls, sends READY=1 and waits"},
+		{figure: "idle: baseline, the libraries alone: anonymous RSS", unit: "MB", values: anon, err: firstErr},
+		{figure: "idle: baseline, the libraries alone: file-backed RSS", unit: "MB", values: file, err: firstErr},
+	}
+}
+
+// idleRepeat measures binary idle reps times, and stops at the first
+// error.
+func (h *harness) idleRepeat(binary, label string, window, settle time.Duration, reps int) ([]idleResult, error) {
+	var results []idleResult
+	for rep := range reps {
+		h.progress("idle: %srepetition %d of %d, %s", label, rep+1, reps, window+settle)
+		r, err := h.idleOnce(binary, window, settle)
+		if err != nil {
+			return results, err
+		}
+		results = append(results, r)
+	}
+	return results, nil
+}
+
+func idleValues(results []idleResult, value func(idleResult) float64) []float64 {
+	values := make([]float64, len(results))
+	for i, r := range results {
+		values[i] = value(r)
+	}
+	return values
 }
 
 type idleResult struct {
@@ -184,7 +222,7 @@ type idleResult struct {
 	runtimeSecondsPerMinute float64
 }
 
-func (h *harness) idleOnce(window, settle time.Duration) (idleResult, error) {
+func (h *harness) idleOnce(binary string, window, settle time.Duration) (idleResult, error) {
 	dir, err := h.tempDir("idle")
 	if err != nil {
 		return idleResult{}, err
@@ -193,7 +231,7 @@ func (h *harness) idleOnce(window, settle time.Duration) (idleResult, error) {
 	if err != nil {
 		return idleResult{}, err
 	}
-	d, _, err := h.startReady(dir, configPath)
+	d, _, err := startReadyWith(binary, dir, configPath)
 	if err != nil {
 		return idleResult{}, err
 	}
@@ -227,26 +265,52 @@ func (h *harness) idleOnce(window, settle time.Duration) (idleResult, error) {
 func (h *harness) startup() []row {
 	const starts = 20
 	reps := pick(h, 3, 2)
-	var p50, p90, maximum []float64
-	var firstErr error
-	for rep := range reps {
-		h.progress("startup: repetition %d of %d, %d starts", rep+1, reps, starts)
-		durations, err := h.startupOnce(starts)
-		if err != nil {
-			firstErr = err
-			break
-		}
-		p50 = append(p50, bench.Milliseconds(bench.Percentile(durations, 50)))
-		p90 = append(p90, bench.Milliseconds(bench.Percentile(durations, 90)))
-		maximum = append(maximum, bench.Milliseconds(bench.Percentile(durations, 100)))
-	}
+	runs, firstErr := h.startupRepeat(h.binary, "", starts, reps)
+	p50, p90, maximum := percentiles(runs, 50), percentiles(runs, 90), percentiles(runs, 100)
 	note := fmt.Sprintf("%d starts per run of the shipped config.toml, after one untimed start created the store", starts)
 	rows := []row{
 		{figure: "startup: exec to READY=1 p50", unit: "ms", values: p50, target: atMost(10, "ms"), err: firstErr, note: note},
 		{figure: "startup: exec to READY=1 p90", unit: "ms", values: p90, err: firstErr},
 		{figure: "startup: exec to READY=1 max", unit: "ms", values: maximum, err: firstErr},
 	}
+	rows = append(rows, h.startupBaseline(starts, reps)...)
 	return append(rows, h.packageInit(starts)...)
+}
+
+// startupBaseline measures exec to READY=1 of the baseline binary, which
+// links the same libraries and sends READY=1 as soon as main runs.
+func (h *harness) startupBaseline(starts, reps int) []row {
+	if h.floor == "" {
+		return nil
+	}
+	runs, firstErr := h.startupRepeat(h.floor, "baseline, ", starts, reps)
+	p50 := percentiles(runs, 50)
+	return []row{{figure: "startup: baseline, the libraries alone: exec to READY=1 p50", unit: "ms", values: p50, err: firstErr,
+		note: "bench/cmd/libfloor, started the same way"}}
+}
+
+// startupRepeat times starts starts of binary reps times, and stops at
+// the first error.
+func (h *harness) startupRepeat(binary, label string, starts, reps int) ([][]time.Duration, error) {
+	var runs [][]time.Duration
+	for rep := range reps {
+		h.progress("startup: %srepetition %d of %d, %d starts", label, rep+1, reps, starts)
+		durations, err := h.startupOnce(binary, starts)
+		if err != nil {
+			return runs, err
+		}
+		runs = append(runs, durations)
+	}
+	return runs, nil
+}
+
+// percentiles returns the p-th percentile of each run, in milliseconds.
+func percentiles(runs [][]time.Duration, p float64) []float64 {
+	values := make([]float64, len(runs))
+	for i, durations := range runs {
+		values[i] = bench.Milliseconds(bench.Percentile(durations, p))
+	}
+	return values
 }
 
 // packageInit measures the Go package initialization of the binary, which
@@ -272,7 +336,7 @@ func (h *harness) packageInit(starts int) []row {
 	}
 }
 
-func (h *harness) startupOnce(starts int) ([]time.Duration, error) {
+func (h *harness) startupOnce(binary string, starts int) ([]time.Duration, error) {
 	dir, err := h.tempDir("startup")
 	if err != nil {
 		return nil, err
@@ -281,7 +345,7 @@ func (h *harness) startupOnce(starts int) ([]time.Duration, error) {
 	if err != nil {
 		return nil, err
 	}
-	d, _, err := h.startReady(dir, configPath)
+	d, _, err := startReadyWith(binary, dir, configPath)
 	if err != nil {
 		return nil, err
 	}
@@ -290,7 +354,7 @@ func (h *harness) startupOnce(starts int) ([]time.Duration, error) {
 	}
 	var durations []time.Duration
 	for range starts {
-		d, took, err := h.startReady(dir, configPath)
+		d, took, err := startReadyWith(binary, dir, configPath)
 		if err != nil {
 			return nil, err
 		}

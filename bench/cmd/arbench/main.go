@@ -32,6 +32,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var w workerArgs
 	w.register(fs)
 	binary := fs.String("binary", "", "path of the built agent-runner binary (required)")
+	floor := fs.String("floor", "", "path of the built bench/cmd/libfloor, the baseline of the startup and idle figures")
 	repo := fs.String("repo", ".", "repository root, for the shipped config.toml and scripts/")
 	quick := fs.Bool("quick", false, "shorter windows and fewer repetitions")
 	check := fs.Bool("check", false, "exit with status 1 when a figure misses its target or fails")
@@ -62,6 +63,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "arbench:", err)
 		return 1
 	}
+	h.floor = *floor
 	if *keep {
 		fmt.Fprintln(stderr, "arbench: keeping temporary folders in", h.work)
 	} else {
@@ -122,11 +124,14 @@ func countStatus(rows []row, status string) int {
 // reaper of an earlier one.
 type harness struct {
 	binary string
-	repo   string
-	quick  bool
-	self   string
-	work   string
-	log    io.Writer
+	// floor is the baseline binary of the startup and idle figures, or
+	// empty for none.
+	floor string
+	repo  string
+	quick bool
+	self  string
+	work  string
+	log   io.Writer
 	// clock records wall-clock steps, each with the measurement that
 	// progress named last.
 	clock *clockWatch
