@@ -10,8 +10,8 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
-	"sync"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"

@@ -171,3 +171,27 @@ func TestPlainRecordsTakeTheDirectPath(t *testing.T) {
 		t.Errorf("decodeJobFast(%s) = %+v, %v; want %+v, true", jobData, got, ok, job)
 	}
 }
+
+func TestIsRunningReadsResultNotOutput(t *testing.T) {
+	tricky := `"result":"running"` + "\n" + `{"result":"ok"}`
+	for _, result := range []string{ResultRunning, ResultOK, ResultFailed, ResultInterrupted} {
+		for _, output := range []string{"", "plain", tricky} {
+			run := Run{ID: "7", Job: "j", Trigger: TriggerManual, Start: time.Unix(0, 0).UTC(), Result: result, Output: output, Error: output}
+			data, err := encodeRun(run)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := isRunning(data), result == ResultRunning; got != want {
+				t.Errorf("isRunning(%s) = %t, want %t", data, got, want)
+			}
+		}
+	}
+	for _, data := range []string{`{"result": "running"}`, `{"Result":"running"}`} {
+		if !isRunning([]byte(data)) {
+			t.Errorf("isRunning(%s) = false, want true from encoding/json", data)
+		}
+	}
+	if isRunning([]byte(`{"result":"running"`)) {
+		t.Error("isRunning of a truncated record = true, want false")
+	}
+}

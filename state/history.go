@@ -1,6 +1,7 @@
 package state
 
 import (
+	"bytes"
 	"cmp"
 	"encoding/binary"
 	"fmt"
@@ -96,9 +97,23 @@ func pruneRuns(runs *bolt.Bucket, limit int) error {
 	return nil
 }
 
+// resultField is how the encoders, and json.Marshal before them, write
+// the start of a record's result. In compact JSON these bytes appear only
+// there, since every quote inside a string is escaped.
+var resultField = []byte(`"result":"`)
+
 // isRunning reports whether a stored run has Result "running". A record
 // that does not decode counts as finished, so pruning can remove it.
+// Starts read every record of every job twice, and most records hold an
+// output tail with escapes, which only encoding/json decodes; so a record
+// whose result reads as another is not decoded at all.
 func isRunning(value []byte) bool {
+	if i := bytes.Index(value, resultField); i >= 0 {
+		rest := value[i+len(resultField):]
+		if !bytes.HasPrefix(rest, []byte(ResultRunning+`"`)) {
+			return false
+		}
+	}
 	var run Run
 	return unmarshalRun(value, &run) == nil && run.Result == ResultRunning
 }
