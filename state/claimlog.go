@@ -97,6 +97,31 @@ func openClaimLog(path string, lastGeneration uint64, logger *slog.Logger) (*cla
 	return l, nil
 }
 
+// setAsideIrregularLog moves a claim log that is not a regular file, such
+// as a symbolic link or a FIFO, to PATH.corrupt-<UTC time>, and logs it.
+// The store writes only regular files, so such a log holds no claim of
+// its, and a new log takes its place: refusing it would fail every start
+// until someone removed it.
+func setAsideIrregularLog(path string, logger *slog.Logger) error {
+	info, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) || err == nil && info.Mode().IsRegular() {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("stat claim log: %w", err)
+	}
+	dest, err := unusedCorruptPath(path, time.Now())
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(path, dest); err != nil {
+		return fmt.Errorf("move claim log %s aside: %w", path, err)
+	}
+	logger.Error("claim log was not a regular file: moved it aside and started a new one",
+		"path", path, "type", info.Mode().Type().String(), "moved_to", dest)
+	return nil
+}
+
 // openClaimLogFile opens the claim log and rejects anything but a regular
 // file. It follows no symbolic link, because the daemon writes the log in
 // place and must not write to a file outside state_dir, and it does not

@@ -93,7 +93,11 @@ func Open(path string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	logPath := path + claimLogSuffix
-	generation, err := replayClaimLog(s.db, logPath, opts)
+	err = setAsideIrregularLog(logPath, opts.Logger)
+	var generation uint64
+	if err == nil {
+		generation, err = replayClaimLog(s.db, logPath, opts)
+	}
 	if err == nil {
 		s.writer.claims, err = openClaimLog(logPath, generation, opts.Logger)
 	}
