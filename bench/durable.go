@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -26,11 +27,17 @@ type CommitResult struct {
 	// Fdatasync is a pwrite of one 4 KiB page followed by fdatasync, on a
 	// file beside the store.
 	Fdatasync []time.Duration `json:"fdatasync"`
+	// SyncAfterChild is the same write and sync right after a /bin/true
+	// child exited, as a claim's sync follows the previous run in the run
+	// boundary. The disk may answer it more slowly than a sync that
+	// follows another.
+	SyncAfterChild []time.Duration `json:"sync_after_child"`
 }
 
 // MeasureCommits claims and finishes runs scheduled runs of one job in
 // a store in dir, and after each run writes and syncs one 4 KiB page of
-// another file in dir.
+// another file in dir. Then it times that write and sync runs more times,
+// each right after a child.
 func MeasureCommits(dir string, runs int) (CommitResult, error) {
 	store, err := state.Open(filepath.Join(dir, "state.db"), state.Options{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
@@ -78,7 +85,31 @@ func MeasureCommits(dir string, runs int) (CommitResult, error) {
 		result.Run = append(result.Run, t2.Sub(t0))
 		result.Fdatasync = append(result.Fdatasync, t3.Sub(t2))
 	}
+	// In a loop of its own, so that no child runs between the syncs above.
+	for range runs {
+		took, err := syncAfterChild(page, buf)
+		if err != nil {
+			return result, err
+		}
+		result.SyncAfterChild = append(result.SyncAfterChild, took)
+	}
 	return result, nil
+}
+
+// syncAfterChild runs TruePath to its exit, then times a write of buf to
+// page and its fdatasync.
+func syncAfterChild(page *os.File, buf []byte) (time.Duration, error) {
+	if err := exec.Command(TruePath).Run(); err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	if _, err := page.WriteAt(buf, 0); err != nil {
+		return 0, err
+	}
+	if err := unix.Fdatasync(int(page.Fd())); err != nil {
+		return 0, fmt.Errorf("fdatasync %s: %w", page.Name(), err)
+	}
+	return time.Since(start), nil
 }
 
 // SyncCalls are the system calls counted as durable writes.
