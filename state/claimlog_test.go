@@ -644,3 +644,23 @@ func TestClaimLogNotRegularFileMovedAside(t *testing.T) {
 		})
 	}
 }
+
+func TestClaimLogFolderBesideMissingStoreMovedAside(t *testing.T) {
+	path := tempStorePath(t)
+	logPath := path + claimLogSuffix
+	if err := os.MkdirAll(filepath.Join(logPath, "inside"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	store, err := Open(path, Options{})
+	if err != nil {
+		t.Fatalf("open a missing store beside a folder claim log: %v", err)
+	}
+	defer store.Close()
+	aside, err := filepath.Glob(logPath + ".corrupt-*")
+	if err != nil || len(aside) != 1 {
+		t.Fatalf("moved-aside logs %v, %v, want one", aside, err)
+	}
+	if _, err := os.Stat(filepath.Join(aside[0], "inside")); err != nil {
+		t.Errorf("the folder's contents did not move with it: %v", err)
+	}
+}

@@ -88,16 +88,20 @@ func Open(path string, opts Options) (*Store, error) {
 		return s, nil
 	}
 
+	logPath := path + claimLogSuffix
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("create state folder: %w", err)
+	}
+	// Before the store opens, which removes the log beside a missing or
+	// empty store and cannot remove a folder.
+	if err := setAsideIrregularLog(logPath, opts.Logger); err != nil {
+		return nil, fmt.Errorf("open state store %s: %w", path, err)
+	}
 	s.db, s.recovered, err = openReadWrite(path, opts)
 	if err != nil {
 		return nil, err
 	}
-	logPath := path + claimLogSuffix
-	err = setAsideIrregularLog(logPath, opts.Logger)
-	var generation uint64
-	if err == nil {
-		generation, err = replayClaimLog(s.db, logPath, opts)
-	}
+	generation, err := replayClaimLog(s.db, logPath, opts)
 	if err == nil {
 		s.writer.claims, err = openClaimLog(logPath, generation, opts.Logger)
 	}
