@@ -76,3 +76,40 @@ cooldown = "1h"
 		t.Errorf("the webhook URL reached the log")
 	}
 }
+
+// TestAlertCommandsEndWithTheDaemon checks that a clean stop waits for a
+// hanging alert command and stops it, and that after a kill -9 the next
+// start stops the one the killed daemon left.
+func TestAlertCommandsEndWithTheDaemon(t *testing.T) {
+	p := newProject(t, `[jobs.bad]
+command = ["sh", "-c", "exit 1"]
+every = "1s"
+
+[alerts.ops]
+kind = "exec"
+command = ["sh", "-c", "echo $$ >> alert.pids; cat > /dev/null; exec sleep 300"]
+events = ["failed"]
+`)
+	t.Cleanup(func() { killPids(t, p.path("alert.pids")) })
+	d := p.startDaemon()
+	waitFor(t, "the first alert command", func() bool { return len(lines(t, p.path("alert.pids"))) == 1 })
+	d.stop()
+	first := lines(t, p.path("alert.pids"))[0]
+	if running(first) {
+		t.Errorf("alert command %s outlived a clean stop", first)
+	}
+
+	d = p.startDaemon()
+	waitFor(t, "the second alert command", func() bool { return len(lines(t, p.path("alert.pids"))) == 2 })
+	second := lines(t, p.path("alert.pids"))[1]
+	d.kill()
+	if !running(second) {
+		t.Fatalf("alert command %s died with the daemon; this test needs it to outlive it", second)
+	}
+	d = p.startDaemon()
+	d.waitLog("stopped processes left by a previous daemon or CLI")
+	if running(second) {
+		t.Errorf("alert command %s left by a killed daemon still runs after the restart", second)
+	}
+	d.stop()
+}

@@ -171,13 +171,13 @@ func (c SinkConfig) wants(event string) bool {
 func isFailure(event string) bool { return event != EventRecovered }
 
 // NewSink builds the sink that cfg.Kind names. Webhook sinks use client,
-// and exec sinks use reaper, path and workDir.
-func NewSink(cfg SinkConfig, client *http.Client, reaper *process.Reaper, path []string, workDir string) (Sink, error) {
+// and exec sinks use reaper, path, workDir and marker.
+func NewSink(cfg SinkConfig, client *http.Client, reaper *process.Reaper, path []string, workDir, marker string) (Sink, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if cfg.Kind == SinkExec {
-		return NewExec(cfg, reaper, path, workDir)
+		return NewExec(cfg, reaper, path, workDir, marker)
 	}
 	return NewDiscordWebhook(cfg, client)
 }

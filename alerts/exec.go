@@ -38,14 +38,17 @@ type execSink struct {
 	reaper        *process.Reaper
 	settings      process.Settings
 	timeout       time.Duration
+	marker        string
 	includeOutput bool
 	sequence      atomic.Uint64
 }
 
 // NewExec returns a sink that runs cfg.Command for each alert under
 // reaper, with PATH set to path, in workDir, and the daemon's usual child
-// environment. It fails when the command cannot be found on path.
-func NewExec(cfg SinkConfig, reaper *process.Reaper, path []string, workDir string) (Sink, error) {
+// environment with marker, the entry by which a later daemon finds a
+// command this one left running. It fails when the command cannot be
+// found on path.
+func NewExec(cfg SinkConfig, reaper *process.Reaper, path []string, workDir, marker string) (Sink, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -61,6 +64,7 @@ func NewExec(cfg SinkConfig, reaper *process.Reaper, path []string, workDir stri
 		command:       cfg.Command,
 		reaper:        reaper,
 		settings:      process.Settings{Path: path, WorkingDir: workDir},
+		marker:        marker,
 		timeout:       cfg.Timeout,
 		includeOutput: cfg.IncludeOutput,
 	}
@@ -76,6 +80,9 @@ func (s *execSink) Name() string { return s.name }
 // program on its PATH. Send repeats it, so a program installed after
 // startup is found.
 func (s *execSink) resolve(vars []string) (process.Spec, error) {
+	if s.marker != "" {
+		vars = append([]string{s.marker}, vars...)
+	}
 	env, err := process.Environment(s.settings, vars)
 	if err != nil {
 		return process.Spec{}, err

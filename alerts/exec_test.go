@@ -16,7 +16,7 @@ func execConfig(command ...string) SinkConfig {
 
 func newExec(t *testing.T, cfg SinkConfig, dir string) Sink {
 	t.Helper()
-	sink, err := NewExec(cfg, testReaper, testPath, dir)
+	sink, err := NewExec(cfg, testReaper, testPath, dir, "")
 	if err != nil {
 		t.Fatalf("NewExec: %v", err)
 	}
@@ -107,7 +107,7 @@ func TestExecSinkTimeout(t *testing.T) {
 }
 
 func TestExecSinkMissingCommand(t *testing.T) {
-	_, err := NewExec(execConfig("no-such-alert-program"), testReaper, testPath, t.TempDir())
+	_, err := NewExec(execConfig("no-such-alert-program"), testReaper, testPath, t.TempDir(), "")
 	if err == nil {
 		t.Fatal("NewExec: got nil error, want command not found")
 	}

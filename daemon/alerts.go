@@ -42,7 +42,7 @@ func newDispatcher(cfg *config.Config, reaper *process.Reaper, log *slog.Logger)
 			Name: a.Name, Kind: a.Kind, URL: a.URL, Command: a.Command, Events: a.Events,
 			Cooldown: a.Cooldown, IncludeOutput: a.IncludeOutput, Timeout: a.Timeout,
 		}
-		sink, err := alerts.NewSink(sc, client, reaper, cfg.Runner.Path, cfg.Dir)
+		sink, err := alerts.NewSink(sc, client, reaper, cfg.Runner.Path, cfg.Dir, process.DaemonMarker(cfg.Runner.StateDir))
 		if err != nil {
 			log.Error("alert sink cannot work as configured", "alert", a.Name, "err", err)
 			continue
@@ -108,12 +108,20 @@ func addAlerts(group *run.Group, d *alerts.Dispatcher, h *handler) {
 	ctx, cancel := context.WithCancel(context.Background())
 	stale := newStaleTracker()
 	group.Add(func() error {
-		go d.Run(ctx)
+		// The dispatcher drains and stops its alert commands once ctx
+		// ends, and the daemon waits for that, so that no command outlives
+		// a clean stop.
+		stopped := make(chan struct{})
+		go func() {
+			defer close(stopped)
+			d.Run(ctx)
+		}()
 		ticker := time.NewTicker(listenerCheckInterval)
 		defer ticker.Stop()
 		for {
 			select {
 			case <-ctx.Done():
+				<-stopped
 				return nil
 			case <-ticker.C:
 			}
