@@ -105,7 +105,7 @@ func runCluster(ctx context.Context, opts Options) error {
 // among those. Markers only match processes on this machine, and run IDs
 // are unique in the cluster, so runs of other nodes are untouched.
 func stopClusterLeftovers(cfg *config.Config, store *cluster.Etcd, log *slog.Logger) {
-	leftovers := []string{process.DaemonMarker(cfg.Runner.StateDir)}
+	leftovers := process.DaemonMarkers(cfg.Runner.StateDir)
 	for _, job := range cfg.Jobs {
 		runs, err := store.Runs(job.Name, 0)
 		if err != nil {

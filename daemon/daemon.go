@@ -279,7 +279,7 @@ func stopLeftovers(cfg *config.Config, store *state.Store, daemonLeft bool, busy
 	}
 	var leftovers []string
 	if daemonLeft {
-		leftovers = append(leftovers, process.DaemonMarker(cfg.Runner.StateDir))
+		leftovers = append(leftovers, process.DaemonMarkers(cfg.Runner.StateDir)...)
 	}
 	for _, r := range running {
 		if !busy(r.Job) {

@@ -12,12 +12,30 @@ import (
 // set, so locale and home-relative tools work without inherit_env.
 var passedEnv = []string{"HOME", "USER", "LANG", "TZ"}
 
-// DaemonMarker is the entry every child of a daemon's listeners and hooks
-// gets, naming the daemon by its state folder. A daemon that starts after
-// another died kills what still carries it.
+// DaemonMarker is the entry every child of a daemon's listeners, hooks and
+// alerts gets, naming the daemon by its state folder. A daemon that starts
+// after another died kills what still carries it. The folder's path is
+// resolved through symbolic links, so that a daemon started through a
+// linked path finds the children of one started through the real path.
 func DaemonMarker(stateDir string) string {
-	return "AGENT_RUNNER_DAEMON=" + stateDir
+	if resolved, err := filepath.EvalSymlinks(stateDir); err == nil {
+		stateDir = resolved
+	}
+	return daemonVar + "=" + stateDir
 }
+
+// DaemonMarkers returns the entries a start searches for: DaemonMarker,
+// and the path as given when it differs, which children of daemons that
+// did not resolve it carry.
+func DaemonMarkers(stateDir string) []string {
+	markers := []string{DaemonMarker(stateDir)}
+	if asWritten := daemonVar + "=" + stateDir; asWritten != markers[0] {
+		markers = append(markers, asWritten)
+	}
+	return markers
+}
+
+const daemonVar = "AGENT_RUNNER_DAEMON"
 
 // Settings are the process rules that jobs, hooks and exec listeners share.
 type Settings struct {

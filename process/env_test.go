@@ -1,7 +1,9 @@
 package process
 
 import (
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"testing"
 
@@ -72,5 +74,26 @@ func TestEnvironmentGroupOnly(t *testing.T) {
 	}
 	if !slices.Contains(env, "HOME=/root") || lastValue(env, "HOME") != "/root" {
 		t.Errorf("HOME = %q, want the daemon's /root", lastValue(env, "HOME"))
+	}
+}
+
+func TestDaemonMarkerResolvesLinkedStateFolder(t *testing.T) {
+	folder := filepath.Join(t.TempDir(), "state")
+	if err := os.Mkdir(folder, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(t.TempDir(), "linked")
+	if err := os.Symlink(folder, link); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := DaemonMarker(link), DaemonMarker(folder); got != want {
+		t.Errorf("DaemonMarker through the link = %q, through the folder = %q; want them equal", got, want)
+	}
+	markers := DaemonMarkers(link)
+	if len(markers) != 2 || markers[0] != DaemonMarker(folder) || markers[1] != "AGENT_RUNNER_DAEMON="+link {
+		t.Errorf("DaemonMarkers(link) = %q, want the resolved entry and the linked one", markers)
+	}
+	if markers := DaemonMarkers(folder); len(markers) != 1 {
+		t.Errorf("DaemonMarkers(folder) = %q, want one entry", markers)
 	}
 }
