@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -98,13 +99,14 @@ func openClaimLog(path string, lastGeneration uint64, logger *slog.Logger) (*cla
 }
 
 // setAsideIrregularLog moves a claim log that is not a regular file, such
-// as a symbolic link or a FIFO, to PATH.corrupt-<UTC time>, and logs it.
-// The store writes only regular files, so such a log holds no claim of
-// its, and a new log takes its place: refusing it would fail every start
-// until someone removed it.
+// as a symbolic link or a FIFO, or that has another hard link, to
+// PATH.corrupt-<UTC time>, and logs it. The store writes only regular
+// files of one link, so such a log holds no claim of its, and a new log
+// takes its place: refusing it would fail every start until someone
+// removed it, and writing it would change the file it is linked to.
 func setAsideIrregularLog(path string, logger *slog.Logger) error {
 	info, err := os.Lstat(path)
-	if errors.Is(err, fs.ErrNotExist) || err == nil && info.Mode().IsRegular() {
+	if errors.Is(err, fs.ErrNotExist) || err == nil && info.Mode().IsRegular() && links(info) <= 1 {
 		return nil
 	}
 	if err != nil {
@@ -120,6 +122,15 @@ func setAsideIrregularLog(path string, logger *slog.Logger) error {
 	logger.Error("claim log was not a regular file: moved it aside and started a new one",
 		"path", path, "type", info.Mode().Type().String(), "moved_to", dest)
 	return nil
+}
+
+// links returns a file's hard link count, or 1 when the file system does
+// not say.
+func links(info fs.FileInfo) uint64 {
+	if st, ok := info.Sys().(*syscall.Stat_t); ok {
+		return uint64(st.Nlink)
+	}
+	return 1
 }
 
 // openClaimLogFile opens the claim log and rejects anything but a regular

@@ -583,6 +583,11 @@ func TestClaimLogNotRegularFileMovedAside(t *testing.T) {
 				t.Fatal(err)
 			}
 		},
+		"hard link": func(t *testing.T, logPath, outside string) {
+			if err := os.Link(outside, logPath); err != nil {
+				t.Skipf("no hard link across the test's folders: %v", err)
+			}
+		},
 		"fifo": func(t *testing.T, logPath, _ string) {
 			if err := unix.Mkfifo(logPath, 0o600); err != nil {
 				t.Fatal(err)
