@@ -220,9 +220,17 @@ func children() []int {
 	return pids
 }
 
-// HasChildren reports whether this process has a child that it has not
-// reaped, running or not.
-func HasChildren() bool { return len(children()) > 0 }
+// HasChildren reports whether a child of this process still runs. A child
+// that exited and was not reaped counts as none, since it ends with this
+// process.
+func HasChildren() bool {
+	for _, pid := range children() {
+		if !isZombie(pid) {
+			return true
+		}
+	}
+	return false
+}
 
 // mainThreadChildren lists the children of the main thread, whose thread
 // ID is the process ID. It falls back to every thread's children when the

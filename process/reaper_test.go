@@ -59,3 +59,27 @@ func TestReaperReapsOrphanOnExit(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+func TestHasChildrenCountsRunningChildrenOnly(t *testing.T) {
+	if HasChildren() {
+		t.Skip("this test process has running children from elsewhere")
+	}
+	cmd := exec.Command("sleep", "0.3")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	if !HasChildren() {
+		t.Error("HasChildren = false while a child runs")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !isZombie(cmd.Process.Pid) {
+		if time.Now().After(deadline) {
+			t.Fatal("the child did not exit")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if HasChildren() {
+		t.Error("HasChildren = true with only an exited, unreaped child")
+	}
+}
