@@ -223,13 +223,18 @@ func children() []int {
 // HasChildren reports whether a child of this process still runs. A child
 // that exited and was not reaped counts as none, since it ends with this
 // process.
-func HasChildren() bool {
+func HasChildren() bool { return len(runningChildren()) > 0 }
+
+// runningChildren lists the children of this process that have not
+// exited.
+func runningChildren() []int {
+	var pids []int
 	for _, pid := range children() {
 		if !isZombie(pid) {
-			return true
+			pids = append(pids, pid)
 		}
 	}
-	return false
+	return pids
 }
 
 // mainThreadChildren lists the children of the main thread, whose thread
