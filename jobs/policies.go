@@ -106,8 +106,8 @@ func (r *Runner) chain(job *config.Job, run state.Run) {
 	for _, target := range targets {
 		r.log.Info("starting chained job", "job", target, "after", job.Name, "result", run.Result)
 		go func() {
-			_, err := r.RunPolicies(context.Background(), Request{Job: target, Trigger: state.TriggerChain})
-			if err != nil && !errors.Is(err, ErrStopping) {
+			chained, err := r.RunPolicies(context.Background(), Request{Job: target, Trigger: state.TriggerChain})
+			if err != nil && !ran(chained) && !errors.Is(err, ErrStopping) {
 				r.log.Error("chained job failed to start", "job", target, "err", err)
 			}
 		}()
