@@ -89,9 +89,6 @@ func Open(path string, opts Options) (*Store, error) {
 	}
 
 	logPath := path + claimLogSuffix
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("create state folder: %w", err)
-	}
 	// Before the store opens, which removes the log beside a missing or
 	// empty store and cannot remove a folder.
 	if err := setAsideIrregularLog(logPath, opts.Logger); err != nil {
