@@ -29,7 +29,7 @@ type CommitResult struct {
 	Fdatasync []time.Duration `json:"fdatasync"`
 	// SyncAfterChild is the same write and sync right after a /bin/true
 	// child exited, as a claim's sync follows the previous run in the run
-	// boundary. The disk may answer it more slowly than a sync that
+	// boundary. The disk may complete it more slowly than a sync that
 	// follows another.
 	SyncAfterChild []time.Duration `json:"sync_after_child"`
 }

@@ -267,8 +267,8 @@ func openStore(ctx context.Context, cfg *config.Config, log *slog.Logger, now ti
 }
 
 // stopLeftovers kills what runs still recorded as running, and a previous
-// daemon's listeners and hooks when daemonLeft says that daemon did not
-// stop cleanly: children of a daemon or CLI that was killed have their own
+// daemon's listeners, hooks and alert commands when daemonLeft reports
+// that daemon did not stop cleanly: children of a daemon or CLI that was killed have their own
 // process groups and may still run, and must not overlap the runs to
 // come. It runs before those runs are marked interrupted, so a crash
 // during it leaves them to the next start.

@@ -543,7 +543,7 @@ type finishFails struct{ state.Recorder }
 
 func (finishFails) Finish(state.Run) error { return errors.New("no space left on device") }
 
-func TestRunWhoseRecordFailsIsRetriedAlertedAndChained(t *testing.T) {
+func TestFailedRecordKeepsRunPolicies(t *testing.T) {
 	flaky := shellJob("flaky", "true")
 	flaky.Retries = 1
 	flaky.OnFailure = []string{"alert"}

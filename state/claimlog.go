@@ -101,9 +101,9 @@ func openClaimLog(path string, lastGeneration uint64, logger *slog.Logger) (*cla
 // setAsideIrregularLog moves a claim log that is not a regular file, such
 // as a symbolic link or a FIFO, or that has another hard link, to
 // PATH.corrupt-<UTC time>, and logs it. The store writes only regular
-// files of one link, so such a log holds no claim of its, and a new log
-// takes its place: refusing it would fail every start until someone
-// removed it, and writing it would change the file it is linked to.
+// files with one link, so such a log contains none of its claims. A new
+// log takes its place, because rejecting it would fail every start until
+// someone removed it, and writing it would change the file it links to.
 func setAsideIrregularLog(path string, logger *slog.Logger) error {
 	info, err := os.Lstat(path)
 	if errors.Is(err, fs.ErrNotExist) || err == nil && info.Mode().IsRegular() && links(info) <= 1 {
@@ -125,7 +125,7 @@ func setAsideIrregularLog(path string, logger *slog.Logger) error {
 }
 
 // links returns a file's hard link count, or 1 when the file system does
-// not say.
+// not report one.
 func links(info fs.FileInfo) uint64 {
 	if st, ok := info.Sys().(*syscall.Stat_t); ok {
 		return uint64(st.Nlink)

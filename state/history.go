@@ -97,16 +97,16 @@ func pruneRuns(runs *bolt.Bucket, limit int) error {
 	return nil
 }
 
-// resultField is how the encoders, and json.Marshal before them, write
-// the start of a record's result. In compact JSON these bytes appear only
-// there, since every quote inside a string is escaped.
+// resultField is the start of a record's result as the encoders, and
+// json.Marshal before them, write it. In compact JSON these bytes appear
+// only there, because every quote inside a string is escaped.
 var resultField = []byte(`"result":"`)
 
 // isRunning reports whether a stored run has Result "running". A record
 // that does not decode counts as finished, so pruning can remove it.
-// Starts read every record of every job twice, and most records hold an
-// output tail with escapes, which only encoding/json decodes; so a record
-// whose result reads as another is not decoded at all.
+// A start reads every record of every job twice, and most records contain
+// an output tail with escapes, which only encoding/json decodes. So a
+// record whose result bytes show another result is not decoded at all.
 func isRunning(value []byte) bool {
 	if i := bytes.Index(value, resultField); i >= 0 {
 		rest := value[i+len(resultField):]
