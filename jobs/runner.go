@@ -37,7 +37,7 @@ type Request struct {
 	// with ErrBusy.
 	Wait bool
 	// Output receives every output line as it is read; it may be nil.
-	// The stdout and stderr readers call it from two goroutines at once.
+	// It is called from the goroutine of Run, one line at a time.
 	Output func(Line)
 	// Started, when set, is called once the run is claimed and about to
 	// start.
@@ -481,8 +481,8 @@ func (c *capture) emit(line Line) {
 	if c.output == nil {
 		return
 	}
-	// The caller's handler runs on a reader goroutine, outside the run's
-	// own recover, so its panic is caught here and fails the run.
+	// A panic of the caller's handler is caught here, so the child is
+	// still read and waited for, and the run fails with the panic.
 	defer func() {
 		if v := recover(); v != nil {
 			c.mu.Lock()

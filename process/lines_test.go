@@ -1,29 +1,40 @@
 package process
 
 import (
-	"os"
 	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
-// readAll writes data into a pipe and returns the lines that child.read
-// emits for it.
+// readAll writes data into the stdout pipe of an output and returns the
+// lines that it emits on its way to end of file.
 func readAll(t *testing.T, data string) []string {
 	t.Helper()
-	pr, pw, err := os.Pipe()
+	var got []string
+	out, err := newOutput(func(line Line) { got = append(got, line.Text) })
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got []string
-	c := &child{}
-	c.readers.Add(1)
-	go c.read(pr, "stdout", func(line Line) { got = append(got, line.Text) })
+	// The writer gets its own copy of the write end, as a child does,
+	// since drain closes the output's copy first.
+	stdout, _ := out.writers()
+	writer, err := unix.Dup(int(stdout.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
 	go func() {
-		pw.WriteString(data)
-		pw.Close()
+		defer unix.Close(writer)
+		for rest := []byte(data); len(rest) > 0; {
+			n, err := unix.Write(writer, rest)
+			if err != nil {
+				return
+			}
+			rest = rest[n:]
+		}
 	}()
-	c.readers.Wait()
-	pr.Close()
+	out.drain(10 * time.Second)
 	return got
 }
 
@@ -39,16 +50,21 @@ func TestReadCutsLinesAtTheLimit(t *testing.T) {
 		{"newline right after the limit", long + "\nend\n", []string{long, "", "end"}},
 		{"two and a half pieces", long + long + "tail", []string{long, long, "tail"}},
 		{"empty lines", "\n\n", []string{"", ""}},
+		{"lines across many reads", strings.Repeat("0123456789abcdef\n", 4*readBufferBytes/17), nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			want := tt.want
+			if want == nil {
+				want = strings.Split(strings.TrimSuffix(tt.data, "\n"), "\n")
+			}
 			got := readAll(t, tt.data)
-			if len(got) != len(tt.want) {
-				t.Fatalf("got %d lines, want %d", len(got), len(tt.want))
+			if len(got) != len(want) {
+				t.Fatalf("got %d lines, want %d", len(got), len(want))
 			}
 			for i := range got {
-				if got[i] != tt.want[i] {
-					t.Errorf("line %d: %d bytes %.10q, want %d bytes %.10q", i, len(got[i]), got[i], len(tt.want[i]), tt.want[i])
+				if got[i] != want[i] {
+					t.Errorf("line %d: %d bytes %.10q, want %d bytes %.10q", i, len(got[i]), got[i], len(want[i]), want[i])
 				}
 			}
 		})

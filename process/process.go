@@ -5,7 +5,6 @@
 package process
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -13,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -84,11 +82,11 @@ type Exit struct {
 	Stopped error
 }
 
-// child is one started process with its output readers.
+// child is one started process.
 type child struct {
-	cmd     *exec.Cmd
-	readers sync.WaitGroup
-	pipes   []*os.File
+	cmd   *exec.Cmd
+	out   *output
+	watch *exitWatch
 	// shim is set when cmd starts the program through the shim, and
 	// request is then the shim's request, which start closes.
 	shim    bool
@@ -96,38 +94,84 @@ type child struct {
 }
 
 // Run runs spec until the child exits or ctx ends, calling emit for each
-// output line from the reader goroutines. It returns once the child and
+// output line in the calling goroutine. It returns once the child and
 // every process it left behind are gone. The error is for a child that
 // could not start.
 func (r *Reaper) Run(ctx context.Context, spec Spec, emit func(Line)) (Exit, error) {
-	c, err := newChild(spec)
+	c, err := newChild(spec, emit)
 	if err != nil {
 		return Exit{Code: -1}, fmt.Errorf("start command: %w", err)
 	}
+	defer c.close()
 	cmd := c.cmd
-	if spec.Stdin != nil {
-		cmd.Stdin = bytes.NewReader(spec.Stdin)
-	}
-	err = r.start(c, emit)
+	err = r.start(c)
 	if err != nil && !c.shim {
 		err = explainStartError(spec, cmd.SysProcAttr.Credential, err)
 	}
 	if err != nil {
 		return Exit{Code: -1}, fmt.Errorf("start command: %w", err)
 	}
+	defer r.killOnPanic(c)
 	if spec.Started != nil {
 		spec.Started(cmd.Process.Pid)
 	}
 	waitErr := r.wait(ctx, c, spec)
 	r.cleanup(c, spec)
-	c.drain()
+	c.out.drain(pipeDrainTimeout)
 	return hintMemoryMax(exitOf(ctx, waitErr, cmd), spec.Limits), nil
 }
 
-// newChild builds the command of spec: the program itself, or the shim
+// killOnPanic kills and reaps a child that is still running when emit or
+// Started panicked, so that a caller which recovers finds no process
+// left, and then passes the panic on.
+func (r *Reaper) killOnPanic(c *child) {
+	v := recover()
+	if v == nil {
+		return
+	}
+	if c.cmd.ProcessState == nil {
+		pgid := c.cmd.Process.Pid
+		_ = unix.Kill(-pgid, unix.SIGKILL)
+		_ = c.cmd.Wait()
+		r.Untrack(pgid)
+	}
+	panic(v)
+}
+
+// newChild prepares the run of spec: its command, the pipes of its output
+// and the watch of its exit.
+func newChild(spec Spec, emit func(Line)) (*child, error) {
+	c, err := newCommand(spec)
+	if err != nil {
+		return nil, err
+	}
+	if spec.Stdin != nil {
+		c.cmd.Stdin = bytes.NewReader(spec.Stdin)
+	} else if null, err := devNull(); err == nil {
+		c.cmd.Stdin = null
+	}
+	if c.out, err = newOutput(emit); err != nil {
+		c.close()
+		return nil, err
+	}
+	c.cmd.Stdout, c.cmd.Stderr = c.out.writers()
+	if c.watch, err = newExitWatch(c.cmd.SysProcAttr); err != nil {
+		c.close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// devNull is /dev/null, opened once for every child's standard input:
+// os/exec would open it, and try to add it to the runtime's poller, for
+// each child. Where it cannot be opened, os/exec tries again per child
+// and reports the error.
+var devNull = sync.OnceValues(func() (*os.File, error) { return os.Open(os.DevNull) })
+
+// newCommand builds the command of spec: the program itself, or the shim
 // when spec sets limits. A credential alone needs no shim, because
 // os/exec switches users between fork and exec.
-func newChild(spec Spec) (*child, error) {
+func newCommand(spec Spec) (*child, error) {
 	credential, err := credentialOf(spec.Identity)
 	if err != nil {
 		return nil, err
@@ -143,6 +187,18 @@ func newChild(spec Spec) (*child, error) {
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	return &child{cmd: cmd, shim: true, request: request}, nil
+}
+
+// close releases what the child's run holds, emitting any unfinished
+// output line.
+func (c *child) close() {
+	c.closeRequest()
+	if c.watch != nil {
+		c.watch.close()
+	}
+	if c.out != nil {
+		c.out.close()
+	}
 }
 
 // credentialOf returns the credential that switches to identity, or nil
@@ -162,149 +218,46 @@ func credentialOf(identity config.Identity) (*syscall.Credential, error) {
 	return nil, fmt.Errorf("run as uid %d and gid %d: the runner runs as uid %d and only root can switch users", identity.UID, identity.GID, uid)
 }
 
-// start starts c's command with a pipe per stream and a reader for each,
-// and a status pipe for the shim.
-func (r *Reaper) start(c *child, emit func(Line)) error {
-	if c.request != nil {
-		defer c.request.Close()
+// start starts c's command, and for the shim waits until it has exec'd
+// the program.
+func (r *Reaper) start(c *child) error {
+	defer c.closeRequest()
+	if !c.shim {
+		return r.Start(c.cmd)
 	}
-	var writers []*os.File
-	for _, stream := range []string{"stdout", "stderr"} {
-		pr, pw, err := os.Pipe()
-		if err != nil {
-			c.closePipes(writers)
-			return fmt.Errorf("create pipe: %w", err)
-		}
-		c.pipes = append(c.pipes, pr)
-		writers = append(writers, pw)
-		c.readers.Add(1)
-		go c.read(pr, stream, emit)
-	}
-	c.cmd.Stdout, c.cmd.Stderr = writers[0], writers[1]
-	var status *os.File
-	if c.shim {
-		pr, pw, err := os.Pipe()
-		if err != nil {
-			c.closePipes(writers)
-			c.readers.Wait()
-			return fmt.Errorf("create pipe: %w", err)
-		}
-		status = pr
-		writers = append(writers, pw)
-		c.cmd.ExtraFiles = []*os.File{pw, c.request}
-	}
-	err := r.Start(c.cmd)
-	// The child holds its own copies; the parent's must close, or the
-	// readers would never see end of file.
-	for _, w := range writers {
-		w.Close()
-	}
-	if err == nil && status != nil {
-		err = r.awaitExec(c.cmd, status)
-	} else if status != nil {
-		status.Close()
-	}
+	status, pw, err := os.Pipe()
 	if err != nil {
-		c.closePipes(nil)
-		c.readers.Wait()
+		return fmt.Errorf("create pipe: %w", err)
+	}
+	c.cmd.ExtraFiles = []*os.File{pw, c.request}
+	err = r.Start(c.cmd)
+	// The shim's copy of the status pipe must be the only writer left,
+	// or awaitExec would never see end of file.
+	pw.Close()
+	if err != nil {
+		status.Close()
 		return err
 	}
-	return nil
+	return r.awaitExec(c.cmd, status)
 }
 
-// readers keeps the read buffers of finished runs for the next ones, so a
-// burst of short runs does not leave one buffer per stream to collect.
-var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufferBytes) }}
-
-// read emits the lines of one stream. A line longer than MaxLineBytes is
-// cut into pieces of that size. The read buffer is small and the line
-// buffer grows only for long lines, because a burst of short runs holds
-// two readers per child.
-func (c *child) read(pipe *os.File, stream string, emit func(Line)) {
-	defer c.readers.Done()
-	reader := readers.Get().(*bufio.Reader)
-	reader.Reset(pipe)
-	defer func() {
-		reader.Reset(nil)
-		readers.Put(reader)
-	}()
-	var line []byte
-	send := func() {
-		text := strings.TrimSuffix(string(line), "\n")
-		emit(Line{Stream: stream, Text: strings.TrimSuffix(text, "\r")})
-		line = line[:0]
-	}
-	for {
-		chunk, err := reader.ReadSlice('\n')
-		for len(chunk) > 0 {
-			n := min(len(chunk), MaxLineBytes-len(line))
-			line = append(line, chunk[:n]...)
-			chunk = chunk[n:]
-			if len(line) == MaxLineBytes || line[len(line)-1] == '\n' {
-				send()
-			}
-		}
-		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
-			if len(line) > 0 {
-				send()
-			}
-			return
-		}
+func (c *child) closeRequest() {
+	if c.request != nil {
+		c.request.Close()
+		c.request = nil
 	}
 }
 
-func (c *child) closePipes(extra []*os.File) {
-	for _, f := range append(c.pipes, extra...) {
-		f.Close()
-	}
-}
-
-// drain waits for the readers to reach end of file, and cuts them off when
-// a process nobody could find still holds a pipe open.
-func (c *child) drain() {
-	done := make(chan struct{})
-	go func() {
-		c.readers.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(pipeDrainTimeout):
-		c.closePipes(nil)
-		<-done
-	}
-	c.closePipes(nil)
-}
-
-// wait waits for the child, and when ctx ends sends SIGTERM to its process
-// group, then SIGKILL once the grace period is over.
+// wait emits the child's output until it exits, then reaps it. When ctx
+// ends first, its process group gets SIGTERM, then SIGKILL once the grace
+// period is over.
 func (r *Reaper) wait(ctx context.Context, c *child, spec Spec) error {
-	exited := make(chan error, 1)
-	go func() { exited <- c.cmd.Wait() }()
-	defer r.Untrack(c.cmd.Process.Pid)
-
-	select {
-	case err := <-exited:
-		return err
-	case <-ctx.Done():
-	}
-	pgid := c.cmd.Process.Pid
-	_ = unix.Kill(-pgid, unix.SIGTERM)
-	grace := spec.Grace
-	var graced Graced
-	if errors.As(context.Cause(ctx), &graced) {
-		grace = graced.Grace()
-	}
-	timer := time.NewTimer(grace)
-	defer timer.Stop()
-	select {
-	case err := <-exited:
-		return err
-	case <-timer.C:
-	case <-spec.Kill:
-	}
-	_ = unix.Kill(-pgid, unix.SIGKILL)
-	return <-exited
+	pid := c.cmd.Process.Pid
+	defer r.Untrack(pid)
+	stop := stopOnCancel(ctx, pid, spec.Grace, spec.Kill)
+	c.out.untilExit(c.watch.started(pid))
+	stop()
+	return c.cmd.Wait()
 }
 
 // cleanup stops whatever the child left behind: members of its process

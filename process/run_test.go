@@ -1,0 +1,252 @@
+package process
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// eachExitWatch runs test once with pidfds, where the kernel has them,
+// and once with the waitid goroutine that kernels without them get.
+func eachExitWatch(t *testing.T, test func(t *testing.T, reaper *Reaper)) {
+	t.Run("pidfd", func(t *testing.T) {
+		if !pidfdsWork() {
+			t.Skip("this kernel gives no pidfds")
+		}
+		test(t, newTestReaper(t))
+	})
+	t.Run("waitid", func(t *testing.T) {
+		saved := pidfdsWork
+		pidfdsWork = func() bool { return false }
+		t.Cleanup(func() { pidfdsWork = saved })
+		test(t, newTestReaper(t))
+	})
+}
+
+func newTestReaper(t *testing.T) *Reaper {
+	t.Helper()
+	reaper, err := NewReaper(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(reaper.Close)
+	return reaper
+}
+
+// shell returns the spec of sh -c script with a marker unique to the test.
+func shell(t *testing.T, script string) Spec {
+	marker := fmt.Sprintf("AGENT_RUNNER_RUN_ID=process-test-%d", time.Now().UnixNano())
+	return Spec{
+		Path:   "/bin/sh",
+		Args:   []string{"sh", "-c", script},
+		Dir:    t.TempDir(),
+		Env:    []string{"PATH=/usr/bin:/bin", marker},
+		Marker: marker,
+		Grace:  time.Second,
+	}
+}
+
+// collect gathers emitted lines; emit may be called from any goroutine.
+type collect struct {
+	mu    sync.Mutex
+	lines []Line
+}
+
+func (c *collect) emit(line Line) {
+	c.mu.Lock()
+	c.lines = append(c.lines, line)
+	c.mu.Unlock()
+}
+
+func (c *collect) texts(stream string) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var texts []string
+	for _, line := range c.lines {
+		if line.Stream == stream {
+			texts = append(texts, line.Text)
+		}
+	}
+	return texts
+}
+
+func TestRunSplitsStreamsAndKeepsExitStatus(t *testing.T) {
+	eachExitWatch(t, func(t *testing.T, reaper *Reaper) {
+		var got collect
+		spec := shell(t, `echo out1; echo err1 >&2; echo out2; printf 'no newline' >&2; exit 3`)
+		exit, err := reaper.Run(context.Background(), spec, got.emit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if exit.Code != 3 || exit.Err == nil || exit.Stopped != nil {
+			t.Errorf("exit = %+v, want status 3", exit)
+		}
+		if out := got.texts("stdout"); !slices.Equal(out, []string{"out1", "out2"}) {
+			t.Errorf("stdout lines = %q", out)
+		}
+		if errs := got.texts("stderr"); !slices.Equal(errs, []string{"err1", "no newline"}) {
+			t.Errorf("stderr lines = %q", errs)
+		}
+	})
+}
+
+// TestRunReadsOutputWhileTheChildRuns checks that lines arrive before the
+// child exits, so a long run's output streams, and that a child writing
+// more than a pipe holds does not stall.
+func TestRunReadsOutputWhileTheChildRuns(t *testing.T) {
+	eachExitWatch(t, func(t *testing.T, reaper *Reaper) {
+		dir := t.TempDir()
+		gate := filepath.Join(dir, "gate")
+		spec := shell(t, fmt.Sprintf(`seq 1 100000; echo ready
+			i=0; while [ ! -e %[1]s ] && [ $i -lt 1000 ]; do sleep 0.01; i=$((i+1)); done
+			[ -e %[1]s ] && echo after`, gate))
+		var got collect
+		var once sync.Once
+		exit, err := reaper.Run(context.Background(), spec, func(line Line) {
+			got.emit(line)
+			if line.Text == "ready" {
+				once.Do(func() { os.WriteFile(gate, nil, 0o600) })
+			}
+		})
+		if err != nil || exit.Code != 0 {
+			t.Fatalf("exit = %+v, err = %v", exit, err)
+		}
+		out := got.texts("stdout")
+		if len(out) != 100002 || out[0] != "1" || out[99999] != "100000" || out[100001] != "after" {
+			t.Errorf("got %d stdout lines, want 100002 ending in ready, after", len(out))
+		}
+	})
+}
+
+func TestRunCancelStopsTheGroup(t *testing.T) {
+	eachExitWatch(t, func(t *testing.T, reaper *Reaper) {
+		dir := t.TempDir()
+		pidFile := filepath.Join(dir, "pid")
+		spec := shell(t, fmt.Sprintf(`trap '' TERM; sleep 300 & echo $! > %s; echo started; while :; do sleep 1; done`, pidFile))
+		spec.Grace = 200 * time.Millisecond
+
+		ctx, cancel := context.WithCancelCause(context.Background())
+		cause := errors.New("stopped by the test")
+		var once sync.Once
+		start := time.Now()
+		exit, err := reaper.Run(ctx, spec, func(line Line) {
+			if line.Text == "started" {
+				once.Do(func() { cancel(cause) })
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !errors.Is(exit.Stopped, cause) || exit.Code != 128+int(unix.SIGKILL) {
+			t.Errorf("exit = %+v, want SIGKILL after the ignored SIGTERM, stopped by the test", exit)
+		}
+		if elapsed := time.Since(start); elapsed > 5*time.Second {
+			t.Errorf("run took %v with a 200ms grace", elapsed)
+		}
+
+		data, err := os.ReadFile(pidFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var sleeper int
+		fmt.Sscan(strings.TrimSpace(string(data)), &sleeper)
+		if sleeper <= 0 || unix.Kill(sleeper, 0) == nil && !isZombie(sleeper) {
+			t.Errorf("the group's sleep %d still runs", sleeper)
+		}
+	})
+}
+
+// TestRunStopsWaitingForAHeldPipe runs a child whose escaped grandchild
+// keeps stdout open and carries no marker, so nothing kills it: the run
+// must end after the drain timeout with the output written before.
+func TestRunStopsWaitingForAHeldPipe(t *testing.T) {
+	eachExitWatch(t, func(t *testing.T, reaper *Reaper) {
+		dir := t.TempDir()
+		pidFile := filepath.Join(dir, "pid")
+		spec := shell(t, fmt.Sprintf(`echo before; env -i setsid sh -c 'echo $$ > %s; exec sleep 30' & sleep 0.2; echo last`, pidFile))
+		var got collect
+		start := time.Now()
+		exit, err := reaper.Run(context.Background(), spec, got.emit)
+		if err != nil || exit.Code != 0 {
+			t.Fatalf("exit = %+v, err = %v", exit, err)
+		}
+		data, _ := os.ReadFile(pidFile)
+		var held int
+		fmt.Sscan(strings.TrimSpace(string(data)), &held)
+		if held > 0 {
+			defer unix.Kill(held, unix.SIGKILL)
+		}
+		elapsed := time.Since(start)
+		if elapsed < pipeDrainTimeout || elapsed > pipeDrainTimeout+5*time.Second {
+			t.Errorf("run took %v, want the drain timeout of %v", elapsed, pipeDrainTimeout)
+		}
+		if out := got.texts("stdout"); !slices.Equal(out, []string{"before", "last"}) {
+			t.Errorf("stdout lines = %q", out)
+		}
+	})
+}
+
+// TestRunReleasesDescriptors checks that runs leave no descriptor open,
+// including runs that fail to start.
+func TestRunReleasesDescriptors(t *testing.T) {
+	eachExitWatch(t, func(t *testing.T, reaper *Reaper) {
+		before := openDescriptors(t)
+		for range 20 {
+			if _, err := reaper.Run(context.Background(), shell(t, `echo x`), func(Line) {}); err != nil {
+				t.Fatal(err)
+			}
+			missing := shell(t, "")
+			missing.Path = filepath.Join(t.TempDir(), "missing")
+			if _, err := reaper.Run(context.Background(), missing, func(Line) {}); err == nil {
+				t.Fatal("a missing program started")
+			}
+		}
+		if after := openDescriptors(t); after > before {
+			t.Errorf("%d descriptors open after 40 runs, %d before", after, before)
+		}
+	})
+}
+
+func openDescriptors(t *testing.T) int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(entries)
+}
+
+// TestRunKillsTheChildWhenEmitPanics checks that a panic in the caller's
+// line handler, which the caller may recover, leaves no process behind.
+func TestRunKillsTheChildWhenEmitPanics(t *testing.T) {
+	eachExitWatch(t, func(t *testing.T, reaper *Reaper) {
+		var pid int
+		spec := shell(t, `echo first; exec sleep 300`)
+		spec.Started = func(p int) { pid = p }
+		func() {
+			defer func() {
+				if v := recover(); v != "handler failed" {
+					t.Errorf("recovered %v, want the handler's panic", v)
+				}
+			}()
+			reaper.Run(context.Background(), spec, func(Line) { panic("handler failed") })
+		}()
+		if pid == 0 {
+			t.Fatal("the child did not start")
+		}
+		if err := unix.Kill(pid, 0); !errors.Is(err, unix.ESRCH) {
+			t.Errorf("child %d is still there after the panic (kill 0: %v)", pid, err)
+		}
+	})
+}
