@@ -107,6 +107,9 @@ func (o *output) drain(timeout time.Duration) {
 			o.readReady(fds)
 		}
 	}
+	for i := range o.streams {
+		o.streams[i].finish(o.emit)
+	}
 	o.close()
 }
 
@@ -157,11 +160,12 @@ func (o *output) closeWriters() {
 	}
 }
 
-// close emits the unfinished lines and releases the pipes and the buffer.
+// close releases the pipes and the buffer. It emits nothing, because it
+// also runs while a panic of emit unwinds.
 func (o *output) close() {
 	o.closeWriters()
 	for i := range o.streams {
-		o.streams[i].finish(o.emit)
+		o.streams[i].closeRead()
 	}
 	if o.buf != nil {
 		readBuffers.Put(o.buf)
@@ -191,6 +195,10 @@ func (s *stream) finish(emit func(Line)) {
 	if len(s.line) > 0 {
 		s.send(emit)
 	}
+	s.closeRead()
+}
+
+func (s *stream) closeRead() {
 	if s.fd >= 0 {
 		unix.Close(s.fd)
 		s.fd = -1

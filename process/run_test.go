@@ -218,8 +218,11 @@ func TestRunReleasesDescriptors(t *testing.T) {
 	})
 }
 
+// openDescriptors counts the test process's open descriptors, after the
+// shared /dev/null is open, since that one stays open for good.
 func openDescriptors(t *testing.T) int {
 	t.Helper()
+	devNull()
 	entries, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		t.Fatal(err)
@@ -231,8 +234,9 @@ func openDescriptors(t *testing.T) int {
 // line handler, which the caller may recover, leaves no process behind.
 func TestRunKillsTheChildWhenEmitPanics(t *testing.T) {
 	eachExitWatch(t, func(t *testing.T, reaper *Reaper) {
+		before := openDescriptors(t)
 		var pid int
-		spec := shell(t, `echo first; exec sleep 300`)
+		spec := shell(t, `printf unfinished >&2; sleep 0.2; echo first; exec sleep 300`)
 		spec.Started = func(p int) { pid = p }
 		func() {
 			defer func() {
@@ -247,6 +251,9 @@ func TestRunKillsTheChildWhenEmitPanics(t *testing.T) {
 		}
 		if err := unix.Kill(pid, 0); !errors.Is(err, unix.ESRCH) {
 			t.Errorf("child %d is still there after the panic (kill 0: %v)", pid, err)
+		}
+		if after := openDescriptors(t); after > before {
+			t.Errorf("%d descriptors open after the panic, %d before", after, before)
 		}
 	})
 }
