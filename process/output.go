@@ -87,6 +87,25 @@ func (o *output) untilExit(exited int) {
 	}
 }
 
+// readUntil emits the child's lines as they arrive until done closes,
+// checking for it every 10 ms.
+func (o *output) readUntil(done <-chan struct{}) {
+	fds := make([]unix.PollFd, 0, len(o.streams))
+	for _, s := range o.streams {
+		fds = append(fds, unix.PollFd{Fd: int32(s.fd), Events: unix.POLLIN})
+	}
+	for {
+		select {
+		case <-done:
+			return
+		default:
+		}
+		if pollOnce(fds, 10) {
+			o.readReady(fds)
+		}
+	}
+}
+
 // drain closes the parent's write ends and reads what is left until every
 // pipe reaches end of file or timeout passes, in case an unknown process
 // still holds a pipe. It then emits the unfinished lines and closes the

@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
-	"sync"
 	"syscall"
 	"time"
 
@@ -87,6 +86,8 @@ type child struct {
 	cmd   *exec.Cmd
 	out   *output
 	watch *exitWatch
+	// stdin is the child's /dev/null, which start closes.
+	stdin *os.File
 	// shim is set when cmd starts the program through the shim, and
 	// request is then the shim's request, which start closes.
 	shim    bool
@@ -111,7 +112,8 @@ func (r *Reaper) Run(ctx context.Context, spec Spec, emit func(Line)) (Exit, err
 	if err != nil {
 		return Exit{Code: -1}, fmt.Errorf("start command: %w", err)
 	}
-	defer r.killOnPanic(c)
+	defer r.Untrack(cmd.Process.Pid)
+	defer r.killOnPanic(c, spec)
 	if spec.Started != nil {
 		spec.Started(cmd.Process.Pid)
 	}
@@ -121,19 +123,21 @@ func (r *Reaper) Run(ctx context.Context, spec Spec, emit func(Line)) (Exit, err
 	return hintMemoryMax(exitOf(ctx, waitErr, cmd), spec.Limits), nil
 }
 
-// killOnPanic kills and reaps a child that is still running when emit or
-// Started panicked, so that a caller which recovers finds no process
-// left, and then passes the panic on.
-func (r *Reaper) killOnPanic(c *child) {
+// killOnPanic stops what a child left running when emit or Started
+// panicked, so that a caller which recovers finds no process left, and
+// then passes the panic on. A child not yet reaped still owns its
+// process group, which gets SIGKILL; escapees with its marker get it too.
+func (r *Reaper) killOnPanic(c *child, spec Spec) {
 	v := recover()
 	if v == nil {
 		return
 	}
 	if c.cmd.ProcessState == nil {
-		pgid := c.cmd.Process.Pid
-		_ = unix.Kill(-pgid, unix.SIGKILL)
+		_ = unix.Kill(-c.cmd.Process.Pid, unix.SIGKILL)
 		_ = c.cmd.Wait()
-		r.Untrack(pgid)
+	}
+	if spec.Marker != "" {
+		r.KillLeftovers(spec.Marker, 0)
 	}
 	panic(v)
 }
@@ -147,8 +151,8 @@ func newChild(spec Spec, emit func(Line)) (*child, error) {
 	}
 	if spec.Stdin != nil {
 		c.cmd.Stdin = bytes.NewReader(spec.Stdin)
-	} else if null, err := devNull(); err == nil {
-		c.cmd.Stdin = null
+	} else if null, err := openDevNull(); err == nil {
+		c.cmd.Stdin, c.stdin = null, null
 	}
 	if c.out, err = newOutput(emit); err != nil {
 		c.close()
@@ -162,11 +166,17 @@ func newChild(spec Spec, emit func(Line)) (*child, error) {
 	return c, nil
 }
 
-// devNull is /dev/null, opened once for every child's standard input:
-// os/exec would open it, and try to add it to the runtime's poller, for
-// each child. Where it cannot be opened, os/exec tries again per child
-// and reports the error.
-var devNull = sync.OnceValues(func() (*os.File, error) { return os.Open(os.DevNull) })
+// openDevNull opens /dev/null for a child's standard input. os/exec
+// would open it too, with four more system calls that try to add it to
+// the runtime's poller. Each child gets its own, because a lock that a job
+// takes on its standard input would otherwise outlive the job.
+func openDevNull() (*os.File, error) {
+	fd, err := unix.Open(os.DevNull, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), os.DevNull), nil
+}
 
 // newCommand builds the command of spec: the program itself, or the shim
 // when spec sets limits. A credential alone needs no shim, because
@@ -193,6 +203,7 @@ func newCommand(spec Spec) (*child, error) {
 // output line.
 func (c *child) close() {
 	c.closeRequest()
+	c.closeStdin()
 	if c.watch != nil {
 		c.watch.close()
 	}
@@ -222,6 +233,7 @@ func credentialOf(identity config.Identity) (*syscall.Credential, error) {
 // the program.
 func (r *Reaper) start(c *child) error {
 	defer c.closeRequest()
+	defer c.closeStdin()
 	if !c.shim {
 		return r.Start(c.cmd)
 	}
@@ -241,6 +253,13 @@ func (r *Reaper) start(c *child) error {
 	return r.awaitExec(c.cmd, status)
 }
 
+func (c *child) closeStdin() {
+	if c.stdin != nil {
+		c.stdin.Close()
+		c.stdin = nil
+	}
+}
+
 func (c *child) closeRequest() {
 	if c.request != nil {
 		c.request.Close()
@@ -252,30 +271,55 @@ func (c *child) closeRequest() {
 // ends first, its process group gets SIGTERM, then SIGKILL once the grace
 // period is over.
 func (r *Reaper) wait(ctx context.Context, c *child, spec Spec) error {
-	pid := c.cmd.Process.Pid
-	defer r.Untrack(pid)
-	stop := stopOnCancel(ctx, pid, spec.Grace, spec.Kill)
-	c.out.untilExit(c.watch.started(pid))
-	stop()
+	r.readUntilExit(ctx, c, spec)
 	return c.cmd.Wait()
 }
 
+// readUntilExit emits the child's output until it exits. It ends the stop
+// on ctx before it returns, also when emit panics, so that no signal
+// goes to the child's process group ID once the child is reaped and the
+// ID may name another group.
+func (r *Reaper) readUntilExit(ctx context.Context, c *child, spec Spec) {
+	pid := c.cmd.Process.Pid
+	stop := stopOnCancel(ctx, pid, spec.Grace, spec.Kill)
+	defer stop()
+	c.out.untilExit(c.watch.started(pid))
+}
+
 // cleanup stops whatever the child left behind: members of its process
-// group, then escapees that left the group but carry its marker.
+// group, then escapees that left the group but carry its marker. When it
+// finds any, it goes on reading the pipes while they stop, because a
+// leftover that writes as it shuts down would block on a full pipe and
+// hold the cleanup until SIGKILL.
 func (r *Reaper) cleanup(c *child, spec Spec) {
 	pgid := c.cmd.Process.Pid
-	if unix.Kill(-pgid, 0) == nil {
-		_ = unix.Kill(-pgid, unix.SIGTERM)
-		if !waitGroupGone(pgid, spec.Grace) {
-			_ = unix.Kill(-pgid, unix.SIGKILL)
-			waitGroupGone(pgid, time.Second)
-		}
-	}
-	if spec.Marker == "" {
+	group := unix.Kill(-pgid, 0) == nil
+	if !group && (spec.Marker == "" || len(r.markedLeftovers([]byte(spec.Marker+"\x00"))) == 0) {
 		return
 	}
-	if n := r.KillLeftovers(spec.Marker, spec.Grace); n > 0 {
-		r.log.Warn("killed processes left behind by a child", "marker", spec.Marker, "count", n)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if group {
+			stopGroup(pgid, spec.Grace)
+		}
+		if spec.Marker == "" {
+			return
+		}
+		if n := r.KillLeftovers(spec.Marker, spec.Grace); n > 0 {
+			r.log.Warn("killed processes left behind by a child", "marker", spec.Marker, "count", n)
+		}
+	}()
+	c.out.readUntil(done)
+}
+
+// stopGroup sends SIGTERM to the members of a process group whose leader
+// is gone, and SIGKILL to those left after grace.
+func stopGroup(pgid int, grace time.Duration) {
+	_ = unix.Kill(-pgid, unix.SIGTERM)
+	if !waitGroupGone(pgid, grace) {
+		_ = unix.Kill(-pgid, unix.SIGKILL)
+		waitGroupGone(pgid, time.Second)
 	}
 }
 

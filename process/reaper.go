@@ -135,13 +135,7 @@ func (r *Reaper) KillLeftovers(marker string, grace time.Duration) int {
 	entry := []byte(marker + "\x00")
 	killed := 0
 	for pass := 0; pass < 16; pass++ {
-		pids := r.untrackedChildren()
-		var found []int
-		for _, pid := range pids {
-			if hasEnvMarker(pid, entry) {
-				found = append(found, pid)
-			}
-		}
+		found := r.markedLeftovers(entry)
 		if len(found) == 0 {
 			return killed
 		}
@@ -159,6 +153,18 @@ func (r *Reaper) KillLeftovers(marker string, grace time.Duration) int {
 		killed += len(found)
 	}
 	return killed
+}
+
+// markedLeftovers lists the untracked children whose environment holds
+// entry, a NAME=VALUE entry followed by its NUL.
+func (r *Reaper) markedLeftovers(entry []byte) []int {
+	var found []int
+	for _, pid := range r.untrackedChildren() {
+		if hasEnvMarker(pid, entry) {
+			found = append(found, pid)
+		}
+	}
+	return found
 }
 
 // untrackedChildren lists the live children of the main thread that

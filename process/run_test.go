@@ -7,10 +7,13 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -182,10 +185,10 @@ func TestRunStopsWaitingForAHeldPipe(t *testing.T) {
 			t.Fatalf("exit = %+v, err = %v", exit, err)
 		}
 		data, _ := os.ReadFile(pidFile)
-		var held int
-		fmt.Sscan(strings.TrimSpace(string(data)), &held)
-		if held > 0 {
-			defer unix.Kill(held, unix.SIGKILL)
+		var holder int
+		fmt.Sscan(strings.TrimSpace(string(data)), &holder)
+		if holder > 0 {
+			defer unix.Kill(holder, unix.SIGKILL)
 		}
 		elapsed := time.Since(start)
 		if elapsed < pipeDrainTimeout || elapsed > pipeDrainTimeout+5*time.Second {
@@ -218,11 +221,8 @@ func TestRunReleasesDescriptors(t *testing.T) {
 	})
 }
 
-// openDescriptors counts the test process's open descriptors, after the
-// shared /dev/null is open, since that one stays open for good.
 func openDescriptors(t *testing.T) int {
 	t.Helper()
-	devNull()
 	entries, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		t.Fatal(err)
@@ -236,7 +236,9 @@ func TestRunKillsTheChildWhenEmitPanics(t *testing.T) {
 	eachExitWatch(t, func(t *testing.T, reaper *Reaper) {
 		before := openDescriptors(t)
 		var pid int
-		spec := shell(t, `printf unfinished >&2; sleep 0.2; echo first; exec sleep 300`)
+		pidFile := filepath.Join(t.TempDir(), "escapee")
+		spec := shell(t, fmt.Sprintf(`setsid sh -c 'echo $$ > %s; exec sleep 300' &
+			printf unfinished >&2; sleep 0.2; echo first; exec sleep 300`, pidFile))
 		spec.Started = func(p int) { pid = p }
 		func() {
 			defer func() {
@@ -255,5 +257,88 @@ func TestRunKillsTheChildWhenEmitPanics(t *testing.T) {
 		if after := openDescriptors(t); after > before {
 			t.Errorf("%d descriptors open after the panic, %d before", after, before)
 		}
+		data, err := os.ReadFile(pidFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var escapee int
+		fmt.Sscan(strings.TrimSpace(string(data)), &escapee)
+		if escapee <= 0 || unix.Kill(escapee, 0) == nil && !isZombie(escapee) {
+			t.Errorf("the escapee %d still runs after the panic", escapee)
+		}
 	})
+}
+
+// TestRunReadsLeftoversWhileTheyStop runs children that leave a process
+// behind which writes more than a pipe holds when it gets SIGTERM. The
+// run must read that output while the leftover stops, and end well within
+// the grace period instead of waiting for SIGKILL.
+func TestRunReadsLeftoversWhileTheyStop(t *testing.T) {
+	writer := `trap 'head -c 262144 /dev/zero | tr "\0" x; echo; echo done-on-term; exit 0' TERM; while :; do sleep 0.05; done`
+	tests := []struct {
+		name, script string
+	}{
+		{"in the group", fmt.Sprintf(`sh -c '%s' & sleep 0.3; echo parent-exit`, strings.ReplaceAll(writer, "'", `'\''`))},
+		{"escaped with the marker", fmt.Sprintf(`setsid sh -c '%s' & sleep 0.3; echo parent-exit`, strings.ReplaceAll(writer, "'", `'\''`))},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			eachExitWatch(t, func(t *testing.T, reaper *Reaper) {
+				spec := shell(t, tt.script)
+				spec.Grace = 10 * time.Second
+				var got collect
+				start := time.Now()
+				exit, err := reaper.Run(context.Background(), spec, got.emit)
+				if err != nil || exit.Code != 0 {
+					t.Fatalf("exit = %+v, err = %v", exit, err)
+				}
+				if elapsed := time.Since(start); elapsed > 5*time.Second {
+					t.Errorf("run took %v, want the leftover to stop on SIGTERM", elapsed)
+				}
+				out := got.texts("stdout")
+				if !slices.Contains(out, "done-on-term") {
+					t.Errorf("stdout lacks the leftover's last line; %d lines", len(out))
+				}
+			})
+		})
+	}
+}
+
+// TestRunPanicEndsTheStopOnCancel makes an unrelated process group take
+// the process group ID of a child whose run ended in a panic of emit, then
+// cancels the run's context. Nothing may signal the new group.
+func TestRunPanicEndsTheStopOnCancel(t *testing.T) {
+	reaper := newTestReaper(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var pid int
+	func() {
+		defer func() { recover() }()
+		spec := shell(t, `echo first; exec sleep 300`)
+		spec.Started = func(p int) { pid = p }
+		reaper.Run(ctx, spec, func(Line) { panic("handler failed") })
+	}()
+
+	// Writing ns_last_pid needs root, and another process may still take
+	// the ID first.
+	if err := os.WriteFile("/proc/sys/kernel/ns_last_pid", []byte(strconv.Itoa(pid-1)), 0); err != nil {
+		t.Skipf("cannot choose the next process ID: %v", err)
+	}
+	other := exec.Command("sleep", "30")
+	other.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := other.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer other.Process.Kill()
+	if other.Process.Pid != pid {
+		t.Skipf("process ID %d went to another process", pid)
+	}
+	cancel()
+	exited := make(chan error, 1)
+	go func() { exited <- other.Wait() }()
+	select {
+	case err := <-exited:
+		t.Errorf("the unrelated group's process ended after the cancel: %v", err)
+	case <-time.After(2 * time.Second):
+	}
 }
