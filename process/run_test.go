@@ -158,13 +158,7 @@ func TestRunCancelStopsTheGroup(t *testing.T) {
 			t.Errorf("run took %v with a 200ms grace", elapsed)
 		}
 
-		data, err := os.ReadFile(pidFile)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var sleeper int
-		fmt.Sscan(strings.TrimSpace(string(data)), &sleeper)
-		if sleeper <= 0 || unix.Kill(sleeper, 0) == nil && !isZombie(sleeper) {
+		if sleeper := readPID(t, pidFile); running(sleeper) {
 			t.Errorf("the group's sleep %d still runs", sleeper)
 		}
 	})
@@ -184,12 +178,7 @@ func TestRunStopsWaitingForAHeldPipe(t *testing.T) {
 		if err != nil || exit.Code != 0 {
 			t.Fatalf("exit = %+v, err = %v", exit, err)
 		}
-		data, _ := os.ReadFile(pidFile)
-		var holder int
-		fmt.Sscan(strings.TrimSpace(string(data)), &holder)
-		if holder > 0 {
-			defer unix.Kill(holder, unix.SIGKILL)
-		}
+		defer unix.Kill(readPID(t, pidFile), unix.SIGKILL)
 		elapsed := time.Since(start)
 		if elapsed < pipeDrainTimeout || elapsed > pipeDrainTimeout+5*time.Second {
 			t.Errorf("run took %v, want the drain timeout of %v", elapsed, pipeDrainTimeout)
@@ -219,6 +208,25 @@ func TestRunReleasesDescriptors(t *testing.T) {
 			t.Errorf("%d descriptors open after 40 runs, %d before", after, before)
 		}
 	})
+}
+
+// readPID returns the process ID that a test's script wrote to path.
+func readPID(t *testing.T, path string) int {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil || pid <= 0 {
+		t.Fatalf("pid file %s holds %q", path, data)
+	}
+	return pid
+}
+
+// running reports whether pid is a process that has not exited.
+func running(pid int) bool {
+	return unix.Kill(pid, 0) == nil && !isZombie(pid)
 }
 
 func openDescriptors(t *testing.T) int {
@@ -257,13 +265,7 @@ func TestRunKillsTheChildWhenEmitPanics(t *testing.T) {
 		if after := openDescriptors(t); after > before {
 			t.Errorf("%d descriptors open after the panic, %d before", after, before)
 		}
-		data, err := os.ReadFile(pidFile)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var escapee int
-		fmt.Sscan(strings.TrimSpace(string(data)), &escapee)
-		if escapee <= 0 || unix.Kill(escapee, 0) == nil && !isZombie(escapee) {
+		if escapee := readPID(t, pidFile); running(escapee) {
 			t.Errorf("the escapee %d still runs after the panic", escapee)
 		}
 	})
