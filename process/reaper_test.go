@@ -1,61 +1,78 @@
 package process
 
 import (
-	"bufio"
+	"context"
 	"errors"
 	"io"
 	"log/slog"
 	"os/exec"
 	"slices"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-// TestReaperReapsOrphanOnExit starts a shell that leaves a background
-// sleep behind. The sleep is re-parented to the test process, a child
-// subreaper, and must be reaped once it exits, well before any periodic
-// pass would run.
+// TestReaperReapsOrphanOnExit runs a shell that leaves a background
+// sleep behind, outside its process group and without the run's marker,
+// so that the run's cleanup leaves it alone. The sleep is re-parented to
+// the test process, a child subreaper, and must be reaped once it exits,
+// well before the periodic check would run.
 func TestReaperReapsOrphanOnExit(t *testing.T) {
-	reaper, err := NewReaper(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	reaper := newTestReaper(t)
+	var got collect
+	spec := shell(t, `env -i setsid sleep 0.5 </dev/null >/dev/null 2>&1 & echo $!`)
+	if _, err := reaper.Run(context.Background(), spec, got.emit); err != nil {
+		t.Fatal(err)
+	}
+	out := got.texts("stdout")
+	if len(out) != 1 {
+		t.Fatalf("stdout lines = %q, want the orphan's pid", out)
+	}
+	orphan, err := strconv.Atoi(out[0])
+	if err != nil {
+		t.Fatalf("orphan pid %q: %v", out[0], err)
+	}
+	waitReaped(t, orphan, 3*time.Second)
+}
+
+// TestReaperFindsOrphansOfARunningChild checks the periodic check: an
+// exec listener's child that runs on can leave orphans, which no run's
+// end looks for.
+func TestReaperFindsOrphansOfARunningChild(t *testing.T) {
+	reaper, err := newReaper(slog.New(slog.NewTextHandler(io.Discard, nil)), 200*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer reaper.Close()
+	orphan := make(chan int, 1)
+	spec := shell(t, `sh -c 'sleep 0.3 </dev/null >/dev/null 2>&1 & echo $!'; sleep 3`)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		reaper.Run(context.Background(), spec, func(line Line) {
+			if pid, err := strconv.Atoi(line.Text); err == nil {
+				orphan <- pid
+			}
+		})
+	}()
+	defer func() { <-done }()
+	waitReaped(t, <-orphan, 2*time.Second)
+}
 
-	cmd := exec.Command("/bin/sh", "-c", "sleep 0.3 & echo $!")
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := reaper.Start(cmd); err != nil {
-		t.Fatalf("start shell: %v", err)
-	}
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil {
-		t.Fatalf("read the orphan's pid: %v", err)
-	}
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("shell: %v", err)
-	}
-	reaper.Untrack(cmd.Process.Pid)
-	orphan, err := strconv.Atoi(strings.TrimSpace(line))
-	if err != nil {
-		t.Fatalf("orphan pid %q: %v", line, err)
-	}
-
-	// kill 0 still succeeds on a zombie and fails only once it is reaped.
-	deadline := time.Now().Add(3 * time.Second)
+// waitReaped fails the test unless pid is gone, not just a zombie,
+// within timeout. kill 0 succeeds on a zombie and fails once it is reaped.
+func waitReaped(t *testing.T, pid int, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
 	for {
-		err := unix.Kill(orphan, 0)
+		err := unix.Kill(pid, 0)
 		if errors.Is(err, unix.ESRCH) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("orphan %d not reaped 3 s after the shell exited (zombie: %v)", orphan, isZombie(orphan))
+			t.Fatalf("orphan %d not reaped %v after it was due to exit (zombie: %v)", pid, timeout, isZombie(pid))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
