@@ -272,8 +272,10 @@ func TestClusterFailoverAfterKill(t *testing.T) {
 	waitFor(t, "b's listener to start after the handover", func() bool {
 		return len(lines(t, filepath.Join(filepath.Dir(slots), "listeners.txt"))) == 2
 	})
-	b.d.stop()
+	// The standby stops first: the leader's clean stop resigns, and a
+	// standby still running would take over and start its listener.
 	a.d.stop()
+	b.d.stop()
 	checkSlots(t, readSlots(t, slots), "a", "b")
 	started := readLines(t, filepath.Join(filepath.Dir(slots), "listeners.txt"))
 	if strings.Join(started, " ") != "a b" {
