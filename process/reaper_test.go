@@ -22,7 +22,9 @@ import (
 func TestReaperReapsOrphanOnExit(t *testing.T) {
 	reaper := newTestReaper(t)
 	var got collect
-	spec := shell(t, `env -i setsid sleep 0.5 </dev/null >/dev/null 2>&1 & echo $!`)
+	// The run waits until env has run sleep, whose environment no longer
+	// holds the run's marker, so that the cleanup leaves it alone.
+	spec := shell(t, `env -i setsid sleep 0.5 </dev/null >/dev/null 2>&1 & echo $!; sleep 0.1`)
 	if _, err := reaper.Run(context.Background(), spec, got.emit); err != nil {
 		t.Fatal(err)
 	}
@@ -33,6 +35,9 @@ func TestReaperReapsOrphanOnExit(t *testing.T) {
 	orphan, err := strconv.Atoi(out[0])
 	if err != nil {
 		t.Fatalf("orphan pid %q: %v", out[0], err)
+	}
+	if !running(orphan) {
+		t.Fatalf("orphan %d ended with the run, so the test shows nothing", orphan)
 	}
 	waitReaped(t, orphan, 3*time.Second)
 }
@@ -59,6 +64,46 @@ func TestReaperFindsOrphansOfARunningChild(t *testing.T) {
 	}()
 	defer func() { <-done }()
 	waitReaped(t, <-orphan, 2*time.Second)
+}
+
+// TestReaperKeepsWatchingAfterAnOrphan runs a child that, like an exec
+// listener starting daemons, leaves a short-lived orphan every 50 ms.
+// Once the check has seen one, the reaper must reap the next ones as they
+// exit instead of letting zombies pile up until the following check.
+func TestReaperKeepsWatchingAfterAnOrphan(t *testing.T) {
+	reaper, err := newReaper(slog.New(slog.NewTextHandler(io.Discard, nil)), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reaper.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		spec := shell(t, `while :; do sh -c 'sleep 0.01 </dev/null >/dev/null 2>&1 &'; sleep 0.05; done`)
+		spec.Grace = time.Second
+		reaper.Run(ctx, spec, func(Line) {})
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
+
+	time.Sleep(1500 * time.Millisecond)
+	most := 0
+	for range 20 {
+		zombies := 0
+		for _, pid := range mainThreadChildren() {
+			if isZombie(pid) {
+				zombies++
+			}
+		}
+		most = max(most, zombies)
+		time.Sleep(50 * time.Millisecond)
+	}
+	if most > 3 {
+		t.Errorf("up to %d zombie orphans at once after the first check, want them reaped as they exit", most)
+	}
 }
 
 // waitReaped fails the test unless pid is gone, not just a zombie,
