@@ -71,11 +71,7 @@ func (o *output) writers() (stdout, stderr *os.File) {
 // untilExit emits the child's lines as they arrive, until the descriptor
 // exited turns readable, which it does when the child exits.
 func (o *output) untilExit(exited int) {
-	fds := []unix.PollFd{
-		{Fd: int32(exited), Events: unix.POLLIN},
-		{Fd: int32(o.streams[0].fd), Events: unix.POLLIN},
-		{Fd: int32(o.streams[1].fd), Events: unix.POLLIN},
-	}
+	fds := append([]unix.PollFd{{Fd: int32(exited), Events: unix.POLLIN}}, o.pollFDs()...)
 	for {
 		if !pollOnce(fds, -1) {
 			continue
@@ -90,10 +86,7 @@ func (o *output) untilExit(exited int) {
 // readUntil emits the child's lines as they arrive until done closes,
 // checking for it every 10 ms.
 func (o *output) readUntil(done <-chan struct{}) {
-	fds := make([]unix.PollFd, 0, len(o.streams))
-	for _, s := range o.streams {
-		fds = append(fds, unix.PollFd{Fd: int32(s.fd), Events: unix.POLLIN})
-	}
+	fds := o.pollFDs()
 	for {
 		select {
 		case <-done:
@@ -113,10 +106,7 @@ func (o *output) readUntil(done <-chan struct{}) {
 func (o *output) drain(timeout time.Duration) {
 	o.closeWriters()
 	deadline := time.Now().Add(timeout)
-	fds := make([]unix.PollFd, 0, len(o.streams))
-	for _, s := range o.streams {
-		fds = append(fds, unix.PollFd{Fd: int32(s.fd), Events: unix.POLLIN})
-	}
+	fds := o.pollFDs()
 	for o.open() {
 		left := time.Until(deadline)
 		if left <= 0 {
@@ -130,6 +120,17 @@ func (o *output) drain(timeout time.Duration) {
 		o.streams[i].finish(o.emit)
 	}
 	o.close()
+}
+
+// pollFDs returns the poll entries of the streams' read ends, in order.
+// A stream already at end of file has a negative descriptor, which poll
+// skips.
+func (o *output) pollFDs() []unix.PollFd {
+	fds := make([]unix.PollFd, len(o.streams))
+	for i, s := range o.streams {
+		fds[i] = unix.PollFd{Fd: int32(s.fd), Events: unix.POLLIN}
+	}
+	return fds
 }
 
 // readReady reads once from every stream whose entry in fds is ready.

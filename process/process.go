@@ -199,8 +199,8 @@ func newCommand(spec Spec) (*child, error) {
 	return &child{cmd: cmd, shim: true, request: request}, nil
 }
 
-// close releases what the child's run holds, emitting any unfinished
-// output line.
+// close releases what the child's run holds. It emits nothing, because
+// it also runs while a panic of emit unwinds.
 func (c *child) close() {
 	c.closeRequest()
 	c.closeStdin()
@@ -294,7 +294,7 @@ func (r *Reaper) readUntilExit(ctx context.Context, c *child, spec Spec) {
 func (r *Reaper) cleanup(c *child, spec Spec) {
 	pgid := c.cmd.Process.Pid
 	group := unix.Kill(-pgid, 0) == nil
-	if !group && (spec.Marker == "" || len(r.markedLeftovers([]byte(spec.Marker+"\x00"))) == 0) {
+	if !group && (spec.Marker == "" || len(r.markedLeftovers(spec.Marker)) == 0) {
 		return
 	}
 	done := make(chan struct{})

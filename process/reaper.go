@@ -128,14 +128,21 @@ func (r *Reaper) loop() {
 // hasOrphans reports whether the main thread, which Linux re-parents
 // orphans to, has a child that os/exec does not own.
 func (r *Reaper) hasOrphans() bool {
+	return len(r.untracked()) > 0
+}
+
+// untracked lists the children of the main thread that os/exec does not
+// own, exited ones included.
+func (r *Reaper) untracked() []int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	var pids []int
 	for _, pid := range mainThreadChildren() {
 		if !r.tracked[pid] {
-			return true
+			pids = append(pids, pid)
 		}
 	}
-	return false
+	return pids
 }
 
 // Start starts cmd and tracks its process until Untrack.
@@ -195,10 +202,9 @@ func anyExited() bool {
 // orphan its own children, so it repeats until a pass finds none. It
 // returns how many it killed.
 func (r *Reaper) KillLeftovers(marker string, grace time.Duration) int {
-	entry := []byte(marker + "\x00")
 	killed := 0
 	for pass := 0; pass < 16; pass++ {
-		found := r.markedLeftovers(entry)
+		found := r.markedLeftovers(marker)
 		if len(found) == 0 {
 			return killed
 		}
@@ -218,9 +224,10 @@ func (r *Reaper) KillLeftovers(marker string, grace time.Duration) int {
 	return killed
 }
 
-// markedLeftovers lists the untracked children whose environment holds
-// entry, a NAME=VALUE entry followed by its NUL.
-func (r *Reaper) markedLeftovers(entry []byte) []int {
+// markedLeftovers lists the live untracked children whose environment
+// contains marker, a NAME=VALUE entry.
+func (r *Reaper) markedLeftovers(marker string) []int {
+	entry := []byte(marker + "\x00")
 	var found []int
 	for _, pid := range r.untrackedChildren() {
 		if hasEnvMarker(pid, entry) {
@@ -236,17 +243,16 @@ func (r *Reaper) markedLeftovers(entry []byte) []int {
 // runs, so every process that escaped a run's group is found there. The
 // main thread's list alone costs one read instead of one per thread.
 func (r *Reaper) untrackedChildren() []int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var pids []int
-	for _, pid := range mainThreadChildren() {
-		if r.tracked[pid] {
-			continue
-		}
+	untracked := r.untracked()
+	if len(untracked) > 0 {
+		// The reaping goroutine watches SIGCHLD from now on.
 		select {
 		case r.orphans <- struct{}{}:
 		default:
 		}
+	}
+	var pids []int
+	for _, pid := range untracked {
 		if !isZombie(pid) {
 			pids = append(pids, pid)
 		}

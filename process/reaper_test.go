@@ -3,8 +3,6 @@ package process
 import (
 	"context"
 	"errors"
-	"io"
-	"log/slog"
 	"os/exec"
 	"slices"
 	"strconv"
@@ -46,11 +44,7 @@ func TestReaperReapsOrphanOnExit(t *testing.T) {
 // exec listener's child that runs on can leave orphans, which no run's
 // end looks for.
 func TestReaperFindsOrphansOfARunningChild(t *testing.T) {
-	reaper, err := newReaper(slog.New(slog.NewTextHandler(io.Discard, nil)), 200*time.Millisecond)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer reaper.Close()
+	reaper := newTestReaperChecking(t, 200*time.Millisecond)
 	orphan := make(chan int, 1)
 	spec := shell(t, `sh -c 'sleep 0.3 </dev/null >/dev/null 2>&1 & echo $!'; sleep 3`)
 	done := make(chan struct{})
@@ -71,11 +65,7 @@ func TestReaperFindsOrphansOfARunningChild(t *testing.T) {
 // Once the check has seen one, the reaper must reap the next ones as they
 // exit instead of letting zombies pile up until the following check.
 func TestReaperKeepsWatchingAfterAnOrphan(t *testing.T) {
-	reaper, err := newReaper(slog.New(slog.NewTextHandler(io.Discard, nil)), time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer reaper.Close()
+	reaper := newTestReaperChecking(t, time.Second)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -90,7 +80,7 @@ func TestReaperKeepsWatchingAfterAnOrphan(t *testing.T) {
 	}()
 
 	time.Sleep(1500 * time.Millisecond)
-	most := 0
+	peak := 0
 	for range 20 {
 		zombies := 0
 		for _, pid := range mainThreadChildren() {
@@ -98,11 +88,11 @@ func TestReaperKeepsWatchingAfterAnOrphan(t *testing.T) {
 				zombies++
 			}
 		}
-		most = max(most, zombies)
+		peak = max(peak, zombies)
 		time.Sleep(50 * time.Millisecond)
 	}
-	if most > 3 {
-		t.Errorf("up to %d zombie orphans at once after the first check, want them reaped as they exit", most)
+	if peak > 3 {
+		t.Errorf("up to %d zombie orphans at once after the first check, want them reaped as they exit", peak)
 	}
 }
 

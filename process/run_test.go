@@ -39,7 +39,14 @@ func eachExitWatch(t *testing.T, test func(t *testing.T, reaper *Reaper)) {
 
 func newTestReaper(t *testing.T) *Reaper {
 	t.Helper()
-	reaper, err := NewReaper(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	return newTestReaperChecking(t, orphanCheck)
+}
+
+// newTestReaperChecking returns a reaper that looks for orphans every
+// checkEvery.
+func newTestReaperChecking(t *testing.T, checkEvery time.Duration) *Reaper {
+	t.Helper()
+	reaper, err := newReaper(slog.New(slog.NewTextHandler(io.Discard, nil)), checkEvery)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +67,8 @@ func shell(t *testing.T, script string) Spec {
 	}
 }
 
-// collect gathers emitted lines; emit may be called from any goroutine.
+// collect gathers emitted lines. Its emit may be called from any
+// goroutine.
 type collect struct {
 	mu    sync.Mutex
 	lines []Line
