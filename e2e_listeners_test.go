@@ -277,18 +277,23 @@ command = ["sh", "-c", "echo $$ >> watcher.pids; exec sleep 300"]
 }
 
 // daemonMarkerOf returns the AGENT_RUNNER_DAEMON entry of a process's
-// environment.
+// environment. A process inside execve shows an empty environment for a
+// moment, so the entry is awaited rather than read once.
 func daemonMarkerOf(t *testing.T, pid string) string {
 	t.Helper()
-	data, err := os.ReadFile("/proc/" + pid + "/environ")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for entry := range strings.SplitSeq(string(data), "\x00") {
-		if strings.HasPrefix(entry, "AGENT_RUNNER_DAEMON=") {
-			return entry
+	var marker string
+	waitFor(t, "the AGENT_RUNNER_DAEMON entry of process "+pid, func() bool {
+		data, err := os.ReadFile("/proc/" + pid + "/environ")
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	t.Fatalf("process %s has no AGENT_RUNNER_DAEMON entry", pid)
-	return ""
+		for entry := range strings.SplitSeq(string(data), "\x00") {
+			if strings.HasPrefix(entry, "AGENT_RUNNER_DAEMON=") {
+				marker = entry
+				return true
+			}
+		}
+		return false
+	})
+	return marker
 }

@@ -53,14 +53,46 @@ func KillMarked(entries []string, grace time.Duration) int {
 
 // environHas reports whether pid's environment has one of the entries.
 func environHas(pid int, entries map[string]bool) bool {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
-	if err != nil {
-		return false
-	}
-	for _, entry := range bytes.Split(data, []byte{0}) {
+	for entry := range bytes.SplitSeq(readEnviron(pid), []byte{0}) {
 		if entries[string(entry)] {
 			return true
 		}
 	}
 	return false
+}
+
+// environRetries bounds the rereads of an empty environment.
+const environRetries = 20
+
+// readEnviron returns pid's environment block, or nil if it cannot be
+// read. A process inside execve shows an empty block until the kernel
+// has copied the new one, so an empty block is read again a millisecond
+// later. Kernel threads and zombies have no block and are not retried. A
+// process whose environment is really empty costs the retries.
+func readEnviron(pid int) []byte {
+	path := "/proc/" + strconv.Itoa(pid) + "/environ"
+	for try := 0; ; try++ {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil
+		}
+		if len(data) > 0 || try == environRetries || (try == 0 && !canHaveEnviron(pid)) {
+			return data
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// pfKthread is the kernel's PF_KTHREAD task flag.
+const pfKthread = 0x00200000
+
+// canHaveEnviron reports whether pid is a live user process, the kind
+// that has an environment.
+func canHaveEnviron(pid int) bool {
+	fields := statFields(pid)
+	if len(fields) < 7 || fields[0] == "Z" || fields[0] == "X" {
+		return false
+	}
+	flags, err := strconv.ParseUint(fields[6], 10, 64)
+	return err == nil && flags&pfKthread == 0
 }

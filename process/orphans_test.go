@@ -1,6 +1,7 @@
 package process
 
 import (
+	"os"
 	"os/exec"
 	"syscall"
 	"testing"
@@ -37,5 +38,57 @@ func TestKillMarkedStopsLeftovers(t *testing.T) {
 	}
 	if unix.Kill(other.Process.Pid, 0) != nil {
 		t.Errorf("a process with a longer run ID was killed too")
+	}
+}
+
+// TestMarkerFoundDuringExec reads the environment of a process that
+// replaces itself with execve over and over. A read inside execve returns
+// an empty block, and a leftover caught there must still be recognised.
+func TestMarkerFoundDuringExec(t *testing.T) {
+	script := `exec sh -c "$0" "$0"`
+	looping := exec.Command("sh", "-c", script, script)
+	looping.Env = []string{"AGENT_RUNNER_RUN_ID=looping", "PATH=/usr/bin:/bin"}
+	if err := looping.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer looping.Wait()
+	defer looping.Process.Kill()
+
+	want := map[string]bool{"AGENT_RUNNER_RUN_ID=looping": true}
+	reads, misses := 0, 0
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); reads++ {
+		if !environHas(looping.Process.Pid, want) {
+			misses++
+		}
+	}
+	if misses > 0 {
+		t.Errorf("the marker was missed in %d of %d reads of a process that keeps calling execve", misses, reads)
+	}
+}
+
+func TestEnvironSkipsKernelThreadsAndZombies(t *testing.T) {
+	if canHaveEnviron(2) {
+		t.Errorf("process 2, the kernel's thread starter, is taken for a user process")
+	}
+	zombie := exec.Command("true")
+	if err := zombie.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer zombie.Wait()
+	for !isZombie(zombie.Process.Pid) {
+		time.Sleep(time.Millisecond)
+	}
+	start := time.Now()
+	if data := readEnviron(zombie.Process.Pid); len(data) != 0 {
+		t.Errorf("a zombie's environment read as %q", data)
+	}
+	if canHaveEnviron(zombie.Process.Pid) {
+		t.Errorf("a zombie is taken for a live user process")
+	}
+	if elapsed := time.Since(start); elapsed > 10*time.Millisecond {
+		t.Errorf("reading a zombie's empty environment took %v; it should not be retried", elapsed)
+	}
+	if !canHaveEnviron(os.Getpid()) {
+		t.Errorf("the test process is not taken for a user process")
 	}
 }

@@ -448,10 +448,7 @@ func isZombie(pid int) bool {
 }
 
 func hasEnvMarker(pid int, marker []byte) bool {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
-	if err != nil {
-		return false
-	}
+	data := readEnviron(pid)
 	if bytes.HasPrefix(data, marker) {
 		return true
 	}
