@@ -161,3 +161,58 @@ func FuzzSessionLine(f *testing.F) {
 		}
 	})
 }
+
+// FuzzSafePrivmsg checks the relay's scan against go-twitch-irc's parser:
+// a line that the scan passes without parsing must parse, without a
+// panic, into a PRIVMSG, which never ends the session.
+func FuzzSafePrivmsg(f *testing.F) {
+	for _, seed := range ircSeeds {
+		f.Add(seed)
+	}
+	for _, seed := range safePrivmsgCases {
+		f.Add(seed.line)
+	}
+	f.Fuzz(func(t *testing.T, line string) {
+		if !safePrivmsg(line) {
+			return
+		}
+		message, panicked := parseLikeConnect(line)
+		if panicked {
+			t.Fatalf("safePrivmsg passed %q, which makes go-twitch-irc's parser panic", line)
+		}
+		if _, ok := message.(*irc.PrivateMessage); !ok {
+			t.Fatalf("safePrivmsg passed %q, which parses to %T, not a PRIVMSG", line, message)
+		}
+	})
+}
+
+var safePrivmsgCases = []struct {
+	line string
+	safe bool
+}{
+	{privmsgLine, true},
+	{"@badges=;emotes= :a!a@a.tmi.twitch.tv PRIVMSG #chan :hi", true},
+	{":a!a@a.tmi.twitch.tv PRIVMSG #chan :no tags", true},
+	{"PRIVMSG #chan", true},
+	{"@badges=moderator/1,vip;id=1 :a!a@a PRIVMSG #chan :badge without a version", false},
+	{"@badges=moderator/1;badges=vip :a!a@a PRIVMSG #chan :the last badges tag wins", false},
+	{"@badges=vip;badges=moderator/1 :a!a@a PRIVMSG #chan :the last badges tag wins", true},
+	{"@badges=\u00a0 :a!a@a PRIVMSG #chan :a badge of spaces trims to none", true},
+	{"@emotes=25:0-4 :a!a@a PRIVMSG #chan :Kappa", false},
+	{"@display-name=a\\sb :a!a@a PRIVMSG #chan :an escape in the tags", false},
+	{":a!a@a.tmi.twitch.tv PRIVMSG", false},
+	{"@badges= :a!a@a.tmi.twitch.tv PRIVMSG", false},
+	{"@badges=  :a!a@a PRIVMSG #chan :an empty source token", false},
+	{"@id=1", false},
+	{":tmi.twitch.tv NOTICE * :Login authentication failed", false},
+	{":tmi.twitch.tv RECONNECT", false},
+	{"@id=1 :a!a@a USERNOTICE #chan :not a PRIVMSG", false},
+}
+
+func TestSafePrivmsgScan(t *testing.T) {
+	for _, c := range safePrivmsgCases {
+		if got := safePrivmsg(c.line); got != c.safe {
+			t.Errorf("safePrivmsg(%q) = %t, want %t", c.line, got, c.safe)
+		}
+	}
+}
