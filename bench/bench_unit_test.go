@@ -1,6 +1,10 @@
 package bench
 
 import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -118,6 +122,10 @@ func TestGeneratedConfigsLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	chat, err := WriteChatConfig(t.TempDir(), "127.0.0.1:6667", "127.0.0.1:9090")
+	if err != nil {
+		t.Fatal(err)
+	}
 	// The test runs in bench/, so the repository root is its parent.
 	shipped, err := CopyShippedConfig("..", t.TempDir())
 	if err != nil {
@@ -133,6 +141,7 @@ func TestGeneratedConfigsLoad(t *testing.T) {
 		{scale, 10, 0},
 		{idle, 25, 3},
 		{storm, 5, 0},
+		{chat, 0, 1},
 		{shipped, -1, -1},
 	} {
 		cfg, err := config.Load(c.path)
@@ -149,5 +158,41 @@ func TestGeneratedConfigsLoad(t *testing.T) {
 		if c.listeners >= 0 && len(cfg.Listeners) != c.listeners {
 			t.Errorf("%s has %d listeners, want %d", c.path, len(cfg.Listeners), c.listeners)
 		}
+	}
+}
+
+func TestListenerEventsReadsCounts(t *testing.T) {
+	server := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprint(w, `# HELP agent_runner_listener_events_total Events the listener handled.
+agent_runner_listener_events_total{listener="chat"} 1.2345e+06
+agent_runner_listener_events_total{listener="chat2"} 7
+agent_runner_listener_events_dropped_total{listener="chat"} 3
+`)
+	}))
+	defer server.Close()
+
+	handled, dropped, err := ListenerEvents(server.Client(), server.URL, "chat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if handled != 1234500 {
+		t.Errorf("handled = %d, want 1234500", handled)
+	}
+	if dropped != 3 {
+		t.Errorf("dropped = %d, want 3", dropped)
+	}
+	if _, _, err := ListenerEvents(server.Client(), server.URL, "missing"); err == nil {
+		t.Error("a listener without counts was read as zero events")
+	}
+}
+
+func TestCountJSONLinesAcrossReads(t *testing.T) {
+	text := strings.Repeat("{\"id\":1}\n", 100000) + "{\"partial\":"
+	got, err := CountJSONLines(strings.NewReader(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != 100000 {
+		t.Errorf("CountJSONLines = %d, want 100000", got)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -145,9 +146,25 @@ func (s *IRCServer) joinedConns() []*ircConn {
 
 // PrivmsgLine returns a Twitch PRIVMSG line with tags, as Twitch sends it.
 func PrivmsgLine(channel string, n int64, text string) string {
-	return fmt.Sprintf("@badge-info=;badges=;color=#1E90FF;display-name=Alice;emotes=;first-msg=0;flags=;"+
-		"id=00000000-0000-4000-8000-%012d;mod=0;room-id=1;subscriber=0;tmi-sent-ts=%d;turbo=0;user-id=4242;user-type= "+
-		":alice!alice@alice.tmi.twitch.tv PRIVMSG #%s :%s", n, time.Now().UnixMilli(), channel, text)
+	return string(AppendPrivmsg(nil, channel, n, time.Now().UnixMilli(), text))
+}
+
+// AppendPrivmsg appends the line of PrivmsgLine, sent at sentMillis (Unix
+// milliseconds), to buf. It formats no strings, so a sender can build
+// lines faster than a listener parses them.
+func AppendPrivmsg(buf []byte, channel string, n, sentMillis int64, text string) []byte {
+	buf = append(buf, "@badge-info=;badges=;color=#1E90FF;display-name=Alice;emotes=;first-msg=0;flags=;id=00000000-0000-4000-8000-"...)
+	id := strconv.AppendInt(nil, n, 10)
+	for range 12 - len(id) {
+		buf = append(buf, '0')
+	}
+	buf = append(buf, id...)
+	buf = append(buf, ";mod=0;room-id=1;subscriber=0;tmi-sent-ts="...)
+	buf = strconv.AppendInt(buf, sentMillis, 10)
+	buf = append(buf, ";turbo=0;user-id=4242;user-type= :alice!alice@alice.tmi.twitch.tv PRIVMSG #"...)
+	buf = append(buf, channel...)
+	buf = append(buf, " :"...)
+	return append(buf, text...)
 }
 
 // SendAll writes line to every joined connection and returns how many
@@ -191,4 +208,47 @@ func (s *IRCServer) Flood(ctx context.Context, channel string, rate, count int) 
 			return written
 		}
 	}
+}
+
+// Blast writes count PRIVMSG lines, numbered from 1, to the first joined
+// connection as fast as it reads them, in writes of about 64 KiB. It
+// returns the number of lines written.
+func (s *IRCServer) Blast(channel string, count int) (int, error) {
+	conns := s.joinedConns()
+	if len(conns) == 0 {
+		return 0, fmt.Errorf("blast chat lines: no client has joined")
+	}
+	c := conns[0]
+	chunk := make([]byte, 0, 80<<10)
+	written := 0
+	for written < count {
+		chunk = chunk[:0]
+		lines := 0
+		now := time.Now().UnixMilli()
+		for written+lines < count && len(chunk) < 64<<10 {
+			n := int64(written + lines + 1)
+			chunk = AppendPrivmsg(chunk, channel, n, now, "message "+strconv.FormatInt(n, 10))
+			chunk = append(chunk, '\r', '\n')
+			lines++
+		}
+		if err := c.writeRaw(chunk); err != nil {
+			return written, fmt.Errorf("blast chat lines: %w", err)
+		}
+		written += lines
+		s.Sent.Add(int64(lines))
+	}
+	return written, nil
+}
+
+// writeRaw writes bytes that already end in CRLF, after anything that
+// write buffered.
+func (c *ircConn) writeRaw(data []byte) error {
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	_ = c.conn.SetWriteDeadline(time.Now().Add(time.Minute))
+	if err := c.writer.Flush(); err != nil {
+		return err
+	}
+	_, err := c.conn.Write(data)
+	return err
 }

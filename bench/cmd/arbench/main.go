@@ -20,7 +20,7 @@ import (
 )
 
 // figureNames lists every figure in the order the table shows them.
-var figureNames = []string{"dispatch", "memory", "idle", "startup", "exec", "durable", "storm"}
+var figureNames = []string{"dispatch", "memory", "idle", "startup", "exec", "durable", "chat", "storm"}
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -174,6 +174,8 @@ func (h *harness) figure(name string) []row {
 		return h.execOverhead()
 	case "durable":
 		return h.durable()
+	case "chat":
+		return h.chat()
 	case "storm":
 		return h.storm()
 	}

@@ -20,6 +20,9 @@ const (
 	workerRuns     = "runs"
 	// workerTogether runs -jobs jobs once each, all at once.
 	workerTogether = "together"
+	// workerChat counts -runs chat lines from the server at -addr with a
+	// bare go-twitch-irc client.
+	workerChat = "chat"
 )
 
 // Dispatch implementations a dispatch worker measures.
@@ -41,10 +44,11 @@ type workerArgs struct {
 	rounds int
 	runs   int
 	dir    string
+	addr   string
 }
 
 func (a *workerArgs) register(fs *flag.FlagSet) {
-	fs.StringVar(&a.kind, "worker", "", "internal: run one measurement (dispatch, exec, commits, runs or together) and print it as JSON")
+	fs.StringVar(&a.kind, "worker", "", "internal: run one measurement (dispatch, exec, commits, runs, together or chat) and print it as JSON")
 	fs.StringVar(&a.impl, "impl", implRunnerNoop, "internal: dispatch implementation")
 	fs.IntVar(&a.jobs, "jobs", 10, "internal: jobs sharing each slot")
 	fs.DurationVar(&a.period, "period", time.Second, "internal: time between slots")
@@ -53,6 +57,7 @@ func (a *workerArgs) register(fs *flag.FlagSet) {
 	fs.IntVar(&a.rounds, "rounds", 3, "internal: rounds of the exec measurement")
 	fs.IntVar(&a.runs, "runs", 100, "internal: runs per round or measurement")
 	fs.StringVar(&a.dir, "dir", "", "internal: empty folder for the store")
+	fs.StringVar(&a.addr, "addr", "", "internal: host:port of the chat server")
 }
 
 // args returns the command line that starts a worker with these
@@ -61,7 +66,7 @@ func (a workerArgs) args() []string {
 	return []string{
 		"-worker", a.kind, "-impl", a.impl, "-jobs", fmt.Sprint(a.jobs),
 		"-period", a.period.String(), "-slots", fmt.Sprint(a.slots), "-warmup=" + fmt.Sprint(a.warmup),
-		"-rounds", fmt.Sprint(a.rounds), "-runs", fmt.Sprint(a.runs), "-dir", a.dir,
+		"-rounds", fmt.Sprint(a.rounds), "-runs", fmt.Sprint(a.runs), "-dir", a.dir, "-addr", a.addr,
 	}
 }
 
@@ -84,9 +89,11 @@ func runWorker(a workerArgs) error {
 	case workerTogether:
 		err = bench.RunTrueTogether(ctx, a.dir, a.jobs)
 		result = struct{}{}
+	case workerChat:
+		result, err = runChatWorker(ctx, a)
 	default:
-		return fmt.Errorf("unknown worker %q: use %s, %s, %s, %s or %s", a.kind,
-			workerDispatch, workerExec, workerCommits, workerRuns, workerTogether)
+		return fmt.Errorf("unknown worker %q: use %s, %s, %s, %s, %s or %s", a.kind,
+			workerDispatch, workerExec, workerCommits, workerRuns, workerTogether, workerChat)
 	}
 	if err != nil {
 		return err
@@ -119,4 +126,12 @@ func runDispatch(ctx context.Context, a workerArgs) (bench.DispatchResult, error
 	memory, err := bench.ReadMemory(os.Getpid())
 	result.PeakRSS = memory.HWM
 	return result, err
+}
+
+// runChatWorker counts a.runs chat lines with a bare go-twitch-irc client.
+func runChatWorker(ctx context.Context, a workerArgs) (chatWorkerResult, error) {
+	ctx, cancel := context.WithTimeout(ctx, chatTimeout)
+	defer cancel()
+	last, err := bench.CountChatLines(ctx, a.addr, int64(a.runs))
+	return chatWorkerResult{LastUnixNano: last.UnixNano()}, err
 }
