@@ -2,7 +2,6 @@ package listeners
 
 import (
 	"bufio"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -15,6 +14,10 @@ import (
 // fsync'd. An event is on disk at most this long after Append.
 const journalSyncInterval = time.Second
 
+// maxKeptLine is the largest encoding buffer a journal keeps for the next
+// event, so one huge event does not hold its memory for good.
+const maxKeptLine = 64 << 10
+
 // Journal appends events to a JSONL file, one object per line, so that
 // scheduled jobs can read chat history from a file. Writes are buffered
 // and fsync'd in batches; the file is rotated to PATH.1 once it grows
@@ -24,9 +27,11 @@ type Journal struct {
 	maxBytes int64
 	log      *slog.Logger
 
-	mu    sync.Mutex
-	file  *os.File
-	buf   *bufio.Writer
+	mu   sync.Mutex
+	file *os.File
+	buf  *bufio.Writer
+	// line is the buffer Append encodes each event into.
+	line  []byte
 	size  int64
 	dirty bool
 	stop  chan struct{}
@@ -62,13 +67,16 @@ func (j *Journal) open() error {
 
 // Append adds one event.
 func (j *Journal) Append(ev Event) error {
-	line, err := json.Marshal(ev)
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	line, err := appendEvent(j.line[:0], ev)
 	if err != nil {
 		return fmt.Errorf("encode event: %w", err)
 	}
 	line = append(line, '\n')
-	j.mu.Lock()
-	defer j.mu.Unlock()
+	if cap(line) <= maxKeptLine {
+		j.line = line
+	}
 	if j.size+int64(len(line)) > j.maxBytes && j.size > 0 {
 		if err := j.rotate(); err != nil {
 			return err

@@ -2,7 +2,6 @@ package listeners
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -295,7 +294,7 @@ const maxReplyBytes = 16 << 10
 // Run runs the hook for ev and returns its stdout, trimmed, as the reply.
 // A hook that fails or times out returns an error and no reply.
 func (h *HookRunner) Run(ctx context.Context, ev Event) (string, error) {
-	input, err := json.Marshal(ev)
+	input, err := appendEvent(nil, ev)
 	if err != nil {
 		return "", fmt.Errorf("encode event: %w", err)
 	}

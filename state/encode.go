@@ -1,10 +1,10 @@
 package state
 
 import (
-	"encoding/json"
 	"strconv"
 	"time"
-	"unicode/utf8"
+
+	"github.com/agent-runner/agent-runner/internal/jsonwrite"
 )
 
 // The encoders below write the same bytes as json.Marshal of Run,
@@ -28,7 +28,7 @@ func encodeJob(job JobState) ([]byte, error) {
 func encodeEntry(entry logEntry) ([]byte, error) {
 	buf := make([]byte, 0, 224+len(entry.Run.Error)+len(entry.Run.Output))
 	buf = append(buf, `{"op":`...)
-	buf = appendString(buf, entry.Op)
+	buf = jsonwrite.String(buf, entry.Op)
 	buf = append(buf, `,"run":`...)
 	buf, err := appendRun(buf, entry.Run)
 	if err != nil {
@@ -44,11 +44,11 @@ func encodeEntry(entry logEntry) ([]byte, error) {
 
 func appendRun(buf []byte, run Run) ([]byte, error) {
 	buf = append(buf, `{"id":`...)
-	buf = appendString(buf, run.ID)
+	buf = jsonwrite.String(buf, run.ID)
 	buf = append(buf, `,"job":`...)
-	buf = appendString(buf, run.Job)
+	buf = jsonwrite.String(buf, run.Job)
 	buf = append(buf, `,"trigger":`...)
-	buf = appendString(buf, run.Trigger)
+	buf = jsonwrite.String(buf, run.Trigger)
 	buf, err := appendTimes(buf,
 		timeField{`,"slot":`, run.Slot, true},
 		timeField{`,"start":`, run.Start, false},
@@ -57,25 +57,25 @@ func appendRun(buf []byte, run Run) ([]byte, error) {
 		return nil, err
 	}
 	buf = append(buf, `,"result":`...)
-	buf = appendString(buf, run.Result)
+	buf = jsonwrite.String(buf, run.Result)
 	buf = append(buf, `,"exit_code":`...)
 	buf = strconv.AppendInt(buf, int64(run.ExitCode), 10)
 	buf = append(buf, `,"duration":`...)
 	buf = strconv.AppendInt(buf, int64(run.Duration), 10)
 	if run.Error != "" {
 		buf = append(buf, `,"error":`...)
-		buf = appendString(buf, run.Error)
+		buf = jsonwrite.String(buf, run.Error)
 	}
 	if run.Output != "" {
 		buf = append(buf, `,"output":`...)
-		buf = appendString(buf, run.Output)
+		buf = jsonwrite.String(buf, run.Output)
 	}
 	return append(buf, '}'), nil
 }
 
 func appendJob(buf []byte, job JobState) ([]byte, error) {
 	buf = append(buf, `{"name":`...)
-	buf = appendString(buf, job.Name)
+	buf = jsonwrite.String(buf, job.Name)
 	buf, err := appendTimes(buf,
 		timeField{`,"first_seen":`, job.FirstSeen, false},
 		timeField{`,"last_slot":`, job.LastSlot, true})
@@ -91,7 +91,7 @@ func appendJob(buf []byte, job JobState) ([]byte, error) {
 	}
 	if job.LastResult != "" {
 		buf = append(buf, `,"last_result":`...)
-		buf = appendString(buf, job.LastResult)
+		buf = jsonwrite.String(buf, job.LastResult)
 	}
 	buf = append(buf, `,"last_exit_code":`...)
 	buf = strconv.AppendInt(buf, int64(job.LastExitCode), 10)
@@ -99,7 +99,7 @@ func appendJob(buf []byte, job JobState) ([]byte, error) {
 	buf = strconv.AppendInt(buf, int64(job.LastDuration), 10)
 	if job.LastError != "" {
 		buf = append(buf, `,"last_error":`...)
-		buf = appendString(buf, job.LastError)
+		buf = jsonwrite.String(buf, job.LastError)
 	}
 	if buf, err = appendTimes(buf, timeField{`,"last_success":`, job.LastSuccess, true}); err != nil {
 		return nil, err
@@ -133,33 +133,6 @@ func appendTimes(buf []byte, fields ...timeField) ([]byte, error) {
 }
 
 // appendTimeField appends key and t as time.Time's MarshalJSON writes it.
-// The store keeps times in UTC; a time in another zone, or in a year that
-// MarshalJSON refuses, goes through MarshalJSON itself.
 func appendTimeField(buf []byte, key string, t time.Time) ([]byte, error) {
-	buf = append(buf, key...)
-	if year := t.Year(); t.Location() != time.UTC || year < 0 || year > 9999 {
-		text, err := t.MarshalJSON()
-		if err != nil {
-			return nil, err
-		}
-		return append(buf, text...), nil
-	}
-	buf = append(buf, '"')
-	buf = t.AppendFormat(buf, time.RFC3339Nano)
-	return append(buf, '"'), nil
-}
-
-// appendString appends s as a JSON string. A string of printable ASCII
-// without the characters that encoding/json escapes is copied as it is.
-// Any other goes through encoding/json, which decides its escapes.
-func appendString(buf []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= utf8.RuneSelf || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			quoted, _ := json.Marshal(s) // a string always encodes
-			return append(buf, quoted...)
-		}
-	}
-	buf = append(buf, '"')
-	buf = append(buf, s...)
-	return append(buf, '"')
+	return jsonwrite.Time(append(buf, key...), t)
 }
