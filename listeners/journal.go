@@ -2,6 +2,7 @@ package listeners
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -90,8 +91,11 @@ func (j *Journal) Append(ev Event) error {
 	return nil
 }
 
-// rotate moves the full file to PATH.1 and starts a new one.
+// rotate moves the full file to PATH.1 and starts a new one. It syncs
+// the file even when nothing is buffered, because the sync loop may be
+// syncing it without the lock and counts a closed file as synced here.
 func (j *Journal) rotate() error {
+	j.dirty = true
 	if err := j.flushLocked(); err != nil {
 		return err
 	}
@@ -109,12 +113,15 @@ func (j *Journal) flushLocked() error {
 	if err := j.buf.Flush(); err != nil {
 		return fmt.Errorf("write event log: %w", err)
 	}
-	if err := j.file.Sync(); err != nil {
+	if err := syncFile(j.file); err != nil {
 		return fmt.Errorf("sync event log: %w", err)
 	}
 	j.dirty = false
 	return nil
 }
+
+// syncFile is (*os.File).Sync, replaced in tests to make a sync slow.
+var syncFile = (*os.File).Sync
 
 func (j *Journal) syncLoop() {
 	defer close(j.done)
@@ -125,14 +132,44 @@ func (j *Journal) syncLoop() {
 		case <-j.stop:
 			return
 		case <-ticker.C:
-			j.mu.Lock()
-			err := j.flushLocked()
-			j.mu.Unlock()
-			if err != nil {
+			if err := j.flush(); err != nil {
 				j.log.Error("flush event log failed", "path", j.path, "err", err)
 			}
 		}
 	}
+}
+
+// flush writes what Append buffered and syncs the file. The sync waits
+// for the disk, so it runs without the lock: Append runs on the
+// listener's reading goroutine and must not wait with it.
+func (j *Journal) flush() error {
+	j.mu.Lock()
+	if !j.dirty {
+		j.mu.Unlock()
+		return nil
+	}
+	err := j.buf.Flush()
+	file := j.file
+	j.dirty = err != nil
+	j.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("write event log: %w", err)
+	}
+
+	err = syncFile(file)
+	if errors.Is(err, os.ErrClosed) {
+		// A rotation synced and closed the file meanwhile.
+		return nil
+	}
+	if err != nil {
+		j.mu.Lock()
+		if j.file == file {
+			j.dirty = true
+		}
+		j.mu.Unlock()
+		return fmt.Errorf("sync event log: %w", err)
+	}
+	return nil
 }
 
 // Close writes what is buffered, syncs and closes the file.

@@ -4,10 +4,13 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -215,4 +218,129 @@ func TestJournalAppendsAndRotates(t *testing.T) {
 	if total < 4 {
 		t.Errorf("found %d events in the current and rotated files", total)
 	}
+}
+
+// blockSyncs makes each of the journal's file syncs wait until the test
+// closes the channel that the sync sent on the returned channel. After
+// unblock, syncs no longer wait.
+func blockSyncs(t *testing.T) (syncs <-chan chan struct{}, unblock func()) {
+	t.Helper()
+	gates := make(chan chan struct{}, 16)
+	var blocking atomic.Bool
+	blocking.Store(true)
+	original := syncFile
+	syncFile = func(f *os.File) error {
+		if blocking.Load() {
+			gate := make(chan struct{})
+			gates <- gate
+			<-gate
+		}
+		return original(f)
+	}
+	t.Cleanup(func() { syncFile = original })
+	return gates, func() { blocking.Store(false) }
+}
+
+// nextSync waits for the next sync to start and returns its gate.
+func nextSync(t *testing.T, syncs <-chan chan struct{}) chan struct{} {
+	t.Helper()
+	select {
+	case gate := <-syncs:
+		return gate
+	case <-time.After(3 * journalSyncInterval):
+		t.Fatal("the journal did not sync within three sync intervals")
+		return nil
+	}
+}
+
+func TestJournalAppendsDuringSlowSync(t *testing.T) {
+	syncs, _ := blockSyncs(t)
+	path := filepath.Join(t.TempDir(), "chat.jsonl")
+	j, err := OpenJournal(path, 1<<20, quietLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Append(Event{Listener: "chat", ID: "before"}); err != nil {
+		t.Fatal(err)
+	}
+	loopSync := nextSync(t, syncs)
+
+	appended := make(chan error, 1)
+	go func() { appended <- j.Append(Event{Listener: "chat", ID: "during"}) }()
+	select {
+	case err := <-appended:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Error("Append waited for the file sync")
+	}
+	close(loopSync)
+
+	closed := make(chan error, 1)
+	go func() { closed <- j.Close() }()
+	close(nextSync(t, syncs))
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	if got := countLines(t, path); got != 2 {
+		t.Errorf("the log has %d events, want 2", got)
+	}
+}
+
+func TestJournalRotatesDuringSlowSync(t *testing.T) {
+	syncs, unblock := blockSyncs(t)
+	var logged strings.Builder
+	log := slog.New(slog.NewTextHandler(&lockedWriter{w: &logged}, nil))
+	path := filepath.Join(t.TempDir(), "chat.jsonl")
+	j, err := OpenJournal(path, 1<<20, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Append(Event{Listener: "chat", ID: "first"}); err != nil {
+		t.Fatal(err)
+	}
+	loopSync := nextSync(t, syncs)
+
+	// Past the size limit, the next Append rotates: it syncs and closes
+	// the file that the sync loop is still syncing.
+	big := Event{Listener: "chat", ID: "big", Text: strings.Repeat("x", 1<<20)}
+	rotated := make(chan error, 1)
+	go func() { rotated <- j.Append(big) }()
+	close(nextSync(t, syncs))
+	if err := <-rotated; err != nil {
+		t.Fatal(err)
+	}
+	unblock()
+	close(loopSync)
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := countLines(t, path+".1") + countLines(t, path); got != 2 {
+		t.Errorf("the current and rotated logs have %d events, want 2", got)
+	}
+	if strings.Contains(logged.String(), "failed") {
+		t.Errorf("a sync of the file that rotation closed was logged as a failure:\n%s", logged.String())
+	}
+}
+
+// lockedWriter serializes writes to w.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+func countLines(t *testing.T, path string) int {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Count(string(data), "\n")
 }

@@ -173,7 +173,7 @@ func FuzzSafePrivmsg(f *testing.F) {
 		f.Add(seed.line)
 	}
 	f.Fuzz(func(t *testing.T, line string) {
-		if !safePrivmsg(line) {
+		if !safePrivmsg([]byte(line)) {
 			return
 		}
 		message, panicked := parseLikeConnect(line)
@@ -211,7 +211,7 @@ var safePrivmsgCases = []struct {
 
 func TestSafePrivmsgScan(t *testing.T) {
 	for _, c := range safePrivmsgCases {
-		if got := safePrivmsg(c.line); got != c.safe {
+		if got := safePrivmsg([]byte(c.line)); got != c.safe {
 			t.Errorf("safePrivmsg(%q) = %t, want %t", c.line, got, c.safe)
 		}
 	}

@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"strings"
 	"sync"
 	"time"
 
@@ -172,11 +171,11 @@ func skipRestOfLine(reader *bufio.Reader) error {
 // the line on and, for a line that ends go-twitch-irc's parser, why the
 // session ends, so that nothing follows that line.
 func (r *relay) inspect(line []byte) (forward bool, cause error) {
-	text := strings.TrimSuffix(strings.TrimSuffix(string(line), "\n"), "\r")
-	if safePrivmsg(text) {
+	line = bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r"))
+	if safePrivmsg(line) {
 		return true, nil
 	}
-	message, panicked := parseMessage(text)
+	message, panicked := parseMessage(string(line))
 	if panicked != nil {
 		r.drop(fmt.Sprintf("go-twitch-irc panics on it: %v", panicked))
 		return false, nil
@@ -190,47 +189,48 @@ func (r *relay) inspect(line []byte) (forward bool, cause error) {
 // PRIVMSG path indexes: a parameter after the command, and a "/" in every
 // badge. Lines with emotes or with an escape in their tags, and any other
 // line it is unsure of, go through the parser.
-func safePrivmsg(line string) bool {
-	tags, rest := "", line
-	if strings.HasPrefix(rest, "@") {
+func safePrivmsg(line []byte) bool {
+	var tags []byte
+	rest := line
+	if bytes.HasPrefix(rest, []byte("@")) {
 		var found bool
-		if tags, rest, found = strings.Cut(rest, " "); !found {
+		if tags, rest, found = bytes.Cut(rest, []byte(" ")); !found {
 			return false
 		}
 	}
-	if strings.HasPrefix(rest, ":") {
-		_, rest, _ = strings.Cut(rest, " ")
+	if bytes.HasPrefix(rest, []byte(":")) {
+		_, rest, _ = bytes.Cut(rest, []byte(" "))
 	}
-	command, _, hasParams := strings.Cut(rest, " ")
-	return command == "PRIVMSG" && hasParams && safePrivmsgTags(tags)
+	command, _, hasParams := bytes.Cut(rest, []byte(" "))
+	return string(command) == "PRIVMSG" && hasParams && safePrivmsgTags(tags)
 }
 
 // safePrivmsgTags reports whether the tags of a PRIVMSG, "@" included,
 // are safe for the parser. Without a backslash, the parser's value of a
 // tag is the raw value with spaces trimmed, and the last of repeated
 // keys wins.
-func safePrivmsgTags(tags string) bool {
-	if strings.IndexByte(tags, '\\') >= 0 {
+func safePrivmsgTags(tags []byte) bool {
+	if bytes.IndexByte(tags, '\\') >= 0 {
 		return false
 	}
-	var badges, emotes string
-	for tag := range strings.SplitSeq(strings.TrimPrefix(tags, "@"), ";") {
-		key, value, _ := strings.Cut(tag, "=")
-		switch key {
+	var badges, emotes []byte
+	for tag := range bytes.SplitSeq(bytes.TrimPrefix(tags, []byte("@")), []byte(";")) {
+		key, value, _ := bytes.Cut(tag, []byte("="))
+		switch string(key) {
 		case "badges":
-			badges = strings.TrimSpace(value)
+			badges = bytes.TrimSpace(value)
 		case "emotes":
-			emotes = strings.TrimSpace(value)
+			emotes = bytes.TrimSpace(value)
 		}
 	}
-	if emotes != "" {
+	if len(emotes) > 0 {
 		return false
 	}
-	if badges == "" {
+	if len(badges) == 0 {
 		return true
 	}
-	for badge := range strings.SplitSeq(badges, ",") {
-		if !strings.Contains(badge, "/") {
+	for badge := range bytes.SplitSeq(badges, []byte(",")) {
+		if bytes.IndexByte(badge, '/') < 0 {
 			return false
 		}
 	}
