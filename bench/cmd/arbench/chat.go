@@ -32,7 +32,7 @@ const (
 func (h *harness) chat() []row {
 	lines := pick(h, 1_000_000, 300_000)
 	reps := pick(h, 3, 1)
-	var rate, before, peak, growth, logged, dropped, baseline, ratio []float64
+	var rate, before, peak, growth, logged, dropped, baseline, ratio, cpu, baselineCPU []float64
 	var firstErr error
 	for rep := range reps {
 		h.progress("chat: repetition %d of %d, %s lines through the daemon", rep+1, reps, count(lines))
@@ -48,13 +48,15 @@ func (h *harness) chat() []row {
 			break
 		}
 		rate = append(rate, r.rate)
+		cpu = append(cpu, r.cpuPerLine)
+		baselineCPU = append(baselineCPU, bare.cpuPerLine)
 		before = append(before, kibToMB(r.rssBefore))
 		peak = append(peak, kibToMB(r.rssPeak))
 		growth = append(growth, kibToMB(r.rssGrowth))
 		logged = append(logged, float64(r.logged))
 		dropped = append(dropped, float64(r.dropped))
-		baseline = append(baseline, bare)
-		ratio = append(ratio, r.rate/bare)
+		baseline = append(baseline, bare.rate)
+		ratio = append(ratio, r.rate/bare.rate)
 	}
 	note := fmt.Sprintf("%s PRIVMSG lines with Twitch's tags, sent as fast as the socket takes them", count(lines))
 	return []row{
@@ -63,6 +65,9 @@ func (h *harness) chat() []row {
 		{figure: "chat: baseline, bare go-twitch-irc client, parsing only", unit: "lines/s", values: baseline, err: firstErr,
 			note: "the same lines to a client of the pinned library that counts them"},
 		{figure: "chat: agent-runner / bare client", unit: "×", values: ratio, err: firstErr},
+		{figure: "chat: CPU per line, agent-runner", unit: "µs", values: cpu, err: firstErr,
+			note: "utime+stime of the daemon from the first line to the last, over the lines; the sender runs in the harness"},
+		{figure: "chat: CPU per line, bare client", unit: "µs", values: baselineCPU, err: firstErr},
 		{figure: "chat: RSS before the first line", unit: "MB", values: before, err: firstErr},
 		{figure: "chat: peak RSS while the lines arrive", unit: "MB", values: peak, err: firstErr,
 			note: fmt.Sprintf("VmRSS sampled every %s", chatSampleInterval)},
@@ -74,12 +79,13 @@ func (h *harness) chat() []row {
 }
 
 type chatResult struct {
-	rate      float64
-	rssBefore int64
-	rssPeak   int64
-	rssGrowth int64
-	logged    int64
-	dropped   int64
+	rate       float64
+	cpuPerLine float64
+	rssBefore  int64
+	rssPeak    int64
+	rssGrowth  int64
+	logged     int64
+	dropped    int64
 }
 
 // chatOnce starts the daemon with a Twitch listener on a local server,
@@ -116,6 +122,10 @@ func (h *harness) chatOnce(lines int) (chatResult, error) {
 	if err != nil {
 		return chatResult{}, err
 	}
+	ticksBefore, err := bench.ReadCPUTicks(d.Pid())
+	if err != nil {
+		return chatResult{}, err
+	}
 	sampler := startRSSSampler(d.Pid())
 	start := time.Now()
 	sent := make(chan error, 1)
@@ -127,6 +137,10 @@ func (h *harness) chatOnce(lines int) (chatResult, error) {
 	samples := sampler.stop()
 	if err != nil {
 		return chatResult{}, fmt.Errorf("%w (log: %s)", err, d.LogPath)
+	}
+	ticksAfter, err := bench.ReadCPUTicks(d.Pid())
+	if err != nil {
+		return chatResult{}, err
 	}
 	if err := d.Stop(stopTimeout); err != nil {
 		return chatResult{}, err
@@ -141,21 +155,23 @@ func (h *harness) chatOnce(lines int) (chatResult, error) {
 	}
 	_ = os.Remove(filepath.Join(dir, "events.jsonl"))
 	return chatResult{
-		rate:      float64(lines) / end.Sub(start).Seconds(),
-		rssBefore: before.RSS,
-		rssPeak:   max(peak, before.RSS),
-		rssGrowth: growth,
-		logged:    logged,
-		dropped:   dropped,
+		rate:       float64(lines) / end.Sub(start).Seconds(),
+		cpuPerLine: ticksToMicros(ticksAfter-ticksBefore) / float64(lines),
+		rssBefore:  before.RSS,
+		rssPeak:    max(peak, before.RSS),
+		rssGrowth:  growth,
+		logged:     logged,
+		dropped:    dropped,
 	}, nil
 }
 
 // chatBaselineOnce sends that many lines to a bare go-twitch-irc client
-// in a worker process and returns the lines per second it parsed.
-func (h *harness) chatBaselineOnce(lines int) (float64, error) {
+// in a worker process and returns the lines per second it parsed and the
+// CPU time it spent per line, start-up included.
+func (h *harness) chatBaselineOnce(lines int) (chatResult, error) {
 	server, err := chatserver.StartIRCServer()
 	if err != nil {
-		return 0, err
+		return chatResult{}, err
 	}
 	defer server.Close()
 
@@ -164,30 +180,44 @@ func (h *harness) chatBaselineOnce(lines int) (float64, error) {
 	cmd.Stderr = h.log
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
-		return 0, err
+		return chatResult{}, err
 	}
 	if err := cmd.Start(); err != nil {
-		return 0, err
+		return chatResult{}, err
 	}
 	defer cmd.Process.Kill()
 	if err := waitJoined(server); err != nil {
-		return 0, err
+		return chatResult{}, err
 	}
 
 	start := time.Now()
 	if _, err := server.Blast(bench.ChatChannel, lines); err != nil {
-		return 0, err
+		return chatResult{}, err
 	}
 
 	var result chatWorkerResult
 	decodeErr := json.NewDecoder(stdout).Decode(&result)
+	// Until Wait reaps it, the exited worker's stat file still has its
+	// CPU time.
+	ticks, ticksErr := bench.ReadCPUTicks(cmd.Process.Pid)
 	if err := cmd.Wait(); err != nil {
-		return 0, fmt.Errorf("worker %s: %w", workerChat, err)
+		return chatResult{}, fmt.Errorf("worker %s: %w", workerChat, err)
 	}
 	if decodeErr != nil {
-		return 0, fmt.Errorf("worker %s: invalid output: %w", workerChat, decodeErr)
+		return chatResult{}, fmt.Errorf("worker %s: invalid output: %w", workerChat, decodeErr)
 	}
-	return float64(lines) / time.Unix(0, result.LastUnixNano).Sub(start).Seconds(), nil
+	if ticksErr != nil {
+		return chatResult{}, ticksErr
+	}
+	return chatResult{
+		rate:       float64(lines) / time.Unix(0, result.LastUnixNano).Sub(start).Seconds(),
+		cpuPerLine: ticksToMicros(ticks) / float64(lines),
+	}, nil
+}
+
+// ticksToMicros converts clock ticks of CPU time to microseconds.
+func ticksToMicros(ticks int64) float64 {
+	return float64(ticks) / bench.ClockTicks * 1e6
 }
 
 // chatWorkerResult is the output of the chat worker.
