@@ -31,7 +31,7 @@ func privateMessageEvent(listener string, message irc.PrivateMessage) listeners.
 		Kind:     config.KindTwitch,
 		Type:     TypeMessage,
 		ID:       messageID(message.Tags),
-		Time:     messageTime(message.Tags),
+		Time:     messageTime(message.Tags["tmi-sent-ts"], message.Tags["time"]),
 		Channel:  message.Channel,
 		User:     displayName(message.User, message.Tags),
 		UserID:   message.User.ID,
@@ -56,7 +56,7 @@ func userNoticeEvent(listener string, message irc.UserNoticeMessage) listeners.E
 		Kind:     config.KindTwitch,
 		Type:     TypeUserNotice,
 		ID:       messageID(message.Tags),
-		Time:     messageTime(message.Tags),
+		Time:     messageTime(message.Tags["tmi-sent-ts"], message.Tags["time"]),
 		Channel:  message.Channel,
 		User:     displayName(message.User, message.Tags),
 		UserID:   message.User.ID,
@@ -91,11 +91,11 @@ func messageID(tags map[string]string) string {
 
 // messageTime returns the time from Twitch's tmi-sent-ts tag (Unix
 // milliseconds), else from the IRCv3 time tag, else the time of receipt.
-func messageTime(tags map[string]string) time.Time {
-	if ms, err := strconv.ParseInt(tags["tmi-sent-ts"], 10, 64); err == nil {
+func messageTime(sentMillis, timeTag string) time.Time {
+	if ms, err := strconv.ParseInt(sentMillis, 10, 64); err == nil {
 		return time.UnixMilli(ms).UTC()
 	}
-	if t, err := time.Parse(time.RFC3339Nano, tags["time"]); err == nil {
+	if t, err := time.Parse(time.RFC3339Nano, timeTag); err == nil {
 		return t.UTC()
 	}
 	return time.Now().UTC()

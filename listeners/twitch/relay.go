@@ -12,6 +12,8 @@ import (
 	"time"
 
 	irc "github.com/gempir/go-twitch-irc/v4"
+
+	"github.com/agent-runner/agent-runner/listeners"
 )
 
 // rejectLine is the line the relay sends to every connection after the
@@ -35,11 +37,15 @@ const maxDropLogs = 10
 // client's. Its port stays bound until Connect returns, so that no other
 // process can take it and receive a redial with the token.
 //
-// It passes the server's data on line by line and keeps go-twitch-irc's
-// parser from stopping while lines are still on their way to it, because
-// its reader goroutine then blocks for ever (see the package comment). A
-// line that makes the parser panic is dropped, and after a line that
-// ends the parser (RECONNECT, or a login failure) nothing more is sent.
+// It reads the server's data line by line. Chat lines, PRIVMSG and
+// USERNOTICE, become events on the relay's goroutine and are not passed
+// on, so go-twitch-irc parses only the lines of the protocol: its parse
+// of a chat line costs several times the rest of the listener. The relay
+// keeps the client's parser from stopping while lines are still on their
+// way to it, because its reader goroutine then blocks for ever (see the
+// package comment). A line that makes the parser panic is dropped, and
+// after a line that ends the parser (RECONNECT, or a login failure)
+// nothing more is sent.
 // Close half-closes the client's connection, so the client reads what was
 // sent, sees the end of the stream and redials, and the relay rejects the
 // redial.
@@ -49,10 +55,7 @@ type relay struct {
 	server   string
 	idle     time.Duration
 	log      *slog.Logger
-	// fail records why the connection ended and shuts the session down.
-	fail func(error)
-	// ending returns why a message ends go-twitch-irc's parser, or nil.
-	ending func(irc.Message) error
+	relayHooks
 	// dropped counts the lines dropped, for the log.
 	dropped int
 
@@ -64,12 +67,26 @@ type relay struct {
 	wg sync.WaitGroup
 }
 
-func newRelay(upstream net.Conn, server string, idle time.Duration, log *slog.Logger, fail func(error), ending func(irc.Message) error) (*relay, error) {
+// relayHooks are the callbacks through which a relay reports to its
+// session.
+type relayHooks struct {
+	// fail records why the connection ended and shuts the session down.
+	fail func(error)
+	// ending returns why a message ends go-twitch-irc's parser, or nil.
+	ending func(irc.Message) error
+	// name is the listener's name, which its events carry.
+	name string
+	// deliver takes the events of chat lines, which the relay converts
+	// itself instead of passing them on.
+	deliver func(listeners.Event)
+}
+
+func newRelay(upstream net.Conn, server string, idle time.Duration, log *slog.Logger, hooks relayHooks) (*relay, error) {
 	listener, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("listen on 127.0.0.1 for go-twitch-irc: %w", err)
 	}
-	return &relay{listener: listener, upstream: upstream, server: server, idle: idle, log: log, fail: fail, ending: ending}, nil
+	return &relay{listener: listener, upstream: upstream, server: server, idle: idle, log: log, relayHooks: hooks}, nil
 }
 
 // addr returns the host:port the client dials.
@@ -167,24 +184,36 @@ func skipRestOfLine(reader *bufio.Reader) error {
 	}
 }
 
-// inspect parses a line as go-twitch-irc will. It reports whether to pass
-// the line on and, for a line that ends go-twitch-irc's parser, why the
+// inspect parses a line as go-twitch-irc will. A chat line, PRIVMSG or
+// USERNOTICE, becomes an event here and goes no further, since the
+// client would only parse it again. inspect reports whether to pass any
+// other line on and, for a line that ends go-twitch-irc's parser, why the
 // session ends, so that nothing follows that line.
 func (r *relay) inspect(line []byte) (forward bool, cause error) {
 	line = bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r"))
 	if safePrivmsg(line) {
-		return true, nil
+		r.deliver(fastPrivmsgEvent(r.name, line))
+		return false, nil
 	}
 	message, panicked := parseMessage(string(line))
 	if panicked != nil {
 		r.drop(fmt.Sprintf("go-twitch-irc panics on it: %v", panicked))
 		return false, nil
 	}
+	switch m := message.(type) {
+	case *irc.PrivateMessage:
+		r.deliver(privateMessageEvent(r.name, *m))
+		return false, nil
+	case *irc.UserNoticeMessage:
+		r.deliver(userNoticeEvent(r.name, *m))
+		return false, nil
+	}
 	return true, r.ending(message)
 }
 
 // safePrivmsg reports whether line is a PRIVMSG that go-twitch-irc's
-// parser takes without a panic. The scan costs a fraction of a parse. It
+// parser takes without a panic, and that fastPrivmsgEvent reads as the
+// parser does. The scan costs a fraction of a parse. It
 // splits the line as the parser does and checks what the parser's
 // PRIVMSG path indexes: a parameter after the command, and a "/" in every
 // badge. Lines with emotes or with an escape in their tags, and any other

@@ -56,7 +56,9 @@ func (l *Listener) dial(ctx context.Context, host listeners.Host) (*session, err
 		log:      host.Log().With("server", l.server),
 		stop:     make(chan struct{}),
 	}
-	s.relay, err = newRelay(upstream, l.server, l.idleTimeout(), s.log, s.fail, s.endingCause)
+	s.relay, err = newRelay(upstream, l.server, l.idleTimeout(), s.log, relayHooks{
+		fail: s.fail, ending: s.endingCause, name: l.name, deliver: s.deliver,
+	})
 	if err != nil {
 		upstream.Close()
 		return nil, err
@@ -120,8 +122,6 @@ func (s *session) newClient(addr string) *irc.Client {
 	client.Join(l.channels...)
 
 	client.OnConnect(s.onConnect)
-	client.OnPrivateMessage(s.onPrivateMessage)
-	client.OnUserNoticeMessage(s.onUserNotice)
 	client.OnNoticeMessage(s.onNotice)
 	client.OnReconnectMessage(s.onReconnect)
 	if l.prepareClient != nil {
@@ -263,18 +263,12 @@ func (s *session) onConnect() {
 	})
 }
 
-func (s *session) onPrivateMessage(message irc.PrivateMessage) {
-	s.guard("PRIVMSG", func() {
+// deliver passes on the event of a chat line, which the relay converts
+// on its own goroutine.
+func (s *session) deliver(ev listeners.Event) {
+	s.guard(ev.Type, func() {
 		if !s.stopping() {
-			s.host.Deliver(privateMessageEvent(s.listener.name, message))
-		}
-	})
-}
-
-func (s *session) onUserNotice(message irc.UserNoticeMessage) {
-	s.guard("USERNOTICE", func() {
-		if !s.stopping() {
-			s.host.Deliver(userNoticeEvent(s.listener.name, message))
+			s.host.Deliver(ev)
 		}
 	})
 }

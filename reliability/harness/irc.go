@@ -146,14 +146,17 @@ func (s *IRCServer) joinedConns() []*ircConn {
 
 // PrivmsgLine returns a Twitch PRIVMSG line with tags, as Twitch sends it.
 func PrivmsgLine(channel string, n int64, text string) string {
-	return string(AppendPrivmsg(nil, channel, n, time.Now().UnixMilli(), text))
+	return string(AppendPrivmsg(nil, channel, n, time.Now().UnixMilli(), "", text))
 }
 
 // AppendPrivmsg appends the line of PrivmsgLine, sent at sentMillis (Unix
-// milliseconds), to buf. It formats no strings, so a sender can build
-// lines faster than a listener parses them.
-func AppendPrivmsg(buf []byte, channel string, n, sentMillis int64, text string) []byte {
-	buf = append(buf, "@badge-info=;badges=;color=#1E90FF;display-name=Alice;emotes=;first-msg=0;flags=;id=00000000-0000-4000-8000-"...)
+// milliseconds) with the emotes tag set to emotes, to buf. It formats no
+// strings, so a sender can build lines faster than a listener parses
+// them.
+func AppendPrivmsg(buf []byte, channel string, n, sentMillis int64, emotes, text string) []byte {
+	buf = append(buf, "@badge-info=;badges=;color=#1E90FF;display-name=Alice;emotes="...)
+	buf = append(buf, emotes...)
+	buf = append(buf, ";first-msg=0;flags=;id=00000000-0000-4000-8000-"...)
 	id := strconv.AppendInt(nil, n, 10)
 	for range 12 - len(id) {
 		buf = append(buf, '0')
@@ -211,8 +214,9 @@ func (s *IRCServer) Flood(ctx context.Context, channel string, rate, count int) 
 }
 
 // Blast writes count PRIVMSG lines, numbered from 1, to the first joined
-// connection as fast as it reads them, in writes of about 64 KiB. It
-// returns the number of lines written.
+// connection as fast as it reads them, in writes of about 64 KiB. Every
+// fourth line starts with an emote, as Twitch marks it in the emotes tag.
+// It returns the number of lines written.
 func (s *IRCServer) Blast(channel string, count int) (int, error) {
 	conns := s.joinedConns()
 	if len(conns) == 0 {
@@ -227,7 +231,11 @@ func (s *IRCServer) Blast(channel string, count int) (int, error) {
 		now := time.Now().UnixMilli()
 		for written+lines < count && len(chunk) < 64<<10 {
 			n := int64(written + lines + 1)
-			chunk = AppendPrivmsg(chunk, channel, n, now, "message "+strconv.FormatInt(n, 10))
+			if n%4 == 0 {
+				chunk = AppendPrivmsg(chunk, channel, n, now, "25:0-4", "Kappa message "+strconv.FormatInt(n, 10))
+			} else {
+				chunk = AppendPrivmsg(chunk, channel, n, now, "", "message "+strconv.FormatInt(n, 10))
+			}
 			chunk = append(chunk, '\r', '\n')
 			lines++
 		}
