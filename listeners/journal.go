@@ -78,32 +78,45 @@ func (j *Journal) Append(ev Event) error {
 	if cap(line) <= maxKeptLine {
 		j.line = line
 	}
+	// A failed rotation is reported, and the event is still written when
+	// the file is open.
+	var rotateErr error
 	if j.size+int64(len(line)) > j.maxBytes && j.size > 0 {
-		if err := j.rotate(); err != nil {
-			return err
-		}
+		rotateErr = j.rotate()
 	}
 	if _, err := j.buf.Write(line); err != nil {
-		return fmt.Errorf("write event log: %w", err)
+		return errors.Join(rotateErr, fmt.Errorf("write event log: %w", err))
 	}
 	j.size += int64(len(line))
 	j.dirty = true
-	return nil
+	return rotateErr
 }
 
 // rotate moves the full file to PATH.1 and starts a new one. It syncs
 // the file even when nothing is buffered, because the sync loop may be
 // syncing it without the lock and counts a closed file as synced here.
+// When the rename fails, the log goes on in the same file, and the next
+// rotation is tried once it has grown by another maxBytes. A file that
+// is already closed, because reopening failed in an earlier rotation,
+// was synced before it was closed.
 func (j *Journal) rotate() error {
-	j.dirty = true
-	if err := j.flushLocked(); err != nil {
+	if err := j.buf.Flush(); err != nil && !errors.Is(err, os.ErrClosed) {
+		return fmt.Errorf("write event log: %w", err)
+	}
+	if err := syncFile(j.file); err != nil && !errors.Is(err, os.ErrClosed) {
+		return fmt.Errorf("sync event log: %w", err)
+	}
+	j.dirty = false
+	j.file.Close()
+	renameErr := os.Rename(j.path, j.path+".1")
+	if err := j.open(); err != nil {
 		return err
 	}
-	j.file.Close()
-	if err := os.Rename(j.path, j.path+".1"); err != nil {
-		return fmt.Errorf("rotate event log: %w", err)
+	if renameErr != nil {
+		j.size = 0
+		return fmt.Errorf("rotate event log: %w", renameErr)
 	}
-	return j.open()
+	return nil
 }
 
 func (j *Journal) flushLocked() error {

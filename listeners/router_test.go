@@ -344,3 +344,38 @@ func countLines(t *testing.T, path string) int {
 	}
 	return strings.Count(string(data), "\n")
 }
+
+func TestJournalRecoversFromFailedRotation(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "chat.jsonl")
+	j, err := OpenJournal(path, 1<<20, quietLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A folder with an entry at PATH.1 makes the rename fail.
+	if err := os.MkdirAll(filepath.Join(path+".1", "entry"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	big := Event{Listener: "chat", Text: strings.Repeat("x", 600<<10)}
+	if err := j.Append(big); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Append(big); err == nil {
+		t.Error("a rotation whose rename failed was not reported")
+	}
+
+	if err := os.RemoveAll(path + ".1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Append(big); err != nil {
+		t.Fatalf("append after the folder went: %v", err)
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := countLines(t, path+".1"); got != 2 {
+		t.Errorf("the rotated log has %d events, want the 2 written before the rename worked", got)
+	}
+	if got := countLines(t, path); got != 1 {
+		t.Errorf("the current log has %d events, want 1", got)
+	}
+}
