@@ -125,16 +125,31 @@ func (r *relay) accept() {
 	}
 }
 
+// keepaliveLine is the line the relay passes on in place of a batch of
+// chat lines. go-twitch-irc counts any line as traffic, and without it
+// the client would send a PING every IdlePingInterval during a busy chat
+// and end the session when a server sends no PONG. It parses as a
+// message the client ignores.
+const keepaliveLine = ":tmi.twitch.tv 372 agent-runner :chat\r\n"
+
 // copyToClient copies the server's lines to the client and ends the
 // connection when the server sends nothing for the idle timeout. Lines
 // are buffered and written together once no whole line is left to read,
 // so a burst costs one write for many lines and a lone line is not held.
+// Lines buffered before a chat line are written before its event is
+// delivered, so an event never overtakes the welcome that precedes it.
 func (r *relay) copyToClient(local net.Conn) {
 	defer r.wg.Done()
 	reader := bufio.NewReaderSize(r.upstream, maxServerLineBytes)
 	writer := bufio.NewWriterSize(local, maxServerLineBytes)
+	// chat is set when chat lines arrived since the last write.
+	chat := false
 	for {
 		if !hasWholeLine(reader) {
+			if chat && writer.Buffered() == 0 {
+				_, _ = writer.WriteString(keepaliveLine)
+			}
+			chat = false
 			if writer.Flush() != nil {
 				r.end(r.clientClosed())
 				return
@@ -148,14 +163,22 @@ func (r *relay) copyToClient(local net.Conn) {
 			line = nil
 		}
 		if len(line) > 0 {
-			forward, cause := r.inspect(line)
-			if forward {
+			verdict := r.inspect(line)
+			if verdict.chat {
+				if writer.Buffered() > 0 && writer.Flush() != nil {
+					r.end(r.clientClosed())
+					return
+				}
+				r.deliver(verdict.event)
+				chat = true
+			}
+			if verdict.forward {
 				_, _ = writer.Write(line)
 			}
-			if cause != nil {
+			if verdict.cause != nil {
 				_ = writer.Flush()
 				closeWrite(local)
-				r.end(cause)
+				r.end(verdict.cause)
 				return
 			}
 		}
@@ -184,31 +207,40 @@ func skipRestOfLine(reader *bufio.Reader) error {
 	}
 }
 
+// lineVerdict is the relay's decision about one line from the server.
+type lineVerdict struct {
+	// chat is set for a chat line, PRIVMSG or USERNOTICE, whose event
+	// the relay delivers instead of passing the line on.
+	chat  bool
+	event listeners.Event
+	// forward is set for a line to pass on to the client.
+	forward bool
+	// cause is the reason the session ends after this line, or nil.
+	cause error
+}
+
 // inspect parses a line as go-twitch-irc will. A chat line, PRIVMSG or
 // USERNOTICE, becomes an event here and goes no further, since the
-// client would only parse it again. inspect reports whether to pass any
-// other line on and, for a line that ends go-twitch-irc's parser, why the
-// session ends, so that nothing follows that line.
-func (r *relay) inspect(line []byte) (forward bool, cause error) {
+// client would only parse it again. Any other line is passed on unless
+// it makes the parser panic. A line that ends go-twitch-irc's parser also
+// ends the session, so that nothing follows it.
+func (r *relay) inspect(line []byte) lineVerdict {
 	line = bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r"))
 	if safePrivmsg(line) {
-		r.deliver(fastPrivmsgEvent(r.name, line))
-		return false, nil
+		return lineVerdict{chat: true, event: fastPrivmsgEvent(r.name, line)}
 	}
 	message, panicked := parseMessage(string(line))
 	if panicked != nil {
 		r.drop(fmt.Sprintf("go-twitch-irc panics on it: %v", panicked))
-		return false, nil
+		return lineVerdict{}
 	}
 	switch m := message.(type) {
 	case *irc.PrivateMessage:
-		r.deliver(privateMessageEvent(r.name, *m))
-		return false, nil
+		return lineVerdict{chat: true, event: privateMessageEvent(r.name, *m)}
 	case *irc.UserNoticeMessage:
-		r.deliver(userNoticeEvent(r.name, *m))
-		return false, nil
+		return lineVerdict{chat: true, event: userNoticeEvent(r.name, *m)}
 	}
-	return true, r.ending(message)
+	return lineVerdict{forward: true, cause: r.ending(message)}
 }
 
 // safePrivmsg reports whether line is a PRIVMSG that go-twitch-irc's

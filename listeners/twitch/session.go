@@ -38,6 +38,11 @@ type session struct {
 	// stop is closed once the session starts shutting down.
 	stop     chan struct{}
 	stopOnce sync.Once
+	// welcomed is closed once go-twitch-irc has handled the welcome.
+	welcomed    chan struct{}
+	welcomeOnce sync.Once
+	// welcomeWaited is set once a chat event waited for the welcome.
+	welcomeWaited bool
 
 	mu    sync.Mutex
 	cause error
@@ -55,6 +60,7 @@ func (l *Listener) dial(ctx context.Context, host listeners.Host) (*session, err
 		host:     host,
 		log:      host.Log().With("server", l.server),
 		stop:     make(chan struct{}),
+		welcomed: make(chan struct{}),
 	}
 	s.relay, err = newRelay(upstream, l.server, l.idleTimeout(), s.log, relayHooks{
 		fail: s.fail, ending: s.endingCause, name: l.name, deliver: s.deliver,
@@ -253,6 +259,7 @@ func (s *session) guard(callback string, work func()) {
 // onConnect runs on go-twitch-irc's reader goroutine after the 001
 // welcome, when the JOIN lines are already queued.
 func (s *session) onConnect() {
+	defer s.welcomeOnce.Do(func() { close(s.welcomed) })
 	s.guard("001 welcome", func() {
 		if s.stopping() {
 			return
@@ -263,14 +270,43 @@ func (s *session) onConnect() {
 	})
 }
 
+// welcomeWait bounds how long a chat event waits for go-twitch-irc to
+// handle the welcome, for a server that never sends one.
+const welcomeWait = 2 * time.Second
+
 // deliver passes on the event of a chat line, which the relay converts
-// on its own goroutine.
+// on its own goroutine. An event that arrives with the welcome waits
+// until the client has handled it, so that the listener is ready and
+// can reply when the router handles the event.
 func (s *session) deliver(ev listeners.Event) {
+	if !s.awaitWelcome() {
+		return
+	}
 	s.guard(ev.Type, func() {
 		if !s.stopping() {
 			s.host.Deliver(ev)
 		}
 	})
+}
+
+// awaitWelcome waits up to welcomeWait, once per session, for the client
+// to handle the welcome. It reports false when the session stops first.
+// Only the relay's goroutine calls it.
+func (s *session) awaitWelcome() bool {
+	if s.welcomeWaited {
+		return true
+	}
+	timer := time.NewTimer(welcomeWait)
+	defer timer.Stop()
+	select {
+	case <-s.welcomed:
+	case <-timer.C:
+		s.log.Warn("delivering chat events before go-twitch-irc handled a welcome", "waited", welcomeWait)
+	case <-s.stop:
+		return false
+	}
+	s.welcomeWaited = true
+	return true
 }
 
 func (s *session) onNotice(message irc.NoticeMessage) {

@@ -684,3 +684,56 @@ func TestTokenBucketTake(t *testing.T) {
 		t.Errorf("admitted %d messages in 30s, want at most 20", admitted)
 	}
 }
+
+func TestChatKeepsClientFromPinging(t *testing.T) {
+	server := newFakeServer(t)
+	host := newFakeHost(t)
+	host.deliver = func(listeners.Event) {}
+	l := newTestListener(t, testConfig(server.addr(), "", "chan"))
+	l.IdleTimeout = 900 * time.Millisecond
+	r := startRun(t, l, host)
+	conn := server.accept(t)
+	conn.welcome(t)
+	host.waitReady(t)
+	// The server sends no PONG, so a ping from the client ends the
+	// session after the idle timeout.
+	conn.autoPong.Store(false)
+
+	for start := time.Now(); time.Since(start) < 3*time.Second; {
+		if err := conn.write(strings.Replace(privmsgLine, ":hello there", ":still chatting", 1)); err != nil {
+			t.Fatalf("write chat: %v", err)
+		}
+		select {
+		case err := <-r.done:
+			r.done <- err
+			t.Fatalf("the session ended %s into a steady chat: %v", time.Since(start).Round(time.Millisecond), err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func TestChatWithWelcomeWaitsForReady(t *testing.T) {
+	server := newFakeServer(t)
+	host := newFakeHost(t)
+	l := newTestListener(t, testConfig(server.addr(), "s3cret", "chan"))
+	startRun(t, l, host)
+	conn := server.accept(t)
+	conn.expect(t, "CAP REQ ")
+	conn.expect(t, "PASS ")
+	nick := strings.TrimPrefix(conn.expect(t, "NICK ").text, "NICK ")
+	// The welcome and a chat line in one write, so the relay reads both
+	// at once.
+	if err := conn.write(":tmi.twitch.tv 001 " + nick + " :Welcome, GLHF!\r\n" + privmsgLine); err != nil {
+		t.Fatal(err)
+	}
+
+	ev := host.nextEvent(t)
+	select {
+	case <-host.ready:
+	default:
+		t.Errorf("event %q arrived before the listener was ready", ev.Text)
+	}
+	if l.activeSession() == nil {
+		t.Error("the event arrived before the session could send replies")
+	}
+}
