@@ -67,8 +67,10 @@ const environRetries = 20
 // readEnviron returns pid's environment block, or nil if it cannot be
 // read. A process inside execve shows an empty block until the kernel
 // has copied the new one, so an empty block is read again a millisecond
-// later. Kernel threads and zombies have no block and are not retried. A
-// process whose environment is really empty costs the retries.
+// later. Kernel threads and zombies have no block and are not retried.
+//
+// NOTE: a live process whose environment is really empty costs about
+// 20 ms of rereads, one such process after another.
 func readEnviron(pid int) []byte {
 	path := "/proc/" + strconv.Itoa(pid) + "/environ"
 	for try := 0; ; try++ {

@@ -56,6 +56,9 @@ type relay struct {
 	idle     time.Duration
 	log      *slog.Logger
 	relayHooks
+	// passedWelcome is set once the relay has passed on the server's
+	// welcome. Only the relay's goroutine uses it.
+	passedWelcome bool
 	// dropped counts the lines dropped, for the log.
 	dropped int
 
@@ -174,6 +177,8 @@ func (r *relay) copyToClient(local net.Conn) {
 			}
 			if verdict.forward {
 				_, _ = writer.Write(line)
+				// go-twitch-irc takes a line with this text as the welcome.
+				r.passedWelcome = r.passedWelcome || bytes.Contains(line, []byte(":tmi.twitch.tv 001"))
 			}
 			if verdict.cause != nil {
 				_ = writer.Flush()

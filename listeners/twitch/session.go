@@ -290,10 +290,12 @@ func (s *session) deliver(ev listeners.Event) {
 }
 
 // awaitWelcome waits up to welcomeWait, once per session, for the client
-// to handle the welcome. It reports false when the session stops first.
-// Only the relay's goroutine calls it.
+// to handle a welcome that the relay has passed on. Without one, as from
+// a server that sends chat first or names itself otherwise, it does not
+// wait. It reports false when the session stops first. Only the relay's
+// goroutine calls it.
 func (s *session) awaitWelcome() bool {
-	if s.welcomeWaited {
+	if s.welcomeWaited || !s.relay.passedWelcome {
 		return true
 	}
 	timer := time.NewTimer(welcomeWait)

@@ -737,3 +737,23 @@ func TestChatWithWelcomeWaitsForReady(t *testing.T) {
 		t.Error("the event arrived before the session could send replies")
 	}
 }
+
+func TestChatBeforeWelcomeIsNotHeld(t *testing.T) {
+	server := newFakeServer(t)
+	host := newFakeHost(t)
+	l := newTestListener(t, testConfig(server.addr(), "s3cret", "chan"))
+	startRun(t, l, host)
+	conn := server.accept(t)
+	conn.expect(t, "CAP REQ ")
+	conn.expect(t, "PASS ")
+	conn.expect(t, "NICK ")
+
+	start := time.Now()
+	if err := conn.write(privmsgLine); err != nil {
+		t.Fatal(err)
+	}
+	host.nextEvent(t)
+	if waited := time.Since(start); waited > welcomeWait/2 {
+		t.Errorf("a chat line before any welcome waited %s for one", waited.Round(time.Millisecond))
+	}
+}
