@@ -271,7 +271,7 @@ func (s *session) onConnect() {
 }
 
 // welcomeWait bounds how long a chat event waits for go-twitch-irc to
-// handle the welcome, for a server that never sends one.
+// handle a welcome that the relay passed on.
 const welcomeWait = 2 * time.Second
 
 // deliver passes on the event of a chat line, which the relay converts
