@@ -165,6 +165,11 @@ func (r *Router) work() {
 
 func (r *Router) runHook(ev Event) {
 	reply, err := r.hooks.Run(r.ctx, ev)
+	if err != nil && r.ctx.Err() != nil {
+		// Close stopped the hook, which is not the hook's failure.
+		r.log.Info("hook stopped with its listener", "event", ev.ID, "err", err)
+		return
+	}
 	if err != nil {
 		r.log.Error("hook failed", "event", ev.ID, "err", err)
 	}

@@ -379,3 +379,26 @@ func TestJournalRecoversFromFailedRotation(t *testing.T) {
 		t.Errorf("the current log has %d events, want 1", got)
 	}
 }
+
+func TestHookStoppedByCloseIsNotAnError(t *testing.T) {
+	cfg := hookListener(t, `touch started; sleep 5`)
+	var logged strings.Builder
+	log := slog.New(slog.NewTextHandler(&lockedWriter{w: &logged}, nil))
+	hooks := NewHookRunner(cfg, sharedReaper(t), "AGENT_RUNNER_DAEMON=test", []string{"/usr/bin", "/bin"}, time.Second, log)
+	r := NewRouter(cfg, hooks, nil, nil, log)
+	r.Deliver(Event{Type: "message", ID: "m1", Text: "hello"})
+	waitUntil(t, "the hook to start", func() bool {
+		_, err := os.Stat(filepath.Join(cfg.WorkingDir, "started"))
+		return err == nil
+	})
+
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(logged.String(), "level=ERROR") {
+		t.Errorf("a hook that Close stopped was logged as an error:\n%s", logged.String())
+	}
+	if !strings.Contains(logged.String(), "hook stopped with its listener") {
+		t.Errorf("the stopped hook was not logged:\n%s", logged.String())
+	}
+}
