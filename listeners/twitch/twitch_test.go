@@ -240,6 +240,9 @@ func TestDroppedConnectionEndsRun(t *testing.T) {
 	conn := server.accept(t)
 	conn.welcome(t)
 	host.waitReady(t)
+	// A close with the client's JOIN unread would reset the connection
+	// instead of ending it.
+	conn.expect(t, "JOIN ")
 
 	conn.close()
 	err := r.wait(t, time.Second)
