@@ -693,7 +693,9 @@ func TestChatKeepsClientFromPinging(t *testing.T) {
 	host := newFakeHost(t)
 	host.deliver = func(listeners.Event) {}
 	l := newTestListener(t, testConfig(server.addr(), "", "chan"))
-	l.IdleTimeout = 900 * time.Millisecond
+	// The client pings after a third of the idle timeout without a line,
+	// so a chat line every 50 ms leaves room for a stall of over 600 ms.
+	l.IdleTimeout = 2 * time.Second
 	r := startRun(t, l, host)
 	conn := server.accept(t)
 	conn.welcome(t)
@@ -702,7 +704,7 @@ func TestChatKeepsClientFromPinging(t *testing.T) {
 	// session after the idle timeout.
 	conn.autoPong.Store(false)
 
-	for start := time.Now(); time.Since(start) < 3*time.Second; {
+	for start := time.Now(); time.Since(start) < 3500*time.Millisecond; {
 		if err := conn.write(strings.Replace(privmsgLine, ":hello there", ":still chatting", 1)); err != nil {
 			t.Fatalf("write chat: %v", err)
 		}
