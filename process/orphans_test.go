@@ -61,7 +61,10 @@ func TestMarkerFoundDuringExec(t *testing.T) {
 			misses++
 		}
 	}
-	if misses > 0 {
+	// A read retries for about 20 ms, so only a process preempted that
+	// long inside execve can be missed; a loaded machine may see one.
+	// Without the retries about one read in eleven missed.
+	if misses*1000 > reads {
 		t.Errorf("the marker was missed in %d of %d reads of a process that keeps calling execve", misses, reads)
 	}
 }
