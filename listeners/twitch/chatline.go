@@ -26,20 +26,12 @@ type chatTags struct {
 // maps and splits, which cost more than the rest of the listener. A fuzz
 // test compares the two on every line that safePrivmsg passes.
 func fastPrivmsgEvent(listener string, line []byte) listeners.Event {
-	var rawTags, source []byte
-	rest := line
-	if bytes.HasPrefix(rest, []byte("@")) {
-		rawTags, rest, _ = bytes.Cut(rest, []byte(" "))
-	}
-	if bytes.HasPrefix(rest, []byte(":")) {
-		source, rest, _ = bytes.Cut(rest, []byte(" "))
-	}
-	_, params, _ := bytes.Cut(rest, []byte(" "))
-	tags := readChatTags(rawTags)
+	parts := splitLine(line)
+	tags := readChatTags(parts.tags)
 
 	login := tags.login
 	if login == "" {
-		login = sourceUsername(source)
+		login = sourceUsername(parts.source)
 	}
 	if login == "" && tags.displayName != "" {
 		// go-twitch-irc names a user without a username after the
@@ -55,7 +47,7 @@ func fastPrivmsgEvent(listener string, line []byte) listeners.Event {
 	if id == "" {
 		id = tags.msgID
 	}
-	channel, text := privmsgParams(params)
+	channel, text := privmsgParams(parts.params)
 	return listeners.Event{
 		Listener: listener,
 		Kind:     config.KindTwitch,
@@ -68,6 +60,33 @@ func fastPrivmsgEvent(listener string, line []byte) listeners.Event {
 		Text:     text,
 		Fields:   tags.fields,
 	}
+}
+
+// lineParts are the parts of a server line as go-twitch-irc's parser
+// splits it at spaces.
+type lineParts struct {
+	// tags includes its "@", and source its ":". Both are empty when the
+	// line has none.
+	tags, source, command []byte
+	// params is what follows the command, and hasParams is false when
+	// no space follows it.
+	params    []byte
+	hasParams bool
+}
+
+// splitLine splits line into its tags, source, command and parameters.
+// A line that ends inside its tags or source has no command.
+func splitLine(line []byte) lineParts {
+	var parts lineParts
+	rest := line
+	if bytes.HasPrefix(rest, []byte("@")) {
+		parts.tags, rest, _ = bytes.Cut(rest, []byte(" "))
+	}
+	if bytes.HasPrefix(rest, []byte(":")) {
+		parts.source, rest, _ = bytes.Cut(rest, []byte(" "))
+	}
+	parts.command, parts.params, parts.hasParams = bytes.Cut(rest, []byte(" "))
+	return parts
 }
 
 // readChatTags reads the tags of a PRIVMSG, "@" included, that has no

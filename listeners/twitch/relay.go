@@ -256,19 +256,8 @@ func (r *relay) inspect(line []byte) lineVerdict {
 // badge. Lines with emotes or with an escape in their tags, and any other
 // line it is unsure of, go through the parser.
 func safePrivmsg(line []byte) bool {
-	var tags []byte
-	rest := line
-	if bytes.HasPrefix(rest, []byte("@")) {
-		var found bool
-		if tags, rest, found = bytes.Cut(rest, []byte(" ")); !found {
-			return false
-		}
-	}
-	if bytes.HasPrefix(rest, []byte(":")) {
-		_, rest, _ = bytes.Cut(rest, []byte(" "))
-	}
-	command, _, hasParams := bytes.Cut(rest, []byte(" "))
-	return string(command) == "PRIVMSG" && hasParams && safePrivmsgTags(tags)
+	parts := splitLine(line)
+	return string(parts.command) == "PRIVMSG" && parts.hasParams && safePrivmsgTags(parts.tags)
 }
 
 // safePrivmsgTags reports whether the tags of a PRIVMSG, "@" included,
