@@ -227,10 +227,10 @@ func (r *Reaper) KillLeftovers(marker string, grace time.Duration) int {
 // markedLeftovers lists the live untracked children whose environment
 // contains marker, a NAME=VALUE entry.
 func (r *Reaper) markedLeftovers(marker string) []int {
-	entry := []byte(marker + "\x00")
+	want := map[string]bool{marker: true}
 	var found []int
 	for _, pid := range r.untrackedChildren() {
-		if hasEnvMarker(pid, entry) {
+		if environHas(pid, want) {
 			found = append(found, pid)
 		}
 	}
@@ -445,14 +445,6 @@ func parentOf(pid int) (int, bool) {
 func isZombie(pid int) bool {
 	fields := statFields(pid)
 	return len(fields) > 0 && fields[0] == "Z"
-}
-
-func hasEnvMarker(pid int, marker []byte) bool {
-	data := readEnviron(pid)
-	if bytes.HasPrefix(data, marker) {
-		return true
-	}
-	return bytes.Contains(data, append([]byte{0}, marker...))
 }
 
 // lookupEnv is os.LookupEnv, kept in one place for the environment
