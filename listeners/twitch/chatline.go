@@ -68,8 +68,8 @@ type lineParts struct {
 	// tags includes its "@", and source its ":". Both are empty when the
 	// line has none.
 	tags, source, command []byte
-	// params is what follows the command, and hasParams is false when
-	// no space follows it.
+	// params is the rest of the line after the command, and hasParams
+	// is false when no space follows the command.
 	params    []byte
 	hasParams bool
 }
