@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"strings"
 	"syscall"
@@ -134,4 +135,37 @@ func TestWatchReloadsOnEdit(t *testing.T) {
 	if n := strings.Count(d.log(), "reload rejected"); n != 1 {
 		t.Errorf("the invalid file was reloaded %d times, want once until it changes", n)
 	}
+}
+
+// watchEvery is the daemon's watch interval, in daemon/daemon.go.
+const watchEvery = 2 * time.Second
+
+func TestWatchFollowsTheLoadedConfig(t *testing.T) {
+	p := newProject(t, "[jobs.first]\ncommand = [\"true\"]\nschedule = \"0 0 1 1 *\"\n")
+	writeConfig := func(watch bool, jobs ...string) {
+		t.Helper()
+		text := fmt.Sprintf("[runner]\nwatch = %t\nshutdown_timeout = \"5s\"\n\n", watch)
+		for _, name := range jobs {
+			text += fmt.Sprintf("[jobs.%s]\ncommand = [\"true\"]\nschedule = \"0 0 1 1 *\"\n\n", name)
+		}
+		if err := os.WriteFile(p.config, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d := p.startDaemon()
+	writeConfig(true, "first", "second")
+	if res := p.run("reload"); res.code != 0 {
+		t.Fatalf("reload = %d %q", res.code, res.stderr)
+	}
+	writeConfig(true, "first", "second", "third")
+	waitFor(t, "an edit to load once a reload switched watch on", func() bool { _, ok := p.list()["third"]; return ok })
+
+	writeConfig(false, "first", "fourth")
+	waitFor(t, "the edit that switches watch off to load", func() bool { _, ok := p.list()["fourth"]; return ok })
+	writeConfig(false, "first", "fifth")
+	time.Sleep(3 * watchEvery)
+	if _, ok := p.list()["fifth"]; ok {
+		t.Errorf("an edit loaded after watch was switched off")
+	}
+	d.stop()
 }

@@ -1,3 +1,9 @@
+// The Go runtime rereads the cgroup CPU limit up to once a second to
+// update GOMAXPROCS, the most frequent wake-up of an idle daemon. The
+// limit is read once at start instead, so a CPUQuota= changed while the
+// daemon runs takes effect at its next start.
+//go:debug updatemaxprocs=0
+
 // Command agent-runner runs a fleet of scheduled jobs and listeners from
 // one config.toml under one service unit.
 package main

@@ -149,6 +149,7 @@ type clusterNode struct {
 	// ranTerm is the last term this process led and whose listeners it
 	// stopped, so that winning again after it need not wait.
 	ranTerm int64
+	loadSignal
 }
 
 // termWork is the runner, scheduler and listeners of one term.

@@ -45,6 +45,7 @@ func (n *clusterNode) Reload() (string, error) {
 	n.cfg = next
 	n.info.ConfigHash, n.info.LoadedAt, n.info.ReloadError = next.Hash, time.Now().UTC(), ""
 	n.mu.Unlock()
+	n.loaded()
 	n.log.Info("config reloaded", "changes", summary, "hash", next.Hash[:12])
 	return summary, applyErr
 }
@@ -94,6 +95,8 @@ func revealed(secret *config.Secret) string {
 
 // fileChanged reports, with watch = true, whether the config file's
 // content differs from the last one loaded or rejected.
+func (n *clusterNode) watching() bool { return n.config().Runner.Watch }
+
 func (n *clusterNode) fileChanged() bool {
 	cfg := n.config()
 	if !cfg.Runner.Watch {

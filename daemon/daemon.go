@@ -152,28 +152,58 @@ const watchInterval = 2 * time.Second
 type reloader interface {
 	Reload() (string, error)
 	fileChanged() bool
+	// watching reports whether the loaded config has watch = true.
+	watching() bool
+	// loads receives after each reload that loaded a config.
+	loads() <-chan struct{}
 }
 
 // addReloader adds the actor that reloads the config on each signal and,
-// with [runner] watch = true, when the file's content changes.
+// with [runner] watch = true, when the file's content changes. Without
+// watch it keeps no ticker, so that an idle daemon does not wake for it.
 func addReloader(group *run.Group, h reloader, signals <-chan struct{}) {
 	ctx, cancel := context.WithCancel(context.Background())
 	group.Add(func() error {
-		ticker := time.NewTicker(watchInterval)
-		defer ticker.Stop()
+		var ticker *time.Ticker
+		defer func() { stopTicker(ticker) }()
 		for {
+			ticker = watchTicker(ticker, h.watching())
+			var tick <-chan time.Time
+			if ticker != nil {
+				tick = ticker.C
+			}
 			select {
 			case <-ctx.Done():
 				return nil
 			case <-signals:
 				_, _ = h.Reload()
-			case <-ticker.C:
+			case <-h.loads():
+			case <-tick:
 				if h.fileChanged() {
 					_, _ = h.Reload()
 				}
 			}
 		}
 	}, func(error) { cancel() })
+}
+
+// watchTicker returns the ticker the reloader needs: t itself or a new
+// one while watching, nil after stopping t otherwise.
+func watchTicker(t *time.Ticker, watching bool) *time.Ticker {
+	switch {
+	case watching && t == nil:
+		return time.NewTicker(watchInterval)
+	case !watching:
+		stopTicker(t)
+		return nil
+	}
+	return t
+}
+
+func stopTicker(t *time.Ticker) {
+	if t != nil {
+		t.Stop()
+	}
 }
 
 var errStopRequested = errors.New("stop requested")

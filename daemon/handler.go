@@ -36,6 +36,7 @@ type handler struct {
 	// that stays invalid is not reloaded every interval.
 	rejectedHash string
 	reloadLock   sync.Mutex
+	loadSignal
 }
 
 func newHandler(cfg *config.Config, version string, runner *jobs.Runner, sched *jobs.Scheduler, set *listenerSet,
@@ -134,6 +135,7 @@ func (h *handler) Reload() (string, error) {
 	h.cfg = next
 	h.info.ConfigHash, h.info.LoadedAt, h.info.ReloadError = next.Hash, time.Now().UTC(), ""
 	h.mu.Unlock()
+	h.loaded()
 	summary := fmt.Sprintf("%s; %s%s", jobChanges(old, next), changes, restartNote(restartOnly))
 	h.log.Info("config reloaded", "changes", summary, "hash", next.Hash[:12])
 	h.notifyReload(alerts.EventRecovered, "config reloaded")
@@ -150,6 +152,8 @@ func (h *handler) notifyReload(event, summary string) {
 // config file or of the files it includes differs from the last one
 // loaded or rejected. A file added to or removed from an included folder
 // counts as a change.
+func (h *handler) watching() bool { return h.config().Runner.Watch }
+
 func (h *handler) fileChanged() bool {
 	cfg := h.config()
 	if !cfg.Runner.Watch {
