@@ -170,3 +170,22 @@ func BenchmarkCommit(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkConfigLoad loads the memory figure's config, whose load sets
+// the daemon's peak heap at 10,000 jobs.
+func BenchmarkConfigLoad(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		b.Run(fmt.Sprintf("N=%d", n), func(b *testing.B) {
+			path, err := WriteScaleConfig(b.TempDir(), n)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := config.Load(path); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

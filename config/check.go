@@ -18,8 +18,8 @@ func (l *loader) checkJobs() {
 		checks := l.checks()
 		plan.job.Env = resolveEnv(&checks, plan.settings.env)
 		dirKey := plan.settings.workingDir.or(setting[string]{key: plan.path}).key
-		dirOK := checkWorkingDir(&checks, dirKey, plan.job.WorkingDir)
-		checkCommand(&checks, plan, dirOK)
+		dirOK := checkWorkingDir(&checks, l.stats, dirKey, plan.job.WorkingDir)
+		checkCommand(&checks, l.stats, plan, dirOK)
 		checkEnvFile(&checks, plan.settings.envFile)
 		plan.job.Identity = checkLimits(&checks, plan.settings.limits, "job")
 		plan.job.Problem = checks.err()
@@ -39,8 +39,8 @@ func checkEnvFile(checks *reporter, file setting[string]) {
 	}
 }
 
-func checkWorkingDir(checks *reporter, key keyPath, dir string) bool {
-	info, err := os.Stat(dir)
+func checkWorkingDir(checks *reporter, stats statCache, key keyPath, dir string) bool {
+	info, err := stats.stat(dir)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		checks.report(key, "working_dir %s does not exist: create the folder or fix the path", dir)
@@ -55,7 +55,7 @@ func checkWorkingDir(checks *reporter, key keyPath, dir string) bool {
 }
 
 // checkCommand reports a job's command that LookPath cannot find.
-func checkCommand(checks *reporter, plan jobPlan, dirOK bool) {
+func checkCommand(checks *reporter, stats statCache, plan jobPlan, dirOK bool) {
 	argv, key := plan.job.Command, plan.commandKey
 	if post := plan.job.Post; post != nil {
 		argv, key = post.TextCommand, plan.path.child("post").child("text_command")
@@ -65,7 +65,7 @@ func checkCommand(checks *reporter, plan jobPlan, dirOK bool) {
 		// reported by the file checks.
 		return
 	}
-	checkProgram(checks, program{
+	checkProgram(checks, stats, program{
 		name:       argv[0],
 		key:        key,
 		dir:        plan.job.WorkingDir,
@@ -92,7 +92,7 @@ type program struct {
 // checkProgram reports a program that LookPath cannot find. It skips
 // relative paths when the working folder is missing, since that problem is
 // already reported.
-func checkProgram(checks *reporter, p program, dirOK bool) {
+func checkProgram(checks *reporter, stats statCache, p program, dirOK bool) {
 	if strings.Contains(p.name, "/") && !filepath.IsAbs(p.name) && !dirOK {
 		return
 	}
@@ -101,7 +101,7 @@ func checkProgram(checks *reporter, p program, dirOK bool) {
 	if hasOwnPath {
 		path, hint = filepath.SplitList(ownPath.Reveal()), "add its folder to PATH in the "+p.owner+"'s env"
 	}
-	_, err := LookPath(p.name, p.dir, path)
+	_, err := lookPath(stats, p.name, p.dir, path)
 	var notFound *commandNotFoundError
 	switch {
 	case errors.As(err, &notFound) && hasOwnPath && ownPath.Source != envInline:
@@ -121,12 +121,16 @@ func checkProgram(checks *reporter, p program, dirOK bool) {
 // exec.LookPath it does not use the daemon's own PATH, because children
 // get the runner's PATH instead.
 func LookPath(name, dir string, path []string) (string, error) {
+	return lookPath(nil, name, dir, path)
+}
+
+func lookPath(stats statCache, name, dir string, path []string) (string, error) {
 	if strings.Contains(name, "/") {
 		file := name
 		if !filepath.IsAbs(file) {
 			file = filepath.Join(dir, file)
 		}
-		if err := checkExecutable(file); err != nil {
+		if err := executableProblem(file, stats); err != nil {
 			return "", fmt.Errorf("command %q: %w", name, err)
 		}
 		return file, nil
@@ -136,7 +140,7 @@ func LookPath(name, dir string, path []string) (string, error) {
 			continue
 		}
 		file := filepath.Join(folder, name)
-		if checkExecutable(file) == nil {
+		if info, err := stats.stat(file); err == nil && isExecutable(info) {
 			return file, nil
 		}
 	}
@@ -159,8 +163,9 @@ func (e *commandNotFoundError) Error() string {
 
 func (e *commandNotFoundError) Unwrap() error { return fs.ErrNotExist }
 
-func checkExecutable(file string) error {
-	info, err := os.Stat(file)
+// executableProblem describes why file cannot be run, or returns nil.
+func executableProblem(file string, stats statCache) error {
+	info, err := stats.stat(file)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return fmt.Errorf("%s does not exist: fix the path or install the program", file)
@@ -172,6 +177,32 @@ func checkExecutable(file string) error {
 		return fmt.Errorf("%s is not executable: run chmod +x on it", file)
 	}
 	return nil
+}
+
+func isExecutable(info fs.FileInfo) bool {
+	return info.Mode().IsRegular() && info.Mode().Perm()&0o111 != 0
+}
+
+// statCache keeps the os.Stat results of one Load, in which thousands of
+// jobs may share a working folder and a program. A nil cache stats every
+// time.
+type statCache map[string]statResult
+
+type statResult struct {
+	info fs.FileInfo
+	err  error
+}
+
+func (c statCache) stat(path string) (fs.FileInfo, error) {
+	if c == nil {
+		return os.Stat(path)
+	}
+	if r, ok := c[path]; ok {
+		return r.info, r.err
+	}
+	info, err := os.Stat(path)
+	c[path] = statResult{info, err}
+	return info, err
 }
 
 // resolveEnv reads the secrets of env and reports each one that cannot be

@@ -10,10 +10,10 @@ func (l *loader) checkListeners() {
 		listener.Env = resolveEnv(&checks, plan.settings.env)
 		resolveSecrets(&checks, plan.secrets)
 		dirKey := plan.settings.workingDir.or(setting[string]{key: plan.path}).key
-		dirOK := checkWorkingDir(&checks, dirKey, listener.WorkingDir)
+		dirOK := checkWorkingDir(&checks, l.stats, dirKey, listener.WorkingDir)
 		for _, p := range plan.programs {
 			p.dir, p.env, p.runnerPath = listener.WorkingDir, listener.Env, plan.runnerPath
-			checkProgram(&checks, p, dirOK)
+			checkProgram(&checks, l.stats, p, dirOK)
 		}
 		checkEnvFile(&checks, plan.settings.envFile)
 		if listener.Exec != nil {

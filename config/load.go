@@ -51,6 +51,7 @@ func Load(path string) (*Config, error) {
 		reporter: reporter{lines: newSourceSet(file, data)},
 		file:     file,
 		dir:      filepath.Dir(file),
+		stats:    statCache{},
 	}
 	if err := l.include(values); err != nil {
 		return nil, err
@@ -115,6 +116,7 @@ type loader struct {
 	jobs      []jobPlan
 	listeners []*listenerPlan
 	alerts    []alertPlan
+	stats     statCache
 }
 
 var topLevelKeys = []string{"alerts", "cluster", "defaults", "include", "jobs", "listeners", "runner"}

@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"os/user"
@@ -549,5 +550,43 @@ func TestEmptySocketMeansDefault(t *testing.T) {
 	}
 	if want := filepath.Join(dir, "var", "control.sock"); config.Runner.Socket != want {
 		t.Errorf("Socket: got %q, want %q", config.Runner.Socket, want)
+	}
+}
+
+func TestLoadSharedProgramChecks(t *testing.T) {
+	dir := t.TempDir()
+	text := fmt.Sprintf(`[runner]
+path = [%q]
+
+[jobs.first]
+command = ["tool"]
+every = "1m"
+
+[jobs.second]
+command = ["tool"]
+every = "1m"
+`, dir)
+	path := writeConfig(t, text)
+	cfg, err := Load(path)
+	if err != nil {
+		t.Fatalf("load: %v", err)
+	}
+	for _, name := range []string{"first", "second"} {
+		if problem := cfg.Job(name).Problem; problem == nil || !strings.Contains(problem.Error(), `command "tool" not found`) {
+			t.Errorf("%s: got problem %v, want the missing command", name, problem)
+		}
+	}
+
+	if err := os.WriteFile(filepath.Join(dir, "tool"), []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatalf("write program: %v", err)
+	}
+	cfg, err = Load(path)
+	if err != nil {
+		t.Fatalf("load after install: %v", err)
+	}
+	for _, name := range []string{"first", "second"} {
+		if problem := cfg.Job(name).Problem; problem != nil {
+			t.Errorf("%s: got problem %v after the program was installed, want none", name, problem)
+		}
 	}
 }
