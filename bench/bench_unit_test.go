@@ -114,7 +114,10 @@ func TestGeneratedConfigsLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	idle, err := WriteIdleConfig(t.TempDir(), 25, 3)
+	idle, err := WriteIdleConfig(t.TempDir(), 25, IdlePeers{
+		IRCAddr: "127.0.0.1:6667", DiscordAPI: "http://127.0.0.1:8080/api/v10/", DiscordGateway: "ws://127.0.0.1:8080/gateway",
+		DiscordToken: "token", PDSURL: "http://127.0.0.1:8081", PDSPassword: "password",
+	})
 	if err != nil {
 		t.Fatal(err)
 	}

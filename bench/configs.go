@@ -31,10 +31,29 @@ func WriteScaleConfig(dir string, jobs int) (string, error) {
 	return writeConfig(dir, b.String())
 }
 
+// IdlePeers are the local servers the idle figure's listeners connect to.
+type IdlePeers struct {
+	// IRCAddr is the host:port of a Twitch chat server in plain TCP.
+	IRCAddr string
+	// DiscordAPI and DiscordGateway are the Discord listener's api_url
+	// and gateway_url, and DiscordToken the token the gateway accepts.
+	DiscordAPI, DiscordGateway, DiscordToken string
+	// PDSURL is the Bluesky listener's host, and PDSPassword the
+	// password it accepts.
+	PDSURL, PDSPassword string
+}
+
 // WriteIdleConfig writes dir/config.toml with jobs jobs of which none is
-// due within a day of the store first seeing them, and listeners exec
-// listeners that run sleep.
-func WriteIdleConfig(dir string, jobs, listeners int) (string, error) {
+// due within a day of the store first seeing them, and a Twitch, a
+// Discord and a Bluesky listener connected to peers. The secrets go to
+// files in dir.
+func WriteIdleConfig(dir string, jobs int, peers IdlePeers) (string, error) {
+	secrets := map[string]string{"discord-token": peers.DiscordToken, "pds-password": peers.PDSPassword}
+	for name, value := range secrets {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(value+"\n"), 0o600); err != nil {
+			return "", err
+		}
+	}
 	var b strings.Builder
 	b.WriteString("[runner]\nstate_dir = \"state\"\n\n")
 	for i := range jobs {
@@ -46,9 +65,24 @@ func WriteIdleConfig(dir string, jobs, listeners int) (string, error) {
 			b.WriteString("schedule = \"0 0 1 1 *\"\n\n")
 		}
 	}
-	for i := range listeners {
-		fmt.Fprintf(&b, "[listeners.sleeper-%d]\nkind = \"exec\"\ncommand = [\"sleep\", \"86400\"]\n\n", i)
-	}
+	fmt.Fprintf(&b, `[listeners.chat]
+kind = "twitch"
+server = %q
+tls = false
+channels = ["idle"]
+
+[listeners.discord]
+kind = "discord"
+api_url = %q
+gateway_url = %q
+token = { file = "discord-token" }
+
+[listeners.mentions]
+kind = "bluesky"
+handle = "bench.test"
+host = %q
+password = { file = "pds-password" }
+`, peers.IRCAddr, peers.DiscordAPI, peers.DiscordGateway, peers.PDSURL)
 	return writeConfig(dir, b.String())
 }
 

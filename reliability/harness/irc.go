@@ -132,6 +132,13 @@ func (s *IRCServer) Joined() bool {
 	return false
 }
 
+// Connections returns how many clients connected so far.
+func (s *IRCServer) Connections() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
 func (s *IRCServer) joinedConns() []*ircConn {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -148,7 +148,8 @@ func (h *harness) memoryOnce(jobs int, window time.Duration) (memoryResult, erro
 }
 
 // idle measures the daemon's resident set and CPU time while none of its
-// 25 jobs is due and 3 exec listeners sleep.
+// 25 jobs is due and its Twitch, Discord and Bluesky listeners stay
+// connected to fake peers that send nothing.
 func (h *harness) idle() []row {
 	window := pick(h, time.Minute, 15*time.Second)
 	reps := pick(h, 2, 2)
@@ -162,7 +163,7 @@ func (h *harness) idle() []row {
 	runtimeNs := idleValues(results, func(r idleResult) float64 { return r.runtimeSecondsPerMinute })
 	resolution := time.Minute.Seconds() / window.Seconds() / bench.ClockTicks
 	rows := []row{
-		{figure: "idle: RSS (VmRSS), 25 jobs + 3 exec listeners", unit: "MB", values: rss, target: atMost(16, "MB"), err: firstErr,
+		{figure: "idle: RSS (VmRSS), 25 jobs + 3 listeners connected", unit: "MB", values: rss, target: atMost(16, "MB"), err: firstErr,
 			note: fmt.Sprintf("read %s after READY+%s", window, settle)},
 		{figure: "idle: peak RSS (VmHWM)", unit: "MB", values: peak, err: firstErr},
 		{figure: "idle: anonymous RSS (RssAnon)", unit: "MB", values: anon, err: firstErr, note: "heap, stacks and runtime"},
@@ -227,7 +228,12 @@ func (h *harness) idleOnce(binary string, window, settle time.Duration) (idleRes
 	if err != nil {
 		return idleResult{}, err
 	}
-	configPath, err := bench.WriteIdleConfig(dir, 25, 3)
+	peers, err := startIdlePeers()
+	if err != nil {
+		return idleResult{}, err
+	}
+	defer peers.close()
+	configPath, err := bench.WriteIdleConfig(dir, 25, peers.config())
 	if err != nil {
 		return idleResult{}, err
 	}
@@ -236,8 +242,14 @@ func (h *harness) idleOnce(binary string, window, settle time.Duration) (idleRes
 		return idleResult{}, err
 	}
 	defer d.Stop(stopTimeout)
+	if binary != h.floor {
+		if err := peers.waitConnected(); err != nil {
+			return idleResult{}, fmt.Errorf("%w (log: %s)", err, d.LogPath)
+		}
+	}
 
 	time.Sleep(settle)
+	connections := peers.connections()
 	ticks0, err1 := bench.ReadCPUTicks(d.Pid())
 	ns0, err2 := bench.ReadRuntimeNanos(d.Pid())
 	start := time.Now()
@@ -251,6 +263,9 @@ func (h *harness) idleOnce(binary string, window, settle time.Duration) (idleRes
 		if err != nil {
 			return idleResult{}, err
 		}
+	}
+	if peers.connections() != connections {
+		return idleResult{}, fmt.Errorf("%w (log: %s)", errPeerLost, d.LogPath)
 	}
 	perMinute := time.Minute.Seconds() / elapsed.Seconds()
 	return idleResult{
