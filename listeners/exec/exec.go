@@ -20,6 +20,11 @@ import (
 // probeTimeout bounds one HTTP probe request.
 const probeTimeout = 5 * time.Second
 
+// startupProbeInterval is the longest wait between probes until the first
+// one passes, so that a child that comes up in a second is not reported
+// as starting for a whole probe interval.
+const startupProbeInterval = time.Second
+
 // Listener runs one child until it exits, its probe fails, or the context
 // ends.
 type Listener struct {
@@ -106,9 +111,10 @@ func (l *Listener) spec() (process.Spec, error) {
 	}, nil
 }
 
-// probe checks the child every interval after the grace period. The first
-// success marks the listener ready; a failure after that stops the child,
-// which makes Run return and the supervisor restart it.
+// probe checks the child every interval, and at least every second until
+// the first success, which marks the listener ready. A failure once the
+// grace period is over stops the child, which makes Run return and the
+// supervisor restart it.
 func (l *Listener) probe(ctx context.Context, host listeners.Host, stop context.CancelCauseFunc) {
 	probe := l.cfg.Exec.Probe
 	ready := false
@@ -131,7 +137,11 @@ func (l *Listener) probe(ctx context.Context, host listeners.Host, stop context.
 			stop(fmt.Errorf("%w: %w", errProbeFailed, err))
 			return
 		}
-		timer.Reset(probe.Interval)
+		next := probe.Interval
+		if !ready {
+			next = min(next, startupProbeInterval)
+		}
+		timer.Reset(next)
 	}
 }
 

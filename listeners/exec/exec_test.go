@@ -163,3 +163,25 @@ func TestStaleHeartbeatFails(t *testing.T) {
 		t.Errorf("Run = %v, want a stale heartbeat failure", err)
 	}
 }
+
+func TestSlowStartReadyBeforeInterval(t *testing.T) {
+	dir := t.TempDir()
+	beat := filepath.Join(dir, "beat")
+	probe := &config.Probe{Heartbeat: beat, MaxAge: time.Minute, Interval: time.Minute, Grace: time.Minute}
+	// The first probe runs before the child touches its heartbeat.
+	l, _ := newExec(t, "sleep 0.3; touch "+beat+"; exec sleep 300", probe)
+	host := &fakeHost{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := runAsync(l, ctx, host)
+	defer func() {
+		cancel()
+		wait(t, done)
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for host.ready.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if host.ready.Load() != 1 {
+		t.Errorf("Ready called %d times 5 s after the heartbeat, want once before the minute-long interval", host.ready.Load())
+	}
+}
