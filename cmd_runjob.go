@@ -36,9 +36,13 @@ func cmdRunJob(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return exitCannotRun
 	}
-	if cfg.Job(name) == nil {
+	job := cfg.Job(name)
+	if job == nil {
 		fmt.Fprintf(stderr, "agent-runner: unknown job %q; jobs in %s: %s\n", name, cfg.Path, joinNames(jobNames(cfg)))
 		return exitCannotRun
+	}
+	if !job.Enabled {
+		fmt.Fprintf(stderr, "agent-runner: job %s is disabled (enabled = false), so it runs only by hand; running it now\n", name)
 	}
 
 	ctx, stop := interruptContext(stderr)
@@ -53,6 +57,9 @@ func cmdRunJob(args []string, stdout, stderr io.Writer) int {
 		run, err = control.RunJob(ctx, cfg.Runner.Socket, name, *wait, out.write)
 	default:
 		run, err = runInProcess(ctx, cfg, name, *wait, out.write, stderr)
+	}
+	if errors.Is(err, jobs.ErrBusy) {
+		err = fmt.Errorf("%w: wait for it with run-job --wait %s", err, name)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "agent-runner: %v\n", err)
@@ -118,11 +125,7 @@ func runInProcess(ctx context.Context, cfg *config.Config, name string, wait boo
 
 	store := state.Transient{Path: daemon.StorePath(cfg), Options: storeOptions(cfg, false, log)}
 	runner := jobs.NewRunner(cfg, store, reaper, log, time.Now)
-	run, err := runner.Run(ctx, jobs.Request{Job: name, Trigger: state.TriggerManual, Next: next, Wait: wait, Output: output})
-	if errors.Is(err, jobs.ErrBusy) {
-		return run, fmt.Errorf("%w: wait for it with run-job --wait", err)
-	}
-	return run, err
+	return runner.Run(ctx, jobs.Request{Job: name, Trigger: state.TriggerManual, Next: next, Wait: wait, Output: output})
 }
 
 // offlineNext returns the job's next slot as the daemon would compute it,

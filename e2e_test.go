@@ -393,6 +393,9 @@ schedule = "0 0 1 1 *"
 	if res.code != 125 || !strings.Contains(res.stderr, "already running") {
 		t.Errorf("overlapping run-job = %d %q, want 125 and a message", res.code, res.stderr)
 	}
+	if !strings.Contains(res.stderr, "run-job --wait long") {
+		t.Errorf("overlapping run-job through the daemon = %q, want the --wait hint", res.stderr)
+	}
 
 	interrupted := p.command("run-job", "--wait", "long")
 	if err := interrupted.Start(); err != nil {
@@ -610,6 +613,9 @@ schedule = "0 0 1 1 *"
 	if res.code != 125 || !strings.Contains(res.stderr, "already running") {
 		t.Errorf("second run-job = %d %q, want 125 and a message", res.code, res.stderr)
 	}
+	if !strings.Contains(res.stderr, "run-job --wait long") {
+		t.Errorf("second run-job without a daemon = %q, want the --wait hint", res.stderr)
+	}
 }
 
 func TestIdleClientDoesNotBlockShutdown(t *testing.T) {
@@ -632,5 +638,20 @@ func TestIdleClientDoesNotBlockShutdown(t *testing.T) {
 	d.stop()
 	if elapsed := time.Since(start); elapsed > 5*time.Second {
 		t.Errorf("stop took %v with idle clients connected", elapsed)
+	}
+}
+
+func TestRunJobNamesADisabledJob(t *testing.T) {
+	p := newProject(t, `[jobs.paused]
+command = ["sh", "-c", "echo ran"]
+schedule = "0 0 1 1 *"
+enabled = false
+`)
+	res := p.run("run-job", "paused")
+	if res.code != 0 || !strings.Contains(res.stdout, "ran") {
+		t.Errorf("run-job of a disabled job = %d %q, want it to run", res.code, res.stdout)
+	}
+	if !strings.Contains(res.stderr, "job paused is disabled") {
+		t.Errorf("run-job of a disabled job printed %q, want a notice that it is disabled", res.stderr)
 	}
 }

@@ -106,3 +106,17 @@ type ErrorMessage struct {
 }
 
 func (e *ErrorMessage) Error() string { return e.Message }
+
+// Is matches the jobs error that the code represents, so that a
+// client handles a busy job the same whether or not a daemon ran it.
+func (e *ErrorMessage) Is(target error) bool {
+	switch e.Code {
+	case CodeBusy:
+		return target == jobs.ErrBusy
+	case CodeUnknownJob:
+		return target == jobs.ErrUnknownJob
+	case CodeStopping:
+		return target == jobs.ErrStopping
+	}
+	return false
+}
