@@ -38,9 +38,14 @@ func cmdList(args []string, stdout, stderr io.Writer) int {
 // printTables prints the job table and, when there are listeners, the
 // listener table.
 func printTables(w io.Writer, status control.Status, now time.Time) {
-	printJobs(w, status.Jobs, now)
+	hasJobs := len(status.Jobs) > 0 || len(status.Listeners) == 0
+	if hasJobs {
+		printJobs(w, status.Jobs, now)
+	}
 	if len(status.Listeners) > 0 {
-		fmt.Fprintln(w)
+		if hasJobs {
+			fmt.Fprintln(w)
+		}
 		printListeners(w, status.Listeners, now)
 	}
 }

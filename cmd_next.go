@@ -22,11 +22,18 @@ func cmdNext(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "agent-runner: next takes one job name")
 		return exitUsage
 	}
+	if !validCount(*count, stderr) {
+		return exitUsage
+	}
 	var since time.Time
 	if *downSince != "" {
 		var err error
 		if since, err = time.Parse(time.RFC3339, *downSince); err != nil {
 			fmt.Fprintf(stderr, "agent-runner: invalid --down-since %q: write an instant such as 2026-12-01T08:00:00Z\n", *downSince)
+			return exitUsage
+		}
+		if since.After(time.Now()) {
+			fmt.Fprintf(stderr, "agent-runner: invalid --down-since %s: it is in the future; give the time the machine went down\n", *downSince)
 			return exitUsage
 		}
 	}

@@ -26,6 +26,8 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "agent-runner: %v\n", err)
 		return exitFailure
 	}
+	// The summary line describes the whole daemon, also for one name.
+	summary := daemon.Summary(status)
 	if name := fs.Arg(0); name != "" {
 		status = only(status, name)
 		if len(status.Jobs)+len(status.Listeners) == 0 {
@@ -37,7 +39,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 		return printJSON(stdout, stderr, status)
 	}
 	now := time.Now()
-	fmt.Fprintln(stdout, daemon.Summary(status))
+	fmt.Fprintln(stdout, summary)
 	if d := status.Daemon; d != nil {
 		fmt.Fprintf(stdout, "daemon %s since %s; config %s (sha256 %s…) loaded %s\n", d.Version,
 			formatTime(d.StartedAt, now), d.Config, d.ConfigHash[:12], formatTime(d.LoadedAt, now))
@@ -89,6 +91,9 @@ func cmdRuns(args []string, stdout, stderr io.Writer) int {
 	}
 	if fs.NArg() != 1 {
 		fmt.Fprintln(stderr, "agent-runner: runs takes one job name")
+		return exitUsage
+	}
+	if !validCount(*limit, stderr) {
 		return exitUsage
 	}
 	runs, err := readRuns(*configPath, fs.Arg(0), *limit, "", stderr)

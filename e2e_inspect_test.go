@@ -42,6 +42,25 @@ timezone = "America/New_York"
 	}
 }
 
+func TestInspectionRejectsBadCounts(t *testing.T) {
+	p := newProject(t, "[jobs.report]\ncommand = [\"true\"]\nschedule = \"30 2 * * *\"\n")
+	for _, args := range [][]string{
+		{"runs", "-n", "0", "report"},
+		{"runs", "-n", "-3", "report"},
+		{"next", "-n", "0", "report"},
+		{"next", "-n", "-1", "report"},
+	} {
+		res := p.run(args...)
+		if res.code != 2 || !strings.Contains(res.stderr, "invalid -n") {
+			t.Errorf("%v = %d %q, want 2 and the invalid count", args, res.code, res.stderr)
+		}
+	}
+	res := p.run("next", "report", "--down-since", "2999-01-01T00:00:00Z")
+	if res.code != 2 || !strings.Contains(res.stderr, "in the future") {
+		t.Errorf("next --down-since in the future = %d %q, want 2 and the reason", res.code, res.stderr)
+	}
+}
+
 func writeFile(t *testing.T, path, content string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {

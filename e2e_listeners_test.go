@@ -76,6 +76,17 @@ kind = "discord"
 	if !strings.Contains(d.log(), "listener=broken") || !strings.Contains(d.log(), "line=starting") {
 		t.Errorf("the failing child's output is not in the daemon log")
 	}
+	res := p.run("status", "svc")
+	if res.code != 0 || strings.Contains(res.stdout, "SCHEDULE") || !strings.Contains(res.stdout, "svc") {
+		t.Errorf("status of a listener = %d %q, want its row and no job table", res.code, res.stdout)
+	}
+	if !strings.Contains(res.stdout, "3 listeners") {
+		t.Errorf("status of a listener = %q, want the daemon's summary of all 3 listeners", res.stdout)
+	}
+	res = p.run("status", "tick")
+	if !strings.Contains(res.stdout, "3 listeners") {
+		t.Errorf("status of a job = %q, want the daemon's summary of all 3 listeners", res.stdout)
+	}
 
 	pid := lines(t, p.path("svc.pid"))[0]
 	d.stop()

@@ -287,6 +287,16 @@ var inspectFlags func(*commandFlags)
 // status to stop with, or -1 to go on: 0 after printing the help that
 // -h or --help requests, and exitUsage after an unknown or invalid flag,
 // with the usage on stderr.
+// validCount reports whether n, the value of -n, is at least 1, and
+// prints the problem otherwise.
+func validCount(n int, stderr io.Writer) bool {
+	if n < 1 {
+		fmt.Fprintf(stderr, "agent-runner: invalid -n %d: give a count of 1 or more\n", n)
+		return false
+	}
+	return true
+}
+
 func parseFlags(fs *commandFlags, args []string) int {
 	if inspectFlags != nil {
 		inspectFlags(fs)
