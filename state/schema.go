@@ -94,7 +94,14 @@ func prepareSchema(db *bolt.DB, opts Options) error {
 		if err := db.Update(func(tx *bolt.Tx) error { return migrate(tx, v) }); err != nil {
 			return fmt.Errorf("migrate state store %s from schema version %d to %d: %w", db.Path(), v, v+1, err)
 		}
-		opts.Logger.Info("migrated state store schema", "path", db.Path(), "from", v, "to", v+1)
+		if version > 0 {
+			opts.Logger.Info("migrated state store schema", "path", db.Path(), "from", v, "to", v+1)
+		}
+	}
+	if version == 0 {
+		// Version 0 is a new file, whose steps to the current version
+		// need no log line each.
+		opts.Logger.Info("created state store", "path", db.Path(), "schema", supported)
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package state
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"slices"
@@ -106,10 +107,13 @@ func TestOpenMigratesVersionZero(t *testing.T) {
 			}
 			attrs, ok := recorder.find(slog.LevelInfo)
 			if !ok {
-				t.Fatal("no INFO record logged for the migration")
+				t.Fatal("no INFO record logged for the new store")
 			}
-			if attrs["from"] != "0" || attrs["to"] != "1" {
-				t.Errorf("INFO record from=%s to=%s, want from=0 to=1", attrs["from"], attrs["to"])
+			if want := fmt.Sprint(supportedVersion()); attrs["msg"] != "created state store" || attrs["schema"] != want {
+				t.Errorf("INFO record %q schema=%s, want \"created state store\" schema=%s", attrs["msg"], attrs["schema"], want)
+			}
+			if recorder.has(slog.LevelInfo, "migrated") {
+				t.Errorf("a new store logged its migration steps")
 			}
 		})
 	}
@@ -137,7 +141,11 @@ func TestOpenAppliesMigrationsInOrder(t *testing.T) {
 		},
 	})
 
-	store = openTestStore(t, path, Options{})
+	recorder, logger := newLogRecorder()
+	store = openTestStore(t, path, Options{Logger: logger})
+	if attrs, ok := recorder.find(slog.LevelInfo); !ok || attrs["msg"] != "migrated state store schema" || attrs["from"] != "1" {
+		t.Errorf("first INFO record %v, want the migration from version 1", attrs)
+	}
 	if _, ok, err := store.Job("backup"); err != nil || !ok {
 		t.Errorf("Job after migration = %v, %v, want the job", ok, err)
 	}
