@@ -83,6 +83,10 @@ kind = "discord"
 	if !strings.Contains(res.stdout, "3 listeners") {
 		t.Errorf("status of a listener = %q, want the daemon's summary of all 3 listeners", res.stdout)
 	}
+	res = p.run("send", "discord", "hello")
+	if res.code == 0 || !strings.Contains(res.stderr, "listener bot is disabled") {
+		t.Errorf("send by the kind of a disabled listener = %d %q, want the listener and why it is disabled", res.code, res.stderr)
+	}
 	res = p.run("status", "tick")
 	if !strings.Contains(res.stdout, "3 listeners") {
 		t.Errorf("status of a job = %q, want the daemon's summary of all 3 listeners", res.stdout)

@@ -320,6 +320,11 @@ func (set *listenerSet) find(nameOrKind string) (*listeners.Supervisor, string, 
 	case 1:
 		return set.supervisors[matches[0]], matches[0], nil
 	case 0:
+		for _, name := range set.order {
+			if h, ok := set.fixed[name]; ok && set.configs[name] != nil && set.configs[name].Kind == nameOrKind {
+				return nil, "", fmt.Errorf("no running listener has kind %s: listener %s is %s: %s", nameOrKind, name, h.State, h.LastError)
+			}
+		}
 		return nil, "", fmt.Errorf("no running listener is named %q or has that kind", nameOrKind)
 	default:
 		return nil, "", fmt.Errorf("several listeners have kind %s (%s): name one", nameOrKind, strings.Join(matches, ", "))
