@@ -108,7 +108,29 @@ func cmdInstallUnit(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "agent-runner: render unit: %v\n", err)
 		return exitFailure
 	}
+	for _, warning := range unitWarnings(values) {
+		fmt.Fprintf(stderr, "agent-runner: warning: %s\n", warning)
+	}
 	return exitOK
+}
+
+// unitWarnings lists the paths of values that the unit's PrivateTmp=true
+// hides from the service, which then fails at its first start.
+func unitWarnings(values unitValues) []string {
+	var warnings []string
+	for _, path := range []struct{ what, path string }{
+		{"the binary", values.Binary},
+		{"the config", values.Config},
+		{"the working folder", values.WorkingDir},
+	} {
+		for _, tmp := range []string{"/tmp", "/var/tmp"} {
+			if path.path == tmp || strings.HasPrefix(path.path, tmp+"/") {
+				warnings = append(warnings, fmt.Sprintf("%s %s is under %s, which PrivateTmp=true hides from the service: move it out of %s",
+					path.what, path.path, tmp, tmp))
+			}
+		}
+	}
+	return warnings
 }
 
 // unitFor describes a unit for this binary and cfg, run as runAs, or

@@ -47,4 +47,23 @@ func TestInstallUnitUsesThisConfig(t *testing.T) {
 			t.Errorf("unit lacks %q:\n%s", want, res.stdout)
 		}
 	}
+	// The test's project lives in a temporary folder, usually /tmp.
+	if strings.HasPrefix(p.config, "/tmp/") && !strings.Contains(res.stderr, "the config "+p.config+" is under /tmp, which PrivateTmp=true hides") {
+		t.Errorf("install-unit for a config under /tmp printed %q, want a warning", res.stderr)
+	}
+}
+
+func TestShippedUnitHasNoWarnings(t *testing.T) {
+	if got := unitWarnings(defaultUnit); len(got) != 0 {
+		t.Errorf("warnings for the shipped unit: %q", got)
+	}
+	values := defaultUnit
+	values.WorkingDir = "/var/tmp/bots"
+	if got := unitWarnings(values); len(got) != 1 || !strings.Contains(got[0], "the working folder /var/tmp/bots is under /var/tmp") {
+		t.Errorf("warnings for a working folder under /var/tmp: %q", got)
+	}
+	values.WorkingDir = "/tmpfiles"
+	if got := unitWarnings(values); len(got) != 0 {
+		t.Errorf("warnings for /tmpfiles: %q", got)
+	}
 }
