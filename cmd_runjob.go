@@ -125,6 +125,8 @@ func runInProcess(ctx context.Context, cfg *config.Config, name string, wait boo
 
 	store := state.Transient{Path: daemon.StorePath(cfg), Options: storeOptions(cfg, false, log)}
 	runner := jobs.NewRunner(cfg, store, reaper, log, time.Now)
+	// The summary line that cmdRunJob prints reports the result.
+	runner.SetResultLogger(slog.New(slog.DiscardHandler))
 	return runner.Run(ctx, jobs.Request{Job: name, Trigger: state.TriggerManual, Next: next, Wait: wait, Output: output})
 }
 

@@ -655,3 +655,14 @@ enabled = false
 		t.Errorf("run-job of a disabled job printed %q, want a notice that it is disabled", res.stderr)
 	}
 }
+
+func TestRunJobReportsAFailureOnce(t *testing.T) {
+	p := newProject(t, "[jobs.broken]\ncommand = [\"sh\", \"-c\", \"exit 3\"]\nschedule = \"0 0 1 1 *\"\n")
+	res := p.run("run-job", "broken")
+	if res.code != 3 || !strings.Contains(res.stderr, "of broken: failed") {
+		t.Errorf("run-job of a failing job = %d %q, want 3 and the summary line", res.code, res.stderr)
+	}
+	if strings.Contains(res.stderr, `msg="run failed"`) {
+		t.Errorf("run-job logged the failure beside its summary line: %q", res.stderr)
+	}
+}

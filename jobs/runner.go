@@ -62,7 +62,10 @@ type Runner struct {
 	store    state.Recorder
 	reaper   *process.Reaper
 	log      *slog.Logger
-	now      func() time.Time
+	// results logs each run's result; it is log unless a caller reports
+	// results itself.
+	results *slog.Logger
+	now     func() time.Time
 	// execute runs the job's work; tests replace it to exercise the
 	// boundary without a child process.
 	execute func(ctx context.Context, job *config.Job, run state.Run, emit func(Line)) execOutcome
@@ -104,6 +107,7 @@ func NewRunner(cfg *config.Config, store state.Recorder, reaper *process.Reaper,
 		store:    store,
 		reaper:   reaper,
 		log:      log,
+		results:  log,
 		now:      now,
 		jobs:     make(map[string]*config.Job),
 		active:   make(map[string]context.CancelCauseFunc),
@@ -356,11 +360,11 @@ func (r *Runner) finish(run state.Run) (state.Run, error) {
 		"result", run.Result, "exit_code", run.ExitCode, "duration", run.Duration.Round(time.Millisecond)}
 	switch run.Result {
 	case state.ResultOK:
-		r.log.Info("run finished", attrs...)
+		r.results.Info("run finished", attrs...)
 	case state.ResultInterrupted:
-		r.log.Warn("run interrupted", append(attrs, "err", run.Error)...)
+		r.results.Warn("run interrupted", append(attrs, "err", run.Error)...)
 	default:
-		r.log.Error("run failed", append(attrs, "err", run.Error)...)
+		r.results.Error("run failed", append(attrs, "err", run.Error)...)
 	}
 	if r.observer != nil {
 		r.observer.RunFinished(run)
@@ -383,6 +387,11 @@ func (r *Runner) untrack(name string) {
 	delete(r.active, name)
 	r.mu.Unlock()
 }
+
+// SetResultLogger sets the logger of each run's result line, for a caller
+// that reports results in its own words. It must be called before the
+// first run.
+func (r *Runner) SetResultLogger(log *slog.Logger) { r.results = log }
 
 // SetJobs replaces the runner's jobs and settings after a reload. A run
 // already going keeps the job it started with; the next run of each job
