@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -150,4 +151,17 @@ func TestIncludeWatchSeesNewFile(t *testing.T) {
 	if n := strings.Count(d.log(), "reload rejected"); n != 1 {
 		t.Errorf("the invalid file was reloaded %d times, want once until it changes", n)
 	}
+}
+
+func TestIncludeWatchSeesUnreadableFile(t *testing.T) {
+	p := includeProject(t, "watch = true\n")
+	d := p.startDaemon()
+	if err := syscall.Mkfifo(p.path("conf.d/pipe.toml"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d.waitLog("reload rejected")
+	if !strings.Contains(d.log(), "pipe.toml") {
+		t.Errorf("the rejected reload does not name the FIFO:\n%s", d.log())
+	}
+	d.stop()
 }

@@ -169,3 +169,32 @@ func TestWatchFollowsTheLoadedConfig(t *testing.T) {
 	}
 	d.stop()
 }
+
+func TestWatchAfterAManualReload(t *testing.T) {
+	p := newProject(t, "[jobs.first]\ncommand = [\"true\"]\nschedule = \"0 0 1 1 *\"\n")
+	first := "[runner]\nwatch = true\nshutdown_timeout = \"5s\"\n\n[jobs.first]\ncommand = [\"true\"]\nschedule = \"0 0 1 1 *\"\n"
+	both := first + "\n[jobs.second]\ncommand = [\"true\"]\nschedule = \"0 0 1 1 *\"\n"
+	writeFile(t, p.config, first)
+	d := p.startDaemon()
+
+	writeFile(t, p.config, both)
+	waitFor(t, "the watched edit to load", func() bool { _, ok := p.list()["second"]; return ok })
+	writeFile(t, p.config, first)
+	if res := p.run("reload"); res.code != 0 {
+		t.Fatalf("reload = %d %q", res.code, res.stderr)
+	}
+	writeFile(t, p.config, both)
+	waitFor(t, "the same edit to load again after a manual reload", func() bool { _, ok := p.list()["second"]; return ok })
+
+	writeFile(t, p.config, both+"bogus = 1\n")
+	waitFor(t, "the invalid edit to be rejected", func() bool {
+		status := p.status()
+		return status.Daemon != nil && status.Daemon.ReloadError != ""
+	})
+	writeFile(t, p.config, both)
+	waitFor(t, "the reload error to clear once the file matches the running config", func() bool {
+		status := p.status()
+		return status.Daemon != nil && status.Daemon.ReloadError == ""
+	})
+	d.stop()
+}

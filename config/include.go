@@ -138,7 +138,9 @@ func Fingerprint(path string) (string, error) {
 	for _, match := range matches {
 		data, err := readConfigFile(match.file)
 		if err != nil {
-			continue
+			// The error replaces the content, so that a new file the
+			// loader will reject, such as a FIFO, still counts as a change.
+			data = []byte("unreadable: " + err.Error())
 		}
 		set = append(set, &source{file: match.file, data: data})
 	}

@@ -141,8 +141,7 @@ type clusterNode struct {
 	mu   sync.Mutex
 	cfg  *config.Config
 	info control.DaemonInfo
-	// rejectedHash is the last file content that watch reloaded.
-	rejectedHash string
+	watchState
 	// term is the work of the current term, nil while this node does not
 	// lead.
 	term *termWork

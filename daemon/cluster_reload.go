@@ -14,6 +14,20 @@ import (
 func (n *clusterNode) Reload() (string, error) {
 	n.reloadLock.Lock()
 	defer n.reloadLock.Unlock()
+	return n.reload()
+}
+
+// reloadIfChanged reloads when fileChanged, under the reload lock.
+func (n *clusterNode) reloadIfChanged() {
+	n.reloadLock.Lock()
+	defer n.reloadLock.Unlock()
+	if n.fileChanged() {
+		_, _ = n.reload()
+	}
+}
+
+// reload is Reload under the reload lock.
+func (n *clusterNode) reload() (string, error) {
 	notify(n.log, "RELOADING=1")
 	defer notify(n.log, "READY=1")
 
@@ -44,6 +58,7 @@ func (n *clusterNode) Reload() (string, error) {
 	n.mu.Lock()
 	n.cfg = next
 	n.info.ConfigHash, n.info.LoadedAt, n.info.ReloadError = next.Hash, time.Now().UTC(), ""
+	n.reloaded()
 	n.mu.Unlock()
 	n.loaded()
 	n.log.Info("config reloaded", "changes", summary, "hash", next.Hash[:12])
@@ -93,10 +108,10 @@ func revealed(secret *config.Secret) string {
 	return secret.Reveal()
 }
 
-// fileChanged reports, with watch = true, whether the config file's
-// content differs from the last one loaded or rejected.
 func (n *clusterNode) watching() bool { return n.config().Runner.Watch }
 
+// fileChanged reports, with watch = true, whether the config files'
+// content differs from the last one loaded or rejected.
 func (n *clusterNode) fileChanged() bool {
 	cfg := n.config()
 	if !cfg.Runner.Watch {
@@ -107,10 +122,10 @@ func (n *clusterNode) fileChanged() bool {
 		return false
 	}
 	n.mu.Lock()
-	defer n.mu.Unlock()
-	if hash == n.info.ConfigHash || hash == n.rejectedHash {
-		return false
+	verdict := n.watchState.compare(hash, &n.info)
+	n.mu.Unlock()
+	if verdict == watchReverted {
+		n.log.Info("config files match the running config again; the reload error is cleared", "config", cfg.Path)
 	}
-	n.rejectedHash = hash
-	return true
+	return verdict == watchChanged
 }

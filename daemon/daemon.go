@@ -151,7 +151,8 @@ const watchInterval = 2 * time.Second
 // node.
 type reloader interface {
 	Reload() (string, error)
-	fileChanged() bool
+	// reloadIfChanged reloads with watch = true when the files changed.
+	reloadIfChanged()
 	// watching reports whether the loaded config has watch = true.
 	watching() bool
 	// loads receives after each reload that loaded a config.
@@ -179,9 +180,7 @@ func addReloader(group *run.Group, h reloader, signals <-chan struct{}) {
 				_, _ = h.Reload()
 			case <-h.loads():
 			case <-tick:
-				if h.fileChanged() {
-					_, _ = h.Reload()
-				}
+				h.reloadIfChanged()
 			}
 		}
 	}, func(error) { cancel() })

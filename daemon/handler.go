@@ -32,10 +32,8 @@ type handler struct {
 	mu   sync.Mutex
 	cfg  *config.Config
 	info control.DaemonInfo
-	// rejectedHash is the last file content watch reloaded, so a file
-	// that stays invalid is not reloaded every interval.
-	rejectedHash string
-	reloadLock   sync.Mutex
+	watchState
+	reloadLock sync.Mutex
 	loadSignal
 }
 
@@ -110,6 +108,22 @@ func (h *handler) Status() (control.Status, error) {
 func (h *handler) Reload() (string, error) {
 	h.reloadLock.Lock()
 	defer h.reloadLock.Unlock()
+	return h.reload()
+}
+
+// reloadIfChanged reloads when fileChanged. It checks under the reload
+// lock, so that content a concurrent Reload just loaded is not loaded
+// twice.
+func (h *handler) reloadIfChanged() {
+	h.reloadLock.Lock()
+	defer h.reloadLock.Unlock()
+	if h.fileChanged() {
+		_, _ = h.reload()
+	}
+}
+
+// reload is Reload under the reload lock.
+func (h *handler) reload() (string, error) {
 	notify(h.log, "RELOADING=1")
 	defer notify(h.log, "READY=1")
 
@@ -134,6 +148,7 @@ func (h *handler) Reload() (string, error) {
 	h.mu.Lock()
 	h.cfg = next
 	h.info.ConfigHash, h.info.LoadedAt, h.info.ReloadError = next.Hash, time.Now().UTC(), ""
+	h.reloaded()
 	h.mu.Unlock()
 	h.loaded()
 	summary := fmt.Sprintf("%s; %s%s", jobChanges(old, next), changes, restartNote(restartOnly))
@@ -148,12 +163,13 @@ func (h *handler) notifyReload(event, summary string) {
 	}
 }
 
+func (h *handler) watching() bool { return h.config().Runner.Watch }
+
 // fileChanged reports, with watch = true, whether the content of the
 // config file or of the files it includes differs from the last one
 // loaded or rejected. A file added to or removed from an included folder
-// counts as a change.
-func (h *handler) watching() bool { return h.config().Runner.Watch }
-
+// counts as a change. Files that match the loaded content again clear a
+// reload error.
 func (h *handler) fileChanged() bool {
 	cfg := h.config()
 	if !cfg.Runner.Watch {
@@ -164,13 +180,13 @@ func (h *handler) fileChanged() bool {
 		return false
 	}
 	h.mu.Lock()
-	defer h.mu.Unlock()
-	if hash == h.info.ConfigHash || hash == h.rejectedHash {
-		return false
+	verdict := h.watchState.compare(hash, &h.info)
+	h.mu.Unlock()
+	if verdict == watchReverted {
+		h.log.Info("config files match the running config again; the reload error is cleared", "config", cfg.Path)
+		h.notifyReload(alerts.EventRecovered, "config files match the running config again")
 	}
-	// A rejected file is not tried again until it changes once more.
-	h.rejectedHash = hash
-	return true
+	return verdict == watchChanged
 }
 
 func (h *handler) setReloadError(err error) {

@@ -1,0 +1,72 @@
+package daemon
+
+import (
+	"sync"
+
+	"github.com/agent-runner/agent-runner/control"
+)
+
+// loadSignal is the notice to the reloader that a reload loaded a
+// config, which may have switched watch on or off. A reload through the
+// control socket bypasses the reloader, which learns of it here. The
+// zero value is ready to use.
+type loadSignal struct {
+	once sync.Once
+	ch   chan struct{}
+}
+
+func (s *loadSignal) channel() chan struct{} {
+	s.once.Do(func() { s.ch = make(chan struct{}, 1) })
+	return s.ch
+}
+
+// loaded records a load. Loads not yet received merge into one.
+func (s *loadSignal) loaded() {
+	select {
+	case s.channel() <- struct{}{}:
+	default:
+	}
+}
+
+// loads receives after each load.
+func (s *loadSignal) loads() <-chan struct{} { return s.channel() }
+
+// watchState is what watch = true remembers between checks. Its owner's
+// mutex guards it.
+type watchState struct {
+	// rejectedHash is the content of the files that watch last reloaded
+	// without loading them since, so that a file that stays invalid is
+	// not reloaded every interval.
+	rejectedHash string
+}
+
+// watchVerdict is the outcome of one watch check.
+type watchVerdict int
+
+const (
+	watchSame watchVerdict = iota
+	// watchChanged calls for a reload.
+	watchChanged
+	// watchReverted means the files match the loaded config again after
+	// a rejected reload, whose error info no longer describes them.
+	watchReverted
+)
+
+// compare judges hash, the fingerprint of the config files, against the
+// loaded config in info and the last rejected content, and updates both.
+func (w *watchState) compare(hash string, info *control.DaemonInfo) watchVerdict {
+	switch {
+	case hash == info.ConfigHash && info.ReloadError != "":
+		info.ReloadError = ""
+		w.rejectedHash = ""
+		return watchReverted
+	case hash == info.ConfigHash || hash == w.rejectedHash:
+		return watchSame
+	}
+	// The reload that follows clears this when it loads the files.
+	w.rejectedHash = hash
+	return watchChanged
+}
+
+// reloaded clears the rejected content once a reload loaded a config.
+func (w *watchState) reloaded() { w.rejectedHash = "" }
