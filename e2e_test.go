@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -665,4 +666,35 @@ func TestRunJobReportsAFailureOnce(t *testing.T) {
 	if strings.Contains(res.stderr, `msg="run failed"`) {
 		t.Errorf("run-job logged the failure beside its summary line: %q", res.stderr)
 	}
+}
+
+func TestRunJobWaitsForASlowReader(t *testing.T) {
+	p := newProject(t, `[jobs.chatty]
+command = ["sh", "-c", "i=0; while [ $i -lt 5000 ]; do echo line $i of the output that a pager shows one page at a time; i=$((i+1)); done; echo finished"]
+schedule = "0 0 1 1 *"
+`)
+	d := p.startDaemon()
+	cmd := p.command("run-job", "chatty")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// The daemon's write timeout for other replies is 10 s.
+	time.Sleep(11 * time.Second)
+	out, err := io.ReadAll(stdout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("run-job with a slow reader: %v, %s", err, stderr.String())
+	}
+	if n := strings.Count(string(out), "\n"); n != 5001 || !strings.HasSuffix(string(out), "finished\n") {
+		t.Errorf("run-job with a slow reader printed %d lines, want all 5,001", n)
+	}
+	d.stop()
 }

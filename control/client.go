@@ -76,6 +76,11 @@ func RunJob(ctx context.Context, socket, name string, wait bool, output func(job
 		case msg.Line != nil:
 			output(*msg.Line)
 		case msg.Run != nil:
+			if msg.OutputDropped > 0 {
+				output(jobs.Line{Stream: "stderr", Text: fmt.Sprintf(
+					"agent-runner: %d lines of output were not shown because they came faster than they were read; agent-runner logs %s shows the end of the output",
+					msg.OutputDropped, name)})
+			}
 			return *msg.Run, nil
 		case msg.Error != nil:
 			return state.Run{}, msg.Error

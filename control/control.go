@@ -57,7 +57,10 @@ type Message struct {
 	// Started says the daemon claimed the run and starts it now.
 	Started *state.Run `json:"started,omitempty"`
 	Run     *state.Run `json:"run,omitempty"`
-	Status  *Status    `json:"status,omitempty"`
+	// OutputDropped counts the output lines of Run that the client read
+	// too slowly to receive.
+	OutputDropped int     `json:"output_dropped,omitempty"`
+	Status        *Status `json:"status,omitempty"`
 	// Sent confirms a send request.
 	Sent *Sent `json:"sent,omitempty"`
 	// Runs answers a runs request, newest first.

@@ -24,8 +24,8 @@ import (
 )
 
 const (
-	// writeTimeout bounds one write to a client, so a client that stops
-	// reading cannot stall a job whose output it streams.
+	// writeTimeout bounds one write to a client other than a run's
+	// output, which waits for the client as long as it stays connected.
 	writeTimeout = 10 * time.Second
 	// requestTimeout bounds the wait for a client's request line, so an
 	// idle client cannot hold a connection, or a shutdown, for long.
@@ -397,7 +397,8 @@ func inGroup(cred *unix.Ucred, gid int) bool {
 }
 
 // runJob runs a job for the client, streaming output. The run stops like
-// a Ctrl-C when the client hangs up.
+// a Ctrl-C when the client hangs up. The run never waits for a slow
+// client, whose output queues in an outputQueue.
 func (s *Server) runJob(conn *net.UnixConn, reader *bufio.Reader, out *encoder, req Request) {
 	ctx, cancel := context.WithCancelCause(s.ctx)
 	defer cancel(nil)
@@ -408,24 +409,41 @@ func (s *Server) runJob(conn *net.UnixConn, reader *bufio.Reader, out *encoder, 
 		_, _ = reader.Read(buf)
 		cancel(errors.New("stopped by the user"))
 	}()
+	stopWrites := context.AfterFunc(ctx, func() { _ = conn.SetWriteDeadline(time.Now()) })
+	defer stopWrites()
+
+	queue := newOutputQueue()
+	type drained struct {
+		dropped int
+		err     error
+	}
+	done := make(chan drained, 1)
+	go func() {
+		dropped, err := queue.drain(func(line jobs.Line) error { return out.sendUntil(ctx, Message{Line: &line}) })
+		if err != nil {
+			cancel(fmt.Errorf("stream output to client: %w", err))
+		}
+		done <- drained{dropped, err}
+	}()
 	run, err := s.handler.RunJob(ctx, jobs.Request{
 		Job:     req.Job,
 		Trigger: state.TriggerManual,
 		Wait:    req.Wait,
-		Output: func(line jobs.Line) {
-			if err := out.send(Message{Line: &line}); err != nil {
-				cancel(fmt.Errorf("stream output to client: %w", err))
-			}
-		},
+		Output:  queue.add,
 		Started: func(run state.Run) {
 			_ = out.send(Message{Started: &run})
 		},
 	})
+	queue.close()
+	result := <-done
+	if result.err != nil {
+		return
+	}
 	if err != nil {
 		out.send(Message{Error: errorMessage(err)})
 		return
 	}
-	out.send(Message{Run: &run})
+	out.send(Message{Run: &run, OutputDropped: result.dropped})
 }
 
 func errorMessage(err error) *ErrorMessage {
