@@ -37,6 +37,9 @@ type runLock struct {
 	lock  *jobLock
 }
 
+// errJobRemoved is the lock error of a run whose job a reload removed.
+var errJobRemoved = errors.New("the job was removed by a reload")
+
 // lockPollInterval is how often a run that waits for its job's lock tries
 // again.
 const lockPollInterval = 100 * time.Millisecond
@@ -72,7 +75,7 @@ func (l *jobLocks) tryLock(stateDir, name string) (*runLock, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.files[name] != lock {
-		return nil, fmt.Errorf("lock job %s: the job was removed by a reload", name)
+		return nil, fmt.Errorf("lock job %s: %w", name, errJobRemoved)
 	}
 	if lock.held {
 		return nil, nil

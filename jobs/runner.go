@@ -143,6 +143,9 @@ func (r *Runner) Run(ctx context.Context, req Request) (state.Run, error) {
 		}
 	}
 	if err != nil {
+		if lockBroken(err) {
+			return r.failStart(job, req, err)
+		}
 		return state.Run{}, err
 	}
 	defer lock.Close()
@@ -221,6 +224,30 @@ func (r *Runner) admit(name string) (*config.Job, error) {
 	}
 	r.wg.Add(1)
 	return job, nil
+}
+
+// lockBroken reports whether err, from taking a job's lock, says that the
+// lock cannot be taken at all rather than that a run holds it or the run
+// was stopped.
+func lockBroken(err error) bool {
+	return !errors.Is(err, ErrBusy) && !errors.Is(err, ErrStopping) && !errors.Is(err, errJobRemoved) &&
+		!errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
+}
+
+// failStart records a failed run for a request whose job lock cannot be
+// taken, such as when a folder sits at the lock file's path. Each slot
+// then shows as a failed run in history, health and alerts, instead of
+// only as a log line.
+func (r *Runner) failStart(job *config.Job, req Request, cause error) (state.Run, error) {
+	now := r.now()
+	run, err := r.store.Claim(state.Run{
+		Job: job.Name, Trigger: req.Trigger, Slot: req.Slot, Start: now, Result: state.ResultRunning,
+	}, req.Next)
+	if err != nil {
+		return state.Run{}, fmt.Errorf("claim run of %s: %w", job.Name, err)
+	}
+	run.Result, run.Error, run.Finish, run.ExitCode = state.ResultFailed, cause.Error(), now, -1
+	return r.finish(run)
 }
 
 // resolveOverlap applies the job's overlap policy to a run that found

@@ -3,8 +3,10 @@ package jobs
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -415,5 +417,34 @@ func TestWakeBeforeSlotRunsNothingEarly(t *testing.T) {
 	run := h.expectRuns(1)[0]
 	if run.Start.Before(run.Slot) {
 		t.Errorf("run of slot %v started early at %v", run.Slot, run.Start)
+	}
+}
+
+func TestUnopenableLockRecordsFailedRuns(t *testing.T) {
+	h := newSchedHarness(t, t0, cronJob("minutely", "* * * * *"))
+	// A folder where the lock file belongs makes every open of it fail.
+	if err := os.MkdirAll(lockPath(h.dir, "minutely"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	h.start()
+	defer h.stop()
+	h.advance(3*time.Minute, 10*time.Second)
+
+	var runs []state.Run
+	deadline := time.Now().Add(5 * time.Second)
+	for len(runs) < 3 && time.Now().Before(deadline) {
+		var err error
+		if runs, err = h.store.Runs("minutely", 10); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if len(runs) != 3 {
+		t.Fatalf("got %d run records, want a failed one for each of 3 slots: %+v", len(runs), runs)
+	}
+	for _, run := range runs {
+		if run.Result != state.ResultFailed || !strings.Contains(run.Error, "open job lock") {
+			t.Errorf("run %s: result %q, error %q, want failed with the lock error", run.ID, run.Result, run.Error)
+		}
 	}
 }
