@@ -538,6 +538,61 @@ func TestCatchUpAllKeepsLaterSlots(t *testing.T) {
 	}
 }
 
+func TestCatchUpAllRunsBacklogBeforeLiveSlots(t *testing.T) {
+	job := cronJob("often", "*/2 * * * * *")
+	job.CatchUp, job.MaxCatchUp = config.CatchUpAll, 10
+	job.Overlap = config.OverlapSkip
+	h := newSchedHarness(t, t0, job)
+	h.start()
+	h.stop()
+
+	// Down from 12:00:30 to 12:00:43: the six slots 12:00:32 to 12:00:42
+	// passed. The live slots 12:00:44 and 12:00:46 fall while the first
+	// catch-up run is held.
+	h.clock.Advance(13 * time.Second)
+	release := make(chan struct{})
+	h.startHeld(release)
+	defer h.stop()
+	first := h.expectRuns(1)[0]
+	h.advance(4*time.Second, time.Second)
+	// A live slot handed out now would find the job running and be
+	// skipped past the backlog's position before the backlog runs.
+	time.Sleep(100 * time.Millisecond)
+	close(release)
+
+	runs := append([]state.Run{first}, h.expectRuns(6)...)
+	for i, run := range runs[:6] {
+		want := t0.Add(time.Duration(2+2*i) * time.Second)
+		if !run.Slot.Equal(want) {
+			t.Errorf("catch-up run %d slot = %v, want %v", i, run.Slot, want)
+		}
+		if run.Trigger != state.TriggerCatchUp {
+			t.Errorf("catch-up run %d trigger = %q, want catch-up", i, run.Trigger)
+		}
+	}
+	live := runs[6]
+	if want := t0.Add(16 * time.Second); !live.Slot.Equal(want) {
+		t.Errorf("live run slot = %v, want the newest live slot %v", live.Slot, want)
+	}
+	if live.Trigger != state.TriggerSchedule {
+		t.Errorf("live run trigger = %q, want schedule", live.Trigger)
+	}
+	h.expectNoRun()
+
+	history, err := h.store.Runs("often", 20)
+	if err != nil {
+		t.Fatalf("Runs: %v", err)
+	}
+	if len(history) != 7 {
+		t.Errorf("history has %d records, want 7", len(history))
+	}
+	for _, run := range history {
+		if run.Result != state.ResultOK {
+			t.Errorf("slot %v recorded as %s: %s", run.Slot, run.Result, run.Error)
+		}
+	}
+}
+
 // finishFails is a recorder whose Finish always fails, as on a full disk.
 type finishFails struct{ state.Recorder }
 

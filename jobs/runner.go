@@ -49,6 +49,9 @@ type Request struct {
 	// later are more slots of a catch-up under "all", run in turn after
 	// Slot.
 	later []time.Time
+	// backlogDone, set on a catch-up under "all", lets the scheduler
+	// hand out the job's live slots again once every slot has run.
+	backlogDone func()
 	// release, when set, gives up the request's place in the worker pool
 	// once the run has gone on for detachAfter or begins to wait for its
 	// job lock.

@@ -91,6 +91,10 @@ type entry struct {
 	// missed marks a job added by a reload with slots that already
 	// passed: the dispatcher applies catch-up to them.
 	missed bool
+	// catchingUp is set while the job's catch_up = "all" runs are queued
+	// or running. The entry stays out of the heap until they finish, so no
+	// live slot claims a position past a catch-up slot not yet run.
+	catchingUp bool
 }
 
 // NewScheduler builds a scheduler for the enabled jobs of cfg.
@@ -470,7 +474,14 @@ func (s *Scheduler) claimDueLocked(e *entry, now time.Time, trigger string) []Re
 	slots, count, next := dueSlotsAndNext(e.sched, e.next, now, keep)
 	newest := slots[len(slots)-1]
 	e.next = next
-	s.slots.schedule(e)
+	if trigger == state.TriggerCatchUp && job.CatchUp == config.CatchUpAll {
+		// The entry leaves the heap until its catch-up runs finish. When
+		// the deadline drops every slot, the skip below puts it back.
+		e.catchingUp = true
+		s.slots.remove(e)
+	} else {
+		s.slots.schedule(e)
+	}
 	if trigger == state.TriggerCatchUp && job.CatchUpDeadline > 0 {
 		slots = dropOlder(slots, now.Add(-job.CatchUpDeadline))
 	}
@@ -484,15 +495,41 @@ func (s *Scheduler) claimDueLocked(e *entry, now time.Time, trigger string) []Re
 		if err := s.store.Skip(job.Name, newest, trigger, reason, now, e.next); err != nil {
 			s.log.Error("record skipped slot failed", "job", job.Name, "err", err)
 		}
+		s.endBacklogLocked(e)
 		return nil
 	case len(slots) > 1 || count != "1":
 		s.log.Info("running due slots", "job", job.Name, "due", count, "runs", len(slots), "newest", newest)
 	}
-	if len(slots) == 1 {
-		return []Request{{Job: job.Name, Trigger: trigger, Slot: slots[0], Next: e.next}}
-	}
 	// The slots of one job run one after another, in the order they fell.
-	return []Request{{Job: job.Name, Trigger: trigger, Slot: slots[0], Next: e.next, later: slots[1:]}}
+	req := Request{Job: job.Name, Trigger: trigger, Slot: slots[0], Next: e.next, later: slots[1:]}
+	if e.catchingUp {
+		req.backlogDone = func() { s.endBacklog(e) }
+	}
+	return []Request{req}
+}
+
+// endBacklog puts a job whose catch-up backlog has ended back in the heap
+// and wakes the dispatcher. The live slots that fell meanwhile are then
+// due at once and merge into one run of the newest, as after a late timer.
+func (s *Scheduler) endBacklog(e *entry) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.endBacklogLocked(e)
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Scheduler) endBacklogLocked(e *entry) {
+	if !e.catchingUp {
+		return
+	}
+	e.catchingUp = false
+	// A reload that changed or removed the job replaced its entry.
+	if s.entries[e.job.Name] == e {
+		s.slots.schedule(e)
+	}
 }
 
 // dueSlots returns the newest keep slots from first up to now, oldest
@@ -541,10 +578,14 @@ func dropOlder(slots []time.Time, cutoff time.Time) []time.Time {
 }
 
 // dispatch runs a request and, for a catch-up of several slots, the
-// later slots after it. A worker calls it.
+// later slots after it. A worker calls it. Once a catch_up = "all"
+// backlog has run, retries included, the job's live slots resume.
 func (s *Scheduler) dispatch(req Request) {
-	later := req.later
-	req.later = nil
+	later, done := req.later, req.backlogDone
+	req.later, req.backlogDone = nil, nil
+	if done != nil {
+		defer done()
+	}
 	s.runOne(req)
 	for _, slot := range later {
 		s.runOne(Request{Job: req.Job, Trigger: req.Trigger, Slot: slot, Next: req.Next, entered: s.clock.Now()})

@@ -53,9 +53,19 @@ func newSchedHarness(t *testing.T, start time.Time, jobs ...*config.Job) *schedH
 // for the dispatcher to arm its timer, so a later Advance fires it.
 func (h *schedHarness) start() {
 	h.t.Helper()
+	h.startHeld(nil)
+}
+
+// startHeld is start with runs that, once reported on h.runs, wait until
+// release is closed. A nil release holds no run.
+func (h *schedHarness) startHeld(release <-chan struct{}) {
+	h.t.Helper()
 	h.runner = NewRunner(h.cfg, h.store, sharedReaper(h.t), testLogger(h.t), h.clock.Now)
 	h.runner.execute = func(_ context.Context, _ *config.Job, run state.Run, _ func(Line)) execOutcome {
 		h.runs <- run
+		if release != nil {
+			<-release
+		}
 		return execOutcome{result: state.ResultOK}
 	}
 	sched, err := NewScheduler(h.cfg, h.runner, h.store, h.clock, testLogger(h.t))
