@@ -628,3 +628,30 @@ func TestFailedRecordKeepsRunPolicies(t *testing.T) {
 		t.Errorf("runs = %v, want %v", triggers.get(), want)
 	}
 }
+
+func TestQueuedRunOfARemovedJobDoesNotStart(t *testing.T) {
+	dir := t.TempDir()
+	release := filepath.Join(dir, "release")
+	job := shellJob("long", fmt.Sprintf(`while [ ! -e %s ]; do sleep 0.05; done`, release))
+	job.Overlap = config.OverlapQueue
+	r, _ := newTestRunner(t, job)
+	go r.Run(context.Background(), Request{Job: "long", Trigger: state.TriggerManual})
+	waitRunning(t, r, "long")
+
+	queued := make(chan error)
+	go func() {
+		_, err := r.Run(context.Background(), Request{Job: "long", Trigger: state.TriggerSchedule, Slot: t0})
+		queued <- err
+	}()
+	waitUntil(t, "the queued run", func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		_, ok := r.pending["long"]
+		return ok
+	})
+	r.SetJobs(&config.Config{Runner: r.currentSettings()})
+	os.WriteFile(release, nil, 0o600)
+	if err := <-queued; !errors.Is(err, errJobRemoved) {
+		t.Errorf("queued run of a removed job = %v, want it dropped", err)
+	}
+}

@@ -157,6 +157,10 @@ func (r *Runner) Run(ctx context.Context, req Request) (state.Run, error) {
 		// start once shutdown has begun.
 		return state.Run{}, ErrStopping
 	}
+	if r.job(job.Name) == nil {
+		// Nor once a reload has removed its job.
+		return state.Run{}, fmt.Errorf("run %s: %w", job.Name, errJobRemoved)
+	}
 
 	order := req.Slot
 	if order.IsZero() {
