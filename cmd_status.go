@@ -113,8 +113,15 @@ func cmdRuns(args []string, stdout, stderr io.Writer) int {
 			slot = r.Slot.UTC().Format("2006-01-02 15:04:05Z")
 		}
 		exit, duration := strconv.Itoa(r.ExitCode), r.Duration.Round(time.Millisecond).String()
-		if r.Result == state.ResultRunning || r.Result == state.ResultSkipped {
+		switch {
+		case r.Result == state.ResultRunning || r.Result == state.ResultSkipped:
 			exit, duration = "-", "-"
+		case r.ExitCode < 0:
+			// The run never started, or a crash hid how it ended.
+			exit = "-"
+			if r.Duration == 0 {
+				duration = "-"
+			}
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, formatTime(r.Start, now), r.Trigger, slot,
 			r.Result, exit, duration, orDash(firstLine(r.Error)))

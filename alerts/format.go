@@ -68,7 +68,8 @@ func alertFacts(a Alert) string {
 	if a.RunID != "" {
 		facts = append(facts, "run "+a.RunID)
 	}
-	if a.ExitCode != 0 {
+	// A negative code is a run that never started or whose end is unknown.
+	if a.ExitCode > 0 {
 		facts = append(facts, fmt.Sprintf("exit code %d", a.ExitCode))
 	}
 	if !a.Time.IsZero() {

@@ -319,7 +319,9 @@ func (s *Etcd) recoverJob(t *txn, name string, now time.Time) ([]state.Run, erro
 		}
 		run.Result = state.ResultInterrupted
 		run.Finish = now.UTC()
-		run.Duration = max(run.Finish.Sub(run.Start), 0)
+		// When the run ended, and how, is unknown: Finish is when this
+		// start noticed it, and Duration and ExitCode stay unknown.
+		run.Duration, run.ExitCode = 0, -1
 		run.Error = interruptedMessage
 		if err := s.putRun(t, run); err != nil {
 			return nil, err

@@ -351,7 +351,9 @@ func recoverJob(tx *bolt.Tx, name string, now time.Time) ([]Run, error) {
 		run := &running[i]
 		run.Result = ResultInterrupted
 		run.Finish = now.UTC()
-		run.Duration = max(run.Finish.Sub(run.Start), 0)
+		// When the run ended, and how, is unknown: Finish is when this
+		// start noticed it, and Duration and ExitCode stay unknown.
+		run.Duration, run.ExitCode = 0, -1
 		run.Error = interruptedMessage
 		seq, err := ParseRunID(run.ID)
 		if err != nil {
