@@ -109,8 +109,9 @@ func interruptContext(stderr io.Writer) (context.Context, func()) {
 // records it in the store like the daemon would. The store is opened per
 // write, so list works during the run.
 //
-// NOTE: a daemon that starts during the run marks the run interrupted, and
-// recording the result then fails on the daemon's store lock.
+// NOTE: recording the result fails on the store lock of a daemon that
+// started during the run, so run-job exits 125 and the run stays recorded
+// as running until the daemon's next start marks it interrupted.
 func runInProcess(ctx context.Context, cfg *config.Config, name string, wait bool, output func(jobs.Line), stderr io.Writer) (state.Run, error) {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	next, err := offlineNext(cfg, name, log)

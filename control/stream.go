@@ -16,6 +16,9 @@ const maxQueuedOutput = 4 << 20
 // wait: a client that reads slowly, such as a pager, gets the lines later,
 // and one that falls more than maxQueuedOutput behind misses the lines
 // past that and learns how many at the end.
+//
+// NOTE: lines travel as JSON strings, so invalid UTF-8 reaches a client
+// as U+FFFD, and output through the daemon is not byte-exact.
 type outputQueue struct {
 	mu      sync.Mutex
 	lines   []jobs.Line
