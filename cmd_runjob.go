@@ -108,10 +108,6 @@ func interruptContext(stderr io.Writer) (context.Context, func()) {
 // runInProcess runs the job in this process when no daemon runs, and
 // records it in the store like the daemon would. The store is opened per
 // write, so list works during the run.
-//
-// NOTE: recording the result fails on the store lock of a daemon that
-// started during the run, so run-job exits 125 and the run stays recorded
-// as running until the daemon's next start marks it interrupted.
 func runInProcess(ctx context.Context, cfg *config.Config, name string, wait bool, output func(jobs.Line), stderr io.Writer) (state.Run, error) {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	next, err := offlineNext(cfg, name, log)
@@ -124,11 +120,33 @@ func runInProcess(ctx context.Context, cfg *config.Config, name string, wait boo
 	}
 	defer reaper.Close()
 
-	store := state.Transient{Path: daemon.StorePath(cfg), Options: storeOptions(cfg, false, log)}
+	store := handoffRecorder{
+		Transient: state.Transient{Path: daemon.StorePath(cfg), Options: storeOptions(cfg, false, log)},
+		socket:    cfg.Runner.Socket,
+	}
 	runner := jobs.NewRunner(cfg, store, reaper, log, time.Now)
 	// The summary line that cmdRunJob prints reports the result.
 	runner.SetResultLogger(slog.New(slog.DiscardHandler))
 	return runner.Run(ctx, jobs.Request{Job: name, Trigger: state.TriggerManual, Next: next, Wait: wait, Output: output})
+}
+
+// handoffRecorder records an in-process run in the store, and hands the
+// final record to the daemon when one started during the run and now
+// holds the store.
+type handoffRecorder struct {
+	state.Transient
+	socket string
+}
+
+func (h handoffRecorder) Finish(run state.Run) error {
+	err := h.Transient.Finish(run)
+	if !errors.Is(err, state.ErrLocked) {
+		return err
+	}
+	if handErr := control.RecordRun(h.socket, run); handErr != nil {
+		return fmt.Errorf("%w; handing the record to the daemon failed too: %w", err, handErr)
+	}
+	return nil
 }
 
 // offlineNext returns the job's next slot as the daemon would compute it,

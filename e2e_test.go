@@ -698,3 +698,30 @@ schedule = "0 0 1 1 *"
 	}
 	d.stop()
 }
+
+func TestRunJobHandsItsRecordToANewDaemon(t *testing.T) {
+	p := newProject(t, `[jobs.slow]
+command = ["sh", "-c", "touch started; while [ ! -e release ]; do sleep 0.05; done; echo done"]
+schedule = "0 0 1 1 *"
+`)
+	cmd := p.command("run-job", "slow")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the in-process run to start", func() bool {
+		_, err := os.Stat(p.path("started"))
+		return err == nil
+	})
+	d := p.startDaemon()
+	writeFile(t, p.path("release"), "")
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("run-job whose daemon started mid-run: %v, %s", err, stderr.String())
+	}
+	res := p.run("runs", "slow")
+	if res.code != 0 || !strings.Contains(res.stdout, " ok ") {
+		t.Errorf("runs after the hand-off = %d %q, want the run recorded ok", res.code, res.stdout)
+	}
+	d.stop()
+}

@@ -281,3 +281,24 @@ func Runs(socket, job string, limit int, id string) ([]state.Run, error) {
 	}
 	return msg.Runs, nil
 }
+
+// RecordRun hands the daemon at socket the final record of run, which
+// this process claimed before the daemon took the store.
+func RecordRun(socket string, run state.Run) error {
+	conn, err := dialForReply(socket, replyTimeout)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if err := send(conn, Request{Op: OpRecordRun, Run: &run}); err != nil {
+		return err
+	}
+	msg, err := receive(newScanner(conn))
+	if err != nil {
+		return err
+	}
+	if msg.Error != nil {
+		return msg.Error
+	}
+	return nil
+}

@@ -18,6 +18,9 @@ const (
 	OpSend   = "send"
 	OpReload = "reload"
 	OpRuns   = "runs"
+	// OpRecordRun hands the daemon the final record of a run that a CLI
+	// ran while no daemon held the store.
+	OpRecordRun = "record-run"
 )
 
 // Error codes of a Message, so the CLI can choose its exit status without
@@ -49,6 +52,8 @@ type Request struct {
 	// runs of Job, or only the run RunID.
 	Limit int    `json:"limit,omitempty"`
 	RunID string `json:"run_id,omitempty"`
+	// Run is the final record of a record-run request.
+	Run *state.Run `json:"run,omitempty"`
 }
 
 // Message is one line the daemon sends back. Exactly one field is set.

@@ -54,6 +54,8 @@ func (stubHandler) Send(_ context.Context, listener, _, _ string) (string, error
 
 func (stubHandler) Reload() (string, error) { return "no changes", nil }
 
+func (stubHandler) RecordRun(state.Run) error { return nil }
+
 func (stubHandler) Runs(job string, _ int, _ string) ([]state.Run, error) {
 	return []state.Run{{ID: "1", Job: job, Result: state.ResultOK}}, nil
 }

@@ -50,6 +50,9 @@ type Handler interface {
 	// Runs returns the newest limit runs of a job, or only the run id
 	// when it is not empty.
 	Runs(job string, limit int, id string) ([]state.Run, error)
+	// RecordRun stores the final record of a run that a CLI claimed in
+	// the store before this daemon opened it.
+	RecordRun(run state.Run) error
 }
 
 // Server serves the control socket.
@@ -290,6 +293,8 @@ func (s *Server) serveConn(conn *net.UnixConn) {
 			runs = []state.Run{}
 		}
 		out.send(Message{Runs: runs})
+	case OpRecordRun:
+		s.recordRun(out, req)
 	case OpReload:
 		summary, err := s.handler.Reload()
 		if err != nil {
@@ -481,6 +486,19 @@ func (s *Server) send(out *encoder, req Request) {
 		return
 	}
 	out.send(Message{Sent: &Sent{Listener: name}})
+}
+
+func (s *Server) recordRun(out *encoder, req Request) {
+	if req.Run == nil {
+		out.send(Message{Error: &ErrorMessage{Code: CodeBadRequest, Message: "record-run request without a run"}})
+		return
+	}
+	if err := s.handler.RecordRun(*req.Run); err != nil {
+		s.log.Warn("record a CLI's run failed", "job", req.Run.Job, "run", req.Run.ID, "err", err)
+		out.send(Message{Error: errorMessage(err)})
+		return
+	}
+	out.send(Message{Run: req.Run})
 }
 
 // encoder serializes messages from the two output readers of a run.

@@ -52,6 +52,12 @@ func (n *clusterNode) Send(ctx context.Context, listener, target, text string) (
 	return work.set.send(ctx, listener, target, text)
 }
 
+// RecordRun is not served by a cluster node, whose runs live in etcd, not
+// in the local store that a CLI without a daemon writes.
+func (n *clusterNode) RecordRun(run state.Run) error {
+	return fmt.Errorf("record run %s of %s: a cluster node keeps runs in etcd, not in the local store", run.ID, run.Job)
+}
+
 func (n *clusterNode) Runs(job string, limit int, id string) ([]state.Run, error) {
 	if id == "" {
 		return n.store.Runs(job, limit)

@@ -63,6 +63,20 @@ func (h *handler) RunJob(ctx context.Context, req jobs.Request) (state.Run, erro
 	return h.runner.Run(ctx, req)
 }
 
+// RecordRun stores a CLI's final record of a run that the CLI claimed
+// before this daemon started. The daemon's start left the run alone
+// because the CLI held the job's lock.
+func (h *handler) RecordRun(run state.Run) error {
+	if run.Result == state.ResultRunning || run.Result == "" {
+		return fmt.Errorf("record run %s of %s: the record is not final", run.ID, run.Job)
+	}
+	if err := h.store.Finish(run); err != nil {
+		return fmt.Errorf("record run %s of %s: %w", run.ID, run.Job, err)
+	}
+	h.log.Info("recorded the result of a run-job that started without a daemon", "job", run.Job, "run", run.ID, "result", run.Result)
+	return nil
+}
+
 func (h *handler) Runs(job string, limit int, id string) ([]state.Run, error) {
 	return jobRuns(h.store, job, limit, id)
 }
