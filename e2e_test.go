@@ -509,6 +509,38 @@ every = "2s"
 	d.kill()
 }
 
+// A claim log deleted under a running daemon is recreated before the
+// next claim, so a claim made just before a crash is replayed and its
+// slot does not run again. The job finishes 1 s into
+// each 3 s slot, so the timer's commit comes before the next claim and
+// only the claim log contains that claim at the kill.
+func TestDeletedClaimLogKeepsClaims(t *testing.T) {
+	p := newProject(t, `[jobs.tick]
+command = ["sh", "-c", "echo $AGENT_RUNNER_SLOT >> slots; sleep 1"]
+schedule = "*/3 * * * * *"
+`)
+	d := p.startDaemon()
+	waitFor(t, "the first slot", func() bool { return len(lines(t, p.path("slots"))) == 1 })
+	if err := os.Remove(p.path("state/state.db-claimlog")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the slot after the deletion", func() bool { return len(lines(t, p.path("slots"))) == 2 })
+	d.kill()
+	if n := strings.Count(d.log(), "claim log was deleted or replaced; recreated it"); n != 1 {
+		t.Errorf("logged the recreation %d times, want 1", n)
+	}
+
+	p.startDaemon()
+	waitFor(t, "a slot after the restart", func() bool { return len(lines(t, p.path("slots"))) >= 3 })
+	seen := make(map[string]bool)
+	for _, slot := range lines(t, p.path("slots")) {
+		if seen[slot] {
+			t.Errorf("slot %s ran twice", slot)
+		}
+		seen[slot] = true
+	}
+}
+
 // running reports whether pid exists and is not a zombie waiting for its
 // parent to reap it.
 func running(pid string) bool {

@@ -41,6 +41,10 @@ var castagnoli = sync.OnceValue(func() *crc32.Table { return crc32.MakeTable(crc
 // claim log.
 var errClaimLogFull = errors.New("claim log is full")
 
+// errClaimLogMoved means the claim log's path no longer names the open
+// file, so records appended to it would not survive a restart.
+var errClaimLogMoved = errors.New("claim log was deleted or replaced")
+
 // Kinds of log entries.
 const (
 	entryClaim  = "claim"
@@ -63,8 +67,10 @@ type logEntry struct {
 // generation that follow are never replayed. The store's bbolt file lock
 // also guards the log, which has no lock of its own.
 type claimLog struct {
-	file       *os.File
-	path       string
+	file *os.File
+	path string
+	// info identifies file, to tell whether path still names it.
+	info       fs.FileInfo
 	generation uint64
 	// size is the length of this generation's records from offset 0.
 	size int64
@@ -85,17 +91,51 @@ func openClaimLog(path string, lastGeneration uint64, logger *slog.Logger) (*cla
 		_ = file.Close()
 		return nil, fmt.Errorf("preallocate claim log %s: %w", path, err)
 	}
+	info, err := file.Stat()
+	if err != nil {
+		_ = file.Close()
+		return nil, fmt.Errorf("stat claim log: %w", err)
+	}
 	if errors.Is(statErr, fs.ErrNotExist) {
 		// A claim synced to a file whose folder entry was not is lost
 		// with the file on power loss.
 		syncDir(filepath.Dir(path), logger)
 	}
-	l := &claimLog{file: file, path: path, generation: lastGeneration}
+	l := &claimLog{file: file, path: path, info: info, generation: lastGeneration}
 	if err := l.reset(); err != nil {
 		_ = file.Close()
 		return nil, err
 	}
 	return l, nil
+}
+
+// reopen opens a new claim log at l's path, for a log that was deleted or
+// replaced there, and closes l. The caller commits l's entries to bbolt
+// first, because the new log starts empty. Anything at the path that is
+// not a regular file with one link is moved aside, as at Open.
+func (l *claimLog) reopen(logger *slog.Logger) (*claimLog, error) {
+	if err := setAsideIrregularLog(l.path, logger); err != nil {
+		return nil, err
+	}
+	fresh, err := openClaimLog(l.path, l.generation, logger)
+	if err != nil {
+		return nil, err
+	}
+	fresh.syncs = l.syncs
+	if err := l.close(); err != nil {
+		logger.Warn("close deleted or replaced claim log failed", "path", l.path, "err", err)
+	}
+	return fresh, nil
+}
+
+// moved reports whether l's path no longer names its open file, because
+// something deleted, renamed or replaced it. A restart replays only the
+// file at the path, so a record appended to l would be lost in a crash.
+// A failed Lstat counts as moved, so claims commit bbolt while the path
+// cannot be checked.
+func (l *claimLog) moved() bool {
+	info, err := os.Lstat(l.path)
+	return err != nil || !os.SameFile(info, l.info)
 }
 
 // setAsideIrregularLog moves a claim log that is not a regular file, such

@@ -37,6 +37,8 @@ func TestMain(m *testing.M) {
 		os.Exit(childOpen(os.Getenv(childPathEnv)))
 	case "claim-hold":
 		os.Exit(childClaimHold(os.Getenv(childPathEnv)))
+	case "claim-deleted-log":
+		os.Exit(childClaimDeletedLog(os.Getenv(childPathEnv)))
 	default:
 		fmt.Fprintf(os.Stderr, "unknown %s %q\n", childModeEnv, mode)
 		os.Exit(2)
@@ -204,6 +206,20 @@ func (r *logRecorder) has(level slog.Level, text string) bool {
 		}
 	}
 	return false
+}
+
+// count returns the number of records at level whose message contains
+// text.
+func (r *logRecorder) count(level slog.Level, text string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, record := range r.records {
+		if record.Level == level && strings.Contains(record.Message, text) {
+			n++
+		}
+	}
+	return n
 }
 
 // corruptCopies returns the PATH.corrupt-* files next to path.
