@@ -414,8 +414,12 @@ func (s *Server) runJob(conn *net.UnixConn, reader *bufio.Reader, out *encoder, 
 		_, _ = reader.Read(buf)
 		cancel(errors.New("stopped by the user"))
 	}()
-	stopWrites := context.AfterFunc(ctx, func() { _ = conn.SetWriteDeadline(time.Now()) })
-	defer stopWrites()
+	// Once ctx ends, a write of output that waits for the client fails.
+	aborted := make(chan struct{})
+	stopWrites := context.AfterFunc(ctx, func() {
+		_ = conn.SetWriteDeadline(time.Now())
+		close(aborted)
+	})
 
 	queue := newOutputQueue()
 	type drained struct {
@@ -441,7 +445,13 @@ func (s *Server) runJob(conn *net.UnixConn, reader *bufio.Reader, out *encoder, 
 	})
 	queue.close()
 	result := <-done
-	if result.err != nil {
+	if !stopWrites() {
+		// The final message sets its own deadline, after this one.
+		<-aborted
+	}
+	if result.err != nil && !errors.Is(result.err, context.Canceled) {
+		// A write failed midway, so the stream cannot carry the final
+		// message. A client that hung up, as on Ctrl-C, still reads it.
 		return
 	}
 	if err != nil {

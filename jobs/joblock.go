@@ -37,6 +37,13 @@ type runLock struct {
 	lock  *jobLock
 }
 
+// lockError is a failure of the lock file itself, which no wait for a
+// running run resolves.
+type lockError struct{ err error }
+
+func (e *lockError) Error() string { return e.err.Error() }
+func (e *lockError) Unwrap() error { return e.err }
+
 // errJobRemoved is the lock error of a run whose job a reload removed.
 var errJobRemoved = errors.New("the job was removed by a reload")
 
@@ -85,7 +92,7 @@ func (l *jobLocks) tryLock(stateDir, name string) (*runLock, error) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("lock job %s: %w", name, err)
+		return nil, &lockError{fmt.Errorf("lock job %s: %w", name, err)}
 	}
 	lock.held = true
 	return &runLock{locks: l, lock: lock}, nil
@@ -103,11 +110,11 @@ func (l *jobLocks) open(stateDir, name string) (*jobLock, error) {
 	}
 	path := lockPath(stateDir, name)
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("create lock folder: %w", err)
+		return nil, &lockError{fmt.Errorf("create lock folder: %w", err)}
 	}
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("open job lock: %w", err)
+		return nil, &lockError{fmt.Errorf("open job lock: %w", err)}
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()

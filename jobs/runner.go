@@ -234,11 +234,11 @@ func (r *Runner) admit(name string) (*config.Job, error) {
 }
 
 // lockBroken reports whether err, from taking a job's lock, says that the
-// lock cannot be taken at all rather than that a run holds it or the run
+// lock file cannot be used, rather than that a run holds it or the run
 // was stopped.
 func lockBroken(err error) bool {
-	return !errors.Is(err, ErrBusy) && !errors.Is(err, ErrStopping) && !errors.Is(err, errJobRemoved) &&
-		!errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
+	var broken *lockError
+	return errors.As(err, &broken)
 }
 
 // failStart records a failed run for a request whose job lock cannot be
