@@ -716,8 +716,9 @@ schedule = "0 0 1 1 *"
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	// The daemon's write timeout for other replies is 10 s.
-	time.Sleep(11 * time.Second)
+	// The daemon's write timeout for other replies is 10 s, and the
+	// pause must outlast it with room for a slow start.
+	time.Sleep(13 * time.Second)
 	out, err := io.ReadAll(stdout)
 	if err != nil {
 		t.Fatal(err)
@@ -756,4 +757,38 @@ schedule = "0 0 1 1 *"
 		t.Errorf("runs after the hand-off = %d %q, want the run recorded ok", res.code, res.stdout)
 	}
 	d.stop()
+}
+
+func TestRunJobCtrlCShowsTheStopAndResult(t *testing.T) {
+	p := newProject(t, `[jobs.chatty]
+command = ["sh", "-c", "trap 'echo caught SIGTERM; exit 3' TERM; touch started; while true; do echo working; sleep 0.01; done"]
+schedule = "0 0 1 1 *"
+`)
+	d := p.startDaemon()
+	cmd := p.command("run-job", "chatty")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the run to start", func() bool {
+		_, err := os.Stat(p.path("started"))
+		return err == nil
+	})
+	time.Sleep(200 * time.Millisecond)
+	cmd.Process.Signal(syscall.SIGINT)
+	err := cmd.Wait()
+	var exitErr *exec.ExitError
+	if !errors.As(err, &exitErr) || exitErr.ExitCode() != 130 {
+		t.Errorf("run-job through the daemon after Ctrl-C: %v, want exit 130; stderr %q", err, stderr.String())
+	}
+	if !strings.Contains(stdout.String(), "caught SIGTERM") {
+		t.Errorf("run-job after Ctrl-C did not show what the job printed while it stopped: %q", lastLines(stdout.String(), 3))
+	}
+	d.stop()
+}
+
+func lastLines(text string, n int) []string {
+	all := strings.Split(strings.TrimRight(text, "\n"), "\n")
+	return all[max(0, len(all)-n):]
 }

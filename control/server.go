@@ -24,8 +24,9 @@ import (
 )
 
 const (
-	// writeTimeout bounds one write to a client other than a run's
-	// output, which waits for the client as long as it stays connected.
+	// writeTimeout bounds one write to a client. The messages of a
+	// run-job wait for the client as long as it stays connected, and get
+	// this long once the daemon stops.
 	writeTimeout = 10 * time.Second
 	// requestTimeout bounds the wait for a client's request line, so an
 	// idle client cannot hold a connection, or a shutdown, for long.
@@ -402,8 +403,9 @@ func inGroup(cred *unix.Ucred, gid int) bool {
 }
 
 // runJob runs a job for the client, streaming output. The run stops like
-// a Ctrl-C when the client hangs up. The run never waits for a slow
-// client, whose output queues in an outputQueue.
+// a Ctrl-C when the client hangs up; the client then still reads what the
+// job prints while it stops, and the final record. The run never waits
+// for a slow client, whose messages queue in an outputQueue.
 func (s *Server) runJob(conn *net.UnixConn, reader *bufio.Reader, out *encoder, req Request) {
 	ctx, cancel := context.WithCancelCause(s.ctx)
 	defer cancel(nil)
@@ -414,51 +416,34 @@ func (s *Server) runJob(conn *net.UnixConn, reader *bufio.Reader, out *encoder, 
 		_, _ = reader.Read(buf)
 		cancel(errors.New("stopped by the user"))
 	}()
-	// Once ctx ends, a write of output that waits for the client fails.
-	aborted := make(chan struct{})
-	stopWrites := context.AfterFunc(ctx, func() {
-		_ = conn.SetWriteDeadline(time.Now())
-		close(aborted)
-	})
+	// The queue's writes wait for the client as long as it stays
+	// connected, and for writeTimeout once the daemon stops.
+	_ = conn.SetWriteDeadline(time.Time{})
+	stopBound := context.AfterFunc(s.ctx, func() { _ = conn.SetWriteDeadline(time.Now().Add(writeTimeout)) })
+	defer stopBound()
 
 	queue := newOutputQueue()
-	type drained struct {
-		dropped int
-		err     error
-	}
-	done := make(chan drained, 1)
+	written := make(chan error, 1)
 	go func() {
-		dropped, err := queue.drain(func(line jobs.Line) error { return out.sendUntil(ctx, Message{Line: &line}) })
+		err := queue.drain(out.write)
 		if err != nil {
 			cancel(fmt.Errorf("stream output to client: %w", err))
 		}
-		done <- drained{dropped, err}
+		written <- err
 	}()
 	run, err := s.handler.RunJob(ctx, jobs.Request{
 		Job:     req.Job,
 		Trigger: state.TriggerManual,
 		Wait:    req.Wait,
-		Output:  queue.add,
-		Started: func(run state.Run) {
-			_ = out.send(Message{Started: &run})
-		},
+		Output:  queue.addLine,
+		Started: func(run state.Run) { queue.add(Message{Started: &run}) },
 	})
-	queue.close()
-	result := <-done
-	if !stopWrites() {
-		// The final message sets its own deadline, after this one.
-		<-aborted
-	}
-	if result.err != nil && !errors.Is(result.err, context.Canceled) {
-		// A write failed midway, so the stream cannot carry the final
-		// message. A client that hung up, as on Ctrl-C, still reads it.
-		return
-	}
 	if err != nil {
-		out.send(Message{Error: errorMessage(err)})
-		return
+		queue.finish(Message{Error: errorMessage(err)})
+	} else {
+		queue.finish(Message{Run: &run})
 	}
-	out.send(Message{Run: &run, OutputDropped: result.dropped})
+	<-written
 }
 
 func errorMessage(err error) *ErrorMessage {
@@ -516,6 +501,13 @@ type encoder struct {
 	mu   sync.Mutex
 	conn *net.UnixConn
 	enc  *json.Encoder
+}
+
+// write writes m with the connection's current write deadline.
+func (e *encoder) write(m Message) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.enc.Encode(m)
 }
 
 func (e *encoder) send(m Message) error {
