@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -653,5 +654,47 @@ func TestQueuedRunOfARemovedJobDoesNotStart(t *testing.T) {
 	os.WriteFile(release, nil, 0o600)
 	if err := <-queued; !errors.Is(err, errJobRemoved) {
 		t.Errorf("queued run of a removed job = %v, want it dropped", err)
+	}
+}
+
+func TestCatchUpAllBacklogSurvivesAReload(t *testing.T) {
+	job := cronJob("often", "*/2 * * * * *")
+	job.CatchUp, job.MaxCatchUp = config.CatchUpAll, 10
+	job.Overlap = config.OverlapSkip
+	h := newSchedHarness(t, t0, job)
+	h.start()
+	h.stop()
+
+	h.clock.Advance(13 * time.Second)
+	release := make(chan struct{})
+	h.startHeld(release)
+	defer h.stop()
+	h.expectRuns(1)
+	// The same slots written another way replace the job's entry while
+	// its backlog runs.
+	changed := *job
+	changed.Cron = "0/2 * * * * *"
+	if err := h.sched.Apply(&config.Config{Runner: h.cfg.Runner, Jobs: []*config.Job{&changed}}); err != nil {
+		t.Fatal(err)
+	}
+	h.advance(4*time.Second, time.Second)
+	time.Sleep(100 * time.Millisecond)
+	close(release)
+	h.expectRuns(6)
+	h.expectNoRun()
+
+	var history []state.Run
+	waitUntil(t, "every run to finish", func() bool {
+		var err error
+		history, err = h.store.Runs("often", 20)
+		return err == nil && !slices.ContainsFunc(history, func(r state.Run) bool { return r.Result == state.ResultRunning })
+	})
+	if len(history) != 7 {
+		t.Errorf("history has %d records, want 6 catch-up runs and one live run", len(history))
+	}
+	for _, run := range history {
+		if run.Result != state.ResultOK {
+			t.Errorf("slot %v recorded as %s: %s", run.Slot, run.Result, run.Error)
+		}
 	}
 }

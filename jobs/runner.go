@@ -157,10 +157,6 @@ func (r *Runner) Run(ctx context.Context, req Request) (state.Run, error) {
 		// start once shutdown has begun.
 		return state.Run{}, ErrStopping
 	}
-	if r.job(job.Name) == nil {
-		// Nor once a reload has removed its job.
-		return state.Run{}, fmt.Errorf("run %s: %w", job.Name, errJobRemoved)
-	}
 
 	order := req.Slot
 	if order.IsZero() {
@@ -170,6 +166,11 @@ func (r *Runner) Run(ctx context.Context, req Request) (state.Run, error) {
 		return state.Run{}, fmt.Errorf("wait for a free run place: %w", err)
 	}
 	defer r.gate.release()
+	if r.job(job.Name) == nil {
+		// A reload removed the job while the run waited for its lock or
+		// for a place.
+		return state.Run{}, fmt.Errorf("run %s: %w", job.Name, errJobRemoved)
+	}
 
 	run, err := r.store.Claim(state.Run{
 		Job:     job.Name,

@@ -61,8 +61,13 @@ type Scheduler struct {
 
 	mu      sync.Mutex
 	entries map[string]*entry
-	slots   slotHeap
-	delayed delayedRuns
+	// backlogs names the jobs whose catch_up = "all" runs are queued or
+	// running. Their entries stay out of the heap until those finish, so
+	// that no live slot claims a position past a catch-up slot not yet
+	// run, even when a reload replaces the entry meanwhile.
+	backlogs map[string]bool
+	slots    slotHeap
+	delayed  delayedRuns
 	// running is set between Start and Stop, while the dispatcher runs.
 	running bool
 
@@ -91,24 +96,21 @@ type entry struct {
 	// missed marks a job added by a reload with slots that already
 	// passed: the dispatcher applies catch-up to them.
 	missed bool
-	// catchingUp is set while the job's catch_up = "all" runs are queued
-	// or running. The entry stays out of the heap until they finish, so no
-	// live slot claims a position past a catch-up slot not yet run.
-	catchingUp bool
 }
 
 // NewScheduler builds a scheduler for the enabled jobs of cfg.
 func NewScheduler(cfg *config.Config, runner *Runner, store *state.Store, clock clockwork.Clock, log *slog.Logger) (*Scheduler, error) {
 	s := &Scheduler{
-		runner:  runner,
-		store:   store,
-		clock:   clock,
-		log:     log,
-		entries: make(map[string]*entry),
-		spread:  cfg.Runner.CatchUpSpread,
-		wake:    make(chan struct{}, 1),
-		pings:   make(chan chan struct{}),
-		done:    make(chan struct{}),
+		runner:   runner,
+		store:    store,
+		clock:    clock,
+		log:      log,
+		entries:  make(map[string]*entry),
+		backlogs: make(map[string]bool),
+		spread:   cfg.Runner.CatchUpSpread,
+		wake:     make(chan struct{}, 1),
+		pings:    make(chan chan struct{}),
+		done:     make(chan struct{}),
 	}
 	s.pool = newPool(cfg.Runner.MaxConcurrent, s.dispatch)
 	var enabled []*config.Job
@@ -226,7 +228,9 @@ func (s *Scheduler) add(job *config.Job, st state.JobState, now time.Time) error
 	// that catch-up may still run it.
 	e.missed = s.running && !e.next.IsZero() && !e.next.After(now)
 	s.entries[job.Name] = e
-	s.slots.schedule(e)
+	if !s.backlogs[job.Name] {
+		s.slots.schedule(e)
+	}
 	return nil
 }
 
@@ -477,7 +481,7 @@ func (s *Scheduler) claimDueLocked(e *entry, now time.Time, trigger string) []Re
 	if trigger == state.TriggerCatchUp && job.CatchUp == config.CatchUpAll {
 		// The entry leaves the heap until its catch-up runs finish. When
 		// the deadline drops every slot, the skip below puts it back.
-		e.catchingUp = true
+		s.backlogs[job.Name] = true
 		s.slots.remove(e)
 	} else {
 		s.slots.schedule(e)
@@ -495,15 +499,15 @@ func (s *Scheduler) claimDueLocked(e *entry, now time.Time, trigger string) []Re
 		if err := s.store.Skip(job.Name, newest, trigger, reason, now, e.next); err != nil {
 			s.log.Error("record skipped slot failed", "job", job.Name, "err", err)
 		}
-		s.endBacklogLocked(e)
+		s.endBacklogLocked(job.Name)
 		return nil
 	case len(slots) > 1 || count != "1":
 		s.log.Info("running due slots", "job", job.Name, "due", count, "runs", len(slots), "newest", newest)
 	}
 	// The slots of one job run one after another, in the order they fell.
 	req := Request{Job: job.Name, Trigger: trigger, Slot: slots[0], Next: e.next, later: slots[1:]}
-	if e.catchingUp {
-		req.backlogDone = func() { s.endBacklog(e) }
+	if s.backlogs[job.Name] {
+		req.backlogDone = func() { s.endBacklog(job.Name) }
 	}
 	return []Request{req}
 }
@@ -511,25 +515,38 @@ func (s *Scheduler) claimDueLocked(e *entry, now time.Time, trigger string) []Re
 // endBacklog puts a job whose catch-up backlog has ended back in the heap
 // and wakes the dispatcher. The live slots that fell meanwhile are then
 // due at once and merge into one run of the newest, as after a late timer.
-func (s *Scheduler) endBacklog(e *entry) {
+func (s *Scheduler) endBacklog(name string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.endBacklogLocked(e)
+	s.endBacklogLocked(name)
 	select {
 	case s.wake <- struct{}{}:
 	default:
 	}
 }
 
-func (s *Scheduler) endBacklogLocked(e *entry) {
-	if !e.catchingUp {
+// endBacklogLocked ends the hold of the job's current entry, which a
+// reload may have replaced since the backlog began. A removed job has
+// none.
+func (s *Scheduler) endBacklogLocked(name string) {
+	if !s.backlogs[name] {
 		return
 	}
-	e.catchingUp = false
-	// A reload that changed or removed the job replaced its entry.
-	if s.entries[e.job.Name] == e {
-		s.slots.schedule(e)
+	delete(s.backlogs, name)
+	e, ok := s.entries[name]
+	if !ok {
+		return
 	}
+	// A reload that replaced the entry timed it from the position stored
+	// then, which the backlog has moved since. Its passed slots are now
+	// the live slots that fell during the backlog.
+	if st, found, err := s.store.Job(name); err == nil && found {
+		if next := e.sched.Next(position(st)); next.After(e.next) {
+			e.next = next
+		}
+	}
+	e.missed = false
+	s.slots.schedule(e)
 }
 
 // dueSlots returns the newest keep slots from first up to now, oldest
