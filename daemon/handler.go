@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"slices"
 	"context"
 	"fmt"
 	"log/slog"
@@ -69,6 +70,9 @@ func (h *handler) RunJob(ctx context.Context, req jobs.Request) (state.Run, erro
 func (h *handler) RecordRun(run state.Run) error {
 	if run.Result == state.ResultRunning || run.Result == "" {
 		return fmt.Errorf("record run %s of %s: the record is not final", run.ID, run.Job)
+	}
+	if slices.Contains(h.runner.Running(), run.Job) {
+		return fmt.Errorf("record run %s of %s: this daemon runs the job itself", run.ID, run.Job)
 	}
 	if err := h.store.Finish(run); err != nil {
 		return fmt.Errorf("record run %s of %s: %w", run.ID, run.Job, err)
@@ -147,6 +151,11 @@ func (h *handler) reload() (string, error) {
 	if err != nil {
 		h.log.Error("reload rejected: the running config stays", "config", old.Path, "err", err)
 		h.setReloadError(err)
+		if hash, hashErr := config.Fingerprint(old.Path); hashErr == nil {
+			h.mu.Lock()
+			h.rejected(hash)
+			h.mu.Unlock()
+		}
 		h.notifyReload(alerts.EventReloadFailed, "config reload rejected: "+firstLine(err.Error()))
 		return "", fmt.Errorf("reload rejected, the running config stays: %w", err)
 	}

@@ -48,7 +48,9 @@ const (
 	// watchChanged calls for a reload.
 	watchChanged
 	// watchReverted means the files match the loaded config again after
-	// a rejected reload, whose error info no longer describes them.
+	// a reload of other content was rejected, so the reload error no
+	// longer describes them. A rejection of the loaded content itself,
+	// such as for a missing socket_group, stays.
 	watchReverted
 )
 
@@ -56,7 +58,7 @@ const (
 // loaded config in info and the last rejected content, and updates both.
 func (w *watchState) compare(hash string, info *control.DaemonInfo) watchVerdict {
 	switch {
-	case hash == info.ConfigHash && info.ReloadError != "":
+	case hash == info.ConfigHash && info.ReloadError != "" && w.rejectedHash != "" && w.rejectedHash != hash:
 		info.ReloadError = ""
 		w.rejectedHash = ""
 		return watchReverted
@@ -70,3 +72,6 @@ func (w *watchState) compare(hash string, info *control.DaemonInfo) watchVerdict
 
 // reloaded clears the rejected content once a reload loaded a config.
 func (w *watchState) reloaded() { w.rejectedHash = "" }
+
+// rejected records hash as the content of a rejected reload.
+func (w *watchState) rejected(hash string) { w.rejectedHash = hash }
