@@ -282,11 +282,6 @@ func (fs *commandFlags) printHelp(w io.Writer) {
 // So every command must call parseFlags before it does anything else.
 var inspectFlags func(*commandFlags)
 
-// parseFlags parses args, taking flags before and after positional
-// arguments, as in "agent-runner next digest -n 3". It returns the exit
-// status to stop with, or -1 to go on: 0 after printing the help that
-// -h or --help requests, and exitUsage after an unknown or invalid flag,
-// with the usage on stderr.
 // validCount reports whether n, the value of -n, is at least 1, and
 // prints the problem otherwise.
 func validCount(n int, stderr io.Writer) bool {
@@ -297,6 +292,11 @@ func validCount(n int, stderr io.Writer) bool {
 	return true
 }
 
+// parseFlags parses args, taking flags before and after positional
+// arguments, as in "agent-runner next digest -n 3". It returns the exit
+// status to stop with, or -1 to go on: 0 after printing the help that
+// -h or --help requests, and exitUsage after an unknown or invalid flag,
+// with the usage on stderr.
 func parseFlags(fs *commandFlags, args []string) int {
 	if inspectFlags != nil {
 		inspectFlags(fs)

@@ -223,7 +223,9 @@ func (s *Server) timeline(job string) ([]runCell, string) {
 // "2026-06-01 08:00:00Z schedule: ok in 1.2s".
 func runTitle(run state.Run) string {
 	start := run.Start.UTC().Format("2006-01-02 15:04:05Z")
-	if run.Result == state.ResultRunning || run.Result == state.ResultSkipped {
+	if run.Result == state.ResultRunning || run.Result == state.ResultSkipped || (run.ExitCode < 0 && run.Duration == 0) {
+		// A crash hides how long a run lasted, and a run that never
+		// started has no length.
 		return fmt.Sprintf("%s %s: %s", start, run.Trigger, run.Result)
 	}
 	title := fmt.Sprintf("%s %s: %s in %s", start, run.Trigger, run.Result, roundDuration(run.Duration))
