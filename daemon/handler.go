@@ -1,10 +1,10 @@
 package daemon
 
 import (
-	"slices"
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
