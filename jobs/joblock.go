@@ -44,8 +44,9 @@ type lockError struct{ err error }
 func (e *lockError) Error() string { return e.err.Error() }
 func (e *lockError) Unwrap() error { return e.err }
 
-// errJobRemoved is the lock error of a run whose job a reload removed.
-var errJobRemoved = errors.New("the job was removed by a reload")
+// errJobRemoved is the error of a run whose job a reload removed, or
+// disabled for a scheduled run.
+var errJobRemoved = errors.New("the job was removed or disabled by a reload")
 
 // lockPollInterval is how often a run that waits for its job's lock tries
 // again.

@@ -698,3 +698,26 @@ func TestCatchUpAllBacklogSurvivesAReload(t *testing.T) {
 		}
 	}
 }
+
+func TestDisabledJobStopsItsCatchUpBacklog(t *testing.T) {
+	job := cronJob("often", "*/2 * * * * *")
+	job.CatchUp, job.MaxCatchUp = config.CatchUpAll, 10
+	h := newSchedHarness(t, t0, job)
+	h.start()
+	h.stop()
+
+	h.clock.Advance(13 * time.Second)
+	release := make(chan struct{})
+	h.startHeld(release)
+	defer h.stop()
+	h.expectRuns(1)
+	disabled := *job
+	disabled.Enabled = false
+	cfg := &config.Config{Runner: h.cfg.Runner, Jobs: []*config.Job{&disabled}}
+	h.runner.SetJobs(cfg)
+	if err := h.sched.Apply(cfg); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	h.expectNoRun()
+}

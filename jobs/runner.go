@@ -166,9 +166,9 @@ func (r *Runner) Run(ctx context.Context, req Request) (state.Run, error) {
 		return state.Run{}, fmt.Errorf("wait for a free run place: %w", err)
 	}
 	defer r.gate.release()
-	if r.job(job.Name) == nil {
-		// A reload removed the job while the run waited for its lock or
-		// for a place.
+	if current := r.job(job.Name); current == nil || (!current.Enabled && req.Trigger != state.TriggerManual) {
+		// A reload removed or disabled the job while the run waited for
+		// its lock or for a place, or while a catch-up ran its slots.
 		return state.Run{}, fmt.Errorf("run %s: %w", job.Name, errJobRemoved)
 	}
 

@@ -616,7 +616,7 @@ func (s *Scheduler) runOne(req Request) {
 	case ran(run):
 		// The runner logged that the run's final record failed to store.
 	case errors.Is(err, errJobRemoved):
-		s.log.Info("run dropped: a reload removed its job while it waited", "job", req.Job, "slot", req.Slot)
+		s.log.Info("run dropped: a reload removed or disabled its job while it waited", "job", req.Job, "slot", req.Slot)
 	case errors.Is(err, state.ErrSlotClaimed):
 		s.log.Warn("slot already claimed", "job", req.Job, "slot", req.Slot, "err", err)
 	default:

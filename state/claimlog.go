@@ -135,7 +135,14 @@ func (l *claimLog) reopen(logger *slog.Logger) (*claimLog, error) {
 // cannot be checked.
 func (l *claimLog) moved() bool {
 	info, err := os.Lstat(l.path)
-	return err != nil || !os.SameFile(info, l.info)
+	if err != nil || !os.SameFile(info, l.info) {
+		return true
+	}
+	// A second link, as a backup tool's cp -al makes, gets the log set
+	// aside unreplayed at the next open, so it counts as moved too: the
+	// log is recreated as a file of its own.
+	st, ok := info.Sys().(*syscall.Stat_t)
+	return ok && st.Nlink != 1
 }
 
 // setAsideIrregularLog moves a claim log that is not a regular file, such

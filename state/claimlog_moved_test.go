@@ -111,6 +111,11 @@ func TestMovedClaimLogRecreated(t *testing.T) {
 				t.Fatal(err)
 			}
 		},
+		"hard-linked": func(t *testing.T, logPath string) {
+			if err := os.Link(logPath, filepath.Join(filepath.Dir(logPath), "backup-link")); err != nil {
+				t.Fatal(err)
+			}
+		},
 		"symlink": func(t *testing.T, logPath string) {
 			if err := os.Remove(logPath); err != nil {
 				t.Fatal(err)
