@@ -25,9 +25,6 @@ const (
 	// replyTimeout bounds the wait for a daemon's answer, so a daemon
 	// that is stopped or wedged is reported instead of hanging the CLI.
 	replyTimeout = 30 * time.Second
-	// finalTimeout bounds the wait for a run's record after the client
-	// asked the run to stop; the daemon's grace periods fit well within.
-	finalTimeout = 2 * time.Minute
 	// denialReadTimeout bounds the read of a rejection after the request
 	// could not be written.
 	denialReadTimeout = time.Second
@@ -48,9 +45,11 @@ func RunJob(ctx context.Context, socket, name string, wait bool, output func(job
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() {
 		// Half-closing tells the daemon to stop the run while the
-		// connection stays open for the final record.
+		// connection stays open for the rest of the output and the final
+		// record. Their wait has no deadline, because a job's kill_grace
+		// may be long and this side may read slowly; a second Ctrl-C
+		// exits at once.
 		_ = conn.CloseWrite()
-		_ = conn.SetReadDeadline(time.Now().Add(finalTimeout))
 	})
 	defer stop()
 
@@ -70,9 +69,7 @@ func RunJob(ctx context.Context, socket, name string, wait bool, output func(job
 		}
 		switch {
 		case msg.Started != nil:
-			if ctx.Err() == nil {
-				_ = conn.SetReadDeadline(time.Time{})
-			}
+			_ = conn.SetReadDeadline(time.Time{})
 		case msg.Line != nil:
 			output(*msg.Line)
 		case msg.Run != nil:

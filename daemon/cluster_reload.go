@@ -36,12 +36,10 @@ func (n *clusterNode) reload() (string, error) {
 	next, err := config.Load(old.Path)
 	if err != nil {
 		n.log.Error("reload rejected: the running config stays", "config", old.Path, "err", err)
-		hash, hashErr := config.Fingerprint(old.Path)
+		hash := rejectedFingerprint(old.Path)
 		n.mu.Lock()
 		n.info.ReloadError, n.info.ReloadFailedAt = err.Error(), time.Now().UTC()
-		if hashErr == nil {
-			n.rejected(hash)
-		}
+		n.rejected(hash)
 		n.mu.Unlock()
 		return "", fmt.Errorf("reload rejected, the running config stays: %w", err)
 	}

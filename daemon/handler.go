@@ -151,11 +151,9 @@ func (h *handler) reload() (string, error) {
 	if err != nil {
 		h.log.Error("reload rejected: the running config stays", "config", old.Path, "err", err)
 		h.setReloadError(err)
-		if hash, hashErr := config.Fingerprint(old.Path); hashErr == nil {
-			h.mu.Lock()
-			h.rejected(hash)
-			h.mu.Unlock()
-		}
+		h.mu.Lock()
+		h.rejected(rejectedFingerprint(old.Path))
+		h.mu.Unlock()
 		h.notifyReload(alerts.EventReloadFailed, "config reload rejected: "+firstLine(err.Error()))
 		return "", fmt.Errorf("reload rejected, the running config stays: %w", err)
 	}

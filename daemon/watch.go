@@ -3,6 +3,7 @@ package daemon
 import (
 	"sync"
 
+	"github.com/agent-runner/agent-runner/config"
 	"github.com/agent-runner/agent-runner/control"
 )
 
@@ -75,3 +76,18 @@ func (w *watchState) reloaded() { w.rejectedHash = "" }
 
 // rejected records hash as the content of a rejected reload.
 func (w *watchState) rejected(hash string) { w.rejectedHash = hash }
+
+// unreadableFiles is the fingerprint recorded for config files that could not
+// be read when a reload was rejected. It matches no fingerprint, so files
+// that are readable again and match the running config clear the error.
+const unreadableFiles = "unreadable"
+
+// rejectedFingerprint returns the fingerprint of the config files at path
+// for a rejected reload, or unreadableFiles.
+func rejectedFingerprint(path string) string {
+	hash, err := config.Fingerprint(path)
+	if err != nil {
+		return unreadableFiles
+	}
+	return hash
+}

@@ -27,3 +27,13 @@ func TestWatchStateClearsARevertedEdit(t *testing.T) {
 		t.Errorf("compare of the rejected content after a revert = %v, want a reload", got)
 	}
 }
+
+func TestWatchStateClearsARevertAfterUnreadableFiles(t *testing.T) {
+	var w watchState
+	info := control.DaemonInfo{ConfigHash: "loaded", ReloadError: "read config: no such file or directory"}
+	// The file was moved away when the reload read it.
+	w.rejected(unreadableFiles)
+	if got := w.compare("loaded", &info); got != watchReverted || info.ReloadError != "" {
+		t.Errorf("compare = %v with error %q, want the file's return to clear it", got, info.ReloadError)
+	}
+}
