@@ -792,3 +792,45 @@ func lastLines(text string, n int) []string {
 	all := strings.Split(strings.TrimRight(text, "\n"), "\n")
 	return all[max(0, len(all)-n):]
 }
+
+func TestRunJobWaitsForAFreePlace(t *testing.T) {
+	// newProject's [runner] table takes the first line.
+	p := newProject(t, `max_concurrent = 1
+
+[jobs.long]
+command = ["sh", "-c", "touch started; while [ ! -e release ]; do sleep 0.05; done"]
+schedule = "0 0 1 1 *"
+
+[jobs.quick]
+command = ["echo", "quick"]
+schedule = "0 0 1 1 *"
+`)
+	d := p.startDaemon()
+	long := p.command("run-job", "long")
+	if err := long.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		writeFile(t, p.path("release"), "")
+		long.Wait()
+	}()
+	waitFor(t, "the long run to start", func() bool {
+		_, err := os.Stat(p.path("started"))
+		return err == nil
+	})
+	quick := p.command("run-job", "quick")
+	var stdout bytes.Buffer
+	var stderr lockedBuffer
+	quick.Stdout, quick.Stderr = &stdout, &stderr
+	if err := quick.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the waiting notice", func() bool {
+		return strings.Contains(stderr.String(), "waiting for a free run place")
+	})
+	writeFile(t, p.path("release"), "")
+	if err := quick.Wait(); err != nil || !strings.Contains(stdout.String(), "quick") {
+		t.Errorf("run-job while max_concurrent is full: %v, %q %q", err, stdout.String(), stderr.String())
+	}
+	d.stop()
+}

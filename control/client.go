@@ -68,6 +68,11 @@ func RunJob(ctx context.Context, socket, name string, wait bool, output func(job
 			return state.Run{}, err
 		}
 		switch {
+		case msg.Waiting:
+			// The daemon took the run, which may wait for a place as long
+			// as the runs ahead of it take.
+			_ = conn.SetReadDeadline(time.Time{})
+			output(jobs.Line{Stream: "stderr", Text: "agent-runner: waiting for a free run place (max_concurrent)"})
 		case msg.Started != nil:
 			_ = conn.SetReadDeadline(time.Time{})
 		case msg.Line != nil:

@@ -437,6 +437,7 @@ func (s *Server) runJob(conn *net.UnixConn, reader *bufio.Reader, out *encoder, 
 		Wait:    req.Wait,
 		Output:  queue.addLine,
 		Started: func(run state.Run) { queue.add(Message{Started: &run}) },
+		Waiting: func() { queue.add(Message{Waiting: true}) },
 	})
 	if err != nil {
 		queue.finish(Message{Error: errorMessage(err)})

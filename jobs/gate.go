@@ -32,8 +32,9 @@ func (g *gate) setLimit(limit int) {
 }
 
 // acquire waits for a place. key orders the waiters: the slot of a
-// scheduled run, the request time of any other.
-func (g *gate) acquire(ctx context.Context, key time.Time) error {
+// scheduled run, the request time of any other. onWait, when set, is
+// called once if there is no free place, before the wait.
+func (g *gate) acquire(ctx context.Context, key time.Time, onWait func()) error {
 	g.mu.Lock()
 	if g.limit <= 0 || (g.running < g.limit && len(g.waiting) == 0) {
 		g.running++
@@ -47,6 +48,9 @@ func (g *gate) acquire(ctx context.Context, key time.Time) error {
 	copy(g.waiting[i+1:], g.waiting[i:])
 	g.waiting[i] = w
 	g.mu.Unlock()
+	if onWait != nil {
+		onWait()
+	}
 
 	select {
 	case <-w.ready:

@@ -315,7 +315,7 @@ func TestOverlapReplaceStopsRunningRun(t *testing.T) {
 func TestGateGrantsInSlotOrder(t *testing.T) {
 	var g gate
 	g.setLimit(1)
-	if err := g.acquire(context.Background(), t0); err != nil {
+	if err := g.acquire(context.Background(), t0, nil); err != nil {
 		t.Fatal(err)
 	}
 	var mu sync.Mutex
@@ -325,7 +325,7 @@ func TestGateGrantsInSlotOrder(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			g.acquire(context.Background(), t0.Add(time.Duration(hour)*time.Hour))
+			g.acquire(context.Background(), t0.Add(time.Duration(hour)*time.Hour), nil)
 			mu.Lock()
 			order = append(order, hour)
 			mu.Unlock()
@@ -347,14 +347,14 @@ func TestGateGrantsInSlotOrder(t *testing.T) {
 func TestGateWaiterGivesUp(t *testing.T) {
 	var g gate
 	g.setLimit(1)
-	g.acquire(context.Background(), t0)
+	g.acquire(context.Background(), t0, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
-	if err := g.acquire(ctx, t0); !errors.Is(err, context.DeadlineExceeded) {
+	if err := g.acquire(ctx, t0, nil); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("acquire past its deadline = %v", err)
 	}
 	g.release()
-	if err := g.acquire(context.Background(), t0); err != nil {
+	if err := g.acquire(context.Background(), t0, nil); err != nil {
 		t.Errorf("acquire after release = %v", err)
 	}
 }

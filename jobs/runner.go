@@ -42,6 +42,9 @@ type Request struct {
 	// Started, when set, is called once the run is claimed and about to
 	// start.
 	Started func(state.Run)
+	// Waiting, when set, is called when the run waits for a free place
+	// under max_concurrent.
+	Waiting func()
 
 	// entered is when the scheduler's dispatcher woke to take the
 	// request; the run's lateness is counted up to it.
@@ -162,7 +165,7 @@ func (r *Runner) Run(ctx context.Context, req Request) (state.Run, error) {
 	if order.IsZero() {
 		order = r.now()
 	}
-	if err := r.gate.acquire(ctx, order); err != nil {
+	if err := r.gate.acquire(ctx, order, req.Waiting); err != nil {
 		return state.Run{}, fmt.Errorf("wait for a free run place: %w", err)
 	}
 	defer r.gate.release()
