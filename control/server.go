@@ -418,6 +418,10 @@ func (s *Server) runJob(conn *net.UnixConn, reader *bufio.Reader, out *encoder, 
 	}()
 	// The queue's writes wait for the client as long as it stays
 	// connected, and for writeTimeout once the daemon stops.
+	//
+	// NOTE: a client that lags further behind than that when the daemon
+	// stops loses the rest of the output and the final record, and exits
+	// 125 instead of 130.
 	_ = conn.SetWriteDeadline(time.Time{})
 	stopBound := context.AfterFunc(s.ctx, func() { _ = conn.SetWriteDeadline(time.Now().Add(writeTimeout)) })
 	defer stopBound()
