@@ -43,15 +43,34 @@ func sharedReaper(t *testing.T) *process.Reaper {
 }
 
 func testLogger(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	w := &testWriter{t: t}
+	t.Cleanup(w.close)
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-type testWriter struct{ t *testing.T }
+// testWriter logs through t until the test ends. gocron's executor can
+// still log while it stops after a test has ended, and a t.Log then is a
+// data race in package testing.
+type testWriter struct {
+	mu     sync.Mutex
+	t      *testing.T
+	closed bool
+}
 
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(string(p))
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.closed {
+		w.t.Helper()
+		w.t.Log(string(p))
+	}
 	return len(p), nil
+}
+
+func (w *testWriter) close() {
+	w.mu.Lock()
+	w.closed = true
+	w.mu.Unlock()
 }
 
 func openStore(t *testing.T, dir string) *state.Store {
