@@ -169,9 +169,10 @@ func (r *Runner) Run(ctx context.Context, req Request) (state.Run, error) {
 		return state.Run{}, fmt.Errorf("wait for a free run place: %w", err)
 	}
 	defer r.gate.release()
-	if current := r.job(job.Name); current == nil || (!current.Enabled && req.Trigger != state.TriggerManual) {
-		// A reload removed or disabled the job while the run waited for
-		// its lock or for a place, or while a catch-up ran its slots.
+	if current := r.job(job.Name); current == nil || (!current.Enabled && retriable(req.Trigger)) {
+		// A reload removed the job, or disabled a scheduled one, while the
+		// run waited for its lock or for a place, or while a catch-up ran
+		// its slots. Manual and chained runs of a disabled job go ahead.
 		return state.Run{}, fmt.Errorf("run %s: %w", job.Name, errJobRemoved)
 	}
 
