@@ -61,7 +61,8 @@ type Message struct {
 	Line *jobs.Line `json:"line,omitempty"`
 	// Started says the daemon claimed the run and starts it now.
 	Started *state.Run `json:"started,omitempty"`
-	// Waiting says the run waits for a free place under max_concurrent.
+	// Waiting reports that the run waits for a free place under
+	// max_concurrent.
 	Waiting bool       `json:"waiting,omitempty"`
 	Run     *state.Run `json:"run,omitempty"`
 	// OutputDropped counts the output lines of Run that the client read

@@ -238,9 +238,8 @@ func (r *Runner) admit(name string) (*config.Job, error) {
 	return job, nil
 }
 
-// lockBroken reports whether err, from taking a job's lock, says that the
-// lock file cannot be used, rather than that a run holds it or the run
-// was stopped.
+// lockBroken reports whether err, from taking a job's lock, is a failure
+// of the lock file itself, rather than a run holding the lock or a stop.
 func lockBroken(err error) bool {
 	var broken *lockError
 	return errors.As(err, &broken)
