@@ -62,7 +62,10 @@ func (s *Store) Jobs() ([]JobState, error) {
 		return tx.Bucket(bucketJobs).ForEach(func(key, value []byte) error {
 			var state JobState
 			if err := unmarshalJob(value, &state); err != nil {
-				return fmt.Errorf("decode job %s: %w", key, err)
+				// A read-only store is not repaired, and the daemon's next
+				// start drops the record (see dropDamagedJobs).
+				s.writer.log.Warn("skipped damaged job record", "job", string(key), "err", err)
+				return nil
 			}
 			states = append(states, state)
 			return nil

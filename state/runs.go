@@ -232,7 +232,10 @@ func (s *Store) Runs(name string, limit int) ([]Run, error) {
 			}
 			run, err := decodeRun(key, value)
 			if err != nil {
-				return err
+				// One damaged record must not hide the rest of the
+				// history; pruning removes it in time.
+				s.writer.log.Warn("skipped damaged run record", "job", name, "err", err)
+				continue
 			}
 			runs = append(runs, run)
 		}

@@ -64,7 +64,9 @@ type Store struct {
 // A file that fails bbolt's format checks, or lacks the store's layout, is
 // logged at ERROR, moved to PATH.corrupt-<UTC timestamp> and replaced with a
 // fresh store, and Recovered returns the path it was moved to. A zero-length
-// file is initialized in place, since it contains nothing to keep. Errors
+// file is initialized in place, since it contains nothing to keep. Job
+// records that do not decode are dropped after a copy of the store is
+// saved the same way (see dropDamagedJobs). Errors
 // unrelated to the file's contents, such as permission denied or ErrLocked,
 // are returned and never move the file.
 //
@@ -130,6 +132,12 @@ func openReadWrite(path string, opts Options) (*bolt.DB, string, error) {
 		if err := discardClaimLog(path+claimLogSuffix, opts.Logger); err != nil {
 			_ = db.Close()
 			return nil, "", fmt.Errorf("open state store %s: %w", path, err)
+		}
+	}
+	if err == nil {
+		if err := dropDamagedJobs(db, path, opts.Logger); err != nil {
+			_ = db.Close()
+			return nil, "", err
 		}
 	}
 	if !errors.Is(err, ErrCorrupt) {

@@ -1,0 +1,152 @@
+package state
+
+import (
+	"bytes"
+	"log/slog"
+	"os"
+	"slices"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// damageRecords overwrites in place the first byte of every record in
+// the store file that starts with prefix, as a flipped bit would, leaving
+// bbolt's pages valid.
+func damageRecords(t *testing.T, path string, prefix string) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := 0
+	for i := bytes.Index(data, []byte(prefix)); i >= 0; {
+		data[i] = 'X'
+		count++
+		next := bytes.Index(data[i:], []byte(prefix))
+		if next < 0 {
+			break
+		}
+		i += next
+	}
+	if count == 0 {
+		t.Fatalf("no record starts with %s in %s", prefix, path)
+	}
+	writeFile(t, path, data)
+}
+
+func TestOpenDropsDamagedJobRecord(t *testing.T) {
+	path := tempStorePath(t)
+	store, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"damaged", "kept"} {
+		claimFinished(t, store, name, slotAt(1), ResultOK)
+	}
+	if err := store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	damageRecords(t, path, `{"name":"damaged"`)
+
+	recorder, logger := newLogRecorder()
+	store = openTestStore(t, path, Options{Logger: logger})
+	if _, err := store.RecoverInterrupted(time.Now(), nil); err != nil {
+		t.Fatalf("RecoverInterrupted after the repair: %v", err)
+	}
+	jobs, err := store.Jobs()
+	if err != nil {
+		t.Fatalf("Jobs: %v", err)
+	}
+	var names []string
+	for _, job := range jobs {
+		names = append(names, job.Name)
+	}
+	if !slices.Equal(names, []string{"kept"}) {
+		t.Errorf("jobs after the repair %v, want [kept]", names)
+	}
+	if runs, err := store.Runs("damaged", 0); err != nil || len(runs) != 1 {
+		t.Errorf("history of the dropped job = %v, %v, want its one run", runs, err)
+	}
+	if _, err := store.EnsureJob("damaged", time.Now()); err != nil {
+		t.Errorf("EnsureJob of the dropped job: %v", err)
+	}
+
+	attrs, ok := recorder.find(slog.LevelError)
+	if !ok || attrs["job"] != "damaged" {
+		t.Fatalf("error log %v, want one naming job damaged", attrs)
+	}
+	copies := corruptCopies(t, path)
+	if len(copies) != 1 || attrs["copy"] != copies[0] {
+		t.Fatalf("copies %v, logged copy %q, want the one copy logged", copies, attrs["copy"])
+	}
+	checkCopyHasJob(t, copies[0], "damaged")
+}
+
+// checkCopyHasJob checks that the copy saved before a repair still holds
+// the damaged record of job name.
+func checkCopyHasJob(t *testing.T, path, name string) {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
+	if err != nil {
+		t.Fatalf("open the copy: %v", err)
+	}
+	defer db.Close()
+	err = db.View(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketJobs).Get([]byte(name)) == nil {
+			t.Errorf("the copy lacks the record of job %s", name)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestOpenKeepsIntactStore(t *testing.T) {
+	path := tempStorePath(t)
+	store, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	claimFinished(t, store, "kept", slotAt(1), ResultOK)
+	if err := store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	openTestStore(t, path, Options{})
+	if copies := corruptCopies(t, path); len(copies) != 0 {
+		t.Errorf("an intact store was copied: %v", copies)
+	}
+}
+
+func TestRunsSkipsDamagedRecord(t *testing.T) {
+	path := tempStorePath(t)
+	store, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		claimFinished(t, store, "backup", slotAt(i+1), ResultOK)
+	}
+	if err := store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	damageRecords(t, path, `{"id":"2",`)
+
+	store = openTestStore(t, path, Options{})
+	runs, err := store.Runs("backup", 0)
+	if err != nil {
+		t.Fatalf("Runs with one damaged record: %v", err)
+	}
+	var ids []string
+	for _, run := range runs {
+		ids = append(ids, run.ID)
+	}
+	if !slices.Equal(ids, []string{"3", "1"}) {
+		t.Errorf("run IDs %v, want [3 1]", ids)
+	}
+	if _, _, err := store.Run("backup", "2"); err == nil {
+		t.Error("Run of the damaged record gave no error")
+	}
+}
