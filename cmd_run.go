@@ -29,6 +29,9 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "agent-runner: %v\n", err)
 		return exitUsage
 	}
+	// Libraries that log through the log package or the default slog
+	// logger then write in the daemon's format and to its destination.
+	slog.SetDefault(log)
 	cfg, ok := loadConfig(*configPath, stderr)
 	if !ok {
 		return exitFailure

@@ -312,3 +312,24 @@ func daemonMarkerOf(t *testing.T, pid string) string {
 	})
 	return marker
 }
+
+func TestJSONLogHasOnlyJSONLines(t *testing.T) {
+	p := newProject(t, fmt.Sprintf(`[listeners.bot]
+kind = "discord"
+token = { file = "token" }
+gateway_url = "ws://127.0.0.1:%d"
+`, freePort(t)))
+	if err := os.WriteFile(p.path("token"), []byte("fake-token-123\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := p.startProcess("--log-format", "json")
+	d.waitLog("scheduler started")
+	waitFor(t, "bot to fail a connect", func() bool { return p.listener("bot").LastError != "" })
+	d.stop()
+
+	for _, line := range strings.Split(strings.TrimSpace(d.log()), "\n") {
+		if !json.Valid([]byte(line)) {
+			t.Errorf("log line is not JSON: %q", line)
+		}
+	}
+}

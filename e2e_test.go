@@ -118,10 +118,11 @@ func (p *project) startDaemon() *daemonProc {
 	return d
 }
 
-// startProcess starts `agent-runner run` and returns without waiting.
-func (p *project) startProcess() *daemonProc {
+// startProcess starts `agent-runner run` with the options in args and
+// returns without waiting.
+func (p *project) startProcess(args ...string) *daemonProc {
 	p.t.Helper()
-	d := &daemonProc{p: p, cmd: p.command("run"), done: make(chan struct{})}
+	d := &daemonProc{p: p, cmd: p.command(append([]string{"run"}, args...)...), done: make(chan struct{})}
 	stderr, err := d.cmd.StderrPipe()
 	if err != nil {
 		p.t.Fatal(err)

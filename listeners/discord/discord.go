@@ -168,6 +168,15 @@ func (l *Listener) resolveGateway(ctx context.Context) (string, error) {
 	return parseGatewayURL(gateway.URL)
 }
 
+// discordgo writes its own log lines through the standard log package,
+// in a format of its own. They repeat what this package logs about the
+// same errors, so they go to the default slog logger at debug level.
+func init() {
+	discordgo.Logger = func(level, _ int, format string, args ...any) {
+		slog.Debug(fmt.Sprintf(format, args...), "source", "discordgo", "discordgo_level", level)
+	}
+}
+
 // newSession returns a discordgo session whose HTTP requests go through
 // transport, with reconnects and state tracking turned off.
 func (l *Listener) newSession(transport *apiTransport) *discordgo.Session {
