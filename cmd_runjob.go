@@ -110,6 +110,9 @@ func interruptContext(stderr io.Writer) (context.Context, func()) {
 // write, so list works during the run.
 func runInProcess(ctx context.Context, cfg *config.Config, name string, wait bool, output func(jobs.Line), stderr io.Writer) (state.Run, error) {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	if err := recoverRuns(cfg, log); err != nil {
+		return state.Run{}, err
+	}
 	next, err := offlineNext(cfg, name, log)
 	if err != nil {
 		return state.Run{}, err
@@ -128,6 +131,19 @@ func runInProcess(ctx context.Context, cfg *config.Config, name string, wait boo
 	// The summary line that cmdRunJob prints reports the result.
 	runner.SetResultLogger(slog.New(slog.DiscardHandler))
 	return runner.Run(ctx, jobs.Request{Job: name, Trigger: state.TriggerManual, Next: next, Wait: wait, Output: output})
+}
+
+// recoverRuns does what a daemon start does to runs that a killed daemon
+// or CLI left recorded as running: it stops their processes and marks
+// them interrupted. Without it, a run by hand right after a kill -9 of the
+// daemon would start beside that daemon's run of the same job.
+func recoverRuns(cfg *config.Config, log *slog.Logger) error {
+	store, err := openStoreOffline(cfg, false, log)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	return daemon.RecoverRuns(cfg, store, false, time.Now(), log)
 }
 
 // handoffRecorder records an in-process run in the store, and hands the

@@ -835,3 +835,38 @@ schedule = "0 0 1 1 *"
 	}
 	d.stop()
 }
+
+func TestRunByHandStopsKilledDaemonsRun(t *testing.T) {
+	p := newProject(t, `[jobs.long]
+command = ["sh", "-c", "echo $$ >> pids; [ $(wc -l < pids) -gt 1 ] || exec sleep 300"]
+schedule = "0 0 1 1 *"
+`)
+	t.Cleanup(func() { killPids(t, p.path("pids")) })
+	d := p.startDaemon()
+	client := p.command("run-job", "long")
+	if err := client.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the first run", func() bool { return len(lines(t, p.path("pids"))) == 1 })
+	first := lines(t, p.path("pids"))[0]
+	d.kill()
+	_ = client.Wait()
+	if !running(first) {
+		t.Fatalf("the first run's process %s died with the daemon; this test needs it to outlive it", first)
+	}
+
+	res := p.run("run-job", "long")
+	if res.code != 0 {
+		t.Fatalf("run-job after the kill = %d %q", res.code, res.stderr)
+	}
+	if running(first) {
+		t.Errorf("the killed daemon's run %s still runs after a run by hand", first)
+	}
+	if !strings.Contains(res.stderr, "interrupted") {
+		t.Errorf("run-job stderr %q, want the interrupted run reported", res.stderr)
+	}
+	runs := p.run("runs", "long")
+	if !strings.Contains(runs.stdout, "interrupted") {
+		t.Errorf("runs after the kill:\n%s\nwant the first run interrupted", runs.stdout)
+	}
+}

@@ -276,23 +276,37 @@ func openStore(ctx context.Context, cfg *config.Config, log *slog.Logger, now ti
 		log.Error("state store was corrupt: moved it aside and started a new one; schedule positions and history are reset",
 			"path", path, "moved_to", moved)
 	}
-	// A CLI may be running a job by hand right now; its run lock says so,
-	// and that run is left alone.
-	busy := func(job string) bool { return jobs.LockHeld(cfg.Runner.StateDir, job) }
 	daemonLeft := markRunning(cfg.Runner.StateDir, log)
-	if err := stopLeftovers(cfg, store, daemonLeft, busy, log); err != nil {
+	if err := RecoverRuns(cfg, store, daemonLeft, now, log); err != nil {
 		store.Close()
 		return nil, err
 	}
+	return store, nil
+}
+
+// RecoverRuns stops what the runs still recorded as running left behind
+// and marks those runs interrupted. A daemon start calls it, and so does a
+// run by hand without a daemon, so that no run of a job overlaps one that
+// a killed daemon started. A run whose job's run lock is held is left
+// alone, because a CLI is running it by hand right now.
+func RecoverRuns(cfg *config.Config, store *state.Store, daemonLeft bool, now time.Time, log *slog.Logger) error {
+	busy := func(job string) bool { return jobs.LockHeld(cfg.Runner.StateDir, job) }
+	if err := stopLeftovers(cfg, store, daemonLeft, busy, log); err != nil {
+		return err
+	}
 	interrupted, err := store.RecoverInterrupted(now, busy)
 	if err != nil {
-		store.Close()
-		return nil, fmt.Errorf("recover interrupted runs: %w", err)
+		return fmt.Errorf("recover interrupted runs: %w", err)
 	}
 	for _, r := range interrupted {
-		log.Warn("run was interrupted by a previous stop", "job", r.Job, "run", r.ID, "slot", r.Slot)
+		attrs := []any{"job", r.Job, "run", r.ID}
+		// A run by hand has no slot.
+		if !r.Slot.IsZero() {
+			attrs = append(attrs, "slot", r.Slot)
+		}
+		log.Warn("run was interrupted by a previous stop", attrs...)
 	}
-	return store, nil
+	return nil
 }
 
 // stopLeftovers kills what runs still recorded as running, and a previous
