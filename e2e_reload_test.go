@@ -198,3 +198,31 @@ func TestWatchAfterAManualReload(t *testing.T) {
 	})
 	d.stop()
 }
+
+func TestReloadNamesJobThatCannotRun(t *testing.T) {
+	p := newProject(t, `[jobs.kept]
+command = ["true"]
+every = "1h"
+`)
+	d := p.startDaemon()
+	p.write(`[jobs.kept]
+command = ["true"]
+every = "1h"
+
+[jobs.needs-env]
+command = ["true"]
+every = "1h"
+env = { TOKEN = { env = "AGENT_RUNNER_TEST_UNSET_VARIABLE" } }
+`)
+	res := p.run("reload")
+	if res.code != 0 {
+		t.Fatalf("reload exit %d: %s", res.code, res.stderr)
+	}
+	if !strings.Contains(res.stdout, "cannot run on this machine") {
+		t.Errorf("reload output %q does not say that a job cannot run", res.stdout)
+	}
+	if !strings.Contains(res.stdout, "jobs.needs-env.env.TOKEN") {
+		t.Errorf("reload output %q does not name the key of the problem", res.stdout)
+	}
+	d.stop()
+}

@@ -175,7 +175,25 @@ func (h *handler) reload() (string, error) {
 	summary := fmt.Sprintf("%s; %s%s", jobChanges(old, next), changes, restartNote(restartOnly))
 	h.log.Info("config reloaded", "changes", summary, "hash", next.Hash[:12])
 	h.notifyReload(alerts.EventRecovered, "config reloaded")
-	return summary, schedErr
+	return summary + problemNote(next), schedErr
+}
+
+// problemNote lists, for the reply to a reload, what the new config has
+// that cannot run on this machine. The daemon logs each problem too, but
+// whoever reloads by hand reads the reply, not the log.
+func problemNote(cfg *config.Config) string {
+	problems := cfg.Problems()
+	if len(problems) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString("\ncannot run on this machine:")
+	for _, problem := range problems {
+		for line := range strings.SplitSeq(problem.Error(), "\n") {
+			b.WriteString("\n  " + line)
+		}
+	}
+	return b.String()
 }
 
 func (h *handler) notifyReload(event, summary string) {
