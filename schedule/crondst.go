@@ -40,15 +40,23 @@ func (c cronSchedule) Next(t time.Time) time.Time {
 	return time.Time{}
 }
 
-// starBit is robfig/cron's mark for a field written as "*".
+// starBit is robfig/cron's mark for a field written as "*". robfig/cron
+// v3.0.1 sets it for "*" and "*/1" but not for a step above 1, so "*/2"
+// follows the fixed-time rules.
 const starBit = 1 << 63
+
+// everyHour reports whether the hour field is "*". Such a job runs at each
+// wall-clock time that exists, as in classic cron, so no slot moves out of
+// a spring-forward gap and none counts as a fall-back repeat.
+func (c cronSchedule) everyHour() bool {
+	return c.spec.Hour&starBit != 0
+}
 
 // isRepeat reports whether the wall-clock time of n already occurred
 // earlier the same night, which happens only after a fall-back change.
-// A job whose hour is "*" runs every real hour, as in classic cron, so
-// none of its slots is a repeat.
+// No slot of an everyHour job is a repeat.
 func (c cronSchedule) isRepeat(n time.Time) bool {
-	if c.spec.Hour&starBit != 0 {
+	if c.everyHour() {
 		return false
 	}
 	loc := c.spec.Location
@@ -69,8 +77,11 @@ func wallEqual(a, b time.Time) bool {
 // gapSlot returns the moment of a spring-forward change between t and
 // next when the expression matches a wall-clock time that the change
 // skipped. It looks at one day at a time, since a long wait between slots
-// can cross both of a year's changes.
+// can cross both of a year's changes. An everyHour job never has one.
 func (c cronSchedule) gapSlot(t, next time.Time) (time.Time, bool) {
+	if c.everyHour() {
+		return time.Time{}, false
+	}
 	loc := c.spec.Location
 	for from := t; from.Before(next); from = from.Add(24 * time.Hour) {
 		to := from.Add(24 * time.Hour)
@@ -116,7 +127,7 @@ func findChange(from, to time.Time, loc *time.Location) time.Time {
 func (c cronSchedule) note(slot time.Time) string {
 	prev := slot.Add(-time.Second)
 	if c.spec.Next(prev).Equal(slot) {
-		if c.spec.Hour&starBit == 0 && c.repeatsLater(slot) {
+		if !c.everyHour() && c.repeatsLater(slot) {
 			return "this wall-clock time repeats at a DST change; it runs once, now"
 		}
 		return ""

@@ -79,6 +79,43 @@ func TestCronDST(t *testing.T) {
 			want: []string{"2026-03-29 00:00", "2026-03-29 01:00", "2026-03-29 02:00"},
 		},
 		{
+			// 02:15 does not exist on 2026-03-08 in New York. An hourly
+			// job runs at the next real hour, 03:15 EDT, with no extra
+			// run at the change.
+			name: "hourly job at minute 15 skips the gap",
+			zone: "America/New_York", expr: "15 * * * *",
+			from: time.Date(2026, 3, 8, 5, 0, 0, 0, time.UTC),
+			want: []string{"2026-03-08 05:15", "2026-03-08 06:15", "2026-03-08 07:15", "2026-03-08 08:15"},
+		},
+		{
+			name: "hourly job at minute 59 skips the gap",
+			zone: "America/New_York", expr: "59 * * * *",
+			from: time.Date(2026, 3, 8, 5, 30, 0, 0, time.UTC),
+			want: []string{"2026-03-08 05:59", "2026-03-08 06:59", "2026-03-08 07:59"},
+		},
+		{
+			// 01:15 happens at 05:15Z (EDT) and at 06:15Z (EST).
+			name: "hourly job at minute 15 keeps the repeat",
+			zone: "America/New_York", expr: "15 * * * *",
+			from: time.Date(2026, 11, 1, 4, 0, 0, 0, time.UTC),
+			want: []string{"2026-11-01 04:15", "2026-11-01 05:15", "2026-11-01 06:15", "2026-11-01 07:15"},
+		},
+		{
+			// robfig/cron clears the "*" mark of a stepped hour field, so
+			// "*/2" follows the fixed-time rules and 02:15 runs at 03:00 EDT.
+			name: "stepped hour job moves out of the gap",
+			zone: "America/New_York", expr: "15 */2 * * *",
+			from: time.Date(2026, 3, 8, 5, 30, 0, 0, time.UTC),
+			want: []string{"2026-03-08 07:00", "2026-03-08 08:15"},
+		},
+		{
+			// Berlin repeats 02:00-02:59 on 2027-10-31, and 02:30 runs once.
+			name: "stepped hour job runs a repeat once",
+			zone: "Europe/Berlin", expr: "30 */2 * * *",
+			from: time.Date(2027, 10, 30, 23, 0, 0, 0, time.UTC),
+			want: []string{"2027-10-31 00:30", "2027-10-31 03:30"},
+		},
+		{
 			name: "yearly gap date crossing both changes",
 			zone: "America/New_York", expr: "30 2 8 3 *",
 			from: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
