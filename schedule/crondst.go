@@ -25,7 +25,7 @@ const maxShift = 3 * time.Hour
 func (c cronSchedule) Next(t time.Time) time.Time {
 	// Each pass skips one repeated time; a few cover any real zone.
 	for range 8 {
-		next := c.spec.Next(t)
+		next := c.wallNext(t)
 		if next.IsZero() {
 			return next
 		}
@@ -38,6 +38,39 @@ func (c cronSchedule) Next(t time.Time) time.Time {
 		t = next
 	}
 	return time.Time{}
+}
+
+// wallNext returns the first instant after t whose wall-clock time in the
+// spec's zone matches the expression, so a repeated time matches twice and
+// a skipped one never. robfig/cron v3.0.1 finds the hour by adding real
+// hours, which keeps the minute only while the offset changes by whole
+// hours. Across a 30-minute change it lands at minute 30, and its minute
+// search then runs past the matching hour and drops that day's slot. So
+// each stretch of constant offset is searched under a fixed zone, where
+// real and wall-clock hours agree.
+func (c cronSchedule) wallNext(t time.Time) time.Time {
+	loc := c.spec.Location
+	if loc == time.Local {
+		// robfig/cron reads a Local schedule in t's own zone.
+		loc = t.Location()
+	}
+	yearLimit := t.In(loc).Year() + 5
+	from, at := t, t
+	for {
+		_, offset := at.In(loc).Zone()
+		_, end := at.In(loc).ZoneBounds()
+		fixed := *c.spec
+		fixed.Location = time.FixedZone("", offset)
+		next := fixed.Next(from)
+		if next.IsZero() || next.In(loc).Year() > yearLimit {
+			return time.Time{}
+		}
+		if end.IsZero() || next.Before(end) {
+			return next.In(t.Location())
+		}
+		// Search the next stretch from its first second on.
+		from, at = end.Add(-time.Second), end
+	}
 }
 
 // starBit is robfig/cron's mark for a field written as "*". robfig/cron
@@ -126,7 +159,7 @@ func findChange(from, to time.Time, loc *time.Location) time.Time {
 // note explains a slot that daylight saving rules moved or merged.
 func (c cronSchedule) note(slot time.Time) string {
 	prev := slot.Add(-time.Second)
-	if c.spec.Next(prev).Equal(slot) {
+	if c.wallNext(prev).Equal(slot) {
 		if !c.everyHour() && c.repeatsLater(slot) {
 			return "this wall-clock time repeats at a DST change; it runs once, now"
 		}

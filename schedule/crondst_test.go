@@ -116,6 +116,133 @@ func TestCronDST(t *testing.T) {
 			want: []string{"2027-10-31 00:30", "2027-10-31 03:30"},
 		},
 		{
+			// Lord Howe falls back 30 minutes at 02:00 +11 on 2027-04-04
+			// (15:00Z on 04-03), so 01:30-01:59 repeats and 02:00 +1030
+			// happens once, at 15:30Z.
+			name: "Lord Howe fall-back keeps 02:00",
+			zone: "Australia/Lord_Howe", expr: "0 2 * * *",
+			from: time.Date(2027, 4, 2, 12, 0, 0, 0, time.UTC),
+			want: []string{"2027-04-02 15:00", "2027-04-03 15:30", "2027-04-04 15:30"},
+		},
+		{
+			name: "Lord Howe fall-back keeps 02:15",
+			zone: "Australia/Lord_Howe", expr: "15 2 * * *",
+			from: time.Date(2027, 4, 2, 12, 0, 0, 0, time.UTC),
+			want: []string{"2027-04-02 15:15", "2027-04-03 15:45", "2027-04-04 15:45"},
+		},
+		{
+			name: "Lord Howe fall-back keeps 02:59",
+			zone: "Australia/Lord_Howe", expr: "59 2 * * *",
+			from: time.Date(2027, 4, 2, 12, 0, 0, 0, time.UTC),
+			want: []string{"2027-04-02 15:59", "2027-04-03 16:29", "2027-04-04 16:29"},
+		},
+		{
+			name: "Lord Howe fall-back keeps 03:00",
+			zone: "Australia/Lord_Howe", expr: "0 3 * * *",
+			from: time.Date(2027, 4, 2, 12, 0, 0, 0, time.UTC),
+			want: []string{"2027-04-02 16:00", "2027-04-03 16:30", "2027-04-04 16:30"},
+		},
+		{
+			// 01:45 happens at 14:45Z (+11) and at 15:15Z (+1030).
+			name: "Lord Howe fall-back repeat runs once",
+			zone: "Australia/Lord_Howe", expr: "45 1 * * *",
+			from: time.Date(2027, 4, 2, 12, 0, 0, 0, time.UTC),
+			want: []string{"2027-04-02 14:45", "2027-04-03 14:45", "2027-04-04 15:15"},
+		},
+		{
+			name: "Lord Howe hourly job across fall-back",
+			zone: "Australia/Lord_Howe", expr: "45 * * * *",
+			from: time.Date(2027, 4, 3, 13, 30, 0, 0, time.UTC),
+			want: []string{"2027-04-03 13:45", "2027-04-03 14:45", "2027-04-03 15:15", "2027-04-03 16:15"},
+		},
+		{
+			name: "Lord Howe stepped hours across fall-back",
+			zone: "Australia/Lord_Howe", expr: "0 */2 * * *",
+			from: time.Date(2027, 4, 3, 12, 0, 0, 0, time.UTC),
+			want: []string{"2027-04-03 13:00", "2027-04-03 15:30", "2027-04-03 17:30"},
+		},
+		{
+			// Lord Howe springs forward 30 minutes at 02:00 +1030 on
+			// 2027-10-03 (15:30Z on 10-02), so 02:00-02:29 is skipped.
+			name: "Lord Howe spring-forward keeps 03:00",
+			zone: "Australia/Lord_Howe", expr: "0 3 * * *",
+			from: time.Date(2027, 10, 1, 12, 0, 0, 0, time.UTC),
+			want: []string{"2027-10-01 16:30", "2027-10-02 16:00", "2027-10-03 16:00"},
+		},
+		{
+			name: "Lord Howe spring gap runs after the change",
+			zone: "Australia/Lord_Howe", expr: "15 2 * * *",
+			from: time.Date(2027, 10, 1, 12, 0, 0, 0, time.UTC),
+			want: []string{"2027-10-01 15:45", "2027-10-02 15:30", "2027-10-03 15:15"},
+		},
+		{
+			name: "Lord Howe spring-forward keeps 02:45",
+			zone: "Australia/Lord_Howe", expr: "45 2 * * *",
+			from: time.Date(2027, 10, 1, 12, 0, 0, 0, time.UTC),
+			want: []string{"2027-10-01 16:15", "2027-10-02 15:45", "2027-10-03 15:45"},
+		},
+		{
+			// 02:15 +1030 is skipped, and the hourly job runs on at 03:15.
+			name: "Lord Howe hourly job across spring-forward",
+			zone: "Australia/Lord_Howe", expr: "15 * * * *",
+			from: time.Date(2027, 10, 2, 14, 0, 0, 0, time.UTC),
+			want: []string{"2027-10-02 14:45", "2027-10-02 16:15", "2027-10-02 17:15"},
+		},
+		{
+			// Caracas moved from -04 to -0430 at 03:00 on 2007-12-09.
+			name: "Caracas 30-minute fall-back keeps 03:00",
+			zone: "America/Caracas", expr: "0 3 * * *",
+			from: time.Date(2007, 12, 8, 0, 0, 0, 0, time.UTC),
+			want: []string{"2007-12-08 07:00", "2007-12-09 07:30", "2007-12-10 07:30"},
+		},
+		{
+			// Caracas moved from -0430 to -04 at 02:30 on 2016-05-01.
+			name: "Caracas 30-minute spring-forward keeps 03:00",
+			zone: "America/Caracas", expr: "0 3 * * *",
+			from: time.Date(2016, 4, 30, 0, 0, 0, 0, time.UTC),
+			want: []string{"2016-04-30 07:30", "2016-05-01 07:00", "2016-05-02 07:00"},
+		},
+		{
+			name: "Caracas 30-minute gap runs after the change",
+			zone: "America/Caracas", expr: "45 2 * * *",
+			from: time.Date(2016, 4, 30, 0, 0, 0, 0, time.UTC),
+			want: []string{"2016-04-30 07:15", "2016-05-01 07:00", "2016-05-02 06:45"},
+		},
+		{
+			// Pyongyang moved from +09 to +0830 at midnight on 2015-08-15,
+			// so 23:30-23:59 on 08-14 repeats.
+			name: "Pyongyang midnight fall-back keeps 01:00",
+			zone: "Asia/Pyongyang", expr: "0 1 * * *",
+			from: time.Date(2015, 8, 13, 0, 0, 0, 0, time.UTC),
+			want: []string{"2015-08-13 16:00", "2015-08-14 16:30", "2015-08-15 16:30"},
+		},
+		{
+			name: "Pyongyang midnight repeat runs once",
+			zone: "Asia/Pyongyang", expr: "45 23 * * *",
+			from: time.Date(2015, 8, 13, 12, 0, 0, 0, time.UTC),
+			want: []string{"2015-08-13 14:45", "2015-08-14 14:45", "2015-08-15 15:15"},
+		},
+		{
+			// Pyongyang moved from +0830 to +09 at 23:30 on 2018-05-04.
+			name: "Pyongyang late gap runs after the change",
+			zone: "Asia/Pyongyang", expr: "45 23 * * *",
+			from: time.Date(2018, 5, 3, 0, 0, 0, 0, time.UTC),
+			want: []string{"2018-05-03 15:15", "2018-05-04 15:00", "2018-05-05 14:45"},
+		},
+		{
+			name: "Pyongyang spring-forward keeps midnight",
+			zone: "Asia/Pyongyang", expr: "0 0 * * *",
+			from: time.Date(2018, 5, 3, 0, 0, 0, 0, time.UTC),
+			want: []string{"2018-05-03 15:30", "2018-05-04 15:00", "2018-05-05 15:00"},
+		},
+		{
+			// Troll springs forward two hours at 01:00 UTC on 2027-03-28.
+			name: "Troll two-hour gap runs after the change",
+			zone: "Antarctica/Troll", expr: "30 2 * * *",
+			from: time.Date(2027, 3, 27, 0, 0, 0, 0, time.UTC),
+			want: []string{"2027-03-27 02:30", "2027-03-28 01:00", "2027-03-29 00:30"},
+		},
+		{
 			name: "yearly gap date crossing both changes",
 			zone: "America/New_York", expr: "30 2 8 3 *",
 			from: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
