@@ -23,7 +23,8 @@ const maxShift = 3 * time.Hour
 
 // Next returns the first slot after t under the rules above.
 func (c cronSchedule) Next(t time.Time) time.Time {
-	// Each pass skips one repeated time; a few cover any real zone.
+	// Each pass skips all of one change's repeated times, so a few cover
+	// any real zone.
 	for range 8 {
 		next := c.wallNext(t)
 		if next.IsZero() {
@@ -35,9 +36,23 @@ func (c cronSchedule) Next(t time.Time) time.Time {
 		if !c.isRepeat(next) {
 			return next
 		}
-		t = next
+		t = repeatEnd(next, c.spec.Location)
 	}
 	return time.Time{}
+}
+
+// repeatEnd returns the last second of the fall-back repeat that contains
+// n, so that one pass of Next skips all of its slots, such as the sixty of
+// a job that runs every minute of the repeated hour.
+func repeatEnd(n time.Time, loc *time.Location) time.Time {
+	change, _ := n.In(loc).ZoneBounds()
+	_, offset := n.In(loc).Zone()
+	_, earlier := change.Add(-time.Second).In(loc).Zone()
+	end := change.Add(time.Duration(earlier-offset)*time.Second - time.Second)
+	if change.IsZero() || end.Before(n) {
+		return n
+	}
+	return end
 }
 
 // wallNext returns the first instant after t whose wall-clock time in the

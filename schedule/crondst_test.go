@@ -116,6 +116,26 @@ func TestCronDST(t *testing.T) {
 			want: []string{"2027-10-31 00:30", "2027-10-31 03:30"},
 		},
 		{
+			// Berlin repeats 02:00-02:59 on 2027-10-31, so the twelve
+			// repeated slots are skipped, and the next is on 11-01.
+			name: "every 5 minutes in a repeated hour",
+			zone: "Europe/Berlin", expr: "*/5 2 * * *",
+			from: time.Date(2027, 10, 31, 0, 50, 0, 0, time.UTC),
+			want: []string{"2027-10-31 00:55", "2027-11-01 01:00", "2027-11-01 01:05"},
+		},
+		{
+			name: "every minute in a repeated hour",
+			zone: "Europe/Berlin", expr: "* 2 * * *",
+			from: time.Date(2027, 10, 31, 0, 58, 0, 0, time.UTC),
+			want: []string{"2027-10-31 00:59", "2027-11-01 01:00"},
+		},
+		{
+			name: "every minute in Lord Howe's repeat",
+			zone: "Australia/Lord_Howe", expr: "* 1 * * *",
+			from: time.Date(2027, 4, 3, 14, 58, 0, 0, time.UTC),
+			want: []string{"2027-04-03 14:59", "2027-04-04 14:30"},
+		},
+		{
 			// Lord Howe falls back 30 minutes at 02:00 +11 on 2027-04-04
 			// (15:00Z on 04-03), so 01:30-01:59 repeats and 02:00 +1030
 			// happens once, at 15:30Z.
