@@ -71,11 +71,17 @@ func (l *Listener) Run(ctx context.Context, host listeners.Host) error {
 		}
 		go l.probe(ctx, host, stop)
 	}
+	budget := newOutputBudget(time.Now)
 	output := process.NewRedactor(l.cfg.Env).Lines(func(line process.Line) {
-		log.Info("output", "stream", line.Stream, "line", line.Text)
+		allowed, dropped := budget.take()
+		logDropped(log, dropped)
+		if allowed {
+			log.Info("output", "stream", line.Stream, "line", line.Text)
+		}
 	})
 	exit, err := l.reaper.Run(ctx, spec, output.Emit)
 	output.Flush()
+	logDropped(log, budget.flush())
 	switch {
 	case err != nil:
 		return err
