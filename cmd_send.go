@@ -6,12 +6,13 @@ import (
 	"os"
 	"strings"
 
+	"github.com/agent-runner/agent-runner/config"
 	"github.com/agent-runner/agent-runner/control"
 )
 
 func cmdSend(args []string, stdout, stderr io.Writer) int {
 	fs, configPath := newFlags("send", stdout, stderr)
-	target := fs.String("to", "", "where to post: a Twitch channel or a Discord channel ID; Bluesky ignores it")
+	target := fs.String("to", "", "where to post: a Twitch channel, by default the listener's only channel, or a Discord channel ID; Bluesky ignores it")
 	if code := parseFlags(fs, args); code >= 0 {
 		return code
 	}
@@ -29,13 +30,36 @@ func cmdSend(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "agent-runner: %v\n", err)
 		return exitUsage
 	}
-	name, err := control.Send(cfg.Runner.Socket, fs.Arg(0), *target, text)
+	to, err := sendTarget(cfg, fs.Arg(0), *target)
+	if err != nil {
+		fmt.Fprintf(stderr, "agent-runner: %v\n", err)
+		return exitUsage
+	}
+	name, err := control.Send(cfg.Runner.Socket, fs.Arg(0), to, text)
 	if err != nil {
 		fmt.Fprintf(stderr, "agent-runner: %v\n", err)
 		return exitFailure
 	}
 	fmt.Fprintf(stdout, "sent through %s\n", name)
 	return exitOK
+}
+
+// sendTarget returns to, or the default target of the listener when to is
+// empty. It rejects a missing --to that the listener needs here, because
+// the daemon could only fail the send. A listener that the config does not
+// define or has disabled is left to the daemon, which reports why it fails.
+func sendTarget(cfg *config.Config, listener, to string) (string, error) {
+	lc := cfg.ListenerFor(listener)
+	if to != "" || lc == nil || !lc.Enabled {
+		return to, nil
+	}
+	if target, ok := lc.DefaultTarget(); ok {
+		return target, nil
+	}
+	if lc.Kind == config.KindTwitch {
+		return "", fmt.Errorf("send through %s: missing --to: the listener joins %d channels, so pass --to CHANNEL with the one to post in", lc.Name, len(lc.Twitch.Channels))
+	}
+	return "", fmt.Errorf("send through %s: missing --to: pass --to CHANNEL_ID with the ID of the Discord channel to post in", lc.Name)
 }
 
 // maxSendBytes bounds text read from stdin; every platform's limit is far

@@ -9,8 +9,9 @@ type Post struct {
 	// Via names a listener, or a listener kind that exactly one listener
 	// has.
 	Via string
-	// To is the target: a Twitch channel or a Discord channel ID; a
-	// Bluesky post ignores it.
+	// To is the target: a Twitch channel or a Discord channel ID. Load
+	// sets it to the channel of a Twitch listener that joins only one,
+	// and a Bluesky post ignores it.
 	To string
 	// Text is posted as written when TextCommand is empty.
 	Text string
@@ -50,7 +51,9 @@ func (l *loader) decodePost(t table) *Post {
 }
 
 // checkPostTargets reports posts whose via matches no listener name and
-// no listener kind.
+// no listener kind. It fills in to for a post through a listener with a
+// default target and reports a missing to where there is none, because
+// such a post would fail on every run.
 func (l *loader) checkPostTargets(jobs []*Job, listeners []*Listener) {
 	var names, kinds []string
 	for _, lc := range listeners {
@@ -62,9 +65,75 @@ func (l *loader) checkPostTargets(jobs []*Job, listeners []*Listener) {
 		if post == nil || post.Via == "" {
 			continue
 		}
+		path := plan.path.child("post")
 		if !slices.Contains(names, post.Via) && !slices.Contains(kinds, post.Via) {
-			l.report(plan.path.child("post").child("via"),
+			l.report(path.child("via"),
 				"no listener is named %q or has that kind: add a [listeners.NAME] table or fix via", post.Via)
+			continue
+		}
+		if lc := findListener(listeners, post.Via); lc != nil && post.To == "" {
+			post.To = l.defaultPostTarget(path, lc)
 		}
 	}
+}
+
+// defaultPostTarget returns the target of a post through lc that sets no
+// to, and reports the post when lc has no default.
+func (l *loader) defaultPostTarget(path keyPath, lc *Listener) string {
+	target, ok := lc.DefaultTarget()
+	switch {
+	case ok:
+		return target
+	case lc.Kind == KindTwitch:
+		l.report(path, "missing to: listener %s joins %d channels, so set to = \"mychannel\" with the Twitch channel to post in", lc.Name, len(lc.Twitch.Channels))
+	default:
+		l.report(path, "missing to: listener %s posts to Discord, so set to = \"123456789012345678\" with the ID of the channel to post in", lc.Name)
+	}
+	return ""
+}
+
+// DefaultTarget returns the target of a post or a send through lc that
+// names none, and false when the caller must name one. A Twitch listener
+// that joins exactly one channel posts there. Discord needs a channel ID,
+// and a Bluesky post has no target.
+func (lc *Listener) DefaultTarget() (string, bool) {
+	switch lc.Kind {
+	case KindTwitch:
+		if lc.Twitch != nil && len(lc.Twitch.Channels) == 1 {
+			return lc.Twitch.Channels[0], true
+		}
+		return "", false
+	case KindDiscord:
+		return "", false
+	default:
+		return "", true
+	}
+}
+
+// ListenerFor returns the listener that a post or a send through
+// nameOrKind uses, or nil when the daemon would reject it. See
+// findListener.
+func (c *Config) ListenerFor(nameOrKind string) *Listener {
+	return findListener(c.Listeners, nameOrKind)
+}
+
+// findListener returns the listener named nameOrKind, or else the only
+// enabled listener of that kind, as the daemon picks it. It returns nil
+// when no listener or several match.
+func findListener(listeners []*Listener, nameOrKind string) *Listener {
+	var match *Listener
+	count := 0
+	for _, lc := range listeners {
+		if lc.Name == nameOrKind {
+			return lc
+		}
+		if lc.Kind == nameOrKind && lc.Enabled {
+			match = lc
+			count++
+		}
+	}
+	if count != 1 {
+		return nil
+	}
+	return match
 }
