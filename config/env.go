@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"regexp"
 	"strings"
@@ -12,10 +13,12 @@ var envNamePattern = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 // runner itself, such as AGENT_RUNNER_CONFIG.
 const reservedEnvPrefix = "AGENT_RUNNER_"
 
-// checkEnvName returns an error when name cannot be given to a job.
+// checkEnvName returns an error when name cannot be given to a job. An
+// invalid name is left out of the error, because it may be a secret
+// pasted where a name belongs.
 func checkEnvName(name string) error {
 	if !envNamePattern.MatchString(name) {
-		return fmt.Errorf(`invalid environment variable name %q: use letters, digits and "_", not starting with a digit`, name)
+		return errors.New(`invalid environment variable name: use letters, digits and "_", not starting with a digit`)
 	}
 	if strings.HasPrefix(name, reservedEnvPrefix) {
 		return fmt.Errorf("environment variable name %q is reserved: names starting with %s belong to the runner, so pick another name", name, reservedEnvPrefix)
@@ -26,7 +29,7 @@ func checkEnvName(name string) error {
 func (l *loader) checkEnvNames(path keyPath, names []string) {
 	for i, name := range names {
 		if err := checkEnvName(name); err != nil {
-			l.reportEntry(path, i, "%v", err)
+			l.reportEntry(path, i, "entry %d: %v", i+1, err)
 		}
 	}
 }
@@ -67,6 +70,7 @@ func (l *loader) decodeEnv(t table) map[string]envValue {
 	values := map[string]envValue{}
 	for _, name := range env.names() {
 		if err := checkEnvName(name); err != nil {
+			// NOTE: the key path in the report still shows the name.
 			l.report(env.key(name), "%v", err)
 			continue
 		}
@@ -121,15 +125,25 @@ func (l *loader) decodeSecretReference(t table) (envValue, bool) {
 }
 
 // checkSecretSource reports a variable or credential name that cannot
-// exist.
+// exist. The reports leave the name out, because an invalid name can be
+// the secret itself, pasted where its name belongs.
 func (l *loader) checkSecretSource(path keyPath, kind, name string) bool {
 	switch {
 	case kind == envVariable && !envNamePattern.MatchString(name):
-		l.report(path, `invalid environment variable name %q: use letters, digits and "_", not starting with a digit`, name)
+		l.report(path, `invalid environment variable name: env takes the name of a variable set for the runner, such as "DISCORD_TOKEN", made of letters, digits and "_" and not starting with a digit. `+
+			`Set the secret itself as the value of that variable, or write it to a file and use { file = "secrets/token" }`)
 		return false
-	case kind == envCredential && (strings.Contains(name, "/") || name == "." || name == ".."):
-		l.report(path, `invalid credential name %q: use the name given to LoadCredential= in the systemd unit, which contains no "/"`, name)
+	case kind == envCredential && !validCredentialName(name):
+		l.report(path, `invalid credential name: credential takes the name given to LoadCredential= in the systemd unit, such as "discord-token", which contains no ":" or "/". `+
+			`Write the secret itself to a file and load it with LoadCredential=discord-token:/path/to/secret`)
 		return false
 	}
 	return true
+}
+
+// validCredentialName reports whether systemd can pass a credential of
+// that name. The name becomes a file name in $CREDENTIALS_DIRECTORY, and
+// LoadCredential=NAME:PATH ends the name at the first ":".
+func validCredentialName(name string) bool {
+	return !strings.ContainsAny(name, ":/") && name != "." && name != ".."
 }

@@ -60,7 +60,7 @@ func TestReadEnvFileMalformed(t *testing.T) {
 		name, text, want string
 	}{
 		{"missing equals", "A=1\n\nTOKEN hunter2\n", `:3: missing "="`},
-		{"invalid name", "A=1\n1B=hunter2\n", `:2: invalid environment variable name "1B"`},
+		{"invalid name", "A=1\nhunter2.x=1\n", `:2: invalid environment variable name: use letters`},
 		{"reserved name", "AGENT_RUNNER_JOB=hunter2\n", `:1: environment variable name "AGENT_RUNNER_JOB" is reserved`},
 		{"unterminated quote", "# comment\nA=\"hunter2\n", `:2: missing closing "`},
 		{"lone quote", "A='\n", `:1: missing closing '`},

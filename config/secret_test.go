@@ -53,3 +53,37 @@ func slogOutputs(name string, value any) map[string]string {
 	}
 	return outputs
 }
+
+// TestPastedSecretNotEchoed checks that a secret written where the name of
+// a variable or credential belongs stays out of the problems.
+func TestPastedSecretNotEchoed(t *testing.T) {
+	const discordToken = "MTIzNDU2Nzg5MDEyMzQ1Njc4.GhIjKl.FAKEsecretDISCORDtoken"
+	const twitchToken = "oauth:abcdefFAKE1234"
+	problems := loadProblems(t, `
+[listeners.bot]
+kind = "discord"
+token = { env = "`+discordToken+`" }
+
+[listeners.chat]
+kind = "twitch"
+channels = ["mychannel"]
+username = "mybot"
+token = { credential = "`+twitchToken+`" }
+
+[jobs.digest]
+command = ["true"]
+every = "1h"
+inherit_env = ["`+discordToken+`"]
+env = { TOKEN = { credential = "`+twitchToken+`" } }
+`)
+	if len(problems) != 4 {
+		t.Errorf("got %d problems, want 4: %v", len(problems), problems)
+	}
+	for _, problem := range problems {
+		for _, secret := range []string{discordToken, twitchToken, "FAKE"} {
+			if strings.Contains(problem.String(), secret) {
+				t.Errorf("problem %q contains the pasted secret %q", problem, secret)
+			}
+		}
+	}
+}
