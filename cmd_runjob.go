@@ -130,7 +130,12 @@ func runInProcess(ctx context.Context, cfg *config.Config, name string, wait boo
 	runner := jobs.NewRunner(cfg, store, reaper, log, time.Now)
 	// The summary line that cmdRunJob prints reports the result.
 	runner.SetResultLogger(slog.New(slog.DiscardHandler))
-	return runner.Run(ctx, jobs.Request{Job: name, Trigger: state.TriggerManual, Next: next, Wait: wait, Output: output})
+	return runner.Run(ctx, jobs.Request{
+		Job: name, Trigger: state.TriggerManual, Next: next, Wait: wait, Output: output,
+		WaitingForRun: func() {
+			output(jobs.Line{Stream: "stderr", Text: control.WaitingForRunNotice(name)})
+		},
+	})
 }
 
 // recoverRuns does what a daemon start does to runs that a killed daemon

@@ -870,3 +870,36 @@ schedule = "0 0 1 1 *"
 		t.Errorf("runs after the kill:\n%s\nwant the first run interrupted", runs.stdout)
 	}
 }
+
+func TestRunJobWaitSaysWhatItWaitsFor(t *testing.T) {
+	p := newProject(t, `[jobs.slow]
+command = ["sh", "-c", "touch started; sleep 1"]
+schedule = "0 0 1 1 *"
+`)
+	for _, withDaemon := range []bool{false, true} {
+		var d *daemonProc
+		if withDaemon {
+			d = p.startDaemon()
+		}
+		os.Remove(p.path("started"))
+		first := p.command("run-job", "slow")
+		if err := first.Start(); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the first run", func() bool {
+			_, err := os.Stat(p.path("started"))
+			return err == nil
+		})
+		res := p.run("run-job", "--wait", "slow")
+		_ = first.Wait()
+		if res.code != 0 {
+			t.Errorf("daemon %t: run-job --wait = %d %q", withDaemon, res.code, res.stderr)
+		}
+		if !strings.Contains(res.stderr, "waiting for the running run of slow to end") {
+			t.Errorf("daemon %t: run-job --wait stderr %q, want a notice of what it waits for", withDaemon, res.stderr)
+		}
+		if d != nil {
+			d.stop()
+		}
+	}
+}

@@ -69,10 +69,10 @@ func RunJob(ctx context.Context, socket, name string, wait bool, output func(job
 		}
 		switch {
 		case msg.Waiting:
-			// The daemon took the run, which may wait for a place as long
-			// as the runs ahead of it take.
+			// The daemon took the run, which may wait as long as the runs
+			// ahead of it take.
 			_ = conn.SetReadDeadline(time.Time{})
-			output(jobs.Line{Stream: "stderr", Text: "agent-runner: waiting for a free run place (max_concurrent)"})
+			output(jobs.Line{Stream: "stderr", Text: waitingNotice(name, msg.WaitFor)})
 		case msg.Started != nil:
 			_ = conn.SetReadDeadline(time.Time{})
 		case msg.Line != nil:
@@ -303,4 +303,18 @@ func RecordRun(socket string, run state.Run) error {
 		return msg.Error
 	}
 	return nil
+}
+
+// waitingNotice is the line run-job prints while its run waits.
+func waitingNotice(job, waitFor string) string {
+	if waitFor == WaitForRun {
+		return WaitingForRunNotice(job)
+	}
+	return "agent-runner: waiting for a free run place (max_concurrent)"
+}
+
+// WaitingForRunNotice is the line run-job --wait prints while a running
+// run of job holds it back, through the daemon or without one.
+func WaitingForRunNotice(job string) string {
+	return fmt.Sprintf("agent-runner: waiting for the running run of %s to end", job)
 }

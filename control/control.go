@@ -56,14 +56,21 @@ type Request struct {
 	Run *state.Run `json:"run,omitempty"`
 }
 
-// Message is one line the daemon sends back. Exactly one field is set.
+// WaitForRun is the WaitFor of a run that waits for a running run of its
+// job to end.
+const WaitForRun = "run"
+
+// Message is one line the daemon sends back. Exactly one field is set,
+// except WaitFor, which may come with Waiting.
 type Message struct {
 	Line *jobs.Line `json:"line,omitempty"`
 	// Started says the daemon claimed the run and starts it now.
 	Started *state.Run `json:"started,omitempty"`
-	// Waiting reports that the run waits for a free place under
-	// max_concurrent.
+	// Waiting reports that the run waits: for a free place under
+	// max_concurrent, or with WaitFor set to WaitForRun, for a running
+	// run of its job to end.
 	Waiting bool       `json:"waiting,omitempty"`
+	WaitFor string     `json:"wait_for,omitempty"`
 	Run     *state.Run `json:"run,omitempty"`
 	// OutputDropped counts the output lines of Run that the client read
 	// too slowly to receive.

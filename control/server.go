@@ -442,6 +442,9 @@ func (s *Server) runJob(conn *net.UnixConn, reader *bufio.Reader, out *encoder, 
 		Output:  queue.addLine,
 		Started: func(run state.Run) { queue.add(Message{Started: &run}) },
 		Waiting: func() { queue.add(Message{Waiting: true}) },
+		WaitingForRun: func() {
+			queue.add(Message{Waiting: true, WaitFor: WaitForRun})
+		},
 	})
 	if err != nil {
 		queue.finish(Message{Error: errorMessage(err)})

@@ -54,15 +54,19 @@ const lockPollInterval = 100 * time.Millisecond
 
 // lock takes the job's run lock, so runs of one job never overlap, whether
 // the daemon or a CLI started them. With wait it polls until the lock is
-// free, ctx ends or stopped ends.
-func (l *jobLocks) lock(ctx context.Context, stateDir, name string, wait bool, stopped context.Context) (*runLock, error) {
-	for {
+// free, ctx ends or stopped ends, and calls waiting, when set, before the
+// first wait.
+func (l *jobLocks) lock(ctx context.Context, stateDir, name string, wait bool, waiting func(), stopped context.Context) (*runLock, error) {
+	for tries := 0; ; tries++ {
 		held, err := l.tryLock(stateDir, name)
 		if err != nil || held != nil {
 			return held, err
 		}
 		if !wait {
 			return nil, fmt.Errorf("run %s: %w", name, ErrBusy)
+		}
+		if tries == 0 && waiting != nil {
+			waiting()
 		}
 		select {
 		case <-ctx.Done():

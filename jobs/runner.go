@@ -45,6 +45,9 @@ type Request struct {
 	// Waiting, when set, is called when the run waits for a free place
 	// under max_concurrent.
 	Waiting func()
+	// WaitingForRun, when set, is called when a run with Wait waits for
+	// a running run of its job to end.
+	WaitingForRun func()
 
 	// entered is when the scheduler's dispatcher woke to take the
 	// request; the run's lateness is counted up to it.
@@ -140,7 +143,7 @@ func (r *Runner) Run(ctx context.Context, req Request) (state.Run, error) {
 	}
 	defer r.wg.Done()
 
-	lock, err := r.locks.lock(ctx, r.stateDir(), job.Name, req.Wait, r.stopped)
+	lock, err := r.locks.lock(ctx, r.stateDir(), job.Name, req.Wait, req.WaitingForRun, r.stopped)
 	if errors.Is(err, ErrBusy) && req.Trigger != state.TriggerManual {
 		var queued bool
 		lock, req.Slot, queued, err = r.resolveOverlap(ctx, job, req)
@@ -278,7 +281,7 @@ func (r *Runner) resolveOverlap(ctx context.Context, job *config.Job, req Reques
 		if waiting {
 			return nil, req.Slot, true, nil
 		}
-		lock, err = r.locks.lock(ctx, r.stateDir(), job.Name, true, r.stopped)
+		lock, err = r.locks.lock(ctx, r.stateDir(), job.Name, true, nil, r.stopped)
 		r.mu.Lock()
 		slot = r.pending[job.Name]
 		delete(r.pending, job.Name)
@@ -291,7 +294,7 @@ func (r *Runner) resolveOverlap(ctx context.Context, job *config.Job, req Reques
 			cancel(&stopCause{result: state.ResultInterrupted, reason: "replaced by the run of a newer slot", grace: r.settings.KillGrace})
 		}
 		r.mu.Unlock()
-		lock, err = r.locks.lock(ctx, r.stateDir(), job.Name, true, r.stopped)
+		lock, err = r.locks.lock(ctx, r.stateDir(), job.Name, true, nil, r.stopped)
 		return lock, req.Slot, false, err
 	default:
 		return nil, req.Slot, false, nil
