@@ -149,7 +149,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 			disabledListeners++
 		}
 	}
-	for _, line := range shortSecretWarnings(cfg) {
+	for _, line := range append(shortSecretWarnings(cfg), pastAtWarnings(cfg, time.Now())...) {
 		fmt.Fprintf(stderr, "agent-runner: warning: %s\n", line)
 	}
 	fmt.Fprintf(stdout, "%s: OK, %d job(s), %d disabled, %d listener(s), %d disabled, state in %s\n",

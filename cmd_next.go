@@ -66,6 +66,9 @@ func cmdNext(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "agent-runner: %v\n", err)
 		return exitFailure
 	}
+	if !job.Enabled {
+		fmt.Fprintf(stdout, "%s is disabled (enabled = false): it runs at none of these times until it is enabled; run-job still runs it\n", job.Name)
+	}
 	printNext(stdout, job.Name, jobs.Describe(job), job.Location, sched, now, *count)
 	if !since.IsZero() {
 		printCatchUp(stdout, jobs.PlanCatchUp(job, sched, since, now), job.CatchUp)

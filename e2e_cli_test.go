@@ -318,3 +318,32 @@ func TestCompletionZsh(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckWarnsOfPassedAt(t *testing.T) {
+	p := newProject(t, `[jobs.once]
+command = ["true"]
+at = "2020-01-02T03:04:05Z"
+`)
+	res := p.run("check")
+	if res.code != 0 {
+		t.Fatalf("check = %d %q, want a warning, not a failure", res.code, res.stderr)
+	}
+	if !strings.Contains(res.stderr, "job once: at 2020-01-02T03:04:05Z has passed") {
+		t.Errorf("check stderr %q, want a warning that the at instant passed", res.stderr)
+	}
+}
+
+func TestNextSaysDisabledJobDoesNotRun(t *testing.T) {
+	p := newProject(t, `[jobs.off]
+command = ["true"]
+every = "1h"
+enabled = false
+`)
+	res := p.run("next", "off")
+	if res.code != 0 {
+		t.Fatalf("next = %d %q", res.code, res.stderr)
+	}
+	if !strings.Contains(res.stdout, "off is disabled") {
+		t.Errorf("next of a disabled job:\n%s\nwant a line saying it does not run", res.stdout)
+	}
+}

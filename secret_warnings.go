@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/agent-runner/agent-runner/config"
 	"github.com/agent-runner/agent-runner/process"
@@ -22,6 +23,21 @@ func shortSecretWarnings(cfg *config.Config) []string {
 	}
 	for _, listener := range cfg.Listeners {
 		add("listener", listener.Name, listener.Env)
+	}
+	return lines
+}
+
+// pastAtWarnings returns a line for each enabled job whose one-off at
+// instant has passed. A job added with such an instant never runs on
+// schedule, because a new job catches up nothing from before it was first
+// seen, which makes a mistyped date easy to miss.
+func pastAtWarnings(cfg *config.Config, now time.Time) []string {
+	var lines []string
+	for _, job := range cfg.Jobs {
+		if job.Enabled && !job.At.IsZero() && job.At.Before(now) {
+			lines = append(lines, fmt.Sprintf("job %s: at %s has passed, so the job runs on schedule only if the daemon saw it before then: fix the date, or use run-job",
+				job.Name, job.At.UTC().Format(time.RFC3339)))
+		}
 	}
 	return lines
 }
