@@ -28,7 +28,28 @@ type source struct {
 	// first, so problems sort by file in load order.
 	order int
 	data  []byte
-	lines *keyLines
+	// headers gives the line of each [table] header, which is all a
+	// valid file needs: the line of each job, listener and alert.
+	headers map[string]int
+	// keys indexes every key, for problem messages. It is built on first
+	// use, because for a file of 10,000 jobs it allocates about 17 MB.
+	keys *keyLines
+}
+
+func newSource(file string, order int, data []byte) *source {
+	return &source{file: file, order: order, data: data, headers: indexHeaders(data)}
+}
+
+// line returns the line of path in the file, or of its nearest written
+// parent, or 0 when neither is written.
+func (src *source) line(path keyPath) int {
+	if line, ok := src.headers[pathID(path)]; ok {
+		return line
+	}
+	if src.keys == nil {
+		src.keys = indexKeyLines(src.data)
+	}
+	return src.keys.line(path)
 }
 
 // sourceSet is the main config file and the files it includes. It finds
@@ -43,13 +64,13 @@ type sourceSet struct {
 }
 
 func newSourceSet(file string, data []byte) *sourceSet {
-	main := &source{file: file, data: data, lines: indexKeyLines(data)}
+	main := newSource(file, 0, data)
 	return &sourceSet{files: []*source{main}, owners: map[string]*source{}}
 }
 
 // add records an included file.
 func (s *sourceSet) add(file string, data []byte) *source {
-	src := &source{file: file, order: len(s.files), data: data, lines: indexKeyLines(data)}
+	src := newSource(file, len(s.files), data)
 	s.files = append(s.files, src)
 	return src
 }
@@ -72,7 +93,7 @@ func (s *sourceSet) locate(path keyPath) *source {
 
 // line returns the line of path in the file that it is written in.
 func (s *sourceSet) line(path keyPath) int {
-	return s.locate(path).lines.line(path)
+	return s.locate(path).line(path)
 }
 
 // where formats the position of path for a message about the key at
@@ -80,9 +101,9 @@ func (s *sourceSet) line(path keyPath) int {
 func (s *sourceSet) where(path, from keyPath) string {
 	src := s.locate(path)
 	if src == s.locate(from) {
-		return fmt.Sprintf("on line %d", src.lines.line(path))
+		return fmt.Sprintf("on line %d", src.line(path))
 	}
-	return fmt.Sprintf("in %s on line %d", src.file, src.lines.line(path))
+	return fmt.Sprintf("in %s on line %d", src.file, src.line(path))
 }
 
 // names returns the paths of the loaded files, the main file first.
@@ -317,7 +338,7 @@ func (l *loader) mergeEntry(checks *reporter, into map[string]any, src *source, 
 	if _, defined := into[name]; defined {
 		first := l.lines.locate(path)
 		checks.report(path, "%s %q is already defined in %s on line %d: rename one of them or remove one",
-			entryKind(path[0]), name, first.file, first.lines.line(path))
+			entryKind(path[0]), name, first.file, first.line(path))
 		return
 	}
 	into[name] = value

@@ -89,10 +89,14 @@ func (s jobSettings) over(defaults jobSettings) jobSettings {
 		enabled:    s.enabled.or(defaults.enabled),
 		location:   s.location.or(defaults.location),
 		maxAge:     s.maxAge.or(defaults.maxAge),
-		env:        map[string]envValue{},
 		policy:     s.policy.over(defaults.policy),
 		limits:     s.limits.over(defaults.limits),
 	}
+	if len(defaults.env)+len(s.env) == 0 {
+		// Most jobs set no env, and a big config has thousands of them.
+		return merged
+	}
+	merged.env = make(map[string]envValue, len(defaults.env)+len(s.env))
 	for name, value := range defaults.env {
 		merged.env[name] = value
 	}
@@ -107,11 +111,25 @@ func (s jobSettings) over(defaults jobSettings) jobSettings {
 type jobPlan struct {
 	job        *Job
 	path       keyPath
-	settings   jobSettings
+	settings   machineSettings
 	commandKey keyPath
 	// runnerPath is the [runner] path, searched for the command unless
 	// the job's env sets PATH.
 	runnerPath []string
+}
+
+// machineSettings are the merged settings that the checks against this
+// machine read. A plan keeps only these, because jobSettings is twice
+// their size and a big config has thousands of plans.
+type machineSettings struct {
+	workingDir setting[string]
+	envFile    setting[string]
+	env        map[string]envValue
+	limits     limitSettings
+}
+
+func (s jobSettings) machineSettings() machineSettings {
+	return machineSettings{workingDir: s.workingDir, envFile: s.envFile, env: s.env, limits: s.limits}
 }
 
 func (l *loader) decodeDefaults(root table) jobSettings {
@@ -252,7 +270,7 @@ func (l *loader) decodeJob(t table, name string, defaults jobSettings, runner Ru
 	l.jobs = append(l.jobs, jobPlan{
 		job:        job,
 		path:       t.path,
-		settings:   settings,
+		settings:   settings.machineSettings(),
 		commandKey: t.key("command"),
 		runnerPath: runner.Path,
 	})

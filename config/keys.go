@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"regexp"
 	"slices"
 	"strconv"
@@ -112,6 +113,39 @@ func indexKeyLines(data []byte) *keyLines {
 		}
 	}
 	return index
+}
+
+// indexHeaders returns the line of every [table] and [[array]] header,
+// by the pathID of its key, the first one where a key has several. It
+// counts lines as it goes, so it keeps no table of line starts. It stops
+// silently at a syntax error, because the decoder reports those.
+func indexHeaders(data []byte) map[string]int {
+	headers := map[string]int{}
+	var parser unstable.Parser
+	parser.Reset(data)
+	line, counted := 1, 0
+	for parser.NextExpression() {
+		expr := parser.Expression()
+		if expr.Kind != unstable.Table && expr.Kind != unstable.ArrayTable {
+			continue
+		}
+		var parts []string
+		key := expr.Key()
+		for key.Next() {
+			node := key.Node()
+			if parts == nil {
+				offset := int(node.Raw.Offset)
+				line += bytes.Count(data[counted:offset], []byte{'\n'})
+				counted = offset
+			}
+			parts = append(parts, string(node.Data))
+		}
+		id := pathID(parts)
+		if _, ok := headers[id]; !ok {
+			headers[id] = line
+		}
+	}
+	return headers
 }
 
 func lineStarts(data []byte) []int {

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"io/fs"
+	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -59,5 +61,54 @@ func BenchmarkLoadDeepKey(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		_, _ = Load(file)
+	}
+}
+
+func TestHeaderIndexMatchesKeyIndex(t *testing.T) {
+	files := []string{"../config.toml"}
+	err := filepath.WalkDir("testdata", func(path string, _ fs.DirEntry, err error) error {
+		if strings.HasSuffix(path, ".toml") {
+			files = append(files, path)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, file := range files {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys := indexKeyLines(data)
+		for id, line := range indexHeaders(data) {
+			path := keyPath(strings.Split(id, "\x00"))
+			if want := keys.line(path); line != want {
+				t.Errorf("%s: header [%s] on line %d, key index says %d", file, path, line, want)
+			}
+		}
+	}
+}
+
+func TestHeaderIndexTrickyDocument(t *testing.T) {
+	data := []byte("# [jobs.comment]\r\n[jobs.\"quoted name\"]\r\ncommand = ['''\n[jobs.inside]\n''']\n\n" +
+		"[[alerts.list]]\nx = 1\n[[alerts.list]]\n[ jobs . 'spaced' ]\n")
+	want := map[string]int{
+		pathID(keyPath{"jobs", "quoted name"}): 2,
+		pathID(keyPath{"alerts", "list"}):      7,
+		pathID(keyPath{"jobs", "spaced"}):      10,
+	}
+	got := indexHeaders(data)
+	if len(got) != len(want) {
+		t.Errorf("headers %v, want %v", got, want)
+	}
+	keys := indexKeyLines(data)
+	for id, line := range want {
+		if got[id] != line {
+			t.Errorf("header %q on line %d, want %d", id, got[id], line)
+		}
+		if fromKeys := keys.line(keyPath(strings.Split(id, "\x00"))); fromKeys != line {
+			t.Errorf("key index puts %q on line %d, want %d", id, fromKeys, line)
+		}
 	}
 }

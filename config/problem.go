@@ -87,14 +87,14 @@ type reporter struct {
 // report adds a problem at the line where path is written.
 func (r *reporter) report(path keyPath, format string, args ...any) {
 	src := r.lines.locate(path)
-	r.add(src, src.lines.line(path), path, format, args...)
+	r.add(src, src.line(path), path, format, args...)
 }
 
 // reportEntry adds a problem about entry i of the array at path, on the
 // line of that entry.
 func (r *reporter) reportEntry(path keyPath, i int, format string, args ...any) {
 	src := r.lines.locate(path)
-	r.add(src, src.lines.line(path.entry(i)), path, format, args...)
+	r.add(src, src.line(path.entry(i)), path, format, args...)
 }
 
 func (r *reporter) add(src *source, line int, path keyPath, format string, args ...any) {
