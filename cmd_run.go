@@ -76,7 +76,7 @@ func handleSignals(log *slog.Logger) (context.Context, <-chan struct{}) {
 	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
 	go func() {
 		sig := <-signals
-		log.Info("stopping on signal", "signal", sig.String())
+		log.Info("stopping on signal; a second one kills the running jobs at once", "signal", sig.String())
 		cancel()
 		first := time.Now()
 		for {

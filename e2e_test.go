@@ -903,3 +903,31 @@ schedule = "0 0 1 1 *"
 		}
 	}
 }
+
+func TestShutdownTimeoutKillIsLogged(t *testing.T) {
+	p := newProject(t, "")
+	config := `[runner]
+shutdown_timeout = "1s"
+
+[jobs.stubborn]
+command = ["sh", "-c", "trap '' TERM; touch started; sleep 30"]
+schedule = "0 0 1 1 *"
+`
+	if err := os.WriteFile(p.config, []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := p.startDaemon()
+	client := p.command("run-job", "stubborn")
+	if err := client.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer client.Wait()
+	waitFor(t, "the run", func() bool {
+		_, err := os.Stat(p.path("started"))
+		return err == nil
+	})
+	d.stop()
+	if !strings.Contains(d.log(), "shutdown_timeout passed, so the running jobs get SIGKILL") {
+		t.Errorf("the daemon log does not say that shutdown_timeout ran out:\n%s", d.log())
+	}
+}

@@ -232,16 +232,19 @@ func addScheduler(group *run.Group, cfg *config.Config, sched *jobs.Scheduler, r
 		log.Info("stopping running jobs", "running", runner.Running(), "timeout", cfg.Runner.ShutdownTimeout)
 		stopCtx, stop := context.WithTimeout(context.Background(), cfg.Runner.ShutdownTimeout)
 		defer stop()
-		if force != nil {
-			go func() {
-				select {
-				case <-force:
-					log.Warn("second signal: killing running jobs now")
-					runner.Kill()
-				case <-stopCtx.Done():
+		// A nil force never receives.
+		go func() {
+			select {
+			case <-force:
+				log.Warn("second signal: killing running jobs now")
+				runner.Kill()
+			case <-stopCtx.Done():
+				if errors.Is(stopCtx.Err(), context.DeadlineExceeded) && len(runner.Running()) > 0 {
+					log.Warn("shutdown_timeout passed, so the running jobs get SIGKILL",
+						"running", runner.Running(), "timeout", cfg.Runner.ShutdownTimeout)
 				}
-			}()
-		}
+			}
+		}()
 		runner.Shutdown(stopCtx)
 		if err := sched.Stop(); err != nil {
 			log.Error("stop scheduler failed", "err", err)
