@@ -127,6 +127,9 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	if code := parseFlags(fs, args); code >= 0 {
 		return code
 	}
+	if code := checkArgs(fs, 0, 0, "no arguments"); code >= 0 {
+		return code
+	}
 	cfg, ok := loadConfig(*configPath, stderr)
 	if !ok {
 		return exitFailure

@@ -43,6 +43,9 @@ func cmdDoctor(args []string, stdout, stderr io.Writer) int {
 	if code := parseFlags(fs, args); code >= 0 {
 		return code
 	}
+	if code := checkArgs(fs, 0, 0, "no arguments"); code >= 0 {
+		return code
+	}
 	d := &doctor{out: stdout}
 	cfg, ok := loadConfig(*configPath, stdout)
 	if !ok {

@@ -20,6 +20,9 @@ func cmdList(args []string, stdout, stderr io.Writer) int {
 	if code := parseFlags(fs, args); code >= 0 {
 		return code
 	}
+	if code := checkArgs(fs, 0, 0, "no arguments; run agent-runner status NAME to show one job or listener"); code >= 0 {
+		return code
+	}
 	status, err := statusFor(*configPath, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "agent-runner: %v\n", err)

@@ -18,9 +18,8 @@ func cmdNext(args []string, stdout, stderr io.Writer) int {
 	if code := parseFlags(fs, args); code >= 0 {
 		return code
 	}
-	if fs.NArg() != 1 {
-		fmt.Fprintln(stderr, "agent-runner: next takes one job name")
-		return exitUsage
+	if code := checkArgs(fs, 1, 1, "one job name"); code >= 0 {
+		return code
 	}
 	if !validCount(*count, stderr) {
 		return exitUsage

@@ -13,6 +13,9 @@ func cmdReload(args []string, stdout, stderr io.Writer) int {
 	if code := parseFlags(fs, args); code >= 0 {
 		return code
 	}
+	if code := checkArgs(fs, 0, 0, "no arguments"); code >= 0 {
+		return code
+	}
 	if err := configMissing(*configPath); err != nil {
 		fmt.Fprintf(stderr, "agent-runner: %v\n", err)
 		return exitFailure

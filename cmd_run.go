@@ -24,6 +24,9 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	if code := parseFlags(fs, args); code >= 0 {
 		return code
 	}
+	if code := checkArgs(fs, 0, 0, "no arguments"); code >= 0 {
+		return code
+	}
 	log, err := newLogger(stderr, *logFormat, slog.LevelInfo)
 	if err != nil {
 		fmt.Fprintf(stderr, "agent-runner: %v\n", err)

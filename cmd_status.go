@@ -21,6 +21,9 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	if code := parseFlags(fs, args); code >= 0 {
 		return code
 	}
+	if code := checkArgs(fs, 0, 1, "at most one job or listener name"); code >= 0 {
+		return code
+	}
 	status, err := statusFor(*configPath, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "agent-runner: %v\n", err)
@@ -89,9 +92,8 @@ func cmdRuns(args []string, stdout, stderr io.Writer) int {
 	if code := parseFlags(fs, args); code >= 0 {
 		return code
 	}
-	if fs.NArg() != 1 {
-		fmt.Fprintln(stderr, "agent-runner: runs takes one job name")
-		return exitUsage
+	if code := checkArgs(fs, 1, 1, "one job name"); code >= 0 {
+		return code
 	}
 	if !validCount(*limit, stderr) {
 		return exitUsage
@@ -135,9 +137,8 @@ func cmdLogs(args []string, stdout, stderr io.Writer) int {
 	if code := parseFlags(fs, args); code >= 0 {
 		return code
 	}
-	if fs.NArg() < 1 || fs.NArg() > 2 {
-		fmt.Fprintln(stderr, "agent-runner: logs takes a job name and, optionally, a run ID")
-		return exitUsage
+	if code := checkArgs(fs, 1, 2, "a job name and, optionally, a run ID"); code >= 0 {
+		return code
 	}
 	id := fs.Arg(1)
 	if id != "" {

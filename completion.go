@@ -28,9 +28,13 @@ func cmdCompletion(args []string, stdout, stderr io.Writer) int {
 	if code := parseFlags(fs, args); code >= 0 {
 		return code
 	}
+	accepts := "one shell: " + strings.Join(shells, ", ")
+	if code := checkArgs(fs, 1, 1, accepts); code >= 0 {
+		return code
+	}
 	script, ok := completionScripts[fs.Arg(0)]
-	if fs.NArg() != 1 || !ok {
-		fmt.Fprintf(stderr, "agent-runner: completion takes one shell: %s\n", strings.Join(shells, ", "))
+	if !ok {
+		fmt.Fprintf(stderr, "agent-runner: unknown shell %q: completion takes %s\n", fs.Arg(0), accepts)
 		fs.Usage()
 		return exitUsage
 	}

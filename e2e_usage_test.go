@@ -1,8 +1,12 @@
 package main
 
 import (
+	"bytes"
+	"errors"
+	"os/exec"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestConfigBeforeTheCommand(t *testing.T) {
@@ -59,4 +63,81 @@ func TestInstallUnitUser(t *testing.T) {
 	if res.code != exitFailure || !strings.Contains(res.stderr, "useradd") {
 		t.Errorf("install-unit --user no-such-user-xyz = %d: %s", res.code, res.stderr)
 	}
+}
+
+func TestExtraArgumentsExitWithUsage(t *testing.T) {
+	p := newProject(t, "[jobs.collect]\ncommand = [\"true\"]\nevery = \"1h\"\n")
+	// Each command line ends with the word the command must reject.
+	withConfig := map[string][]string{
+		"run":          {"run", "extra"},
+		"check":        {"check", "extra"},
+		"list":         {"list", "collect"},
+		"status":       {"status", "collect", "extra"},
+		"runs":         {"runs", "collect", "extra"},
+		"logs":         {"logs", "collect", "1", "extra"},
+		"next":         {"next", "collect", "extra"},
+		"reload":       {"reload", "extra"},
+		"doctor":       {"doctor", "extra"},
+		"install-unit": {"install-unit", "agent-runner"},
+	}
+	withoutConfig := map[string][]string{
+		"completion": {"completion", "bash", "extra"},
+		"version":    {"version", "extra"},
+		"help":       {"help", "list", "extra"},
+	}
+	// send takes any number of words as its text, and run-job exits 125
+	// on every failure to start the job, a wrong argument count included.
+	unbounded := map[string]bool{"send": true, "run-job": true}
+	for _, doc := range commands {
+		if doc.hidden || unbounded[doc.name] {
+			continue
+		}
+		args, ok := withConfig[doc.name]
+		if !ok {
+			args, ok = withoutConfig[doc.name]
+		}
+		if !ok {
+			t.Errorf("%s: no command line with an extra argument in this test", doc.name)
+			continue
+		}
+		var res result
+		if _, needsConfig := withConfig[doc.name]; needsConfig {
+			res = runWithin(t, p.command(args...), 10*time.Second)
+		} else {
+			res = runBinary(t, args...)
+		}
+		extra := args[len(args)-1]
+		if res.code != exitUsage {
+			t.Errorf("%v: exit %d, want %d; stderr %q", args, res.code, exitUsage, res.stderr)
+		}
+		if res.stdout != "" {
+			t.Errorf("%v: stdout %q, want none", args, res.stdout)
+		}
+		if want := `unexpected argument "` + extra + `": ` + doc.name + " takes "; !strings.Contains(res.stderr, want) {
+			t.Errorf("%v: stderr lacks %q:\n%s", args, want, res.stderr)
+		}
+		if want := "Usage: agent-runner " + doc.name; !strings.Contains(res.stderr, want) {
+			t.Errorf("%v: stderr lacks %q:\n%s", args, want, res.stderr)
+		}
+	}
+}
+
+// runWithin runs cmd and kills it after timeout, so that a command that
+// ignores its arguments and starts serving fails a test instead of
+// hanging it. A killed command has exit status -1.
+func runWithin(t *testing.T, cmd *exec.Cmd, timeout time.Duration) result {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %v: %v", cmd.Args, err)
+	}
+	timer := time.AfterFunc(timeout, func() { _ = cmd.Process.Kill() })
+	defer timer.Stop()
+	err := cmd.Wait()
+	var exitErr *exec.ExitError
+	if err != nil && !errors.As(err, &exitErr) {
+		t.Fatalf("run %v: %v", cmd.Args, err)
+	}
+	return result{code: cmd.ProcessState.ExitCode(), stdout: stdout.String(), stderr: stderr.String()}
 }

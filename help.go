@@ -292,6 +292,25 @@ func validCount(n int, stderr io.Writer) bool {
 	return true
 }
 
+// checkArgs returns -1 when the command got from minArgs to maxArgs
+// positional arguments. Otherwise it prints a usage error with what the
+// command accepts, such as "one job name", and the first unexpected
+// argument, and returns exitUsage. A command that ignored an extra word
+// would do what its user did not request, such as "list collect" listing
+// every job.
+func checkArgs(fs *commandFlags, minArgs, maxArgs int, accepts string) int {
+	switch {
+	case fs.NArg() < minArgs:
+		fmt.Fprintf(fs.stderr, "agent-runner: %s takes %s\n", fs.Name(), accepts)
+	case fs.NArg() > maxArgs:
+		fmt.Fprintf(fs.stderr, "agent-runner: unexpected argument %q: %s takes %s\n", fs.Arg(maxArgs), fs.Name(), accepts)
+	default:
+		return -1
+	}
+	fs.Usage()
+	return exitUsage
+}
+
 // parseFlags parses args, taking flags before and after positional
 // arguments, as in "agent-runner next digest -n 3". It returns the exit
 // status to stop with, or -1 to go on: 0 after printing the help that
@@ -352,12 +371,15 @@ func cmdHelp(args []string, stdout, stderr io.Writer) int {
 	if code := parseFlags(fs, args); code >= 0 {
 		return code
 	}
+	if code := checkArgs(fs, 0, 1, "at most one command name"); code >= 0 {
+		return code
+	}
 	if fs.NArg() == 0 {
 		fmt.Fprint(stdout, overview())
 		return exitOK
 	}
-	if fs.NArg() > 1 || findCommand(fs.Arg(0)) == nil {
-		fmt.Fprintf(stderr, "agent-runner: unknown command %q\n\n%s", strings.Join(fs.Args(), " "), overview())
+	if findCommand(fs.Arg(0)) == nil {
+		fmt.Fprintf(stderr, "agent-runner: unknown command %q\n\n%s", fs.Arg(0), overview())
 		return exitUsage
 	}
 	return run([]string{fs.Arg(0), "--help"}, stdout, stderr)
@@ -366,6 +388,9 @@ func cmdHelp(args []string, stdout, stderr io.Writer) int {
 func cmdVersion(args []string, stdout, stderr io.Writer) int {
 	fs := newPlainFlags("version", stdout, stderr)
 	if code := parseFlags(fs, args); code >= 0 {
+		return code
+	}
+	if code := checkArgs(fs, 0, 0, "no arguments"); code >= 0 {
 		return code
 	}
 	fmt.Fprintln(stdout, "agent-runner", version)

@@ -95,6 +95,9 @@ func cmdInstallUnit(args []string, stdout, stderr io.Writer) int {
 	if code := parseFlags(fs, args); code >= 0 {
 		return code
 	}
+	if code := checkArgs(fs, 0, 0, "no arguments; give the user the service runs as with --user NAME"); code >= 0 {
+		return code
+	}
 	cfg, ok := loadConfig(*configPath, stderr)
 	if !ok {
 		return exitFailure
