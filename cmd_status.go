@@ -39,9 +39,24 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	if *asJSON {
-		return printJSON(stdout, stderr, status)
+		if code := printJSON(stdout, stderr, status); code != exitOK {
+			return code
+		}
+	} else {
+		printStatus(stdout, summary, status, time.Now())
 	}
-	now := time.Now()
+	if status.Daemon == nil {
+		// The status came from the store because no daemon responds.
+		// Exiting 1 lets a script such as "agent-runner status || alert"
+		// notice a stopped daemon.
+		return exitFailure
+	}
+	return exitOK
+}
+
+// printStatus prints the summary line, the daemon and cluster lines, and
+// the tables of jobs and listeners.
+func printStatus(stdout io.Writer, summary string, status control.Status, now time.Time) {
 	fmt.Fprintln(stdout, summary)
 	if d := status.Daemon; d != nil {
 		fmt.Fprintf(stdout, "daemon %s since %s; config %s (sha256 %s…) loaded %s\n", d.Version,
@@ -56,7 +71,6 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	printCluster(stdout, status.Cluster, now)
 	fmt.Fprintln(stdout)
 	printTables(stdout, status, now)
-	return exitOK
 }
 
 // only keeps the job or listener called name.

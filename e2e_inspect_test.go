@@ -28,7 +28,7 @@ timezone = "America/New_York"
 		t.Errorf("logs of a missing run = %d %q", res.code, res.stderr)
 	}
 	res = p.run("status", "report")
-	if res.code != 0 || !strings.Contains(res.stdout, "1 failing") || !strings.Contains(res.stdout, "failed (exit 3)") {
+	if res.code != exitFailure || !strings.Contains(res.stdout, "1 failing") || !strings.Contains(res.stdout, "failed (exit 3)") {
 		t.Errorf("status report = %d %q", res.code, res.stdout)
 	}
 	// New York's next spring-forward change removes 02:30 for one day.
@@ -39,6 +39,31 @@ timezone = "America/New_York"
 	res = p.run("next", "report", "-n", "1", "--down-since", "2020-01-01T00:00:00Z")
 	if res.code != 0 || !strings.Contains(res.stdout, `catch_up = "once" runs 1 at start`) {
 		t.Errorf("next --down-since = %d %q", res.code, res.stdout)
+	}
+}
+
+func TestStatusFailsWithoutDaemon(t *testing.T) {
+	p := newProject(t, "[jobs.report]\ncommand = [\"true\"]\nevery = \"1h\"\n")
+	for _, args := range [][]string{{"status"}, {"status", "report"}, {"status", "--json"}} {
+		res := p.run(args...)
+		if res.code != exitFailure {
+			t.Errorf("%v without a daemon: exit %d, want %d", args, res.code, exitFailure)
+		}
+		if !strings.Contains(res.stdout, "report") {
+			t.Errorf("%v without a daemon: stdout %q, want the job read from the store", args, res.stdout)
+		}
+		if !strings.Contains(res.stderr, "the daemon is not running") {
+			t.Errorf("%v without a daemon: stderr %q, want the reason", args, res.stderr)
+		}
+	}
+	if res := p.run("list"); res.code != exitOK {
+		t.Errorf("list without a daemon: exit %d, want %d; stderr %q", res.code, exitOK, res.stderr)
+	}
+
+	d := p.startDaemon()
+	defer d.stop()
+	if res := p.run("status"); res.code != exitOK {
+		t.Errorf("status with a daemon: exit %d, want %d; stderr %q", res.code, exitOK, res.stderr)
 	}
 }
 

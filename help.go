@@ -69,7 +69,8 @@ var commands = []commandDoc{
 	{
 		name:     "status",
 		synopsis: "[--config PATH] [--json] [NAME]",
-		summary:  "Show the daemon, the jobs and the listeners, or one job or listener.",
+		summary: "Show the daemon, the jobs and the listeners, or one job or listener.\n" +
+			"When no daemon responds, it shows the state in the store and exits 1.",
 		examples: []string{
 			"agent-runner status",
 			"agent-runner status digest",
