@@ -675,6 +675,49 @@ func TestIdleClientDoesNotBlockShutdown(t *testing.T) {
 	}
 }
 
+// With the daemon's 256 control connections in use, a command reports
+// that the daemon is busy instead of a broken pipe.
+func TestCommandsReportBusyDaemon(t *testing.T) {
+	p := newProject(t, "[jobs.hello]\ncommand = [\"true\"]\nschedule = \"0 0 1 1 *\"\n")
+	d := p.startDaemon()
+	defer d.stop()
+	var idle []net.Conn
+	defer func() {
+		for _, conn := range idle {
+			conn.Close()
+		}
+	}()
+	for range 300 {
+		conn, err := net.Dial("unix", p.path("state/control.sock"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Half a request line keeps the daemon waiting for the rest. The
+		// write may fail on the connections past the cap, which the
+		// daemon closes at once.
+		_, _ = io.WriteString(conn, `{"op":`)
+		idle = append(idle, conn)
+	}
+	want := "the daemon is busy: 256 control connections are open"
+	for _, c := range []struct {
+		args []string
+		code int
+	}{
+		{[]string{"list"}, exitFailure},
+		{[]string{"status"}, exitFailure},
+		{[]string{"reload"}, exitFailure},
+		{[]string{"run-job", "hello"}, exitCannotRun},
+	} {
+		res := p.run(c.args...)
+		if res.code != c.code {
+			t.Errorf("%v with a busy daemon: exit %d, want %d", c.args, res.code, c.code)
+		}
+		if !strings.Contains(res.stderr, want) {
+			t.Errorf("%v with a busy daemon: stderr %q, want %q", c.args, res.stderr, want)
+		}
+	}
+}
+
 func TestRunJobNamesADisabledJob(t *testing.T) {
 	p := newProject(t, `[jobs.paused]
 command = ["sh", "-c", "echo ran"]

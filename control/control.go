@@ -32,8 +32,11 @@ const (
 	CodeBusy       = "busy"
 	CodeStopping   = "stopping"
 	CodeDenied     = "denied"
-	CodeBadRequest = "bad-request"
-	CodeInternal   = "internal"
+	// CodeTooManyClients means the daemon already serves its maximum of
+	// control connections and closed this one.
+	CodeTooManyClients = "too-many-clients"
+	CodeBadRequest     = "bad-request"
+	CodeInternal       = "internal"
 )
 
 // maxRequestBytes bounds one request line.

@@ -34,9 +34,14 @@ const (
 	// rejectDrainTimeout bounds the wait for a rejected client's request
 	// after the denial was sent.
 	rejectDrainTimeout = time.Second
-	// maxClients caps connections served at once; more are closed at
-	// once, so a client cannot exhaust the daemon's file descriptors.
+	// maxClients caps connections served at once, so a client cannot
+	// exhaust the daemon's file descriptors. Each connection past it
+	// gets a busy error and is closed at once.
 	maxClients = 256
+	// overCapWriteTimeout bounds the write of the busy error, which the
+	// accept loop makes itself. The message fits the empty send buffer
+	// of a new connection, so the write does not block in practice.
+	overCapWriteTimeout = 100 * time.Millisecond
 )
 
 // Handler does the work behind the socket.
@@ -71,10 +76,11 @@ type Server struct {
 
 	mu    sync.Mutex
 	conns map[*net.UnixConn]struct{}
-	// acceptLog and rejectLog rate-limit the log lines of failing accepts
-	// and of rejected clients, which a client's connect loop can repeat
-	// hundreds of times a second.
-	acceptLog, rejectLog logLimit
+	// acceptLog, rejectLog and overCapLog rate-limit the log lines of
+	// failing accepts, of rejected users and of connections past
+	// maxClients, which a client's connect loop can repeat hundreds of
+	// times a second.
+	acceptLog, rejectLog, overCapLog logLimit
 }
 
 // logLimitInterval is the least time between two log lines of one kind.
@@ -180,7 +186,7 @@ func (s *Server) Serve() error {
 			continue
 		}
 		if !s.track(conn) {
-			conn.Close()
+			s.closeUntracked(conn)
 			continue
 		}
 		go func() {
@@ -213,10 +219,30 @@ func (s *Server) logLimited(limit *logLimit, level slog.Level, msg string, err e
 	s.log.Log(context.Background(), level, msg, attrs...)
 }
 
-// track registers a connection unless maxClients are served already.
-// track registers a connection and counts its handler in s.wg. Both
-// happen under s.mu and after a check of s.ctx, so no handler is added
-// once Close, which cancels s.ctx under s.mu, waits for them.
+// closeUntracked closes a connection that track did not admit. While the
+// server runs, that means maxClients are open, and the client gets a busy
+// error first, so that it can report why instead of a broken pipe.
+// It is not drained like a rejected user's, because a handler per extra
+// connection would defeat the cap, and the client reads the error even
+// when the write of its request fails.
+func (s *Server) closeUntracked(conn *net.UnixConn) {
+	defer conn.Close()
+	if s.ctx.Err() != nil {
+		return
+	}
+	busy := &ErrorMessage{Code: CodeTooManyClients, Message: fmt.Sprintf(
+		"the daemon is busy: %d control connections are open, the maximum it serves at once; try again in a moment", maxClients)}
+	s.logLimited(&s.overCapLog, slog.LevelWarn, "control connection limit reached; closing new connections", busy)
+	_ = conn.SetWriteDeadline(time.Now().Add(overCapWriteTimeout))
+	if err := json.NewEncoder(conn).Encode(Message{Error: busy}); err != nil {
+		s.log.Debug("send busy error to control client failed", "err", err)
+	}
+}
+
+// track registers a connection unless maxClients are served already or
+// the server is closing, and counts its handler in s.wg. Both happen
+// under s.mu and after a check of s.ctx, so no handler is added once
+// Close, which cancels s.ctx under s.mu, waits for them.
 func (s *Server) track(conn *net.UnixConn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
