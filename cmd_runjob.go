@@ -26,7 +26,14 @@ func cmdRunJob(args []string, stdout, stderr io.Writer) int {
 	if code := parseFlags(fs, args); code >= 0 {
 		return code
 	}
-	if fs.NArg() != 1 {
+	// A wrong argument count exits 125 like every other failure to start
+	// the job, so that scripts tell the job's own statuses apart.
+	if fs.NArg() > 1 {
+		fmt.Fprintf(stderr, "agent-runner: unexpected argument %q: run-job takes one job name\n", fs.Arg(1))
+		fs.Usage()
+		return exitCannotRun
+	}
+	if fs.NArg() == 0 {
 		fmt.Fprintln(stderr, "agent-runner: run-job takes one job name")
 		fs.Usage()
 		return exitCannotRun

@@ -120,6 +120,11 @@ func TestExtraArgumentsExitWithUsage(t *testing.T) {
 			t.Errorf("%v: stderr lacks %q:\n%s", args, want, res.stderr)
 		}
 	}
+
+	res := p.run("run-job", "collect", "extra")
+	if res.code != exitCannotRun || !strings.Contains(res.stderr, `unexpected argument "extra": run-job takes one job name`) {
+		t.Errorf("run-job with an extra argument = %d %q, want %d naming the argument", res.code, res.stderr, exitCannotRun)
+	}
 }
 
 // runWithin runs cmd and kills it after timeout, so that a command that
