@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -124,8 +125,12 @@ func printListeners(w io.Writer, health []listeners.Health, now time.Time) {
 	fmt.Fprintln(tw, "LISTENER\tKIND\tSTATE\tSINCE\tRESTARTS\tLAST EVENT\tEVENTS\tDROPPED\tREASON OR LAST ERROR")
 	for _, h := range health {
 		lastError := h.LastError
-		if lastError == "" {
+		switch {
+		case lastError == "":
 			lastError = "-"
+		case h.State == listeners.StateRunning:
+			// The error is from an earlier attempt, not the running one.
+			lastError = "before the last restart: " + lastError
 		}
 		state := h.State
 		if h.Stale {
@@ -155,6 +160,21 @@ func printJobs(w io.Writer, statuses []jobs.JobStatus, now time.Time) {
 			formatTime(s.NextRun, now), formatTime(s.LastStart, now), result)
 	}
 	tw.Flush()
+	printJobProblems(w, statuses)
+}
+
+// printJobProblems prints why each job that cannot run on this machine
+// is failed, which the table has no room for.
+func printJobProblems(w io.Writer, statuses []jobs.JobStatus) {
+	for _, s := range statuses {
+		if s.Problem == "" {
+			continue
+		}
+		fmt.Fprintf(w, "\n%s cannot run:\n", s.Name)
+		for line := range strings.SplitSeq(s.Problem, "\n") {
+			fmt.Fprintf(w, "  %s\n", line)
+		}
+	}
 }
 
 // formatTime shows an instant in UTC with its distance from now.

@@ -12,6 +12,8 @@ import (
 	"github.com/agent-runner/agent-runner/config"
 	"github.com/agent-runner/agent-runner/control"
 	"github.com/agent-runner/agent-runner/daemon"
+	"github.com/agent-runner/agent-runner/jobs"
+	"github.com/agent-runner/agent-runner/listeners"
 	"github.com/agent-runner/agent-runner/state"
 )
 
@@ -75,7 +77,8 @@ func printStatus(stdout io.Writer, summary string, status control.Status, now ti
 
 // only keeps the job or listener called name.
 func only(status control.Status, name string) control.Status {
-	out := control.Status{Daemon: status.Daemon}
+	// Empty lists, not nil, so the JSON shows [] like the full status.
+	out := control.Status{Daemon: status.Daemon, Jobs: []jobs.JobStatus{}, Listeners: []listeners.Health{}}
 	for _, j := range status.Jobs {
 		if j.Name == name {
 			out.Jobs = append(out.Jobs, j)

@@ -333,3 +333,28 @@ gateway_url = "ws://127.0.0.1:%d"
 		}
 	}
 }
+
+func TestListExplainsErrorsAndProblems(t *testing.T) {
+	p := newProject(t, `[jobs.needs-env]
+command = ["true"]
+every = "1h"
+env = { TOKEN = { env = "AGENT_RUNNER_TEST_UNSET_VARIABLE" } }
+
+[listeners.flaky]
+kind = "exec"
+command = ["sh", "-c", "if [ -e failed-once ]; then exec sleep 300; fi; touch failed-once; exit 1"]
+`)
+	d := p.startDaemon()
+	waitFor(t, "flaky to run after its failure", func() bool {
+		h := p.listener("flaky")
+		return h.State == listeners.StateRunning && h.Restarts >= 1
+	})
+	res := p.run("list")
+	if !strings.Contains(res.stdout, "before the last restart: child exited: exit status 1") {
+		t.Errorf("list shows a running listener's old error without saying so:\n%s", res.stdout)
+	}
+	if !strings.Contains(res.stdout, "needs-env cannot run:") || !strings.Contains(res.stdout, "jobs.needs-env.env.TOKEN") {
+		t.Errorf("list does not say why needs-env cannot run:\n%s", res.stdout)
+	}
+	d.stop()
+}
