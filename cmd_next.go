@@ -42,7 +42,7 @@ func cmdNext(args []string, stdout, stderr io.Writer) int {
 	}
 	job := cfg.Job(fs.Arg(0))
 	if job == nil {
-		fmt.Fprintf(stderr, "agent-runner: unknown job %q; jobs in %s: %s\n", fs.Arg(0), cfg.Path, joinNames(jobNames(cfg)))
+		fmt.Fprintf(stderr, "agent-runner: %v\n", unknownJob(cfg, fs.Arg(0)))
 		return exitFailure
 	}
 	status, err := currentStatus(cfg, io.Discard)

@@ -45,7 +45,7 @@ func cmdRunJob(args []string, stdout, stderr io.Writer) int {
 	}
 	job := cfg.Job(name)
 	if job == nil {
-		fmt.Fprintf(stderr, "agent-runner: unknown job %q; jobs in %s: %s\n", name, cfg.Path, joinNames(jobNames(cfg)))
+		fmt.Fprintf(stderr, "agent-runner: %v\n", unknownJob(cfg, name))
 		return exitCannotRun
 	}
 	if !job.Enabled {
@@ -78,6 +78,15 @@ func cmdRunJob(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "agent-runner: run %s of %s: %s in %s\n", run.ID, run.Job, describeResult(run), run.Duration.Round(time.Millisecond))
 	return exitStatus(run)
+}
+
+// unknownJob is the error for a name that no job has. A listener's name
+// gets its own message, because it is an easy mix-up: status takes both.
+func unknownJob(cfg *config.Config, name string) error {
+	if cfg.Listener(name) != nil {
+		return fmt.Errorf("%s is a listener, not a job: agent-runner status %s shows it, and its output is in the daemon's log", name, name)
+	}
+	return fmt.Errorf("unknown job %q; jobs in %s: %s", name, cfg.Path, joinNames(jobNames(cfg)))
 }
 
 func jobNames(cfg *config.Config) []string {

@@ -200,7 +200,7 @@ func readRuns(configPath, job string, limit int, id string, stderr io.Writer) ([
 		return runs, nil
 	}
 	if cfg.Job(job) == nil {
-		return nil, fmt.Errorf("unknown job %q; jobs in %s: %s", job, cfg.Path, joinNames(jobNames(cfg)))
+		return nil, unknownJob(cfg, job)
 	}
 	available, err := daemonAvailable(cfg)
 	if err != nil {

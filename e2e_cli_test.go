@@ -347,3 +347,16 @@ enabled = false
 		t.Errorf("next of a disabled job:\n%s\nwant a line saying it does not run", res.stdout)
 	}
 }
+
+func TestJobCommandsNameAListener(t *testing.T) {
+	p := newProject(t, `[listeners.watcher]
+kind = "exec"
+command = ["sleep", "300"]
+`)
+	for _, args := range [][]string{{"runs", "watcher"}, {"next", "watcher"}, {"run-job", "watcher"}} {
+		res := p.run(args...)
+		if res.code == 0 || !strings.Contains(res.stderr, "watcher is a listener, not a job") {
+			t.Errorf("%v = %d %q, want an error saying watcher is a listener", args, res.code, res.stderr)
+		}
+	}
+}
