@@ -974,3 +974,26 @@ schedule = "0 0 1 1 *"
 		t.Errorf("the daemon log does not say that shutdown_timeout ran out:\n%s", d.log())
 	}
 }
+
+func TestStartReportsHeldStoreLock(t *testing.T) {
+	p := newProject(t, "[jobs.tick]\ncommand = [\"true\"]\nevery = \"1h\"\n")
+	if err := os.MkdirAll(p.path("state"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	holder, err := os.OpenFile(p.path("state/state.db"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close()
+	if err := syscall.Flock(int(holder.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+
+	res := runWithin(t, p.command("run"), 30*time.Second)
+	if res.code != exitFailure {
+		t.Fatalf("run with the store locked = %d, want %d; stderr %q", res.code, exitFailure, res.stderr)
+	}
+	if !strings.Contains(res.stderr, "which kept it for more than 10s") {
+		t.Errorf("run with the store locked: stderr %q, want the whole time it waited", res.stderr)
+	}
+}

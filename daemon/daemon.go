@@ -271,6 +271,10 @@ func openStore(ctx context.Context, cfg *config.Config, log *slog.Logger, now ti
 			break
 		}
 	}
+	if errors.Is(err, state.ErrLocked) {
+		// state.Open's own message gives the timeout of one try.
+		return nil, fmt.Errorf("state store %s is %w, which kept it for more than %s: stop that process, or give this daemon another state_dir", path, state.ErrLocked, storeLockTimeout)
+	}
 	if err != nil {
 		// state.Open's errors name the store already.
 		return nil, err
