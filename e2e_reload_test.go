@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -224,5 +225,56 @@ env = { TOKEN = { env = "AGENT_RUNNER_TEST_UNSET_VARIABLE" } }
 	if !strings.Contains(res.stdout, "jobs.needs-env.env.TOKEN") {
 		t.Errorf("reload output %q does not name the key of the problem", res.stdout)
 	}
+	d.stop()
+}
+
+// openHandles counts the descriptors of process pid open on path.
+func openHandles(t *testing.T, pid int, path string) int {
+	t.Helper()
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range entries {
+		if target, err := os.Readlink(filepath.Join(dir, e.Name())); err == nil && target == path {
+			n++
+		}
+	}
+	return n
+}
+
+func TestReloadClosesReplacedRouters(t *testing.T) {
+	listener := func(seconds int) string {
+		return fmt.Sprintf(`[listeners.svc]
+kind = "exec"
+command = ["sleep", "%d"]
+on_event = ["cat"]
+hook_concurrency = 4
+log_to = "events.jsonl"
+`, seconds)
+	}
+	p := newProject(t, listener(1000))
+	d := p.startDaemon()
+	pid, events := d.cmd.Process.Pid, p.path("events.jsonl")
+	waitFor(t, "svc to run", func() bool { return p.listener("svc").State == listeners.StateRunning })
+	if n := openHandles(t, pid, events); n != 1 {
+		t.Fatalf("%d handles on the event log before any reload, want 1", n)
+	}
+
+	for i := 1; i <= 5; i++ {
+		p.write(listener(1000 + i))
+		if res := p.run("reload"); res.code != 0 {
+			t.Fatalf("reload %d exit %d: %s", i, res.code, res.stderr)
+		}
+	}
+	waitFor(t, "the replaced routers to close their event logs", func() bool { return openHandles(t, pid, events) == 1 })
+
+	p.write("")
+	if res := p.run("reload"); res.code != 0 {
+		t.Fatalf("reload without the listener exit %d: %s", res.code, res.stderr)
+	}
+	waitFor(t, "the removed listener's event log to close", func() bool { return openHandles(t, pid, events) == 0 })
 	d.stop()
 }

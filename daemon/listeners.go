@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 
@@ -37,7 +38,9 @@ type listenerSet struct {
 	routers     map[string]*listeners.Router
 	fixed       map[string]listeners.Health
 	order       []string
-	// retired lists routers and supervisors kept only until shutdown.
+	// retired lists the routers of replaced and removed listeners. Their
+	// supervisors drain them once the old listener run has ended, and
+	// shutdown closes the ones still open.
 	retired []*listeners.Router
 	// gate holds a cluster leader's listeners back during a handover and
 	// fences their actions on its term; nil on a single node.
@@ -223,7 +226,7 @@ func (set *listenerSet) replace(cfg *config.Config, lc *config.Listener, store l
 		l := sup.Listener()
 		old := existing.Replace(l, router)
 		existing.SetStaleAfter(lc.StaleAfter)
-		set.retired = append(set.retired, old)
+		set.keepRetired(old)
 		set.routers[lc.Name] = router
 		log.Info("listener restarting with its changed config", "listener", lc.Name)
 	default:
@@ -247,9 +250,16 @@ func (set *listenerSet) remove(name string) {
 
 func (set *listenerSet) retireRouter(name string) {
 	if router, ok := set.routers[name]; ok {
-		set.retired = append(set.retired, router)
+		set.keepRetired(router)
 		delete(set.routers, name)
 	}
+}
+
+// keepRetired adds router to the retired list and drops the routers whose
+// drain has finished. The caller holds mu.
+func (set *listenerSet) keepRetired(router *listeners.Router) {
+	set.retired = slices.DeleteFunc(set.retired, (*listeners.Router).Closed)
+	set.retired = append(set.retired, router)
 }
 
 // sameListener compares two versions of a listener's config, ignoring

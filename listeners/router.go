@@ -45,7 +45,15 @@ type Router struct {
 
 	ctx    context.Context
 	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	// draining, once closed, makes the hook workers exit when the queue
+	// is empty.
+	draining  chan struct{}
+	drainOnce sync.Once
+	wg        sync.WaitGroup
+	// closed is closed once the workers have exited and the journal is
+	// closed.
+	closed    chan struct{}
+	closeOnce sync.Once
 }
 
 // NewRouter returns a router for cfg. hooks runs the on_event command and
@@ -62,6 +70,8 @@ func NewRouter(cfg *config.Listener, hooks *HookRunner, journal *Journal, replie
 		cooldowns: make(map[string]time.Time),
 		ctx:       ctx,
 		cancel:    cancel,
+		draining:  make(chan struct{}),
+		closed:    make(chan struct{}),
 	}
 	if hooks != nil {
 		for range max(cfg.HookConcurrency, 1) {
@@ -72,15 +82,45 @@ func NewRouter(cfg *config.Listener, hooks *HookRunner, journal *Journal, replie
 	return r
 }
 
-// Close stops the hook workers after the running hooks end, and closes
-// the journal.
+// Close stops the running hooks and the hook workers, drops the queued
+// events, and closes the journal. It may be called more than once and
+// during a Drain.
 func (r *Router) Close() error {
 	r.cancel()
-	r.wg.Wait()
-	if r.journal != nil {
-		return r.journal.Close()
+	return r.finish()
+}
+
+// Drain runs the hooks of the queued events, then stops the hook workers
+// and closes the journal, as Close does. Call it once nothing delivers to
+// the router any more, because events delivered after the queue ran
+// empty are not handled.
+func (r *Router) Drain() error {
+	r.drainOnce.Do(func() { close(r.draining) })
+	return r.finish()
+}
+
+// Closed reports whether Close or Drain has finished.
+func (r *Router) Closed() bool {
+	select {
+	case <-r.closed:
+		return true
+	default:
+		return false
 	}
-	return nil
+}
+
+// finish waits for the hook workers to exit, then closes the journal
+// once. Only the call that closes it returns the journal's error.
+func (r *Router) finish() error {
+	r.wg.Wait()
+	var err error
+	r.closeOnce.Do(func() {
+		if r.journal != nil {
+			err = r.journal.Close()
+		}
+		close(r.closed)
+	})
+	return err
 }
 
 // SetFence makes the router check fence before it handles an event or
@@ -107,6 +147,11 @@ func (r *Router) Deliver(ev Event) {
 	if !r.allowed("event " + ev.ID) {
 		return
 	}
+	if r.Closed() {
+		// A client library can outlive its listener's run.
+		r.warnDrop("event arrived after the router closed: dropped", ev)
+		return
+	}
 	ev.Listener, ev.Kind = r.cfg.Name, r.cfg.Kind
 	if ev.Time.IsZero() {
 		ev.Time = time.Now().UTC()
@@ -131,13 +176,18 @@ func (r *Router) Deliver(ev Event) {
 
 func (r *Router) drop(ev Event) {
 	n := r.dropped.Add(1)
+	r.warnDrop("hook queue full: event dropped", ev, "queue", cap(r.queue), "dropped_total", n)
+}
+
+// warnDrop logs a dropped event at most once per 10 s.
+func (r *Router) warnDrop(msg string, ev Event, attrs ...any) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if time.Since(r.dropLogged) < 10*time.Second {
 		return
 	}
 	r.dropLogged = time.Now()
-	r.log.Warn("hook queue full: event dropped", "event", ev.ID, "queue", cap(r.queue), "dropped_total", n)
+	r.log.Warn(msg, append([]any{"event", ev.ID}, attrs...)...)
 }
 
 // connected records when the listener last connected, for {uptime}.
@@ -150,7 +200,8 @@ func (r *Router) counts() (handled, dropped uint64, last time.Time) {
 	return r.handled.Load(), r.dropped.Load(), last
 }
 
-// work runs hooks for queued events until the router closes.
+// work runs hooks for queued events until the router closes, or until
+// the queue is empty once the router drains.
 func (r *Router) work() {
 	defer r.wg.Done()
 	for {
@@ -159,6 +210,13 @@ func (r *Router) work() {
 			return
 		case ev := <-r.queue:
 			r.runHook(ev)
+		case <-r.draining:
+			select {
+			case ev := <-r.queue:
+				r.runHook(ev)
+			default:
+				return
+			}
 		}
 	}
 }

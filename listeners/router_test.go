@@ -402,3 +402,106 @@ func TestHookStoppedByCloseIsNotAnError(t *testing.T) {
 		t.Errorf("the stopped hook was not logged:\n%s", logged.String())
 	}
 }
+
+// slowHookRouter returns a router whose hook appends each event's ID to
+// the file handled after a short sleep, with a log_to journal.
+func slowHookRouter(t *testing.T) (r *Router, handled string) {
+	t.Helper()
+	cfg := hookListener(t, `sleep 0.1; echo "$AGENT_RUNNER_EVENT_ID" >> handled`)
+	cfg.HookQueue = 10
+	journal, err := OpenJournal(filepath.Join(cfg.WorkingDir, "events.jsonl"), 1<<20, quietLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hooks := NewHookRunner(cfg, sharedReaper(t), "AGENT_RUNNER_DAEMON=test", []string{"/usr/bin", "/bin"}, time.Second, quietLog)
+	r = NewRouter(cfg, hooks, journal, nil, quietLog)
+	t.Cleanup(func() { r.Close() })
+	return r, filepath.Join(cfg.WorkingDir, "handled")
+}
+
+func TestRouterDrainRunsQueuedHooks(t *testing.T) {
+	r, handled := slowHookRouter(t)
+	for _, id := range []string{"e1", "e2", "e3"} {
+		r.Deliver(Event{Type: "message", ID: id})
+	}
+	if err := r.Drain(); err != nil {
+		t.Fatalf("Drain: %v", err)
+	}
+	if !r.Closed() {
+		t.Error("router not closed after Drain")
+	}
+	if got := countLines(t, handled); got != 3 {
+		t.Errorf("hooks ran for %d events, want all 3 queued ones", got)
+	}
+	if err := r.Close(); err != nil {
+		t.Errorf("Close after Drain: %v", err)
+	}
+}
+
+func TestSupervisorReplaceDrainsOldRouter(t *testing.T) {
+	old, handled := slowHookRouter(t)
+	l := &fakeListener{RunFunc: func(ctx context.Context, host Host, call int) error {
+		for _, id := range []string{"e1", "e2", "e3"} {
+			host.Deliver(Event{Type: "message", ID: id})
+		}
+		host.Ready()
+		<-ctx.Done()
+		return nil
+	}}
+	s := NewSupervisor("chat", config.KindTwitch, l, old, memKV{}, quietLog)
+	startSupervisor(t, s)
+	waitUntil(t, "the listener to run", func() bool { return s.Health().State == StateRunning })
+
+	next := newPlainRouter()
+	t.Cleanup(func() { next.Close() })
+	s.Replace(connectedListener(), next)
+	waitUntil(t, "the old router to close", old.Closed)
+	if got := countLines(t, handled); got != 3 {
+		t.Errorf("hooks ran for %d events, want the 3 the old listener delivered", got)
+	}
+	if next.Closed() {
+		t.Error("the new router was closed")
+	}
+}
+
+func TestReplaceInBackoffDrainsRouter(t *testing.T) {
+	old := newPlainRouter()
+	s := NewSupervisor("test", "exec", failingListener(), old, memKV{}, quietLog)
+	s.backoff = Backoff{Initial: time.Hour, Max: time.Hour, Stable: time.Hour}
+	startSupervisor(t, s)
+	waitUntil(t, "the first failure", func() bool { return s.Health().State == StateBackoff })
+
+	next := newPlainRouter()
+	t.Cleanup(func() { next.Close() })
+	s.Replace(connectedListener(), next)
+	waitUntil(t, "the old router to close", old.Closed)
+	waitUntil(t, "the replacement to run", func() bool { return s.Health().State == StateRunning })
+	if next.Closed() {
+		t.Error("the new router was closed")
+	}
+}
+
+func TestSupervisorRetireDrainsRouter(t *testing.T) {
+	router := newPlainRouter()
+	s := NewSupervisor("test", "exec", connectedListener(), router, memKV{}, quietLog)
+	startSupervisor(t, s)
+	waitUntil(t, "the listener to run", func() bool { return s.Health().State == StateRunning })
+
+	s.Retire()
+	waitUntil(t, "the router to close", router.Closed)
+}
+
+func TestRouterDropsEventsAfterDrain(t *testing.T) {
+	r, handled := slowHookRouter(t)
+	r.Deliver(Event{Type: "message", ID: "before"})
+	if err := r.Drain(); err != nil {
+		t.Fatalf("Drain: %v", err)
+	}
+	r.Deliver(Event{Type: "message", ID: "late"})
+	if got := countLines(t, handled); got != 1 {
+		t.Errorf("hooks ran for %d events, want only the one delivered before Drain", got)
+	}
+	if handledCount, _, _ := r.counts(); handledCount != 1 {
+		t.Errorf("handled = %d, want 1: a late event is not counted as handled", handledCount)
+	}
+}

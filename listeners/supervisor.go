@@ -91,6 +91,12 @@ type Supervisor struct {
 	// stopAttempt ends the running attempt, so a replaced listener
 	// restarts at once and a retired one stops.
 	stopAttempt context.CancelFunc
+	// attemptRouter is the router of the running attempt. It is nil
+	// between attempts.
+	attemptRouter *Router
+	// wake ends a backoff wait early, so that Replace and Retire take
+	// effect at once. It holds at most one signal.
+	wake chan struct{}
 	// staleAfter is the listener's stale_after; 0 turns the check off.
 	staleAfter time.Duration
 	replaced   bool
@@ -106,6 +112,7 @@ func NewSupervisor(name, kind string, listener Listener, router *Router, kv KV, 
 		kv:       kv,
 		log:      log.With("listener", name),
 		backoff:  DefaultBackoff,
+		wake:     make(chan struct{}, 1),
 		health:   Health{Name: name, Kind: kind, State: StateStarting, Since: time.Now()},
 	}
 }
@@ -144,15 +151,33 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		failures++
 		s.setState(state, err)
 		s.log.Error("listener failed; restarting", "err", err, "state", state, "retry_in", wait.Round(time.Millisecond))
-		select {
-		case <-ctx.Done():
-			s.setState(StateStopped, nil)
-			return nil
-		case <-time.After(wait):
+		if !s.sleep(ctx, wait) {
+			if ctx.Err() != nil {
+				s.setState(StateStopped, nil)
+				return nil
+			}
+			// A new config starts a fresh backoff sequence.
+			failures = 0
+			continue
 		}
 		s.mu.Lock()
 		s.health.Restarts++
 		s.mu.Unlock()
+	}
+}
+
+// sleep waits out a backoff. It returns false when ctx ends first, or
+// when Replace or Retire ends the wait so the new config applies at once.
+func (s *Supervisor) sleep(ctx context.Context, wait time.Duration) bool {
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-s.wake:
+		return false
+	case <-timer.C:
+		return true
 	}
 }
 
@@ -161,10 +186,11 @@ func (s *Supervisor) Run(ctx context.Context) error {
 func (s *Supervisor) runAttempt(ctx context.Context) (err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	s.mu.Lock()
-	s.stopAttempt = cancel
-	listener, router := s.listener, s.router
-	s.mu.Unlock()
+	listener, router, ok := s.beginAttempt(cancel)
+	if !ok {
+		return nil
+	}
+	defer s.endAttempt(router)
 	defer func() {
 		if v := recover(); v != nil {
 			s.log.Error("listener panicked", "err", v, "stack", string(debug.Stack()))
@@ -174,29 +200,82 @@ func (s *Supervisor) runAttempt(ctx context.Context) (err error) {
 	return listener.Run(ctx, host{s, router})
 }
 
+// beginAttempt takes the current listener and router for one attempt,
+// or returns false when the supervisor was retired. The attempt runs the
+// newest config, so an earlier Replace has taken effect and its wake
+// signal and replaced mark are cleared: a later failure waits its
+// backoff.
+func (s *Supervisor) beginAttempt(cancel context.CancelFunc) (Listener, *Router, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.retired {
+		return nil, nil, false
+	}
+	s.stopAttempt, s.attemptRouter, s.replaced = cancel, s.router, false
+	select {
+	case <-s.wake:
+	default:
+	}
+	return s.listener, s.router, true
+}
+
+// endAttempt drains the attempt's router when Replace or Retire took it
+// out of use, because the listener run that delivered to it has ended.
+func (s *Supervisor) endAttempt(router *Router) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.attemptRouter = nil
+	if router != s.router || s.retired {
+		go s.drain(router)
+	}
+}
+
 // Replace swaps in a listener built from a changed config. The running
-// connection closes and the new listener starts at once, without
-// backoff. It returns the router the old listener used, for the caller
-// to close once the old connection is gone.
+// connection closes, or a backoff wait ends, and the new listener starts
+// at once. The old router is drained once no attempt can deliver to it
+// any more. Replace returns the old router, for the caller to close at
+// shutdown if the drain has not finished by then.
 func (s *Supervisor) Replace(listener Listener, router *Router) *Router {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	old := s.router
 	s.listener, s.router, s.replaced = listener, router, true
-	if s.stopAttempt != nil {
-		s.stopAttempt()
+	if old != s.attemptRouter && old != router {
+		go s.drain(old)
 	}
+	s.stopLocked()
 	return old
 }
 
 // Retire stops the listener for good while the supervisor's run-group
-// actor, which cannot leave the group, idles until shutdown.
+// actor, which cannot leave the group, idles until shutdown. The router
+// is drained once the running attempt, if any, has ended.
 func (s *Supervisor) Retire() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.retired = true
+	if s.attemptRouter == nil {
+		go s.drain(s.router)
+	}
+	s.stopLocked()
+}
+
+// drain drains a router that Replace or Retire took out of use.
+func (s *Supervisor) drain(router *Router) {
+	if err := router.Drain(); err != nil {
+		s.log.Error("close the router of a replaced or removed listener failed", "err", err)
+	}
+}
+
+// stopLocked ends the running attempt and any backoff wait. The caller
+// holds mu.
+func (s *Supervisor) stopLocked() {
 	if s.stopAttempt != nil {
 		s.stopAttempt()
+	}
+	select {
+	case s.wake <- struct{}{}:
+	default:
 	}
 }
 

@@ -227,3 +227,99 @@ func TestStaleReason(t *testing.T) {
 		})
 	}
 }
+
+// startSupervisor runs s until the test ends.
+func startSupervisor(t *testing.T, s *Supervisor) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+}
+
+// failingListener fails every attempt at once.
+func failingListener() *fakeListener {
+	return &fakeListener{RunFunc: func(ctx context.Context, host Host, call int) error {
+		return errors.New("rejected")
+	}}
+}
+
+// connectedListener runs until its attempt ends.
+func connectedListener() *fakeListener {
+	return &fakeListener{RunFunc: func(ctx context.Context, host Host, call int) error {
+		host.Ready()
+		<-ctx.Done()
+		return nil
+	}}
+}
+
+func newPlainRouter() *Router {
+	cfg := &config.Listener{Name: "test", Kind: "exec", HookQueue: 1}
+	return NewRouter(cfg, nil, nil, nil, quietLog)
+}
+
+func TestSupervisorReplaceEndsBackoff(t *testing.T) {
+	good := connectedListener()
+	s := newTestSupervisor(failingListener())
+	s.backoff = Backoff{Initial: time.Hour, Max: time.Hour, Stable: time.Hour}
+	startSupervisor(t, s)
+	waitUntil(t, "the first failure", func() bool { return s.Health().State == StateBackoff })
+
+	s.Replace(good, newPlainRouter())
+	waitUntil(t, "the replacement to run", func() bool { return s.Health().State == StateRunning })
+	if n := good.calls.Load(); n != 1 {
+		t.Errorf("replacement ran %d times, want 1", n)
+	}
+	if n := s.Health().Restarts; n != 0 {
+		t.Errorf("restarts = %d: a replacement is not a failure", n)
+	}
+}
+
+func TestSupervisorReplaceEndsAuthWait(t *testing.T) {
+	rejected := &fakeListener{RunFunc: func(ctx context.Context, host Host, call int) error {
+		return fmt.Errorf("login: %w", ErrAuth)
+	}}
+	good := connectedListener()
+	s := newTestSupervisor(rejected)
+	s.backoff = Backoff{Initial: time.Millisecond, Max: time.Hour, Stable: time.Hour}
+	startSupervisor(t, s)
+	waitUntil(t, "the auth failure", func() bool { return s.Health().State == StateFailed })
+
+	s.Replace(good, newPlainRouter())
+	waitUntil(t, "the replacement to run", func() bool { return s.Health().State == StateRunning })
+}
+
+func TestSupervisorReplacementFailureBacksOff(t *testing.T) {
+	replacement := failingListener()
+	s := newTestSupervisor(failingListener())
+	s.backoff = Backoff{Initial: time.Hour, Max: time.Hour, Stable: time.Hour}
+	startSupervisor(t, s)
+	waitUntil(t, "the first failure", func() bool { return s.Health().State == StateBackoff })
+
+	s.Replace(replacement, newPlainRouter())
+	waitUntil(t, "the replacement to fail", func() bool { return replacement.calls.Load() >= 1 })
+	time.Sleep(100 * time.Millisecond)
+	if n := replacement.calls.Load(); n != 1 {
+		t.Errorf("the failing replacement ran %d times in 100ms, want 1: its failure must wait the backoff", n)
+	}
+	if state := s.Health().State; state != StateBackoff {
+		t.Errorf("state = %q, want backoff", state)
+	}
+}
+
+func TestSupervisorRetireEndsBackoff(t *testing.T) {
+	l := failingListener()
+	s := newTestSupervisor(l)
+	s.backoff = Backoff{Initial: time.Hour, Max: time.Hour, Stable: time.Hour}
+	startSupervisor(t, s)
+	waitUntil(t, "the first failure", func() bool { return s.Health().State == StateBackoff })
+
+	s.Retire()
+	waitUntil(t, "the retired listener to stop", func() bool { return s.Health().State == StateStopped })
+	if n := l.calls.Load(); n != 1 {
+		t.Errorf("a retired listener ran %d times, want 1", n)
+	}
+}
