@@ -358,3 +358,35 @@ command = ["sh", "-c", "if [ -e failed-once ]; then exec sleep 300; fi; touch fa
 	}
 	d.stop()
 }
+
+func TestShutdownCutsListenerStopGrace(t *testing.T) {
+	// shutdown_timeout is 5s. The child and the job both ignore SIGTERM,
+	// so only SIGKILL ends them.
+	p := newProject(t, `[jobs.stubborn]
+command = ["sh", "-c", "trap '' TERM; echo $$ > job.pid; while :; do sleep 0.1; done"]
+schedule = "0 0 1 1 *"
+
+[listeners.svc]
+kind = "exec"
+command = ["sh", "-c", "trap '' TERM; echo $$ > svc.pid; while :; do sleep 0.1; done"]
+stop_grace = "60s"
+`)
+	d := p.startDaemon()
+	go p.run("run-job", "stubborn")
+	waitFor(t, "svc to run", func() bool { return p.listener("svc").State == listeners.StateRunning })
+	waitFor(t, "the job to start", func() bool { return len(lines(t, p.path("job.pid"))) == 1 })
+
+	start := time.Now()
+	d.stop()
+	// The listener's child and the job stop side by side, each within
+	// shutdown_timeout, so the stop ends well before two timeouts.
+	if took := time.Since(start); took > 9*time.Second {
+		t.Errorf("stop took %s, want about shutdown_timeout (5s)", took.Round(100*time.Millisecond))
+	}
+	if pid := lines(t, p.path("svc.pid"))[0]; alive(pid) {
+		t.Errorf("the listener's child %s outlived the daemon", pid)
+	}
+	if !strings.Contains(d.log(), "stop grace cut to fit the stop timeout") {
+		t.Errorf("the daemon did not log the cut stop grace")
+	}
+}

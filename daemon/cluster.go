@@ -230,8 +230,10 @@ func (n *clusterNode) lead(ctx context.Context, term *cluster.Term) {
 		}
 		return nil
 	}, func(error) { cancel() })
-	n.addTermScheduler(&group, work)
+	// Listeners first, so they stop during the scheduler's wait for
+	// running jobs.
 	work.set.add(&group)
+	n.addTermScheduler(&group, work)
 	_ = group.Run()
 	work.gate.stop()
 	work.set.close(n.log)

@@ -101,8 +101,10 @@ func Run(ctx context.Context, opts Options) error {
 		addAlerts(&group, d, h)
 	}
 	addContext(&group, ctx)
-	addScheduler(&group, cfg, sched, runner, log, opts.Force)
+	// Listeners first: their interrupts return at once, so they stop
+	// during the scheduler's wait for running jobs.
 	set.add(&group)
+	addScheduler(&group, cfg, sched, runner, log, opts.Force)
 	addReloader(&group, h, opts.Reload)
 	addWatchdog(&group, sched, h, log)
 	addStateWatch(&group, cfg, h, log)

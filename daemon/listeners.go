@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/oklog/run"
 
@@ -31,6 +32,7 @@ import (
 type listenerSet struct {
 	cfg  *config.Config
 	pool *pool
+	log  *slog.Logger
 
 	mu          sync.Mutex
 	supervisors map[string]*listeners.Supervisor
@@ -59,6 +61,7 @@ func newListenerSet(cfg *config.Config, store listenerKVs, reaper *process.Reape
 	set := &listenerSet{
 		cfg:         cfg,
 		pool:        newPool(),
+		log:         log,
 		supervisors: map[string]*listeners.Supervisor{},
 		configs:     map[string]*config.Listener{},
 		routers:     map[string]*listeners.Router{},
@@ -132,7 +135,9 @@ func newListener(cfg *config.Config, lc *config.Listener, reaper *process.Reaper
 }
 
 // add adds one run-group actor per supervisor of the first config, and
-// the pool actor for listeners that reloads add.
+// the pool actor for listeners that reloads add. Their interrupts only
+// start the stop, so adding them before the scheduler lets the
+// listeners stop while the jobs do.
 func (set *listenerSet) add(group *run.Group) {
 	set.mu.Lock()
 	defer set.mu.Unlock()
@@ -141,16 +146,52 @@ func (set *listenerSet) add(group *run.Group) {
 		if !ok {
 			continue
 		}
-		ctx, cancel := context.WithCancel(context.Background())
+		ctx, cancel := context.WithCancelCause(context.Background())
 		gate := set.gate
 		group.Add(func() error {
 			if !gate.wait(ctx) {
 				return nil
 			}
 			return sup.Run(ctx)
-		}, func(error) { cancel() })
+		}, func(error) { cancel(set.stopCause(name)) })
 	}
-	group.Add(set.pool.run, func(error) { set.pool.stop() })
+	group.Add(set.pool.run, func(error) { set.pool.stop(set.stopCause) })
+}
+
+// shutdownStop is the cause that ends a listener's context when the
+// daemon stops. An exec listener's child gets grace as its time between
+// SIGTERM and SIGKILL, in place of its stop_grace.
+type shutdownStop struct{ grace time.Duration }
+
+func (c shutdownStop) Error() string        { return "agent-runner shut down" }
+func (c shutdownStop) Unwrap() error        { return context.Canceled }
+func (c shutdownStop) Grace() time.Duration { return c.grace }
+
+// stopCause returns the shutdown cause for the listener name. Its grace
+// is the listener's stop_grace, or kill_grace, cut to the stop timeout,
+// so that a child that ignores SIGTERM cannot hold the daemon's stop
+// past shutdown_timeout and into systemd's SIGKILL.
+func (set *listenerSet) stopCause(name string) error {
+	set.mu.Lock()
+	defer set.mu.Unlock()
+	grace, limit := set.cfg.Runner.KillGrace, stopTimeout(set.cfg)
+	lc := set.configs[name]
+	if lc != nil && lc.Exec != nil && lc.Exec.StopGrace > 0 {
+		grace = lc.Exec.StopGrace
+	}
+	if grace > limit && lc != nil && lc.Exec != nil {
+		set.log.Warn("listener's stop grace cut to fit the stop timeout", "listener", name, "stop_grace", grace, "timeout", limit)
+	}
+	return shutdownStop{grace: min(grace, limit)}
+}
+
+// stopTimeout returns how long a stop may take: shutdown_timeout, and in
+// a cluster at most half the lease TTL, as for the leader's jobs.
+func stopTimeout(cfg *config.Config) time.Duration {
+	if cfg.Cluster != nil {
+		return min(cfg.Runner.ShutdownTimeout, cfg.Cluster.LeaseTTL/2)
+	}
+	return cfg.Runner.ShutdownTimeout
 }
 
 // setGate holds the listeners back behind gate and fences their routers
@@ -231,7 +272,7 @@ func (set *listenerSet) replace(cfg *config.Config, lc *config.Listener, store l
 		log.Info("listener restarting with its changed config", "listener", lc.Name)
 	default:
 		set.supervisors[lc.Name], set.routers[lc.Name] = sup, router
-		set.pool.start(sup)
+		set.pool.start(lc.Name, sup)
 		log.Info("listener added", "listener", lc.Name)
 	}
 }
@@ -369,6 +410,15 @@ type pool struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	mu sync.Mutex
+	// stops ends each started supervisor's context, by listener name.
+	stops []namedStop
+}
+
+type namedStop struct {
+	name string
+	stop context.CancelCauseFunc
 }
 
 func newPool() *pool {
@@ -376,12 +426,16 @@ func newPool() *pool {
 	return &pool{ctx: ctx, cancel: cancel}
 }
 
-func (p *pool) start(sup *listeners.Supervisor) {
+func (p *pool) start(name string, sup *listeners.Supervisor) {
+	ctx, stop := context.WithCancelCause(p.ctx)
+	p.mu.Lock()
+	p.stops = append(p.stops, namedStop{name, stop})
+	p.mu.Unlock()
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
-		if p.gate.wait(p.ctx) {
-			_ = sup.Run(p.ctx)
+		if p.gate.wait(ctx) {
+			_ = sup.Run(ctx)
 		}
 	}()
 }
@@ -394,4 +448,15 @@ func (p *pool) run() error {
 	return nil
 }
 
-func (p *pool) stop() { p.cancel() }
+// stop ends every supervisor's context with the cause that causeOf
+// returns for its listener. It does not hold mu while it calls causeOf,
+// because the listener set's lock is taken before mu in start.
+func (p *pool) stop(causeOf func(name string) error) {
+	p.mu.Lock()
+	stops := slices.Clone(p.stops)
+	p.mu.Unlock()
+	for _, s := range stops {
+		s.stop(causeOf(s.name))
+	}
+	p.cancel()
+}
