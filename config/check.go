@@ -208,6 +208,11 @@ func (c statCache) stat(path string) (fs.FileInfo, error) {
 // resolveEnv reads the secrets of env and reports each one that cannot be
 // read. The reports name the source, never the value.
 func resolveEnv(checks *reporter, env map[string]envValue) map[string]Secret {
+	if len(env) == 0 {
+		// A nil map reads as empty, and a big config has thousands of jobs
+		// without env.
+		return nil
+	}
 	secrets := make(map[string]Secret, len(env))
 	for _, name := range slices.Sorted(maps.Keys(env)) {
 		value := env[name]
