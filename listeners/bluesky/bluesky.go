@@ -3,9 +3,8 @@
 // events, and it posts and replies as that account.
 //
 // The listener sends at most one login that the server accepts or
-// rejects per Listener value, and keeps the session in the listener's
-// state, so a daemon restart resumes the session instead of logging in
-// again. A high-water mark in the same state delivers each new
+// rejects per 5 minutes, and keeps the session in the listener's state,
+// so a daemon restart resumes the session instead of logging in again. A high-water mark in the same state delivers each new
 // notification at least once across polls and restarts, unless more
 // arrive between two polls than one poll reads (10 pages of 100).
 package bluesky
@@ -56,6 +55,10 @@ type Listener struct {
 	// the wait when the response names no reset time.
 	minRateWait      time.Duration
 	fallbackRateWait time.Duration
+	// loginInterval is the shortest time between two logins that the
+	// server accepts or rejects. It equals the supervisor's retry
+	// interval after an ErrAuth error, so each retry can log in once.
+	loginInterval time.Duration
 
 	// mu guards state and log, which Run sets from its host.
 	mu    sync.Mutex
@@ -66,8 +69,11 @@ type Listener struct {
 	// between Run, Send and Reply, and guards the fields below it.
 	sessionLock chan struct{}
 	client      *atclient.APIClient
-	loginTried  bool
-	loginErr    error
+	// loginAt is when the last login that the server accepted or
+	// rejected was sent, and loginErr is its rejection, or nil after an
+	// accepted login.
+	loginAt  time.Time
+	loginErr error
 }
 
 // New validates the Bluesky settings of cfg and applies the defaults for
@@ -104,6 +110,7 @@ func New(cfg *config.Listener) (*Listener, error) {
 		maxPages:         10,
 		minRateWait:      time.Second,
 		fallbackRateWait: time.Minute,
+		loginInterval:    listeners.DefaultBackoff.Max,
 		sessionLock:      make(chan struct{}, 1),
 	}
 	if l.poll <= 0 {

@@ -56,7 +56,11 @@ type fakeServer struct {
 	// failing is how many of the next listNotifications calls respond
 	// with 502.
 	failing int
-	calls   map[string]int
+	// staleUnauthorized makes a request with a token the server does
+	// not accept get 401 InvalidToken, which PasswordAuth does not
+	// refresh, in place of 400 ExpiredToken.
+	staleUnauthorized bool
+	calls             map[string]int
 	// served counts requests per "server method", server being entry or
 	// pds.
 	served  map[string]int
@@ -182,13 +186,17 @@ func (f *fakeServer) refreshSession(w http.ResponseWriter, r *http.Request) {
 }
 
 // authorize writes an error response to an unauthenticated request and
-// returns false. A
-// token the server does not accept gets 400 ExpiredToken, which makes
-// PasswordAuth refresh. The caller holds mu.
+// returns false. A token the server does not accept gets 400
+// ExpiredToken, which makes PasswordAuth refresh, unless
+// staleUnauthorized is set. The caller holds mu.
 func (f *fakeServer) authorize(w http.ResponseWriter, r *http.Request) bool {
 	header := r.Header.Get("Authorization")
 	if !strings.HasPrefix(header, "Bearer ") {
 		writeError(w, http.StatusUnauthorized, "AuthenticationRequired", "Authentication Required")
+		return false
+	}
+	if !f.access[strings.TrimPrefix(header, "Bearer ")] && f.staleUnauthorized {
+		writeError(w, http.StatusUnauthorized, "InvalidToken", "Token could not be verified")
 		return false
 	}
 	if !f.access[strings.TrimPrefix(header, "Bearer ")] {
@@ -318,6 +326,14 @@ func (f *fakeServer) revokeSession() {
 	defer f.mu.Unlock()
 	clear(f.access)
 	clear(f.refresh)
+}
+
+// rejectStaleWith401 makes requests with a token the server does not
+// accept get 401 InvalidToken.
+func (f *fakeServer) rejectStaleWith401() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.staleUnauthorized = true
 }
 
 func (f *fakeServer) rateLimit(count int, reset time.Time) {

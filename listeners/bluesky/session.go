@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/agent-runner/agent-runner/listeners"
 	"github.com/bluesky-social/indigo/atproto/atclient"
@@ -33,9 +34,9 @@ type storedSession struct {
 var errNotStarted = errors.New("no bluesky session: the listener has not started")
 
 // withSession runs fn with the session client. When the server rejects
-// the session (its refresh token expired or was revoked), it drops the
-// session, logs in again if this Listener has not logged in yet, and
-// runs fn once more.
+// the session, it refreshes the tokens unless PasswordAuth already tried.
+// When that fails too, it drops the session, logs in again, which login
+// paces, and runs fn once more.
 func (l *Listener) withSession(ctx context.Context, fn func(*atclient.APIClient) error) error {
 	client, err := l.session(ctx)
 	if err != nil {
@@ -46,9 +47,16 @@ func (l *Listener) withSession(ctx context.Context, fn func(*atclient.APIClient)
 	if !isSessionRejected(err) {
 		return err
 	}
-
-	l.logger().Warn("bluesky session rejected; logging in again",
+	l.logger().Warn("bluesky session rejected",
 		"handle", l.handle, "did", clientDID(client), "error", err)
+
+	if needsRefresh(err) && l.refresh(ctx, client) == nil {
+		err = fn(client)
+		if !isSessionRejected(err) {
+			return err
+		}
+	}
+
 	if err := l.dropSession(ctx, client); err != nil {
 		return err
 	}
@@ -57,6 +65,21 @@ func (l *Listener) withSession(ctx context.Context, fn func(*atclient.APIClient)
 		return err
 	}
 	return fn(client)
+}
+
+// refresh requests new tokens for client's session. PasswordAuth stores
+// them through storeRefreshed.
+func (l *Listener) refresh(ctx context.Context, client *atclient.APIClient) error {
+	auth, ok := client.Auth.(*atclient.PasswordAuth)
+	if !ok {
+		return errors.New("refresh bluesky session: the client has no password session")
+	}
+	_, refreshToken := auth.GetTokens()
+	if err := auth.Refresh(ctx, l.http, refreshToken); err != nil {
+		l.logger().Warn("refresh bluesky session failed", "did", clientDID(client), "error", err)
+		return fmt.Errorf("refresh bluesky session: %w", err)
+	}
+	return nil
 }
 
 // session returns the session client. It resumes the stored session, or
@@ -131,38 +154,55 @@ func (l *Listener) lockSession(ctx context.Context) error {
 
 func (l *Listener) unlockSession() { <-l.sessionLock }
 
-// login calls createSession with the handle and app password. Each
-// Listener logs in at most once, whether that login succeeds or is
-// rejected, because Bluesky rate-limits createSession per account far
-// more tightly than other calls (docs.bsky.app, "Rate Limits"). A
-// network error or 5xx response does not count, since the server may not
-// have seen the attempt. The caller holds sessionLock.
+// login calls createSession with the handle and app password. It sends
+// at most one login per loginInterval that the server accepts or
+// rejects, because Bluesky rate-limits createSession per account far
+// more tightly than other calls (docs.bsky.app, "Rate Limits"). Before
+// that interval has passed it returns an ErrAuth error that names the
+// time of the next try. A network error, 429 or 5xx response does not
+// count, since the server did not judge the login. The caller holds
+// sessionLock.
 func (l *Listener) login(ctx context.Context) (storedSession, error) {
-	if l.loginTried {
-		if l.loginErr != nil {
-			return storedSession{}, l.loginErr
-		}
-		return storedSession{}, fmt.Errorf("log in as %s: %w: the session ended and this start of the daemon already used its one login; restart the daemon to log in again",
-			l.handle, listeners.ErrAuth)
+	if err := l.checkLoginPacing(time.Now()); err != nil {
+		return storedSession{}, err
 	}
 
 	l.logger().Info("logging in to bluesky", "handle", l.handle, "host", l.host)
 	client := l.publicClient()
 	input := createSessionInput{Identifier: l.handle, Password: l.password.Reveal()}
 	var out createSessionOutput
+	sent := time.Now()
 	err := l.call(ctx, client, http.MethodPost, methodCreateSession, nil, input, &out)
 	if err != nil {
 		if !isClientError(err) {
 			return storedSession{}, fmt.Errorf("log in as %s: %w", l.handle, err)
 		}
-		l.loginTried = true
+		l.loginAt = sent
 		l.loginErr = fmt.Errorf("log in as %s: %w: %v; check the handle and app password",
 			l.handle, listeners.ErrAuth, err)
 		return storedSession{}, l.loginErr
 	}
-	l.loginTried = true
+	l.loginAt, l.loginErr = sent, nil
 
 	return l.newStoredSession(out)
+}
+
+// checkLoginPacing returns an ErrAuth error when the last login was sent
+// less than loginInterval before now. The caller holds sessionLock.
+func (l *Listener) checkLoginPacing(now time.Time) error {
+	if l.loginAt.IsZero() {
+		return nil
+	}
+	next := l.loginAt.Add(l.loginInterval)
+	if !now.Before(next) {
+		return nil
+	}
+	at := next.Format(time.RFC3339)
+	if l.loginErr != nil {
+		return fmt.Errorf("%w; next login try at %s", l.loginErr, at)
+	}
+	return fmt.Errorf("log in as %s: %w: the server rejected the session from the login at %s, and only one login per %s is sent; next login try at %s",
+		l.handle, listeners.ErrAuth, l.loginAt.Format(time.RFC3339), l.loginInterval, at)
 }
 
 // newStoredSession checks a createSession response and picks the PDS from

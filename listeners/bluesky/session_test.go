@@ -49,7 +49,7 @@ func TestSessionRefreshPersisted(t *testing.T) {
 	}
 }
 
-func TestSessionLogsInAgainOnceWhenRefreshFails(t *testing.T) {
+func TestSessionLogsInAgainWhenRefreshFails(t *testing.T) {
 	f := newFakeServer(t, false)
 	kv := newFakeKV()
 	mustPoll(t, newTestListener(t, newTestConfig(f)), newFakeHost(t, kv))
@@ -58,6 +58,7 @@ func TestSessionLogsInAgainOnceWhenRefreshFails(t *testing.T) {
 	f.revokeSession()
 	host := newFakeHost(t, kv)
 	l := newTestListener(t, newTestConfig(f))
+	l.loginInterval = 200 * time.Millisecond
 	mustPoll(t, l, host)
 	if got := f.callCount(methodCreateSession); got != 2 {
 		t.Fatalf("createSession called %d times, want 2", got)
@@ -66,24 +67,85 @@ func TestSessionLogsInAgainOnceWhenRefreshFails(t *testing.T) {
 		t.Errorf("stored access token %q, want the new login's %q", got, f.currentAccessToken())
 	}
 
-	// This start has used its login, so a second revocation is fatal.
+	// A second revocation within loginInterval waits for the next login.
 	f.revokeSession()
 	err := pollStored(context.Background(), l, host)
 	if !errors.Is(err, listeners.ErrAuth) {
 		t.Fatalf("poll error = %v, want one wrapping ErrAuth", err)
 	}
-	if got := f.callCount(methodCreateSession); got != 2 {
-		t.Errorf("createSession called %d times, want still 2", got)
+	if !strings.Contains(err.Error(), "next login try at") {
+		t.Errorf("poll error %q does not name the next login try", err)
 	}
+	if got := f.callCount(methodCreateSession); got != 2 {
+		t.Errorf("createSession called %d times within loginInterval, want still 2", got)
+	}
+
+	// After loginInterval the same Listener logs in again and recovers.
+	time.Sleep(l.loginInterval)
+	f.add(mentions(1, 1)...)
+	mustPoll(t, l, host)
+	if got := f.callCount(methodCreateSession); got != 3 {
+		t.Errorf("createSession called %d times after loginInterval, want 3", got)
+	}
+	if got := len(host.delivered()); got != 1 {
+		t.Errorf("delivered %d events after the new login, want 1", got)
+	}
+}
+
+func TestSessionRefreshedAfter401(t *testing.T) {
+	f := newFakeServer(t, false)
+	host := newFakeHost(t, newFakeKV())
+	l := newTestListener(t, newTestConfig(f))
+	mustPoll(t, l, host)
+
+	f.rejectStaleWith401()
+	f.expireAccess()
+	mustPoll(t, l, host)
+
+	if got := f.callCount("com.atproto.server.refreshSession"); got != 1 {
+		t.Errorf("refreshSession called %d times, want 1", got)
+	}
+	if got := f.callCount(methodCreateSession); got != 1 {
+		t.Errorf("createSession called %d times, want 1: a refresh is enough", got)
+	}
+}
+
+func TestSendWithinLoginIntervalFailsFast(t *testing.T) {
+	f := newFakeServer(t, false)
+	host := newFakeHost(t, newFakeKV())
+	l := newTestListener(t, wrongPasswordConfig(f))
+
+	if err := l.Run(context.Background(), host); !errors.Is(err, listeners.ErrAuth) {
+		t.Fatalf("Run error = %v, want one wrapping ErrAuth", err)
+	}
+	for attempt := 1; attempt <= 2; attempt++ {
+		err := l.Send(context.Background(), "", "hello")
+		if !errors.Is(err, listeners.ErrAuth) {
+			t.Fatalf("Send %d error = %v, want one wrapping ErrAuth", attempt, err)
+		}
+		if !strings.Contains(err.Error(), "next login try at") {
+			t.Errorf("Send %d error %q does not name the next login try", attempt, err)
+		}
+	}
+	if got := f.callCount(methodCreateSession); got != 1 {
+		t.Errorf("createSession called %d times, want 1", got)
+	}
+}
+
+// wrongPasswordConfig returns a listener config aimed at f whose app
+// password f rejects.
+func wrongPasswordConfig(f *fakeServer) *config.Listener {
+	cfg := newTestConfig(f)
+	wrong := config.NewSecret("not-the-password", "inline")
+	cfg.Bluesky.Password = &wrong
+	return cfg
 }
 
 func TestLoginWrongPasswordIsErrAuth(t *testing.T) {
 	f := newFakeServer(t, false)
-	cfg := newTestConfig(f)
-	wrong := config.NewSecret("not-the-password", "inline")
-	cfg.Bluesky.Password = &wrong
 	host := newFakeHost(t, newFakeKV())
-	l := newTestListener(t, cfg)
+	l := newTestListener(t, wrongPasswordConfig(f))
+	l.loginInterval = 200 * time.Millisecond
 
 	for attempt := 1; attempt <= 2; attempt++ {
 		err := l.Run(context.Background(), host)
@@ -99,6 +161,15 @@ func TestLoginWrongPasswordIsErrAuth(t *testing.T) {
 	}
 	if got := host.readyCount(); got != 0 {
 		t.Errorf("Ready called %d times, want 0", got)
+	}
+
+	// After loginInterval, the next Run sends the login again.
+	time.Sleep(l.loginInterval)
+	if err := l.Run(context.Background(), host); !errors.Is(err, listeners.ErrAuth) {
+		t.Fatalf("Run after loginInterval error = %v, want one wrapping ErrAuth", err)
+	}
+	if got := f.callCount(methodCreateSession); got != 2 {
+		t.Errorf("createSession called %d times after loginInterval, want 2", got)
 	}
 }
 

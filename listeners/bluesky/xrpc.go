@@ -169,6 +169,14 @@ func isSessionRejected(err error) bool {
 		(apiErr.Name == "ExpiredToken" || apiErr.Name == "InvalidToken")
 }
 
+// needsRefresh reports whether err rejects a session whose tokens
+// PasswordAuth did not try to refresh, because it refreshes only after a
+// 400 ExpiredToken and not after a 401 or InvalidToken.
+func needsRefresh(err error) bool {
+	var apiErr *atclient.APIError
+	return errors.As(err, &apiErr) && apiErr.Name != "ExpiredToken"
+}
+
 // isClientError reports whether err is a 4xx API error other than 429:
 // the server responded, and sending the same request again will not help.
 func isClientError(err error) bool {
