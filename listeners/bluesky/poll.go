@@ -219,15 +219,18 @@ func (l *Listener) listNotifications(ctx context.Context, cursor string) (listNo
 		params.Add("reasons", reason)
 	}
 
+	// Only the request's error gets the prefix, so that a failed login
+	// reads as one.
 	var page listNotificationsOutput
 	err := l.withSession(ctx, func(client *atclient.APIClient) error {
 		page = listNotificationsOutput{}
-		return l.call(ctx, client, http.MethodGet, methodListNotifications, params, nil, &page)
+		err := l.call(ctx, client, http.MethodGet, methodListNotifications, params, nil, &page)
+		if err != nil {
+			return fmt.Errorf("list notifications: %w", err)
+		}
+		return nil
 	})
-	if err != nil {
-		return page, fmt.Errorf("list notifications: %w", err)
-	}
-	return page, nil
+	return page, err
 }
 
 // event converts a notification. Fields holds cid, reason_subject and,

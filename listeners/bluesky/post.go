@@ -78,10 +78,14 @@ func (l *Listener) post(ctx context.Context, text string, reply *replyRef) error
 	var out createRecordOutput
 	err = l.withSession(ctx, func(client *atclient.APIClient) error {
 		input := createRecordInput{Repo: clientDID(client), Collection: collectionPost, Record: record}
-		return l.call(ctx, client, http.MethodPost, methodCreateRecord, nil, input, &out)
+		err := l.call(ctx, client, http.MethodPost, methodCreateRecord, nil, input, &out)
+		if err != nil {
+			return fmt.Errorf("create post: %w", err)
+		}
+		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("create post: %w", err)
+		return err
 	}
 
 	l.logger().Info("posted to bluesky", "uri", out.URI, "reply", reply != nil)

@@ -126,6 +126,9 @@ func TestSendWithinLoginIntervalFailsFast(t *testing.T) {
 		if !strings.Contains(err.Error(), "next login try at") {
 			t.Errorf("Send %d error %q does not name the next login try", attempt, err)
 		}
+		if !strings.HasPrefix(err.Error(), "log in as "+testHandle) {
+			t.Errorf("Send %d error %q does not start with the login", attempt, err)
+		}
 	}
 	if got := f.callCount(methodCreateSession); got != 1 {
 		t.Errorf("createSession called %d times, want 1", got)
@@ -154,6 +157,9 @@ func TestLoginWrongPasswordIsErrAuth(t *testing.T) {
 		}
 		if strings.Contains(err.Error(), "not-the-password") {
 			t.Errorf("Run %d error contains the password: %v", attempt, err)
+		}
+		if !strings.HasPrefix(err.Error(), "log in as "+testHandle) {
+			t.Errorf("Run %d error %q does not start with the login", attempt, err)
 		}
 	}
 	if got := f.callCount(methodCreateSession); got != 1 {
