@@ -105,7 +105,7 @@ func New(cfg *config.Listener) (*Listener, error) {
 		host:             host,
 		poll:             settings.Poll,
 		reasons:          settings.Reasons,
-		http:             &http.Client{Timeout: 30 * time.Second},
+		http:             newHTTPClient(),
 		pageLimit:        100,
 		maxPages:         10,
 		minRateWait:      time.Second,
@@ -120,6 +120,15 @@ func New(cfg *config.Listener) (*Listener, error) {
 		l.reasons = defaultReasons
 	}
 	return l, nil
+}
+
+// newHTTPClient returns the client for every request of a Listener,
+// with its time and response size bounded.
+func newHTTPClient() *http.Client {
+	return &http.Client{
+		Timeout:   30 * time.Second,
+		Transport: limitTransport{base: http.DefaultTransport, limit: maxResponseBody},
+	}
 }
 
 // validateHost rejects a host that is not an absolute http or https URL.

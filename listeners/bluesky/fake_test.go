@@ -56,6 +56,9 @@ type fakeServer struct {
 	// failing is how many of the next listNotifications calls respond
 	// with 502.
 	failing int
+	// oversized makes listNotifications respond with a valid page whose
+	// body is longer than maxResponseBody.
+	oversized bool
 	// staleUnauthorized makes a request with a token the server does
 	// not accept get 401 InvalidToken, which PasswordAuth does not
 	// refresh, in place of 400 ExpiredToken.
@@ -228,6 +231,12 @@ func (f *fakeServer) listNotifications(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	if f.oversized {
+		cursor := strings.Repeat("c", maxResponseBody)
+		writeJSON(w, http.StatusOK, listNotificationsOutput{Notifications: []notification{}, Cursor: cursor})
+		return
+	}
+
 	query := r.URL.Query()
 	f.queries = append(f.queries, query)
 	limit := 50
@@ -326,6 +335,14 @@ func (f *fakeServer) revokeSession() {
 	defer f.mu.Unlock()
 	clear(f.access)
 	clear(f.refresh)
+}
+
+// serveOversized makes listNotifications respond with a body longer than
+// maxResponseBody.
+func (f *fakeServer) serveOversized() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.oversized = true
 }
 
 // rejectStaleWith401 makes requests with a token the server does not

@@ -3,6 +3,7 @@ package bluesky
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -286,6 +287,51 @@ func TestRunServerErrorReturnsError(t *testing.T) {
 	}
 	if got := host.readyCount(); got != 0 {
 		t.Errorf("Ready called %d times, want 0", got)
+	}
+}
+
+func TestRunOversizedResponseReturnsError(t *testing.T) {
+	f := newFakeServer(t, false)
+	f.serveOversized()
+	host := newFakeHost(t, newFakeKV())
+	l := newTestListener(t, newTestConfig(f))
+
+	// Without the cap the poll succeeds, and Run would poll until ctx ends.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := l.Run(ctx, host)
+	if !errors.Is(err, errResponseTooLarge) {
+		t.Fatalf("Run error = %v, want one wrapping errResponseTooLarge", err)
+	}
+	if errors.Is(err, listeners.ErrAuth) {
+		t.Errorf("Run error %v wraps ErrAuth, want a plain error that backs off", err)
+	}
+	if got := host.readyCount(); got != 0 {
+		t.Errorf("Ready called %d times, want 0", got)
+	}
+}
+
+func TestLimitedBodyAtAndOverLimit(t *testing.T) {
+	tests := []struct {
+		name    string
+		body    string
+		wantErr error
+	}{
+		{"under", "abc", nil},
+		{"at", "abcd", nil},
+		{"over", "abcde", errResponseTooLarge},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			body := &limitedBody{body: io.NopCloser(strings.NewReader(tt.body)), left: 4}
+			data, err := io.ReadAll(body)
+			if !errors.Is(err, tt.wantErr) {
+				t.Errorf("ReadAll error = %v, want %v", err, tt.wantErr)
+			}
+			if tt.wantErr == nil && string(data) != tt.body {
+				t.Errorf("ReadAll = %q, want %q", data, tt.body)
+			}
+		})
 	}
 }
 

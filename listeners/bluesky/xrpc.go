@@ -19,6 +19,60 @@ import (
 // maxErrorBody caps how much of an error response is read.
 const maxErrorBody = 64 << 10
 
+// maxResponseBody caps how much of any response the listener reads, so
+// that a runaway body cannot exhaust memory within the client timeout.
+// NOTE: the value is an estimate, not a documented server limit. A page
+// holds at most 100 notifications, each with one record and an author
+// view, so real pages are expected to stay far below it.
+const maxResponseBody = 16 << 20
+
+// errResponseTooLarge is the read error of a body longer than
+// maxResponseBody.
+var errResponseTooLarge = fmt.Errorf("response body is larger than the listener's limit of %d MiB", maxResponseBody>>20)
+
+// limitTransport caps the body of every response at limit bytes. It sits
+// below atclient, so the bodies that PasswordAuth reads itself are capped
+// too.
+type limitTransport struct {
+	base  http.RoundTripper
+	limit int64
+}
+
+func (t limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.base.RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	resp.Body = &limitedBody{body: resp.Body, left: t.limit}
+	return resp, nil
+}
+
+// limitedBody reads body until left bytes are used up, and then returns
+// errResponseTooLarge if the body has more.
+type limitedBody struct {
+	body io.ReadCloser
+	left int64
+}
+
+func (b *limitedBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		var probe [1]byte
+		n, err := b.body.Read(probe[:])
+		if n > 0 {
+			return 0, errResponseTooLarge
+		}
+		return 0, err
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.body.Read(p)
+	b.left -= int64(n)
+	return n, err
+}
+
+func (b *limitedBody) Close() error { return b.body.Close() }
+
 // call sends one XRPC request with client and decodes a 2xx JSON response
 // into out, which may be nil. A 429 response is waited out until the
 // reset time it names and then sent again, until ctx ends. Other non-2xx
