@@ -55,15 +55,22 @@ type Listener struct {
 	// the wait when the response names no reset time.
 	minRateWait      time.Duration
 	fallbackRateWait time.Duration
+	// maxInlineRateWait is the longest rate-limit wait spent inside a
+	// request, so that a poll or send that meets the end of a limit
+	// window still succeeds. maxRateWait caps a longer pause.
+	maxInlineRateWait time.Duration
+	maxRateWait       time.Duration
 	// loginInterval is the shortest time between two logins that the
 	// server accepts or rejects. It equals the supervisor's retry
 	// interval after an ErrAuth error, so each retry can log in once.
 	loginInterval time.Duration
 
-	// mu guards state and log, which Run sets from its host.
-	mu    sync.Mutex
-	state listeners.KV
-	log   *slog.Logger
+	// mu guards state and log, which Run sets from its host, and
+	// pausedUntil, the end of a rate-limit pause.
+	mu          sync.Mutex
+	state       listeners.KV
+	log         *slog.Logger
+	pausedUntil time.Time
 
 	// sessionLock is a one-slot semaphore that serializes session setup
 	// between Run, Send and Reply, and guards the fields below it.
@@ -110,8 +117,12 @@ func New(cfg *config.Listener) (*Listener, error) {
 		maxPages:         10,
 		minRateWait:      time.Second,
 		fallbackRateWait: time.Minute,
-		loginInterval:    listeners.DefaultBackoff.Max,
-		sessionLock:      make(chan struct{}, 1),
+		// A rate-limit pause ends no later than the supervisor's
+		// longest backoff, so the listener is back when it retries.
+		maxInlineRateWait: 10 * time.Second,
+		maxRateWait:       listeners.DefaultBackoff.Max,
+		loginInterval:     listeners.DefaultBackoff.Max,
+		sessionLock:       make(chan struct{}, 1),
 	}
 	if l.poll <= 0 {
 		l.poll = defaultPoll
@@ -144,9 +155,10 @@ func validateHost(host string) error {
 }
 
 // Run polls notifications every poll interval until ctx ends. It calls
-// host.Ready after the first successful poll. A 429 response is waited
-// out, while a 5xx response or a network error ends Run with an error so
-// that the supervisor backs off.
+// host.Ready after the first successful poll. A 429 response whose reset
+// is at most maxInlineRateWait away is waited out, while a later reset,
+// a 5xx response or a network error ends Run with an error so that the
+// supervisor backs off.
 func (l *Listener) Run(ctx context.Context, host listeners.Host) error {
 	l.attach(host)
 

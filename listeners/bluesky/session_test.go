@@ -335,10 +335,43 @@ func TestLimitedBodyAtAndOverLimit(t *testing.T) {
 	}
 }
 
+func TestRunFarRateLimitBacksOff(t *testing.T) {
+	f := newFakeServer(t, false)
+	f.rateLimit(1, time.Now().Add(999*time.Hour))
+	host := newFakeHost(t, newFakeKV())
+	l := newTestListener(t, newTestConfig(f))
+	l.maxRateWait = 300 * time.Millisecond
+
+	// Without the pause, Run would wait for the reset until ctx ends.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := l.Run(ctx, host)
+	if !errors.Is(err, errRateLimited) {
+		t.Fatalf("Run error = %v, want one wrapping errRateLimited", err)
+	}
+	if errors.Is(err, listeners.ErrAuth) {
+		t.Errorf("Run error %v wraps ErrAuth, want a plain error that backs off", err)
+	}
+
+	// A restart within the pause sends no request.
+	if err := l.Run(ctx, host); !errors.Is(err, errRateLimited) {
+		t.Errorf("Run within the pause error = %v, want one wrapping errRateLimited", err)
+	}
+	if got := f.callCount(methodListNotifications); got != 1 {
+		t.Errorf("listNotifications called %d times within the pause, want 1", got)
+	}
+
+	// The pause ends after maxRateWait, long before the reset.
+	time.Sleep(l.maxRateWait)
+	startRun(t, l, host)
+	waitFor(t, "Ready after the pause", func() bool { return host.readyCount() == 1 })
+}
+
 func TestRunStopsOnCancelDuringRateLimitWait(t *testing.T) {
 	f := newFakeServer(t, false)
 	f.rateLimit(1, time.Now().Add(time.Hour))
 	l := newTestListener(t, newTestConfig(f))
+	l.maxInlineRateWait = 2 * time.Hour
 
 	run := startRun(t, l, newFakeHost(t, newFakeKV()))
 	waitFor(t, "the rate-limited request", func() bool {

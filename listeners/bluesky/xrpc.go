@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"strconv"
 	"time"
 
 	"github.com/bluesky-social/indigo/atproto/atclient"
@@ -74,8 +73,9 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 func (b *limitedBody) Close() error { return b.body.Close() }
 
 // call sends one XRPC request with client and decodes a 2xx JSON response
-// into out, which may be nil. A 429 response is waited out until the
-// reset time it names and then sent again, until ctx ends. Other non-2xx
+// into out, which may be nil. A 429 response whose reset time is near is
+// waited out and sent again, while a later reset pauses all requests and
+// returns an errRateLimited error: see waitRateLimit. Other non-2xx
 // responses return an *atclient.APIError.
 //
 // It uses APIClient.Do rather than Get or Post because those drop the
@@ -91,6 +91,9 @@ func (l *Listener) call(ctx context.Context, client *atclient.APIClient, method 
 	}
 
 	for {
+		if err := l.checkRateLimitPause(); err != nil {
+			return err
+		}
 		resp, err := client.Do(ctx, newRequest(method, endpoint, params, payload))
 		if err != nil {
 			// PasswordAuth returns a failed token refresh as an error,
@@ -163,49 +166,6 @@ func decodeResponse(resp *http.Response, endpoint syntax.NSID, out any) error {
 func drainAndClose(resp *http.Response) {
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBody))
 	_ = resp.Body.Close()
-}
-
-// rateLimitReset returns when a 429 response allows the next request. It
-// reads the ratelimit-reset header (Unix seconds) that Bluesky servers
-// send, then the standard Retry-After header (seconds or an HTTP date),
-// and falls back to now plus fallback.
-func rateLimitReset(header http.Header, now time.Time, fallback time.Duration) time.Time {
-	if reset, err := strconv.ParseInt(header.Get("Ratelimit-Reset"), 10, 64); err == nil {
-		return time.Unix(reset, 0)
-	}
-
-	retryAfter := header.Get("Retry-After")
-	if seconds, err := strconv.Atoi(retryAfter); err == nil {
-		return now.Add(time.Duration(seconds) * time.Second)
-	}
-	if date, err := http.ParseTime(retryAfter); err == nil {
-		return date
-	}
-	return now.Add(fallback)
-}
-
-// waitRateLimit sleeps until until, or at least minRateWait so that a
-// server that keeps naming a past reset time is not polled in a tight
-// loop. It returns ctx's error when ctx ends first.
-func (l *Listener) waitRateLimit(ctx context.Context, endpoint syntax.NSID, until time.Time) error {
-	wait := max(time.Until(until), l.minRateWait)
-	l.logger().Warn("rate limited by bluesky; waiting for the reset",
-		"endpoint", endpoint.String(), "wait", wait.Round(time.Millisecond), "reset", until.UTC())
-
-	timer := time.NewTimer(wait)
-	defer timer.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-timer.C:
-		return nil
-	}
-}
-
-// isRateLimited reports whether err is an HTTP 429 API error.
-func isRateLimited(err error) bool {
-	var apiErr *atclient.APIError
-	return errors.As(err, &apiErr) && apiErr.StatusCode == http.StatusTooManyRequests
 }
 
 // isSessionRejected reports whether err means the session's tokens are no
