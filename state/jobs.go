@@ -63,7 +63,7 @@ func (s *Store) Jobs() ([]JobState, error) {
 			var state JobState
 			if err := unmarshalJob(value, &state); err != nil {
 				// A read-only store is not repaired, and the daemon's next
-				// start drops the record (see dropDamagedJobs).
+				// start replaces the record (see replaceDamagedJobs).
 				s.writer.log.Warn("skipped damaged job record", "job", string(key), "err", err)
 				return nil
 			}

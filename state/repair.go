@@ -16,16 +16,18 @@ type damagedRecord struct {
 	err error
 }
 
-// dropDamagedJobs deletes the job records that do not decode, after
-// saving a copy of the whole store as PATH.corrupt-<UTC time>.
+// replaceDamagedJobs replaces the job records that do not decode with new
+// ones, after saving a copy of the whole store as PATH.corrupt-<UTC time>.
 //
 // bbolt checks pages and keys, not the values in them, so a flipped bit in
 // a job record passes checkFile. Every start decodes every job record, and
-// one that fails would fail every start. Dropping the record makes its job
-// start over as a new one, which never runs a slot twice: a new job catches
-// up nothing from before it was first seen. Run records need no such pass,
-// because readers skip a damaged run (see Store.Runs).
-func dropDamagedJobs(db *bolt.DB, path string, logger *slog.Logger) error {
+// one that fails would fail every start. A new record makes its job start
+// over as a new one, which never runs a slot twice: a new job catches up
+// nothing from before it was first seen. The record is replaced, not
+// deleted, because recovery finds runs left running through the job
+// records. Run records need no such pass, because readers skip a damaged
+// run (see Store.Runs).
+func replaceDamagedJobs(db *bolt.DB, path string, logger *slog.Logger) error {
 	var damaged []damagedRecord
 	copyPath := ""
 	err := db.View(func(tx *bolt.Tx) error {
@@ -41,26 +43,30 @@ func dropDamagedJobs(db *bolt.DB, path string, logger *slog.Logger) error {
 		return tx.CopyFile(dest, 0o600)
 	})
 	if err != nil {
-		return fmt.Errorf("save copy of state store %s before dropping damaged job records: %w", path, err)
+		return fmt.Errorf("save copy of state store %s before replacing damaged job records: %w", path, err)
 	}
 	if len(damaged) == 0 {
 		return nil
 	}
 	syncDir(filepath.Dir(path), logger)
+	now := time.Now().UTC()
 	err = db.Update(func(tx *bolt.Tx) error {
 		jobs := tx.Bucket(bucketJobs)
 		for _, record := range damaged {
 			if err := deleteRecord(jobs, []byte(record.key)); err != nil {
 				return err
 			}
+			if err := putJob(tx, JobState{Name: record.key, FirstSeen: now}); err != nil {
+				return err
+			}
 		}
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("drop damaged job records from state store %s: %w", path, err)
+		return fmt.Errorf("replace damaged job records in state store %s: %w", path, err)
 	}
 	for _, record := range damaged {
-		logger.Error("dropped damaged job record from state store, so the job starts over as new with its run history kept",
+		logger.Error("replaced damaged job record in state store, so the job starts over as new with its run history kept",
 			"path", path, "job", record.key, "copy", copyPath, "err", record.err)
 	}
 	return nil

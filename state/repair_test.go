@@ -36,7 +36,7 @@ func damageRecords(t *testing.T, path string, prefix string) {
 	writeFile(t, path, data)
 }
 
-func TestOpenDropsDamagedJobRecord(t *testing.T) {
+func TestOpenReplacesDamagedJobRecord(t *testing.T) {
 	path := tempStorePath(t)
 	store, err := Open(path, Options{})
 	if err != nil {
@@ -62,15 +62,15 @@ func TestOpenDropsDamagedJobRecord(t *testing.T) {
 	var names []string
 	for _, job := range jobs {
 		names = append(names, job.Name)
+		if job.Name == "damaged" && !job.LastSlot.IsZero() {
+			t.Errorf("the replaced record kept last slot %v, want a new job's state", job.LastSlot)
+		}
 	}
-	if !slices.Equal(names, []string{"kept"}) {
-		t.Errorf("jobs after the repair %v, want [kept]", names)
+	if !slices.Equal(names, []string{"damaged", "kept"}) {
+		t.Errorf("jobs after the repair %v, want [damaged kept]", names)
 	}
 	if runs, err := store.Runs("damaged", 0); err != nil || len(runs) != 1 {
-		t.Errorf("history of the dropped job = %v, %v, want its one run", runs, err)
-	}
-	if _, err := store.EnsureJob("damaged", time.Now()); err != nil {
-		t.Errorf("EnsureJob of the dropped job: %v", err)
+		t.Errorf("history of the replaced job = %v, %v, want its one run", runs, err)
 	}
 
 	attrs, ok := recorder.find(slog.LevelError)
@@ -148,5 +148,31 @@ func TestRunsSkipsDamagedRecord(t *testing.T) {
 	}
 	if _, _, err := store.Run("backup", "2"); err == nil {
 		t.Error("Run of the damaged record gave no error")
+	}
+}
+
+func TestRepairKeepsRunningRunRecoverable(t *testing.T) {
+	path := tempStorePath(t)
+	store, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := claim(t, store, "damaged", slotAt(1))
+	if err := store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	damageRecords(t, path, `{"name":"damaged"`)
+
+	store = openTestStore(t, path, Options{})
+	running, err := store.RunningRuns()
+	if err != nil || len(running) != 1 || running[0].ID != run.ID {
+		t.Fatalf("RunningRuns after the repair = %v, %v, want run %s", running, err, run.ID)
+	}
+	recovered, err := store.RecoverInterrupted(time.Now(), nil)
+	if err != nil || len(recovered) != 1 {
+		t.Fatalf("RecoverInterrupted after the repair = %v, %v, want run %s", recovered, err, run.ID)
+	}
+	if got, _, _ := store.Run("damaged", run.ID); got.Result != ResultInterrupted {
+		t.Errorf("run %s after recovery is %q, want %q", run.ID, got.Result, ResultInterrupted)
 	}
 }

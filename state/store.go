@@ -65,8 +65,8 @@ type Store struct {
 // logged at ERROR, moved to PATH.corrupt-<UTC timestamp> and replaced with a
 // fresh store, and Recovered returns the path it was moved to. A zero-length
 // file is initialized in place, since it contains nothing to keep. Job
-// records that do not decode are dropped after a copy of the store is
-// saved the same way (see dropDamagedJobs). Errors
+// records that do not decode are replaced with new ones after a copy of
+// the store is saved the same way (see replaceDamagedJobs). Errors
 // unrelated to the file's contents, such as permission denied or ErrLocked,
 // are returned and never move the file.
 //
@@ -135,7 +135,7 @@ func openReadWrite(path string, opts Options) (*bolt.DB, string, error) {
 		}
 	}
 	if err == nil {
-		if err := dropDamagedJobs(db, path, opts.Logger); err != nil {
+		if err := replaceDamagedJobs(db, path, opts.Logger); err != nil {
 			_ = db.Close()
 			return nil, "", err
 		}
