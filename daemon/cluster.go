@@ -116,7 +116,7 @@ func stopClusterLeftovers(cfg *config.Config, store *cluster.Etcd, log *slog.Log
 		}
 		for _, r := range runs {
 			if r.Result == state.ResultRunning || r.Result == state.ResultInterrupted {
-				leftovers = append(leftovers, jobs.RunMarker(r.ID))
+				leftovers = append(leftovers, jobs.RunMarkers(cfg.Runner.StateDir, r.ID)...)
 			}
 		}
 	}

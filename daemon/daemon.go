@@ -335,7 +335,7 @@ func stopLeftovers(cfg *config.Config, store *state.Store, daemonLeft bool, busy
 	}
 	for _, r := range running {
 		if !busy(r.Job) {
-			leftovers = append(leftovers, jobs.RunMarker(r.ID))
+			leftovers = append(leftovers, jobs.RunMarkers(cfg.Runner.StateDir, r.ID)...)
 		}
 	}
 	if n := process.KillMarked(leftovers, cfg.Runner.KillGrace); n > 0 {

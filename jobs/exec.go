@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -16,11 +17,13 @@ import (
 
 // Variables every child of a job gets, describing its run.
 const (
-	envRunID   = "AGENT_RUNNER_RUN_ID"
-	envJob     = "AGENT_RUNNER_JOB"
-	envTrigger = "AGENT_RUNNER_TRIGGER"
-	envSlot    = "AGENT_RUNNER_SLOT"
-	envJobDir  = "AGENT_RUNNER_JOB_DIR"
+	envRunID = "AGENT_RUNNER_RUN_ID"
+	// envRunMarker carries RunMarker.
+	envRunMarker = "AGENT_RUNNER_RUN"
+	envJob       = "AGENT_RUNNER_JOB"
+	envTrigger   = "AGENT_RUNNER_TRIGGER"
+	envSlot      = "AGENT_RUNNER_SLOT"
+	envJobDir    = "AGENT_RUNNER_JOB_DIR"
 )
 
 const (
@@ -86,9 +89,10 @@ func (r *Runner) commandSpec(job *config.Job, argv []string, run state.Run) (pro
 			return process.Spec{}, fmt.Errorf("chown job folder: %w", err)
 		}
 	}
-	marker := RunMarker(run.ID)
+	marker := RunMarker(settings.StateDir, run.ID)
 	vars := []string{
 		marker,
+		envRunID + "=" + run.ID,
 		envJob + "=" + job.Name,
 		envTrigger + "=" + run.Trigger,
 		envJobDir + "=" + jobDir,
@@ -129,8 +133,22 @@ func (r *Runner) commandSpec(job *config.Job, argv []string, run state.Run) (pro
 }
 
 // RunMarker is the environment entry that identifies the processes of a
-// run, including ones that left its process group.
-func RunMarker(runID string) string { return envRunID + "=" + runID }
+// run, including ones that left its process group. Run IDs repeat across
+// stores, so it names the state folder too, resolved as DaemonMarker
+// resolves it, and a search for it never finds another daemon's runs.
+func RunMarker(stateDir, runID string) string {
+	return envRunMarker + "=" + runID + "@" + strings.TrimPrefix(process.DaemonMarker(stateDir), process.DaemonVar+"=")
+}
+
+// RunMarkers returns the entries a search for a run's processes matches:
+// RunMarker, and the state folder as given when it differs.
+func RunMarkers(stateDir, runID string) []string {
+	markers := []string{RunMarker(stateDir, runID)}
+	if asWritten := envRunMarker + "=" + runID + "@" + stateDir; asWritten != markers[0] {
+		markers = append(markers, asWritten)
+	}
+	return markers
+}
 
 // outcomeOf classifies how the child ended.
 func outcomeOf(exit process.Exit) execOutcome {

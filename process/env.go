@@ -21,7 +21,7 @@ func DaemonMarker(stateDir string) string {
 	if resolved, err := filepath.EvalSymlinks(stateDir); err == nil {
 		stateDir = resolved
 	}
-	return daemonVar + "=" + stateDir
+	return DaemonVar + "=" + stateDir
 }
 
 // DaemonMarkers returns the entries a start searches for: DaemonMarker,
@@ -29,13 +29,14 @@ func DaemonMarker(stateDir string) string {
 // did not resolve it carry.
 func DaemonMarkers(stateDir string) []string {
 	markers := []string{DaemonMarker(stateDir)}
-	if asWritten := daemonVar + "=" + stateDir; asWritten != markers[0] {
+	if asWritten := DaemonVar + "=" + stateDir; asWritten != markers[0] {
 		markers = append(markers, asWritten)
 	}
 	return markers
 }
 
-const daemonVar = "AGENT_RUNNER_DAEMON"
+// DaemonVar is the variable of DaemonMarker.
+const DaemonVar = "AGENT_RUNNER_DAEMON"
 
 // Settings are the process rules that jobs, hooks and exec listeners share.
 type Settings struct {
