@@ -414,6 +414,9 @@ type pool struct {
 	mu sync.Mutex
 	// stops ends each started supervisor's context, by listener name.
 	stops []namedStop
+	// stopped is set by stop. A reload can still add a listener while the
+	// daemon waits for its jobs to stop, and that one must not start.
+	stopped bool
 }
 
 type namedStop struct {
@@ -429,8 +432,13 @@ func newPool() *pool {
 func (p *pool) start(name string, sup *listeners.Supervisor) {
 	ctx, stop := context.WithCancelCause(p.ctx)
 	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopped {
+		stop(nil)
+		return
+	}
 	p.stops = append(p.stops, namedStop{name, stop})
-	p.mu.Unlock()
+	// Under mu, so that run's Wait, which follows stop, counts it.
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
@@ -453,6 +461,7 @@ func (p *pool) run() error {
 // because the listener set's lock is taken before mu in start.
 func (p *pool) stop(causeOf func(name string) error) {
 	p.mu.Lock()
+	p.stopped = true
 	stops := slices.Clone(p.stops)
 	p.mu.Unlock()
 	for _, s := range stops {

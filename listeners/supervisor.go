@@ -254,7 +254,9 @@ func (s *Supervisor) Retire() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.retired = true
-	if s.attemptRouter == nil {
+	// The attempt's own router is drained when the attempt ends. A router
+	// that a Replace installed after the attempt began is never used.
+	if s.router != s.attemptRouter {
 		go s.drain(s.router)
 	}
 	s.stopLocked()

@@ -323,3 +323,24 @@ func TestSupervisorRetireEndsBackoff(t *testing.T) {
 		t.Errorf("a retired listener ran %d times, want 1", n)
 	}
 }
+
+func TestSupervisorReplaceThenRetireDrainsBoth(t *testing.T) {
+	release := make(chan struct{})
+	l := &fakeListener{RunFunc: func(ctx context.Context, host Host, call int) error {
+		host.Ready()
+		<-ctx.Done()
+		// A slow stop, as an exec child's stop_grace makes.
+		<-release
+		return nil
+	}}
+	first := newPlainRouter()
+	s := NewSupervisor("test", config.KindTwitch, l, first, memKV{}, quietLog)
+	startSupervisor(t, s)
+	waitUntil(t, "the first attempt", func() bool { return s.Health().State == StateRunning })
+	second := newPlainRouter()
+	s.Replace(connectedListener(), second)
+	s.Retire()
+	close(release)
+	waitUntil(t, "the first router to close", first.Closed)
+	waitUntil(t, "the router that no attempt used to close", second.Closed)
+}

@@ -1,0 +1,40 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/agent-runner/agent-runner/config"
+	"github.com/agent-runner/agent-runner/listeners"
+)
+
+// countingListener counts its runs and runs until its context ends.
+type countingListener struct{ calls atomic.Int32 }
+
+func (l *countingListener) Run(ctx context.Context, _ listeners.Host) error {
+	l.calls.Add(1)
+	<-ctx.Done()
+	return nil
+}
+
+func TestPoolStartAfterStopRunsNothing(t *testing.T) {
+	p := newPool()
+	done := make(chan error, 1)
+	go func() { done <- p.run() }()
+	p.stop(func(string) error { return errors.New("stop") })
+	<-done
+
+	log := slog.New(slog.DiscardHandler)
+	l := &countingListener{}
+	cfg := &config.Listener{Name: "late", Kind: "exec", HookQueue: 1}
+	router := listeners.NewRouter(cfg, nil, nil, nil, log)
+	p.start("late", listeners.NewSupervisor("late", "exec", l, router, nil, log))
+	time.Sleep(200 * time.Millisecond)
+	if n := l.calls.Load(); n != 0 {
+		t.Errorf("a listener added after the pool stopped ran %d time(s)", n)
+	}
+}
