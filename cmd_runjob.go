@@ -163,8 +163,23 @@ func recoverRuns(cfg *config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	leftovers, err := daemon.Leftovers(cfg, store, false)
+	if err != nil || len(leftovers) > 0 {
+		// The kill waits up to kill_grace, and a run by hand of another
+		// job may need the store meanwhile.
+		store.Close()
+	}
+	if err != nil {
+		return err
+	}
+	if len(leftovers) > 0 {
+		daemon.StopLeftovers(cfg, leftovers, log)
+		if store, err = openStoreOffline(cfg, false, log); err != nil {
+			return err
+		}
+	}
 	defer store.Close()
-	return daemon.RecoverRuns(cfg, store, false, time.Now(), log)
+	return daemon.MarkInterrupted(cfg, store, time.Now(), log)
 }
 
 // handoffRecorder records an in-process run in the store, and hands the

@@ -997,3 +997,43 @@ func TestStartReportsHeldStoreLock(t *testing.T) {
 		t.Errorf("run with the store locked: stderr %q, want the whole time it waited", res.stderr)
 	}
 }
+
+func TestRunByHandFreesStoreWhileStopping(t *testing.T) {
+	p := newProject(t, "")
+	config := `[runner]
+kill_grace = "6s"
+
+[jobs.stubborn]
+command = ["sh", "-c", "trap '' TERM; echo $$ >> pids; sleep 300"]
+schedule = "0 0 1 1 *"
+
+[jobs.quick]
+command = ["true"]
+schedule = "0 0 1 1 *"
+`
+	if err := os.WriteFile(p.config, []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { killPids(t, p.path("pids")) })
+	d := p.startDaemon()
+	client := p.command("run-job", "stubborn")
+	if err := client.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the stubborn run", func() bool { return len(lines(t, p.path("pids"))) == 1 })
+	d.kill()
+	_ = client.Wait()
+
+	// This run-job stops the leftover, which ignores SIGTERM and so
+	// takes kill_grace to die.
+	stopper := p.command("run-job", "quick")
+	if err := stopper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer stopper.Wait()
+	time.Sleep(time.Second)
+	res := p.run("runs", "stubborn")
+	if res.code != 0 {
+		t.Errorf("runs while a run-job stops a leftover = %d %q, want the store free", res.code, res.stderr)
+	}
+}

@@ -294,16 +294,30 @@ func openStore(ctx context.Context, cfg *config.Config, log *slog.Logger, now ti
 }
 
 // RecoverRuns stops what the runs still recorded as running left behind
-// and marks those runs interrupted. A daemon start calls it, and so does a
-// run by hand without a daemon, so that no run of a job overlaps one that
-// a killed daemon started. A run whose job's run lock is held is left
-// alone, because a CLI is running it by hand right now.
+// and marks those runs interrupted, so that no run of a job overlaps one
+// that a killed daemon started. A daemon start calls it, and a run by hand
+// without a daemon takes the same steps with the store closed during the
+// kill. A run whose job's run lock is held is left alone, because a CLI
+// is running it by hand right now.
 func RecoverRuns(cfg *config.Config, store *state.Store, daemonLeft bool, now time.Time, log *slog.Logger) error {
-	busy := func(job string) bool { return jobs.LockHeld(cfg.Runner.StateDir, job) }
-	if err := stopLeftovers(cfg, store, daemonLeft, busy, log); err != nil {
+	leftovers, err := Leftovers(cfg, store, daemonLeft)
+	if err != nil {
 		return err
 	}
-	interrupted, err := store.RecoverInterrupted(now, busy)
+	StopLeftovers(cfg, leftovers, log)
+	return MarkInterrupted(cfg, store, now, log)
+}
+
+// runBusy reports whether a CLI holds the job's run lock, running it by
+// hand right now.
+func runBusy(cfg *config.Config) func(job string) bool {
+	return func(job string) bool { return jobs.LockHeld(cfg.Runner.StateDir, job) }
+}
+
+// MarkInterrupted marks the runs still recorded as running interrupted,
+// unless their job's run lock is held, and logs each one.
+func MarkInterrupted(cfg *config.Config, store *state.Store, now time.Time, log *slog.Logger) error {
+	interrupted, err := store.RecoverInterrupted(now, runBusy(cfg))
 	if err != nil {
 		return fmt.Errorf("recover interrupted runs: %w", err)
 	}
@@ -318,30 +332,37 @@ func RecoverRuns(cfg *config.Config, store *state.Store, daemonLeft bool, now ti
 	return nil
 }
 
-// stopLeftovers kills what runs still recorded as running, and a previous
-// daemon's listeners, hooks and alert commands when daemonLeft reports
-// that daemon did not stop cleanly: children of a daemon or CLI that was killed have their own
-// process groups and may still run, and must not overlap the runs to
-// come. It runs before those runs are marked interrupted, so a crash
-// during it leaves them to the next start.
-func stopLeftovers(cfg *config.Config, store *state.Store, daemonLeft bool, busy func(string) bool, log *slog.Logger) error {
+// Leftovers returns the environment markers of what the runs still
+// recorded as running left behind, and of a previous daemon's listeners,
+// hooks and alert commands when daemonLeft reports that daemon did not
+// stop cleanly. Children of a daemon or CLI that was killed have their
+// own process groups and may still run, and must not overlap the runs to
+// come.
+func Leftovers(cfg *config.Config, store *state.Store, daemonLeft bool) ([]string, error) {
 	running, err := store.RunningRuns()
 	if err != nil {
-		return fmt.Errorf("recover interrupted runs: %w", err)
+		return nil, fmt.Errorf("recover interrupted runs: %w", err)
 	}
 	var leftovers []string
 	if daemonLeft {
 		leftovers = append(leftovers, process.DaemonMarkers(cfg.Runner.StateDir)...)
 	}
+	busy := runBusy(cfg)
 	for _, r := range running {
 		if !busy(r.Job) {
 			leftovers = append(leftovers, jobs.RunMarkers(cfg.Runner.StateDir, r.ID)...)
 		}
 	}
-	if n := process.KillMarked(leftovers, cfg.Runner.KillGrace); n > 0 {
+	return leftovers, nil
+}
+
+// StopLeftovers kills the processes that carry one of the markers. It
+// runs before their runs are marked interrupted, so a crash during it
+// leaves them to the next start.
+func StopLeftovers(cfg *config.Config, markers []string, log *slog.Logger) {
+	if n := process.KillMarked(markers, cfg.Runner.KillGrace); n > 0 {
 		log.Warn("stopped processes left by a previous daemon or CLI", "count", n)
 	}
-	return nil
 }
 
 // StorePath returns the path of the store file in the state folder.
