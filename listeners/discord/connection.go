@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -15,60 +16,103 @@ import (
 	"github.com/agent-runner/agent-runner/listeners"
 )
 
-// Timing of the gateway session.
 const (
-	// openTimeout bounds one Open: the dial, HELLO, IDENTIFY or RESUME,
-	// and READY or RESUMED.
-	openTimeout = 30 * time.Second
 	// handshakeTimeout bounds the TCP, TLS and websocket handshakes.
 	handshakeTimeout = 15 * time.Second
 	// resumeAttempts is how many times Run tries to resume a lost session
 	// before it returns an error, after which the supervisor starts a new
 	// session.
 	resumeAttempts = 5
+)
+
+// timing contains the waits of the gateway session. It is a field of
+// Listener so that tests can shorten them.
+type timing struct {
+	// open bounds one open: the dial, HELLO, IDENTIFY or RESUME, and
+	// READY or RESUMED.
+	open time.Duration
+	// abandon is how long open waits for discordgo's Open to return
+	// after closing its connection, before it gives up on the session.
+	abandon time.Duration
 	// firstResumeDelay is the wait after the first failed resume. It
 	// doubles after each further failure.
-	firstResumeDelay = time.Second
-)
+	firstResumeDelay time.Duration
+	// invalidSessionMin and invalidSessionMax bound the random wait after
+	// op 9 INVALID_SESSION, which Discord's documentation sets at 1 to
+	// 5 s.
+	invalidSessionMin, invalidSessionMax time.Duration
+}
+
+var defaultTiming = timing{
+	open:              30 * time.Second,
+	abandon:           5 * time.Second,
+	firstResumeDelay:  time.Second,
+	invalidSessionMin: time.Second,
+	invalidSessionMax: 5 * time.Second,
+}
+
+// errSessionAbandoned is returned when discordgo's Open did not return
+// after its connection was closed, which leaves the session locked.
+var errSessionAbandoned = errors.New("discordgo's Open did not return after its connection closed")
 
 // connection is the gateway session of one Run.
 type connection struct {
-	listener *Listener
-	host     listeners.Host
-	session  *discordgo.Session
-	dialer   *gatewayDialer
+	listener   *Listener
+	host       listeners.Host
+	gatewayURL string
+	session    *discordgo.Session
+	dialer     *gatewayDialer
 	// failed receives the first panic recovered in a handler.
 	failed chan error
 	// disconnected receives a value when discordgo closes the session
 	// after a read error, a missed heartbeat ACK or op 7.
 	disconnected chan struct{}
+	// established receives a value for READY and RESUMED.
+	established chan struct{}
 	// stopped is set once Run closes the session, after which handlers
 	// deliver nothing.
 	stopped atomic.Bool
+	// abandoned is set when open gave up on an Open that did not return,
+	// whose goroutine still holds the session's lock.
+	abandoned bool
 
 	mu sync.Mutex
 	// selfID is the bot's own user ID, from READY.
 	selfID string
+	// ended is the error with which the frame filter ended the latest
+	// connection, or nil.
+	ended error
 }
 
 func newConnection(ctx context.Context, l *Listener, host listeners.Host, gatewayURL string) *connection {
 	c := &connection{
 		listener:     l,
 		host:         host,
-		dialer:       &gatewayDialer{ctx: ctx},
+		gatewayURL:   gatewayURL,
 		failed:       make(chan error, 1),
 		disconnected: make(chan struct{}, 1),
+		established:  make(chan struct{}, 1),
 	}
-	c.session = l.newSession(&apiTransport{
+	c.dialer = &gatewayDialer{ctx: ctx, ended: c.setEnded}
+	c.session = c.newGatewaySession(gatewayURL)
+	return c
+}
+
+// newGatewaySession returns a session with no session ID or sequence
+// number, so that its Open sends IDENTIFY. discordgo v0.28.1 has no other
+// way to forget a session that the gateway invalidated.
+func (c *connection) newGatewaySession(gatewayURL string) *discordgo.Session {
+	s := c.listener.newSession(&apiTransport{
 		from:    discordgo.EndpointAPI,
-		to:      l.apiURL,
+		to:      c.listener.apiURL,
 		gateway: gatewayURL,
 	})
-	c.session.Dialer = c.dialer.websocketDialer(host.Log(), gatewayURL)
-	c.session.AddHandler(c.handleReady)
-	c.session.AddHandler(c.handleMessage)
-	c.session.AddHandler(c.handleDisconnect)
-	return c
+	s.Dialer = c.dialer.websocketDialer(c.host.Log(), gatewayURL)
+	s.AddHandler(c.handleReady)
+	s.AddHandler(c.handleResumed)
+	s.AddHandler(c.handleMessage)
+	s.AddHandler(c.handleDisconnect)
+	return s
 }
 
 // run opens the session and serves it until ctx ends, a handler panics
@@ -79,6 +123,9 @@ func (c *connection) run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		// After op 9 the supervisor's first restart, about 1 s later,
+		// could come sooner than Discord's documentation allows.
+		_ = sleepContext(ctx, c.retryDelay(err, 0))
 		return fmt.Errorf("connect to gateway: %w", err)
 	}
 	for {
@@ -96,12 +143,29 @@ func (c *connection) run(ctx context.Context) error {
 	}
 }
 
-// resume reopens a session that discordgo closed, which sends RESUME.
-// Fatal close codes end it at once, and other failures are retried with
-// backoff up to resumeAttempts times.
+// resume reopens a session that discordgo or the frame filter closed,
+// which sends RESUME unless the gateway invalidated the session. Other
+// failures are retried with backoff up to resumeAttempts times, and the
+// errors that endsRun lists end it at once.
+//
+// NOTE: the supervisor shows the listener as running while it resumes,
+// because listeners.Host has no call that marks it disconnected. With
+// the default timing a resume ends within about 3 min, when every open
+// runs into its 30 s timeout, and within 16 s when each fails at once.
 func (c *connection) resume(ctx context.Context) error {
-	c.log().Warn("gateway connection lost, resuming session")
-	delay := firstResumeDelay
+	lost := c.takeEnded()
+	if errors.Is(lost, errMessageTooLarge) {
+		return fmt.Errorf("serve gateway session: %w", lost)
+	}
+	if lost != nil {
+		c.log().Warn("gateway connection ended, resuming session", "error", lost)
+	} else {
+		c.log().Warn("gateway connection lost, resuming session")
+	}
+	if sleepContext(ctx, c.retryDelay(lost, 0)) != nil {
+		return nil
+	}
+	delay := c.listener.timing.firstResumeDelay
 	for attempt := 1; ; attempt++ {
 		err := c.open(ctx)
 		if ctx.Err() != nil {
@@ -117,56 +181,161 @@ func (c *connection) resume(ctx context.Context) error {
 		if errors.Is(err, discordgo.ErrWSAlreadyOpen) {
 			return nil
 		}
-		if errors.Is(err, listeners.ErrAuth) || attempt == resumeAttempts {
+		if endsRun(err) || attempt == resumeAttempts {
 			return fmt.Errorf("resume gateway session (attempt %d of %d): %w", attempt, resumeAttempts, err)
 		}
+		wait := c.retryDelay(err, delay)
 		c.log().Warn("resume gateway session failed, retrying",
-			"attempt", attempt, "retry_in", delay, "error", err)
-		if sleepContext(ctx, delay) != nil {
+			"attempt", attempt, "retry_in", wait, "error", err)
+		if sleepContext(ctx, wait) != nil {
 			return nil
 		}
 		delay *= 2
 	}
 }
 
-// open runs discordgo's Open, which blocks without a deadline, and
-// aborts it when ctx ends or openTimeout passes.
+// endsRun reports whether err from open makes retrying useless within
+// this Run: a fatal close code, a message too large for the frame
+// filter, which a resumed session would replay, or an abandoned session.
+func endsRun(err error) bool {
+	return errors.Is(err, listeners.ErrAuth) ||
+		errors.Is(err, errMessageTooLarge) ||
+		errors.Is(err, errSessionAbandoned)
+}
+
+// retryDelay returns the wait before the next open after cause: delay,
+// or after op 9 a random wait within Discord's 1 to 5 s. After op 9 that
+// rules out RESUME it also replaces the session, so that the next open
+// sends IDENTIFY.
+func (c *connection) retryDelay(cause error, delay time.Duration) time.Duration {
+	var invalid *invalidSessionError
+	if !errors.As(cause, &invalid) {
+		return delay
+	}
+	if !invalid.resumable {
+		c.log().Info("gateway invalidated the session, identifying again")
+		c.session = c.newGatewaySession(c.gatewayURL)
+	}
+	t := c.listener.timing
+	return t.invalidSessionMin + rand.N(t.invalidSessionMax-t.invalidSessionMin+1)
+}
+
+// open runs discordgo's Open, which blocks without a deadline, and then
+// waits for READY or RESUMED, because Open returns without them when the
+// reply to IDENTIFY or RESUME is another message. It aborts both when
+// ctx ends or timing.open passes.
 func (c *connection) open(ctx context.Context) error {
 	c.dialer.begin()
+	c.setEnded(nil)
+	select {
+	case <-c.established:
+	default:
+	}
+	session := c.session
 	done := make(chan error, 1)
-	go func() { done <- c.openSession() }()
+	go func() { done <- c.openSession(session) }()
 
-	timer := time.NewTimer(openTimeout)
+	timer := time.NewTimer(c.listener.timing.open)
 	defer timer.Stop()
 	select {
 	case err := <-done:
-		return classifyOpenError(err)
+		if err != nil {
+			return c.openError(err)
+		}
 	case <-ctx.Done():
-		c.dialer.abort()
-		<-done
-		return ctx.Err()
+		return c.abort(done, ctx.Err())
 	case <-timer.C:
-		c.dialer.abort()
-		<-done
-		return fmt.Errorf("open gateway session: no READY or RESUMED within %s", openTimeout)
+		return c.abort(done, c.timeoutError())
 	}
+	return c.awaitEstablished(ctx, timer)
+}
+
+// openError returns why Open failed, preferring the frame filter's
+// reason for ending the connection to the read error it caused.
+func (c *connection) openError(err error) error {
+	if ended := c.takeEnded(); ended != nil {
+		return ended
+	}
+	return classifyOpenError(err)
+}
+
+func (c *connection) timeoutError() error {
+	return fmt.Errorf("open gateway session: no READY or RESUMED within %s", c.listener.timing.open)
+}
+
+// abort closes the connection of a running Open, which makes its blocked
+// read fail, and waits up to timing.abandon for Open to return. An Open
+// that does not return keeps the session's lock for good, as discordgo
+// v0.28.1 did when op 7 arrived during the handshake, so the connection
+// gives up on the session and leaves its goroutine behind.
+func (c *connection) abort(done <-chan error, cause error) error {
+	c.dialer.abort()
+	wait := c.listener.timing.abandon
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	select {
+	case <-done:
+		return cause
+	case <-timer.C:
+	}
+	c.abandoned = true
+	c.log().Error("gave up on a gateway session whose Open did not return after its connection closed",
+		"wait", wait, "error", cause)
+	return fmt.Errorf("%w within %s: %w", errSessionAbandoned, wait, cause)
+}
+
+// awaitEstablished waits for READY or RESUMED after Open returned. When
+// they do not come, it closes the connection and waits for discordgo's
+// disconnect event, so that the event does not start a resume later.
+func (c *connection) awaitEstablished(ctx context.Context, timer *time.Timer) error {
+	select {
+	case <-c.established:
+		return nil
+	default:
+	}
+	var err error
+	select {
+	case <-c.established:
+		return nil
+	case <-c.disconnected:
+		if err := c.takeEnded(); err != nil {
+			return err
+		}
+		return errors.New("open gateway session: connection closed before READY or RESUMED")
+	case <-ctx.Done():
+		err = ctx.Err()
+	case <-timer.C:
+		err = c.timeoutError()
+	}
+	c.dialer.abort()
+	wait := time.NewTimer(c.listener.timing.abandon)
+	defer wait.Stop()
+	select {
+	case <-c.disconnected:
+	case <-wait.C:
+	}
+	return err
 }
 
 // openSession runs Open on the calling goroutine, where a panic in
 // discordgo's handshake or in a handler it calls can be recovered.
-func (c *connection) openSession() (err error) {
+func (c *connection) openSession(session *discordgo.Session) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = c.panicError("open gateway session", r)
 		}
 	}()
-	return c.session.Open()
+	return session.Open()
 }
 
 // close closes the session with code 1000, which takes about 1 s in
-// discordgo v0.28.1.
+// discordgo v0.28.1. It leaves an abandoned session alone, because Close
+// would wait for the lock that the stuck Open holds.
 func (c *connection) close() {
 	c.stopped.Store(true)
+	if c.abandoned {
+		return
+	}
 	if err := c.session.Close(); err != nil {
 		c.log().Warn("close gateway session failed", "error", err)
 	}
@@ -182,7 +351,20 @@ func (c *connection) handleReady(_ *discordgo.Session, r *discordgo.Ready) {
 		c.log().Info("connected to gateway",
 			"user", r.User.Username, "user_id", r.User.ID, "session_id", r.SessionID)
 	}
+	c.signalEstablished()
 	c.host.Ready()
+}
+
+func (c *connection) handleResumed(_ *discordgo.Session, _ *discordgo.Resumed) {
+	defer c.recoverHandler("RESUMED")
+	c.signalEstablished()
+}
+
+func (c *connection) signalEstablished() {
+	select {
+	case c.established <- struct{}{}:
+	default:
+	}
 }
 
 func (c *connection) handleMessage(_ *discordgo.Session, m *discordgo.MessageCreate) {
@@ -238,6 +420,22 @@ func (c *connection) getSelfID() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.selfID
+}
+
+func (c *connection) setEnded(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ended = err
+}
+
+// takeEnded returns and clears the frame filter's reason for ending the
+// latest connection.
+func (c *connection) takeEnded() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	err := c.ended
+	c.ended = nil
+	return err
 }
 
 func (c *connection) log() *slog.Logger { return c.host.Log() }

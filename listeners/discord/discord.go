@@ -37,6 +37,24 @@
 //     GUILD_UPDATE carries "d": null. frames.go lists every such class
 //     found, and its frameFilter drops those messages before discordgo
 //     reads them.
+//   - Handshake: Open holds the session lock while it reads HELLO and
+//     the reply to IDENTIFY or RESUME. onEvent (wsapi.go) takes the same
+//     lock for op 7 RECONNECT, through CloseWithCode, and for op 11
+//     HEARTBEAT_ACK, so either message there deadlocks Open and any
+//     later Close. The frameFilter ends the connection on op 7 before
+//     READY or RESUMED and drops op 11 there, and open gives up on an
+//     Open that does not return after its connection closes.
+//   - Open returns nil whatever the reply to IDENTIFY or RESUME is, so
+//     open waits for READY or RESUMED itself, within the same timeout.
+//   - Op 9 INVALID_SESSION: onEvent sends IDENTIFY at once on the same
+//     connection, without the 1 to 5 s wait that Discord's documentation
+//     requests. The frameFilter ends the connection on op 9, and the
+//     connection waits and then resumes, or identifies with a new
+//     session when op 9 rules out RESUME, because discordgo keeps the
+//     session ID and sequence number in unexported fields.
+//   - Compression: onEvent inflates a binary message without a limit.
+//     The frameFilter inflates it first, and ends the connection on a
+//     message above maxGatewayMessageBytes.
 //   - Resume URL: v0.28.1 ignores resume_gateway_url in READY and resumes
 //     at the URL it first connected to.
 package discord
@@ -87,6 +105,7 @@ type Listener struct {
 	// rate limit buckets carry over between them.
 	rest   *discordgo.Session
 	logger atomic.Pointer[slog.Logger]
+	timing timing
 }
 
 var (
@@ -130,6 +149,7 @@ func New(cfg *config.Listener) (*Listener, error) {
 		apiURL:     apiURL.String(),
 		gatewayURL: gatewayURL,
 		linkBase:   apiURL.Scheme + "://" + apiURL.Host,
+		timing:     defaultTiming,
 	}
 	l.rest = l.newSession(&apiTransport{from: discordgo.EndpointAPI, to: l.apiURL})
 	l.logger.Store(slog.Default())

@@ -47,6 +47,15 @@ type fakeDiscord struct {
 	retryAfter float64 // seconds
 	posts      []fakePost
 	lookups    int
+	// replies, when set for op 2 or 6, is the message sent in reply to
+	// IDENTIFY or RESUME instead of READY or RESUMED.
+	replies map[int]any
+	// before, when set for op 2 or 6, is sent in reply to IDENTIFY or
+	// RESUME ahead of the usual reply.
+	before map[int]any
+	// identifyCount and resumeCount count every IDENTIFY and RESUME,
+	// including those that the full channels below do not take.
+	identifyCount, resumeCount int
 
 	identifies chan json.RawMessage
 	resumes    chan fakeResume
@@ -229,8 +238,14 @@ func (f *fakeDiscord) handleFrame(conn *fakeConn, data []byte) {
 		default:
 		}
 	case 2:
-		f.identifies <- frame.D
-		if !f.reject(conn) {
+		f.mu.Lock()
+		f.identifyCount++
+		f.mu.Unlock()
+		select {
+		case f.identifies <- frame.D:
+		default:
+		}
+		if !f.reject(conn) && !f.replyInstead(conn, 2) {
 			f.dispatchOn(conn, "READY", map[string]any{
 				"v":                  9,
 				"session_id":         testSessionID,
@@ -244,8 +259,14 @@ func (f *fakeDiscord) handleFrame(conn *fakeConn, data []byte) {
 		if err := json.Unmarshal(frame.D, &resume); err != nil {
 			f.t.Errorf("fake gateway: invalid RESUME %s: %v", frame.D, err)
 		}
-		f.resumes <- resume
-		if !f.reject(conn) {
+		f.mu.Lock()
+		f.resumeCount++
+		f.mu.Unlock()
+		select {
+		case f.resumes <- resume:
+		default:
+		}
+		if !f.reject(conn) && !f.replyInstead(conn, 6) {
 			f.dispatchOn(conn, "RESUMED", map[string]any{})
 		}
 	}
@@ -261,6 +282,51 @@ func (f *fakeDiscord) reject(conn *fakeConn) bool {
 	}
 	conn.close(code)
 	return true
+}
+
+// replyInstead sends what setBefore set for op, and then the reply that
+// setReply set, if one is.
+func (f *fakeDiscord) replyInstead(conn *fakeConn, op int) bool {
+	f.mu.Lock()
+	before, hasBefore := f.before[op]
+	reply, ok := f.replies[op]
+	f.mu.Unlock()
+	if hasBefore {
+		conn.send(before)
+	}
+	if ok {
+		conn.send(reply)
+	}
+	return ok
+}
+
+// setBefore makes the gateway send message in reply to op 2 IDENTIFY or
+// op 6 RESUME ahead of the usual reply.
+func (f *fakeDiscord) setBefore(op int, message any) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.before == nil {
+		f.before = make(map[int]any)
+	}
+	f.before[op] = message
+}
+
+// setReply makes the gateway reply to op 2 IDENTIFY or op 6 RESUME with
+// reply instead of READY or RESUMED.
+func (f *fakeDiscord) setReply(op int, reply any) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.replies == nil {
+		f.replies = make(map[int]any)
+	}
+	f.replies[op] = reply
+}
+
+// counts returns how many IDENTIFY and RESUME messages arrived.
+func (f *fakeDiscord) counts() (identifies, resumes int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.identifyCount, f.resumeCount
 }
 
 func (f *fakeDiscord) setReject(code int) {
@@ -322,6 +388,14 @@ func (c *fakeConn) send(frame any) {
 	c.ws.WriteJSON(frame)
 }
 
+// sendBinary sends data as one binary message, as Discord sends
+// zlib-compressed messages.
+func (c *fakeConn) sendBinary(data []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ws.WriteMessage(websocket.BinaryMessage, data)
+}
+
 // close sends a close frame with code and closes the connection.
 func (c *fakeConn) close(code int) {
 	c.mu.Lock()
@@ -344,6 +418,8 @@ type fakeHost struct {
 	events chan listeners.Event
 	// deliver, when set, replaces recording the event.
 	deliver func(listeners.Event)
+	// onReady, when set, runs at the start of Ready.
+	onReady func()
 }
 
 func newFakeHost(t *testing.T) *fakeHost {
@@ -354,7 +430,12 @@ func newFakeHost(t *testing.T) *fakeHost {
 	}
 }
 
-func (h *fakeHost) Ready() { h.ready <- struct{}{} }
+func (h *fakeHost) Ready() {
+	if h.onReady != nil {
+		h.onReady()
+	}
+	h.ready <- struct{}{}
+}
 
 func (h *fakeHost) Deliver(event listeners.Event) {
 	if h.deliver != nil {

@@ -16,14 +16,51 @@ import (
 )
 
 const (
-	// maxGatewayMessageBytes bounds one gateway message, compressed or
-	// not, that the frame filter buffers. Discord's largest dispatches,
-	// GUILD_CREATE of big guilds, are a few MiB.
-	maxGatewayMessageBytes = 256 << 20
+	// maxGatewayMessageBytes bounds one gateway message, compressed and
+	// after inflating, so that a peak of a few times this much memory
+	// covers the filter and discordgo each holding a copy.
+	//
+	// NOTE: the value is an estimate, because Discord documents no limit
+	// for messages it sends. The largest are GUILD_CREATE of big guilds,
+	// which list up to 500 channels with their permission overwrites,
+	// 250 roles, the emojis, stickers and active threads, and without the
+	// GUILD_MEMBERS and GUILD_PRESENCES intents (this listener requests
+	// neither) few members: that sums to a few MiB at most. A message
+	// above this cap ends the connection, so the cap leaves headroom of
+	// several times that instead of risking a reconnect loop.
+	maxGatewayMessageBytes = 16 << 20
 	// maxFrameDropLogs caps the log lines about dropped messages per
 	// connection.
 	maxFrameDropLogs = 10
 )
+
+// Errors with which the frame filter ends a gateway connection. It closes
+// the socket first, so discordgo's close frame 1000, which would end the
+// session at Discord, cannot be sent.
+var (
+	// errReconnectInHandshake is op 7 RECONNECT before READY or RESUMED.
+	// discordgo v0.28.1 handles op 7 by calling CloseWithCode, which
+	// waits for the session lock that Open holds while it reads the
+	// handshake, so passing it on deadlocks Open.
+	errReconnectInHandshake = errors.New("gateway sent op 7 RECONNECT before READY or RESUMED")
+	// errMessageTooLarge is a message above maxGatewayMessageBytes.
+	errMessageTooLarge = errors.New("gateway message too large")
+)
+
+// invalidSessionError is op 9 INVALID_SESSION. discordgo v0.28.1 sends
+// IDENTIFY in reply at once on the same connection, so it loops without
+// a pause against a gateway that replies to each IDENTIFY with op 9.
+// Discord's documentation requests a wait of 1 to 5 s before the next
+// IDENTIFY, which the connection does after the filter ends it.
+type invalidSessionError struct {
+	// resumable is the message's "d": whether RESUME may follow, instead
+	// of a new IDENTIFY.
+	resumable bool
+}
+
+func (e *invalidSessionError) Error() string {
+	return fmt.Sprintf("gateway sent op 9 INVALID_SESSION (resumable: %t)", e.resumable)
+}
 
 // WebSocket opcodes of RFC 6455 section 5.2.
 const (
@@ -35,10 +72,13 @@ const (
 // frameFilter sits between the gateway connection and discordgo's
 // websocket client, and drops each message from the gateway that would
 // make discordgo v0.28.1 panic on one of its own goroutines, where no
-// recover of this package reaches (see gatewayProblem). It passes the
-// HTTP upgrade response, control frames and every other message through
-// unchanged, byte for byte, and reads the client's writes through the
-// embedded net.Conn untouched.
+// recover of this package reaches (see gatewayProblem). It ends the
+// connection, with an error from Read, on a message that discordgo
+// mishandles in other ways: op 7 during the handshake, op 9 at any time
+// and a message above maxGatewayMessageBytes. It passes the HTTP upgrade
+// response, control frames and every other message through unchanged,
+// byte for byte, and reads the client's writes through the embedded
+// net.Conn untouched.
 //
 // Read is not safe for concurrent use. gorilla/websocket reads from one
 // goroutine.
@@ -59,20 +99,40 @@ type frameFilter struct {
 	opcode           byte
 	dropped          int
 	err              error
+	// sessionUp is set once READY or RESUMED passed, which ends the
+	// handshake.
+	sessionUp bool
+	// ended, when set, receives the error with which the filter ends the
+	// connection.
+	ended func(error)
 }
 
-func newFrameFilter(conn net.Conn, log *slog.Logger) *frameFilter {
-	return &frameFilter{Conn: conn, reader: bufio.NewReaderSize(conn, 64<<10), log: log}
+func newFrameFilter(conn net.Conn, log *slog.Logger, ended func(error)) *frameFilter {
+	return &frameFilter{Conn: conn, reader: bufio.NewReaderSize(conn, 64<<10), log: log, ended: ended}
 }
 
 func (f *frameFilter) Read(p []byte) (int, error) {
 	for f.pending.Len() == 0 && f.err == nil {
 		f.err = f.next()
+		f.endOn(f.err)
 	}
 	if f.pending.Len() > 0 {
 		return f.pending.Read(p)
 	}
 	return 0, f.err
+}
+
+// endOn closes the connection and reports err when err is one of the
+// filter's own reasons to end it.
+func (f *frameFilter) endOn(err error) {
+	var invalid *invalidSessionError
+	if !errors.Is(err, errMessageTooLarge) && !errors.Is(err, errReconnectInHandshake) && !errors.As(err, &invalid) {
+		return
+	}
+	f.Conn.Close()
+	if f.ended != nil {
+		f.ended(err)
+	}
 }
 
 // next reads the next part of the stream and passes on what it allows.
@@ -124,14 +184,18 @@ func (f *frameFilter) nextFrame() error {
 		f.opcode, f.message, f.payload = opcode, f.message[:0], f.payload[:0]
 	}
 	if len(f.payload)+len(payload) > maxGatewayMessageBytes {
-		return fmt.Errorf("read gateway message: longer than %d bytes", maxGatewayMessageBytes)
+		return fmt.Errorf("read gateway message: %w: more than %d bytes", errMessageTooLarge, maxGatewayMessageBytes)
 	}
 	f.message = append(f.message, raw...)
 	f.payload = append(f.payload, payload...)
 	if !fin {
 		return nil
 	}
-	if problem := f.check(); problem != "" {
+	problem, err := f.check()
+	if err != nil {
+		return err
+	}
+	if problem != "" {
 		f.drop(problem)
 	} else {
 		f.pending.Write(f.message)
@@ -171,7 +235,7 @@ func (f *frameFilter) readFrame() (raw, payload []byte, err error) {
 		raw = append(raw, key[:]...)
 	}
 	if length > maxGatewayMessageBytes {
-		return nil, nil, fmt.Errorf("read gateway frame: %d bytes, more than %d", length, maxGatewayMessageBytes)
+		return nil, nil, fmt.Errorf("read gateway frame: %w: %d bytes, more than %d", errMessageTooLarge, length, maxGatewayMessageBytes)
 	}
 	start := len(raw)
 	raw = append(raw, make([]byte, length)...)
@@ -189,28 +253,74 @@ func (f *frameFilter) readFrame() (raw, payload []byte, err error) {
 }
 
 // check returns why the assembled message must not reach discordgo, or
-// "". A binary message is zlib-compressed JSON, as discordgo reads it.
-func (f *frameFilter) check() string {
-	data := f.payload
-	if f.opcode == opBinary {
-		z, err := zlib.NewReader(bytes.NewReader(data))
-		if err != nil {
-			return ""
-		}
-		defer z.Close()
-		data, err = io.ReadAll(io.LimitReader(z, maxGatewayMessageBytes))
-		if err != nil {
-			return ""
-		}
+// "", and an error when the message ends the connection instead.
+func (f *frameFilter) check() (string, error) {
+	data, err := f.inflate()
+	if err != nil {
+		return "", err
 	}
-	return gatewayProblem(data)
+	var e *discordgo.Event
+	if err := json.NewDecoder(bytes.NewReader(data)).Decode(&e); err != nil {
+		return "", nil
+	}
+	if err := f.watchSession(e); err != nil {
+		return "", err
+	}
+	// No heartbeat can be acknowledged before discordgo's Open returns,
+	// because Open starts the heartbeats. Open holds the session lock
+	// that onEvent takes for op 11, so such an ACK deadlocks it.
+	if e != nil && e.Operation == 11 && !f.sessionUp {
+		return "heartbeat ACK before READY or RESUMED, which deadlocks discordgo's Open", nil
+	}
+	return eventProblem(e), nil
+}
+
+// inflate returns the assembled message's JSON. A binary message is
+// zlib-compressed JSON, as discordgo reads it. A binary message that
+// fails to inflate yields nil, and passes on for discordgo to reject.
+func (f *frameFilter) inflate() ([]byte, error) {
+	if f.opcode != opBinary {
+		return f.payload, nil
+	}
+	z, err := zlib.NewReader(bytes.NewReader(f.payload))
+	if err != nil {
+		return nil, nil
+	}
+	defer z.Close()
+	data, err := io.ReadAll(io.LimitReader(z, maxGatewayMessageBytes+1))
+	if len(data) > maxGatewayMessageBytes {
+		return nil, fmt.Errorf("inflate gateway message: %w: more than %d bytes", errMessageTooLarge, maxGatewayMessageBytes)
+	}
+	if err != nil {
+		return nil, nil
+	}
+	return data, nil
+}
+
+// watchSession returns the error that ends the connection for op 9 at
+// any time and for op 7 before READY or RESUMED, and notes when either
+// of those passes.
+func (f *frameFilter) watchSession(e *discordgo.Event) error {
+	if e == nil {
+		return nil
+	}
+	switch {
+	case e.Operation == 9:
+		resumable := bytes.Equal(bytes.TrimSpace(e.RawData), []byte("true"))
+		return &invalidSessionError{resumable: resumable}
+	case e.Operation == 7 && !f.sessionUp:
+		return errReconnectInHandshake
+	case e.Operation == 0 && (e.Type == "READY" || e.Type == "RESUMED"):
+		f.sessionUp = true
+	}
+	return nil
 }
 
 func (f *frameFilter) drop(problem string) {
 	f.dropped++
 	switch {
 	case f.dropped <= maxFrameDropLogs:
-		f.log.Warn("dropped a gateway message that would crash discordgo", "reason", problem, "dropped", f.dropped)
+		f.log.Warn("dropped a gateway message that would crash or deadlock discordgo", "reason", problem, "dropped", f.dropped)
 	case f.dropped == maxFrameDropLogs+1:
 		f.log.Warn("dropping more gateway messages; not logging each", "dropped", f.dropped)
 	}
@@ -237,6 +347,11 @@ func gatewayProblem(message []byte) string {
 	if err := json.NewDecoder(bytes.NewReader(message)).Decode(&e); err != nil {
 		return ""
 	}
+	return eventProblem(e)
+}
+
+// eventProblem is gatewayProblem for a decoded message.
+func eventProblem(e *discordgo.Event) string {
 	if e == nil {
 		return "null message"
 	}

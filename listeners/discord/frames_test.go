@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/binary"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -59,7 +60,7 @@ func filterStream(t *testing.T, stream []byte) []byte {
 		server.Write(stream)
 		server.Close()
 	}()
-	filter := newFrameFilter(client, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	filter := newFrameFilter(client, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
 	defer filter.Close()
 	out, err := io.ReadAll(filter)
 	if err != nil {
@@ -111,6 +112,93 @@ func TestFrameFilterPassesFailedUpgrade(t *testing.T) {
 	}
 }
 
+func TestFrameFilterEndsConnection(t *testing.T) {
+	ready := frame(true, 0x1, []byte(`{"op":0,"s":1,"t":"READY","d":{"session_id":"s"}}`))
+	resumed := frame(true, 0x1, []byte(`{"op":0,"s":1,"t":"RESUMED","d":{}}`))
+	reconnect := frame(true, 0x1, []byte(`{"op":7,"d":null}`))
+	bomb := strings.Repeat(" ", maxGatewayMessageBytes) + `{"op":11}`
+	for _, tc := range []struct {
+		name   string
+		frames [][]byte
+		// want is the error that ends the connection, or nil when every
+		// frame passes.
+		want error
+	}{
+		{"op 7 before READY", [][]byte{reconnect}, errReconnectInHandshake},
+		{"op 7 after READY", [][]byte{ready, reconnect}, nil},
+		{"op 7 after RESUMED", [][]byte{resumed, reconnect}, nil},
+		{"op 9 after READY", [][]byte{ready, frame(true, 0x1, []byte(`{"op":9,"d":true}`))},
+			&invalidSessionError{resumable: true}},
+		{"op 9 not resumable", [][]byte{frame(true, 0x1, []byte(`{"op":9,"d":false}`))},
+			&invalidSessionError{resumable: false}},
+		{"inflates too large", [][]byte{ready, frame(true, 0x2, zlibBytes(t, bomb))}, errMessageTooLarge},
+		{"frame too large", [][]byte{frame(true, 0x1, make([]byte, maxGatewayMessageBytes+1))}, errMessageTooLarge},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			stream := []byte(upgradeResponse)
+			for _, f := range tc.frames {
+				stream = append(stream, f...)
+			}
+			out, err, ended := filterStreamEnd(t, stream)
+
+			var invalid *invalidSessionError
+			if want, ok := tc.want.(*invalidSessionError); ok {
+				if !errors.As(err, &invalid) {
+					t.Fatalf("Read error = %v, want an *invalidSessionError", err)
+				}
+				if invalid.resumable != want.resumable {
+					t.Errorf("resumable = %t, want %t", invalid.resumable, want.resumable)
+				}
+			} else if tc.want != nil && !errors.Is(err, tc.want) {
+				t.Errorf("Read error = %v, want %v", err, tc.want)
+			}
+			if tc.want == nil && err != nil {
+				t.Errorf("Read error = %v, want none", err)
+			}
+			if tc.want != nil && ended != err {
+				t.Errorf("ended callback got %v, want the Read error %v", ended, err)
+			}
+			if tc.want == nil && ended != nil {
+				t.Errorf("ended callback got %v, want no call", ended)
+			}
+			passed := len(stream)
+			if tc.want != nil {
+				passed -= len(tc.frames[len(tc.frames)-1])
+			}
+			if len(out) != passed {
+				t.Errorf("filter passed %d bytes, want %d", len(out), passed)
+			}
+		})
+	}
+}
+
+func TestFrameFilterDropsEarlyHeartbeatAck(t *testing.T) {
+	ack := frame(true, 0x1, []byte(`{"op":11}`))
+	ready := frame(true, 0x1, []byte(`{"op":0,"s":1,"t":"READY","d":{"session_id":"s"}}`))
+	stream := bytes.Join([][]byte{[]byte(upgradeResponse), ack, ready, ack}, nil)
+	want := bytes.Join([][]byte{[]byte(upgradeResponse), ready, ack}, nil)
+
+	if got := filterStream(t, stream); !bytes.Equal(got, want) {
+		t.Errorf("filter passed %q, want %q", got, want)
+	}
+}
+
+// filterStreamEnd is filterStream for a stream that the filter may end.
+// It returns what the filter passed on, its Read error other than
+// io.EOF, and the error that its ended callback received.
+func filterStreamEnd(t *testing.T, stream []byte) (out []byte, err, ended error) {
+	t.Helper()
+	server, client := net.Pipe()
+	go func() {
+		server.Write(stream)
+		server.Close()
+	}()
+	filter := newFrameFilter(client, slog.New(slog.NewTextHandler(io.Discard, nil)), func(err error) { ended = err })
+	defer filter.Close()
+	out, err = io.ReadAll(filter)
+	return out, err, ended
+}
+
 func TestGatewayProblem(t *testing.T) {
 	for name, message := range crashFrames {
 		if gatewayProblem([]byte(message)) == "" {
@@ -141,7 +229,8 @@ func TestWebsocketDialerFiltersTLS(t *testing.T) {
 		}
 		defer ws.Close()
 		ws.WriteMessage(websocket.TextMessage, []byte(`null`))
-		ws.WriteMessage(websocket.TextMessage, []byte(`{"op":11}`))
+		// Not op 11, which the filter drops before READY.
+		ws.WriteMessage(websocket.TextMessage, []byte(`{"op":1,"d":null}`))
 		ws.ReadMessage()
 	}))
 	defer server.Close()
@@ -165,7 +254,7 @@ func TestWebsocketDialerFiltersTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if string(message) != `{"op":11}` {
+	if string(message) != `{"op":1,"d":null}` {
 		t.Errorf("first message = %s, want the one after the dropped null", message)
 	}
 }

@@ -151,6 +151,10 @@ func newGatewayRig() (*gatewayRig, error) {
 		r.server.Close()
 		return nil, err
 	}
+	// After op 9 the listener waits 1 to 5 s before it reconnects, which
+	// with discordgo's 1 s Close can pass feed's timeout.
+	l.timing.invalidSessionMin = shortTiming.invalidSessionMin
+	l.timing.invalidSessionMax = shortTiming.invalidSessionMax
 	r.listener = l
 	return r, nil
 }

@@ -114,6 +114,9 @@ type gatewayDialer struct {
 	ctx context.Context
 	// rootCAs verifies the gateway's certificate; nil uses the system's.
 	rootCAs *x509.CertPool
+	// ended receives the error with which a connection's frameFilter ends
+	// that connection.
+	ended   func(error)
 	mu      sync.Mutex
 	conn    net.Conn
 	aborted bool
@@ -179,7 +182,7 @@ func (d *gatewayDialer) websocketDialer(log *slog.Logger, gatewayURL string) *we
 			if err != nil {
 				return nil, err
 			}
-			return newFrameFilter(conn, log), nil
+			return newFrameFilter(conn, log, d.ended), nil
 		},
 		Proxy:            http.ProxyFromEnvironment,
 		HandshakeTimeout: handshakeTimeout,
@@ -212,7 +215,7 @@ func (d *gatewayDialer) dialTLS(ctx context.Context, network, addr string, log *
 		conn.Close()
 		return nil, fmt.Errorf("TLS handshake with %s: %w", addr, err)
 	}
-	return newFrameFilter(tlsConn, log), nil
+	return newFrameFilter(tlsConn, log, d.ended), nil
 }
 
 // proxied reports whether the environment names a proxy for a gateway
