@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"reflect"
@@ -258,6 +259,7 @@ func (set *listenerSet) replace(cfg *config.Config, lc *config.Listener, store l
 	switch {
 	case sup == nil && running:
 		existing.Retire()
+		set.pool.end(existing)
 		set.retireRouter(lc.Name)
 		delete(set.supervisors, lc.Name)
 		set.fixed[lc.Name] = health
@@ -282,6 +284,7 @@ func (set *listenerSet) replace(cfg *config.Config, lc *config.Listener, store l
 func (set *listenerSet) remove(name string) {
 	if sup, ok := set.supervisors[name]; ok {
 		sup.Retire()
+		set.pool.end(sup)
 		set.retireRouter(name)
 	}
 	delete(set.supervisors, name)
@@ -421,6 +424,7 @@ type pool struct {
 
 type namedStop struct {
 	name string
+	sup  *listeners.Supervisor
 	stop context.CancelCauseFunc
 }
 
@@ -437,7 +441,7 @@ func (p *pool) start(name string, sup *listeners.Supervisor) {
 		stop(nil)
 		return
 	}
-	p.stops = append(p.stops, namedStop{name, stop})
+	p.stops = append(p.stops, namedStop{name, sup, stop})
 	// Under mu, so that run's Wait, which follows stop, counts it.
 	p.wg.Add(1)
 	go func() {
@@ -446,6 +450,26 @@ func (p *pool) start(name string, sup *listeners.Supervisor) {
 			_ = sup.Run(ctx)
 		}
 	}()
+}
+
+// errRetired ends the context of a supervisor whose listener a reload
+// removed. The supervisor already stopped the listener, and its run
+// would otherwise idle until shutdown, one goroutine per removal.
+var errRetired = errors.New("listener removed by a reload")
+
+// end ends the goroutine of a retired supervisor that the pool started,
+// and forgets it. Supervisors of the first config are run-group actors,
+// which cannot leave the group, and are not in the pool.
+func (p *pool) end(sup *listeners.Supervisor) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i, s := range p.stops {
+		if s.sup == sup {
+			s.stop(errRetired)
+			p.stops = slices.Delete(p.stops, i, i+1)
+			return
+		}
+	}
 }
 
 // run is the pool's actor: it returns once stop was called and every

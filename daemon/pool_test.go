@@ -38,3 +38,28 @@ func TestPoolStartAfterStopRunsNothing(t *testing.T) {
 		t.Errorf("a listener added after the pool stopped ran %d time(s)", n)
 	}
 }
+
+func TestPoolEndsRetiredSupervisor(t *testing.T) {
+	p := newPool()
+	log := slog.New(slog.DiscardHandler)
+	cfg := &config.Listener{Name: "gone", Kind: "exec", HookQueue: 1}
+	router := listeners.NewRouter(cfg, nil, nil, nil, log)
+	sup := listeners.NewSupervisor("gone", "exec", &countingListener{}, router, nil, log)
+	p.start("gone", sup)
+	sup.Retire()
+	p.end(sup)
+
+	done := make(chan struct{})
+	go func() {
+		p.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the retired supervisor's goroutine still runs")
+	}
+	if len(p.stops) != 0 {
+		t.Errorf("%d stop entries left after the end, want 0", len(p.stops))
+	}
+}
