@@ -20,25 +20,30 @@ const (
 )
 
 // outputBudget is a token bucket of output lines for one child. Lines
-// come from the stdout and stderr readers at once, so it locks.
+// come from the stdout and stderr readers at once, so it locks. The count
+// of dropped lines is reported on a timer, so that a burst followed by
+// silence is reported within dropReportInterval, not when the child ends.
 type outputBudget struct {
 	mu       sync.Mutex
 	now      func() time.Time
+	report   func(dropped int)
 	tokens   float64
 	last     time.Time
 	dropped  int
 	reported time.Time
+	timer    *time.Timer
 }
 
-func newOutputBudget(now func() time.Time) *outputBudget {
+// newOutputBudget returns a full budget that passes the count of dropped
+// lines to report.
+func newOutputBudget(now func() time.Time, report func(dropped int)) *outputBudget {
 	start := now()
-	return &outputBudget{now: now, tokens: outputBurst, last: start, reported: start}
+	return &outputBudget{now: now, report: report, tokens: outputBurst, last: start, reported: start}
 }
 
-// take reports whether a line may be logged. When lines were dropped and
-// the last report is dropReportInterval old, it also returns how many, so
-// the caller can log them.
-func (b *outputBudget) take() (allowed bool, dropped int) {
+// take reports whether a line may be logged, and counts it as dropped
+// when it may not.
+func (b *outputBudget) take() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	now := b.now()
@@ -46,28 +51,41 @@ func (b *outputBudget) take() (allowed bool, dropped int) {
 	b.last = now
 	if b.tokens >= 1 {
 		b.tokens--
-		allowed = true
-	} else {
-		b.dropped++
+		return true
 	}
-	if b.dropped > 0 && now.Sub(b.reported) >= dropReportInterval {
-		dropped, b.dropped, b.reported = b.dropped, 0, now
+	b.dropped++
+	if b.timer == nil {
+		wait := max(dropReportInterval-now.Sub(b.reported), 0)
+		b.timer = time.AfterFunc(wait, b.reportDropped)
 	}
-	return allowed, dropped
+	return false
 }
 
-// flush returns the lines dropped since the last report.
-func (b *outputBudget) flush() int {
+// reportDropped passes on the lines dropped since the last report.
+func (b *outputBudget) reportDropped() {
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	dropped := b.dropped
-	b.dropped = 0
-	return dropped
+	b.dropped, b.reported, b.timer = 0, b.now(), nil
+	b.mu.Unlock()
+	if dropped > 0 {
+		b.report(dropped)
+	}
 }
 
-// logDropped logs how many output lines the budget dropped, if any.
-func logDropped(log *slog.Logger, dropped int) {
-	if dropped > 0 {
+// flush reports what is still counted, once the child's output is read.
+func (b *outputBudget) flush() {
+	b.mu.Lock()
+	if b.timer != nil {
+		b.timer.Stop()
+	}
+	b.mu.Unlock()
+	b.reportDropped()
+}
+
+// logDropped returns a report function that logs how many output lines
+// the budget dropped.
+func logDropped(log *slog.Logger) func(int) {
+	return func(dropped int) {
 		log.Warn("dropped output lines of the child over its log budget",
 			"dropped", dropped, "burst", outputBurst, "lines_per_second", outputRate)
 	}

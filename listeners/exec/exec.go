@@ -71,17 +71,15 @@ func (l *Listener) Run(ctx context.Context, host listeners.Host) error {
 		}
 		go l.probe(ctx, host, stop)
 	}
-	budget := newOutputBudget(time.Now)
+	budget := newOutputBudget(time.Now, logDropped(log))
 	output := process.NewRedactor(l.cfg.Env).Lines(func(line process.Line) {
-		allowed, dropped := budget.take()
-		logDropped(log, dropped)
-		if allowed {
+		if budget.take() {
 			log.Info("output", "stream", line.Stream, "line", line.Text)
 		}
 	})
 	exit, err := l.reaper.Run(ctx, spec, output.Emit)
 	output.Flush()
-	logDropped(log, budget.flush())
+	budget.flush()
 	switch {
 	case err != nil:
 		return err
