@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -174,5 +175,34 @@ func TestRepairKeepsRunningRunRecoverable(t *testing.T) {
 	}
 	if got, _, _ := store.Run("damaged", run.ID); got.Result != ResultInterrupted {
 		t.Errorf("run %s after recovery is %q, want %q", run.ID, got.Result, ResultInterrupted)
+	}
+}
+
+func TestDamagedRunningRunIsRecovered(t *testing.T) {
+	path := tempStorePath(t)
+	store, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := claim(t, store, "backup", slotAt(1))
+	if err := store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	damageRecords(t, path, `{"id":"`+run.ID+`",`)
+
+	store = openTestStore(t, path, Options{})
+	running, err := store.RunningRuns()
+	if err != nil || len(running) != 1 || running[0].ID != run.ID || running[0].Job != "backup" {
+		t.Fatalf("RunningRuns with the run's record damaged = %v, %v, want run %s of backup", running, err, run.ID)
+	}
+	if _, err := store.RecoverInterrupted(time.Now(), nil); err != nil {
+		t.Fatalf("RecoverInterrupted: %v", err)
+	}
+	got, ok, err := store.Run("backup", run.ID)
+	if err != nil || !ok {
+		t.Fatalf("Run after recovery = %v, %v, want the rewritten record", ok, err)
+	}
+	if got.Result != ResultInterrupted || !strings.Contains(got.Error, "damaged") {
+		t.Errorf("run after recovery: %q, %q, want interrupted and the damage named", got.Result, got.Error)
 	}
 }

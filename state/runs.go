@@ -1,9 +1,12 @@
 package state
 
 import (
+	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -318,7 +321,7 @@ func (s *Store) interruptedJobs(busy func(job string) bool) ([]string, error) {
 			if busy != nil && busy(name) {
 				return nil
 			}
-			running, err := runningRuns(jobRuns(tx, name))
+			running, err := runningRuns(jobRuns(tx, name), name)
 			if err != nil {
 				return err
 			}
@@ -342,7 +345,7 @@ func recoverJob(tx *bolt.Tx, name string, now time.Time) ([]Run, error) {
 	if err != nil {
 		return nil, err
 	}
-	running, err := runningRuns(jobRuns(tx, name))
+	running, err := runningRuns(jobRuns(tx, name), name)
 	if err != nil {
 		return nil, err
 	}
@@ -357,7 +360,11 @@ func recoverJob(tx *bolt.Tx, name string, now time.Time) ([]Run, error) {
 		// When the run ended, and how, is unknown: Finish is when this
 		// start noticed it, and Duration and ExitCode stay unknown.
 		run.Duration, run.ExitCode = 0, -1
-		run.Error = interruptedMessage
+		if run.Error == damagedRunMessage {
+			run.Error = interruptedMessage + ", and " + damagedRunMessage
+		} else {
+			run.Error = interruptedMessage
+		}
 		seq, err := ParseRunID(run.ID)
 		if err != nil {
 			return nil, err
@@ -371,24 +378,47 @@ func recoverJob(tx *bolt.Tx, name string, now time.Time) ([]Run, error) {
 	return running, putJob(tx, state)
 }
 
-// runningRuns returns the bucket's runs with Result "running" in ID order.
-func runningRuns(bucket *bolt.Bucket) ([]Run, error) {
+// runningRuns returns the runs of job in bucket with Result "running" in
+// ID order. A record that does not decode and shows no other result
+// counts as running, with only its ID and job known: a run that a crash
+// left running must be found even when its record was damaged, so that
+// its processes are stopped and it is marked interrupted.
+func runningRuns(bucket *bolt.Bucket, job string) ([]Run, error) {
 	var running []Run
 	if bucket == nil {
 		return nil, nil
 	}
 	err := bucket.ForEach(func(key, value []byte) error {
-		if !isRunning(value) {
-			return nil
+		if isRunning(value) {
+			run, err := decodeRun(key, value)
+			if err != nil {
+				return err
+			}
+			running = append(running, run)
+		} else if maybeRunning(value) {
+			running = append(running, Run{
+				ID: strconv.FormatUint(binary.BigEndian.Uint64(key), 10), Job: job,
+				Result: ResultRunning, Error: damagedRunMessage,
+			})
 		}
-		run, err := decodeRun(key, value)
-		if err != nil {
-			return err
-		}
-		running = append(running, run)
 		return nil
 	})
 	return running, err
+}
+
+// damagedRunMessage is the error of a run whose record did not decode.
+const damagedRunMessage = "its record in the state store was damaged, so how it ended is unknown"
+
+// maybeRunning reports whether a record that isRunning rejects may still
+// be a running run: one that does not decode and whose result bytes,
+// if any, say "running".
+func maybeRunning(value []byte) bool {
+	var run Run
+	if unmarshalRun(value, &run) == nil {
+		return false
+	}
+	i := bytes.Index(value, resultField)
+	return i < 0 || bytes.HasPrefix(value[i+len(resultField):], []byte(ResultRunning+`"`))
 }
 
 // applyResult updates a job's health from a finished run.
@@ -453,7 +483,7 @@ func (s *Store) RunningRuns() ([]Run, error) {
 	var all []Run
 	err := s.view(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketJobs).ForEach(func(key, _ []byte) error {
-			running, err := runningRuns(jobRuns(tx, string(key)))
+			running, err := runningRuns(jobRuns(tx, string(key)), string(key))
 			all = append(all, running...)
 			return err
 		})
