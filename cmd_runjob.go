@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -174,12 +175,43 @@ func recoverRuns(cfg *config.Config, log *slog.Logger) error {
 	}
 	if len(leftovers) > 0 {
 		daemon.StopLeftovers(cfg, leftovers, log)
-		if store, err = openStoreOffline(cfg, false, log); err != nil {
+		if store, err = reopenAfterKill(cfg, log); err != nil {
 			return err
 		}
 	}
 	defer store.Close()
+	// A daemon that started and died during the kill may have left runs
+	// of its own, and only runs whose processes were stopped may be
+	// marked interrupted.
+	later, err := daemon.Leftovers(cfg, store, false)
+	if err != nil {
+		return err
+	}
+	daemon.StopLeftovers(cfg, newMarkers(later, leftovers), log)
 	return daemon.MarkInterrupted(cfg, store, time.Now(), log)
+}
+
+// reopenAfterKill opens the store again after recoverRuns closed it for
+// the kill, during which a daemon may have started and taken it.
+func reopenAfterKill(cfg *config.Config, log *slog.Logger) (*state.Store, error) {
+	store, err := openStoreOffline(cfg, false, log)
+	if err != nil {
+		if _, statusErr := control.GetStatus(cfg.Runner.Socket); statusErr == nil {
+			return nil, errors.New("a daemon started while run-job stopped the processes a killed daemon left: run the command again, and it runs the job through the daemon")
+		}
+	}
+	return store, err
+}
+
+// newMarkers returns the markers of later that earlier lacks.
+func newMarkers(later, earlier []string) []string {
+	var fresh []string
+	for _, marker := range later {
+		if !slices.Contains(earlier, marker) {
+			fresh = append(fresh, marker)
+		}
+	}
+	return fresh
 }
 
 // handoffRecorder records an in-process run in the store, and hands the
