@@ -142,6 +142,10 @@ func RunMarker(stateDir, runID string) string {
 
 // RunMarkers returns the entries a search for a run's processes matches:
 // RunMarker, and the state folder as given when it differs.
+//
+// NOTE: processes of runs that a release before AGENT_RUNNER_RUN started
+// carry only AGENT_RUNNER_RUN_ID, so a start after an upgrade does not
+// find what such a run left behind.
 func RunMarkers(stateDir, runID string) []string {
 	markers := []string{RunMarker(stateDir, runID)}
 	if asWritten := envRunMarker + "=" + runID + "@" + stateDir; asWritten != markers[0] {
