@@ -67,6 +67,7 @@ func Load(path string) (*Config, error) {
 	}
 	l.checkJobs()
 	l.checkListeners()
+	l.checkPostListeners(config.Listeners)
 	l.checkAlerts()
 	return config, nil
 }

@@ -1,6 +1,10 @@
 package config
 
-import "slices"
+import (
+	"cmp"
+	"errors"
+	"slices"
+)
 
 // Post makes a job post a message through a listener instead of running a
 // command. The daemon posts through the listener's live session, so the
@@ -75,6 +79,45 @@ func (l *loader) checkPostTargets(jobs []*Job, listeners []*Listener) {
 			post.To = l.defaultPostTarget(path, lc)
 		}
 	}
+}
+
+// checkPostListeners adds a problem to each post job whose listener can
+// never post on this machine: a disabled one, or a Twitch listener without
+// a token, which reads chat anonymously. It runs after checkListeners,
+// which reads the tokens, and the problem keeps the job from running its
+// text_command for nothing.
+func (l *loader) checkPostListeners(listeners []*Listener) {
+	for _, plan := range l.jobs {
+		post := plan.job.Post
+		if post == nil || post.Via == "" {
+			continue
+		}
+		lc := findListener(listeners, post.Via)
+		if lc == nil {
+			continue
+		}
+		checks := l.checks()
+		key := plan.path.child("post").child("via")
+		switch {
+		case !lc.Enabled:
+			checks.report(key, "listener %s is disabled (%s), so it cannot post: configure it, or post through another listener", lc.Name, lc.DisabledReason)
+		case lc.Kind == KindTwitch && lc.Problem == nil && lc.Twitch != nil && lc.Twitch.Token == nil:
+			checks.report(key, "listener %s reads chat anonymously, so it cannot post: set its username and token", lc.Name)
+		}
+		plan.job.Problem = joinProblems(plan.job.Problem, checks.err())
+	}
+}
+
+// joinProblems returns the problems of a and b as one *Error, or the
+// one that is set.
+func joinProblems(a, b error) error {
+	var first, second *Error
+	if !errors.As(a, &first) || !errors.As(b, &second) {
+		return cmp.Or(a, b)
+	}
+	problems := append(slices.Clone(first.Problems), second.Problems...)
+	sortProblems(problems)
+	return &Error{Problems: problems}
 }
 
 // defaultPostTarget returns the target of a post through lc that sets no
