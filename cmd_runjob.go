@@ -53,7 +53,7 @@ func cmdRunJob(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "agent-runner: job %s is disabled (enabled = false), so it runs only by hand; running it now\n", name)
 	}
 
-	ctx, stop := interruptContext(stderr)
+	ctx, setKill, stop := interruptContext(stderr)
 	defer stop()
 	out := &lineWriter{stdout: stdout, stderr: stderr}
 	var run state.Run
@@ -64,7 +64,7 @@ func cmdRunJob(args []string, stdout, stderr io.Writer) int {
 	case available:
 		run, err = control.RunJob(ctx, cfg.Runner.Socket, name, *wait, out.write)
 	default:
-		run, err = runInProcess(ctx, cfg, name, *wait, out.write, stderr)
+		run, err = runInProcess(ctx, cfg, name, *wait, out.write, stderr, setKill)
 	}
 	if errors.Is(err, jobs.ErrBusy) {
 		err = fmt.Errorf("%w: wait for it with run-job --wait %s", err, name)
@@ -98,34 +98,64 @@ func jobNames(cfg *config.Config) []string {
 	return names
 }
 
-// interruptContext ends the context on the first SIGINT or SIGTERM, which
-// stops the run's process group; a second signal exits at once.
-func interruptContext(stderr io.Writer) (context.Context, func()) {
-	ctx, cancel := context.WithCancel(context.Background())
-	signals := make(chan os.Signal, 2)
+// errStoppedByUser is the cause of a run by hand that a signal stopped,
+// as the daemon records one that its client stopped.
+var errStoppedByUser = errors.New("stopped by the user")
+
+// interruptContext ends the context on the first SIGINT, SIGTERM or
+// SIGHUP, which stops the run's process group within kill_grace. A second
+// signal calls the kill function that setKill registered, which a run in
+// this process registers to kill its process group at once, and a third
+// exits. Without one, as when the daemon runs the job, the second exits,
+// and the daemon goes on stopping the run.
+func interruptContext(stderr io.Writer) (ctx context.Context, setKill func(kill func()), stop func()) {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	signals := make(chan os.Signal, 3)
 	// A closed terminal sends SIGHUP, which stops the run like Ctrl-C.
 	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	var mu sync.Mutex
+	var kill func()
+	killer := func() func() {
+		mu.Lock()
+		defer mu.Unlock()
+		return kill
+	}
 	go func() {
 		if _, ok := <-signals; !ok {
 			return
 		}
-		fmt.Fprintln(stderr, "agent-runner: stopping the run (interrupt again to exit now)")
-		cancel()
+		fmt.Fprintln(stderr, "agent-runner: stopping the run (interrupt again to stop it at once)")
+		cancel(errStoppedByUser)
+		if _, ok := <-signals; !ok {
+			return
+		}
+		k := killer()
+		if k == nil {
+			fmt.Fprintln(stderr, "agent-runner: exiting; the daemon goes on stopping the run")
+			os.Exit(exitInterrupt)
+		}
+		fmt.Fprintln(stderr, "agent-runner: killing the run (interrupt again to exit without its record)")
+		k()
 		if _, ok := <-signals; ok {
 			os.Exit(exitInterrupt)
 		}
 	}()
-	return ctx, func() {
+	setKill = func(f func()) {
+		mu.Lock()
+		defer mu.Unlock()
+		kill = f
+	}
+	return ctx, setKill, func() {
 		signal.Stop(signals)
 		close(signals)
-		cancel()
+		cancel(nil)
 	}
 }
 
 // runInProcess runs the job in this process when no daemon runs, and
 // records it in the store like the daemon would. The store is opened per
 // write, so list works during the run.
-func runInProcess(ctx context.Context, cfg *config.Config, name string, wait bool, output func(jobs.Line), stderr io.Writer) (state.Run, error) {
+func runInProcess(ctx context.Context, cfg *config.Config, name string, wait bool, output func(jobs.Line), stderr io.Writer, setKill func(func())) (state.Run, error) {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	if err := recoverRuns(cfg, log); err != nil {
 		return state.Run{}, err
@@ -145,6 +175,7 @@ func runInProcess(ctx context.Context, cfg *config.Config, name string, wait boo
 		socket:    cfg.Runner.Socket,
 	}
 	runner := jobs.NewRunner(cfg, store, reaper, log, time.Now)
+	setKill(runner.Kill)
 	// The summary line that cmdRunJob prints reports the result.
 	runner.SetResultLogger(slog.New(slog.DiscardHandler))
 	return runner.Run(ctx, jobs.Request{

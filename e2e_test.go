@@ -1037,3 +1037,40 @@ schedule = "0 0 1 1 *"
 		t.Errorf("runs while a run-job stops a leftover = %d %q, want the store free", res.code, res.stderr)
 	}
 }
+
+func TestSecondInterruptKillsRunByHand(t *testing.T) {
+	p := newProject(t, `[jobs.stubborn]
+command = ["sh", "-c", "trap '' TERM INT; echo $$ >> pids; sleep 30"]
+schedule = "0 0 1 1 *"
+`)
+	t.Cleanup(func() { killPids(t, p.path("pids")) })
+	cmd := p.command("run-job", "stubborn")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the run", func() bool { return len(lines(t, p.path("pids"))) == 1 })
+	child := lines(t, p.path("pids"))[0]
+	cmd.Process.Signal(syscall.SIGINT)
+	time.Sleep(300 * time.Millisecond)
+	cmd.Process.Signal(syscall.SIGINT)
+
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("run-job still runs 5 s after the second interrupt; stderr %q", stderr.String())
+	}
+	if code := cmd.ProcessState.ExitCode(); code != exitInterrupt {
+		t.Errorf("exit status %d, want %d; stderr %q", code, exitInterrupt, stderr.String())
+	}
+	if running(child) {
+		t.Errorf("the job's process %s outlived the second interrupt", child)
+	}
+	runs := p.run("runs", "stubborn")
+	if !strings.Contains(runs.stdout, "stopped by the user") {
+		t.Errorf("runs after the interrupts:\n%s\nwant the run stopped by the user", runs.stdout)
+	}
+}
