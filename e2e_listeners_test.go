@@ -390,3 +390,35 @@ stop_grace = "60s"
 		t.Errorf("the daemon did not log the cut stop grace")
 	}
 }
+
+func TestEchoedPasswordRedacted(t *testing.T) {
+	const password = "echoed-app-password-4321"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		fmt.Fprintf(w, `{"error":"AuthenticationRequired","message":"Invalid identifier or password: got %s"}`, password)
+	}))
+	defer srv.Close()
+	p := newProject(t, fmt.Sprintf(`[listeners.mentions]
+kind = "bluesky"
+handle = "bot.test"
+password = { file = "app-password" }
+host = %q
+`, srv.URL))
+	if err := os.WriteFile(p.path("app-password"), []byte(password+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := p.startDaemon()
+	waitFor(t, "the login to fail", func() bool { return p.listener("mentions").LastError != "" })
+	res := p.run("list")
+	d.stop()
+
+	if !strings.Contains(res.stdout, "[redacted]") {
+		t.Errorf("list does not show the server's error, redacted:\n%s", res.stdout)
+	}
+	for where, text := range map[string]string{"list": res.stdout, "the daemon log": d.log()} {
+		if strings.Contains(text, password) {
+			t.Errorf("%s contains the password that the server echoed:\n%s", where, text)
+		}
+	}
+}

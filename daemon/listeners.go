@@ -19,6 +19,7 @@ import (
 	"github.com/agent-runner/agent-runner/listeners/discord"
 	execlistener "github.com/agent-runner/agent-runner/listeners/exec"
 	"github.com/agent-runner/agent-runner/listeners/twitch"
+	"github.com/agent-runner/agent-runner/logging"
 	"github.com/agent-runner/agent-runner/process"
 )
 
@@ -89,15 +90,46 @@ func build(cfg *config.Config, lc *config.Listener, store listenerKVs, reaper *p
 		health.State, health.LastError = listeners.StateDisabled, lc.DisabledReason
 		return nil, nil, health
 	}
+	redactor := listenerRedactor(lc)
+	if redactor != nil {
+		log = slog.New(logging.NewRedacting(log.Handler(), redactor.Redact))
+	}
 	l, router, err := newListenerWithRouter(cfg, lc, reaper, log)
 	if err != nil {
 		log.Error("listener cannot run as configured", "listener", lc.Name, "err", err)
-		health.State, health.LastError = listeners.StateFailed, err.Error()
+		health.State, health.LastError = listeners.StateFailed, redactor.Redact(err.Error())
 		return nil, nil, health
 	}
 	sup := listeners.NewSupervisor(lc.Name, lc.Kind, l, router, store.Listener(lc.Name), log)
 	sup.SetStaleAfter(lc.StaleAfter)
+	sup.SetRedact(redactor.Redact)
 	return sup, router, health
+}
+
+// listenerRedactor returns a Redactor of the listener's token or password
+// and its secret env values. A server may echo the credential it was
+// sent, as in "Login authentication failed for TOKEN" or an error body,
+// and the listener's log lines and health show the server's messages.
+func listenerRedactor(lc *config.Listener) *process.Redactor {
+	secrets := map[string]config.Secret{}
+	for name, value := range lc.Env {
+		secrets[name] = value
+	}
+	add := func(name string, secret *config.Secret) {
+		if secret != nil {
+			secrets[name] = *secret
+		}
+	}
+	if lc.Twitch != nil {
+		add("twitch token", lc.Twitch.Token)
+	}
+	if lc.Discord != nil {
+		add("discord token", lc.Discord.Token)
+	}
+	if lc.Bluesky != nil {
+		add("bluesky password", lc.Bluesky.Password)
+	}
+	return process.NewRedactor(secrets)
 }
 
 func newListenerWithRouter(cfg *config.Config, lc *config.Listener, reaper *process.Reaper, log *slog.Logger) (listeners.Listener, *listeners.Router, error) {

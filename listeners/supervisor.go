@@ -97,6 +97,8 @@ type Supervisor struct {
 	// wake ends a backoff wait early, so that Replace and Retire take
 	// effect at once. It holds at most one signal.
 	wake chan struct{}
+	// redact removes secrets from errors; nil changes nothing.
+	redact func(string) string
 	// staleAfter is the listener's stale_after; 0 turns the check off.
 	staleAfter time.Duration
 	replaced   bool
@@ -315,7 +317,19 @@ func (s *Supervisor) setState(state string, err error) {
 	s.health.Since = time.Now()
 	if err != nil {
 		s.health.LastError = err.Error()
+		if s.redact != nil {
+			s.health.LastError = s.redact(s.health.LastError)
+		}
 	}
+}
+
+// SetRedact sets the function that removes the listener's secrets from
+// the errors its health shows, since a server may echo a credential in
+// an error.
+func (s *Supervisor) SetRedact(redact func(string) string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.redact = redact
 }
 
 // Health returns the listener's health with the router's counters.
