@@ -43,6 +43,10 @@ func loadConfig(path string, stderr io.Writer) (*config.Config, bool) {
 // newLogger returns the daemon's logger. "auto" writes to the journal
 // with structured fields when systemd connected stderr to it, and text
 // otherwise. Repeated identical errors are rate-limited in every format.
+// errInvalidLogFormat is a usage error, unlike a journal that cannot be
+// reached.
+var errInvalidLogFormat = errors.New("invalid --log-format")
+
 func newLogger(w io.Writer, format string, level slog.Level) (*slog.Logger, error) {
 	opts := &slog.HandlerOptions{Level: level}
 	var h slog.Handler
@@ -65,7 +69,7 @@ func newLogger(w io.Writer, format string, level slog.Level) (*slog.Logger, erro
 	case "json":
 		h = slog.NewJSONHandler(w, opts)
 	default:
-		return nil, fmt.Errorf("invalid --log-format %q: use auto, text, json or journal", format)
+		return nil, fmt.Errorf("%w %q: use auto, text, json or journal", errInvalidLogFormat, format)
 	}
 	return slog.New(logging.NewRateLimit(h)), nil
 }

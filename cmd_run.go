@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -30,7 +31,10 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	log, err := newLogger(stderr, *logFormat, slog.LevelInfo)
 	if err != nil {
 		fmt.Fprintf(stderr, "agent-runner: %v\n", err)
-		return exitUsage
+		if errors.Is(err, errInvalidLogFormat) {
+			return exitUsage
+		}
+		return exitFailure
 	}
 	// Libraries that log through the log package or the default slog
 	// logger then write in the daemon's format and to its destination.

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"errors"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -145,4 +146,18 @@ func runWithin(t *testing.T, cmd *exec.Cmd, timeout time.Duration) result {
 		t.Fatalf("run %v: %v", cmd.Args, err)
 	}
 	return result{code: cmd.ProcessState.ExitCode(), stdout: stdout.String(), stderr: stderr.String()}
+}
+
+func TestLogFormatErrorsExitStatus(t *testing.T) {
+	p := newProject(t, "[jobs.tick]\ncommand = [\"true\"]\nevery = \"1h\"\n")
+	if res := p.run("run", "--log-format", "xml"); res.code != exitUsage {
+		t.Errorf("run --log-format xml = %d %q, want %d", res.code, res.stderr, exitUsage)
+	}
+	if _, err := os.Stat("/run/systemd/journal/socket"); err == nil {
+		t.Skip("this machine has a journal, so --log-format journal works")
+	}
+	res := runWithin(t, p.command("run", "--log-format", "journal"), 10*time.Second)
+	if res.code != exitFailure || !strings.Contains(res.stderr, "connect to journald") {
+		t.Errorf("run --log-format journal without a journal = %d %q, want %d and the reason", res.code, res.stderr, exitFailure)
+	}
 }

@@ -340,7 +340,7 @@ func (s *session) endingCause(message irc.Message) error {
 		return fmt.Errorf("connection to %s ended: the server sent RECONNECT", s.listener.server)
 	case *irc.NoticeMessage:
 		if m.Channel == "*" && loginFailures[m.Message] {
-			return fmt.Errorf("log in to %s as %s: server sent %q: %w",
+			return fmt.Errorf("log in to %s as %s: server sent %q: %w: check the username and that the token is a valid chat token for it",
 				s.listener.server, s.listener.loginName(), m.Message, listeners.ErrAuth)
 		}
 	}

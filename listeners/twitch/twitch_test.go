@@ -320,6 +320,9 @@ func TestAuthFailureWrapsErrAuth(t *testing.T) {
 			if err != nil && !strings.Contains(err.Error(), notice) {
 				t.Errorf("got %v, want the server's notice in it", err)
 			}
+			if err != nil && !strings.Contains(err.Error(), "check the username") {
+				t.Errorf("got %v, want the fix in it", err)
+			}
 			server.expectNoConnection(t, 300*time.Millisecond)
 		})
 	}
