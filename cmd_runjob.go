@@ -69,6 +69,10 @@ func cmdRunJob(args []string, stdout, stderr io.Writer) int {
 	if errors.Is(err, jobs.ErrBusy) {
 		err = fmt.Errorf("%w: wait for it with run-job --wait %s", err, name)
 	}
+	if available && errors.Is(err, jobs.ErrUnknownJob) {
+		// The file has the job, or the check above would have failed.
+		err = fmt.Errorf("%w: the config file has it, but the daemon runs an earlier version of the file; apply it with agent-runner reload", err)
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "agent-runner: %v\n", err)
 		if ctx.Err() != nil {

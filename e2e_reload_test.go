@@ -278,3 +278,14 @@ log_to = "events.jsonl"
 	waitFor(t, "the removed listener's event log to close", func() bool { return openHandles(t, pid, events) == 0 })
 	d.stop()
 }
+
+func TestRunJobOfUnloadedJobSuggestsReload(t *testing.T) {
+	p := newProject(t, "[jobs.kept]\ncommand = [\"true\"]\nevery = \"1h\"\n")
+	d := p.startDaemon()
+	p.write("[jobs.kept]\ncommand = [\"true\"]\nevery = \"1h\"\n\n[jobs.pending]\ncommand = [\"true\"]\nevery = \"1h\"\n")
+	res := p.run("run-job", "pending")
+	if res.code != exitCannotRun || !strings.Contains(res.stderr, "agent-runner reload") {
+		t.Errorf("run-job of a job the daemon has not loaded = %d %q, want %d and a hint to reload", res.code, res.stderr, exitCannotRun)
+	}
+	d.stop()
+}
