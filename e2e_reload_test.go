@@ -289,3 +289,33 @@ func TestRunJobOfUnloadedJobSuggestsReload(t *testing.T) {
 	}
 	d.stop()
 }
+
+func TestStatusShowsRunOfRemovedJob(t *testing.T) {
+	p := newProject(t, `[jobs.kept]
+command = ["true"]
+every = "1h"
+
+[jobs.leaving]
+command = ["sh", "-c", "touch started; sleep 30"]
+schedule = "0 0 1 1 *"
+`)
+	d := p.startDaemon()
+	client := p.command("run-job", "leaving")
+	if err := client.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer client.Wait()
+	waitFor(t, "the run", func() bool {
+		_, err := os.Stat(p.path("started"))
+		return err == nil
+	})
+	p.write("[jobs.kept]\ncommand = [\"true\"]\nevery = \"1h\"\n")
+	if res := p.run("reload"); res.code != 0 {
+		t.Fatalf("reload = %d %q", res.code, res.stderr)
+	}
+	res := p.run("list")
+	if !strings.Contains(res.stdout, "leaving") || !strings.Contains(res.stdout, "removed by a reload") {
+		t.Errorf("list after the running job was removed:\n%s\nwant its run shown", res.stdout)
+	}
+	d.stop()
+}

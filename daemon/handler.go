@@ -114,10 +114,26 @@ func (h *handler) Status() (control.Status, error) {
 	if err != nil {
 		return control.Status{}, err
 	}
+	statuses = withRemovedRuns(statuses, h.runner.Running())
 	h.mu.Lock()
 	info := h.info
 	h.mu.Unlock()
 	return control.Status{Daemon: &info, Jobs: statuses, Listeners: h.listeners.health()}, nil
+}
+
+// withRemovedRuns adds a row for each running job that a reload removed,
+// whose run goes on to its end, so that status counts it and list shows
+// it until it ends.
+func withRemovedRuns(statuses []jobs.JobStatus, running []string) []jobs.JobStatus {
+	for _, name := range running {
+		known := slices.ContainsFunc(statuses, func(s jobs.JobStatus) bool { return s.Name == name })
+		if !known {
+			status := jobs.JobStatus{Schedule: "removed by a reload", State: jobs.StateRunning}
+			status.Name = name
+			statuses = append(statuses, status)
+		}
+	}
+	return statuses
 }
 
 // Reload re-reads the config file and applies it as a diff. An invalid
