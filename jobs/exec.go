@@ -137,7 +137,21 @@ func (r *Runner) commandSpec(job *config.Job, argv []string, run state.Run) (pro
 // stores, so it names the state folder too, resolved as DaemonMarker
 // resolves it, and a search for it never finds another daemon's runs.
 func RunMarker(stateDir, runID string) string {
-	return envRunMarker + "=" + runID + "@" + strings.TrimPrefix(process.DaemonMarker(stateDir), process.DaemonVar+"=")
+	return envRunMarker + "=" + runID + "@" + resolvedStateDir(stateDir)
+}
+
+// resolvedStateDirs caches the resolved path of each state folder, which
+// costs an lstat per path element, off the path of every run. The state
+// folder changes only with a restart.
+var resolvedStateDirs sync.Map
+
+func resolvedStateDir(stateDir string) string {
+	if resolved, ok := resolvedStateDirs.Load(stateDir); ok {
+		return resolved.(string)
+	}
+	resolved := strings.TrimPrefix(process.DaemonMarker(stateDir), process.DaemonVar+"=")
+	resolvedStateDirs.Store(stateDir, resolved)
+	return resolved
 }
 
 // RunMarkers returns the entries a search for a run's processes matches:
