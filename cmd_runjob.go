@@ -135,7 +135,8 @@ func interruptContext(stderr io.Writer) (ctx context.Context, setKill func(kill 
 		}
 		k := killer()
 		if k == nil {
-			fmt.Fprintln(stderr, "agent-runner: exiting; the daemon goes on stopping the run")
+			// A run through the daemon, or none started yet.
+			fmt.Fprintln(stderr, "agent-runner: exiting now; a run that the daemon started goes on stopping there")
 			os.Exit(exitInterrupt)
 		}
 		fmt.Fprintln(stderr, "agent-runner: killing the run (interrupt again to exit without its record)")
