@@ -411,14 +411,14 @@ const damagedRunMessage = "its record in the state store was damaged, so how it 
 
 // maybeRunning reports whether a record that isRunning rejects may still
 // be a running run: one that does not decode and whose result bytes,
-// if any, say "running".
+// if any, say "running". Like isRunning, it decodes no record whose
+// result bytes show another result, which keeps a start's scan cheap.
 func maybeRunning(value []byte) bool {
-	var run Run
-	if unmarshalRun(value, &run) == nil {
+	if i := bytes.Index(value, resultField); i >= 0 && !bytes.HasPrefix(value[i+len(resultField):], []byte(ResultRunning+`"`)) {
 		return false
 	}
-	i := bytes.Index(value, resultField)
-	return i < 0 || bytes.HasPrefix(value[i+len(resultField):], []byte(ResultRunning+`"`))
+	var run Run
+	return unmarshalRun(value, &run) != nil
 }
 
 // applyResult updates a job's health from a finished run.
