@@ -1,6 +1,7 @@
 package discord
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -53,6 +54,9 @@ type fakeDiscord struct {
 	// before, when set for op 2 or 6, is sent in reply to IDENTIFY or
 	// RESUME ahead of the usual reply.
 	before map[int]any
+	// heartbeat, when set, is the heartbeat interval in milliseconds that
+	// HELLO gives instead of testHeartbeat.
+	heartbeat int
 	// identifyCount and resumeCount count every IDENTIFY and RESUME,
 	// including those that the full channels below do not take.
 	identifyCount, resumeCount int
@@ -179,9 +183,10 @@ func (f *fakeDiscord) handleGateway(w http.ResponseWriter, r *http.Request) {
 	conn := &fakeConn{ws: ws}
 	f.mu.Lock()
 	f.conn = conn
+	heartbeat := cmp.Or(f.heartbeat, testHeartbeat)
 	f.mu.Unlock()
 
-	conn.send(map[string]any{"op": 10, "d": map[string]any{"heartbeat_interval": testHeartbeat}})
+	conn.send(map[string]any{"op": 10, "d": map[string]any{"heartbeat_interval": heartbeat}})
 	for {
 		_, data, err := ws.ReadMessage()
 		if err != nil {

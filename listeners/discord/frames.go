@@ -129,10 +129,12 @@ func (f *frameFilter) endOn(err error) {
 	if !errors.Is(err, errMessageTooLarge) && !errors.Is(err, errReconnectInHandshake) && !errors.As(err, &invalid) {
 		return
 	}
-	f.Conn.Close()
+	// The reason goes first: closing the socket can make discordgo's
+	// heartbeat report the disconnect before this Read returns.
 	if f.ended != nil {
 		f.ended(err)
 	}
+	f.Conn.Close()
 }
 
 // next reads the next part of the stream and passes on what it allows.

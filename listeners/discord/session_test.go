@@ -234,6 +234,9 @@ func TestRunAbandonsStuckOpen(t *testing.T) {
 func TestRunEndsOnOversizeMessage(t *testing.T) {
 	t.Parallel()
 	f := newFakeDiscord(t)
+	// Inflating the message blocks the reader, and so the heartbeat ACKs,
+	// for longer than five 100 ms heartbeats on a busy machine.
+	f.heartbeat = 60_000
 	host, _, done := startSession(t, f, newShortListener(t, f))
 
 	content := strings.Repeat("A", maxGatewayMessageBytes)
