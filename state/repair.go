@@ -25,8 +25,9 @@ type damagedRecord struct {
 // over as a new one, which never runs a slot twice: a new job catches up
 // nothing from before it was first seen. The record is replaced, not
 // deleted, because recovery finds runs left running through the job
-// records. Run records need no such pass, because readers skip a damaged
-// run (see Store.Runs).
+// records. Run records need no such pass: readers skip a damaged run
+// (see Store.Runs), and recovery counts one that may be running as
+// running (see runningRuns).
 func replaceDamagedJobs(db *bolt.DB, path string, logger *slog.Logger) error {
 	var damaged []damagedRecord
 	copyPath := ""
