@@ -305,10 +305,7 @@ schedule = "0 0 1 1 *"
 		t.Fatal(err)
 	}
 	defer client.Wait()
-	waitFor(t, "the run", func() bool {
-		_, err := os.Stat(p.path("started"))
-		return err == nil
-	})
+	p.waitForFile("the run", "started")
 	p.write("[jobs.kept]\ncommand = [\"true\"]\nevery = \"1h\"\n")
 	if res := p.run("reload"); res.code != 0 {
 		t.Fatalf("reload = %d %q", res.code, res.stderr)

@@ -118,6 +118,16 @@ func (p *project) startDaemon() *daemonProc {
 	return d
 }
 
+// waitForFile waits until the file name exists in the project's folder,
+// as a job touches one to say that its run started.
+func (p *project) waitForFile(what, name string) {
+	p.t.Helper()
+	waitFor(p.t, what, func() bool {
+		_, err := os.Stat(p.path(name))
+		return err == nil
+	})
+}
+
 // startProcess starts `agent-runner run` with the options in args and
 // returns without waiting.
 func (p *project) startProcess(args ...string) *daemonProc {
@@ -636,10 +646,7 @@ schedule = "0 0 1 1 *"
 	}
 	defer cmd.Wait()
 	defer os.WriteFile(p.path("release"), nil, 0o600)
-	waitFor(t, "the run to start", func() bool {
-		_, err := os.Stat(p.path("started"))
-		return err == nil
-	})
+	p.waitForFile("the run to start", "started")
 	if s := p.list()["long"]; s.State != "running" {
 		t.Errorf("state during an in-process run = %q, want running", s.State)
 	}
@@ -787,10 +794,7 @@ schedule = "0 0 1 1 *"
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the in-process run to start", func() bool {
-		_, err := os.Stat(p.path("started"))
-		return err == nil
-	})
+	p.waitForFile("the in-process run to start", "started")
 	d := p.startDaemon()
 	writeFile(t, p.path("release"), "")
 	if err := cmd.Wait(); err != nil {
@@ -815,10 +819,7 @@ schedule = "0 0 1 1 *"
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the run to start", func() bool {
-		_, err := os.Stat(p.path("started"))
-		return err == nil
-	})
+	p.waitForFile("the run to start", "started")
 	time.Sleep(200 * time.Millisecond)
 	cmd.Process.Signal(syscall.SIGINT)
 	err := cmd.Wait()
@@ -858,10 +859,7 @@ schedule = "0 0 1 1 *"
 		writeFile(t, p.path("release"), "")
 		long.Wait()
 	}()
-	waitFor(t, "the long run to start", func() bool {
-		_, err := os.Stat(p.path("started"))
-		return err == nil
-	})
+	p.waitForFile("the long run to start", "started")
 	quick := p.command("run-job", "quick")
 	var stdout bytes.Buffer
 	var stderr lockedBuffer
@@ -929,10 +927,7 @@ schedule = "0 0 1 1 *"
 		if err := first.Start(); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, "the first run", func() bool {
-			_, err := os.Stat(p.path("started"))
-			return err == nil
-		})
+		p.waitForFile("the first run", "started")
 		res := p.run("run-job", "--wait", "slow")
 		_ = first.Wait()
 		if res.code != 0 {
@@ -965,10 +960,7 @@ schedule = "0 0 1 1 *"
 		t.Fatal(err)
 	}
 	defer client.Wait()
-	waitFor(t, "the run", func() bool {
-		_, err := os.Stat(p.path("started"))
-		return err == nil
-	})
+	p.waitForFile("the run", "started")
 	d.stop()
 	if !strings.Contains(d.log(), "shutdown_timeout passed, so the running jobs get SIGKILL") {
 		t.Errorf("the daemon log does not say that shutdown_timeout ran out:\n%s", d.log())
