@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -134,13 +133,13 @@ func (r *Runner) commandSpec(job *config.Job, argv []string, run state.Run) (pro
 
 // RunMarker is the environment entry that identifies the processes of a
 // run, including ones that left its process group. Run IDs repeat across
-// stores, so it names the state folder too, resolved as DaemonMarker
-// resolves it, and a search for it never finds another daemon's runs.
+// stores, so it also names the state folder, through process.ResolvedDir,
+// and a search for it never finds another daemon's runs.
 func RunMarker(stateDir, runID string) string {
 	return envRunMarker + "=" + runID + "@" + resolvedStateDir(stateDir)
 }
 
-// resolvedStateDirs caches the resolved path of each state folder, which
+// resolvedStateDirs caches process.ResolvedDir of each state folder, which
 // costs an lstat per path element, off the path of every run. The state
 // folder changes only with a restart.
 var resolvedStateDirs sync.Map
@@ -149,7 +148,7 @@ func resolvedStateDir(stateDir string) string {
 	if resolved, ok := resolvedStateDirs.Load(stateDir); ok {
 		return resolved.(string)
 	}
-	resolved := strings.TrimPrefix(process.DaemonMarker(stateDir), process.DaemonVar+"=")
+	resolved := process.ResolvedDir(stateDir)
 	resolvedStateDirs.Store(stateDir, resolved)
 	return resolved
 }

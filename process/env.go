@@ -14,14 +14,20 @@ var passedEnv = []string{"HOME", "USER", "LANG", "TZ"}
 
 // DaemonMarker is the entry every child of a daemon's listeners, hooks and
 // alerts gets, naming the daemon by its state folder. A daemon that starts
-// after another died kills what still carries it. The folder's path is
-// resolved through symbolic links, so that a daemon started through a
-// linked path finds the children of one started through the real path.
+// after another died kills what still carries it. The folder is named by
+// ResolvedDir, so that a daemon started through a linked path finds the
+// children of one started through the real path.
 func DaemonMarker(stateDir string) string {
-	if resolved, err := filepath.EvalSymlinks(stateDir); err == nil {
-		stateDir = resolved
+	return daemonVar + "=" + ResolvedDir(stateDir)
+}
+
+// ResolvedDir returns dir with symbolic links resolved, or dir itself when
+// it cannot be resolved.
+func ResolvedDir(dir string) string {
+	if resolved, err := filepath.EvalSymlinks(dir); err == nil {
+		return resolved
 	}
-	return DaemonVar + "=" + stateDir
+	return dir
 }
 
 // DaemonMarkers returns the entries a start searches for: DaemonMarker,
@@ -29,14 +35,13 @@ func DaemonMarker(stateDir string) string {
 // did not resolve it carry.
 func DaemonMarkers(stateDir string) []string {
 	markers := []string{DaemonMarker(stateDir)}
-	if asWritten := DaemonVar + "=" + stateDir; asWritten != markers[0] {
+	if asWritten := daemonVar + "=" + stateDir; asWritten != markers[0] {
 		markers = append(markers, asWritten)
 	}
 	return markers
 }
 
-// DaemonVar is the variable of DaemonMarker.
-const DaemonVar = "AGENT_RUNNER_DAEMON"
+const daemonVar = "AGENT_RUNNER_DAEMON"
 
 // Settings are the process rules that jobs, hooks and exec listeners share.
 type Settings struct {
