@@ -196,7 +196,7 @@ func (h *handler) reload() (string, error) {
 
 // problemNote lists, for the reply to a reload, what the new config has
 // that cannot run on this machine. The daemon logs each problem too, but
-// whoever reloads by hand reads the reply, not the log.
+// a user who reloads by hand reads the reply, not the log.
 func problemNote(cfg *config.Config) string {
 	problems := cfg.Problems()
 	if len(problems) == 0 {

@@ -490,7 +490,7 @@ func (p *pool) start(name string, sup *listeners.Supervisor) {
 var errRetired = errors.New("listener removed by a reload")
 
 // end ends the goroutine of a retired supervisor that the pool started,
-// and forgets it. Supervisors of the first config are run-group actors,
+// and removes its stop entry. Supervisors of the first config are run-group actors,
 // which cannot leave the group, and are not in the pool.
 func (p *pool) end(sup *listeners.Supervisor) {
 	p.mu.Lock()

@@ -380,7 +380,7 @@ func recoverJob(tx *bolt.Tx, name string, now time.Time) ([]Run, error) {
 
 // runningRuns returns the runs of job in bucket with Result "running" in
 // ID order. A record that does not decode and shows no other result
-// counts as running, with only its ID and job known: a run that a crash
+// counts as running, with only its ID and job known. A run that a crash
 // left running must be found even when its record was damaged, so that
 // its processes are stopped and it is marked interrupted.
 func runningRuns(bucket *bolt.Bucket, job string) ([]Run, error) {

@@ -23,11 +23,12 @@ const (
 	// NOTE: the value is an estimate, because Discord documents no limit
 	// for messages it sends. The largest are GUILD_CREATE of big guilds,
 	// which list up to 500 channels with their permission overwrites,
-	// 250 roles, the emojis, stickers and active threads, and without the
-	// GUILD_MEMBERS and GUILD_PRESENCES intents (this listener requests
-	// neither) few members: that sums to a few MiB at most. A message
-	// above this cap ends the connection, so the cap leaves headroom of
-	// several times that instead of risking a reconnect loop.
+	// 250 roles, the emojis, stickers and active threads. Without the
+	// GUILD_MEMBERS and GUILD_PRESENCES intents, which this listener does
+	// not request, they list few members, so they come to a few MiB at
+	// most. A message above this cap ends the connection, so the cap
+	// leaves headroom of several times that instead of risking a
+	// reconnect loop.
 	maxGatewayMessageBytes = 16 << 20
 	// maxFrameDropLogs caps the log lines about dropped messages per
 	// connection.
