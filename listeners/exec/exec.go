@@ -63,13 +63,14 @@ func (l *Listener) Run(ctx context.Context, host listeners.Host) error {
 	defer stop(nil)
 
 	log := host.Log()
+	previous := heartbeatTime(l.cfg.Exec.Probe)
 	spec.Started = func(pid int) {
 		log.Info("child started", "pid", pid)
 		if l.cfg.Exec.Probe == nil {
 			host.Ready()
 			return
 		}
-		go l.probe(ctx, host, stop)
+		go l.probe(ctx, host, stop, previous)
 	}
 	budget := newOutputBudget(time.Now, logDropped(log))
 	output := process.NewRedactor(l.cfg.Env).Lines(func(line process.Line) {
@@ -115,11 +116,29 @@ func (l *Listener) spec() (process.Spec, error) {
 	}, nil
 }
 
+// heartbeatTime returns the modification time of the probe's heartbeat
+// file, or the zero time when there is none, the probe is an HTTP one, or
+// the file cannot be read.
+func heartbeatTime(probe *config.Probe) time.Time {
+	if probe == nil || probe.Heartbeat == "" {
+		return time.Time{}
+	}
+	info, err := os.Stat(probe.Heartbeat)
+	if err != nil {
+		return time.Time{}
+	}
+	return info.ModTime()
+}
+
 // probe checks the child every interval, and at least every second until
 // the first success, which marks the listener ready. A failure once the
 // grace period is over stops the child, which makes Run return and the
 // supervisor restart it.
-func (l *Listener) probe(ctx context.Context, host listeners.Host, stop context.CancelCauseFunc) {
+//
+// previous is the heartbeat's time from before the child started. A file
+// that the child before touched may still be within max_age, but it is
+// no sign that this child works, so it does not make the listener ready.
+func (l *Listener) probe(ctx context.Context, host listeners.Host, stop context.CancelCauseFunc, previous time.Time) {
 	probe := l.cfg.Exec.Probe
 	ready := false
 	timer := time.NewTimer(0)
@@ -133,6 +152,8 @@ func (l *Listener) probe(ctx context.Context, host listeners.Host, stop context.
 		}
 		err := l.check(ctx, probe)
 		switch {
+		case err == nil && !ready && !previous.IsZero() && heartbeatTime(probe).Equal(previous):
+			// Still the previous child's heartbeat: wait for this one's.
 		case err == nil && !ready:
 			ready = true
 			host.Ready()

@@ -171,17 +171,54 @@ func TestSlowStartReadyBeforeInterval(t *testing.T) {
 	// The first probe runs before the child touches its heartbeat.
 	l, _ := newExec(t, "sleep 0.3; touch "+beat+"; exec sleep 300", probe)
 	host := &fakeHost{}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := runAsync(l, ctx, host)
-	defer func() {
-		cancel()
-		wait(t, done)
-	}()
-	deadline := time.Now().Add(5 * time.Second)
-	for host.ready.Load() == 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	runUntilCleanup(t, l, host)
+	waitReady(host, 5*time.Second)
 	if host.ready.Load() != 1 {
 		t.Errorf("Ready called %d times 5 s after the heartbeat, want once before the minute-long interval", host.ready.Load())
+	}
+}
+
+func TestOldHeartbeatWaitsForNewChild(t *testing.T) {
+	dir := t.TempDir()
+	beat := filepath.Join(dir, "beat")
+	// A fresh heartbeat from a child that ran before this one.
+	if err := os.WriteFile(beat, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	probe := &config.Probe{Heartbeat: beat, MaxAge: time.Minute, Interval: 20 * time.Millisecond, Grace: time.Minute}
+	l, work := newExec(t, "echo $$ > pid; while [ ! -e go ]; do sleep 0.01; done; touch "+beat+"; exec sleep 300", probe)
+	host := &fakeHost{}
+	runUntilCleanup(t, l, host)
+
+	readPid(t, filepath.Join(work, "pid"))
+	time.Sleep(200 * time.Millisecond)
+	if n := host.ready.Load(); n != 0 {
+		t.Fatalf("Ready called %d times before the child touched its heartbeat, want 0", n)
+	}
+
+	if err := os.WriteFile(filepath.Join(work, "go"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(host, 5*time.Second)
+	if n := host.ready.Load(); n != 1 {
+		t.Errorf("Ready called %d times after the child touched its heartbeat, want 1", n)
+	}
+}
+
+// runUntilCleanup runs l in the background until the test ends.
+func runUntilCleanup(t *testing.T, l *Listener, host listeners.Host) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := runAsync(l, ctx, host)
+	t.Cleanup(func() {
+		cancel()
+		wait(t, done)
+	})
+}
+
+// waitReady waits up to limit for the first Ready call.
+func waitReady(host *fakeHost, limit time.Duration) {
+	deadline := time.Now().Add(limit)
+	for host.ready.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
 	}
 }
