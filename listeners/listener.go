@@ -17,6 +17,18 @@ import (
 // once per maximum backoff interval.
 var ErrAuth = errors.New("authentication failed")
 
+// RetryError is a failure with the time a retry can succeed, such as a
+// rate limit with a known reset time. The supervisor waits until then, up
+// to its maximum backoff, instead of retrying earlier and failing again.
+type RetryError struct {
+	Err error
+	// At is the earliest time a retry can succeed.
+	At time.Time
+}
+
+func (e *RetryError) Error() string { return e.Err.Error() }
+func (e *RetryError) Unwrap() error { return e.Err }
+
 // Event is one thing a listener received, in the form hooks get on stdin.
 type Event struct {
 	// Listener is the name from the config.

@@ -51,6 +51,16 @@ func (b Backoff) delay(n int) time.Duration {
 	return d - d/5 + jitter
 }
 
+// untilRetry returns wait, or the time until err's RetryError.At when
+// that is later, capped at Max.
+func (b Backoff) untilRetry(err error, wait time.Duration) time.Duration {
+	var retry *RetryError
+	if !errors.As(err, &retry) {
+		return wait
+	}
+	return max(wait, min(time.Until(retry.At), b.Max))
+}
+
 // Health is what list and status show of one listener.
 type Health struct {
 	Name  string    `json:"name"`
@@ -150,6 +160,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		if errors.Is(err, ErrAuth) {
 			wait, state = s.backoff.Max, StateFailed
 		}
+		wait = s.backoff.untilRetry(err, wait)
 		failures++
 		s.setState(state, err)
 		s.log.Error("listener failed; restarting", "err", err, "state", state, "retry_in", wait.Round(time.Millisecond))

@@ -344,3 +344,53 @@ func TestSupervisorReplaceThenRetireDrainsBoth(t *testing.T) {
 	waitUntil(t, "the first router to close", first.Closed)
 	waitUntil(t, "the router that no attempt used to close", second.Closed)
 }
+
+func TestBackoffUntilRetry(t *testing.T) {
+	b := Backoff{Initial: time.Second, Max: 5 * time.Minute}
+	plain := errors.New("connection reset")
+	retryIn := func(d time.Duration) error {
+		return fmt.Errorf("poll: %w", &RetryError{Err: plain, At: time.Now().Add(d)})
+	}
+	tests := []struct {
+		name     string
+		err      error
+		min, max time.Duration
+	}{
+		{"plain error", plain, 2 * time.Second, 2 * time.Second},
+		{"retry later than backoff", retryIn(time.Minute), 59 * time.Second, time.Minute},
+		{"retry past max", retryIn(time.Hour), 5 * time.Minute, 5 * time.Minute},
+		{"retry in the past", retryIn(-time.Minute), 2 * time.Second, 2 * time.Second},
+	}
+	for _, tt := range tests {
+		got := b.untilRetry(tt.err, 2*time.Second)
+		if got < tt.min || got > tt.max {
+			t.Errorf("%s: untilRetry = %v, want between %v and %v", tt.name, got, tt.min, tt.max)
+		}
+	}
+}
+
+func TestSupervisorWaitsForRetryTime(t *testing.T) {
+	const pause = 300 * time.Millisecond
+	var firstFailed time.Time
+	var retried atomic.Int64
+	l := &fakeListener{RunFunc: func(ctx context.Context, host Host, call int) error {
+		if call == 1 {
+			firstFailed = time.Now()
+			return &RetryError{Err: errors.New("rate limited"), At: firstFailed.Add(pause)}
+		}
+		retried.Store(int64(time.Since(firstFailed)))
+		host.Ready()
+		<-ctx.Done()
+		return nil
+	}}
+	s := newTestSupervisor(l)
+	s.backoff.Max = time.Hour
+
+	runFor(t, s, func() bool { return s.Health().State == StateRunning })
+	if calls := l.calls.Load(); calls != 2 {
+		t.Errorf("listener ran %d times, want 2: one failure, one retry at the retry time", calls)
+	}
+	if after := time.Duration(retried.Load()); after < pause {
+		t.Errorf("retry came %v after the failure, want at least %v", after, pause)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/agent-runner/agent-runner/listeners"
 	"github.com/bluesky-social/indigo/atproto/atclient"
 	"github.com/bluesky-social/indigo/atproto/syntax"
 )
@@ -91,6 +92,12 @@ func (l *Listener) checkRateLimitPause() error {
 	return nil
 }
 
+// rateLimitedError returns an error whose retry time is resume, so the
+// supervisor retries once when the pause ends instead of failing at each
+// backoff step.
 func rateLimitedError(resume time.Time) error {
-	return fmt.Errorf("%w: no request before %s", errRateLimited, resume.UTC().Format(time.RFC3339))
+	return &listeners.RetryError{
+		Err: fmt.Errorf("%w: no request before %s", errRateLimited, resume.UTC().Format(time.RFC3339)),
+		At:  resume,
+	}
 }

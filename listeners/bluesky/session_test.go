@@ -306,6 +306,12 @@ func TestRunOversizedResponseReturnsError(t *testing.T) {
 	if errors.Is(err, listeners.ErrAuth) {
 		t.Errorf("Run error %v wraps ErrAuth, want a plain error that backs off", err)
 	}
+	var retry *listeners.RetryError
+	if !errors.As(err, &retry) {
+		t.Errorf("Run error %v carries no retry time, want the end of the pause", err)
+	} else if until := time.Until(retry.At); until > l.maxRateWait {
+		t.Errorf("retry time is %v away, want at most the %v pause", until, l.maxRateWait)
+	}
 	if got := host.readyCount(); got != 0 {
 		t.Errorf("Ready called %d times, want 0", got)
 	}
