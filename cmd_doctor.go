@@ -53,10 +53,11 @@ func cmdDoctor(args []string, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	d.ok("config %s is valid: %d jobs, %d listeners, %d alert sinks", cfg.Path, len(cfg.Jobs), len(cfg.Listeners), len(cfg.Alerts))
-	d.checkMachine(cfg)
+	status, statusErr := control.GetStatus(cfg.Runner.Socket)
+	d.checkMachine(cfg, sameConfigStatus(cfg, status, statusErr))
 	d.checkStateDir(cfg.Runner.StateDir)
 	d.checkSocketGroup(cfg)
-	d.checkDaemon(cfg, stderr)
+	d.checkDaemon(cfg, status, statusErr)
 	d.checkCluster(cfg)
 	d.checkClock()
 	if d.problems > 0 {
@@ -67,15 +68,35 @@ func cmdDoctor(args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
+// sameConfigStatus returns the status of a daemon that runs the current
+// contents of the config file, or nil.
+func sameConfigStatus(cfg *config.Config, status control.Status, err error) *control.Status {
+	if err != nil || status.Daemon == nil || status.Daemon.ConfigHash != cfg.Hash {
+		return nil
+	}
+	return &status
+}
+
 // checkMachine reports commands, secrets, folders and env files that do
 // not resolve here, secrets too short to be redacted, and listeners left
-// disabled.
-func (d *doctor) checkMachine(cfg *config.Config) {
-	lines := problemLines(cfg.Problems())
+// disabled. Given the status of a daemon that runs this config, a job or
+// listener that works in the daemon gets a note instead of a problem,
+// because the daemon's environment and credentials may differ from this
+// shell's.
+func (d *doctor) checkMachine(cfg *config.Config, daemonStatus *control.Status) {
+	problems, shellOnly := splitProblems(cfg, daemonStatus)
+	lines := problemLines(problems)
 	for _, line := range lines {
 		d.problem("%s", line)
 	}
-	if len(lines) == 0 {
+	for _, line := range problemLines(shellOnly) {
+		d.note("in this shell only, not for the running daemon: %s", line)
+	}
+	switch {
+	case len(lines) > 0:
+	case daemonStatus != nil:
+		d.ok("every command, secret, working_dir and env_file resolves for the running daemon")
+	default:
 		d.ok("every command, secret, working_dir and env_file resolves on this machine")
 	}
 	for _, line := range shortSecretWarnings(cfg) {
@@ -86,6 +107,48 @@ func (d *doctor) checkMachine(cfg *config.Config) {
 			d.note("listener %s is disabled: %s", lc.Name, lc.DisabledReason)
 		}
 	}
+}
+
+// splitProblems splits the problems of cfg into those the daemon of
+// daemonStatus has too and those of jobs and listeners that work there.
+func splitProblems(cfg *config.Config, daemonStatus *control.Status) (problems, shellOnly []error) {
+	if daemonStatus == nil {
+		return cfg.Problems(), nil
+	}
+	jobProblems := make(map[string]string, len(daemonStatus.Jobs))
+	for _, job := range daemonStatus.Jobs {
+		jobProblems[job.Name] = job.Problem
+	}
+	listenerErrors := make(map[string]string, len(daemonStatus.Listeners))
+	for _, health := range daemonStatus.Listeners {
+		listenerErrors[health.Name] = health.LastError
+	}
+	for _, job := range cfg.Jobs {
+		if job.Problem == nil {
+			continue
+		}
+		if daemonProblem, ok := jobProblems[job.Name]; ok && daemonProblem == "" {
+			shellOnly = append(shellOnly, job.Problem)
+		} else {
+			problems = append(problems, job.Problem)
+		}
+	}
+	for _, listener := range cfg.Listeners {
+		if listener.Problem == nil {
+			continue
+		}
+		if lastError, ok := listenerErrors[listener.Name]; ok && lastError != listener.Problem.Error() {
+			shellOnly = append(shellOnly, listener.Problem)
+		} else {
+			problems = append(problems, listener.Problem)
+		}
+	}
+	for _, alert := range cfg.Alerts {
+		if alert.Problem != nil {
+			problems = append(problems, alert.Problem)
+		}
+	}
+	return problems, shellOnly
 }
 
 // existingAncestor returns the nearest folder above dir that exists,
@@ -187,8 +250,7 @@ func groupCanSearch(dir string, gid int) bool {
 
 // checkDaemon reports whether a daemon answers, and a store that a
 // daemon-less CLI cannot read.
-func (d *doctor) checkDaemon(cfg *config.Config, stderr io.Writer) {
-	status, err := control.GetStatus(cfg.Runner.Socket)
+func (d *doctor) checkDaemon(cfg *config.Config, status control.Status, err error) {
 	switch {
 	case err == nil:
 		d.ok("the daemon answers on %s: %s", cfg.Runner.Socket, daemon.Summary(status))

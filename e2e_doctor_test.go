@@ -54,3 +54,28 @@ func TestDoctorAcceptsStateDirCreatedAtFirstStart(t *testing.T) {
 		t.Errorf("doctor with a state_dir two levels below a writable folder:\n%s", res.stdout)
 	}
 }
+
+func TestDoctorTrustsDaemonEnvironment(t *testing.T) {
+	p := newProject(t, `[jobs.secretive]
+command = ["true"]
+every = "1h"
+env = { TOKEN = { env = "DOCTOR_TEST_TOKEN" } }
+`)
+	// The daemon inherits the variable, and the shell that runs doctor
+	// then lacks it.
+	t.Setenv("DOCTOR_TEST_TOKEN", "a-token-long-enough")
+	d := p.startDaemon()
+	defer d.stop()
+	os.Unsetenv("DOCTOR_TEST_TOKEN")
+
+	res := p.run("doctor")
+	if res.code != 0 {
+		t.Errorf("doctor exit = %d, want 0:\n%s", res.code, res.stdout)
+	}
+	if !strings.Contains(res.stdout, "note     in this shell only, not for the running daemon:") {
+		t.Errorf("doctor output lacks the note on the shell's missing variable:\n%s", res.stdout)
+	}
+	if strings.Contains(res.stdout, "PROBLEM") {
+		t.Errorf("doctor reports a problem the daemon does not have:\n%s", res.stdout)
+	}
+}
