@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/agent-runner/agent-runner/listeners"
@@ -61,6 +62,27 @@ func (r *chatRecorder) serve(conn net.Conn) {
 	}
 }
 
+// listenerTOML returns the config of a Twitch listener named chat that
+// connects to r and joins #chan.
+func (r *chatRecorder) listenerTOML() string {
+	return fmt.Sprintf(`[listeners.chat]
+kind = "twitch"
+server = %q
+tls = false
+username = "bot"
+token = { file = "twitch-token" }
+channels = ["chan"]
+`, r.listener.Addr())
+}
+
+// writeTwitchToken writes the token file that listenerTOML names.
+func writeTwitchToken(t *testing.T, p *project) {
+	t.Helper()
+	if err := os.WriteFile(p.path("twitch-token"), []byte("oauth:test\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // received reports whether the server got line as a PRIVMSG.
 func (r *chatRecorder) received(line string) bool {
 	r.mu.Lock()
@@ -70,21 +92,12 @@ func (r *chatRecorder) received(line string) bool {
 
 func TestSendAndPostTwitchOnlyChannel(t *testing.T) {
 	server := newChatRecorder(t)
-	p := newProject(t, fmt.Sprintf(`[listeners.chat]
-kind = "twitch"
-server = %q
-tls = false
-username = "bot"
-token = { file = "twitch-token" }
-channels = ["chan"]
-
+	p := newProject(t, server.listenerTOML()+`
 [jobs.chat-post]
 post = { via = "chat", text_command = ["sh", "-c", "echo hello chat"] }
 every = "24h"
-`, server.listener.Addr()))
-	if err := os.WriteFile(p.path("twitch-token"), []byte("oauth:test\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+`)
+	writeTwitchToken(t, p)
 	if res := p.run("check"); res.code != 0 {
 		t.Fatalf("check = %d %q, want 0", res.code, res.stderr)
 	}
@@ -129,4 +142,37 @@ token = { file = "discord-token" }
 			t.Errorf("send %s hi: stderr %q, want %q", tt.listener, res.stderr, tt.want)
 		}
 	}
+}
+
+func TestSendDuringShutdownReachesChat(t *testing.T) {
+	server := newChatRecorder(t)
+	p := newProject(t, "")
+	script := fmt.Sprintf("trap '' TERM; touch started; while [ ! -e go ]; do sleep 0.05; done; %q send --config %q chat 'last words'", binary, p.config)
+	p.write(server.listenerTOML() + fmt.Sprintf(`
+[jobs.last-words]
+command = ["sh", "-c", %q]
+every = "24h"
+`, script))
+	writeTwitchToken(t, p)
+	d := p.startDaemon()
+	waitFor(t, "chat to run", func() bool { return p.listener("chat").State == listeners.StateRunning })
+
+	runJob := p.command("run-job", "last-words")
+	if err := runJob.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		runJob.Process.Kill()
+		runJob.Wait()
+	})
+	p.waitForFile("the job to start", "started")
+
+	// The job sends its message only after the daemon got SIGTERM.
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	d.waitLog("stopping running jobs")
+	if err := os.WriteFile(p.path("go"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the message sent during shutdown", func() bool { return server.received("PRIVMSG #chan :last words") })
+	d.stop()
 }

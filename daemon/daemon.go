@@ -102,9 +102,12 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	addContext(&group, ctx)
 	// Listeners first: their interrupts return at once, so they stop
-	// during the scheduler's wait for running jobs.
+	// during the scheduler's wait for running jobs, and the chat
+	// listeners that jobs post through once it ends.
+	jobsStopped := make(chan struct{})
+	set.stopAfterJobs(jobsStopped)
 	set.add(&group)
-	addScheduler(&group, cfg, sched, runner, log, opts.Force)
+	addScheduler(&group, cfg, sched, runner, log, opts.Force, jobsStopped)
 	addReloader(&group, h, opts.Reload)
 	addWatchdog(&group, sched, h, log)
 	addStateWatch(&group, cfg, h, log)
@@ -220,7 +223,7 @@ func addContext(group *run.Group, ctx context.Context) {
 
 // addScheduler adds the actor that owns scheduling and running jobs. Its
 // interrupt stops new runs first, then waits for running ones.
-func addScheduler(group *run.Group, cfg *config.Config, sched *jobs.Scheduler, runner *jobs.Runner, log *slog.Logger, force <-chan struct{}) {
+func addScheduler(group *run.Group, cfg *config.Config, sched *jobs.Scheduler, runner *jobs.Runner, log *slog.Logger, force <-chan struct{}, jobsStopped chan<- struct{}) {
 	ctx, cancel := context.WithCancel(context.Background())
 	group.Add(func() error {
 		sched.Start(ctx)
@@ -248,6 +251,7 @@ func addScheduler(group *run.Group, cfg *config.Config, sched *jobs.Scheduler, r
 			}
 		}()
 		runner.Shutdown(stopCtx)
+		close(jobsStopped)
 		if err := sched.Stop(); err != nil {
 			log.Error("stop scheduler failed", "err", err)
 		}

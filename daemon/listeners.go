@@ -49,6 +49,10 @@ type listenerSet struct {
 	// gate holds a cluster leader's listeners back during a handover and
 	// fences their actions on its term; nil on a single node.
 	gate *listenerGate
+	// jobsStopped, when set, closes once the running jobs have stopped.
+	// The chat listeners wait for it in a shutdown, since a job may post
+	// through them until its last second.
+	jobsStopped <-chan struct{}
 }
 
 // listenerKVs gives each listener its persistent key-value space:
@@ -169,8 +173,8 @@ func newListener(cfg *config.Config, lc *config.Listener, reaper *process.Reaper
 
 // add adds one run-group actor per supervisor of the first config, and
 // the pool actor for listeners that reloads add. Their interrupts only
-// start the stop, so adding them before the scheduler lets the
-// listeners stop while the jobs do.
+// start the stop, so adding them before the scheduler lets the exec
+// listeners stop while the jobs do, and the chat listeners right after.
 func (set *listenerSet) add(group *run.Group) {
 	set.mu.Lock()
 	defer set.mu.Unlock()
@@ -186,9 +190,43 @@ func (set *listenerSet) add(group *run.Group) {
 				return nil
 			}
 			return sup.Run(ctx)
-		}, func(error) { cancel(set.stopCause(name)) })
+		}, func(error) { set.stopListener(name, cancel) })
 	}
-	group.Add(set.pool.run, func(error) { set.pool.stop(set.stopCause) })
+	group.Add(set.pool.run, func(error) { set.pool.stop(set.stopListener) })
+}
+
+// stopAfterJobs makes the chat listeners' shutdown wait for stopped,
+// which the scheduler closes once the running jobs have stopped. It must
+// be called before add.
+func (set *listenerSet) stopAfterJobs(stopped <-chan struct{}) {
+	set.mu.Lock()
+	defer set.mu.Unlock()
+	set.jobsStopped = stopped
+}
+
+// stopListener ends the context of the listener name with its shutdown
+// cause. A chat listener, which jobs post through, ends only once the
+// jobs have stopped, or after the stop timeout and kill_grace should
+// that never happen. It does not block.
+func (set *listenerSet) stopListener(name string, stop context.CancelCauseFunc) {
+	cause := set.stopCause(name)
+	set.mu.Lock()
+	jobsStopped, lc := set.jobsStopped, set.configs[name]
+	limit := stopTimeout(set.cfg) + set.cfg.Runner.KillGrace
+	set.mu.Unlock()
+	if jobsStopped == nil || lc == nil || lc.Exec != nil {
+		stop(cause)
+		return
+	}
+	go func() {
+		timer := time.NewTimer(limit)
+		defer timer.Stop()
+		select {
+		case <-jobsStopped:
+		case <-timer.C:
+		}
+		stop(cause)
+	}()
 }
 
 // shutdownStop is the cause that ends a listener's context when the
@@ -466,7 +504,9 @@ func newPool() *pool {
 }
 
 func (p *pool) start(name string, sup *listeners.Supervisor) {
-	ctx, stop := context.WithCancelCause(p.ctx)
+	// Not below p.ctx, so that stop can end each supervisor at the time
+	// its kind of listener needs.
+	ctx, stop := context.WithCancelCause(context.Background())
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.stopped {
@@ -512,16 +552,16 @@ func (p *pool) run() error {
 	return nil
 }
 
-// stop ends every supervisor's context with the cause that causeOf
-// returns for its listener. It does not hold mu while it calls causeOf,
-// because the listener set's lock is taken before mu in start.
-func (p *pool) stop(causeOf func(name string) error) {
+// stop hands every supervisor's stop to stopOne, which ends its context
+// now or later. It does not hold mu while it calls stopOne, because the
+// listener set's lock is taken before mu in start.
+func (p *pool) stop(stopOne func(name string, stop context.CancelCauseFunc)) {
 	p.mu.Lock()
 	p.stopped = true
 	stops := slices.Clone(p.stops)
 	p.mu.Unlock()
 	for _, s := range stops {
-		s.stop(causeOf(s.name))
+		stopOne(s.name, s.stop)
 	}
 	p.cancel()
 }

@@ -25,7 +25,7 @@ func TestPoolStartAfterStopRunsNothing(t *testing.T) {
 	p := newPool()
 	done := make(chan error, 1)
 	go func() { done <- p.run() }()
-	p.stop(func(string) error { return errors.New("stop") })
+	p.stop(func(_ string, stop context.CancelCauseFunc) { stop(errors.New("stop")) })
 	<-done
 
 	log := slog.New(slog.DiscardHandler)
@@ -61,5 +61,38 @@ func TestPoolEndsRetiredSupervisor(t *testing.T) {
 	}
 	if len(p.stops) != 0 {
 		t.Errorf("%d stop entries left after the end, want 0", len(p.stops))
+	}
+}
+
+func TestChatListenerStopsAfterJobs(t *testing.T) {
+	cfg := &config.Config{Runner: config.Runner{ShutdownTimeout: time.Minute, KillGrace: time.Second}}
+	jobsStopped := make(chan struct{})
+	set := &listenerSet{
+		cfg: cfg,
+		log: slog.New(slog.DiscardHandler),
+		configs: map[string]*config.Listener{
+			"chat": {Name: "chat", Kind: config.KindTwitch},
+			"web":  {Name: "web", Kind: config.KindExec, Exec: &config.Exec{Command: []string{"true"}}},
+		},
+	}
+	set.stopAfterJobs(jobsStopped)
+	chat, stopChat := context.WithCancelCause(context.Background())
+	web, stopWeb := context.WithCancelCause(context.Background())
+
+	set.stopListener("chat", stopChat)
+	set.stopListener("web", stopWeb)
+	if web.Err() == nil {
+		t.Error("the exec listener still runs after its stop, want it stopped at once")
+	}
+	time.Sleep(100 * time.Millisecond)
+	if chat.Err() != nil {
+		t.Fatal("the chat listener stopped while jobs still run")
+	}
+
+	close(jobsStopped)
+	select {
+	case <-chat.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the chat listener still runs 5 s after the jobs stopped")
 	}
 }
