@@ -35,8 +35,11 @@ type Journal struct {
 	line  []byte
 	size  int64
 	dirty bool
-	stop  chan struct{}
-	done  chan struct{}
+	// closed is set by Close. An event that a client library delivers
+	// late must not rotate or reopen the file after that.
+	closed bool
+	stop   chan struct{}
+	done   chan struct{}
 }
 
 // OpenJournal opens or creates the file at path, mode 0600.
@@ -70,6 +73,9 @@ func (j *Journal) open() error {
 func (j *Journal) Append(ev Event) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
+	if j.closed {
+		return fmt.Errorf("write event log: %w", os.ErrClosed)
+	}
 	line, err := appendEvent(j.line[:0], ev)
 	if err != nil {
 		return fmt.Errorf("encode event: %w", err)
@@ -191,6 +197,7 @@ func (j *Journal) Close() error {
 	<-j.done
 	j.mu.Lock()
 	defer j.mu.Unlock()
+	j.closed = true
 	err := j.flushLocked()
 	if closeErr := j.file.Close(); err == nil {
 		err = closeErr

@@ -2,8 +2,10 @@ package listeners
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -156,13 +158,19 @@ func (r *Router) Deliver(ev Event) {
 	if ev.Time.IsZero() {
 		ev.Time = time.Now().UTC()
 	}
-	r.handled.Add(1)
-	r.lastSeen.Store(time.Now().UnixNano())
 	if r.journal != nil {
-		if err := r.journal.Append(ev); err != nil {
+		err := r.journal.Append(ev)
+		switch {
+		case errors.Is(err, os.ErrClosed):
+			// The router closed after the check above.
+			r.warnDrop("event arrived after the router closed: dropped", ev)
+			return
+		case err != nil:
 			r.log.Error("append event to log_to file failed", "err", err)
 		}
 	}
+	r.handled.Add(1)
+	r.lastSeen.Store(time.Now().UnixNano())
 	r.answerCommand(ev)
 	if r.hooks == nil {
 		return

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"os"
@@ -503,5 +504,28 @@ func TestRouterDropsEventsAfterDrain(t *testing.T) {
 	}
 	if handledCount, _, _ := r.counts(); handledCount != 1 {
 		t.Errorf("handled = %d, want 1: a late event is not counted as handled", handledCount)
+	}
+}
+
+func TestJournalAppendAfterCloseRejected(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "chat.jsonl")
+	j, err := OpenJournal(path, 100, quietLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Append(Event{Listener: "chat", ID: "a", Text: "fills most of the 100-byte limit"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// A late event would rotate the file and reopen a new one.
+	err = j.Append(Event{Listener: "chat", ID: "b", Text: "arrives after the close"})
+	if !errors.Is(err, os.ErrClosed) {
+		t.Errorf("Append after Close = %v, want os.ErrClosed", err)
+	}
+	if _, err := os.Stat(path + ".1"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("stat %s.1 = %v, want no rotation after Close", path, err)
 	}
 }
