@@ -43,6 +43,10 @@ func (l *Listener) withSession(ctx context.Context, fn func(*atclient.APIClient)
 		return err
 	}
 
+	// The refresh token from before the request. When another request
+	// refreshes the session meanwhile, PasswordAuth.Refresh finds that the
+	// token changed and keeps the new tokens instead of refreshing again.
+	prior := refreshToken(client)
 	err = fn(client)
 	if !isSessionRejected(err) {
 		return err
@@ -50,7 +54,7 @@ func (l *Listener) withSession(ctx context.Context, fn func(*atclient.APIClient)
 	l.logger().Warn("bluesky session rejected",
 		"handle", l.handle, "did", clientDID(client), "error", err)
 
-	if needsRefresh(err) && l.refresh(ctx, client) == nil {
+	if needsRefresh(err) && l.refresh(ctx, client, prior) == nil {
 		err = fn(client)
 		if !isSessionRejected(err) {
 			return err
@@ -67,15 +71,26 @@ func (l *Listener) withSession(ctx context.Context, fn func(*atclient.APIClient)
 	return fn(client)
 }
 
-// refresh requests new tokens for client's session. PasswordAuth stores
-// them through storeRefreshed.
-func (l *Listener) refresh(ctx context.Context, client *atclient.APIClient) error {
+// refreshToken returns the refresh token of client's password session,
+// or "" for a client without one.
+func refreshToken(client *atclient.APIClient) string {
+	auth, ok := client.Auth.(*atclient.PasswordAuth)
+	if !ok {
+		return ""
+	}
+	_, token := auth.GetTokens()
+	return token
+}
+
+// refresh requests new tokens for client's session, unless its refresh
+// token is no longer prior because a refresh already happened.
+// PasswordAuth stores new tokens through storeRefreshed.
+func (l *Listener) refresh(ctx context.Context, client *atclient.APIClient, prior string) error {
 	auth, ok := client.Auth.(*atclient.PasswordAuth)
 	if !ok {
 		return errors.New("refresh bluesky session: the client has no password session")
 	}
-	_, refreshToken := auth.GetTokens()
-	if err := auth.Refresh(ctx, l.http, refreshToken); err != nil {
+	if err := auth.Refresh(ctx, l.http, prior); err != nil {
 		l.logger().Warn("refresh bluesky session failed", "did", clientDID(client), "error", err)
 		return fmt.Errorf("refresh bluesky session: %w", err)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/agent-runner/agent-runner/config"
 	"github.com/agent-runner/agent-runner/listeners"
+	"github.com/bluesky-social/indigo/atproto/atclient"
 )
 
 func TestSessionRefreshPersisted(t *testing.T) {
@@ -306,12 +307,6 @@ func TestRunOversizedResponseReturnsError(t *testing.T) {
 	if errors.Is(err, listeners.ErrAuth) {
 		t.Errorf("Run error %v wraps ErrAuth, want a plain error that backs off", err)
 	}
-	var retry *listeners.RetryError
-	if !errors.As(err, &retry) {
-		t.Errorf("Run error %v carries no retry time, want the end of the pause", err)
-	} else if until := time.Until(retry.At); until > l.maxRateWait {
-		t.Errorf("retry time is %v away, want at most the %v pause", until, l.maxRateWait)
-	}
 	if got := host.readyCount(); got != 0 {
 		t.Errorf("Ready called %d times, want 0", got)
 	}
@@ -357,6 +352,12 @@ func TestRunFarRateLimitBacksOff(t *testing.T) {
 	}
 	if errors.Is(err, listeners.ErrAuth) {
 		t.Errorf("Run error %v wraps ErrAuth, want a plain error that backs off", err)
+	}
+	var retry *listeners.RetryError
+	if !errors.As(err, &retry) {
+		t.Errorf("Run error %v carries no retry time, want the end of the pause", err)
+	} else if until := time.Until(retry.At); until > l.maxRateWait {
+		t.Errorf("retry time is %v away, want at most the %v pause", until, l.maxRateWait)
 	}
 
 	// A restart within the pause sends no request.
@@ -437,5 +438,36 @@ func TestNewAppliesDefaults(t *testing.T) {
 	}
 	if len(l.reasons) != len(defaultReasons) {
 		t.Errorf("reasons = %v, want %v", l.reasons, defaultReasons)
+	}
+}
+
+func TestSessionRefreshedOnceByTwoRequests(t *testing.T) {
+	f := newFakeServer(t, false)
+	l, _ := startedListener(t, f)
+	f.rejectStaleWith401()
+	f.expireAccess()
+
+	calls := 0
+	err := l.withSession(context.Background(), func(client *atclient.APIClient) error {
+		calls++
+		if calls > 1 {
+			var page listNotificationsOutput
+			return l.call(context.Background(), client, http.MethodGet, methodListNotifications, nil, nil, &page)
+		}
+		// Another request refreshes the session while this one is out,
+		// and this one then gets the server's rejection of its token.
+		if err := l.refresh(context.Background(), client, refreshToken(client)); err != nil {
+			t.Fatalf("refresh: %v", err)
+		}
+		return &atclient.APIError{StatusCode: http.StatusUnauthorized, Name: "InvalidToken"}
+	})
+	if err != nil {
+		t.Fatalf("withSession: %v", err)
+	}
+	if got := f.callCount("com.atproto.server.refreshSession"); got != 1 {
+		t.Errorf("refreshSession called %d times, want 1: the tokens of the other request's refresh are new", got)
+	}
+	if got := f.callCount(methodCreateSession); got != 1 {
+		t.Errorf("createSession called %d times, want 1", got)
 	}
 }
