@@ -43,8 +43,9 @@ func TestBudgetReportsDropsAfterSilence(t *testing.T) {
 	now.Store(time.Now().UnixNano())
 	clock := func() time.Time { return time.Unix(0, now.Load()) }
 	budget := newOutputBudget(clock, func(n int) { reported.Add(int64(n)) })
-	// The budget's start is an interval old, so the timer fires at once.
-	now.Add(int64(dropReportInterval))
+	// The budget's start is nearly an interval old, so the timer fires
+	// half a second after the first drop, once all the drops are counted.
+	now.Add(int64(dropReportInterval - 500*time.Millisecond))
 	for range outputBurst + 7 {
 		budget.take()
 	}
