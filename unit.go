@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"sort"
 	"strings"
 	"text/template"
 	"time"
@@ -154,16 +155,65 @@ func unitFor(cfg *config.Config, runAs string) (unitValues, error) {
 	} else if _, err := user.Lookup(name); err != nil {
 		return unitValues{}, fmt.Errorf("look up user %q: %w; create it first (useradd --system %s)", name, err, name)
 	}
-	writable := []string{cfg.Runner.StateDir}
-	if dir := filepath.Dir(cfg.Runner.Socket); dir != cfg.Runner.StateDir {
-		writable = append(writable, dir)
-	}
 	return unitValues{
 		Binary:        binary,
 		Config:        cfg.Path,
 		WorkingDir:    cfg.Dir,
 		User:          name,
 		StopTimeout:   (cfg.Runner.ShutdownTimeout + stopMargin).String(),
-		WritablePaths: strings.Join(writable, " "),
+		WritablePaths: strings.Join(writablePaths(cfg), " "),
 	}, nil
+}
+
+// writablePaths lists the folders that the unit's ProtectSystem=strict
+// must leave writable. Besides the state and socket folders, these are
+// the folders of each log_to, probe heartbeat, job heartbeat and
+// expect_file_updated outside them. Those get systemd's "-" prefix,
+// because a listed folder that does not exist fails the unit's start.
+func writablePaths(cfg *config.Config) []string {
+	paths := []string{cfg.Runner.StateDir}
+	if dir := filepath.Dir(cfg.Runner.Socket); dir != cfg.Runner.StateDir {
+		paths = append(paths, dir)
+	}
+	var files []string
+	for _, listener := range cfg.Listeners {
+		files = append(files, listener.LogTo)
+		if listener.Exec != nil && listener.Exec.Probe != nil {
+			files = append(files, listener.Exec.Probe.Heartbeat)
+		}
+	}
+	for _, job := range cfg.Jobs {
+		if job.Heartbeat != nil {
+			files = append(files, job.Heartbeat.File)
+		}
+		files = append(files, job.ExpectFileUpdated)
+	}
+	seen := map[string]bool{}
+	var extra []string
+	for _, file := range files {
+		if file == "" {
+			continue
+		}
+		dir := filepath.Dir(file)
+		if seen[dir] || insideAny(dir, paths) {
+			continue
+		}
+		seen[dir] = true
+		extra = append(extra, dir)
+	}
+	sort.Strings(extra)
+	for _, dir := range extra {
+		paths = append(paths, "-"+dir)
+	}
+	return paths
+}
+
+// insideAny reports whether dir is one of folders or lies below one.
+func insideAny(dir string, folders []string) bool {
+	for _, folder := range folders {
+		if dir == folder || strings.HasPrefix(dir, folder+"/") {
+			return true
+		}
+	}
+	return false
 }

@@ -67,3 +67,40 @@ func TestShippedUnitHasNoWarnings(t *testing.T) {
 		t.Errorf("warnings for /tmpfiles: %q", got)
 	}
 }
+
+func TestInstallUnitAddsWrittenFolders(t *testing.T) {
+	p := newProject(t, `[jobs.a]
+command = ["true"]
+every = "1h"
+heartbeat = { file = "beats/a.beat", max_age = "2h" }
+expect_file_updated = "out/a.txt"
+
+[listeners.web]
+kind = "exec"
+command = ["sleep", "600"]
+probe = { heartbeat = "beats/web.beat", max_age = "1m" }
+
+[listeners.chat]
+kind = "twitch"
+channels = ["somechannel"]
+enabled = false
+log_to = "logs/chat.jsonl"
+
+[listeners.inside]
+kind = "twitch"
+channels = ["somechannel"]
+enabled = false
+log_to = "state/inside.jsonl"
+`)
+	res := p.run("install-unit")
+	if res.code != 0 {
+		t.Fatalf("install-unit exit %d: %s", res.code, res.stderr)
+	}
+	want := "ReadWritePaths=" + p.path("state") +
+		" -" + p.path("beats") +
+		" -" + p.path("logs") +
+		" -" + p.path("out") + "\n"
+	if !strings.Contains(res.stdout, want) {
+		t.Errorf("unit lacks %q:\n%s", want, res.stdout)
+	}
+}
