@@ -162,3 +162,25 @@ func TestLogLimitCountsSuppressed(t *testing.T) {
 		t.Errorf("line after the interval: allow = %v, %d, want true, 3", ok, suppressed)
 	}
 }
+
+// A client that the socket's file mode rejects must see how to get access.
+func TestClosedSocketNamesFix(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root to run the client as another user")
+	}
+	dir, socket := startOpenServer(t)
+	if err := os.Chmod(socket, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	binary := copyTestBinary(t, dir)
+	got := runClientAsNobody(t, binary, socket, "")
+	for _, want := range []string{
+		"permission denied",
+		"sudo -u root agent-runner",
+		"socket_group",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("client printed %q, want it to contain %q", got, want)
+		}
+	}
+}

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/user"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -151,9 +153,28 @@ func dialOnce(socket string) (*net.UnixConn, error) {
 		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
 			return nil, fmt.Errorf("connect to daemon at %s: %w: %w", socket, ErrNoDaemon, err)
 		}
+		if errors.Is(err, syscall.EACCES) {
+			return nil, fmt.Errorf("connect to daemon at %s: %w: %s", socket, err, accessHint(socket))
+		}
 		return nil, fmt.Errorf("connect to daemon at %s: %w", socket, err)
 	}
 	return c.(*net.UnixConn), nil
+}
+
+// accessHint builds the fix for a client that the socket's permissions
+// reject. It names the owner of the socket's folder, which is the
+// daemon's user unless someone made the folder by hand.
+func accessHint(socket string) string {
+	const group = "or set [runner] socket_group to a group you are in and restart the daemon"
+	info, err := os.Stat(filepath.Dir(socket))
+	if err != nil {
+		return "run the command as the daemon's user, " + group
+	}
+	owner := fmt.Sprint(info.Sys().(*syscall.Stat_t).Uid)
+	if u, err := user.LookupId(owner); err == nil {
+		owner = u.Username
+	}
+	return fmt.Sprintf("run the command as the daemon's user (sudo -u %s agent-runner ...), %s", owner, group)
 }
 
 // dialForReply connects and bounds the whole exchange by timeout.
