@@ -64,8 +64,12 @@ func RunJob(ctx context.Context, socket, name string, wait bool, output func(job
 		_ = conn.SetReadDeadline(time.Now().Add(replyTimeout))
 	}
 	scanner := newScanner(conn)
+	var started *state.Run
 	for {
 		msg, err := receive(scanner)
+		if err != nil && started != nil {
+			return state.Run{}, lostDuringRun(*started, err)
+		}
 		if err != nil {
 			return state.Run{}, err
 		}
@@ -76,6 +80,7 @@ func RunJob(ctx context.Context, socket, name string, wait bool, output func(job
 			_ = conn.SetReadDeadline(time.Time{})
 			output(jobs.Line{Stream: "stderr", Text: waitingNotice(name, msg.WaitFor)})
 		case msg.Started != nil:
+			started = msg.Started
 			_ = conn.SetReadDeadline(time.Time{})
 		case msg.Line != nil:
 			output(*msg.Line)
@@ -220,11 +225,25 @@ func newScanner(conn *net.UnixConn) *bufio.Scanner {
 	return scanner
 }
 
+// errClosed is the end of the daemon's messages before the one awaited.
+var errClosed = errors.New("daemon closed the connection before answering")
+
+// lostDuringRun is the error for a connection that ended after the daemon
+// started run, which happens when the daemon stops without a clean
+// shutdown. Until it starts again, the run's processes may still run.
+func lostDuringRun(run state.Run, err error) error {
+	if errors.Is(err, errClosed) {
+		err = errors.New("daemon closed the connection")
+	}
+	return fmt.Errorf("lost the daemon during run %s of %s (%w): the daemon stopped or crashed, and its next start stops what is left of the run and records it as interrupted, which agent-runner runs %s then shows",
+		run.ID, run.Job, err, run.Job)
+}
+
 func receive(scanner *bufio.Scanner) (Message, error) {
 	if !scanner.Scan() {
 		err := scanner.Err()
 		if err == nil {
-			err = errors.New("daemon closed the connection before answering")
+			err = errClosed
 		}
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			err = errors.New("daemon did not respond in time; check that it is healthy (systemctl status agent-runner)")

@@ -1,0 +1,47 @@
+package control
+
+import (
+	"bufio"
+	"context"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/agent-runner/agent-runner/jobs"
+)
+
+// A daemon that dies after it started the run leaves run-job with an
+// error that names the run and where its result will show.
+func TestRunJobLostDaemonNamesRun(t *testing.T) {
+	socket := filepath.Join(t.TempDir(), "control.sock")
+	listener, err := net.Listen("unix", socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer listener.Close()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		conn, err := listener.Accept()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		if _, err := bufio.NewReader(conn).ReadString('\n'); err != nil {
+			return
+		}
+		_, _ = conn.Write([]byte(`{"started":{"id":"7","job":"slow","trigger":"manual"}}` + "\n"))
+	}()
+
+	_, err = RunJob(context.Background(), socket, "slow", false, func(jobs.Line) {})
+	<-done
+	if err == nil {
+		t.Fatal("RunJob returned no error after the daemon closed the connection")
+	}
+	for _, want := range []string{"lost the daemon during run 7 of slow", "agent-runner runs slow"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("RunJob error %q lacks %q", err, want)
+		}
+	}
+}
