@@ -36,6 +36,9 @@ ExecStart={{.Binary}} run --config {{.Config}}
 ExecReload=/bin/kill -HUP $MAINPID
 Environment=AGENT_RUNNER_CONFIG={{.Config}}
 WorkingDirectory={{.WorkingDir}}
+{{- if .RuntimeDir}}
+RuntimeDirectory={{.RuntimeDir}}
+{{- end}}
 {{- if .User}}
 User={{.User}}
 {{- end}}
@@ -66,10 +69,13 @@ WantedBy=multi-user.target
 
 // unitValues fills the unit template.
 type unitValues struct {
-	Binary        string
-	Config        string
-	WorkingDir    string
-	User          string
+	Binary     string
+	Config     string
+	WorkingDir string
+	User       string
+	// RuntimeDir is the socket's folder relative to /run, which systemd
+	// creates at each start, or "" for a socket outside /run.
+	RuntimeDir    string
 	StopTimeout   string
 	WritablePaths string
 }
@@ -156,6 +162,7 @@ func unitFor(cfg *config.Config, runAs string) (unitValues, error) {
 		return unitValues{}, fmt.Errorf("look up user %q: %w; create it first (useradd --system %s)", name, err, name)
 	}
 	return unitValues{
+		RuntimeDir:    runtimeDir(cfg),
 		Binary:        binary,
 		Config:        cfg.Path,
 		WorkingDir:    cfg.Dir,
@@ -166,13 +173,13 @@ func unitFor(cfg *config.Config, runAs string) (unitValues, error) {
 }
 
 // writablePaths lists the folders that the unit's ProtectSystem=strict
-// must leave writable. Besides the state and socket folders, these are
-// the folders of each log_to, probe heartbeat, job heartbeat and
-// expect_file_updated outside them. Those get systemd's "-" prefix,
+// must leave writable. Besides the state folder and a socket folder
+// outside /run, these are the folders of each log_to, probe heartbeat,
+// job heartbeat and expect_file_updated outside them. Those get systemd's "-" prefix,
 // because a listed folder that does not exist fails the unit's start.
 func writablePaths(cfg *config.Config) []string {
 	paths := []string{cfg.Runner.StateDir}
-	if dir := filepath.Dir(cfg.Runner.Socket); dir != cfg.Runner.StateDir {
+	if dir := filepath.Dir(cfg.Runner.Socket); dir != cfg.Runner.StateDir && runtimeDir(cfg) == "" {
 		paths = append(paths, dir)
 	}
 	var files []string
@@ -216,4 +223,22 @@ func insideAny(dir string, folders []string) bool {
 		}
 	}
 	return false
+}
+
+// runtimeDir returns the socket's folder relative to /run when it lies
+// below /run, for RuntimeDirectory=. /run is a tmpfs, so the folder is
+// gone after a reboot, and a missing folder in ReadWritePaths= fails the
+// unit's start, while ProtectSystem=strict keeps the daemon from making
+// it. systemd creates a RuntimeDirectory= folder, owned by User=, at each
+// start and makes it writable.
+func runtimeDir(cfg *config.Config) string {
+	dir := filepath.Dir(cfg.Runner.Socket)
+	if dir == cfg.Runner.StateDir {
+		return ""
+	}
+	rel, found := strings.CutPrefix(dir, "/run/")
+	if !found {
+		return ""
+	}
+	return rel
 }

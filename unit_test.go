@@ -104,3 +104,25 @@ log_to = "state/inside.jsonl"
 		t.Errorf("unit lacks %q:\n%s", want, res.stdout)
 	}
 }
+
+func TestInstallUnitRuntimeDirForSocket(t *testing.T) {
+	p := newProject(t, "[jobs.a]\ncommand = [\"true\"]\nevery = \"1h\"\n")
+	body, err := os.ReadFile(p.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	withSocket := strings.Replace(string(body), "[runner]\n", "[runner]\nsocket = \"/run/agent-runner/control.sock\"\n", 1)
+	if err := os.WriteFile(p.config, []byte(withSocket), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	res := p.run("install-unit")
+	if res.code != 0 {
+		t.Fatalf("install-unit exit %d: %s", res.code, res.stderr)
+	}
+	if !strings.Contains(res.stdout, "\nRuntimeDirectory=agent-runner\n") {
+		t.Errorf("unit lacks RuntimeDirectory=agent-runner:\n%s", res.stdout)
+	}
+	if want := "\nReadWritePaths=" + p.path("state") + "\n"; !strings.Contains(res.stdout, want) {
+		t.Errorf("unit lacks %q:\n%s", want, res.stdout)
+	}
+}
