@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -118,7 +119,11 @@ func cmdInstallUnit(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "agent-runner: render unit: %v\n", err)
 		return exitFailure
 	}
-	for _, warning := range unitWarnings(values) {
+	warnings := unitWarnings(values)
+	if _, err := os.Stat(cfg.Runner.StateDir); errors.Is(err, os.ErrNotExist) {
+		warnings = append(warnings, missingStateDir(cfg.Runner.StateDir, values.User))
+	}
+	for _, warning := range warnings {
 		fmt.Fprintf(stderr, "agent-runner: warning: %s\n", warning)
 	}
 	return exitOK
@@ -141,6 +146,17 @@ func unitWarnings(values unitValues) []string {
 		}
 	}
 	return warnings
+}
+
+// missingStateDir is the warning for a state folder that does not exist
+// yet. systemd fails the start when a ReadWritePaths= folder is missing,
+// and ProtectSystem=strict keeps the daemon from creating it.
+func missingStateDir(dir, owner string) string {
+	create := "install -d -m 0700 " + dir
+	if owner != "" {
+		create = "install -d -o " + owner + " -m 0700 " + dir
+	}
+	return fmt.Sprintf("the state folder %s does not exist, and systemd fails the start without it: create it with sudo %s", dir, create)
 }
 
 // unitFor describes a unit for this binary and cfg, run as runAs, or

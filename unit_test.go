@@ -126,3 +126,26 @@ func TestInstallUnitRuntimeDirForSocket(t *testing.T) {
 		t.Errorf("unit lacks %q:\n%s", want, res.stdout)
 	}
 }
+
+func TestInstallUnitWarnsMissingStateDir(t *testing.T) {
+	p := newProject(t, "[jobs.a]\ncommand = [\"true\"]\nevery = \"1h\"\n")
+	warning := "the state folder " + p.path("state") + " does not exist"
+	res := p.run("install-unit", "--user", "nobody")
+	if res.code != 0 {
+		t.Fatalf("install-unit exit %d: %s", res.code, res.stderr)
+	}
+	if !strings.Contains(res.stderr, warning) {
+		t.Errorf("install-unit without a state folder printed %q, want %q", res.stderr, warning)
+	}
+	if !strings.Contains(res.stderr, "install -d -o nobody -m 0700 "+p.path("state")) {
+		t.Errorf("install-unit printed %q, want the install -d command", res.stderr)
+	}
+
+	if err := os.Mkdir(p.path("state"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	res = p.run("install-unit", "--user", "nobody")
+	if strings.Contains(res.stderr, warning) {
+		t.Errorf("install-unit with a state folder printed %q", res.stderr)
+	}
+}
