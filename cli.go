@@ -28,7 +28,7 @@ func loadConfig(path string, stderr io.Writer) (*config.Config, bool) {
 	if err != nil {
 		var cfgErr *config.Error
 		if errors.As(err, &cfgErr) {
-			fmt.Fprintf(stderr, "agent-runner: %d problem(s) in the config:\n", len(cfgErr.Problems))
+			fmt.Fprintf(stderr, "agent-runner: %s in the config:\n", daemon.Count(len(cfgErr.Problems), "problem"))
 			for _, p := range cfgErr.Problems {
 				fmt.Fprintf(stderr, "  %s\n", p)
 			}
@@ -139,7 +139,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	if lines := problemLines(cfg.Problems()); len(lines) > 0 {
-		fmt.Fprintf(stderr, "agent-runner: %d problem(s) keep jobs or listeners from running on this machine:\n", len(lines))
+		fmt.Fprintf(stderr, "agent-runner: jobs or listeners cannot run on this machine (%s):\n", daemon.Count(len(lines), "problem"))
 		for _, line := range lines {
 			fmt.Fprintf(stderr, "  %s\n", line)
 		}
@@ -159,8 +159,8 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	for _, line := range append(shortSecretWarnings(cfg), pastAtWarnings(cfg, time.Now())...) {
 		fmt.Fprintf(stderr, "agent-runner: warning: %s\n", line)
 	}
-	fmt.Fprintf(stdout, "%s: OK, %d job(s), %d disabled, %d listener(s), %d disabled, state in %s\n",
-		cfg.Path, len(cfg.Jobs), disabledJobs, len(cfg.Listeners), disabledListeners, cfg.Runner.StateDir)
+	fmt.Fprintf(stdout, "%s: OK, %s, %d disabled, %s, %d disabled, state in %s\n",
+		cfg.Path, daemon.Count(len(cfg.Jobs), "job"), disabledJobs, daemon.Count(len(cfg.Listeners), "listener"), disabledListeners, cfg.Runner.StateDir)
 	for _, file := range cfg.Files[1:] {
 		fmt.Fprintf(stdout, "  included %s\n", file)
 	}

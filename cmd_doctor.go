@@ -52,7 +52,7 @@ func cmdDoctor(args []string, stdout, stderr io.Writer) int {
 		d.problem("the config has problems (listed above): fix them, then run doctor again")
 		return exitFailure
 	}
-	d.ok("config %s is valid: %d jobs, %d listeners, %d alert sinks", cfg.Path, len(cfg.Jobs), len(cfg.Listeners), len(cfg.Alerts))
+	d.ok("config %s is valid: %s, %s, %s", cfg.Path, daemon.Count(len(cfg.Jobs), "job"), daemon.Count(len(cfg.Listeners), "listener"), daemon.Count(len(cfg.Alerts), "alert sink"))
 	status, statusErr := control.GetStatus(cfg.Runner.Socket)
 	d.checkMachine(cfg, sameConfigStatus(cfg, status, statusErr))
 	d.checkStateDir(cfg.Runner.StateDir)
@@ -61,7 +61,7 @@ func cmdDoctor(args []string, stdout, stderr io.Writer) int {
 	d.checkCluster(cfg)
 	d.checkClock()
 	if d.problems > 0 {
-		fmt.Fprintf(stdout, "\n%d problem(s) found\n", d.problems)
+		fmt.Fprintf(stdout, "\n%s found\n", daemon.Count(d.problems, "problem"))
 		return exitFailure
 	}
 	fmt.Fprintln(stdout, "\nno problems found")

@@ -27,7 +27,7 @@ env = { TOKEN = { file = "missing-token" } }
 		"secret file",
 		"is open to other users",
 		"no daemon responds",
-		"3 problem(s) found",
+		"3 problems found",
 	} {
 		if !strings.Contains(res.stdout, want) {
 			t.Errorf("doctor output lacks %q:\n%s", want, res.stdout)

@@ -47,7 +47,7 @@ func TestIncludeSeenByCommands(t *testing.T) {
 	if res.code != 0 {
 		t.Fatalf("check exit %d: %s", res.code, res.stderr)
 	}
-	for _, want := range []string{"OK, 2 job(s)", "included " + p.path("conf.d/extra.toml")} {
+	for _, want := range []string{"OK, 2 jobs", "included " + p.path("conf.d/extra.toml")} {
 		if !strings.Contains(res.stdout, want) {
 			t.Errorf("check output %q lacks %q", res.stdout, want)
 		}

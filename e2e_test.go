@@ -238,7 +238,7 @@ func TestCheckShippedConfig(t *testing.T) {
 	if err != nil {
 		t.Fatalf("check on the shipped config failed: %v\n%s", err, out)
 	}
-	if !strings.Contains(string(out), "OK, 12 job(s), 1 disabled, 4 listener(s), 3 disabled") {
+	if !strings.Contains(string(out), "OK, 12 jobs, 1 disabled, 4 listeners, 3 disabled") {
 		t.Errorf("check output = %q, want the one-line summary", out)
 	}
 }

@@ -153,11 +153,11 @@ var commands = []commandDoc{
 	},
 	{
 		name:     "install-unit",
-		synopsis: "[--config PATH] [--user NAME] > /etc/systemd/system/agent-runner.service",
+		synopsis: "[--config PATH] [--user NAME]",
 		summary:  "Print a systemd service unit for this binary and config.",
 		examples: []string{
 			"agent-runner install-unit --config /etc/agent-runner/config.toml --user agent-runner \\\n" +
-				"      > /etc/systemd/system/agent-runner.service",
+				"      | sudo tee /etc/systemd/system/agent-runner.service",
 		},
 	},
 	{

@@ -74,7 +74,6 @@ func runCluster(ctx context.Context, opts Options) error {
 			_ = srv.Close()
 			return fmt.Errorf("start health server: %w", err)
 		}
-		log.Info("health server listening", "addr", hs.Addr().String())
 		group.Add(hs.Serve, func(error) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()

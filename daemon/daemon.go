@@ -139,7 +139,6 @@ func addHealthServer(group *run.Group, addr string, metrics *health.Metrics, h *
 	if err != nil {
 		return fmt.Errorf("start health server: %w", err)
 	}
-	log.Info("health server listening", "addr", srv.Addr().String())
 	group.Add(srv.Serve, func(error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

@@ -104,15 +104,15 @@ func Summary(status control.Status) string {
 		}
 	}
 	line := fmt.Sprintf("%s (%d running, %d failing), %s (%d connected, %d failing)",
-		count(len(status.Jobs), "job"), running, failing, count(len(status.Listeners), "listener"), up, down)
+		Count(len(status.Jobs), "job"), running, failing, Count(len(status.Listeners), "listener"), up, down)
 	if d := status.Daemon; d != nil && d.StateError != "" {
 		line += "; state folder failing"
 	}
 	return line
 }
 
-// count writes n with noun, in the plural unless n is 1.
-func count(n int, noun string) string {
+// Count writes n with noun, in the plural unless n is 1.
+func Count(n int, noun string) string {
 	if n == 1 {
 		return "1 " + noun
 	}
