@@ -98,23 +98,26 @@ func TestIncludeFIFODoesNotBlock(t *testing.T) {
 
 func TestReloadWarnsRestartOnlyKeys(t *testing.T) {
 	p := newProject(t, "")
-	writeRunner := func(port int, shutdown string) {
+	writeRunner := func(port int, shutdown, killGrace string) {
 		t.Helper()
-		body := fmt.Sprintf("[runner]\nhttp = \"127.0.0.1:%d\"\nshutdown_timeout = %q\nkill_grace = \"1s\"\n\n"+
-			"[jobs.a]\ncommand = [\"true\"]\nschedule = \"0 0 1 1 *\"\n", port, shutdown)
+		body := fmt.Sprintf("[runner]\nhttp = \"127.0.0.1:%d\"\nshutdown_timeout = %q\nkill_grace = %q\n\n"+
+			"[jobs.a]\ncommand = [\"true\"]\nschedule = \"0 0 1 1 *\"\n", port, shutdown, killGrace)
 		if err := os.WriteFile(p.config, []byte(body), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
 	oldPort, newPort := freePort(t), freePort(t)
-	writeRunner(oldPort, "5s")
+	writeRunner(oldPort, "5s", "1s")
 	d := p.startDaemon()
 
-	writeRunner(newPort, "6s")
+	writeRunner(newPort, "6s", "2s")
 	res := p.run("reload")
 	want := "takes effect after a restart: runner.http, runner.shutdown_timeout"
 	if res.code != 0 || !strings.Contains(res.stdout, want) {
 		t.Errorf("reload = %d %q %q, want 0 and %q", res.code, res.stdout, res.stderr, want)
+	}
+	if applied := "applied: runner.kill_grace;"; !strings.Contains(res.stdout, applied) {
+		t.Errorf("reload output %q lacks %q", res.stdout, applied)
 	}
 	for _, key := range []string{"key=runner.http", "key=runner.shutdown_timeout"} {
 		if !strings.Contains(d.log(), `msg="config change takes effect after a restart" `+key) {

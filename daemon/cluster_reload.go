@@ -43,9 +43,11 @@ func (n *clusterNode) reload() (string, error) {
 		n.mu.Unlock()
 		return "", fmt.Errorf("reload rejected, the running config stays: %w", err)
 	}
-	keepRestartOnly(old, next, n.log)
+	restartOnly := keepRestartOnly(old, next, n.log)
+	applied := runnerChanges(old, next)
 	if !sameCluster(old.Cluster, next.Cluster) {
 		n.log.Warn("config change takes effect after a restart", "key", "cluster")
+		restartOnly = append(restartOnly, "cluster")
 	}
 	next.Cluster = old.Cluster
 	logJobProblems(next, n.log)
@@ -57,6 +59,7 @@ func (n *clusterNode) reload() (string, error) {
 		changes, applyErr = n.applyToTerm(work, next)
 		summary += "; " + changes
 	}
+	summary += appliedNote(applied) + restartNote(restartOnly)
 	n.mu.Lock()
 	n.cfg = next
 	n.info.ConfigHash, n.info.LoadedAt, n.info.ReloadError = next.Hash, time.Now().UTC(), ""

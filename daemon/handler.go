@@ -174,6 +174,7 @@ func (h *handler) reload() (string, error) {
 		return "", fmt.Errorf("reload rejected, the running config stays: %w", err)
 	}
 	restartOnly := keepRestartOnly(old, next, h.log)
+	applied := runnerChanges(old, next)
 	logJobProblems(next, h.log)
 
 	h.runner.SetJobs(next)
@@ -188,7 +189,7 @@ func (h *handler) reload() (string, error) {
 	h.reloaded()
 	h.mu.Unlock()
 	h.loaded()
-	summary := fmt.Sprintf("%s; %s%s", jobChanges(old, next), changes, restartNote(restartOnly))
+	summary := fmt.Sprintf("%s; %s%s%s", jobChanges(old, next), changes, appliedNote(applied), restartNote(restartOnly))
 	h.log.Info("config reloaded", "changes", summary, "hash", next.Hash[:12])
 	h.notifyReload(alerts.EventRecovered, "config reloaded")
 	return summary + problemNote(next), schedErr
@@ -276,6 +277,34 @@ func keepRestartOnly(old, next *config.Config, log *slog.Logger) []string {
 	now.StateDir, now.Socket, now.SocketGroup, now.HistoryLimit = was.StateDir, was.Socket, was.SocketGroup, was.HistoryLimit
 	now.HTTP, now.ShutdownTimeout, now.CatchUpSpread = was.HTTP, was.ShutdownTimeout, was.CatchUpSpread
 	return changed
+}
+
+// runnerChanges returns the keys of the [runner] settings that a reload
+// applies and that next changes. Call it after keepRestartOnly, which
+// leaves next with the old values of the others.
+func runnerChanges(old, next *config.Config) []string {
+	was, now := &old.Runner, &next.Runner
+	var changed []string
+	add := func(key string, differs bool) {
+		if differs {
+			changed = append(changed, "runner."+key)
+		}
+	}
+	add("timezone", was.Location.String() != now.Location.String())
+	add("path", !slices.Equal(was.Path, now.Path))
+	add("kill_grace", was.KillGrace != now.KillGrace)
+	add("watch", was.Watch != now.Watch)
+	add("max_concurrent", was.MaxConcurrent != now.MaxConcurrent)
+	return changed
+}
+
+// appliedNote describes the [runner] keys a reload applied for the reload
+// summary, or returns "" when there are none.
+func appliedNote(keys []string) string {
+	if len(keys) == 0 {
+		return ""
+	}
+	return "; applied: " + strings.Join(keys, ", ")
 }
 
 // restartNote describes the keys a reload kept for the reload summary,
