@@ -156,7 +156,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 			disabledListeners++
 		}
 	}
-	for _, line := range append(shortSecretWarnings(cfg), pastAtWarnings(cfg, time.Now())...) {
+	for _, line := range append(configWarnings(cfg), pastAtWarnings(cfg, time.Now())...) {
 		fmt.Fprintf(stderr, "agent-runner: warning: %s\n", line)
 	}
 	fmt.Fprintf(stdout, "%s: OK, %s, %d disabled, %s, %d disabled, state in %s\n",

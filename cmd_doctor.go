@@ -99,7 +99,7 @@ func (d *doctor) checkMachine(cfg *config.Config, daemonStatus *control.Status) 
 	default:
 		d.ok("every command, secret, working_dir and env_file resolves on this machine")
 	}
-	for _, line := range shortSecretWarnings(cfg) {
+	for _, line := range configWarnings(cfg) {
 		d.note("%s", line)
 	}
 	for _, lc := range cfg.Listeners {

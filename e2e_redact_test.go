@@ -58,14 +58,15 @@ env = { PIN = { file = "pin" } }
 		t.Fatal(err)
 	}
 	res := p.run("doctor")
-	if !strings.Contains(res.stdout, "job short: secret PIN is too short to be redacted") {
+	want := "config.toml:8: jobs.short.env.PIN: secret is too short to be redacted"
+	if !strings.Contains(res.stdout, want) {
 		t.Errorf("doctor output = %q, want a note about PIN", res.stdout)
 	}
 	res = p.run("check")
 	if res.code != 0 {
 		t.Errorf("check exit = %d, want 0 for a warning: %s", res.code, res.stderr)
 	}
-	if !strings.Contains(res.stderr, "warning: job short: secret PIN is too short to be redacted") {
+	if !strings.Contains(res.stderr, "warning: "+p.config+":8: jobs.short.env.PIN: secret is too short to be redacted") {
 		t.Errorf("check stderr = %q, want a warning about PIN", res.stderr)
 	}
 }

@@ -16,7 +16,7 @@ import (
 func (l *loader) checkJobs() {
 	for _, plan := range l.jobs {
 		checks := l.checks()
-		plan.job.Env = resolveEnv(&checks, plan.settings.env)
+		plan.job.Env = resolveEnv(&checks, &l.warnings, plan.settings.env)
 		dirKey := plan.settings.workingDir.or(setting[string]{key: plan.path}).key
 		dirOK := checkWorkingDir(&checks, l.stats, dirKey, plan.job.WorkingDir)
 		checkCommand(&checks, l.stats, plan, dirOK)
@@ -205,9 +205,10 @@ func (c statCache) stat(path string) (fs.FileInfo, error) {
 	return info, err
 }
 
-// resolveEnv reads the secrets of env and reports each one that cannot be
-// read. The reports name the source, never the value.
-func resolveEnv(checks *reporter, env map[string]envValue) map[string]Secret {
+// resolveEnv reads the secrets of env, reports to checks each one that
+// cannot be read and to warnings each one too short to be redacted. The
+// reports name the source, never the value.
+func resolveEnv(checks, warnings *reporter, env map[string]envValue) map[string]Secret {
 	if len(env) == 0 {
 		// A nil map reads as empty, and a big config has thousands of jobs
 		// without env.
@@ -222,6 +223,10 @@ func resolveEnv(checks *reporter, env map[string]envValue) map[string]Secret {
 			continue
 		}
 		secrets[name] = secret
+		if value.kind != envInline && strings.TrimSpace(secret.Reveal()) != "" && len(secret.Needles()) == 0 {
+			warnings.report(value.key, "secret is too short to be redacted from output (under %d bytes, or every line under %d): use a longer value",
+				MinSecretBytes, MinSecretLineBytes)
+		}
 	}
 	return secrets
 }

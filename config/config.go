@@ -31,6 +31,10 @@ type Config struct {
 	Alerts []*Alert
 	// Cluster is the [cluster] table, or nil when this node runs alone.
 	Cluster *Cluster
+	// Warnings lists the findings in a valid file that check and doctor
+	// report without failing, such as a secret too short to redact, in
+	// file order.
+	Warnings []Problem
 }
 
 // Runner holds the [runner] table with defaults applied.

@@ -7,7 +7,7 @@ func (l *loader) checkListeners() {
 	for _, plan := range l.listeners {
 		checks := l.checks()
 		listener := plan.listener
-		listener.Env = resolveEnv(&checks, plan.settings.env)
+		listener.Env = resolveEnv(&checks, &l.warnings, plan.settings.env)
 		resolveSecrets(&checks, plan.secrets)
 		dirKey := plan.settings.workingDir.or(setting[string]{key: plan.path}).key
 		dirOK := checkWorkingDir(&checks, l.stats, dirKey, listener.WorkingDir)

@@ -47,11 +47,13 @@ func Load(path string) (*Config, error) {
 	if err := toml.Unmarshal(data, &values); err != nil {
 		return nil, decodeError(file, data, err)
 	}
+	lines := newSourceSet(file, data)
 	l := &loader{
-		reporter: reporter{lines: newSourceSet(file, data)},
+		reporter: reporter{lines: lines},
 		file:     file,
 		dir:      filepath.Dir(file),
 		stats:    statCache{},
+		warnings: reporter{lines: lines},
 	}
 	if err := l.include(values); err != nil {
 		return nil, err
@@ -69,6 +71,8 @@ func Load(path string) (*Config, error) {
 	l.checkListeners()
 	l.checkPostListeners(config.Listeners)
 	l.checkAlerts()
+	// Jobs that share a [defaults] secret share its warning.
+	config.Warnings = UniqueProblems(l.warnings.problems)
 	return config, nil
 }
 
@@ -118,6 +122,9 @@ type loader struct {
 	listeners []*listenerPlan
 	alerts    []alertPlan
 	stats     statCache
+	// warnings collects the findings that check and doctor report
+	// without failing.
+	warnings reporter
 }
 
 var topLevelKeys = []string{"alerts", "cluster", "defaults", "include", "jobs", "listeners", "runner"}

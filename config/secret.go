@@ -1,6 +1,9 @@
 package config
 
-import "log/slog"
+import (
+	"log/slog"
+	"strings"
+)
 
 // Secret is a value written inline or read from a file, an environment
 // variable or a systemd credential. It prints as its source, never as its
@@ -33,3 +36,36 @@ func (s Secret) String() string { return "[redacted " + s.Source + "]" }
 
 // LogValue redacts the value in structured logs.
 func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
+
+// MinSecretBytes is the length below which a secret is not redacted,
+// because so short a value would match ordinary text. check and doctor
+// name such a secret.
+const MinSecretBytes = 4
+
+// MinSecretLineBytes is the length, spaces trimmed, below which a line of
+// a multi-line secret is not redacted. Output is redacted line by line, so
+// each line of a PEM key or a JSON credential file is its own needle, and
+// short lines such as a lone "}" would match ordinary output.
+const MinSecretLineBytes = 8
+
+// Needles returns the strings that redaction replaces for the secret: its
+// value without trailing line breaks, or, when it spans lines, each of
+// its lines of at least MinSecretLineBytes, since no output line can
+// contain a line break. It is empty for a value too short to redact.
+func (s Secret) Needles() []string {
+	value := strings.TrimRight(s.Reveal(), "\r\n")
+	if !strings.Contains(value, "\n") {
+		if len(value) < MinSecretBytes {
+			return nil
+		}
+		return []string{value}
+	}
+	var found []string
+	for _, line := range strings.Split(value, "\n") {
+		line = strings.TrimSpace(line)
+		if len(line) >= MinSecretLineBytes {
+			found = append(found, line)
+		}
+	}
+	return found
+}

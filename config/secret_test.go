@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -85,5 +88,51 @@ env = { TOKEN = { credential = "`+twitchToken+`" } }
 				t.Errorf("problem %q contains the pasted secret %q", problem, secret)
 			}
 		}
+	}
+}
+
+func TestSecretNeedlesSkipShortValues(t *testing.T) {
+	tests := []struct {
+		name, value string
+		want        []string
+	}{
+		{"short", "abc\n", nil},
+		{"short lines", "abc\ndefg\n", nil},
+		{"empty", "\n", nil},
+		{"four bytes", "abcd", []string{"abcd"}},
+		{"pem", "}\nMIIEline1AAAA\n", []string{"MIIEline1AAAA"}},
+	}
+	for _, tt := range tests {
+		got := NewSecret(tt.value, "file x").Needles()
+		if !slices.Equal(got, tt.want) {
+			t.Errorf("%s: Needles = %q, want %q", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestShortDefaultsSecretWarnedOnce(t *testing.T) {
+	path := writeConfig(t, `[defaults]
+env = { PIN = { file = "pin" } }
+
+[jobs.a]
+command = ["true"]
+every = "1h"
+
+[jobs.b]
+command = ["true"]
+every = "1h"
+`)
+	if err := os.WriteFile(filepath.Join(filepath.Dir(path), "pin"), []byte("123\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Warnings) != 1 {
+		t.Fatalf("got %d warnings, want 1 for the shared secret: %v", len(cfg.Warnings), cfg.Warnings)
+	}
+	if got := cfg.Warnings[0]; got.Line != 2 || got.Key != "defaults.env.PIN" {
+		t.Errorf("warning at line %d key %q, want line 2 key defaults.env.PIN", got.Line, got.Key)
 	}
 }

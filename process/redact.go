@@ -9,17 +9,6 @@ import (
 	"github.com/agent-runner/agent-runner/config"
 )
 
-// MinSecretBytes is the length below which a secret is not redacted,
-// because so short a value would match ordinary text. check and doctor
-// name such a secret.
-const MinSecretBytes = 4
-
-// MinSecretLineBytes is the length, spaces trimmed, below which a line of
-// a multi-line secret is not redacted. Output is redacted line by line, so
-// each line of a PEM key or a JSON credential file is its own needle, and
-// short lines such as a lone "}" would match ordinary output.
-const MinSecretLineBytes = 8
-
 // redactedText replaces each secret value.
 const redactedText = "[redacted]"
 
@@ -39,7 +28,7 @@ func NewRedactor(env map[string]config.Secret) *Redactor {
 	var secrets []string
 	for _, secret := range env {
 		if secret.Source != "inline" {
-			secrets = append(secrets, needles(secret.Reveal())...)
+			secrets = append(secrets, secret.Needles()...)
 		}
 	}
 	if len(secrets) == 0 {
@@ -52,42 +41,6 @@ func NewRedactor(env map[string]config.Secret) *Redactor {
 		return secrets[i] < secrets[j]
 	})
 	return &Redactor{secrets: slices.Compact(secrets)}
-}
-
-// needles returns the strings to replace for one secret value: the value
-// without its trailing line breaks, or, when it spans lines, each of its
-// lines of at least MinSecretLineBytes, since no output line can contain
-// a line break.
-func needles(value string) []string {
-	value = strings.TrimRight(value, "\r\n")
-	if !strings.Contains(value, "\n") {
-		if len(value) < MinSecretBytes {
-			return nil
-		}
-		return []string{value}
-	}
-	var found []string
-	for _, line := range strings.Split(value, "\n") {
-		line = strings.TrimSpace(line)
-		if len(line) >= MinSecretLineBytes {
-			found = append(found, line)
-		}
-	}
-	return found
-}
-
-// Unredacted returns the names of the variables in env whose secret value
-// is too short to be redacted, sorted.
-func Unredacted(env map[string]config.Secret) []string {
-	var names []string
-	for name, secret := range env {
-		value := secret.Reveal()
-		if secret.Source != "inline" && strings.TrimSpace(value) != "" && len(needles(value)) == 0 {
-			names = append(names, name)
-		}
-	}
-	sort.Strings(names)
-	return names
 }
 
 // Redact replaces every secret value in text.
