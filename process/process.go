@@ -5,7 +5,6 @@
 package process
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -86,8 +85,11 @@ type child struct {
 	cmd   *exec.Cmd
 	out   *output
 	watch *exitWatch
-	// stdin is the child's /dev/null, which start closes.
+	// stdin is the child's end of its standard input, /dev/null or the
+	// read end of the input pipe, which start closes.
 	stdin *os.File
+	// input writes Spec.Stdin to the child, or is nil without it.
+	input *inputWriter
 	// shim is set when cmd starts the program through the shim, and
 	// request is then the shim's request, which start closes.
 	shim    bool
@@ -114,6 +116,9 @@ func (r *Reaper) Run(ctx context.Context, spec Spec, emit func(Line)) (Exit, err
 	}
 	defer r.Untrack(cmd.Process.Pid)
 	defer r.killOnPanic(c, spec)
+	if c.input != nil {
+		c.input.start()
+	}
 	if spec.Started != nil {
 		spec.Started(cmd.Process.Pid)
 	}
@@ -150,7 +155,11 @@ func newChild(spec Spec, emit func(Line)) (*child, error) {
 		return nil, err
 	}
 	if spec.Stdin != nil {
-		c.cmd.Stdin = bytes.NewReader(spec.Stdin)
+		if c.input, c.stdin, err = newInputWriter(spec.Stdin); err != nil {
+			c.close()
+			return nil, err
+		}
+		c.cmd.Stdin = c.stdin
 	} else if null, err := openDevNull(); err == nil {
 		c.cmd.Stdin, c.stdin = null, null
 	}
@@ -204,6 +213,9 @@ func newCommand(spec Spec) (*child, error) {
 func (c *child) close() {
 	c.closeRequest()
 	c.closeStdin()
+	if c.input != nil {
+		c.input.close()
+	}
 	if c.watch != nil {
 		c.watch.close()
 	}

@@ -352,3 +352,40 @@ func TestRunPanicEndsTheStopOnCancel(t *testing.T) {
 	case <-time.After(2 * time.Second):
 	}
 }
+
+// TestRunStdinHeldByBackgroundChild runs a child that exits at once and
+// leaves a background process that keeps its stdin open unread, with more
+// input than a pipe buffer takes. The run must still end and stop that
+// process, rather than wait for the rest of the input to be written.
+func TestRunStdinHeldByBackgroundChild(t *testing.T) {
+	eachExitWatch(t, func(t *testing.T, reaper *Reaper) {
+		dir := t.TempDir()
+		pidFile := filepath.Join(dir, "pid")
+		spec := shell(t, fmt.Sprintf(`exec 3<&0; sleep 30 <&3 & echo $! > %s; exit 0`, pidFile))
+		spec.Stdin = []byte(strings.Repeat("input line\n", 20000))
+
+		type result struct {
+			exit Exit
+			err  error
+		}
+		done := make(chan result, 1)
+		go func() {
+			exit, err := reaper.Run(context.Background(), spec, func(Line) {})
+			done <- result{exit, err}
+		}()
+		select {
+		case got := <-done:
+			if got.err != nil || got.exit.Code != 0 {
+				t.Errorf("exit = %+v, err = %v, want status 0", got.exit, got.err)
+			}
+		case <-time.After(10 * time.Second):
+			unix.Kill(readPID(t, pidFile), unix.SIGKILL)
+			<-done
+			t.Fatal("run did not end within 10s while a background process held its stdin")
+		}
+		if sleeper := readPID(t, pidFile); running(sleeper) {
+			unix.Kill(sleeper, unix.SIGKILL)
+			t.Errorf("the background sleep %d still runs", sleeper)
+		}
+	})
+}
