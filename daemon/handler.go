@@ -223,9 +223,9 @@ func (h *handler) watching() bool { return h.config().Runner.Watch }
 
 // fileChanged reports, with watch = true, whether the content of the
 // config file or of the files it includes differs from the last one
-// loaded or rejected. A file added to or removed from an included folder
-// counts as a change. Files that match the loaded content again clear a
-// reload error.
+// loaded or rejected, and is the same as at the previous check. A file
+// added to or removed from an included folder counts as a change. Files
+// that match the loaded content again clear a reload error.
 func (h *handler) fileChanged() bool {
 	cfg := h.config()
 	if !cfg.Runner.Watch {

@@ -39,6 +39,13 @@ type watchState struct {
 	// without loading them since, so that a file that stays invalid is
 	// not reloaded every interval.
 	rejectedHash string
+	// pendingHash is new content seen at the last check. It is loaded
+	// only when the next check finds it again, because a file that is
+	// being written in place, such as by `render > config.toml`, is
+	// empty or cut short until the writer finishes. An empty main file
+	// loads as a valid config with no jobs and watch off, so loading
+	// it would stop every job and every later reload by watch.
+	pendingHash string
 }
 
 // watchVerdict is the outcome of one watch check.
@@ -46,7 +53,8 @@ type watchVerdict int
 
 const (
 	watchSame watchVerdict = iota
-	// watchChanged calls for a reload.
+	// watchChanged calls for a reload: the files changed and stayed the
+	// same since the last check.
 	watchChanged
 	// watchReverted means the files match the loaded config again after
 	// a reload of other content was rejected, so the reload error no
@@ -61,11 +69,16 @@ func (w *watchState) compare(hash string, info *control.DaemonInfo) watchVerdict
 	switch {
 	case hash == info.ConfigHash && info.ReloadError != "" && w.rejectedHash != "" && w.rejectedHash != hash:
 		info.ReloadError = ""
-		w.rejectedHash = ""
+		w.rejectedHash, w.pendingHash = "", ""
 		return watchReverted
 	case hash == info.ConfigHash || hash == w.rejectedHash:
+		w.pendingHash = ""
+		return watchSame
+	case hash != w.pendingHash:
+		w.pendingHash = hash
 		return watchSame
 	}
+	w.pendingHash = ""
 	// The reload that follows clears this when it loads the files.
 	w.rejectedHash = hash
 	return watchChanged

@@ -23,8 +23,34 @@ func TestWatchStateClearsARevertedEdit(t *testing.T) {
 	if got := w.compare("loaded", &info); got != watchReverted || info.ReloadError != "" {
 		t.Errorf("compare = %v with error %q, want the reverted edit to clear it", got, info.ReloadError)
 	}
+	if got := w.compare("edited", &info); got != watchSame {
+		t.Errorf("first compare of the rejected content after a revert = %v, want a wait for the next check", got)
+	}
 	if got := w.compare("edited", &info); got != watchChanged {
-		t.Errorf("compare of the rejected content after a revert = %v, want a reload", got)
+		t.Errorf("second compare of the rejected content after a revert = %v, want a reload", got)
+	}
+}
+
+// TestWatchStateWaitsForStableFiles checks that content seen only once,
+// such as a file caught empty while it is rewritten in place, is not
+// loaded, and that content seen at two checks in a row is.
+func TestWatchStateWaitsForStableFiles(t *testing.T) {
+	var w watchState
+	info := control.DaemonInfo{ConfigHash: "loaded"}
+	if got := w.compare("empty", &info); got != watchSame {
+		t.Errorf("compare of a file seen once = %v, want a wait", got)
+	}
+	if got := w.compare("rewritten", &info); got != watchSame {
+		t.Errorf("compare of the rewritten file seen once = %v, want a wait", got)
+	}
+	if got := w.compare("rewritten", &info); got != watchChanged {
+		t.Errorf("compare of the rewritten file seen twice = %v, want a reload", got)
+	}
+	if got := w.compare("loaded", &info); got != watchSame {
+		t.Errorf("compare of the loaded content = %v, want no reload", got)
+	}
+	if got := w.compare("rewritten", &info); got != watchSame {
+		t.Errorf("compare after a change back to the loaded content = %v, want a new wait", got)
 	}
 }
 
