@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -38,6 +40,10 @@ type Journal struct {
 	// closed is set by Close. An event that a client library delivers
 	// late must not rotate or reopen the file after that.
 	closed bool
+	// failed is set after a write to the file failed. bufio.Writer then
+	// returns that error for good, and the file may end inside a line,
+	// so the next write calls resume first.
+	failed bool
 	stop   chan struct{}
 	done   chan struct{}
 }
@@ -65,8 +71,82 @@ func (j *Journal) open() error {
 		f.Close()
 		return fmt.Errorf("inspect event log: %w", err)
 	}
-	j.file, j.buf, j.size = f, bufio.NewWriterSize(f, 64<<10), info.Size()
+	j.file, j.buf, j.size = f, bufio.NewWriterSize(journalWriter(f), 64<<10), info.Size()
+	j.failed = false
 	return nil
+}
+
+// journalWriter returns the writer under a journal's buffer, replaced
+// in tests to make writes fail.
+var journalWriter = func(f *os.File) io.Writer { return f }
+
+// resume starts a new buffer after a failed write, such as one that
+// found the disk full, and ends the line that the write may have cut
+// short, so that later events are written again once the write works.
+// The events that the failed buffer held are lost.
+func (j *Journal) resume() error {
+	j.buf.Reset(journalWriter(j.file))
+	info, err := j.file.Stat()
+	if err != nil {
+		return fmt.Errorf("inspect event log: %w", err)
+	}
+	j.size = info.Size()
+	if info.Mode().IsRegular() && j.size > 0 {
+		last, err := lastByte(j.file, j.size)
+		if err != nil {
+			return fmt.Errorf("read event log: %w", err)
+		}
+		if last != '\n' {
+			if _, err := j.file.Write([]byte{'\n'}); err != nil {
+				return fmt.Errorf("end the line a failed write cut short: %w", err)
+			}
+			j.size++
+		}
+	}
+	j.failed = false
+	return nil
+}
+
+// lastByte reads the last byte of the regular file open for writing as
+// file, of size bytes, through /proc/self/fd, which opens the same file
+// for reading even after it was moved.
+func lastByte(file *os.File, size int64) (byte, error) {
+	raw, err := file.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	// Control rather than Fd, which would switch the file to blocking mode.
+	var reader *os.File
+	controlErr := raw.Control(func(fd uintptr) {
+		reader, err = os.Open("/proc/self/fd/" + strconv.FormatUint(uint64(fd), 10))
+	})
+	if controlErr != nil {
+		return 0, controlErr
+	}
+	if err != nil {
+		return 0, err
+	}
+	defer reader.Close()
+	last := make([]byte, 1)
+	if _, err := reader.ReadAt(last, size-1); err != nil {
+		return 0, err
+	}
+	return last[0], nil
+}
+
+// flushBuffer writes the buffer to the file, after resume when an
+// earlier write failed.
+func (j *Journal) flushBuffer() error {
+	if j.failed {
+		if err := j.resume(); err != nil {
+			return err
+		}
+	}
+	err := j.buf.Flush()
+	if err != nil && !errors.Is(err, os.ErrClosed) {
+		j.failed = true
+	}
+	return err
 }
 
 // Append adds one event.
@@ -84,6 +164,11 @@ func (j *Journal) Append(ev Event) error {
 	if cap(line) <= maxKeptLine {
 		j.line = line
 	}
+	if j.failed {
+		if err := j.resume(); err != nil {
+			return err
+		}
+	}
 	// A failed rotation is reported, and the event is still written when
 	// the file is open.
 	var rotateErr error
@@ -91,6 +176,9 @@ func (j *Journal) Append(ev Event) error {
 		rotateErr = j.rotate()
 	}
 	if _, err := j.buf.Write(line); err != nil {
+		if !errors.Is(err, os.ErrClosed) {
+			j.failed = true
+		}
 		return errors.Join(rotateErr, fmt.Errorf("write event log: %w", err))
 	}
 	j.size += int64(len(line))
@@ -106,7 +194,7 @@ func (j *Journal) Append(ev Event) error {
 // is already closed, because reopening failed in an earlier rotation,
 // was synced before it was closed.
 func (j *Journal) rotate() error {
-	if err := j.buf.Flush(); err != nil && !errors.Is(err, os.ErrClosed) {
+	if err := j.flushBuffer(); err != nil && !errors.Is(err, os.ErrClosed) {
 		return fmt.Errorf("write event log: %w", err)
 	}
 	if err := syncFile(j.file); err != nil && !errors.Is(err, os.ErrClosed) {
@@ -129,7 +217,7 @@ func (j *Journal) flushLocked() error {
 	if !j.dirty {
 		return nil
 	}
-	if err := j.buf.Flush(); err != nil {
+	if err := j.flushBuffer(); err != nil {
 		return fmt.Errorf("write event log: %w", err)
 	}
 	if err := syncFile(j.file); err != nil {
@@ -167,7 +255,7 @@ func (j *Journal) flush() error {
 		j.mu.Unlock()
 		return nil
 	}
-	err := j.buf.Flush()
+	err := j.flushBuffer()
 	file := j.file
 	j.dirty = err != nil
 	j.mu.Unlock()

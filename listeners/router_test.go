@@ -9,9 +9,11 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -527,5 +529,75 @@ func TestJournalAppendAfterCloseRejected(t *testing.T) {
 	}
 	if _, err := os.Stat(path + ".1"); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("stat %s.1 = %v, want no rotation after Close", path, err)
+	}
+}
+
+// diskFullWriter writes half of each write and fails with ENOSPC while
+// full is set, as a write to a full disk can.
+type diskFullWriter struct {
+	file *os.File
+	full *atomic.Bool
+}
+
+func (w diskFullWriter) Write(p []byte) (int, error) {
+	if !w.full.Load() {
+		return w.file.Write(p)
+	}
+	n, _ := w.file.Write(p[:len(p)/2])
+	return n, syscall.ENOSPC
+}
+
+// TestJournalWritesAgainAfterDiskFull checks that events are written
+// again once writes work after a failed one, and that the line the
+// failed write cut short does not merge with the next event.
+func TestJournalWritesAgainAfterDiskFull(t *testing.T) {
+	var full atomic.Bool
+	original := journalWriter
+	journalWriter = func(f *os.File) io.Writer { return diskFullWriter{file: f, full: &full} }
+	t.Cleanup(func() { journalWriter = original })
+
+	path := filepath.Join(t.TempDir(), "chat.jsonl")
+	j, err := OpenJournal(path, 1<<20, quietLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Append(Event{Listener: "chat", ID: "before"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	full.Store(true)
+	if err := j.Append(Event{Listener: "chat", ID: "lost", Text: "written while the disk is full"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.flush(); err == nil {
+		t.Error("flush to a full disk returned no error")
+	}
+
+	full.Store(false)
+	if err := j.Append(Event{Listener: "chat", ID: "after"}); err != nil {
+		t.Errorf("append once the disk has space: %v", err)
+	}
+	if err := j.Close(); err != nil {
+		t.Errorf("close once the disk has space: %v", err)
+	}
+
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for line := range strings.SplitSeq(strings.TrimSuffix(string(data), "\n"), "\n") {
+		var ev Event
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			// The half line of the failed write is expected to stand alone.
+			continue
+		}
+		ids = append(ids, ev.ID)
+	}
+	if !slices.Equal(ids, []string{"before", "after"}) {
+		t.Errorf("events in the log = %q, want before and after:\n%s", ids, data)
 	}
 }
