@@ -242,8 +242,47 @@ func (j *Journal) syncLoop() {
 			if err := j.flush(); err != nil {
 				j.log.Error("flush event log failed", "path", j.path, "err", err)
 			}
+			if err := j.reopenIfMoved(); err != nil {
+				j.log.Error("reopen moved or deleted event log failed", "path", j.path, "err", err)
+			}
 		}
 	}
+}
+
+// reopenIfMoved starts a new file at the path when the open file is no
+// longer there, because it was deleted or moved away, as logrotate does
+// without copytruncate. Events would otherwise go to a file that no
+// reader of the path sees, until it grew past the size limit. The
+// events buffered since the last flush go to the old file.
+func (j *Journal) reopenIfMoved() error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	current, err := j.file.Stat()
+	if err != nil {
+		// A closed file is one that a rotation could not reopen, and
+		// the next rotation tries again.
+		return nil
+	}
+	atPath, err := os.Stat(j.path)
+	if err == nil && os.SameFile(current, atPath) {
+		return nil
+	}
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("inspect event log: %w", err)
+	}
+	if err := j.flushBuffer(); err != nil && !errors.Is(err, os.ErrClosed) {
+		j.log.Warn("write events to the moved event log failed", "path", j.path, "err", err)
+	}
+	if err := syncFile(j.file); err != nil {
+		j.log.Warn("sync the moved event log failed", "path", j.path, "err", err)
+	}
+	j.dirty = false
+	j.file.Close()
+	if err := j.open(); err != nil {
+		return err
+	}
+	j.log.Info("event log was moved or deleted; started a new one", "path", j.path)
+	return nil
 }
 
 // flush writes what Append buffered and syncs the file. The sync waits

@@ -601,3 +601,54 @@ func TestJournalWritesAgainAfterDiskFull(t *testing.T) {
 		t.Errorf("events in the log = %q, want before and after:\n%s", ids, data)
 	}
 }
+
+// TestJournalReopensMovedFile checks that a log moved away, as
+// logrotate does, or deleted is started again at its path.
+func TestJournalReopensMovedFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "chat.jsonl")
+	j, err := OpenJournal(path, 1<<20, quietLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Append(Event{Listener: "chat", ID: "first"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(path, path+".old"); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Append(Event{Listener: "chat", ID: "buffered"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.reopenIfMoved(); err != nil {
+		t.Fatalf("reopen after a move: %v", err)
+	}
+	if err := j.Append(Event{Listener: "chat", ID: "after-move"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.flush(); err != nil {
+		t.Fatal(err)
+	}
+	if got := countLines(t, path+".old"); got != 2 {
+		t.Errorf("the moved log has %d events, want the 2 appended before the check", got)
+	}
+	if got := countLines(t, path); got != 1 {
+		t.Errorf("the new log has %d events, want 1", got)
+	}
+
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.reopenIfMoved(); err != nil {
+		t.Fatalf("reopen after a delete: %v", err)
+	}
+	if err := j.Append(Event{Listener: "chat", ID: "after-delete"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := countLines(t, path); got != 1 {
+		t.Errorf("the log created after the delete has %d events, want 1", got)
+	}
+}
