@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -138,16 +139,29 @@ func retryAfter(header http.Header, body []byte) (time.Duration, bool) {
 		RetryAfter *float64 `json:"retry_after"`
 	}
 	if json.Unmarshal(body, &limited) == nil && limited.RetryAfter != nil && *limited.RetryAfter >= 0 {
-		return time.Duration(*limited.RetryAfter * float64(time.Second)), true
+		return secondsDuration(*limited.RetryAfter), true
 	}
 	value := strings.TrimSpace(header.Get("Retry-After"))
 	if seconds, err := strconv.ParseFloat(value, 64); err == nil && seconds >= 0 {
-		return time.Duration(seconds * float64(time.Second)), true
+		return secondsDuration(seconds), true
 	}
 	if at, err := http.ParseTime(value); err == nil {
 		return max(time.Until(at), 0), true
 	}
 	return 0, false
+}
+
+// secondsDuration converts a wait of seconds >= 0 to a Duration, and a
+// wait past its range, such as 1e300 or +Inf, to the longest Duration.
+// Go leaves the conversion of such a float to an integer to the
+// implementation, and on amd64 it yields a negative Duration, which the
+// retry would take as no wait at all.
+func secondsDuration(seconds float64) time.Duration {
+	nanoseconds := seconds * float64(time.Second)
+	if nanoseconds >= math.MaxInt64 {
+		return math.MaxInt64
+	}
+	return time.Duration(nanoseconds)
 }
 
 // quote returns ": " and the message of an error response, Discord's

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"strings"
 	"testing"
@@ -240,6 +241,10 @@ func TestRetryAfterParsing(t *testing.T) {
 		{"header seconds", "2", `not json`, 2 * time.Second, true},
 		{"neither", "", `{}`, 0, false},
 		{"negative body", "", `{"retry_after": -1}`, 0, false},
+		{"body past the duration range", "", `{"retry_after": 1e300}`, math.MaxInt64, true},
+		{"header past the duration range", "1e20", ``, math.MaxInt64, true},
+		{"header infinity", "Inf", ``, math.MaxInt64, true},
+		{"header not a number", "NaN", ``, 0, false},
 	}
 	for _, test := range tests {
 		t.Run(test.name, func(t *testing.T) {
