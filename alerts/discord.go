@@ -72,6 +72,10 @@ func NewDiscordWebhook(cfg SinkConfig, client *http.Client) (Sink, error) {
 	if client == nil {
 		client = &http.Client{}
 	}
+	// A copy, so that the caller's client keeps its redirect policy.
+	keepPost := *client
+	keepPost.CheckRedirect = stopRedirectToGet
+	client = &keepPost
 	cfg = cfg.withDefaults()
 	return &discordWebhook{
 		name:          cfg.Name,
@@ -83,6 +87,23 @@ func NewDiscordWebhook(cfg SinkConfig, client *http.Client) (Sink, error) {
 }
 
 func (s *discordWebhook) Name() string { return s.name }
+
+// stopRedirectToGet stops at a redirect that would repeat the POST as a
+// GET, which net/http does for 301, 302 and 303. A webhook URL with
+// http where the host redirects to https gets such a redirect. Discord
+// returns 200 and the webhook object for a GET of the URL (its "Get
+// Webhook with Token" endpoint), which would count as a delivery
+// although nothing was posted. 307 and 308 keep the method and body and
+// are followed, up to 10 as net/http does by default.
+func stopRedirectToGet(req *http.Request, via []*http.Request) error {
+	if req.Method != http.MethodPost {
+		return http.ErrUseLastResponse
+	}
+	if len(via) >= 10 {
+		return errors.New("stopped after 10 redirects")
+	}
+	return nil
+}
 
 // Send posts a once.
 func (s *discordWebhook) Send(ctx context.Context, a Alert) error {
@@ -112,13 +133,17 @@ func (s *discordWebhook) Send(ctx context.Context, a Alert) error {
 	return s.checkResponse(resp, data)
 }
 
-// checkResponse classifies a response. A 2xx is delivered, a 429 requests
-// a pause, any other 4xx is permanent, and the rest is retried.
+// checkResponse classifies a response. A 2xx is delivered, a 3xx that
+// the client did not follow and any 4xx but 429 are permanent, a 429
+// requests a pause, and the rest is retried.
 func (s *discordWebhook) checkResponse(resp *http.Response, body []byte) error {
 	code := resp.StatusCode
 	switch {
 	case code >= 200 && code < 300:
 		return nil
+	case code >= 300 && code < 400:
+		// The Location header is left out because it may hold the token.
+		return &PermanentError{Err: fmt.Errorf("send alert to sink %q: %s: the webhook URL redirects, which would turn the POST into a GET: set url to the address it redirects to, such as with https", s.name, resp.Status)}
 	case code == http.StatusTooManyRequests:
 		err := fmt.Errorf("send alert to sink %q: rate limited: %s%s", s.name, resp.Status, s.quote(body))
 		if wait, ok := retryAfter(resp.Header, body); ok {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -225,6 +226,63 @@ func TestDiscordContentSuppressedCount(t *testing.T) {
 	content := discordContent(a, false)
 	if !strings.Contains(content, "4 more") {
 		t.Errorf("content: got %q, want it to count the 4 suppressed alerts", content)
+	}
+}
+
+// TestDiscordRedirectNotDelivered checks that a webhook URL that
+// redirects a POST with 301, 302 or 303 fails for good. Go's client
+// would repeat such a request as a GET, whose 200 is no delivery.
+// Redirects with 307 and 308 keep the POST and its body, so they are
+// followed.
+func TestDiscordRedirectNotDelivered(t *testing.T) {
+	for _, code := range []int{http.StatusMovedPermanently, http.StatusFound, http.StatusSeeOther} {
+		t.Run(strconv.Itoa(code), func(t *testing.T) {
+			server := newWebhookServer(t, func(w http.ResponseWriter, r *http.Request, call int) {
+				if r.URL.Path != "/moved" {
+					http.Redirect(w, r, "/moved", code)
+					return
+				}
+				w.WriteHeader(http.StatusOK)
+			})
+			cfg := webhookConfig(webhookURL(server.Server))
+
+			attempts, err, _ := deliverOnce(t, newWebhook(t, cfg), cfg)
+			if err == nil {
+				t.Fatal("deliver: got nil error, want a failure for the redirect")
+			}
+			var permanent *PermanentError
+			if !errors.As(err, &permanent) {
+				t.Errorf("error %v is not permanent", err)
+			}
+			if attempts != 1 {
+				t.Errorf("attempts: got %d, want 1", attempts)
+			}
+			if server.requests() != 1 {
+				t.Errorf("requests: got %d, want only the redirected POST", server.requests())
+			}
+		})
+	}
+	for _, code := range []int{http.StatusTemporaryRedirect, http.StatusPermanentRedirect} {
+		t.Run(strconv.Itoa(code), func(t *testing.T) {
+			server := newWebhookServer(t, func(w http.ResponseWriter, r *http.Request, call int) {
+				if r.URL.Path != "/moved" {
+					http.Redirect(w, r, "/moved", code)
+					return
+				}
+				if r.Method != http.MethodPost {
+					t.Errorf("redirected request method: got %s, want POST", r.Method)
+				}
+				w.WriteHeader(http.StatusNoContent)
+			})
+			cfg := webhookConfig(webhookURL(server.Server))
+
+			if _, err, _ := deliverOnce(t, newWebhook(t, cfg), cfg); err != nil {
+				t.Fatalf("deliver: %v", err)
+			}
+			if got := len(server.body(1)); got == 0 {
+				t.Error("the redirected POST has no body")
+			}
+		})
 	}
 }
 
