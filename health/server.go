@@ -94,7 +94,7 @@ func NewServer(addr string, source Source, metrics *Metrics, log *slog.Logger, o
 	if err != nil {
 		return nil, fmt.Errorf("start http server: %w", err)
 	}
-	s.listener = listener
+	s.listener = newLimitListener(listener, maxConnections, log)
 	return s, nil
 }
 
