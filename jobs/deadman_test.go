@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -181,4 +182,37 @@ func TestStatusOfHeartbeat(t *testing.T) {
 
 func itoa(n int64) string {
 	return strconv.FormatInt(n, 10)
+}
+
+// TestStatusOfHeartbeatNamedPipe checks that a named pipe at the path of
+// a heartbeat with json_field is reported, where an open(2) without
+// O_NONBLOCK would wait for a writer and so block every status read.
+func TestStatusOfHeartbeatNamedPipe(t *testing.T) {
+	now := time.Now()
+	pipe := filepath.Join(t.TempDir(), "beat.json")
+	if err := syscall.Mkfifo(pipe, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	job := shellJob("digest", "true")
+	job.Heartbeat = &config.Heartbeat{File: pipe, MaxAge: 10 * time.Minute, JSONField: "time"}
+
+	done := make(chan JobStatus, 1)
+	go func() { done <- StatusOf(job, state.JobState{FirstSeen: now}, false, time.Time{}, now) }()
+	var status JobStatus
+	select {
+	case status = <-done:
+	case <-time.After(5 * time.Second):
+		// Open the pipe for writing, so the blocked open returns.
+		if writer, err := os.OpenFile(pipe, os.O_WRONLY, 0); err == nil {
+			writer.Close()
+		}
+		<-done
+		t.Fatal("StatusOf blocked on a named pipe as the heartbeat file")
+	}
+	if !status.Stale {
+		t.Errorf("Stale: got false, want true for a heartbeat file that is a named pipe")
+	}
+	if want := "not a regular file"; !strings.Contains(status.StaleReason, want) {
+		t.Errorf("StaleReason: got %q, want it to contain %q", status.StaleReason, want)
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/agent-runner/agent-runner/config"
@@ -79,11 +80,20 @@ func lastBeat(heartbeat *config.Heartbeat) (time.Time, error) {
 		}
 		return info.ModTime(), nil
 	}
-	f, err := os.Open(heartbeat.File)
+	// O_NONBLOCK keeps a named pipe without a writer from blocking the
+	// open, and with it every status read, until a writer comes.
+	f, err := os.OpenFile(heartbeat.File, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return time.Time{}, err
 	}
 	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return time.Time{}, err
+	}
+	if !info.Mode().IsRegular() {
+		return time.Time{}, fmt.Errorf("%s is not a regular file: write the beat to a regular file", heartbeat.File)
+	}
 	data, err := io.ReadAll(io.LimitReader(f, maxHeartbeatBytes))
 	if err != nil {
 		return time.Time{}, fmt.Errorf("read %s: %w", heartbeat.File, err)
