@@ -312,6 +312,42 @@ func TestOverlapReplaceStopsRunningRun(t *testing.T) {
 	}
 }
 
+// TestOverlapReplaceKeepsRunOfSameSlot checks that a second request for
+// the slot that the running run serves, as a reload can queue, leaves
+// that run alone instead of stopping it for a claim that must fail.
+func TestOverlapReplaceKeepsRunOfSameSlot(t *testing.T) {
+	job := shellJob("replaceable", "sleep 300")
+	job.Overlap = config.OverlapReplace
+	r, _ := newTestRunner(t, job)
+	first := make(chan state.Run, 1)
+	go func() {
+		run, _ := r.Run(context.Background(), Request{Job: "replaceable", Trigger: state.TriggerSchedule, Slot: t0})
+		first <- run
+	}()
+	waitRunning(t, r, "replaceable")
+
+	_, err := r.Run(context.Background(), Request{Job: "replaceable", Trigger: state.TriggerSchedule, Slot: t0})
+	if !errors.Is(err, state.ErrSlotClaimed) {
+		t.Errorf("request for the running slot: err = %v, want ErrSlotClaimed", err)
+	}
+	select {
+	case run := <-first:
+		t.Fatalf("the running run ended as %s: %s", run.Result, run.Error)
+	case <-time.After(200 * time.Millisecond):
+	}
+
+	// A newer slot still replaces it, which also ends the test's run.
+	r.execute = func(context.Context, *config.Job, state.Run, func(Line)) execOutcome {
+		return execOutcome{result: state.ResultOK}
+	}
+	if second, err := r.Run(context.Background(), Request{Job: "replaceable", Trigger: state.TriggerSchedule, Slot: t0.Add(time.Minute)}); err != nil || second.Result != state.ResultOK {
+		t.Errorf("replacing run = %v %v, want ok", second.Result, err)
+	}
+	if run := <-first; run.Result != state.ResultInterrupted {
+		t.Errorf("replaced run = %s, want interrupted", run.Result)
+	}
+}
+
 func TestGateGrantsInSlotOrder(t *testing.T) {
 	var g gate
 	g.setLimit(1)

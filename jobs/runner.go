@@ -79,11 +79,14 @@ type Runner struct {
 	// boundary without a child process.
 	execute func(ctx context.Context, job *config.Job, run state.Run, emit func(Line)) execOutcome
 
-	mu       sync.Mutex
-	jobs     map[string]*config.Job
-	active   map[string]context.CancelCauseFunc
-	stopping bool
-	wg       sync.WaitGroup
+	mu     sync.Mutex
+	jobs   map[string]*config.Job
+	active map[string]context.CancelCauseFunc
+	// activeSlots holds the slot of each job's running run, zero for a
+	// run that serves none, such as a manual one.
+	activeSlots map[string]time.Time
+	stopping    bool
+	wg          sync.WaitGroup
 	// poster posts the text of post jobs; nil outside the daemon.
 	poster Poster
 	// observer is told about runs; nil when nothing observes them.
@@ -112,17 +115,18 @@ type Runner struct {
 // are stamped with.
 func NewRunner(cfg *config.Config, store state.Recorder, reaper *process.Reaper, log *slog.Logger, now func() time.Time) *Runner {
 	r := &Runner{
-		settings: cfg.Runner,
-		store:    store,
-		reaper:   reaper,
-		log:      log,
-		results:  log,
-		now:      now,
-		jobs:     make(map[string]*config.Job),
-		active:   make(map[string]context.CancelCauseFunc),
-		killNow:  make(chan struct{}),
-		pending:  make(map[string]time.Time),
-		sleep:    sleepContext,
+		settings:    cfg.Runner,
+		store:       store,
+		reaper:      reaper,
+		log:         log,
+		results:     log,
+		now:         now,
+		jobs:        make(map[string]*config.Job),
+		active:      make(map[string]context.CancelCauseFunc),
+		activeSlots: make(map[string]time.Time),
+		killNow:     make(chan struct{}),
+		pending:     make(map[string]time.Time),
+		sleep:       sleepContext,
 	}
 	r.stopped, r.stopWaits = context.WithCancel(context.Background())
 	r.gate.setLimit(cfg.Runner.MaxConcurrent)
@@ -289,7 +293,17 @@ func (r *Runner) resolveOverlap(ctx context.Context, job *config.Job, req Reques
 		return lock, slot, false, err
 	case config.OverlapReplace:
 		r.mu.Lock()
-		if cancel, ok := r.active[job.Name]; ok {
+		cancel, ok := r.active[job.Name]
+		if ok && !req.Slot.IsZero() && !req.Slot.After(r.activeSlots[job.Name]) {
+			// The running run already serves this slot, or a newer one.
+			// A reload that changes the job's schedule while a request
+			// waits for a place can queue the same slot again, and that
+			// copy must not stop the run it would only duplicate.
+			r.mu.Unlock()
+			return nil, req.Slot, false, fmt.Errorf("run %s for slot %s: the running run serves it: %w",
+				job.Name, req.Slot.UTC().Format(time.RFC3339), state.ErrSlotClaimed)
+		}
+		if ok {
 			r.log.Info("stopping the running run for a newer one", "job", job.Name)
 			cancel(&stopCause{result: state.ResultInterrupted, reason: "replaced by the run of a newer slot", grace: r.settings.KillGrace})
 		}
@@ -351,7 +365,7 @@ func (r *Runner) execBounded(ctx context.Context, job *config.Job, run state.Run
 		ctx, stop = context.WithTimeoutCause(ctx, job.Timeout, cause)
 		defer stop()
 	}
-	r.track(job.Name, cancel)
+	r.track(job.Name, run.Slot, cancel)
 	defer r.untrack(job.Name)
 
 	capture := newCapture(log, output)
@@ -417,15 +431,17 @@ func (r *Runner) finish(run state.Run) (state.Run, error) {
 	return run, nil
 }
 
-func (r *Runner) track(name string, cancel context.CancelCauseFunc) {
+func (r *Runner) track(name string, slot time.Time, cancel context.CancelCauseFunc) {
 	r.mu.Lock()
 	r.active[name] = cancel
+	r.activeSlots[name] = slot
 	r.mu.Unlock()
 }
 
 func (r *Runner) untrack(name string) {
 	r.mu.Lock()
 	delete(r.active, name)
+	delete(r.activeSlots, name)
 	r.mu.Unlock()
 }
 
