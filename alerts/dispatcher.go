@@ -44,6 +44,10 @@ type Dispatcher struct {
 	dropMu      sync.Mutex
 	dropLogged  time.Time
 	dropPending uint64
+	// dropFlush is the timer that logs the drops held back within
+	// dropLogInterval once it ends, so that the count of a storm that
+	// stops is logged too.
+	dropFlush *time.Timer
 }
 
 // NewDispatcher returns a dispatcher for sinks. Zero durations in their
@@ -107,19 +111,40 @@ func (d *Dispatcher) Run(ctx context.Context) {
 }
 
 // noteDrop logs dropped alerts, but at most once per dropLogInterval, so
-// a flood of alerts does not also flood the log.
+// a flood of alerts does not also flood the log. The drops held back are
+// logged when the interval ends.
 func (d *Dispatcher) noteDrop(sink string) {
 	d.dropMu.Lock()
 	d.dropPending++
 	now := time.Now()
-	if now.Sub(d.dropLogged) < d.dropLogInterval {
+	if wait := d.dropLogInterval - now.Sub(d.dropLogged); wait > 0 {
+		if d.dropFlush == nil {
+			d.dropFlush = time.AfterFunc(wait, func() { d.flushDrops(sink) })
+		}
 		d.dropMu.Unlock()
 		return
 	}
 	pending := d.dropPending
 	d.dropLogged, d.dropPending = now, 0
 	d.dropMu.Unlock()
+	d.logDrops(sink, pending)
+}
 
+// flushDrops logs the drops that noteDrop held back, if any.
+func (d *Dispatcher) flushDrops(sink string) {
+	d.dropMu.Lock()
+	pending := d.dropPending
+	d.dropFlush = nil
+	if pending == 0 {
+		d.dropMu.Unlock()
+		return
+	}
+	d.dropLogged, d.dropPending = time.Now(), 0
+	d.dropMu.Unlock()
+	d.logDrops(sink, pending)
+}
+
+func (d *Dispatcher) logDrops(sink string, dropped uint64) {
 	d.log.Warn("alert queue full; dropped alerts",
-		"sink", sink, "dropped", pending, "dropped_total", d.dropped.Load(), "queue_size", queueSize)
+		"sink", sink, "dropped", dropped, "dropped_total", d.dropped.Load(), "queue_size", queueSize)
 }

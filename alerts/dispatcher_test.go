@@ -210,6 +210,33 @@ func TestNotifyNeverBlocksOnHangingSink(t *testing.T) {
 	}
 }
 
+// TestDroppedAlertsLoggedAfterStorm checks that drops held back by the
+// log's rate limit are logged once the interval ends, also when no drop
+// follows it.
+func TestDroppedAlertsLoggedAfterStorm(t *testing.T) {
+	log, logs := newTestLogger()
+	d := newTestDispatcher([]SinkConfigured{{Sink: newRecordingSink("fake")}}, log)
+	d.dropLogInterval = 100 * time.Millisecond
+
+	// Without Run, the queue fills up and every alert past it is dropped.
+	for i := range queueSize + 10 {
+		d.Notify(failedAlert(fmt.Sprintf("job-%d", i), base))
+	}
+	if dropped := d.Dropped(); dropped != 10 {
+		t.Fatalf("Dropped: got %d, want 10", dropped)
+	}
+	if !strings.Contains(logs.String(), "dropped=1 ") {
+		t.Errorf("log: want the first drop logged at once, got:\n%s", logs)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(logs.String(), "dropped=9 ") && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !strings.Contains(logs.String(), "dropped=9 ") {
+		t.Errorf("log: want the 9 drops held back logged after the interval, got:\n%s", logs)
+	}
+}
+
 func TestRunDrainsQueueAfterCancel(t *testing.T) {
 	log, _ := newTestLogger()
 	sink := newRecordingSink("fake")
