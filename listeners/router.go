@@ -362,6 +362,15 @@ func NewHookRunner(cfg *config.Listener, reaper *process.Reaper, owner string, p
 // maxReplyBytes bounds what a hook's stdout may contribute to a reply.
 const maxReplyBytes = 16 << 10
 
+// maxHookLogLines caps the stderr lines of one hook run that reach the
+// log, as maxLoggedLines in package jobs caps a job run's. Without it, a
+// hook that printed 200,000 lines per event wrote 2.3 million log lines
+// in 6 s against a local chat server.
+//
+// NOTE: the cap is per run, so hooks that each print many lines can
+// still log up to this many lines per event.
+const maxHookLogLines = 100
+
 // Run runs the hook for ev and returns its stdout, trimmed, as the reply.
 // A hook that fails or times out returns an error and no reply.
 func (h *HookRunner) Run(ctx context.Context, ev Event) (string, error) {
@@ -387,7 +396,19 @@ func (h *HookRunner) Run(ctx context.Context, ev Event) (string, error) {
 
 	var mu sync.Mutex
 	var reply strings.Builder
+	logged, dropped := 0, 0
 	stderr := h.redact.Lines(func(line process.Line) {
+		mu.Lock()
+		full := logged >= maxHookLogLines
+		if full {
+			dropped++
+		} else {
+			logged++
+		}
+		mu.Unlock()
+		if full {
+			return
+		}
 		h.log.Info("hook output", "event", ev.ID, "stream", line.Stream, "line", line.Text)
 	})
 	exit, err := h.reaper.Run(ctx, process.Spec{
@@ -405,6 +426,11 @@ func (h *HookRunner) Run(ctx context.Context, ev Event) (string, error) {
 		}
 	})
 	stderr.Flush()
+	mu.Lock()
+	defer mu.Unlock()
+	if dropped > 0 {
+		h.log.Warn("hook output not logged past the line limit", "event", ev.ID, "limit", maxHookLogLines, "dropped", dropped)
+	}
 	if err != nil {
 		return "", err
 	}

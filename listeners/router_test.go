@@ -652,3 +652,33 @@ func TestJournalReopensMovedFile(t *testing.T) {
 		t.Errorf("the log created after the delete has %d events, want 1", got)
 	}
 }
+
+// TestHookStderrLogCapped checks that a hook that floods stderr logs at
+// most maxHookLogLines lines and one warning that counts the rest.
+func TestHookStderrLogCapped(t *testing.T) {
+	cfg := hookListener(t, `cat >/dev/null; i=0; while [ $i -lt 500 ]; do echo "traceback line $i" >&2; i=$((i+1)); done; echo reply`)
+	var logged strings.Builder
+	log := slog.New(slog.NewTextHandler(&lockedWriter{w: &logged}, nil))
+	hooks := NewHookRunner(cfg, sharedReaper(t), "AGENT_RUNNER_DAEMON=test", []string{"/usr/bin", "/bin"}, time.Second, log)
+
+	reply, err := hooks.Run(context.Background(), Event{Type: "message", ID: "m1", Text: "hello"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reply != "reply" {
+		t.Errorf("reply = %q, want %q", reply, "reply")
+	}
+	if got := strings.Count(logged.String(), `msg="hook output"`); got != maxHookLogLines {
+		t.Errorf("hook output lines logged = %d, want %d", got, maxHookLogLines)
+	}
+	if !strings.Contains(logged.String(), "dropped=400") {
+		t.Errorf("log: want a warning that counts the 400 lines not logged, got the tail:\n%s", tail(logged.String(), 500))
+	}
+}
+
+func tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[len(s)-n:]
+}
