@@ -693,6 +693,24 @@ func TestQueuedRunOfARemovedJobDoesNotStart(t *testing.T) {
 	}
 }
 
+// TestScheduledRunOfARemovedJobIsDropped checks that a scheduled request
+// whose job a reload removed before a worker took it counts as dropped,
+// which the scheduler logs as such, and that a manual run of an unknown
+// job still fails as unknown.
+func TestScheduledRunOfARemovedJobIsDropped(t *testing.T) {
+	r, _ := newTestRunner(t, shellJob("kept", "true"))
+	r.SetJobs(&config.Config{Runner: r.currentSettings()})
+	for _, trigger := range []string{state.TriggerSchedule, state.TriggerCatchUp, state.TriggerRetry} {
+		_, err := r.Run(context.Background(), Request{Job: "kept", Trigger: trigger, Slot: t0})
+		if !errors.Is(err, errJobRemoved) {
+			t.Errorf("%s run of a removed job = %v, want it dropped", trigger, err)
+		}
+	}
+	if _, err := r.Run(context.Background(), Request{Job: "kept", Trigger: state.TriggerManual}); !errors.Is(err, ErrUnknownJob) {
+		t.Errorf("manual run of an unknown job = %v, want ErrUnknownJob", err)
+	}
+}
+
 func TestCatchUpAllBacklogSurvivesAReload(t *testing.T) {
 	job := cronJob("often", "*/2 * * * * *")
 	job.CatchUp, job.MaxCatchUp = config.CatchUpAll, 10

@@ -142,6 +142,11 @@ func NewRunner(cfg *config.Config, store state.Recorder, reaper *process.Reaper,
 // with a failed result.
 func (r *Runner) Run(ctx context.Context, req Request) (state.Run, error) {
 	job, err := r.admit(req.Job)
+	if errors.Is(err, ErrUnknownJob) && retriable(req.Trigger) {
+		// The scheduler queued the request before a reload removed the
+		// job, which is no error of the run.
+		return state.Run{}, fmt.Errorf("run %s: %w", req.Job, errJobRemoved)
+	}
 	if err != nil {
 		return state.Run{}, err
 	}
