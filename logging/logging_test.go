@@ -74,3 +74,28 @@ func TestRateLimitHoldsBackRepeatedErrors(t *testing.T) {
 		t.Errorf("line after the window = %q, want the count of held-back repeats", lines[4])
 	}
 }
+
+func TestRateLimitForgetsExpiredErrors(t *testing.T) {
+	var out bytes.Buffer
+	h := NewRateLimit(slog.NewTextHandler(&out, nil))
+	clock := time.Unix(0, 0)
+	h.state.now = func() time.Time { return clock }
+	log := slog.New(h)
+	log.Error("hook failed", "event", "repeated")
+	log.Error("hook failed", "event", "repeated")
+	for i := range 100 {
+		log.Error("run failed", "run", i)
+		clock = clock.Add(time.Second)
+	}
+	clock = clock.Add(RepeatWindow)
+	log.Error("run failed", "run", "last")
+
+	// The sweep keeps the record with a held-back repeat and the newest one.
+	if got := len(h.state.seen); got != 2 {
+		t.Errorf("rate limiter keeps %d records after the window, want 2", got)
+	}
+	log.Error("hook failed", "event", "repeated")
+	if !strings.Contains(out.String(), "repeats=1") {
+		t.Errorf("log after the sweep = %q, want the held-back repeat counted", out.String())
+	}
+}

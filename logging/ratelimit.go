@@ -25,6 +25,8 @@ type limitState struct {
 	mu   sync.Mutex
 	seen map[string]*seenRecord
 	now  func() time.Time
+	// swept is the time of the last sweep.
+	swept time.Time
 }
 
 type seenRecord struct {
@@ -58,6 +60,9 @@ func (h *RateLimit) Handle(ctx context.Context, r slog.Record) error {
 	s := h.state
 	s.mu.Lock()
 	now := s.now()
+	if now.Sub(s.swept) >= RepeatWindow {
+		s.sweep(now)
+	}
 	seen, ok := s.seen[key]
 	if ok && now.Sub(seen.at) < RepeatWindow {
 		seen.suppressed++
@@ -79,6 +84,21 @@ func (h *RateLimit) Handle(ctx context.Context, r slog.Record) error {
 		r.AddAttrs(slog.Int("repeats", repeats))
 	}
 	return h.next.Handle(ctx, r)
+}
+
+// sweep removes the records whose window has passed and that held
+// nothing back. Most error records differ in an attribute such as the
+// run ID and never repeat, so without it seen would keep every error
+// logged until the 10,000-entry reset. A record with a held-back count
+// stays, so that the next identical error still reports it. The caller
+// holds mu.
+func (s *limitState) sweep(now time.Time) {
+	for key, seen := range s.seen {
+		if seen.suppressed == 0 && now.Sub(seen.at) >= RepeatWindow {
+			delete(s.seen, key)
+		}
+	}
+	s.swept = now
 }
 
 // WithAttrs returns a rate limiter over the wrapped handler with attrs.
