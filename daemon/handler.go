@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -341,6 +342,13 @@ func jobChanges(old, next *config.Config) string {
 func sameJob(a, b *config.Job) bool {
 	x, y := *a, *b
 	x.Line, y.Line = 0, 0
+	// fmt prints a pointer field as its address, and every load allocates
+	// new ones, so Post and Heartbeat are compared by value.
+	if !reflect.DeepEqual(x.Post, y.Post) || !reflect.DeepEqual(x.Heartbeat, y.Heartbeat) {
+		return false
+	}
+	x.Post, y.Post = nil, nil
+	x.Heartbeat, y.Heartbeat = nil, nil
 	return fmt.Sprintf("%v", x) == fmt.Sprintf("%v", y) && secretsEqual(x.Env, y.Env)
 }
 
