@@ -246,10 +246,17 @@ func (r *Router) runHook(ev Event) {
 	// sends the reply after it wakes, whatever its term. Closing that
 	// window needs a fencing token the platform checks, which no
 	// supported platform offers.
-	if err := r.replier.Reply(r.ctx, ev, reply); err != nil {
+	ctx, cancel := context.WithTimeout(r.ctx, replyTimeout)
+	defer cancel()
+	if err := r.replier.Reply(ctx, ev, reply); err != nil {
 		r.log.Error("send hook reply failed", "event", ev.ID, "err", err)
 	}
 }
+
+// replyTimeout bounds a reply's wait for the platform's send rate limit.
+// A reply later than that comes after the chat has moved on, and
+// a hook reply holds a hook worker while it waits.
+const replyTimeout = 30 * time.Second
 
 // answerCommand replies to a chat command, once per cooldown per channel.
 func (r *Router) answerCommand(ev Event) {
@@ -269,7 +276,7 @@ func (r *Router) answerCommand(ev Event) {
 			if !r.allowed("command reply to event " + ev.ID) {
 				return
 			}
-			ctx, cancel := context.WithTimeout(r.ctx, 30*time.Second)
+			ctx, cancel := context.WithTimeout(r.ctx, replyTimeout)
 			defer cancel()
 			if err := r.replier.Reply(ctx, ev, text); err != nil {
 				r.log.Error("answer chat command failed", "command", cmd.Trigger, "err", err)

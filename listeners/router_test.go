@@ -42,12 +42,16 @@ func sharedReaper(t *testing.T) *process.Reaper {
 type fakeReplier struct {
 	mu      sync.Mutex
 	replies []string
+	// deadlines holds each reply's context deadline, zero for none.
+	deadlines []time.Time
 }
 
-func (f *fakeReplier) Reply(_ context.Context, to Event, text string) error {
+func (f *fakeReplier) Reply(ctx context.Context, to Event, text string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.replies = append(f.replies, to.ID+":"+text)
+	deadline, _ := ctx.Deadline()
+	f.deadlines = append(f.deadlines, deadline)
 	return nil
 }
 
@@ -93,6 +97,12 @@ func TestHookGetsEventAndReplies(t *testing.T) {
 	waitUntil(t, "the reply", func() bool { return len(replier.got()) == 1 })
 	if got := replier.got()[0]; got != "m1:hi chat" {
 		t.Errorf("reply = %q, want the hook's stdout", got)
+	}
+	replier.mu.Lock()
+	deadline := replier.deadlines[0]
+	replier.mu.Unlock()
+	if deadline.IsZero() || time.Until(deadline) > replyTimeout {
+		t.Errorf("reply deadline = %v, want one within %v", deadline, replyTimeout)
 	}
 	var ev Event
 	data, err := os.ReadFile(filepath.Join(cfg.WorkingDir, "event.json"))
