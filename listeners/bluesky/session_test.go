@@ -297,9 +297,19 @@ func TestRunOversizedResponseReturnsError(t *testing.T) {
 	host := newFakeHost(t, newFakeKV())
 	l := newTestListener(t, newTestConfig(f))
 
-	// Without the cap the poll succeeds, and Run would poll until ctx ends.
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	// Without the cap the first poll succeeds and Run would poll until
+	// ctx ends, so ctx ends as soon as Run calls Ready. The timeout only
+	// bounds a hung Run. It is long because sending and reading the
+	// 16 MiB body under the race detector takes several seconds on a
+	// busy machine.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	go func() {
+		for ctx.Err() == nil && host.readyCount() == 0 {
+			time.Sleep(5 * time.Millisecond)
+		}
+		cancel()
+	}()
 	err := l.Run(ctx, host)
 	if !errors.Is(err, errResponseTooLarge) {
 		t.Fatalf("Run error = %v, want one wrapping errResponseTooLarge", err)
