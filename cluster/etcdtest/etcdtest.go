@@ -18,6 +18,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
+	"golang.org/x/crypto/bcrypt"
 )
 
 // startTimeout bounds how long members take to elect an etcd leader.
@@ -94,6 +95,10 @@ func tryStart(t testing.TB, n int, certs *Certs) (*Cluster, error) {
 		cfg.ClusterState = embed.ClusterStateFlagNew
 		cfg.LogLevel = "error"
 		cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+		// etcd hashes and checks passwords with bcrypt. At the default
+		// cost of 10, one login under the race detector on a loaded 2-core
+		// machine outlasted the 5 s dial timeout of cluster.Connect.
+		cfg.BcryptCost = uint(bcrypt.MinCost)
 		if certs != nil {
 			cfg.ClientTLSInfo = transport.TLSInfo{
 				CertFile: certs.ServerCert, KeyFile: certs.ServerKey,
