@@ -14,7 +14,8 @@ import (
 // SIGTERM, then SIGKILL after grace. The daemon calls it at start for what
 // a previous daemon or CLI left running when it was killed, since those
 // children have their own process groups and outlive their parent. It
-// returns how many processes it signalled.
+// returns how many processes it signalled, once they are gone or
+// killedExitWait after the SIGKILL.
 //
 // NOTE: a process that cleared or replaced its environment, such as one
 // started through sudo, is not found; the service unit's KillMode=mixed
@@ -48,8 +49,16 @@ func KillMarked(entries []string, grace time.Duration) int {
 		_ = unix.Kill(-pid, unix.SIGKILL)
 		_ = unix.Kill(pid, unix.SIGKILL)
 	}
+	// kill returns before the target has died, and the daemon starts new
+	// runs right after this, so wait until the processes are gone.
+	waitGone(found, killedExitWait)
 	return len(found)
 }
+
+// killedExitWait bounds the wait for processes to die after SIGKILL. It
+// is usually over in milliseconds, but a process in uninterruptible sleep
+// dies only when the sleep ends.
+const killedExitWait = 5 * time.Second
 
 // environHas reports whether pid's environment has one of the entries.
 func environHas(pid int, entries map[string]bool) bool {
