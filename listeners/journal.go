@@ -48,6 +48,11 @@ type Journal struct {
 	done   chan struct{}
 }
 
+// errJournalClosed is the error of Append after Close. A write to a file
+// that a failed reopen left closed returns os.ErrClosed instead, and the
+// sync loop tries to reopen that file every second.
+var errJournalClosed = errors.New("event log closed")
+
 // OpenJournal opens or creates the file at path, mode 0600.
 func OpenJournal(path string, maxBytes int64, log *slog.Logger) (*Journal, error) {
 	j := &Journal{path: path, maxBytes: maxBytes, log: log, stop: make(chan struct{}), done: make(chan struct{})}
@@ -154,7 +159,7 @@ func (j *Journal) Append(ev Event) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if j.closed {
-		return fmt.Errorf("write event log: %w", os.ErrClosed)
+		return fmt.Errorf("write event log: %w", errJournalClosed)
 	}
 	line, err := appendEvent(j.line[:0], ev)
 	if err != nil {
@@ -257,11 +262,22 @@ func (j *Journal) syncLoop() {
 func (j *Journal) reopenIfMoved() error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	current, err := j.file.Stat()
-	if err != nil {
-		// A closed file is one that a rotation could not reopen, and
-		// the next rotation tries again.
+	if j.closed {
 		return nil
+	}
+	current, err := j.file.Stat()
+	if errors.Is(err, os.ErrClosed) {
+		// A rotation or an earlier reopen closed the file and could not
+		// open a new one. Writes fail until this succeeds, because
+		// the size that would start the next rotation no longer grows.
+		if err := j.open(); err != nil {
+			return err
+		}
+		j.log.Info("event log reopened after a failed open", "path", j.path)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("inspect event log: %w", err)
 	}
 	atPath, err := os.Stat(j.path)
 	if err == nil && os.SameFile(current, atPath) {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -161,7 +160,7 @@ func (r *Router) Deliver(ev Event) {
 	if r.journal != nil {
 		err := r.journal.Append(ev)
 		switch {
-		case errors.Is(err, os.ErrClosed):
+		case errors.Is(err, errJournalClosed):
 			// The router closed after the check above.
 			r.warnDrop("event arrived after the router closed: dropped", ev)
 			return

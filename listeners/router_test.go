@@ -534,8 +534,8 @@ func TestJournalAppendAfterCloseRejected(t *testing.T) {
 
 	// A late event would rotate the file and reopen a new one.
 	err = j.Append(Event{Listener: "chat", ID: "b", Text: "arrives after the close"})
-	if !errors.Is(err, os.ErrClosed) {
-		t.Errorf("Append after Close = %v, want os.ErrClosed", err)
+	if !errors.Is(err, errJournalClosed) {
+		t.Errorf("Append after Close = %v, want errJournalClosed", err)
 	}
 	if _, err := os.Stat(path + ".1"); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("stat %s.1 = %v, want no rotation after Close", path, err)
