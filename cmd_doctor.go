@@ -17,6 +17,7 @@ import (
 	"github.com/agent-runner/agent-runner/config"
 	"github.com/agent-runner/agent-runner/control"
 	"github.com/agent-runner/agent-runner/daemon"
+	"github.com/agent-runner/agent-runner/listeners"
 )
 
 // doctor collects the findings of one check of a deployment.
@@ -119,9 +120,12 @@ func splitProblems(cfg *config.Config, daemonStatus *control.Status) (problems, 
 	for _, job := range daemonStatus.Jobs {
 		jobProblems[job.Name] = job.Problem
 	}
-	listenerErrors := make(map[string]string, len(daemonStatus.Listeners))
+	// A listener that the daemon cannot run as configured shows as
+	// failed, with a message that can differ from this shell's, such as
+	// for a credential that only the daemon's unit provides.
+	listenerRuns := make(map[string]bool, len(daemonStatus.Listeners))
 	for _, health := range daemonStatus.Listeners {
-		listenerErrors[health.Name] = health.LastError
+		listenerRuns[health.Name] = health.State != listeners.StateFailed && health.State != listeners.StateDisabled
 	}
 	for _, job := range cfg.Jobs {
 		if job.Problem == nil {
@@ -137,7 +141,7 @@ func splitProblems(cfg *config.Config, daemonStatus *control.Status) (problems, 
 		if listener.Problem == nil {
 			continue
 		}
-		if lastError, ok := listenerErrors[listener.Name]; ok && lastError != listener.Problem.Error() {
+		if listenerRuns[listener.Name] {
 			shellOnly = append(shellOnly, listener.Problem)
 		} else {
 			problems = append(problems, listener.Problem)
