@@ -229,13 +229,14 @@ func newScanner(conn *net.UnixConn) *bufio.Scanner {
 var errClosed = errors.New("daemon closed the connection before answering")
 
 // lostDuringRun is the error for a connection that ended after the daemon
-// started run, which happens when the daemon stops without a clean
-// shutdown. Until it starts again, the run's processes may still run.
+// started run. That happens when the daemon crashes, and until it starts
+// again the run's processes may still run, or when a clean stop outpaces
+// a client that fell behind, and the run is then already recorded.
 func lostDuringRun(run state.Run, err error) error {
 	if errors.Is(err, errClosed) {
 		err = errors.New("daemon closed the connection")
 	}
-	return fmt.Errorf("lost the daemon during run %s of %s (%w): the daemon stopped or crashed, and its next start stops what is left of the run and records it as interrupted, which agent-runner runs %s then shows",
+	return fmt.Errorf("lost the daemon during run %s of %s (%w): the daemon stopped or crashed; agent-runner runs %s shows how the run ended, and after a crash the daemon's next start stops what is left of the run and records it as interrupted",
 		run.ID, run.Job, err, run.Job)
 }
 
