@@ -3,6 +3,8 @@ package alerts
 import (
 	"context"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,9 +43,10 @@ type Dispatcher struct {
 	drainTimeout    time.Duration
 	dropLogInterval time.Duration
 
-	dropMu      sync.Mutex
-	dropLogged  time.Time
-	dropPending uint64
+	dropMu     sync.Mutex
+	dropLogged time.Time
+	// dropPending counts the drops not logged yet, by sink name.
+	dropPending map[string]uint64
 	// dropFlush is the timer that logs the drops held back within
 	// dropLogInterval once it ends, so that the count of a storm that
 	// stops is logged too.
@@ -115,36 +118,46 @@ func (d *Dispatcher) Run(ctx context.Context) {
 // logged when the interval ends.
 func (d *Dispatcher) noteDrop(sink string) {
 	d.dropMu.Lock()
-	d.dropPending++
+	if d.dropPending == nil {
+		d.dropPending = map[string]uint64{}
+	}
+	d.dropPending[sink]++
 	now := time.Now()
 	if wait := d.dropLogInterval - now.Sub(d.dropLogged); wait > 0 {
 		if d.dropFlush == nil {
-			d.dropFlush = time.AfterFunc(wait, func() { d.flushDrops(sink) })
+			d.dropFlush = time.AfterFunc(wait, d.flushDrops)
 		}
 		d.dropMu.Unlock()
 		return
 	}
-	pending := d.dropPending
-	d.dropLogged, d.dropPending = now, 0
+	pending := d.takePendingDrops(now)
 	d.dropMu.Unlock()
-	d.logDrops(sink, pending)
+	d.logDrops(pending)
 }
 
 // flushDrops logs the drops that noteDrop held back, if any.
-func (d *Dispatcher) flushDrops(sink string) {
+func (d *Dispatcher) flushDrops() {
 	d.dropMu.Lock()
-	pending := d.dropPending
 	d.dropFlush = nil
-	if pending == 0 {
-		d.dropMu.Unlock()
-		return
-	}
-	d.dropLogged, d.dropPending = time.Now(), 0
+	pending := d.takePendingDrops(time.Now())
 	d.dropMu.Unlock()
-	d.logDrops(sink, pending)
+	d.logDrops(pending)
 }
 
-func (d *Dispatcher) logDrops(sink string, dropped uint64) {
-	d.log.Warn("alert queue full; dropped alerts",
-		"sink", sink, "dropped", dropped, "dropped_total", d.dropped.Load(), "queue_size", queueSize)
+// takePendingDrops returns the drops not logged yet and marks them
+// logged at now, unless there are none. The caller holds dropMu.
+func (d *Dispatcher) takePendingDrops(now time.Time) map[string]uint64 {
+	pending := d.dropPending
+	if len(pending) > 0 {
+		d.dropLogged, d.dropPending = now, nil
+	}
+	return pending
+}
+
+// logDrops logs one line per sink with its count of dropped alerts.
+func (d *Dispatcher) logDrops(pending map[string]uint64) {
+	for _, sink := range slices.Sorted(maps.Keys(pending)) {
+		d.log.Warn("alert queue full; dropped alerts",
+			"sink", sink, "dropped", pending[sink], "dropped_total", d.dropped.Load(), "queue_size", queueSize)
+	}
 }

@@ -237,6 +237,27 @@ func TestDroppedAlertsLoggedAfterStorm(t *testing.T) {
 	}
 }
 
+func TestDroppedAlertsCountedPerSink(t *testing.T) {
+	log, logs := newTestLogger()
+	d := newTestDispatcher([]SinkConfigured{{Sink: newRecordingSink("a")}, {Sink: newRecordingSink("b")}}, log)
+	d.dropLogInterval = 100 * time.Millisecond
+
+	// Each alert past the queues is dropped once for each sink.
+	for i := range queueSize + 10 {
+		d.Notify(failedAlert(fmt.Sprintf("job-%d", i), base))
+	}
+	want := []string{"sink=a dropped=1 ", "sink=a dropped=9 ", "sink=b dropped=10 "}
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(logs.String(), want[2]) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, line := range want {
+		if !strings.Contains(logs.String(), line) {
+			t.Errorf("log lacks %q:\n%s", line, logs)
+		}
+	}
+}
+
 func TestRunDrainsQueueAfterCancel(t *testing.T) {
 	log, _ := newTestLogger()
 	sink := newRecordingSink("fake")
