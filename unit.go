@@ -97,6 +97,13 @@ var defaultUnit = unitValues{
 // the daemon, not systemd, stops the jobs and records them.
 const stopMargin = 15 * time.Second
 
+// stopTimeout returns the unit's TimeoutStopSec: shutdown_timeout for the
+// jobs, then time for the listener hooks still running, which get
+// SIGTERM once the jobs have stopped and SIGKILL kill_grace later.
+func stopTimeout(runner config.Runner) time.Duration {
+	return runner.ShutdownTimeout + max(stopMargin, runner.KillGrace+5*time.Second)
+}
+
 func cmdInstallUnit(args []string, stdout, stderr io.Writer) int {
 	fs, configPath := newFlags("install-unit", stdout, stderr)
 	runAs := fs.String("user", "", "the `user` the service runs as (default: the user running this command, none for root)")
@@ -183,7 +190,7 @@ func unitFor(cfg *config.Config, runAs string) (unitValues, error) {
 		Config:        cfg.Path,
 		WorkingDir:    cfg.Dir,
 		User:          name,
-		StopTimeout:   (cfg.Runner.ShutdownTimeout + stopMargin).String(),
+		StopTimeout:   stopTimeout(cfg.Runner).String(),
 		WritablePaths: strings.Join(writablePaths(cfg), " "),
 	}, nil
 }

@@ -5,6 +5,9 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/agent-runner/agent-runner/config"
 )
 
 func TestShippedUnitMatchesTemplate(t *testing.T) {
@@ -147,5 +150,20 @@ func TestInstallUnitWarnsMissingStateDir(t *testing.T) {
 	res = p.run("install-unit", "--user", "nobody")
 	if strings.Contains(res.stderr, warning) {
 		t.Errorf("install-unit with a state folder printed %q", res.stderr)
+	}
+}
+
+func TestStopTimeoutCoversHookGrace(t *testing.T) {
+	tests := []struct {
+		shutdown, killGrace, want time.Duration
+	}{
+		{30 * time.Second, 10 * time.Second, 45 * time.Second},
+		{30 * time.Second, time.Minute, 95 * time.Second},
+	}
+	for _, tt := range tests {
+		runner := config.Runner{ShutdownTimeout: tt.shutdown, KillGrace: tt.killGrace}
+		if got := stopTimeout(runner); got != tt.want {
+			t.Errorf("stopTimeout(shutdown_timeout %v, kill_grace %v) = %v, want %v", tt.shutdown, tt.killGrace, got, tt.want)
+		}
 	}
 }
