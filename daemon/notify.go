@@ -83,9 +83,10 @@ func summary(h *handler) string {
 	return Summary(status)
 }
 
-// Summary counts jobs and listeners by state in one line.
+// Summary counts jobs and listeners by state in one line. Stale jobs and
+// listeners are counted too, because /healthz reports them as unhealthy.
 func Summary(status control.Status) string {
-	running, failing := 0, 0
+	running, failing, staleJobs := 0, 0, 0
 	for _, j := range status.Jobs {
 		switch {
 		case j.State == jobs.StateRunning:
@@ -93,8 +94,11 @@ func Summary(status control.Status) string {
 		case j.State == jobs.StateFailed, j.ConsecutiveFailures > 0:
 			failing++
 		}
+		if j.Stale {
+			staleJobs++
+		}
 	}
-	up, down := 0, 0
+	up, down, staleListeners := 0, 0, 0
 	for _, l := range status.Listeners {
 		switch l.State {
 		case listeners.StateRunning:
@@ -102,9 +106,18 @@ func Summary(status control.Status) string {
 		case listeners.StateBackoff, listeners.StateFailed:
 			down++
 		}
+		if l.Stale {
+			staleListeners++
+		}
 	}
 	line := fmt.Sprintf("%s (%d running, %d failing), %s (%d connected, %d failing)",
 		Count(len(status.Jobs), "job"), running, failing, Count(len(status.Listeners), "listener"), up, down)
+	if staleJobs > 0 {
+		line += fmt.Sprintf("; %s stale", Count(staleJobs, "job"))
+	}
+	if staleListeners > 0 {
+		line += fmt.Sprintf("; %s stale", Count(staleListeners, "listener"))
+	}
 	if d := status.Daemon; d != nil && d.StateError != "" {
 		line += "; state folder failing"
 	}
