@@ -21,21 +21,35 @@ func cmdSend(args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return exitUsage
 	}
-	cfg, ok := loadConfig(*configPath, stderr)
-	if !ok {
+	if err := configMissing(*configPath); err != nil {
+		fmt.Fprintf(stderr, "agent-runner: %v\n", err)
 		return exitFailure
 	}
+	cfg, ok := loadConfig(*configPath, stderr)
 	text, err := messageText(fs.Args()[1:])
 	if err != nil {
 		fmt.Fprintf(stderr, "agent-runner: %v\n", err)
 		return exitUsage
 	}
-	to, err := sendTarget(cfg, fs.Arg(0), *target)
-	if err != nil {
-		fmt.Fprintf(stderr, "agent-runner: %v\n", err)
-		return exitUsage
+	to, socket := *target, ""
+	if ok {
+		socket = cfg.Runner.Socket
+		to, err = sendTarget(cfg, fs.Arg(0), *target)
+		if err != nil {
+			fmt.Fprintf(stderr, "agent-runner: %v\n", err)
+			return exitUsage
+		}
+	} else {
+		// The daemon keeps running its last valid config, and it fills in
+		// the listener's default target when to is empty.
+		socket, err = config.LocateSocket(*configPath)
+		if err != nil {
+			fmt.Fprintf(stderr, "agent-runner: %v\n", err)
+			return exitFailure
+		}
+		fmt.Fprintln(stderr, "agent-runner: the config has problems; sending through the running daemon, which keeps its last valid config")
 	}
-	name, err := control.Send(cfg.Runner.Socket, fs.Arg(0), to, text)
+	name, err := control.Send(socket, fs.Arg(0), to, text)
 	if err != nil {
 		fmt.Fprintf(stderr, "agent-runner: %v\n", err)
 		return exitFailure

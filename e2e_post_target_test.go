@@ -114,6 +114,26 @@ every = "24h"
 	waitFor(t, "the posted message in #chan", func() bool { return server.received("PRIVMSG #chan :hello chat") })
 }
 
+func TestSendWithBrokenConfigFile(t *testing.T) {
+	server := newChatRecorder(t)
+	p := newProject(t, server.listenerTOML())
+	writeTwitchToken(t, p)
+	p.startDaemon()
+	waitFor(t, "chat to run", func() bool { return p.listener("chat").State == listeners.StateRunning })
+
+	// An edit that breaks the file leaves the daemon on its last valid
+	// config, which still has the listener and its only channel.
+	p.write(server.listenerTOML() + "no_such_key = 1\n")
+	res := p.run("send", "chat", "hi")
+	if res.code != 0 {
+		t.Errorf("send chat hi = %d %q, want 0", res.code, res.stderr)
+	}
+	if !strings.Contains(res.stderr, "sending through the running daemon") {
+		t.Errorf("send chat hi: stderr %q, want a note that the daemon's config is used", res.stderr)
+	}
+	waitFor(t, "the sent message in #chan", func() bool { return server.received("PRIVMSG #chan :hi") })
+}
+
 func TestSendMissingTarget(t *testing.T) {
 	p := newProject(t, `[listeners.chat]
 kind = "twitch"

@@ -415,6 +415,9 @@ func (set *listenerSet) send(ctx context.Context, nameOrKind, target, text strin
 	if err := set.gate.check(name, "send"); err != nil {
 		return "", fmt.Errorf("send through %s: %w", name, err)
 	}
+	if target == "" {
+		target = set.defaultTarget(name)
+	}
 	sender, ok := sup.Listener().(listeners.Sender)
 	if !ok {
 		return "", fmt.Errorf("listener %s cannot post messages", name)
@@ -423,6 +426,19 @@ func (set *listenerSet) send(ctx context.Context, nameOrKind, target, text strin
 		return "", fmt.Errorf("send through %s: %w", name, err)
 	}
 	return name, nil
+}
+
+// defaultTarget returns the target that the running config of listener
+// name posts to when none is given, or "" when it has none.
+func (set *listenerSet) defaultTarget(name string) string {
+	set.mu.Lock()
+	defer set.mu.Unlock()
+	if lc, ok := set.configs[name]; ok {
+		if target, ok := lc.DefaultTarget(); ok {
+			return target
+		}
+	}
+	return ""
 }
 
 func (set *listenerSet) find(nameOrKind string) (*listeners.Supervisor, string, error) {
