@@ -115,25 +115,7 @@ func build(cfg *config.Config, lc *config.Listener, store listenerKVs, reaper *p
 // sent, as in "Login authentication failed for TOKEN" or an error body,
 // and the listener's log lines and health show the server's messages.
 func listenerRedactor(lc *config.Listener) *process.Redactor {
-	secrets := map[string]config.Secret{}
-	for name, value := range lc.Env {
-		secrets[name] = value
-	}
-	add := func(name string, secret *config.Secret) {
-		if secret != nil {
-			secrets[name] = *secret
-		}
-	}
-	if lc.Twitch != nil {
-		add("twitch token", lc.Twitch.Token)
-	}
-	if lc.Discord != nil {
-		add("discord token", lc.Discord.Token)
-	}
-	if lc.Bluesky != nil {
-		add("bluesky password", lc.Bluesky.Password)
-	}
-	return process.NewRedactor(secrets)
+	return process.NewRedactor(listeners.Secrets(lc))
 }
 
 func newListenerWithRouter(cfg *config.Config, lc *config.Listener, reaper *process.Reaper, log *slog.Logger) (listeners.Listener, *listeners.Router, error) {

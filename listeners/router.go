@@ -345,7 +345,8 @@ func Render(template string, fields map[string]string) string {
 // jobs.
 type HookRunner struct {
 	cfg *config.Listener
-	// redact hides the listener's secret env values in logged output.
+	// redact hides the listener's secrets in logged output and in the
+	// reply, which goes to a public chat.
 	redact   *process.Redactor
 	reaper   *process.Reaper
 	owner    string
@@ -362,7 +363,31 @@ func NewHookRunner(cfg *config.Listener, reaper *process.Reaper, owner string, p
 		return nil
 	}
 	return &HookRunner{cfg: cfg, reaper: reaper, owner: owner, path: path, grace: grace,
-		redact: process.NewRedactor(cfg.Env), log: log.With("listener", cfg.Name)}
+		redact: process.NewRedactor(Secrets(cfg)), log: log.With("listener", cfg.Name)}
+}
+
+// Secrets returns the listener's secret env values and its token or
+// password, keyed by a name for each.
+func Secrets(cfg *config.Listener) map[string]config.Secret {
+	secrets := map[string]config.Secret{}
+	for name, value := range cfg.Env {
+		secrets[name] = value
+	}
+	add := func(name string, secret *config.Secret) {
+		if secret != nil {
+			secrets[name] = *secret
+		}
+	}
+	if cfg.Twitch != nil {
+		add("twitch token", cfg.Twitch.Token)
+	}
+	if cfg.Discord != nil {
+		add("discord token", cfg.Discord.Token)
+	}
+	if cfg.Bluesky != nil {
+		add("bluesky password", cfg.Bluesky.Password)
+	}
+	return secrets
 }
 
 // maxReplyBytes bounds what a hook's stdout may contribute to a reply.
@@ -377,8 +402,9 @@ const maxReplyBytes = 16 << 10
 // still log up to this many lines per event.
 const maxHookLogLines = 100
 
-// Run runs the hook for ev and returns its stdout, trimmed, as the reply.
-// A hook that fails or times out returns an error and no reply.
+// Run runs the hook for ev and returns its stdout, trimmed and with the
+// listener's secrets redacted, as the reply. A hook that fails or times
+// out returns an error and no reply.
 func (h *HookRunner) Run(ctx context.Context, ev Event) (string, error) {
 	input, err := appendEvent(nil, ev)
 	if err != nil {
@@ -446,5 +472,5 @@ func (h *HookRunner) Run(ctx context.Context, ev Event) (string, error) {
 	if exit.Err != nil {
 		return "", fmt.Errorf("hook %w", exit.Err)
 	}
-	return strings.TrimSpace(reply.String()), nil
+	return h.redact.Redact(strings.TrimSpace(reply.String())), nil
 }

@@ -117,6 +117,32 @@ func TestHookGetsEventAndReplies(t *testing.T) {
 	}
 }
 
+func TestHookReplyRedactsSecrets(t *testing.T) {
+	cfg := hookListener(t, `echo "token $TOKEN_COPY"; echo "key $API_KEY"`)
+	cfg.Twitch = &config.Twitch{}
+	token := config.NewSecret("oauth:abcdefgh12345678", "file secrets/twitch-token")
+	cfg.Twitch.Token = &token
+	cfg.Env = map[string]config.Secret{
+		"API_KEY":    config.NewSecret("sk-0123456789abcdef", "env API_KEY"),
+		"TOKEN_COPY": config.NewSecret("oauth:abcdefgh12345678", "inline"),
+	}
+	replier := &fakeReplier{}
+	r := newHookRouter(t, cfg, replier)
+	r.Deliver(Event{Type: "message", ID: "m1"})
+
+	waitUntil(t, "the reply", func() bool { return len(replier.got()) == 1 })
+	got := replier.got()[0]
+	if strings.Contains(got, "abcdefgh12345678") {
+		t.Errorf("reply = %q, want the Twitch token redacted", got)
+	}
+	if strings.Contains(got, "sk-0123456789abcdef") {
+		t.Errorf("reply = %q, want the API_KEY value redacted", got)
+	}
+	if want := "m1:token [redacted]\nkey [redacted]"; got != want {
+		t.Errorf("reply = %q, want %q", got, want)
+	}
+}
+
 func TestHookFailureSendsNoReply(t *testing.T) {
 	cfg := hookListener(t, `echo partial; exit 2`)
 	replier := &fakeReplier{}
