@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/agent-runner/agent-runner/config"
+	"github.com/agent-runner/agent-runner/process"
 	"github.com/agent-runner/agent-runner/state"
 )
 
@@ -50,7 +51,9 @@ func (r *Runner) runPost(ctx context.Context, job *config.Job, run state.Run, em
 	return execOutcome{result: state.ResultOK}
 }
 
-// postText runs the text_command and returns its standard output.
+// postText runs the text_command and returns its standard output, with
+// the job's secret values redacted as in its logged output, because the
+// text goes to a public chat or feed.
 func (r *Runner) postText(ctx context.Context, job *config.Job, run state.Run, emit func(Line)) (string, execOutcome) {
 	spec, err := r.commandSpec(job, job.Post.TextCommand, run)
 	if err != nil {
@@ -66,5 +69,5 @@ func (r *Runner) postText(ctx context.Context, job *config.Job, run state.Run, e
 	if err != nil {
 		return "", execOutcome{result: state.ResultFailed, exitCode: -1, err: err}
 	}
-	return strings.TrimSpace(text.String()), outcomeOf(exit)
+	return process.NewRedactor(job.Env).Redact(strings.TrimSpace(text.String())), outcomeOf(exit)
 }

@@ -362,6 +362,42 @@ func readPids(t *testing.T, path string, want int) []int {
 	return pids
 }
 
+// recordingPoster records the text of each post.
+type recordingPoster struct {
+	mu    sync.Mutex
+	texts []string
+}
+
+func (p *recordingPoster) Post(_ context.Context, via, _, text string) (string, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.texts = append(p.texts, text)
+	return via, nil
+}
+
+func TestPostTextRedactsSecrets(t *testing.T) {
+	job := shellJob("post", "")
+	job.Command = nil
+	job.Post = &config.Post{Via: "chat", TextCommand: []string{"sh", "-c", `echo "key is $TOKEN"`}}
+	job.Env = map[string]config.Secret{"TOKEN": config.NewSecret("S3CRET-value-xyz", "file /run/keys/token")}
+	r, _ := newTestRunner(t, job)
+	poster := &recordingPoster{}
+	r.SetPoster(poster)
+
+	run := runManual(t, r, "post", nil)
+	if run.Result != state.ResultOK {
+		t.Fatalf("result = %s (%s), want ok", run.Result, run.Error)
+	}
+	poster.mu.Lock()
+	defer poster.mu.Unlock()
+	if len(poster.texts) != 1 {
+		t.Fatalf("posts = %q, want one", poster.texts)
+	}
+	if got, want := poster.texts[0], "key is [redacted]"; got != want {
+		t.Errorf("posted text = %q, want %q", got, want)
+	}
+}
+
 func TestSecretValuesAreRedactedFromOutput(t *testing.T) {
 	job := shellJob("leaky", `echo "token is $TOKEN"; echo "$TOKEN" >&2`)
 	job.Env = map[string]config.Secret{
