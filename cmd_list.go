@@ -128,8 +128,9 @@ func printListeners(w io.Writer, health []listeners.Health, now time.Time) {
 		switch {
 		case lastError == "":
 			lastError = "-"
-		case h.State == listeners.StateRunning:
-			// The error is from an earlier attempt, not the running one.
+		case h.State == listeners.StateRunning, h.State == listeners.StateStarting:
+			// The error is from an earlier attempt, not the current one,
+			// because an attempt records its error when it ends.
 			lastError = "before the last restart: " + lastError
 		}
 		state := h.State
