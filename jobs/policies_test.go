@@ -775,3 +775,96 @@ func TestDisabledJobStopsItsCatchUpBacklog(t *testing.T) {
 	close(release)
 	h.expectNoRun()
 }
+
+func TestReloadKeepsSpreadCatchUpOnce(t *testing.T) {
+	// c's catch-up waits for its place in the spread when a reload
+	// changes its schedule. The catch-up of the new schedule takes that
+	// place: c runs once, at it, and not at the reload too.
+	a, b, c := cronJob("a", "0 * * * *"), cronJob("b", "0 * * * *"), cronJob("c", "0 * * * *")
+	h := newSchedHarness(t, t0, a, b, c)
+	h.cfg.Runner.CatchUpSpread = 30 * time.Second
+	h.start()
+	h.stop()
+	h.clock.Advance(2 * time.Hour)
+
+	h.runner = nil
+	h.start()
+	defer h.stop()
+	if run := h.expectRuns(1)[0]; run.Job != "a" {
+		t.Fatalf("first catch-up = %s, want a", run.Job)
+	}
+
+	changed := *c
+	changed.Cron = "30 * * * *"
+	cfg := &config.Config{Runner: h.cfg.Runner, Jobs: []*config.Job{a, b, &changed}}
+	if err := h.sched.Apply(cfg); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	h.expectNoRun()
+
+	// Planned over 27 s: b at 9 s, c at 18 s.
+	h.advance(20*time.Second, time.Second)
+	runs := h.expectRuns(2)
+	if runs[0].Job != "b" {
+		t.Errorf("second catch-up = %s, want b", runs[0].Job)
+	}
+	if runs[1].Job != "c" {
+		t.Fatalf("third catch-up = %s, want c", runs[1].Job)
+	}
+	if want := time.Date(2026, 3, 1, 13, 30, 0, 0, time.UTC); !runs[1].Slot.Equal(want) {
+		t.Errorf("c catch-up slot = %v, want the newest slot of the new schedule %v", runs[1].Slot, want)
+	}
+	if runs[1].Start.Before(t0.Add(2*time.Hour + 18*time.Second)) {
+		t.Errorf("c catch-up started at %v, before its place in the spread", runs[1].Start)
+	}
+	h.advance(20*time.Second, time.Second)
+	h.expectNoRun()
+}
+
+func TestReloadReplansSpreadBacklog(t *testing.T) {
+	// A catch_up = "all" backlog that waits in the spread when a reload
+	// changes its schedule: the new schedule's backlog takes its place,
+	// and the job's live slots resume after it.
+	a, c := cronJob("a", "0 * * * *"), cronJob("c", "0 * * * *")
+	c.CatchUp = config.CatchUpAll
+	c.MaxCatchUp = 2
+	h := newSchedHarness(t, t0, a, c)
+	h.cfg.Runner.CatchUpSpread = 20 * time.Second
+	h.start()
+	h.stop()
+	h.clock.Advance(3 * time.Hour)
+
+	h.runner = nil
+	h.start()
+	defer h.stop()
+	if run := h.expectRuns(1)[0]; run.Job != "a" {
+		t.Fatalf("first catch-up = %s, want a", run.Job)
+	}
+
+	changed := *c
+	changed.Cron = "30 * * * *"
+	cfg := &config.Config{Runner: h.cfg.Runner, Jobs: []*config.Job{a, &changed}}
+	if err := h.sched.Apply(cfg); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	h.expectNoRun()
+
+	// Planned over 18 s: c at 9 s.
+	h.advance(10*time.Second, time.Second)
+	runs := h.expectRuns(2)
+	for i, want := range []time.Time{
+		time.Date(2026, 3, 1, 13, 30, 0, 0, time.UTC),
+		time.Date(2026, 3, 1, 14, 30, 0, 0, time.UTC),
+	} {
+		if runs[i].Job != "c" || !runs[i].Slot.Equal(want) {
+			t.Errorf("backlog run %d = %s at %v, want c at %v", i+1, runs[i].Job, runs[i].Slot, want)
+		}
+	}
+	h.expectNoRun()
+
+	// The backlog has ended, so the next slot of the new schedule runs.
+	h.advance(30*time.Minute, time.Minute)
+	if run := h.expectRuns(1)[0]; run.Job != "c" || run.Trigger != state.TriggerSchedule {
+		t.Errorf("after the backlog: %s run with trigger %q, want c on schedule", run.Job, run.Trigger)
+	}
+}

@@ -249,6 +249,9 @@ func (s *Scheduler) Apply(cfg *config.Config) error {
 			wanted[job.Name] = job
 		}
 	}
+	// planned contains the place in catch_up_spread of each replaced job
+	// whose catch-up run had not started yet.
+	planned := make(map[string]time.Time)
 	for name, e := range s.entries {
 		if job, keep := wanted[name]; keep && sameSchedule(e.job, job) {
 			e.job = job
@@ -256,6 +259,9 @@ func (s *Scheduler) Apply(cfg *config.Config) error {
 		}
 		s.slots.remove(e)
 		delete(s.entries, name)
+		if at, ok := s.dropDelayedLocked(name); ok {
+			planned[name] = at
+		}
 	}
 	var added []*config.Job
 	for _, job := range cfg.Jobs {
@@ -264,12 +270,50 @@ func (s *Scheduler) Apply(cfg *config.Config) error {
 		}
 	}
 	errs := s.addAll(added)
+	s.replanLocked(planned)
 	s.pool.setLimit(cfg.Runner.MaxConcurrent)
 	select {
 	case s.wake <- struct{}{}:
 	default:
 	}
 	return errors.Join(errs...)
+}
+
+// dropDelayedLocked removes the catch-up requests of a job that still
+// wait for their place in catch_up_spread, and returns that place.
+// Without this, the new entry's catch-up runs at the reload, and at its
+// place the old request either runs the job again, for a newer slot of
+// the old schedule, or fails because its slot was already claimed.
+func (s *Scheduler) dropDelayedLocked(name string) (time.Time, bool) {
+	at, requests, ok := s.delayed.take(name)
+	if !ok {
+		return time.Time{}, false
+	}
+	for _, req := range requests {
+		if req.backlogDone != nil {
+			// The dropped requests were the whole catch_up = "all"
+			// backlog, since none of them has started.
+			delete(s.backlogs, name)
+		}
+	}
+	return at, true
+}
+
+// replanLocked gives each job in planned whose new entry has passed
+// slots its catch-up run at the planned place in catch_up_spread, instead
+// of at once.
+func (s *Scheduler) replanLocked(planned map[string]time.Time) {
+	now := s.clock.Now()
+	for name, at := range planned {
+		e, ok := s.entries[name]
+		if !ok || !e.missed || s.backlogs[name] {
+			continue
+		}
+		e.missed = false
+		if requests := s.claimDueLocked(e, now, state.TriggerCatchUp); len(requests) > 0 {
+			s.delayed.add(delayedRun{at: at, requests: requests})
+		}
+	}
 }
 
 func sameSchedule(a, b *config.Job) bool {

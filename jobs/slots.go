@@ -111,3 +111,32 @@ func (q *delayedRuns) popDue(now time.Time) []Request {
 	*q = (*q)[n:]
 	return due
 }
+
+// take removes the job's requests and returns the instant of the first
+// run that had one, or false when none waits.
+func (q *delayedRuns) take(job string) (time.Time, []Request, bool) {
+	var (
+		at    time.Time
+		taken []Request
+	)
+	kept := (*q)[:0]
+	for _, d := range *q {
+		var rest []Request
+		for _, req := range d.requests {
+			if req.Job != job {
+				rest = append(rest, req)
+				continue
+			}
+			if len(taken) == 0 {
+				at = d.at
+			}
+			taken = append(taken, req)
+		}
+		if len(rest) > 0 {
+			kept = append(kept, delayedRun{at: d.at, requests: rest})
+		}
+	}
+	clear((*q)[len(kept):])
+	*q = kept
+	return at, taken, len(taken) > 0
+}
