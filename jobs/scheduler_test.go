@@ -1,8 +1,10 @@
 package jobs
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -456,5 +458,30 @@ func TestUnopenableLockRecordsFailedRuns(t *testing.T) {
 		if run.Result != state.ResultFailed || !strings.Contains(run.Error, "open job lock") {
 			t.Errorf("run %s: result %q, error %q, want failed with the lock error", run.ID, run.Result, run.Error)
 		}
+	}
+}
+
+func TestPositionFarAheadWarns(t *testing.T) {
+	h := newSchedHarness(t, t0, cronJob("minutely", "* * * * *"), cronJob("fine", "* * * * *"))
+	// A clock that ran a day ahead claimed a slot of tomorrow.
+	ahead := t0.Add(24 * time.Hour)
+	if _, err := h.store.EnsureJob("minutely", ahead); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.store.Skip("minutely", ahead.Add(time.Minute), state.TriggerSchedule, "clock ahead", ahead, ahead.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	runner := NewRunner(h.cfg, h.store, sharedReaper(t), log, h.clock.Now)
+	if _, err := NewScheduler(h.cfg, runner, h.store, h.clock, log); err != nil {
+		t.Fatal(err)
+	}
+
+	if !strings.Contains(logs.String(), "ahead of the clock") || !strings.Contains(logs.String(), "job=minutely") {
+		t.Errorf("log lacks the warning for minutely:\n%s", logs.String())
+	}
+	if strings.Contains(logs.String(), "job=fine") {
+		t.Errorf("log warns of job fine, whose position is not ahead:\n%s", logs.String())
 	}
 }
