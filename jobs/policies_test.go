@@ -64,11 +64,7 @@ func TestCatchUpSpreadStaggersStarts(t *testing.T) {
 			h := newSchedHarness(t, t0, a, b, c)
 			h.cfg.Runner.CatchUpSpread = spread
 			h.start()
-			h.stop()
-			h.clock.Advance(2 * time.Hour)
-
-			h.runner = nil
-			h.start()
+			h.restartAfter(2 * time.Hour)
 			defer h.stop()
 			step := spread * 9 / 10 / 3
 			for i, want := range []string{"a", "b", "c"} {
@@ -784,22 +780,13 @@ func TestReloadKeepsSpreadCatchUpOnce(t *testing.T) {
 	h := newSchedHarness(t, t0, a, b, c)
 	h.cfg.Runner.CatchUpSpread = 30 * time.Second
 	h.start()
-	h.stop()
-	h.clock.Advance(2 * time.Hour)
-
-	h.runner = nil
-	h.start()
+	h.restartAfter(2 * time.Hour)
 	defer h.stop()
 	if run := h.expectRuns(1)[0]; run.Job != "a" {
 		t.Fatalf("first catch-up = %s, want a", run.Job)
 	}
 
-	changed := *c
-	changed.Cron = "30 * * * *"
-	cfg := &config.Config{Runner: h.cfg.Runner, Jobs: []*config.Job{a, b, &changed}}
-	if err := h.sched.Apply(cfg); err != nil {
-		t.Fatalf("Apply: %v", err)
-	}
+	h.applyCron(c, "30 * * * *", a, b)
 	h.expectNoRun()
 
 	// Planned over 27 s: b at 9 s, c at 18 s.
@@ -831,22 +818,13 @@ func TestReloadReplansSpreadBacklog(t *testing.T) {
 	h := newSchedHarness(t, t0, a, c)
 	h.cfg.Runner.CatchUpSpread = 20 * time.Second
 	h.start()
-	h.stop()
-	h.clock.Advance(3 * time.Hour)
-
-	h.runner = nil
-	h.start()
+	h.restartAfter(3 * time.Hour)
 	defer h.stop()
 	if run := h.expectRuns(1)[0]; run.Job != "a" {
 		t.Fatalf("first catch-up = %s, want a", run.Job)
 	}
 
-	changed := *c
-	changed.Cron = "30 * * * *"
-	cfg := &config.Config{Runner: h.cfg.Runner, Jobs: []*config.Job{a, &changed}}
-	if err := h.sched.Apply(cfg); err != nil {
-		t.Fatalf("Apply: %v", err)
-	}
+	h.applyCron(c, "30 * * * *", a)
 	h.expectNoRun()
 
 	// Planned over 18 s: c at 9 s.
@@ -866,5 +844,27 @@ func TestReloadReplansSpreadBacklog(t *testing.T) {
 	h.advance(30*time.Minute, time.Minute)
 	if run := h.expectRuns(1)[0]; run.Job != "c" || run.Trigger != state.TriggerSchedule {
 		t.Errorf("after the backlog: %s run with trigger %q, want c on schedule", run.Job, run.Trigger)
+	}
+}
+
+// restartAfter stops the scheduler, moves the clock on by outage and
+// starts a new scheduler and runner, as a daemon restart after an outage
+// does.
+func (h *schedHarness) restartAfter(outage time.Duration) {
+	h.t.Helper()
+	h.stop()
+	h.clock.Advance(outage)
+	h.start()
+}
+
+// applyCron applies a reloaded config of the unchanged jobs and a copy of
+// job with its cron schedule set to cron.
+func (h *schedHarness) applyCron(job *config.Job, cron string, unchanged ...*config.Job) {
+	h.t.Helper()
+	changed := *job
+	changed.Cron = cron
+	cfg := &config.Config{Runner: h.cfg.Runner, Jobs: append(unchanged, &changed)}
+	if err := h.sched.Apply(cfg); err != nil {
+		h.t.Fatalf("Apply: %v", err)
 	}
 }
