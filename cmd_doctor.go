@@ -116,41 +116,36 @@ func splitProblems(cfg *config.Config, daemonStatus *control.Status) (problems, 
 	if daemonStatus == nil {
 		return cfg.Problems(), nil
 	}
-	jobProblems := make(map[string]string, len(daemonStatus.Jobs))
+
+	jobWorks := make(map[string]bool, len(daemonStatus.Jobs))
 	for _, job := range daemonStatus.Jobs {
-		jobProblems[job.Name] = job.Problem
+		jobWorks[job.Name] = job.Problem == ""
 	}
 	// A listener that the daemon cannot run as configured shows as
 	// failed, with a message that can differ from this shell's, such as
 	// for a credential that only the daemon's unit provides.
-	listenerRuns := make(map[string]bool, len(daemonStatus.Listeners))
+	listenerWorks := make(map[string]bool, len(daemonStatus.Listeners))
 	for _, health := range daemonStatus.Listeners {
-		listenerRuns[health.Name] = health.State != listeners.StateFailed && health.State != listeners.StateDisabled
+		listenerWorks[health.Name] = health.State != listeners.StateFailed && health.State != listeners.StateDisabled
+	}
+
+	add := func(problem error, worksInDaemon bool) {
+		switch {
+		case problem == nil:
+		case worksInDaemon:
+			shellOnly = append(shellOnly, problem)
+		default:
+			problems = append(problems, problem)
+		}
 	}
 	for _, job := range cfg.Jobs {
-		if job.Problem == nil {
-			continue
-		}
-		if daemonProblem, ok := jobProblems[job.Name]; ok && daemonProblem == "" {
-			shellOnly = append(shellOnly, job.Problem)
-		} else {
-			problems = append(problems, job.Problem)
-		}
+		add(job.Problem, jobWorks[job.Name])
 	}
 	for _, listener := range cfg.Listeners {
-		if listener.Problem == nil {
-			continue
-		}
-		if listenerRuns[listener.Name] {
-			shellOnly = append(shellOnly, listener.Problem)
-		} else {
-			problems = append(problems, listener.Problem)
-		}
+		add(listener.Problem, listenerWorks[listener.Name])
 	}
 	for _, alert := range cfg.Alerts {
-		if alert.Problem != nil {
-			problems = append(problems, alert.Problem)
-		}
+		add(alert.Problem, false)
 	}
 	return problems, shellOnly
 }

@@ -116,10 +116,10 @@ func (q *delayedRuns) popDue(now time.Time) []Request {
 // run that had one, or false when none waits.
 func (q *delayedRuns) take(job string) (time.Time, []Request, bool) {
 	var (
-		at    time.Time
-		taken []Request
+		at      time.Time
+		removed []Request
 	)
-	kept := (*q)[:0]
+	remaining := (*q)[:0]
 	for _, d := range *q {
 		var rest []Request
 		for _, req := range d.requests {
@@ -127,16 +127,16 @@ func (q *delayedRuns) take(job string) (time.Time, []Request, bool) {
 				rest = append(rest, req)
 				continue
 			}
-			if len(taken) == 0 {
+			if len(removed) == 0 {
 				at = d.at
 			}
-			taken = append(taken, req)
+			removed = append(removed, req)
 		}
 		if len(rest) > 0 {
-			kept = append(kept, delayedRun{at: d.at, requests: rest})
+			remaining = append(remaining, delayedRun{at: d.at, requests: rest})
 		}
 	}
-	clear((*q)[len(kept):])
-	*q = kept
-	return at, taken, len(taken) > 0
+	clear((*q)[len(remaining):])
+	*q = remaining
+	return at, removed, len(removed) > 0
 }

@@ -257,7 +257,7 @@ func (j *Journal) syncLoop() {
 // reopenIfMoved starts a new file at the path when the open file is no
 // longer there, because it was deleted or moved away, as logrotate does
 // without copytruncate. Events would otherwise go to a file that no
-// reader of the path sees, until it grew past the size limit. The
+// reader of the path finds, until it grew past the size limit. The
 // events buffered since the last flush go to the old file.
 func (j *Journal) reopenIfMoved() error {
 	j.mu.Lock()
@@ -265,6 +265,7 @@ func (j *Journal) reopenIfMoved() error {
 	if j.closed {
 		return nil
 	}
+
 	current, err := j.file.Stat()
 	if errors.Is(err, os.ErrClosed) {
 		// A rotation or an earlier reopen closed the file and could not
@@ -279,6 +280,7 @@ func (j *Journal) reopenIfMoved() error {
 	if err != nil {
 		return fmt.Errorf("inspect event log: %w", err)
 	}
+
 	atPath, err := os.Stat(j.path)
 	if err == nil && os.SameFile(current, atPath) {
 		return nil
@@ -286,6 +288,7 @@ func (j *Journal) reopenIfMoved() error {
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("inspect event log: %w", err)
 	}
+
 	if err := j.flushBuffer(); err != nil && !errors.Is(err, os.ErrClosed) {
 		j.log.Warn("write events to the moved event log failed", "path", j.path, "err", err)
 	}

@@ -11,7 +11,7 @@ import (
 
 // TestRouterAnswersWithLogBlocked checks that a log_to file that can
 // no longer be written, here because a folder took its place, does not
-// stop the router from answering chat commands.
+// stop the router from replying to chat commands.
 func TestRouterAnswersWithLogBlocked(t *testing.T) {
 	folder := filepath.Join(t.TempDir(), "logs")
 	if err := os.Mkdir(folder, 0o700); err != nil {

@@ -551,9 +551,7 @@ func TestJournalAppendAfterCloseRejected(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := j.Append(Event{Listener: "chat", ID: "a", Text: "fills most of the 100-byte limit"}); err != nil {
-		t.Fatal(err)
-	}
+	mustAppend(t, j, Event{Listener: "chat", ID: "a", Text: "fills most of the 100-byte limit"})
 	if err := j.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -597,17 +595,13 @@ func TestJournalWritesAgainAfterDiskFull(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := j.Append(Event{Listener: "chat", ID: "before"}); err != nil {
-		t.Fatal(err)
-	}
+	mustAppend(t, j, Event{Listener: "chat", ID: "before"})
 	if err := j.flush(); err != nil {
 		t.Fatal(err)
 	}
 
 	full.Store(true)
-	if err := j.Append(Event{Listener: "chat", ID: "lost", Text: "written while the disk is full"}); err != nil {
-		t.Fatal(err)
-	}
+	mustAppend(t, j, Event{Listener: "chat", ID: "lost", Text: "written while the disk is full"})
 	if err := j.flush(); err == nil {
 		t.Error("flush to a full disk returned no error")
 	}
@@ -647,21 +641,15 @@ func TestJournalReopensMovedFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := j.Append(Event{Listener: "chat", ID: "first"}); err != nil {
-		t.Fatal(err)
-	}
+	mustAppend(t, j, Event{Listener: "chat", ID: "first"})
 	if err := os.Rename(path, path+".old"); err != nil {
 		t.Fatal(err)
 	}
-	if err := j.Append(Event{Listener: "chat", ID: "buffered"}); err != nil {
-		t.Fatal(err)
-	}
+	mustAppend(t, j, Event{Listener: "chat", ID: "buffered"})
 	if err := j.reopenIfMoved(); err != nil {
 		t.Fatalf("reopen after a move: %v", err)
 	}
-	if err := j.Append(Event{Listener: "chat", ID: "after-move"}); err != nil {
-		t.Fatal(err)
-	}
+	mustAppend(t, j, Event{Listener: "chat", ID: "after-move"})
 	if err := j.flush(); err != nil {
 		t.Fatal(err)
 	}
@@ -678,9 +666,7 @@ func TestJournalReopensMovedFile(t *testing.T) {
 	if err := j.reopenIfMoved(); err != nil {
 		t.Fatalf("reopen after a delete: %v", err)
 	}
-	if err := j.Append(Event{Listener: "chat", ID: "after-delete"}); err != nil {
-		t.Fatal(err)
-	}
+	mustAppend(t, j, Event{Listener: "chat", ID: "after-delete"})
 	if err := j.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -717,4 +703,12 @@ func tail(s string, n int) string {
 		return s
 	}
 	return s[len(s)-n:]
+}
+
+// mustAppend appends ev to j and ends the test when that fails.
+func mustAppend(t *testing.T, j *Journal, ev Event) {
+	t.Helper()
+	if err := j.Append(ev); err != nil {
+		t.Fatal(err)
+	}
 }
