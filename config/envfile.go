@@ -77,5 +77,5 @@ func unquote(value string) (string, error) {
 
 // readSmallFile reads a regular file of at most maxReadSize bytes.
 func readSmallFile(path string) ([]byte, error) {
-	return readRegularFile(path, maxReadSize)
+	return ReadRegularFile(path, maxReadSize)
 }

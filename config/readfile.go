@@ -14,13 +14,13 @@ import (
 // symlink to /dev/zero from exhausting the daemon's memory on reload.
 const maxConfigSize = 4 << 20
 
-// Errors of readRegularFile that callers give their own fix for.
+// Errors of ReadRegularFile that callers give their own fix for.
 var (
 	errNotRegular = errors.New("only regular files are read")
 	errTooLarge   = errors.New("the file is too large")
 )
 
-// fileError is a file that readRegularFile rejects: its message names
+// fileError is a file that ReadRegularFile rejects: its message names
 // the file, and it matches errNotRegular or errTooLarge with errors.Is.
 type fileError struct {
 	message string
@@ -30,12 +30,19 @@ type fileError struct {
 func (e *fileError) Error() string { return e.message }
 func (e *fileError) Unwrap() error { return e.kind }
 
-// readRegularFile reads the regular file at path, of at most limit bytes.
-// It opens the file with O_NONBLOCK, so a named pipe without a writer or a
-// device does not block the open. It checks the type on the open file with
-// fstat, so the file cannot be swapped for another between the check and
-// the read.
-func readRegularFile(path string, limit int64) ([]byte, error) {
+// ReadRegularFile reads the regular file at path, of at most limit bytes.
+// It checks the type with stat before the open, because opening a device
+// can act on it (a tape drive rewinds). The open uses O_NONBLOCK, so a
+// named pipe put at the path after the stat does not block it. An fstat
+// of the open file checks the type again, because the file may have been
+// swapped between the stat and the open. A file it rejects matches
+// errNotRegular or errTooLarge with errors.Is.
+func ReadRegularFile(path string, limit int64) ([]byte, error) {
+	if info, err := os.Stat(path); err != nil {
+		return nil, err
+	} else if !info.Mode().IsRegular() {
+		return nil, notRegular(path, info)
+	}
 	file, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, err
@@ -46,7 +53,7 @@ func readRegularFile(path string, limit int64) ([]byte, error) {
 		return nil, err
 	}
 	if !info.Mode().IsRegular() {
-		return nil, &fileError{fmt.Sprintf("%s is not a regular file but %s", path, fileKind(info.Mode())), errNotRegular}
+		return nil, notRegular(path, info)
 	}
 	if info.Size() > limit {
 		return nil, &fileError{fmt.Sprintf("%s is larger than the limit of %d bytes (it has %d bytes)", path, limit, info.Size()), errTooLarge}
@@ -60,6 +67,11 @@ func readRegularFile(path string, limit int64) ([]byte, error) {
 		return nil, &fileError{fmt.Sprintf("%s is larger than the limit of %d bytes", path, limit), errTooLarge}
 	}
 	return data, nil
+}
+
+// notRegular returns the error for path, which is no regular file.
+func notRegular(path string, info fs.FileInfo) error {
+	return &fileError{fmt.Sprintf("%s is not a regular file but %s", path, fileKind(info.Mode())), errNotRegular}
 }
 
 // fileKind names the type of a file that is not a regular file.
@@ -82,5 +94,5 @@ func fileKind(mode fs.FileMode) string {
 
 // readConfigFile reads a config file or an included file.
 func readConfigFile(path string) ([]byte, error) {
-	return readRegularFile(path, maxConfigSize)
+	return ReadRegularFile(path, maxConfigSize)
 }

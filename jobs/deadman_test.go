@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/agent-runner/agent-runner/config"
 	"github.com/agent-runner/agent-runner/state"
+	"golang.org/x/sys/unix"
 )
 
 func TestExpectFileUpdatedUntouchedFails(t *testing.T) {
@@ -184,35 +186,36 @@ func itoa(n int64) string {
 	return strconv.FormatInt(n, 10)
 }
 
-// TestStatusOfHeartbeatNamedPipe checks that a named pipe at the path of
-// a heartbeat with json_field is reported, where an open(2) without
-// O_NONBLOCK would wait for a writer and so block every status read.
-func TestStatusOfHeartbeatNamedPipe(t *testing.T) {
+// TestHeartbeatPipeNotOpened checks that a heartbeat with json_field at
+// a path that is no regular file is reported without being opened,
+// because opening a device can act on it. inotify reports every open of
+// the path.
+func TestHeartbeatPipeNotOpened(t *testing.T) {
 	now := time.Now()
 	pipe := filepath.Join(t.TempDir(), "beat.json")
 	if err := syscall.Mkfifo(pipe, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	watcher, err := unix.InotifyInit1(unix.IN_NONBLOCK | unix.IN_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(watcher)
+	if _, err := unix.InotifyAddWatch(watcher, pipe, unix.IN_OPEN); err != nil {
+		t.Fatal(err)
+	}
 	job := shellJob("digest", "true")
 	job.Heartbeat = &config.Heartbeat{File: pipe, MaxAge: 10 * time.Minute, JSONField: "time"}
 
-	done := make(chan JobStatus, 1)
-	go func() { done <- StatusOf(job, state.JobState{FirstSeen: now}, false, time.Time{}, now) }()
-	var status JobStatus
-	select {
-	case status = <-done:
-	case <-time.After(5 * time.Second):
-		// Open the pipe for writing, so the blocked open returns.
-		if writer, err := os.OpenFile(pipe, os.O_WRONLY, 0); err == nil {
-			writer.Close()
-		}
-		<-done
-		t.Fatal("StatusOf blocked on a named pipe as the heartbeat file")
-	}
-	if !status.Stale {
-		t.Errorf("Stale: got false, want true for a heartbeat file that is a named pipe")
-	}
+	status := StatusOf(job, state.JobState{FirstSeen: now}, false, time.Time{}, now)
 	if want := "not a regular file"; !strings.Contains(status.StaleReason, want) {
 		t.Errorf("StaleReason: got %q, want it to contain %q", status.StaleReason, want)
+	}
+	events := make([]byte, 4096)
+	n, err := unix.Read(watcher, events)
+	if n > 0 {
+		t.Errorf("heartbeat path opened (%d bytes of inotify events); want its type checked before any open", n)
+	} else if !errors.Is(err, unix.EAGAIN) {
+		t.Fatalf("read inotify events: %v", err)
 	}
 }

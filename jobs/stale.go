@@ -4,19 +4,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/agent-runner/agent-runner/config"
 	"github.com/agent-runner/agent-runner/state"
 )
 
-// maxHeartbeatBytes caps how much of a heartbeat file is read for its
-// JSON field, so a runaway file cannot stall a status request.
+// maxHeartbeatBytes caps the size of a heartbeat file with a JSON field,
+// so a runaway file cannot stall a status request.
 const maxHeartbeatBytes = 1 << 20
 
 // staleReason returns why an enabled job counts as stale at now, or ""
@@ -80,23 +78,10 @@ func lastBeat(heartbeat *config.Heartbeat) (time.Time, error) {
 		}
 		return info.ModTime(), nil
 	}
-	// O_NONBLOCK keeps a named pipe without a writer from blocking the
-	// open, and with it every status read, until a writer comes.
-	f, err := os.OpenFile(heartbeat.File, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	// Each error names the file.
+	data, err := config.ReadRegularFile(heartbeat.File, maxHeartbeatBytes)
 	if err != nil {
 		return time.Time{}, err
-	}
-	defer f.Close()
-	info, err := f.Stat()
-	if err != nil {
-		return time.Time{}, err
-	}
-	if !info.Mode().IsRegular() {
-		return time.Time{}, fmt.Errorf("%s is not a regular file: write the beat to a regular file", heartbeat.File)
-	}
-	data, err := io.ReadAll(io.LimitReader(f, maxHeartbeatBytes))
-	if err != nil {
-		return time.Time{}, fmt.Errorf("read %s: %w", heartbeat.File, err)
 	}
 	beat, err := jsonTime(data, heartbeat.JSONField)
 	if err != nil {
