@@ -35,10 +35,14 @@ func (w *webhook) got() []string {
 	return append([]string(nil), w.posts...)
 }
 
-func TestFailingJobAlertsOnceAndRecovers(t *testing.T) {
+// flakyProject returns a project with a job that fails every second until
+// the file "healthy" exists, and a Discord webhook sink with a cooldown
+// of an hour, whose posts the returned webhook records.
+func flakyProject(t *testing.T) (*project, *webhook) {
+	t.Helper()
 	hook := &webhook{}
 	srv := httptest.NewServer(hook)
-	defer srv.Close()
+	t.Cleanup(srv.Close)
 	p := newProject(t, `[jobs.flaky]
 command = ["sh", "-c", "echo not yet; test -e healthy"]
 every = "1s"
@@ -50,7 +54,11 @@ cooldown = "1h"
 `)
 	secretURL := srv.URL + "/api/webhooks/123/very-secret-token"
 	os.WriteFile(p.path("webhook-url"), []byte(secretURL+"\n"), 0o600)
+	return p, hook
+}
 
+func TestFailingJobAlertsOnceAndRecovers(t *testing.T) {
+	p, hook := flakyProject(t)
 	d := p.startDaemon()
 	waitFor(t, "the failure alert", func() bool { return len(hook.got()) >= 1 })
 	time.Sleep(3 * time.Second) // three more failed runs, all within the cooldown
@@ -75,6 +83,30 @@ cooldown = "1h"
 	if strings.Contains(d.log(), "very-secret-token") {
 		t.Errorf("the webhook URL reached the log")
 	}
+}
+
+// TestAlertMemoryKeptAcrossRestart checks that a restart neither repeats
+// a failure alert within its cooldown nor loses the recovery of a failure
+// alerted before it.
+func TestAlertMemoryKeptAcrossRestart(t *testing.T) {
+	p, hook := flakyProject(t)
+	d := p.startDaemon()
+	waitFor(t, "the failure alert", func() bool { return len(hook.got()) >= 1 })
+	d.stop()
+
+	d = p.startDaemon()
+	waitFor(t, "two failed runs after the restart", func() bool { return strings.Count(d.log(), "run failed") >= 2 })
+	time.Sleep(time.Second) // time for an alert of those runs to arrive
+	if posts := hook.got(); len(posts) != 1 {
+		t.Fatalf("alerts after the restart = %d, want the first one only: %q", len(posts), posts)
+	}
+
+	os.WriteFile(p.path("healthy"), nil, 0o600)
+	waitFor(t, "the recovery alert", func() bool { return len(hook.got()) >= 2 })
+	if posts := hook.got(); !strings.Contains(posts[1], "recovered") {
+		t.Errorf("alert after the recovery = %q, want recovered", posts[1])
+	}
+	d.stop()
 }
 
 // TestAlertCommandsEndWithTheDaemon checks that a clean stop waits for a

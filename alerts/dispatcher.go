@@ -36,6 +36,8 @@ type Dispatcher struct {
 	log     *slog.Logger
 	workers []*worker
 	dropped atomic.Uint64
+	// memory, when set by Remember, keeps the deduplication state.
+	memory *Memory
 
 	// The fields below are set by NewDispatcher, and tests shorten them
 	// before Run.
@@ -66,6 +68,29 @@ func NewDispatcher(sinks []SinkConfigured, log *slog.Logger) *Dispatcher {
 		d.workers = append(d.workers, newWorker(s, d))
 	}
 	return d
+}
+
+// Remember loads each sink's deduplication state from m and keeps it
+// there from then on. Call it before Run.
+// The state of sinks that are no longer configured is dropped.
+func (d *Dispatcher) Remember(m *Memory) {
+	d.memory = m
+	names := make([]string, 0, len(d.workers))
+	for _, w := range d.workers {
+		w.memory = m
+		w.keys = m.keys(w.sink.Name())
+		names = append(names, w.sink.Name())
+	}
+	m.retain(names)
+}
+
+// Alerted returns the keys whose failure alert a sink delivered and no
+// recovery has ended, as the memory keeps them; nil without a memory.
+func (d *Dispatcher) Alerted() map[string]bool {
+	if d.memory == nil {
+		return nil
+	}
+	return d.memory.Alerted()
 }
 
 // Notify queues a for every sink whose events include a.Event. It never
@@ -111,6 +136,9 @@ func (d *Dispatcher) Run(ctx context.Context) {
 		wg.Go(func() { w.run(ctx, deliverCtx) })
 	}
 	wg.Wait()
+	if d.memory != nil {
+		d.memory.Flush()
+	}
 }
 
 // noteDrop logs dropped alerts, but at most once per dropLogInterval, so

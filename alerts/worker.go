@@ -54,6 +54,8 @@ type worker struct {
 	d      *Dispatcher
 	log    *slog.Logger
 	keys   map[string]*keyState
+	// memory, when set, keeps keys across restarts.
+	memory *Memory
 }
 
 // keyState is one sink's deduplication state for one alert key.
@@ -158,6 +160,7 @@ func (w *worker) admit(a Alert) (Alert, bool) {
 	}
 	if !event.lastSent.IsZero() && a.Time.Sub(event.lastSent) < w.cfg.Cooldown {
 		event.suppressed++
+		w.remember(a.Key)
 		w.log.Debug("suppressed repeated alert within cooldown",
 			"key", a.Key, "event", a.Event, "suppressed", event.suppressed, "cooldown", w.cfg.Cooldown)
 		return a, false
@@ -174,6 +177,7 @@ func (w *worker) admit(a Alert) (Alert, bool) {
 func (w *worker) record(a Alert, delivered bool) {
 	if !isFailure(a.Event) {
 		delete(w.keys, a.Key)
+		w.remember(a.Key)
 		return
 	}
 	if !delivered {
@@ -186,6 +190,14 @@ func (w *worker) record(a Alert, delivered bool) {
 	}
 	state.alerted = true
 	state.events[a.Event] = &eventState{lastSent: a.Time}
+	w.remember(a.Key)
+}
+
+// remember passes the state of key to the memory, if there is one.
+func (w *worker) remember(key string) {
+	if w.memory != nil {
+		w.memory.update(w.sink.Name(), key, w.keys[key])
+	}
 }
 
 // deliver sends a with retries and returns the number of attempts made.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -20,6 +21,10 @@ import (
 // listenerCheckInterval is how often listener health and the staleness
 // of jobs and listeners are turned into alerts.
 const listenerCheckInterval = 10 * time.Second
+
+// alertMemoryFile is the file in the state folder that keeps the alert
+// sinks' deduplication state across restarts.
+const alertMemoryFile = "alerts.json"
 
 // crashLoopRestarts is how many restarts without staying connected make
 // a listener crash-looping.
@@ -52,7 +57,9 @@ func newDispatcher(cfg *config.Config, reaper *process.Reaper, log *slog.Logger)
 	if len(sinks) == 0 {
 		return nil
 	}
-	return alerts.NewDispatcher(sinks, log)
+	d := alerts.NewDispatcher(sinks, log)
+	d.Remember(alerts.OpenMemory(filepath.Join(cfg.Runner.StateDir, alertMemoryFile), log))
+	return d
 }
 
 // jobAlert turns the final run of a request into an alert: a failure
@@ -106,7 +113,7 @@ func addAlerts(group *run.Group, d *alerts.Dispatcher, h *handler) {
 	})
 	h.alerts = d
 	ctx, cancel := context.WithCancel(context.Background())
-	stale := newStaleTracker()
+	stale := newStaleTracker(d.Alerted())
 	group.Add(func() error {
 		// The dispatcher drains and stops its alert commands once ctx
 		// ends, and the daemon waits for that, so that no command outlives

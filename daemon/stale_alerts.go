@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"strings"
 	"time"
 
 	"github.com/agent-runner/agent-runner/alerts"
@@ -14,9 +15,23 @@ type staleTracker struct {
 	stale map[string]bool
 }
 
-func newStaleTracker() *staleTracker {
-	return &staleTracker{stale: make(map[string]bool)}
+// newStaleTracker returns a tracker that counts as stale the stale keys
+// among alerted, the keys whose failure alert a sink delivered before
+// this start. A job or listener that recovered while the daemon was down
+// then gets its recovered alert, and one still stale no second alert.
+func newStaleTracker(alerted map[string]bool) *staleTracker {
+	t := &staleTracker{stale: make(map[string]bool)}
+	for key := range alerted {
+		if strings.HasSuffix(key, staleKeySuffix) {
+			t.stale[key] = true
+		}
+	}
+	return t
 }
+
+// staleKeySuffix ends the alert key of each stale episode.
+const staleKeySuffix = ":stale"
+
 
 // notifyStale sends the stale and recovered alerts that the handler's
 // current status calls for.
@@ -53,7 +68,7 @@ func (t *staleTracker) alerts(status control.Status, now time.Time) []alerts.Ale
 // change records whether kind/name is stale now and returns the alert
 // for a change since the last check.
 func (t *staleTracker) change(kind, name string, stale bool, reason string, now time.Time) (alerts.Alert, bool) {
-	key := kind + ":" + name + ":stale"
+	key := kind + ":" + name + staleKeySuffix
 	was := t.stale[key]
 	a := alerts.Alert{Key: key, Kind: kind, Name: name, Time: now}
 	switch {

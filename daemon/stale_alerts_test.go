@@ -12,7 +12,7 @@ import (
 
 func TestStaleTrackerAlertsOnChange(t *testing.T) {
 	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	tracker := newStaleTracker()
+	tracker := newStaleTracker(nil)
 	staleJob := jobs.JobStatus{Stale: true, StaleReason: "no successful run for 3h (max_age 2h)"}
 	staleJob.Name = "digest"
 	status := control.Status{
@@ -48,5 +48,22 @@ func TestStaleTrackerAlertsOnChange(t *testing.T) {
 	}
 	if recovered[0].Key != "job:digest:stale" {
 		t.Errorf("key: got %q, want job:digest:stale", recovered[0].Key)
+	}
+}
+
+func TestStaleTrackerSeededFromMemory(t *testing.T) {
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	tracker := newStaleTracker(map[string]bool{"job:digest:stale": true, "job:collect:stale": true, "job:digest": true})
+	stillStale := jobs.JobStatus{Stale: true, StaleReason: "no successful run for 3h (max_age 2h)"}
+	stillStale.Name = "collect"
+	fresh := jobs.JobStatus{}
+	fresh.Name = "digest"
+
+	got := tracker.alerts(control.Status{Jobs: []jobs.JobStatus{stillStale, fresh}}, now)
+	if len(got) != 1 {
+		t.Fatalf("got %d alerts %+v, want only the recovery of digest", len(got), got)
+	}
+	if got[0].Key != "job:digest:stale" || got[0].Event != alerts.EventRecovered {
+		t.Errorf("alert: got %s %s, want job:digest:stale recovered", got[0].Key, got[0].Event)
 	}
 }
