@@ -258,7 +258,8 @@ func (h *handler) setReloadError(err error) {
 // returns their keys. The daemon opens the state store, the control
 // socket and the health server at start, and its stop uses the
 // shutdown_timeout and catch-up uses the catch_up_spread of the config it
-// started with.
+// started with. The [alerts] table is kept and reported the same way,
+// because the alert sinks are built once at start.
 func keepRestartOnly(old, next *config.Config, log *slog.Logger) []string {
 	var changed []string
 	keep := func(key string, differs bool) {
@@ -277,7 +278,31 @@ func keepRestartOnly(old, next *config.Config, log *slog.Logger) []string {
 	keep("catch_up_spread", was.CatchUpSpread != now.CatchUpSpread)
 	now.StateDir, now.Socket, now.SocketGroup, now.HistoryLimit = was.StateDir, was.Socket, was.SocketGroup, was.HistoryLimit
 	now.HTTP, now.ShutdownTimeout, now.CatchUpSpread = was.HTTP, was.ShutdownTimeout, was.CatchUpSpread
+	if !sameAlerts(old.Alerts, next.Alerts) {
+		log.Warn("config change takes effect after a restart", "key", "alerts")
+		changed = append(changed, "alerts")
+	}
+	next.Alerts = old.Alerts
 	return changed
+}
+
+// sameAlerts compares two versions of the alert sinks, ignoring where
+// they sit in the file. Secrets compare by value through their pointers,
+// and problems by their message.
+func sameAlerts(a, b []*config.Alert) bool {
+	return slices.EqualFunc(a, b, func(x, y *config.Alert) bool {
+		xc, yc := *x, *y
+		xc.Line, yc.Line = 0, 0
+		xc.Problem, yc.Problem = nil, nil
+		return reflect.DeepEqual(xc, yc) && errorText(x.Problem) == errorText(y.Problem)
+	})
+}
+
+func errorText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
 }
 
 // runnerChanges returns the keys of the [runner] settings that a reload

@@ -335,6 +335,12 @@ let
   jobEdited = withSettings { jobs.digest.schedule = "0 9 * * *"; };
   historyEdited = withSettings { runner.history = 30; };
   httpEdited = withSettings { runner.http = "127.0.0.1:9090"; };
+  alertsEdited = withSettings {
+    alerts.ops = {
+      kind = "exec";
+      command = [ "/srv/bot/notify.sh" ];
+    };
+  };
   withoutReloadTrigger = filter (line: !(lib.hasPrefix "X-Reload-Triggers=" line));
 
   switchChecks = [
@@ -350,6 +356,9 @@ let
     ))
     (expect "http edit: restart trigger changed" false (
       baseline.service.restartTriggers == httpEdited.service.restartTriggers
+    ))
+    (expect "alerts edit: restart trigger changed" false (
+      baseline.service.restartTriggers == alertsEdited.service.restartTriggers
     ))
   ];
 

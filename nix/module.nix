@@ -124,7 +124,8 @@ in
         of at most shutdownTimeout seconds. nixos-rebuild switch reloads
         the daemon only when this path changes. After editing a file
         outside the store, run systemctl reload agent-runner, or restart
-        it for socket_group, history, http and catch_up_spread.
+        it for socket_group, history, http, catch_up_spread and the
+        alerts table.
       '';
     };
 
@@ -238,15 +239,18 @@ in
           wants = [ "network-online.target" ];
           after = [ "network-online.target" ];
 
-          # nixos-rebuild switch restarts the unit for a new binary or a
-          # changed restart-only key, and reloads it when only the config
-          # changed, so neither old code nor an old config keeps running.
+          # nixos-rebuild switch restarts the unit for a new binary, a
+          # changed restart-only key or changed alert sinks, which the
+          # daemon builds once at start, and reloads it when only the rest
+          # of the config changed, so neither old code nor an old config
+          # keeps running.
           # With configFile outside the store, a change to the file's
           # content triggers nothing: run systemctl reload agent-runner.
           restartTriggers = [
             cfg.package
           ]
-          ++ lib.optional (restartOnlyRunner != { }) (builtins.toJSON restartOnlyRunner);
+          ++ lib.optional (restartOnlyRunner != { }) (builtins.toJSON restartOnlyRunner)
+          ++ lib.optional (cfg.settings ? alerts) (builtins.toJSON { inherit (cfg.settings) alerts; });
           reloadTriggers = [ configFile ];
 
           environment.AGENT_RUNNER_CONFIG = configPath;
