@@ -209,7 +209,10 @@ func overview() string {
 	b.WriteString("agent-runner runs scheduled jobs and bot listeners from one config file.\n\nUsage:\n")
 	for _, doc := range commands {
 		if !doc.hidden {
-			fmt.Fprintf(&b, "  agent-runner %-12s %s\n", doc.name, doc.synopsis)
+			// A command without arguments, such as version, would end
+			// in the padding.
+			line := fmt.Sprintf("  agent-runner %-12s %s", doc.name, doc.synopsis)
+			b.WriteString(strings.TrimRight(line, " ") + "\n")
 		}
 	}
 	b.WriteString(`
