@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 
@@ -29,9 +30,18 @@ func cmdReload(args []string, stdout, stderr io.Writer) int {
 	}
 	summary, err := control.Reload(socket)
 	if err != nil {
-		fmt.Fprintf(stderr, "agent-runner: %v\n", err)
+		fmt.Fprintf(stderr, "agent-runner: %v%s\n", err, noDaemonHint(err))
 		return exitFailure
 	}
 	fmt.Fprintf(stdout, "reloaded %s: %s\n", *configPath, summary)
 	return exitOK
+}
+
+// noDaemonHint returns what to do when err is control.ErrNoDaemon, for
+// the commands that need a running daemon.
+func noDaemonHint(err error) string {
+	if !errors.Is(err, control.ErrNoDaemon) {
+		return ""
+	}
+	return "; start the daemon with agent-runner run, or systemctl start agent-runner under systemd"
 }

@@ -51,7 +51,7 @@ func cmdSend(args []string, stdout, stderr io.Writer) int {
 	}
 	name, err := control.Send(socket, fs.Arg(0), to, text)
 	if err != nil {
-		fmt.Fprintf(stderr, "agent-runner: %v\n", err)
+		fmt.Fprintf(stderr, "agent-runner: %v%s\n", err, noDaemonHint(err))
 		return exitFailure
 	}
 	fmt.Fprintf(stdout, "sent through %s\n", name)

@@ -36,6 +36,19 @@ func TestMissingConfigNamesThePath(t *testing.T) {
 	}
 }
 
+func TestNoDaemonHintHowToStart(t *testing.T) {
+	p := newProject(t, "[jobs.fine]\ncommand = [\"true\"]\nevery = \"1h\"\n")
+	for _, args := range [][]string{{"reload"}, {"send", "chat", "hello"}} {
+		res := p.run(args...)
+		if res.code != exitFailure {
+			t.Errorf("%v without a daemon = %d, want %d", args, res.code, exitFailure)
+		}
+		if !strings.Contains(res.stderr, "start the daemon with agent-runner run") {
+			t.Errorf("%v without a daemon does not say how to start it: %s", args, res.stderr)
+		}
+	}
+}
+
 func TestSecondRunRefusesAtOnce(t *testing.T) {
 	p := newProject(t, "[jobs.fine]\ncommand = [\"true\"]\nevery = \"1h\"\n")
 	d := p.startDaemon()
