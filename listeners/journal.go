@@ -63,6 +63,14 @@ func OpenJournal(path string, maxBytes int64, log *slog.Logger) (*Journal, error
 	return j, nil
 }
 
+// SetMaxBytes sets the size past which the file rotates, for a reload
+// that changes log_max_bytes and keeps the journal open.
+func (j *Journal) SetMaxBytes(maxBytes int64) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.maxBytes = maxBytes
+}
+
 func (j *Journal) open() error {
 	if err := os.MkdirAll(filepath.Dir(j.path), 0o700); err != nil {
 		return fmt.Errorf("create event log folder: %w", err)

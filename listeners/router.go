@@ -43,6 +43,11 @@ type Router struct {
 	cooldowns map[string]time.Time
 	// dropLogged rate-limits the dropped-event warning.
 	dropLogged time.Time
+	// closing is set once Close or Drain has begun.
+	closing bool
+	// journalHandedOver keeps the journal open when the router closes,
+	// because the router that replaced this one in place writes to it.
+	journalHandedOver bool
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -111,17 +116,69 @@ func (r *Router) Closed() bool {
 }
 
 // finish waits for the hook workers to exit, then closes the journal
-// once. Only the call that closes it returns the journal's error.
+// once, unless it was handed over. Only the call that closes it returns
+// the journal's error.
 func (r *Router) finish() error {
+	r.mu.Lock()
+	r.closing = true
+	r.mu.Unlock()
 	r.wg.Wait()
 	var err error
 	r.closeOnce.Do(func() {
-		if r.journal != nil {
+		r.mu.Lock()
+		keep := r.journalHandedOver
+		r.mu.Unlock()
+		if r.journal != nil && !keep {
 			err = r.journal.Close()
 		}
 		close(r.closed)
 	})
 	return err
+}
+
+// HandOverJournal returns the router's journal for the router that
+// replaces this one in place, and leaves the journal open when this
+// router closes. The journal then belongs to the new router, which
+// closes it. It returns nil when the router has no journal or has begun
+// to close, and the caller opens a journal of its own then.
+func (r *Router) HandOverJournal() *Journal {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closing || r.journal == nil {
+		return nil
+	}
+	r.journalHandedOver = true
+	return r.journal
+}
+
+// inherit takes over the counters, the connection time and the command
+// cooldowns of old, which this router replaces while the listener stays
+// connected, so that status, {uptime} and the cooldowns go on as before.
+// The caller makes sure that nothing delivers to either router meanwhile.
+func (r *Router) inherit(old *Router) {
+	r.handled.Add(old.handled.Load())
+	r.dropped.Add(old.dropped.Load())
+	r.fenced.Add(old.fenced.Load())
+	r.lastSeen.Store(max(r.lastSeen.Load(), old.lastSeen.Load()))
+	if r.upSince.Load() == 0 {
+		r.upSince.Store(old.upSince.Load())
+	}
+	now := time.Now()
+	old.mu.Lock()
+	cooldowns := make(map[string]time.Time, len(old.cooldowns))
+	for key, until := range old.cooldowns {
+		if until.After(now) {
+			cooldowns[key] = until
+		}
+	}
+	old.mu.Unlock()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for key, until := range cooldowns {
+		if _, ok := r.cooldowns[key]; !ok {
+			r.cooldowns[key] = until
+		}
+	}
 }
 
 // SetFence makes the router check fence before it handles an event or

@@ -101,9 +101,11 @@ type Supervisor struct {
 	// stopAttempt ends the running attempt, so a replaced listener
 	// restarts at once and a retired one stops.
 	stopAttempt context.CancelFunc
-	// attemptRouter is the router of the running attempt. It is nil
+	// attemptRouter is the router of the running attempt, and
+	// attemptSlot the slot its listener delivers through. Both are nil
 	// between attempts.
 	attemptRouter *Router
+	attemptSlot   *routerSlot
 	// wake ends a backoff wait early, so that Replace and Retire take
 	// effect at once. It holds at most one signal.
 	wake chan struct{}
@@ -199,18 +201,18 @@ func (s *Supervisor) sleep(ctx context.Context, wait time.Duration) bool {
 func (s *Supervisor) runAttempt(ctx context.Context) (err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	listener, router, ok := s.beginAttempt(cancel)
+	listener, slot, ok := s.beginAttempt(cancel)
 	if !ok {
 		return nil
 	}
-	defer s.endAttempt(router)
+	defer s.endAttempt()
 	defer func() {
 		if v := recover(); v != nil {
 			s.log.Error("listener panicked", "err", v, "stack", string(debug.Stack()))
 			err = fmt.Errorf("panic: %v", v)
 		}
 	}()
-	return listener.Run(ctx, host{s, router})
+	return listener.Run(ctx, host{s, slot})
 }
 
 // beginAttempt takes the current listener and router for one attempt,
@@ -218,26 +220,28 @@ func (s *Supervisor) runAttempt(ctx context.Context) (err error) {
 // newest config, so an earlier Replace has taken effect and its wake
 // signal and replaced mark are cleared: a later failure waits its
 // backoff.
-func (s *Supervisor) beginAttempt(cancel context.CancelFunc) (Listener, *Router, bool) {
+func (s *Supervisor) beginAttempt(cancel context.CancelFunc) (Listener, *routerSlot, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.retired {
 		return nil, nil, false
 	}
-	s.stopAttempt, s.attemptRouter, s.replaced = cancel, s.router, false
+	s.stopAttempt, s.replaced = cancel, false
+	s.attemptRouter, s.attemptSlot = s.router, &routerSlot{router: s.router}
 	select {
 	case <-s.wake:
 	default:
 	}
-	return s.listener, s.router, true
+	return s.listener, s.attemptSlot, true
 }
 
 // endAttempt drains the attempt's router when Replace or Retire took it
 // out of use, because the listener run that delivered to it has ended.
-func (s *Supervisor) endAttempt(router *Router) {
+func (s *Supervisor) endAttempt() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.attemptRouter = nil
+	router := s.attemptRouter
+	s.attemptRouter, s.attemptSlot = nil, nil
 	if router != s.router || s.retired {
 		go s.drain(router)
 	}
@@ -257,6 +261,31 @@ func (s *Supervisor) Replace(listener Listener, router *Router) *Router {
 		go s.drain(old)
 	}
 	s.stopLocked()
+	return old
+}
+
+// Update swaps in router, built from a config whose changes the router
+// alone applies, while the listener keeps running. Its connection stays
+// open, and the next event it delivers goes to router. The new router takes
+// over the counters, the connection time and the command cooldowns of
+// the old one, which is drained once nothing delivers to it any more.
+// A backoff wait goes on. Update returns the old router, for the caller
+// to close at shutdown if the drain has not finished by then.
+func (s *Supervisor) Update(router *Router) *Router {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := s.router
+	if s.attemptSlot != nil && s.attemptRouter == old {
+		s.attemptSlot.swap(router)
+		s.attemptRouter = router
+		go s.drain(old)
+	} else {
+		router.inherit(old)
+		if old != s.attemptRouter {
+			go s.drain(old)
+		}
+	}
+	s.router = router
 	return old
 }
 
@@ -389,19 +418,50 @@ func (s *Supervisor) Listener() Listener {
 	return s.listener
 }
 
+// routerSlot holds the router that one attempt of a listener delivers
+// to. Update swaps it while the attempt runs. A delivery holds the read
+// lock, so after a swap no event is still going to the old router, which
+// can then be drained and its journal closed without losing an event.
+type routerSlot struct {
+	mu     sync.RWMutex
+	router *Router
+}
+
+func (slot *routerSlot) connected(at time.Time) {
+	slot.mu.RLock()
+	defer slot.mu.RUnlock()
+	slot.router.connected(at)
+}
+
+func (slot *routerSlot) deliver(ev Event) {
+	slot.mu.RLock()
+	defer slot.mu.RUnlock()
+	slot.router.Deliver(ev)
+}
+
+// swap makes router the slot's router once the deliveries in progress
+// have ended. router takes over the old router's counters first, so
+// that none of its events goes uncounted.
+func (slot *routerSlot) swap(router *Router) {
+	slot.mu.Lock()
+	defer slot.mu.Unlock()
+	router.inherit(slot.router)
+	slot.router = router
+}
+
 // host is the Host a supervisor gives one attempt of its listener.
 type host struct {
-	s      *Supervisor
-	router *Router
+	s    *Supervisor
+	slot *routerSlot
 }
 
 func (h host) Ready() {
 	h.s.setState(StateRunning, nil)
-	h.router.connected(time.Now())
+	h.slot.connected(time.Now())
 	h.s.log.Info("listener connected")
 }
 
-func (h host) Deliver(ev Event) { h.router.Deliver(ev) }
+func (h host) Deliver(ev Event) { h.slot.deliver(ev) }
 
 func (h host) Log() *slog.Logger { return h.s.log }
 
