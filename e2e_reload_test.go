@@ -65,7 +65,7 @@ command = ["sh", "-c", "echo $$ > fresh.pid; exec sleep 300"]
 	if res.code != 0 {
 		t.Fatalf("reload exit %d: %s", res.code, res.stderr)
 	}
-	for _, want := range []string{"jobs: 1 added, 1 removed, 1 changed", "listeners: 1 added, 1 removed, 0 changed"} {
+	for _, want := range []string{"jobs: 1 added, 1 removed, 1 changed", "listeners: 1 added, 1 removed, 0 restarted, 0 updated in place"} {
 		if !strings.Contains(res.stdout, want) {
 			t.Errorf("reload output %q lacks %q", res.stdout, want)
 		}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -19,7 +18,6 @@ import (
 	"github.com/agent-runner/agent-runner/listeners/discord"
 	execlistener "github.com/agent-runner/agent-runner/listeners/exec"
 	"github.com/agent-runner/agent-runner/listeners/twitch"
-	"github.com/agent-runner/agent-runner/logging"
 	"github.com/agent-runner/agent-runner/process"
 )
 
@@ -42,6 +40,8 @@ type listenerSet struct {
 	routers     map[string]*listeners.Router
 	fixed       map[string]listeners.Health
 	order       []string
+	// secrets redact each listener's secrets in its log lines and health.
+	secrets map[string]*listenerSecrets
 	// retired lists the routers of replaced and removed listeners. Their
 	// supervisors drain them once the old listener run has ended, and
 	// shutdown closes the ones still open.
@@ -72,11 +72,14 @@ func newListenerSet(cfg *config.Config, store listenerKVs, reaper *process.Reape
 		configs:     map[string]*config.Listener{},
 		routers:     map[string]*listeners.Router{},
 		fixed:       map[string]listeners.Health{},
+		secrets:     map[string]*listenerSecrets{},
 	}
 	for _, lc := range cfg.Listeners {
 		set.order = append(set.order, lc.Name)
 		set.configs[lc.Name] = lc
-		sup, router, health := build(cfg, lc, store, reaper, log)
+		secrets := &listenerSecrets{}
+		set.secrets[lc.Name] = secrets
+		sup, router, health := build(cfg, lc, store, reaper, secrets, log)
 		if sup == nil {
 			set.fixed[lc.Name] = health
 			continue
@@ -87,35 +90,26 @@ func newListenerSet(cfg *config.Config, store listenerKVs, reaper *process.Reape
 }
 
 // build returns a supervisor for lc, or the health to show when lc is
-// disabled or cannot run.
-func build(cfg *config.Config, lc *config.Listener, store listenerKVs, reaper *process.Reaper, log *slog.Logger) (*listeners.Supervisor, *listeners.Router, listeners.Health) {
+// disabled or cannot run. It adds lc's secrets to secrets, which redacts
+// the log lines and health of the listener.
+func build(cfg *config.Config, lc *config.Listener, store listenerKVs, reaper *process.Reaper, secrets *listenerSecrets, log *slog.Logger) (*listeners.Supervisor, *listeners.Router, listeners.Health) {
 	health := listeners.Health{Name: lc.Name, Kind: lc.Kind}
 	if !lc.Enabled {
 		health.State, health.LastError = listeners.StateDisabled, lc.DisabledReason
 		return nil, nil, health
 	}
-	redactor := listenerRedactor(lc)
-	if redactor != nil {
-		log = slog.New(logging.NewRedacting(log.Handler(), redactor.Redact))
-	}
+	secrets.add(lc)
+	log = secrets.logger(log)
 	l, router, err := newListenerWithRouter(cfg, lc, reaper, log)
 	if err != nil {
 		log.Error("listener cannot run as configured", "listener", lc.Name, "err", err)
-		health.State, health.LastError = listeners.StateFailed, redactor.Redact(err.Error())
+		health.State, health.LastError = listeners.StateFailed, secrets.Redact(err.Error())
 		return nil, nil, health
 	}
 	sup := listeners.NewSupervisor(lc.Name, lc.Kind, l, router, store.Listener(lc.Name), log)
 	sup.SetStaleAfter(lc.StaleAfter)
-	sup.SetRedact(redactor.Redact)
+	sup.SetRedact(secrets.Redact)
 	return sup, router, health
-}
-
-// listenerRedactor returns a Redactor of the listener's token or password
-// and its secret env values. A server may echo the credential it was
-// sent, as in "Login authentication failed for TOKEN" or an error body,
-// and the listener's log lines and health show the server's messages.
-func listenerRedactor(lc *config.Listener) *process.Redactor {
-	return process.NewRedactor(listeners.Secrets(lc))
 }
 
 func newListenerWithRouter(cfg *config.Config, lc *config.Listener, reaper *process.Reaper, log *slog.Logger) (listeners.Listener, *listeners.Router, error) {
@@ -133,8 +127,14 @@ func newListenerWithRouter(cfg *config.Config, lc *config.Listener, reaper *proc
 		}
 	}
 	replier, _ := l.(listeners.Replier)
+	return l, newRouter(cfg, lc, reaper, journal, replier, log), nil
+}
+
+// newRouter returns the router of lc, which logs events to journal and
+// replies through replier; either may be nil.
+func newRouter(cfg *config.Config, lc *config.Listener, reaper *process.Reaper, journal *listeners.Journal, replier listeners.Replier, log *slog.Logger) *listeners.Router {
 	hooks := listeners.NewHookRunner(lc, reaper, process.DaemonMarker(cfg.Runner.StateDir), cfg.Runner.Path, cfg.Runner.KillGrace, log)
-	return l, listeners.NewRouter(lc, hooks, journal, replier, log), nil
+	return listeners.NewRouter(lc, hooks, journal, replier, log)
 }
 
 // newListener builds the listener of one kind.
@@ -264,107 +264,6 @@ func (set *listenerSet) fence(router *listeners.Router) {
 	if set.gate != nil && router != nil {
 		router.SetFence(func(action string) error { return set.gate.check(router.Name(), action) })
 	}
-}
-
-// apply brings the listeners in line with a reloaded config. A listener
-// whose config is unchanged keeps its connection; a changed one restarts
-// with the new config; an added one starts in the pool; a removed one
-// stops. It returns a one-line count of the changes.
-func (set *listenerSet) apply(cfg *config.Config, store listenerKVs, reaper *process.Reaper, log *slog.Logger) string {
-	set.mu.Lock()
-	defer set.mu.Unlock()
-	added, removed, changed := 0, 0, 0
-	wanted := make(map[string]bool)
-	var order []string
-	for _, lc := range cfg.Listeners {
-		wanted[lc.Name] = true
-		order = append(order, lc.Name)
-		old, existed := set.configs[lc.Name]
-		switch {
-		case !existed:
-			added++
-		case sameListener(old, lc):
-			continue
-		default:
-			changed++
-		}
-		set.configs[lc.Name] = lc
-		set.replace(cfg, lc, store, reaper, log)
-	}
-	for _, name := range set.order {
-		if !wanted[name] {
-			removed++
-			set.remove(name)
-		}
-	}
-	set.order, set.cfg = order, cfg
-	return fmt.Sprintf("listeners: %d added, %d removed, %d changed", added, removed, changed)
-}
-
-// replace installs the listener of lc, reusing the existing supervisor
-// when there is one. The caller holds mu.
-func (set *listenerSet) replace(cfg *config.Config, lc *config.Listener, store listenerKVs, reaper *process.Reaper, log *slog.Logger) {
-	delete(set.fixed, lc.Name)
-	sup, router, health := build(cfg, lc, store, reaper, log)
-	set.fence(router)
-	existing, running := set.supervisors[lc.Name]
-	switch {
-	case sup == nil && running:
-		existing.Retire()
-		set.pool.end(existing)
-		set.retireRouter(lc.Name)
-		delete(set.supervisors, lc.Name)
-		set.fixed[lc.Name] = health
-	case sup == nil:
-		set.fixed[lc.Name] = health
-	case running:
-		l := sup.Listener()
-		old := existing.Replace(l, router)
-		existing.SetStaleAfter(lc.StaleAfter)
-		set.keepRetired(old)
-		set.routers[lc.Name] = router
-		log.Info("listener restarting with its changed config", "listener", lc.Name)
-	default:
-		set.supervisors[lc.Name], set.routers[lc.Name] = sup, router
-		set.pool.start(lc.Name, sup)
-		log.Info("listener added", "listener", lc.Name)
-	}
-}
-
-// remove stops a listener the reloaded config no longer has. The caller
-// holds mu.
-func (set *listenerSet) remove(name string) {
-	if sup, ok := set.supervisors[name]; ok {
-		sup.Retire()
-		set.pool.end(sup)
-		set.retireRouter(name)
-	}
-	delete(set.supervisors, name)
-	delete(set.fixed, name)
-	delete(set.configs, name)
-}
-
-func (set *listenerSet) retireRouter(name string) {
-	if router, ok := set.routers[name]; ok {
-		set.keepRetired(router)
-		delete(set.routers, name)
-	}
-}
-
-// keepRetired adds router to the retired list and drops the routers whose
-// drain has finished. The caller holds mu.
-func (set *listenerSet) keepRetired(router *listeners.Router) {
-	set.retired = slices.DeleteFunc(set.retired, (*listeners.Router).Closed)
-	set.retired = append(set.retired, router)
-}
-
-// sameListener compares two versions of a listener's config, ignoring
-// where it sits in the file. Secrets compare by value through their
-// pointers.
-func sameListener(a, b *config.Listener) bool {
-	x, y := *a, *b
-	x.Line, y.Line = 0, 0
-	return reflect.DeepEqual(x, y)
 }
 
 // close stops the hook workers and closes the event logs.
