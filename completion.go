@@ -237,8 +237,9 @@ func argumentNames(args, configPath string) []string {
 }
 
 // configNames loads the config and returns its job names, listener names
-// and kinds, or both, as args selects. A config that does not load gives
-// none.
+// and kinds, or both, as args selects. For argListeners, the listeners
+// of send, it leaves out exec listeners, which cannot post. A config
+// that does not load gives none.
 func configNames(args, configPath string) []string {
 	cfg, err := config.Load(configPath)
 	if err != nil {
@@ -252,6 +253,9 @@ func configNames(args, configPath string) []string {
 	}
 	if args != argJobs {
 		for _, listener := range cfg.Listeners {
+			if args == argListeners && listener.Kind == config.KindExec {
+				continue
+			}
 			names = append(names, listener.Name)
 			if args == argListeners && !slices.Contains(names, listener.Kind) {
 				names = append(names, listener.Kind)

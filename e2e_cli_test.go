@@ -360,3 +360,37 @@ command = ["sleep", "300"]
 		}
 	}
 }
+
+func TestSendUnknownListenerListsNames(t *testing.T) {
+	p := newProject(t, `[listeners.watcher]
+kind = "exec"
+command = ["sleep", "300"]
+`)
+	d := p.startDaemon()
+	defer d.stop()
+	res := p.run("send", "nope", "hello")
+	if res.code == 0 {
+		t.Errorf("send through an unknown listener exited 0, want a failure")
+	}
+	if want := `no listener is named "nope" or has that kind; the config has watcher (exec)`; !strings.Contains(res.stderr, want) {
+		t.Errorf("send through an unknown listener: stderr %q, want it to contain %q", res.stderr, want)
+	}
+}
+
+func TestCompleteSendSkipsExecListeners(t *testing.T) {
+	p := newProject(t, `[listeners.watcher]
+kind = "exec"
+command = ["sleep", "300"]
+
+[listeners.chat]
+kind = "twitch"
+channels = ["somechannel"]
+`)
+	res := p.complete("send")
+	if res.code != 0 {
+		t.Fatalf("__complete send = %d %q", res.code, res.stderr)
+	}
+	if got, want := strings.Fields(res.stdout), []string{"chat", "twitch"}; !slices.Equal(got, want) {
+		t.Errorf("__complete send: got %q, want %q", got, want)
+	}
+}

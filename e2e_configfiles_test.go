@@ -21,10 +21,11 @@ func (p *project) runOrKill(args ...string) result {
 	return p.runCmdOrKill(p.command(args...), args)
 }
 
-// complete runs the hidden completion command for a run-job argument.
-func (p *project) complete() result {
+// complete runs the hidden completion command for the first argument of
+// command.
+func (p *project) complete(command string) result {
 	p.t.Helper()
-	args := []string{"__complete", "bash", "--", "run-job", "--config", p.config, ""}
+	args := []string{"__complete", "bash", "--", command, "--config", p.config, ""}
 	cmd := exec.Command(binary, args...)
 	cmd.Dir = p.dir
 	return p.runCmdOrKill(cmd, args)
@@ -57,7 +58,7 @@ func TestIncludeFIFODoesNotBlock(t *testing.T) {
 	p := includeProject(t, "")
 	p.writeIncluded("10-a.toml", "[jobs.a]\ncommand = [\"true\"]\nschedule = \"0 0 1 1 *\"\n")
 	d := p.startDaemon()
-	if res := p.complete(); !strings.Contains(res.stdout, "base") {
+	if res := p.complete("run-job"); !strings.Contains(res.stdout, "base") {
 		t.Fatalf("completion = %d %q %q, want the job names", res.code, res.stdout, res.stderr)
 	}
 
@@ -70,7 +71,7 @@ func TestIncludeFIFODoesNotBlock(t *testing.T) {
 	if res.code != 1 || !strings.Contains(res.stderr, want) {
 		t.Errorf("check with a FIFO in conf.d = %d %q, want 1 and %q", res.code, res.stderr, want)
 	}
-	res = p.complete()
+	res = p.complete("run-job")
 	if res.code != 0 || strings.Contains(res.stdout, "base") {
 		t.Errorf("completion with a FIFO in conf.d = %d %q, want 0 and no job names", res.code, res.stdout)
 	}

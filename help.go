@@ -29,6 +29,7 @@ type commandDoc struct {
 const (
 	argJobs      = "jobs"
 	argNames     = "names"
+	// argListeners are the listeners that can post, for send.
 	argListeners = "listeners"
 	argShells    = "shells"
 	argCommands  = "commands"

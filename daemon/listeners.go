@@ -346,10 +346,25 @@ func (set *listenerSet) find(nameOrKind string) (*listeners.Supervisor, string, 
 				return nil, "", fmt.Errorf("no running listener has kind %s: listener %s is %s: %s", nameOrKind, name, h.State, h.LastError)
 			}
 		}
-		return nil, "", fmt.Errorf("no running listener is named %q or has that kind", nameOrKind)
+		return nil, "", fmt.Errorf("no listener is named %q or has that kind; %s", nameOrKind, set.describeLocked())
 	default:
 		return nil, "", fmt.Errorf("several listeners have kind %s (%s): name one", nameOrKind, strings.Join(matches, ", "))
 	}
+}
+
+// describeLocked names the configured listeners and their kinds, for an
+// error about a listener that is not there. The caller holds mu.
+func (set *listenerSet) describeLocked() string {
+	if len(set.order) == 0 {
+		return "the config has no listeners"
+	}
+	names := make([]string, 0, len(set.order))
+	for _, name := range set.order {
+		if lc, ok := set.configs[name]; ok {
+			names = append(names, name+" ("+lc.Kind+")")
+		}
+	}
+	return "the config has " + strings.Join(names, ", ")
 }
 
 // health returns every listener's health in config order.
