@@ -17,6 +17,12 @@ import (
 // once per maximum backoff interval.
 var ErrAuth = errors.New("authentication failed")
 
+// DefaultConnectTimeout bounds a chat listener's connect phase, from the
+// dial to the moment it calls Host.Ready. A server that accepts the
+// connection and then sends nothing would otherwise keep the listener in
+// state starting, with no error shown, until a much longer idle timeout.
+const DefaultConnectTimeout = 30 * time.Second
+
 // RetryError is a failure with the time a retry can succeed, such as a
 // rate limit with a known reset time. The supervisor waits until then, up
 // to its maximum backoff, instead of retrying earlier and failing again.

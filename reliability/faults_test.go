@@ -613,9 +613,9 @@ probe = { http = "http://%s/", interval = "1s", grace = "1s" }
 // drops the line that would make the parser panic, and the garbage peer's
 // listener restarts when that peer closes the connection.
 // SIGTERM stops the daemon within a few seconds, even with the login to
-// the stalled peer pending. The stalled listener is reported, not fixed:
-// it waits in "starting" until the relay's 5 minute idle timeout, since
-// nothing bounds the login itself (its state is logged).
+// the stalled peer pending. The stalled listener fails at the 30 s
+// connect timeout with an error that names the peer and the missing
+// welcome, and waits out a backoff, which list shows.
 func TestTwitchBadPeer(t *testing.T) {
 	stall := hangingServer(t)
 	garbage := garbageServer(t, func(conn net.Conn) {
@@ -653,6 +653,14 @@ channels = ["chan"]
 	t.Logf("stalled after %s: state %s, restarts %d, last error %q", time.Since(d.Started).Round(time.Second), s.State, s.Restarts, s.LastError)
 	if s.State == listeners.StateRunning {
 		t.Errorf("the listener of a peer that never answered reports running")
+	}
+	waitFor(t, "the stalled listener to fail at the connect timeout", listeners.DefaultConnectTimeout+15*time.Second, func() bool {
+		return listenerHealth(t, p, "stalled").LastError != ""
+	})
+	s = listenerHealth(t, p, "stalled")
+	t.Logf("stalled after %s: state %s, last error %q", time.Since(d.Started).Round(time.Second), s.State, s.LastError)
+	if !strings.Contains(s.LastError, "no welcome") || !strings.Contains(s.LastError, stall) {
+		t.Errorf("stalled last error = %q, want the missing welcome from %s", s.LastError, stall)
 	}
 
 	before := ticks(p)

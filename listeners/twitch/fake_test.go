@@ -335,6 +335,17 @@ func startRun(t *testing.T, l *Listener, h listeners.Host) *run {
 	return r
 }
 
+// ended reports whether Run has returned.
+func (r *run) ended() bool {
+	select {
+	case err := <-r.done:
+		r.done <- err
+		return true
+	default:
+		return false
+	}
+}
+
 // wait returns Run's error, failing when Run takes longer than limit.
 func (r *run) wait(t *testing.T, limit time.Duration) error {
 	t.Helper()

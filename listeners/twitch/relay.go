@@ -54,7 +54,9 @@ type relay struct {
 	upstream net.Conn
 	server   string
 	idle     time.Duration
-	log      *slog.Logger
+	// writeTimeout bounds each write to the server.
+	writeTimeout time.Duration
+	log          *slog.Logger
 	relayHooks
 	// passedWelcome is set once the relay has passed on the server's
 	// welcome. Only the relay's goroutine uses it.
@@ -84,12 +86,15 @@ type relayHooks struct {
 	deliver func(listeners.Event)
 }
 
-func newRelay(upstream net.Conn, server string, idle time.Duration, log *slog.Logger, hooks relayHooks) (*relay, error) {
+func newRelay(upstream net.Conn, server string, idle, writeTimeout time.Duration, log *slog.Logger, hooks relayHooks) (*relay, error) {
 	listener, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("listen on 127.0.0.1 for go-twitch-irc: %w", err)
 	}
-	return &relay{listener: listener, upstream: upstream, server: server, idle: idle, log: log, relayHooks: hooks}, nil
+	return &relay{
+		listener: listener, upstream: upstream, server: server, idle: idle,
+		writeTimeout: writeTimeout, log: log, relayHooks: hooks,
+	}, nil
 }
 
 // addr returns the host:port the client dials.
@@ -322,15 +327,19 @@ func closeWrite(conn net.Conn) {
 
 // copyToServer copies the client's lines to the server. Once the relay
 // is closed it reads and discards them until finish, so that the client's
-// writes do not fail and make it stop its parser early.
+// writes do not fail and make it stop its parser early. A write that a
+// server does not read within writeTimeout ends the connection, because
+// without a deadline it would block sends for good while the server's
+// lines keep the connection looking alive.
 func (r *relay) copyToServer(local net.Conn) {
 	defer r.wg.Done()
 	buf := make([]byte, 4096)
 	for {
 		n, err := local.Read(buf)
 		if n > 0 && !r.isClosed() {
+			_ = r.upstream.SetWriteDeadline(time.Now().Add(r.writeTimeout))
 			if _, werr := r.upstream.Write(buf[:n]); werr != nil && !r.isClosed() {
-				r.end(fmt.Errorf("write to %s: %w", r.server, werr))
+				r.end(r.writeError(werr))
 				return
 			}
 		}
@@ -350,6 +359,14 @@ func (r *relay) readError(err error) error {
 		return fmt.Errorf("connection to %s closed by the server", r.server)
 	}
 	return fmt.Errorf("read from %s: %w", r.server, err)
+}
+
+func (r *relay) writeError(err error) error {
+	var netErr net.Error
+	if errors.As(err, &netErr) && netErr.Timeout() {
+		return fmt.Errorf("write to %s timed out: the server read nothing for %s", r.server, r.writeTimeout)
+	}
+	return fmt.Errorf("write to %s: %w", r.server, err)
 }
 
 // clientClosed is the error for a connection that go-twitch-irc closed,

@@ -50,8 +50,8 @@ type session struct {
 
 // dial connects to the server and prepares a session whose client talks
 // to it through a new relay.
-func (l *Listener) dial(ctx context.Context, host listeners.Host) (*session, error) {
-	upstream, err := l.dialServer(ctx)
+func (l *Listener) dial(ctx context.Context, host listeners.Host, connectBy time.Time) (*session, error) {
+	upstream, err := l.dialServer(ctx, connectBy)
 	if err != nil {
 		return nil, err
 	}
@@ -62,7 +62,7 @@ func (l *Listener) dial(ctx context.Context, host listeners.Host) (*session, err
 		stop:     make(chan struct{}),
 		welcomed: make(chan struct{}),
 	}
-	s.relay, err = newRelay(upstream, l.server, l.idleTimeout(), s.log, relayHooks{
+	s.relay, err = newRelay(upstream, l.server, l.idleTimeout(), l.writeTimeout(), s.log, relayHooks{
 		fail: s.fail, ending: s.endingCause, name: l.name, deliver: s.deliver,
 	})
 	if err != nil {
@@ -74,25 +74,48 @@ func (l *Listener) dial(ctx context.Context, host listeners.Host) (*session, err
 }
 
 // dialServer opens the TCP connection to the server, with TLS when the
-// config sets tls.
-func (l *Listener) dialServer(ctx context.Context) (net.Conn, error) {
-	dialer := &net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}
-	var conn net.Conn
-	var err error
-	if l.tls {
-		host, _, _ := net.SplitHostPort(l.server)
-		tlsDialer := &tls.Dialer{
-			NetDialer: dialer,
-			Config:    &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12, RootCAs: l.rootCAs},
-		}
-		conn, err = tlsDialer.DialContext(ctx, "tcp", l.server)
-	} else {
-		conn, err = dialer.DialContext(ctx, "tcp", l.server)
-	}
+// config sets tls, and fails when either is not done by connectBy.
+func (l *Listener) dialServer(ctx context.Context, connectBy time.Time) (net.Conn, error) {
+	ctx, cancel := context.WithDeadline(ctx, connectBy)
+	defer cancel()
+	dialer := &net.Dialer{KeepAlive: 30 * time.Second}
+	conn, err := dialer.DialContext(ctx, "tcp", l.server)
 	if err != nil {
-		return nil, fmt.Errorf("connect to %s: %w", l.server, err)
+		return nil, fmt.Errorf("connect to %s: %w", l.server, l.connectError(ctx, err, "no TCP connection"))
 	}
-	return conn, nil
+	if !l.tls {
+		return conn, nil
+	}
+	host, _, _ := net.SplitHostPort(l.server)
+	tlsConn := tls.Client(conn, &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12, RootCAs: l.rootCAs})
+	if err := tlsConn.HandshakeContext(ctx); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("TLS handshake with %s: %w", l.server, l.connectError(ctx, err, "no TLS handshake"))
+	}
+	return tlsConn, nil
+}
+
+// connectError returns err, or a timeout error that says what was
+// missing when the connect deadline of ctx ended the step.
+func (l *Listener) connectError(ctx context.Context, err error, missing string) error {
+	if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return err
+	}
+	return fmt.Errorf("%s within %s: %w", missing, l.connectTimeout(), err)
+}
+
+func (l *Listener) connectTimeout() time.Duration {
+	if l.ConnectTimeout <= 0 {
+		return listeners.DefaultConnectTimeout
+	}
+	return l.ConnectTimeout
+}
+
+func (l *Listener) writeTimeout() time.Duration {
+	if l.WriteTimeout <= 0 {
+		return DefaultWriteTimeout
+	}
+	return l.WriteTimeout
 }
 
 func (l *Listener) idleTimeout() time.Duration {
@@ -136,11 +159,14 @@ func (s *session) newClient(addr string) *irc.Client {
 	return client
 }
 
-// run serves the session until the connection ends or ctx ends.
-func (s *session) run(ctx context.Context) error {
+// run serves the session until the connection ends or ctx ends. A
+// session without the server's welcome at connectBy fails.
+func (s *session) run(ctx context.Context, connectBy time.Time) error {
 	s.relay.start()
 	done := make(chan error, 1)
 	go func() { done <- s.connect() }()
+	deadline := time.AfterFunc(time.Until(connectBy), s.failUnwelcomed)
+	defer deadline.Stop()
 
 	var err error
 	select {
@@ -170,6 +196,19 @@ func (s *session) connect() (err error) {
 		}
 	}()
 	return s.client.Connect()
+}
+
+// failUnwelcomed ends the session unless go-twitch-irc has handled the
+// server's 001 welcome, after which it joins the channels and reports
+// ready.
+func (s *session) failUnwelcomed() {
+	select {
+	case <-s.welcomed:
+		return
+	default:
+	}
+	s.fail(fmt.Errorf("log in to %s: no welcome (IRC 001 from tmi.twitch.tv) within %s of the dial; check that the server is a Twitch chat server",
+		s.listener.server, s.listener.connectTimeout()))
 }
 
 // wait waits up to stopGrace for Connect to return after shutdown.

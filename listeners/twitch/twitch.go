@@ -84,6 +84,10 @@ const (
 	// five minutes. The client pings after a third of it without data, so
 	// a live server has the other two thirds to reply.
 	DefaultIdleTimeout = 5 * time.Minute
+	// DefaultWriteTimeout ends a connection when one write to the server
+	// does not finish in this long, as when the server stops reading, so
+	// that sends cannot block for good.
+	DefaultWriteTimeout = 30 * time.Second
 	// DefaultJoinLimit and DefaultJoinWindow are Twitch's join rate limit
 	// for accounts that are not verified bots: 20 channels per 10 s.
 	DefaultJoinLimit  = 20
@@ -98,8 +102,6 @@ const (
 const (
 	defaultTLSServer   = "irc.chat.twitch.tv:6697"
 	defaultPlainServer = "irc.chat.twitch.tv:6667"
-	// dialTimeout bounds the TCP connection and TLS handshake.
-	dialTimeout = 30 * time.Second
 	// stopGrace is how long Run waits for the client to stop after the
 	// connection ended.
 	stopGrace = 5 * time.Second
@@ -110,8 +112,14 @@ const (
 // Listener is one Twitch chat connection. Set the exported fields before
 // the first Run. Run may be called again after it returns.
 type Listener struct {
+	// ConnectTimeout bounds the TCP connection, the TLS handshake and the
+	// login up to the server's 001 welcome, together.
+	ConnectTimeout time.Duration
 	// IdleTimeout ends a connection that receives no data for this long.
 	IdleTimeout time.Duration
+	// WriteTimeout ends a connection when one write to the server does
+	// not finish within it.
+	WriteTimeout time.Duration
 	// JoinLimit is how many channels may be joined per JoinWindow.
 	JoinLimit  int
 	JoinWindow time.Duration
@@ -153,15 +161,17 @@ func New(cfg *config.Listener) (*Listener, error) {
 	}
 	t := cfg.Twitch
 	l := &Listener{
-		IdleTimeout:  DefaultIdleTimeout,
-		JoinLimit:    DefaultJoinLimit,
-		JoinWindow:   DefaultJoinWindow,
-		SendBurst:    DefaultSendBurst,
-		SendInterval: DefaultSendInterval,
-		name:         cfg.Name,
-		server:       t.Server,
-		tls:          t.TLS,
-		channels:     normalizeChannels(t.Channels),
+		ConnectTimeout: listeners.DefaultConnectTimeout,
+		IdleTimeout:    DefaultIdleTimeout,
+		WriteTimeout:   DefaultWriteTimeout,
+		JoinLimit:      DefaultJoinLimit,
+		JoinWindow:     DefaultJoinWindow,
+		SendBurst:      DefaultSendBurst,
+		SendInterval:   DefaultSendInterval,
+		name:           cfg.Name,
+		server:         t.Server,
+		tls:            t.TLS,
+		channels:       normalizeChannels(t.Channels),
 	}
 	if l.server == "" {
 		l.server = defaultServer(t.TLS)
@@ -231,8 +241,13 @@ func (l *Listener) anonymous() bool { return l.token == nil }
 // until ctx ends or the connection fails. It never reconnects: every end
 // of the connection returns an error, and the supervisor decides when to
 // call Run again.
+//
+// The dial, the TLS handshake and the login share one deadline,
+// ConnectTimeout, because go-twitch-irc waits for the 001 welcome without
+// one and a server that never sends it would keep the listener starting.
 func (l *Listener) Run(ctx context.Context, host listeners.Host) error {
-	s, err := l.dial(ctx, host)
+	connectBy := time.Now().Add(l.connectTimeout())
+	s, err := l.dial(ctx, host, connectBy)
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -240,7 +255,7 @@ func (l *Listener) Run(ctx context.Context, host listeners.Host) error {
 		return err
 	}
 	defer l.setActive(s, false)
-	return s.run(ctx)
+	return s.run(ctx, connectBy)
 }
 
 // setActive makes s the session that Send uses, or clears it when s is
