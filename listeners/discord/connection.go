@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -75,6 +77,8 @@ type connection struct {
 	// abandoned is set when open gave up on an Open that did not return,
 	// whose goroutine still holds the session's lock.
 	abandoned bool
+	// step is the handshake step that the latest connection reached.
+	step atomic.Int32
 
 	mu sync.Mutex
 	// selfID is the bot's own user ID, from READY.
@@ -93,7 +97,7 @@ func newConnection(ctx context.Context, l *Listener, host listeners.Host, gatewa
 		disconnected: make(chan struct{}, 1),
 		established:  make(chan struct{}, 1),
 	}
-	c.dialer = &gatewayDialer{ctx: ctx, ended: c.setEnded}
+	c.dialer = &gatewayDialer{ctx: ctx, hooks: filterHooks{ended: c.setEnded, reached: c.setStep}}
 	c.session = c.newGatewaySession(gatewayURL)
 	return c
 }
@@ -227,6 +231,7 @@ func (c *connection) retryDelay(cause error, delay time.Duration) time.Duration 
 func (c *connection) open(ctx context.Context) error {
 	c.dialer.begin()
 	c.setEnded(nil)
+	c.step.Store(int32(stepNone))
 	select {
 	case <-c.established:
 	default:
@@ -256,11 +261,44 @@ func (c *connection) openError(err error) error {
 	if ended := c.takeEnded(); ended != nil {
 		return ended
 	}
+	var netErr net.Error
+	if errors.As(err, &netErr) && netErr.Timeout() && c.dialer.filtered && handshakeStep(c.step.Load()) == stepDialed {
+		return fmt.Errorf("open gateway session: no %s from %s within %s: %w", c.upgradeStep(), c.gatewayURL, handshakeTimeout, err)
+	}
 	return classifyOpenError(err)
 }
 
+// timeoutError names the gateway and the first message it did not send
+// within timing.open. Behind a proxy the frame filter is not in the path,
+// so the step is not known.
 func (c *connection) timeoutError() error {
-	return fmt.Errorf("open gateway session: no READY or RESUMED within %s", c.listener.timing.open)
+	missing := "READY or RESUMED"
+	if c.dialer.filtered {
+		switch handshakeStep(c.step.Load()) {
+		case stepNone:
+			missing = "TCP connection"
+		case stepDialed:
+			missing = c.upgradeStep()
+		case stepUpgraded:
+			missing = "HELLO"
+		}
+	}
+	return fmt.Errorf("open gateway session: no %s from %s within %s", missing, c.gatewayURL, c.listener.timing.open)
+}
+
+// upgradeStep names what follows the TCP connection: the websocket
+// upgrade response, after the TLS handshake for wss, which the frame
+// filter above TLS cannot tell apart.
+func (c *connection) upgradeStep() string {
+	if strings.HasPrefix(c.gatewayURL, "wss:") {
+		return "TLS handshake or websocket upgrade response"
+	}
+	return "websocket upgrade response"
+}
+
+// setStep records a handshake step of the latest connection.
+func (c *connection) setStep(step handshakeStep) {
+	c.step.Store(int32(step))
 }
 
 // abort closes the connection of a running Open, which makes its blocked

@@ -104,6 +104,7 @@ func newFakeDiscord(t *testing.T) *fakeDiscord {
 	mux.HandleFunc("POST /api/v10/channels/{id}/messages", f.handlePost)
 	mux.HandleFunc("/gateway/", f.handleGateway)
 	mux.HandleFunc("/silent/", f.handleSilent)
+	mux.HandleFunc("/mute/", f.handleMute)
 	f.server = httptest.NewServer(mux)
 	t.Cleanup(f.server.Close)
 	return f
@@ -118,6 +119,12 @@ func (f *fakeDiscord) gatewayURL() string {
 // silentGatewayURL is a gateway that records IDENTIFY and never replies.
 func (f *fakeDiscord) silentGatewayURL() string {
 	return "ws" + strings.TrimPrefix(f.server.URL, "http") + "/silent"
+}
+
+// muteGatewayURL is a gateway that accepts the websocket upgrade and
+// never sends HELLO.
+func (f *fakeDiscord) muteGatewayURL() string {
+	return "ws" + strings.TrimPrefix(f.server.URL, "http") + "/mute"
 }
 
 func (f *fakeDiscord) authorized(w http.ResponseWriter, r *http.Request) bool {
@@ -222,6 +229,20 @@ func (f *fakeDiscord) handleSilent(w http.ResponseWriter, r *http.Request) {
 		}
 		if json.Unmarshal(data, &frame) == nil && frame.Op == 2 {
 			f.identifies <- frame.D
+		}
+	}
+}
+
+func (f *fakeDiscord) handleMute(w http.ResponseWriter, r *http.Request) {
+	var upgrader websocket.Upgrader
+	ws, err := upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return
+	}
+	defer ws.Close()
+	for {
+		if _, _, err := ws.ReadMessage(); err != nil {
+			return
 		}
 	}
 }

@@ -106,10 +106,39 @@ type frameFilter struct {
 	// ended, when set, receives the error with which the filter ends the
 	// connection.
 	ended func(error)
+	// reached, when set, receives each handshake step as it passes.
+	reached func(handshakeStep)
 }
 
-func newFrameFilter(conn net.Conn, log *slog.Logger, ended func(error)) *frameFilter {
-	return &frameFilter{Conn: conn, reader: bufio.NewReaderSize(conn, 64<<10), log: log, ended: ended}
+func newFrameFilter(conn net.Conn, log *slog.Logger, hooks filterHooks) *frameFilter {
+	return &frameFilter{
+		Conn: conn, reader: bufio.NewReaderSize(conn, 64<<10), log: log,
+		ended: hooks.ended, reached: hooks.reached,
+	}
+}
+
+// filterHooks are the callbacks through which a frameFilter reports to
+// the connection of its Run.
+type filterHooks struct {
+	ended   func(error)
+	reached func(handshakeStep)
+}
+
+// handshakeStep is how far the handshake of a gateway connection got,
+// so that a timeout error can name the message the gateway did not send.
+type handshakeStep int32
+
+const (
+	stepNone handshakeStep = iota
+	stepDialed
+	stepUpgraded
+	stepHello
+)
+
+func (f *frameFilter) reach(step handshakeStep) {
+	if f.reached != nil {
+		f.reached(step)
+	}
 }
 
 func (f *frameFilter) Read(p []byte) (int, error) {
@@ -167,6 +196,9 @@ func (f *frameFilter) nextHeaderLine() error {
 	f.pending.Write(line)
 	if string(line) == "\r\n" {
 		f.upgraded = true
+		if !f.passthrough {
+			f.reach(stepUpgraded)
+		}
 	}
 	return err
 }
@@ -315,6 +347,8 @@ func (f *frameFilter) watchSession(e *discordgo.Event) error {
 		return errReconnectInHandshake
 	case e.Operation == 0 && (e.Type == "READY" || e.Type == "RESUMED"):
 		f.sessionUp = true
+	case e.Operation == 10:
+		f.reach(stepHello)
 	}
 	return nil
 }

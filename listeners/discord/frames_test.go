@@ -60,7 +60,7 @@ func filterStream(t *testing.T, stream []byte) []byte {
 		server.Write(stream)
 		server.Close()
 	}()
-	filter := newFrameFilter(client, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	filter := newFrameFilter(client, slog.New(slog.NewTextHandler(io.Discard, nil)), filterHooks{})
 	defer filter.Close()
 	out, err := io.ReadAll(filter)
 	if err != nil {
@@ -193,7 +193,7 @@ func filterStreamEnd(t *testing.T, stream []byte) (out []byte, err, ended error)
 		server.Write(stream)
 		server.Close()
 	}()
-	filter := newFrameFilter(client, slog.New(slog.NewTextHandler(io.Discard, nil)), func(err error) { ended = err })
+	filter := newFrameFilter(client, slog.New(slog.NewTextHandler(io.Discard, nil)), filterHooks{ended: func(err error) { ended = err }})
 	defer filter.Close()
 	out, err = io.ReadAll(filter)
 	return out, err, ended

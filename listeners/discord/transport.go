@@ -114,12 +114,14 @@ type gatewayDialer struct {
 	ctx context.Context
 	// rootCAs verifies the gateway's certificate; nil uses the system's.
 	rootCAs *x509.CertPool
-	// ended receives the error with which a connection's frameFilter ends
-	// that connection.
-	ended   func(error)
-	mu      sync.Mutex
-	conn    net.Conn
-	aborted bool
+	// hooks are given to the frameFilter of each connection.
+	hooks filterHooks
+	// filtered is set when connections pass through a frameFilter, which
+	// reports the handshake steps.
+	filtered bool
+	mu       sync.Mutex
+	conn     net.Conn
+	aborted  bool
 }
 
 func (d *gatewayDialer) dialContext(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -140,6 +142,9 @@ func (d *gatewayDialer) dialContext(ctx context.Context, network, addr string) (
 		return nil, errDialAborted
 	}
 	d.conn = conn
+	if d.hooks.reached != nil {
+		d.hooks.reached(stepDialed)
+	}
 	return conn, nil
 }
 
@@ -182,7 +187,7 @@ func (d *gatewayDialer) websocketDialer(log *slog.Logger, gatewayURL string) *we
 			if err != nil {
 				return nil, err
 			}
-			return newFrameFilter(conn, log, d.ended), nil
+			return newFrameFilter(conn, log, d.hooks), nil
 		},
 		Proxy:            http.ProxyFromEnvironment,
 		HandshakeTimeout: handshakeTimeout,
@@ -193,8 +198,10 @@ func (d *gatewayDialer) websocketDialer(log *slog.Logger, gatewayURL string) *we
 	if proxied(gatewayURL) {
 		log.Warn("gateway messages are not checked because a proxy is set for the gateway", "gateway", gatewayURL)
 		dialer.NetDialContext = d.dialContext
+		d.filtered = false
 		return dialer
 	}
+	d.filtered = true
 	dialer.Proxy = nil
 	dialer.NetDialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		return d.dialTLS(ctx, network, addr, log)
@@ -215,7 +222,7 @@ func (d *gatewayDialer) dialTLS(ctx context.Context, network, addr string, log *
 		conn.Close()
 		return nil, fmt.Errorf("TLS handshake with %s: %w", addr, err)
 	}
-	return newFrameFilter(tlsConn, log, d.ended), nil
+	return newFrameFilter(tlsConn, log, d.hooks), nil
 }
 
 // proxied reports whether the environment names a proxy for a gateway
