@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"time"
@@ -96,6 +97,9 @@ func (l *Listener) call(ctx context.Context, client *atclient.APIClient, method 
 		}
 		resp, err := client.Do(ctx, newRequest(method, endpoint, params, payload))
 		if err != nil {
+			if l.timedOut(ctx, err) {
+				return fmt.Errorf("no response within %s: %w", l.http.Timeout, err)
+			}
 			// PasswordAuth returns a failed token refresh as an error,
 			// without the response headers.
 			if !isRateLimited(err) {
@@ -118,6 +122,14 @@ func (l *Listener) call(ctx context.Context, client *atclient.APIClient, method 
 
 		return decodeResponse(resp, endpoint, out)
 	}
+}
+
+// timedOut reports whether err is the client's request timeout rather
+// than the end of ctx. The error of Do names the URL, with the host and
+// the call.
+func (l *Listener) timedOut(ctx context.Context, err error) bool {
+	var netErr net.Error
+	return ctx.Err() == nil && errors.As(err, &netErr) && netErr.Timeout()
 }
 
 // newRequest builds a request whose body can be read again, which
