@@ -46,7 +46,7 @@ type timing struct {
 }
 
 var defaultTiming = timing{
-	open:              30 * time.Second,
+	open:              listeners.DefaultConnectTimeout,
 	abandon:           5 * time.Second,
 	firstResumeDelay:  time.Second,
 	invalidSessionMin: time.Second,

@@ -61,8 +61,11 @@ func TestConnectTimeoutWithoutTLSHandshake(t *testing.T) {
 	if err == nil {
 		t.Fatal("Run returned nil, want an error about the missing TLS handshake")
 	}
-	if !strings.Contains(err.Error(), "no TLS handshake") {
-		t.Errorf("got %v, want it to say the TLS handshake is missing", err)
+	if !strings.Contains(err.Error(), "TLS handshake") {
+		t.Errorf("got %v, want it to name the TLS handshake", err)
+	}
+	if !strings.Contains(err.Error(), "no response within "+shortConnectTimeout.String()) {
+		t.Errorf("got %v, want it to say no response came within %s", err, shortConnectTimeout)
 	}
 	if !strings.Contains(err.Error(), addr) {
 		t.Errorf("got %v, want the server address %s in it", err, addr)

@@ -90,7 +90,7 @@ func (l *Listener) dialServer(ctx context.Context, connectBy time.Time) (net.Con
 	tlsConn := tls.Client(conn, &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12, RootCAs: l.rootCAs})
 	if err := tlsConn.HandshakeContext(ctx); err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("TLS handshake with %s: %w", l.server, l.connectError(ctx, err, "no TLS handshake"))
+		return nil, fmt.Errorf("TLS handshake with %s: %w", l.server, l.connectError(ctx, err, "no response"))
 	}
 	return tlsConn, nil
 }
@@ -171,6 +171,8 @@ func (s *session) run(ctx context.Context, connectBy time.Time) error {
 	var err error
 	select {
 	case err = <-done:
+		// The end of the connection, not the deadline, is the cause.
+		deadline.Stop()
 		s.shutdown()
 		s.relay.finish()
 	case <-ctx.Done():
