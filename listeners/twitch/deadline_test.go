@@ -48,6 +48,25 @@ func TestConnectTimeoutWithoutWelcome(t *testing.T) {
 	server.expectNoConnection(t, 300*time.Millisecond)
 }
 
+func TestConnectTimeoutServerNeverReads(t *testing.T) {
+	addr := silentServer(t)
+	host := newFakeHost(t)
+	l := newTestListener(t, testConfig(addr, "s3cret", "chan"))
+	l.ConnectTimeout = shortConnectTimeout
+	r := startRun(t, l, host)
+
+	err := r.wait(t, 3*time.Second)
+	if err == nil {
+		t.Fatal("Run returned nil, want an error about the missing welcome")
+	}
+	if !strings.Contains(err.Error(), "no welcome") {
+		t.Errorf("got %v, want it to say the welcome is missing", err)
+	}
+	if !strings.Contains(err.Error(), addr) {
+		t.Errorf("got %v, want the server address %s in it", err, addr)
+	}
+}
+
 func TestConnectTimeoutWithoutTLSHandshake(t *testing.T) {
 	addr := silentServer(t)
 	host := newFakeHost(t)
