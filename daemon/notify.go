@@ -100,10 +100,10 @@ func Summary(status control.Status) string {
 	}
 	up, down, staleListeners := 0, 0, 0
 	for _, l := range status.Listeners {
-		switch l.State {
-		case listeners.StateRunning:
+		switch {
+		case l.State == listeners.StateRunning:
 			up++
-		case listeners.StateBackoff, listeners.StateFailed:
+		case l.State == listeners.StateBackoff, l.State == listeners.StateFailed, l.Retrying:
 			down++
 		}
 		if l.Stale {

@@ -183,13 +183,16 @@ func staleListener(listener listeners.Health, _ time.Time) string {
 }
 
 // downListener flags a listener that is waiting to restart after a
-// failure, or whose credentials were rejected.
+// failure or connecting again after one, or whose credentials were
+// rejected.
 func downListener(listener listeners.Health, _ time.Time) string {
 	var reason string
-	switch listener.State {
-	case listeners.StateBackoff:
+	switch {
+	case listener.State == listeners.StateBackoff:
 		reason = "listener is waiting to restart after a failure"
-	case listeners.StateFailed:
+	case listener.State == listeners.StateStarting && listener.Retrying:
+		reason = "listener is connecting again after a failure"
+	case listener.State == listeners.StateFailed:
 		reason = "listener failed"
 	default:
 		return ""

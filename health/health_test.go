@@ -107,6 +107,21 @@ func TestEvaluate(t *testing.T) {
 				Reason: "listener is waiting to restart after a failure: dial tcp: connection refused"}},
 		},
 		{
+			name: "listener connecting again after a failure",
+			status: control.Status{Listeners: []listeners.Health{func() listeners.Health {
+				h := listener("chat", listeners.StateStarting)
+				h.Retrying = true
+				h.LastError = "no welcome within 30s"
+				return h
+			}()}},
+			problems: []Problem{{Kind: KindListener, Name: "chat", State: listeners.StateStarting,
+				Reason: "listener is connecting again after a failure: no welcome within 30s"}},
+		},
+		{
+			name:   "listener starting",
+			status: control.Status{Listeners: []listeners.Health{listener("chat", listeners.StateStarting)}},
+		},
+		{
 			name:     "listener failed",
 			status:   control.Status{Listeners: []listeners.Health{listener("bot", listeners.StateFailed)}},
 			problems: []Problem{{Kind: KindListener, Name: "bot", State: listeners.StateFailed, Reason: "listener failed"}},

@@ -187,7 +187,7 @@ func newListenerRow(listener listeners.Health, now time.Time, problem string) li
 		Name:       listener.Name,
 		Kind:       listener.Kind,
 		State:      listener.State,
-		StateClass: listenerStateClass(listener.State),
+		StateClass: listenerStateClass(listener),
 		Since:      newTimeView(listener.Since, now),
 		Restarts:   listener.Restarts,
 		LastEvent:  newTimeView(listener.LastEvent, now),
@@ -261,11 +261,14 @@ func jobStateClass(st string) string {
 	}
 }
 
-func listenerStateClass(st string) string {
-	switch st {
+func listenerStateClass(listener listeners.Health) string {
+	switch listener.State {
 	case listeners.StateRunning:
 		return classOK
 	case listeners.StateStarting:
+		if listener.Retrying {
+			return classBad
+		}
 		return classBusy
 	case listeners.StateBackoff, listeners.StateFailed:
 		return classBad

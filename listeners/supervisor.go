@@ -71,6 +71,12 @@ type Health struct {
 	// failure.
 	Restarts  int       `json:"restarts"`
 	LastError string    `json:"last_error,omitempty"`
+	// Retrying is true while a listener in StateStarting connects again
+	// after a failure, as opposed to its first start or a restart for a
+	// new config. Health checks count it as down, so that a listener
+	// that keeps failing does not show as healthy while each attempt
+	// connects.
+	Retrying bool `json:"retrying,omitempty"`
 	LastEvent time.Time `json:"last_event,omitzero"`
 	Handled   uint64    `json:"handled"`
 	Dropped   uint64    `json:"dropped"`
@@ -141,7 +147,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			<-ctx.Done()
 			return nil
 		}
-		s.setState(StateStarting, nil)
+		s.setStarting(failures > 0)
 		started := time.Now()
 		err := s.runAttempt(ctx)
 		if ctx.Err() != nil {
@@ -350,11 +356,21 @@ func (s *Supervisor) connectedSince(started time.Time) time.Duration {
 	return time.Since(s.health.Since)
 }
 
+// setStarting marks the start of an attempt, which retries a failure
+// when retrying is set.
+func (s *Supervisor) setStarting(retrying bool) {
+	s.setState(StateStarting, nil)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.health.Retrying = retrying
+}
+
 func (s *Supervisor) setState(state string, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.health.State = state
 	s.health.Since = time.Now()
+	s.health.Retrying = false
 	if err != nil {
 		s.health.LastError = err.Error()
 		if s.redact != nil {

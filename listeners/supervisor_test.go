@@ -394,3 +394,37 @@ func TestSupervisorWaitsForRetryTime(t *testing.T) {
 		t.Errorf("retry came %v after the failure, want at least %v", after, pause)
 	}
 }
+
+// TestSupervisorRetryingUntilReady checks that an attempt after a
+// failure shows as retrying until the listener is ready, and the first
+// attempt does not.
+func TestSupervisorRetryingUntilReady(t *testing.T) {
+	attempts := make(chan Health, 2)
+	ready := make(chan struct{})
+	var s *Supervisor
+	l := &fakeListener{RunFunc: func(ctx context.Context, host Host, call int) error {
+		attempts <- s.Health()
+		if call == 1 {
+			return errors.New("connection reset")
+		}
+		<-ready
+		host.Ready()
+		<-ctx.Done()
+		return nil
+	}}
+	s = newTestSupervisor(l)
+	s.backoff = Backoff{Initial: time.Millisecond, Max: time.Millisecond, Stable: time.Hour}
+	startSupervisor(t, s)
+
+	if first := <-attempts; first.State != StateStarting || first.Retrying {
+		t.Errorf("first attempt: state %q, retrying %v; want starting, not retrying", first.State, first.Retrying)
+	}
+	if second := <-attempts; second.State != StateStarting || !second.Retrying {
+		t.Errorf("attempt after a failure: state %q, retrying %v; want starting and retrying", second.State, second.Retrying)
+	}
+	close(ready)
+	waitUntil(t, "the listener to run", func() bool { return s.Health().State == StateRunning })
+	if s.Health().Retrying {
+		t.Errorf("retrying after Ready: got true, want false")
+	}
+}
