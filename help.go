@@ -27,8 +27,8 @@ type commandDoc struct {
 
 // What the positional arguments of a command are, for completion.
 const (
-	argJobs      = "jobs"
-	argNames     = "names"
+	argJobs  = "jobs"
+	argNames = "names"
 	// argListeners are the listeners that can post, for send.
 	argListeners = "listeners"
 	argShells    = "shells"

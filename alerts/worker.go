@@ -5,6 +5,8 @@ import (
 	"errors"
 	"log/slog"
 	"time"
+
+	"github.com/agent-runner/agent-runner/internal/wait"
 )
 
 // retryPolicy is how often and how long a worker retries one alert.
@@ -208,27 +210,15 @@ func (w *worker) deliver(ctx context.Context, a Alert) (int, error) {
 		if err == nil {
 			return attempt, nil
 		}
-		wait, retry := w.policy.wait(err, attempt, backoff)
+		delay, retry := w.policy.wait(err, attempt, backoff)
 		if !retry || ctx.Err() != nil {
 			return attempt, err
 		}
 		w.log.Warn("deliver alert failed; retrying",
-			"key", a.Key, "event", a.Event, "attempt", attempt, "retry_in", wait, "err", err)
-		if !sleep(ctx, wait) {
+			"key", a.Key, "event", a.Event, "attempt", attempt, "retry_in", delay, "err", err)
+		if wait.For(ctx, delay) != nil {
 			return attempt, err
 		}
 		backoff = min(backoff*2, w.policy.max)
-	}
-}
-
-// sleep waits for d and returns false if ctx ends first.
-func sleep(ctx context.Context, d time.Duration) bool {
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	select {
-	case <-timer.C:
-		return true
-	case <-ctx.Done():
-		return false
 	}
 }

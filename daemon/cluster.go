@@ -16,6 +16,7 @@ import (
 	"github.com/agent-runner/agent-runner/config"
 	"github.com/agent-runner/agent-runner/control"
 	"github.com/agent-runner/agent-runner/health"
+	"github.com/agent-runner/agent-runner/internal/wait"
 	"github.com/agent-runner/agent-runner/jobs"
 	"github.com/agent-runner/agent-runner/process"
 	"github.com/agent-runner/agent-runner/state"
@@ -191,7 +192,7 @@ func (n *clusterNode) addLeaderWork(group *run.Group) {
 			if err != nil {
 				if ctx.Err() == nil {
 					n.log.Warn("campaign for cluster leadership failed", "err", err)
-					sleep(ctx, campaignRetry)
+					_ = wait.For(ctx, campaignRetry)
 				}
 				continue
 			}
@@ -216,7 +217,7 @@ func (n *clusterNode) lead(ctx context.Context, term *cluster.Term) {
 	if err != nil {
 		n.log.Error("start leader work failed, so leadership is given up", "term", term.Rev, "err", err)
 		resign(term, n.log)
-		sleep(ctx, campaignRetry)
+		_ = wait.For(ctx, campaignRetry)
 		return
 	}
 	var group run.Group
@@ -434,13 +435,4 @@ func (n *clusterNode) addWatchdog(group *run.Group) {
 		}
 		return "cluster node " + n.elector.Node() + ": " + role, nil
 	})
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-ctx.Done():
-	}
 }

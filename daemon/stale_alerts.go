@@ -32,7 +32,6 @@ func newStaleTracker(alerted map[string]bool) *staleTracker {
 // staleKeySuffix ends the alert key of each stale episode.
 const staleKeySuffix = ":stale"
 
-
 // notifyStale sends the stale and recovered alerts that the handler's
 // current status calls for.
 func notifyStale(d *alerts.Dispatcher, h *handler, tracker *staleTracker) {

@@ -119,15 +119,3 @@ func (r *Runner) job(name string) *config.Job {
 	defer r.mu.Unlock()
 	return r.jobs[name]
 }
-
-// sleepContext waits for d or until ctx ends.
-func sleepContext(ctx context.Context, d time.Duration) error {
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	select {
-	case <-timer.C:
-		return nil
-	case <-ctx.Done():
-		return context.Cause(ctx)
-	}
-}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/agent-runner/agent-runner/config"
+	"github.com/agent-runner/agent-runner/internal/wait"
 	"github.com/agent-runner/agent-runner/process"
 	"github.com/agent-runner/agent-runner/state"
 )
@@ -126,7 +127,7 @@ func NewRunner(cfg *config.Config, store state.Recorder, reaper *process.Reaper,
 		activeSlots: make(map[string]time.Time),
 		killNow:     make(chan struct{}),
 		pending:     make(map[string]time.Time),
-		sleep:       sleepContext,
+		sleep:       wait.For,
 	}
 	r.stopped, r.stopWaits = context.WithCancel(context.Background())
 	r.gate.setLimit(cfg.Runner.MaxConcurrent)

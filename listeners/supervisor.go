@@ -69,14 +69,14 @@ type Health struct {
 	Since time.Time `json:"since"`
 	// Restarts counts how often the listener was started again after a
 	// failure.
-	Restarts  int       `json:"restarts"`
-	LastError string    `json:"last_error,omitempty"`
+	Restarts  int    `json:"restarts"`
+	LastError string `json:"last_error,omitempty"`
 	// Retrying is true while a listener in StateStarting connects again
 	// after a failure, as opposed to its first start or a restart for a
 	// new config. Health checks count it as down, so that a listener
 	// that keeps failing does not show as healthy while each attempt
 	// connects.
-	Retrying bool `json:"retrying,omitempty"`
+	Retrying  bool      `json:"retrying,omitempty"`
 	LastEvent time.Time `json:"last_event,omitzero"`
 	Handled   uint64    `json:"handled"`
 	Dropped   uint64    `json:"dropped"`

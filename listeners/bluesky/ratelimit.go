@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/agent-runner/agent-runner/internal/wait"
 	"github.com/agent-runner/agent-runner/listeners"
 	"github.com/bluesky-social/indigo/atproto/atclient"
 	"github.com/bluesky-social/indigo/atproto/syntax"
@@ -34,25 +35,17 @@ func rateLimitReset(header http.Header, now time.Time, fallback time.Duration) t
 
 // waitRateLimit sleeps until until, or at least minRateWait so that a
 // server that keeps naming a past reset time is not polled in a tight
-// loop. It returns ctx's error when ctx ends first. A wait longer than
+// loop. It returns the cause of ctx's end when ctx ends first. A wait longer than
 // maxInlineRateWait is not slept here, because the listener would show
 // as running meanwhile: pauseRequests returns an error instead.
 func (l *Listener) waitRateLimit(ctx context.Context, endpoint syntax.NSID, until time.Time) error {
-	wait := max(time.Until(until), l.minRateWait)
-	if wait > l.maxInlineRateWait {
-		return l.pauseRequests(endpoint, until, wait)
+	delay := max(time.Until(until), l.minRateWait)
+	if delay > l.maxInlineRateWait {
+		return l.pauseRequests(endpoint, until, delay)
 	}
 	l.logger().Warn("rate limited by bluesky; waiting for the reset",
-		"endpoint", endpoint.String(), "wait", wait.Round(time.Millisecond), "reset", until.UTC())
-
-	timer := time.NewTimer(wait)
-	defer timer.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-timer.C:
-		return nil
-	}
+		"endpoint", endpoint.String(), "wait", delay.Round(time.Millisecond), "reset", until.UTC())
+	return wait.For(ctx, delay)
 }
 
 // isRateLimited reports whether err is an HTTP 429 API error.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/bwmarrin/discordgo"
 
+	"github.com/agent-runner/agent-runner/internal/wait"
 	"github.com/agent-runner/agent-runner/listeners"
 )
 
@@ -129,7 +130,7 @@ func (c *connection) run(ctx context.Context) error {
 		}
 		// After op 9 the supervisor's first restart, about 1 s later,
 		// could come sooner than Discord's documentation allows.
-		_ = sleepContext(ctx, c.retryDelay(err, 0))
+		_ = wait.For(ctx, c.retryDelay(err, 0))
 		return fmt.Errorf("connect to gateway: %w", err)
 	}
 	for {
@@ -166,7 +167,7 @@ func (c *connection) resume(ctx context.Context) error {
 	} else {
 		c.log().Warn("gateway connection lost, resuming session")
 	}
-	if sleepContext(ctx, c.retryDelay(lost, 0)) != nil {
+	if wait.For(ctx, c.retryDelay(lost, 0)) != nil {
 		return nil
 	}
 	delay := c.listener.timing.firstResumeDelay
@@ -188,10 +189,10 @@ func (c *connection) resume(ctx context.Context) error {
 		if endsRun(err) || attempt == resumeAttempts {
 			return fmt.Errorf("resume gateway session (attempt %d of %d): %w", attempt, resumeAttempts, err)
 		}
-		wait := c.retryDelay(err, delay)
+		retryIn := c.retryDelay(err, delay)
 		c.log().Warn("resume gateway session failed, retrying",
-			"attempt", attempt, "retry_in", wait, "error", err)
-		if sleepContext(ctx, wait) != nil {
+			"attempt", attempt, "retry_in", retryIn, "error", err)
+		if wait.For(ctx, retryIn) != nil {
 			return nil
 		}
 		delay *= 2
@@ -477,17 +478,3 @@ func (c *connection) takeEnded() error {
 }
 
 func (c *connection) log() *slog.Logger { return c.host.Log() }
-
-func sleepContext(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-timer.C:
-		return nil
-	}
-}

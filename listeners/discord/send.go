@@ -10,6 +10,7 @@ import (
 	"github.com/bwmarrin/discordgo"
 
 	"github.com/agent-runner/agent-runner/config"
+	"github.com/agent-runner/agent-runner/internal/wait"
 	"github.com/agent-runner/agent-runner/listeners"
 )
 
@@ -85,7 +86,7 @@ func (l *Listener) post(ctx context.Context, channelID string, msg *discordgo.Me
 		}
 		l.log().Info("discord rate limit reached, waiting",
 			"channel_id", channelID, "retry_after", limited.RetryAfter)
-		if err := sleepContext(ctx, limited.RetryAfter); err != nil {
+		if err := wait.For(ctx, limited.RetryAfter); err != nil {
 			return fmt.Errorf("wait for rate limit: %w", err)
 		}
 	}
@@ -99,14 +100,14 @@ func (l *Listener) waitForBucket(ctx context.Context, channelID string) error {
 	limiter := l.rest.Ratelimiter
 	bucket := limiter.GetBucket(discordgo.EndpointChannelMessages(channelID))
 	bucket.Lock()
-	wait := limiter.GetWaitTime(bucket, 1)
+	delay := limiter.GetWaitTime(bucket, 1)
 	bucket.Unlock()
-	if wait <= 0 {
+	if delay <= 0 {
 		return nil
 	}
 	l.log().Info("discord rate limit bucket exhausted, waiting",
-		"channel_id", channelID, "wait", wait.Round(time.Millisecond))
-	return sleepContext(ctx, wait)
+		"channel_id", channelID, "wait", delay.Round(time.Millisecond))
+	return wait.For(ctx, delay)
 }
 
 // truncate cuts text to maxMessageLength code points.
