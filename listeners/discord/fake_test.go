@@ -544,6 +544,17 @@ func waitReady(t *testing.T, host *fakeHost) {
 	}
 }
 
+// runEnds waits for Run to return on done, and checks that it returned
+// within limit after start.
+func runEnds(t *testing.T, done <-chan runResult, start time.Time, limit time.Duration) runResult {
+	t.Helper()
+	result := receive(t, done, "Run to return")
+	if elapsed := result.at.Sub(start); elapsed > limit {
+		t.Errorf("Run returned after %v, want within %v", elapsed, limit)
+	}
+	return result
+}
+
 func receive[T any](t *testing.T, ch <-chan T, description string) T {
 	t.Helper()
 	select {
