@@ -50,7 +50,7 @@ type Settings struct {
 	WorkingDir string
 	Env        map[string]config.Secret
 	// EnvFile is re-read for every child, so edits apply without a
-	// reload.
+	// reload. A root daemon reads it as Identity's user.
 	EnvFile    string
 	InheritEnv []string
 	// Identity sets HOME, USER and LOGNAME for its user, over the
@@ -79,7 +79,7 @@ func Environment(s Settings, vars []string) ([]string, error) {
 		}
 	}
 	if s.EnvFile != "" {
-		fileEnv, err := config.ReadEnvFile(s.EnvFile)
+		fileEnv, err := readEnvFile(s.EnvFile, s.Identity)
 		if err != nil {
 			return nil, err
 		}

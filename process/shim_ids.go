@@ -10,3 +10,9 @@ const (
 	sysSetresgid = unix.SYS_SETRESGID
 	sysSetresuid = unix.SYS_SETRESUID
 )
+
+// The calls that set the file system user and group IDs of one thread.
+const (
+	sysSetfsuid = unix.SYS_SETFSUID
+	sysSetfsgid = unix.SYS_SETFSGID
+)

@@ -11,3 +11,9 @@ const (
 	sysSetresgid = unix.SYS_SETRESGID32
 	sysSetresuid = unix.SYS_SETRESUID32
 )
+
+// The calls that set the file system user and group IDs of one thread.
+const (
+	sysSetfsuid = unix.SYS_SETFSUID32
+	sysSetfsgid = unix.SYS_SETFSGID32
+)
