@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -75,7 +76,13 @@ func (j *Journal) open() error {
 	if err := os.MkdirAll(filepath.Dir(j.path), 0o700); err != nil {
 		return fmt.Errorf("create event log folder: %w", err)
 	}
-	f, err := os.OpenFile(j.path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	// O_NOFOLLOW keeps a user who may write the folder from pointing the
+	// path at a file of the daemon's user, such as a root-owned config,
+	// and getting chat text appended to it.
+	f, err := os.OpenFile(j.path, os.O_WRONLY|os.O_CREATE|os.O_APPEND|syscall.O_NOFOLLOW, 0o600)
+	if errors.Is(err, syscall.ELOOP) {
+		return fmt.Errorf("open event log: %s is a symbolic link, which is not followed: set log_to to the file it names", j.path)
+	}
 	if err != nil {
 		return fmt.Errorf("open event log: %w", err)
 	}
