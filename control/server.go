@@ -120,27 +120,37 @@ func Listen(path, group string, handler Handler, log *slog.Logger) (*Server, err
 	if err := removeStaleSocket(path); err != nil {
 		return nil, err
 	}
-	// The umask keeps the socket private between bind and chmod.
-	old := unix.Umask(0o177)
+	// The umask gives the socket its final mode at bind, 0600, or 0660
+	// with a group. A chown or chmod by path after the bind would follow
+	// a link that a user who may write the folder put in place of the
+	// socket, so only the group is set after it, with lchown. Until then
+	// the socket has the daemon's group, and authorize still rejects
+	// members of that group who are not in socket_group.
+	mask := 0o177
+	if gid >= 0 {
+		mask = 0o117
+	}
+	old := unix.Umask(mask)
 	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 	unix.Umask(old)
 	if err != nil {
 		return nil, fmt.Errorf("listen on control socket: %w", err)
 	}
+	socketBound(path)
 	if gid >= 0 {
-		if err := os.Chown(path, -1, gid); err != nil {
+		if err := os.Lchown(path, -1, gid); err != nil {
 			l.Close()
 			return nil, fmt.Errorf("set control socket group: %w", err)
-		}
-		if err := os.Chmod(path, 0o660); err != nil {
-			l.Close()
-			return nil, fmt.Errorf("set control socket mode: %w", err)
 		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Server{handler: handler, log: log, listener: l, groupID: gid, ctx: ctx, cancel: cancel,
 		conns: make(map[*net.UnixConn]struct{})}, nil
 }
+
+// socketBound runs between the bind and the group change of Listen. Tests
+// replace it to swap the socket file in that window.
+var socketBound = func(path string) {}
 
 func lookupGroup(name string) (int, error) {
 	if name == "" {
