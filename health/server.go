@@ -94,6 +94,9 @@ func NewServer(addr string, source Source, metrics *Metrics, log *slog.Logger, o
 	if err != nil {
 		return nil, fmt.Errorf("start http server: %w", err)
 	}
+	if isLoopback(listener.Addr()) {
+		s.http.Handler = loopbackHostsOnly(s.http.Handler)
+	}
 	s.listener = newLimitListener(listener, maxConnections, log)
 	return s, nil
 }
