@@ -1,9 +1,13 @@
 package process
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"runtime"
+	"slices"
 	"syscall"
 	"unsafe"
 
@@ -11,12 +15,15 @@ import (
 )
 
 // readEnvFile reads the env file of a child that runs as identity. A
-// daemon that runs as root reads the file of a child that switches to
-// another user with that user's file system IDs and groups, so the file
-// and every folder above it must be open to that user. Without this, a
+// daemon that runs as root first reads the file of a child that switches
+// to another user with that user's file system IDs and groups. When that
+// user may not read it, the daemon reads it as root only if the user
+// cannot change the path. That means no folder on it, as written or with
+// links resolved, belongs to the user or is open to its writes. Otherwise a
 // user that may write the file's folder could link the file to one only
-// root may read, such as a root-owned env file of another service, and
-// get its KEY=VALUE lines in the child's environment.
+// root may read, such as another service's env file, and get its
+// KEY=VALUE lines in the child's environment. A root-only env file in a
+// root-owned folder, as systemd's EnvironmentFile= allows, still works.
 func readEnvFile(path string, identity config.Identity) (map[string]string, error) {
 	if !identity.Set || identity.UID == 0 || os.Geteuid() != 0 {
 		return config.ReadEnvFile(path)
@@ -27,10 +34,16 @@ func readEnvFile(path string, identity config.Identity) (map[string]string, erro
 		env, err = config.ReadEnvFile(path)
 		return err
 	})
-	if err != nil {
-		return nil, fmt.Errorf("%w (read as user %s, uid %d)", err, identityName(identity), identity.UID)
+	if err == nil {
+		return env, nil
 	}
-	return env, nil
+	if !errors.Is(err, fs.ErrPermission) {
+		return nil, err
+	}
+	if folder, ok := userMayChange(path, identity); ok {
+		return nil, fmt.Errorf("%w: user %s (uid %d) may not read it, and agent-runner does not read it as root, because that user may change %s on its path", err, identityName(identity), identity.UID, folder)
+	}
+	return config.ReadEnvFile(path)
 }
 
 func identityName(identity config.Identity) string {
@@ -105,4 +118,60 @@ func toUint32(ids []int) []uint32 {
 		out[i] = uint32(id)
 	}
 	return out
+}
+
+// userMayChange returns a folder on path, as written or with links
+// resolved, or the file itself, that identity's user owns or may write,
+// so that it could make path name another file. A path that does not
+// resolve counts as changeable. Folders with the sticky bit, such as
+// /tmp, count as closed, because the user may not rename or remove
+// entries of other users there.
+//
+// NOTE: the links of a chain are resolved at once, so a link that another
+// link points at is checked only through the folders of the final path.
+func userMayChange(path string, identity config.Identity) (string, bool) {
+	resolved, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return path, true
+	}
+	folders := append(dirChain(filepath.Dir(path)), dirChain(filepath.Dir(resolved))...)
+	for _, folder := range folders {
+		info, err := os.Stat(folder)
+		if err != nil {
+			return folder, true
+		}
+		if userMayWrite(info, identity) {
+			return folder, true
+		}
+	}
+	for _, file := range []string{path, resolved} {
+		info, err := os.Lstat(file)
+		if err != nil {
+			return file, true
+		}
+		if st, ok := info.Sys().(*syscall.Stat_t); ok && st.Uid == identity.UID {
+			return file, true
+		}
+	}
+	return "", false
+}
+
+// userMayWrite reports whether identity's user owns the folder of info
+// or may add, rename and remove entries of other users in it.
+func userMayWrite(info os.FileInfo, identity config.Identity) bool {
+	st, ok := info.Sys().(*syscall.Stat_t)
+	if !ok {
+		return true
+	}
+	if st.Uid == identity.UID {
+		return true
+	}
+	if info.Mode()&os.ModeSticky != 0 {
+		return false
+	}
+	mode := uint32(info.Mode().Perm())
+	if st.Gid == identity.GID || slices.Contains(identity.Groups, st.Gid) {
+		return mode&0o020 != 0
+	}
+	return mode&0o002 != 0
 }

@@ -26,35 +26,44 @@ func TestEnvFileReadAsJobUser(t *testing.T) {
 	if err := os.WriteFile(public, []byte("PUBLIC=value\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	// The link stands for one that the job's user put in a folder of its
-	// own in place of its env file.
-	link := filepath.Join(dir, "job.env")
+	// The job's user owns this folder and put a link to the root-only
+	// file in place of its env file.
+	own := filepath.Join(dir, "nobody")
+	if err := os.Mkdir(own, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(own, int(nobody.UID), int(nobody.GID)); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(own, "job.env")
 	if err := os.Symlink(private, link); err != nil {
 		t.Fatal(err)
 	}
 
 	env, err := Environment(Settings{EnvFile: link, Identity: nobody}, nil)
 	if err == nil {
-		t.Fatalf("env file of root only read for uid 65534: %q", env)
+		t.Fatalf("root-only file read through a link of uid %d: %q", nobody.UID, env)
 	}
-	if !strings.Contains(err.Error(), "permission denied") || !strings.Contains(err.Error(), "nobody") {
-		t.Errorf("error = %v, want permission denied for user nobody", err)
+	if !strings.Contains(err.Error(), "permission denied") || !strings.Contains(err.Error(), "may change "+own) {
+		t.Errorf("error = %v, want permission denied naming %s", err, own)
 	}
 
 	env, err = Environment(Settings{EnvFile: public, Identity: nobody}, nil)
 	if err != nil {
-		t.Fatalf("env file readable by uid 65534: %v", err)
+		t.Fatalf("env file readable by the job's user: %v", err)
 	}
 	if !containsEntry(env, "PUBLIC=value") {
 		t.Errorf("env = %q, want PUBLIC=value", env)
 	}
 
-	env, err = Environment(Settings{EnvFile: private}, nil)
+	// A root-only file in folders the user may not change is read as
+	// root, as systemd reads EnvironmentFile=.
+	env, err = Environment(Settings{EnvFile: private, Identity: nobody}, nil)
 	if err != nil {
-		t.Fatalf("env file of a child that runs as root: %v", err)
+		t.Fatalf("root-only env file in a root-owned folder: %v", err)
 	}
 	if !containsEntry(env, "ROOT_SECRET=root-only-value") {
-		t.Errorf("env = %q, want ROOT_SECRET for a child of the daemon's user", env)
+		t.Errorf("env = %q, want ROOT_SECRET", env)
 	}
 }
 
