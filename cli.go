@@ -105,6 +105,8 @@ func openStoreOffline(cfg *config.Config, readOnly bool, log *slog.Logger) (*sta
 		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 			return nil, nil
 		}
+	} else if err := daemon.PrepareStateDir(cfg.Runner.StateDir); err != nil {
+		return nil, err
 	}
 	store, err := state.Open(path, storeOptions(cfg, readOnly, log))
 	if readOnly && errors.Is(err, os.ErrNotExist) {

@@ -34,8 +34,8 @@ func runCluster(ctx context.Context, opts Options) error {
 	cfg, log := opts.Config, opts.Log.With("node", opts.Config.Cluster.Node)
 	// The state folder keeps the control socket, run locks and the
 	// scheduler's copy of the positions.
-	if err := os.MkdirAll(cfg.Runner.StateDir, 0o700); err != nil {
-		return fmt.Errorf("create state folder: %w", err)
+	if err := PrepareStateDir(cfg.Runner.StateDir); err != nil {
+		return err
 	}
 	if err := shareStateDir(cfg.Runner.StateDir, cfg.Runner.Socket, cfg.Runner.SocketGroup); err != nil {
 		return err

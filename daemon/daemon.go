@@ -261,6 +261,9 @@ func addScheduler(group *run.Group, cfg *config.Config, sched *jobs.Scheduler, r
 // openStore opens the state store, reports a corrupt store that was moved
 // aside, and marks runs cut short by a crash as interrupted.
 func openStore(ctx context.Context, cfg *config.Config, log *slog.Logger, now time.Time) (*state.Store, error) {
+	if err := PrepareStateDir(cfg.Runner.StateDir); err != nil {
+		return nil, err
+	}
 	path := StorePath(cfg)
 	// Short tries in a loop, so a stop signal during the wait is obeyed.
 	deadline := time.Now().Add(storeLockTimeout)
