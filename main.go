@@ -13,6 +13,8 @@ import (
 	"io"
 	"os"
 	"strings"
+
+	"github.com/agent-runner/agent-runner/process"
 )
 
 // version is stamped at build time with -ldflags "-X main.version=...".
@@ -31,6 +33,7 @@ const (
 )
 
 func main() {
+	process.CloseInheritedOnExec()
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
