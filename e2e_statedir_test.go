@@ -16,14 +16,21 @@ func TestStateDirOpenToOthersRejected(t *testing.T) {
 		want  string
 	}{
 		{"group and others write", func(dir string) error { return os.Chmod(dir, 0o777) }, "writable by other users"},
-		{"group writes", func(dir string) error { return os.Chmod(dir, 0o770) }, "writable by other users"},
 	}
 	if os.Geteuid() == 0 {
-		cases = append(cases, struct {
+		cases = append(cases, []struct {
 			name  string
 			setup func(dir string) error
 			want  string
-		}{"other owner", func(dir string) error { return os.Chown(dir, 65534, 65534) }, "belongs to uid 65534"})
+		}{
+			{"other owner", func(dir string) error { return os.Chown(dir, 65534, 65534) }, "belongs to uid 65534"},
+			{"another group writes", func(dir string) error {
+				if err := os.Chown(dir, 0, 65534); err != nil {
+					return err
+				}
+				return os.Chmod(dir, 0o770)
+			}, "writable by other users"},
+		}...)
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

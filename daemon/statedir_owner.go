@@ -27,8 +27,11 @@ func PrepareStateDir(dir string) error {
 	if uid := os.Geteuid(); int(st.Uid) != uid {
 		return fmt.Errorf("state_dir %s belongs to uid %d, not to uid %d that agent-runner runs as, and a process of its owner could replace files that agent-runner writes there with links: chown it to uid %d, or run agent-runner as its owner", dir, st.Uid, uid, uid)
 	}
-	if perm := info.Mode().Perm(); perm&0o022 != 0 {
-		return fmt.Errorf("state_dir %s is writable by other users (mode %o), who could replace files that agent-runner writes there with links: chmod go-w it", dir, perm)
+	// Write access for the daemon's own group is allowed: a user's
+	// private group, as Debian gives each user, has no other members.
+	perm := info.Mode().Perm()
+	if perm&0o002 != 0 || (perm&0o020 != 0 && int(st.Gid) != os.Getegid()) {
+		return fmt.Errorf("state_dir %s is writable by other users (mode %o, group %d), who could replace files that agent-runner writes there with links: chmod go-w it", dir, perm, st.Gid)
 	}
 	return nil
 }

@@ -251,3 +251,25 @@ func TestStateWatchProbesEveryInterval(t *testing.T) {
 		t.Errorf("check once the interval passed = %q, want the write problem", problem)
 	}
 }
+
+func TestPrepareStateDirAllowsOwnGroupWrite(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(dir, os.Geteuid(), os.Getegid()); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o770); err != nil {
+		t.Fatal(err)
+	}
+	if err := PrepareStateDir(dir); err != nil {
+		t.Errorf("PrepareStateDir of a folder its own group may write: got %v, want nil", err)
+	}
+	if err := os.Chmod(dir, 0o772); err != nil {
+		t.Fatal(err)
+	}
+	if err := PrepareStateDir(dir); err == nil || !strings.Contains(err.Error(), "writable by other users") {
+		t.Errorf("PrepareStateDir of a folder others may write: got %v, want an error", err)
+	}
+}
