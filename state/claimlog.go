@@ -376,3 +376,7 @@ func parseRecord(data []byte) (logEntry, uint64, int, error) {
 	}
 	return entry, binary.LittleEndian.Uint64(data[8:16]), size, nil
 }
+
+// errFinishesDeferred means finishes wait in memory for a commit, so a
+// claim appended to the log now would be redone before them.
+var errFinishesDeferred = errors.New("finished runs wait for a commit")

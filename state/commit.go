@@ -49,6 +49,14 @@ type writer struct {
 	// rebuilt from them. Only the leader uses tx and claims.
 	tx     *bolt.Tx
 	claims *claimLog
+	// deferred contains finishes that neither the claim log nor a commit
+	// could take, such as on a full disk. They are redone in every new
+	// transaction after the claim log's entries until a commit contains
+	// them, so that a finished run does not stay "running" and is not
+	// marked interrupted at the next start. While it is not empty, every
+	// write commits, because a claim logged after a deferred finish would
+	// be redone before it.
+	deferred []logEntry
 	// commits counts bbolt commits, for tests.
 	commits int
 }
@@ -133,7 +141,7 @@ func (s *Store) commitQueued(self *writeOp) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	// After a rollback, the claim log alone contains the pending writes.
-	w.pending = w.tx != nil || (w.claims != nil && w.claims.size > 0)
+	w.pending = w.tx != nil || (w.claims != nil && w.claims.size > 0) || len(w.deferred) > 0
 	if w.pending && w.timer == nil && !w.closed {
 		s.armTimer()
 	}
@@ -214,9 +222,9 @@ func (s *Store) persist(batch []*writeOp) {
 		if err == nil {
 			return
 		}
-		if !errors.Is(err, errClaimLogFull) && !errors.Is(err, errClaimLogMoved) {
+		if !errors.Is(err, errClaimLogFull) && !errors.Is(err, errClaimLogMoved) && !errors.Is(err, errFinishesDeferred) {
 			s.abortTx()
-			setErrors(done, err)
+			s.deferFinishes(done, err)
 			return
 		}
 	}
@@ -225,11 +233,12 @@ func (s *Store) persist(batch []*writeOp) {
 	w.tx = nil
 	if err != nil {
 		// bbolt rolled the transaction back, and the next write rebuilds
-		// it from the claim log.
+		// it from the claim log and the deferred finishes.
 		s.keepLoggable(done, fmt.Errorf("commit state store %s: %w", s.path, err))
 		return
 	}
 	w.commits++
+	w.deferred = nil
 	s.restartClaimLog()
 }
 
@@ -289,7 +298,27 @@ func (s *Store) keepLoggable(done []*writeOp, err error) {
 		return
 	}
 	if logErr := s.appendEntries(loggable, sync); logErr != nil {
-		setErrors(loggable, err)
+		s.deferFinishes(loggable, err)
+	}
+}
+
+// deferFinishes handles writes of done that neither the claim log nor a
+// commit took. Claims fail with err, because a claim must be durable
+// before its run starts. Finishes succeed and are kept in memory until a
+// commit contains them. As with an unsynced finish in the claim log, a
+// process exit before then loses them, and the next start marks their
+// runs interrupted.
+func (s *Store) deferFinishes(done []*writeOp, err error) {
+	w := &s.writer
+	for _, op := range done {
+		if op.kind != opFinish {
+			op.err = err
+			continue
+		}
+		if len(w.deferred) == 0 {
+			w.log.Warn("claim log and state store cannot take finished runs, so they stay in memory until a commit succeeds", "err", err)
+		}
+		w.deferred = append(w.deferred, *op.entry)
 	}
 }
 
@@ -300,6 +329,9 @@ func (s *Store) keepLoggable(done []*writeOp, err error) {
 // 2-core VM with ext4.
 func (s *Store) appendEntries(done []*writeOp, sync bool) error {
 	claims := s.writer.claims
+	if len(s.writer.deferred) > 0 {
+		return errFinishesDeferred
+	}
 	if claims.moved() {
 		return errClaimLogMoved
 	}
@@ -331,7 +363,7 @@ func (s *Store) openTx() (*bolt.Tx, error) {
 	if err != nil {
 		return nil, fmt.Errorf("begin write to state store %s: %w", s.path, err)
 	}
-	if w.claims != nil && w.claims.size > 0 {
+	if (w.claims != nil && w.claims.size > 0) || len(w.deferred) > 0 {
 		err := s.redoClaimLog(tx)
 		if err != nil {
 			_ = tx.Rollback()
@@ -343,10 +375,11 @@ func (s *Store) openTx() (*bolt.Tx, error) {
 }
 
 // redoClaimLog rebuilds the open transaction's pending writes from the
-// claim log.
+// claim log, then from the deferred finishes, which came after them.
 func (s *Store) redoClaimLog(tx *bolt.Tx) error {
 	entries, err := s.writer.claims.entries()
 	if err == nil {
+		entries = append(entries, s.writer.deferred...)
 		_, err = redoEntries(tx, entries, s.historyLimit, s.writer.log)
 	}
 	if err != nil {

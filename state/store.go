@@ -205,10 +205,14 @@ func warnIfEmpty(path string, logger *slog.Logger) bool {
 
 // Close commits the pending claims and finished runs, closes the file and
 // releases its lock. It waits for transactions in progress to finish. A
-// failed commit leaves them in the claim log for the next Open.
+// failed commit leaves them in the claim log for the next Open, except
+// finishes that did not fit in the log, which are lost.
 func (s *Store) Close() error {
 	s.flush()
 	s.writer.stopTimer()
+	if n := len(s.writer.deferred); n > 0 {
+		s.writer.log.Warn("finished runs not stored, so the next start marks them interrupted", "runs", n)
+	}
 	var logErr error
 	if s.writer.claims != nil {
 		logErr = s.writer.claims.close()

@@ -1,0 +1,85 @@
+package state
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// limitFileSize sets RLIMIT_FSIZE to size, so that no file of the process
+// grows past it, as on a full disk. The returned function restores the
+// limit, and runs at cleanup too.
+func limitFileSize(t *testing.T, size uint64) func() {
+	t.Helper()
+	var limit unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_FSIZE, &limit); err != nil {
+		t.Fatal(err)
+	}
+	small := limit
+	small.Cur = size
+	if err := unix.Setrlimit(unix.RLIMIT_FSIZE, &small); err != nil {
+		t.Fatal(err)
+	}
+	restored := false
+	restore := func() {
+		if restored {
+			return
+		}
+		restored = true
+		if err := unix.Setrlimit(unix.RLIMIT_FSIZE, &limit); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(restore)
+	return restore
+}
+
+// TestFinishKeptWhileStoreCannotGrow finishes runs whose outputs overflow
+// the claim log while the store file cannot grow, as on a full disk. The
+// finish that neither the log nor a commit takes still succeeds, a claim
+// after it fails, and once the file may grow every run is stored as
+// finished.
+func TestFinishKeptWhileStoreCannotGrow(t *testing.T) {
+	store := openHeldStore(t, tempStorePath(t), Options{})
+	const runs = 4
+	var claimed []Run
+	for i := 1; i <= runs; i++ {
+		claimed = append(claimed, claimSlot(t, store, "alpha", slotAt(i)))
+	}
+
+	restore := limitFileSize(t, claimLogSize)
+	output := strings.Repeat("x", claimLogSize/4)
+	for _, run := range claimed {
+		run.Result, run.Finish, run.Duration, run.Output = ResultOK, testStart.Add(time.Second), time.Second, output
+		if err := store.Finish(run); err != nil {
+			t.Errorf("Finish of run %s while the store cannot grow: %v", run.ID, err)
+		}
+	}
+	next := Run{Job: "alpha", Trigger: TriggerSchedule, Slot: slotAt(runs + 1), Start: testStart}
+	if _, err := store.Claim(next, time.Time{}); err == nil {
+		t.Error("Claim after a deferred finish succeeded while the store cannot grow, want an error")
+	}
+	restore()
+
+	for _, run := range claimed {
+		got := mustRun(t, store, "alpha", run.ID)
+		if got.Result != ResultOK {
+			t.Errorf("run %s result %q after the store could grow again, want ok", run.ID, got.Result)
+		}
+		if len(got.Output) != len(output) {
+			t.Errorf("run %s output of %d bytes, want %d", run.ID, len(got.Output), len(output))
+		}
+	}
+	job := mustJob(t, store, "alpha")
+	if job.Running {
+		t.Error("job still marked running after every run finished")
+	}
+	if job.LastResult != ResultOK {
+		t.Errorf("job last result %q, want ok", job.LastResult)
+	}
+	if _, err := store.Claim(next, time.Time{}); err != nil {
+		t.Errorf("Claim once the store can grow again: %v", err)
+	}
+}
