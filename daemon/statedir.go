@@ -94,6 +94,9 @@ type stateWatch struct {
 	show func(problem string)
 	// notify sends an alert.
 	notify func(alerts.Alert)
+	// storeError returns the error of the store's last failed write, or
+	// nil once a write succeeds. It is nil itself without a store.
+	storeError func() error
 
 	// lost is set once the store file is gone from its path.
 	lost bool
@@ -142,6 +145,9 @@ func (w *stateWatch) connect(h *handler) {
 		if h.alerts != nil {
 			h.alerts.Notify(a)
 		}
+	}
+	if h.store != nil {
+		w.storeError = h.store.WriteError
 	}
 }
 
@@ -200,6 +206,14 @@ func (w *stateWatch) check() string {
 	w.checkSocket()
 	if w.lost {
 		return fmt.Sprintf("state store %s was deleted or replaced: runs go to the deleted file and are lost at exit; restart the daemon to start a new store", w.store)
+	}
+	// The store's own writes show a full or read-only file system at the
+	// first claim or commit, before the next probe, and also when a probe
+	// of a few bytes still fits but the store cannot grow.
+	if w.storeError != nil {
+		if err := w.storeError(); err != nil {
+			return fmt.Sprintf("state store %s does not accept writes, so runs may not start or be recorded: %v", w.store, err)
+		}
 	}
 	if !w.writeFailed && time.Since(w.probed) < stateProbeInterval {
 		return ""

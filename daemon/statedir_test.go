@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -271,5 +272,31 @@ func TestPrepareStateDirAllowsOwnGroupWrite(t *testing.T) {
 	}
 	if err := PrepareStateDir(dir); err == nil || !strings.Contains(err.Error(), "writable by other users") {
 		t.Errorf("PrepareStateDir of a folder others may write: got %v, want an error", err)
+	}
+}
+
+// TestStateWatchReportsStoreWriteError checks that a store whose writes
+// fail is reported although the probe file can still be written, and
+// that the report clears once its writes succeed.
+func TestStateWatchReportsStoreWriteError(t *testing.T) {
+	s := newWatchedState(t)
+	var storeErr error
+	s.watch.storeError = func() error { return storeErr }
+	storeErr = errors.New("commit state store: no space left on device")
+
+	problem := s.checkAndReport()
+	if !strings.Contains(problem, "no space left on device") {
+		t.Errorf("check with failing store writes = %q, want the store's error", problem)
+	}
+	if len(s.alerts) != 1 || s.alerts[0].Event != alerts.EventFailed {
+		t.Errorf("alerts %+v, want one failed alert", s.alerts)
+	}
+
+	storeErr = nil
+	if problem := s.checkAndReport(); problem != "" {
+		t.Errorf("check once store writes succeed = %q, want no problem", problem)
+	}
+	if len(s.alerts) != 2 || s.alerts[1].Event != alerts.EventRecovered {
+		t.Errorf("alerts %+v, want failed then recovered", s.alerts)
 	}
 }

@@ -59,6 +59,9 @@ type writer struct {
 	deferred []logEntry
 	// commits counts bbolt commits, for tests.
 	commits int
+	// failure is the error of the last write to the disk, the claim log
+	// or a commit, and nil once one succeeds. mu guards it.
+	failure error
 }
 
 // opKind is the durability that a write needs before it returns.
@@ -220,9 +223,11 @@ func (s *Store) persist(batch []*writeOp) {
 	if !commit {
 		err := s.appendEntries(done, sync)
 		if err == nil {
+			w.setFailure(nil)
 			return
 		}
 		if !errors.Is(err, errClaimLogFull) && !errors.Is(err, errClaimLogMoved) && !errors.Is(err, errFinishesDeferred) {
+			w.setFailure(err)
 			s.abortTx()
 			s.deferFinishes(done, err)
 			return
@@ -232,11 +237,14 @@ func (s *Store) persist(batch []*writeOp) {
 	err := w.tx.Commit()
 	w.tx = nil
 	if err != nil {
+		err = fmt.Errorf("commit state store %s: %w", s.path, err)
+		w.setFailure(err)
 		// bbolt rolled the transaction back, and the next write rebuilds
 		// it from the claim log and the deferred finishes.
-		s.keepLoggable(done, fmt.Errorf("commit state store %s: %w", s.path, err))
+		s.keepLoggable(done, err)
 		return
 	}
+	w.setFailure(nil)
 	w.commits++
 	w.deferred = nil
 	s.restartClaimLog()
@@ -361,7 +369,9 @@ func (s *Store) openTx() (*bolt.Tx, error) {
 	}
 	tx, err := s.db.Begin(true)
 	if err != nil {
-		return nil, fmt.Errorf("begin write to state store %s: %w", s.path, err)
+		err = fmt.Errorf("begin write to state store %s: %w", s.path, err)
+		w.setFailure(err)
+		return nil, err
 	}
 	if (w.claims != nil && w.claims.size > 0) || len(w.deferred) > 0 {
 		err := s.redoClaimLog(tx)
@@ -399,6 +409,34 @@ func (s *Store) abortTx() {
 		w.log.Warn("roll back state store transaction failed", "err", err)
 	}
 	w.tx = nil
+}
+
+func (w *writer) setFailure(err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.failure = err
+}
+
+// WriteError returns the error of the last write that failed to reach
+// the disk, such as on a full or read-only file system, or nil when a
+// write succeeded since. While one failed, it first tries an empty
+// commit, so that a store that accepts writes again shows it before the
+// next run writes. An error of the write's own, such as a slot that is
+// already claimed, does not count.
+func (s *Store) WriteError() error {
+	if s.readOnly {
+		return nil
+	}
+	w := &s.writer
+	w.mu.Lock()
+	failed := w.failure != nil
+	w.mu.Unlock()
+	if failed {
+		_ = s.update(func(*bolt.Tx) error { return nil })
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.failure
 }
 
 // armTimer starts the timer that commits pending writes after the delay.

@@ -83,3 +83,37 @@ func TestFinishKeptWhileStoreCannotGrow(t *testing.T) {
 		t.Errorf("Claim once the store can grow again: %v", err)
 	}
 }
+
+// TestWriteErrorUntilCommitSucceeds checks that WriteError reports a
+// commit that failed, ignores a write's own error, and clears once the
+// store can grow again, without another write by the caller.
+func TestWriteErrorUntilCommitSucceeds(t *testing.T) {
+	store := openHeldStore(t, tempStorePath(t), Options{})
+	run := claimSlot(t, store, "alpha", slotAt(1))
+	if err := store.WriteError(); err != nil {
+		t.Fatalf("WriteError of a healthy store = %v, want nil", err)
+	}
+	if _, err := store.Claim(Run{Job: "alpha", Trigger: TriggerSchedule, Slot: slotAt(1), Start: testStart}, time.Time{}); err == nil {
+		t.Fatal("Claim of a claimed slot succeeded")
+	}
+	if err := store.WriteError(); err != nil {
+		t.Errorf("WriteError after a rejected claim = %v, want nil", err)
+	}
+
+	restore := limitFileSize(t, claimLogSize)
+	run.Result, run.Finish, run.Output = ResultOK, testStart.Add(time.Second), strings.Repeat("x", 2*claimLogSize)
+	if err := store.Finish(run); err != nil {
+		t.Errorf("Finish while the store cannot grow: %v", err)
+	}
+	if err := store.WriteError(); err == nil {
+		t.Error("WriteError after a failed commit = nil, want the commit's error")
+	}
+	restore()
+
+	if err := store.WriteError(); err != nil {
+		t.Errorf("WriteError once the store can grow again = %v, want nil", err)
+	}
+	if got := mustRun(t, store, "alpha", run.ID); got.Result != ResultOK {
+		t.Errorf("run result %q, want ok", got.Result)
+	}
+}
