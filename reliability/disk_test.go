@@ -67,7 +67,7 @@ func fillFileSystem(t *testing.T, path string) {
 //
 // Held: /healthz turns 503 with a state_dir problem within a few seconds
 // of the first failed commit, not at the next 30 s write probe. Runs stop
-// once the claim log is full. Once space is freed, the daemon recovers
+// once the claim log is full, and list shows the last one that ran. Once space is freed, the daemon recovers
 // without a restart. After a stop every run that ran is stored as ok,
 // none is left running, and no slot ran twice.
 func TestStateDirFull(t *testing.T) {
@@ -109,6 +109,18 @@ func TestStateDirFull(t *testing.T) {
 	if d.Exited() {
 		t.Fatalf("the daemon exited (status %d) on a full disk", d.ExitCode())
 	}
+	// list reads the claims and finishes that no commit took.
+	lines := harness.Lines(p.Path("ticks"))
+	lastSlot := strings.Fields(lines[len(lines)-1])[0]
+	status, res, err := p.Status(30 * time.Second)
+	if err != nil {
+		t.Fatalf("list --json on a full disk: %v: %s", err, res.Stderr)
+	}
+	for _, job := range status.Jobs {
+		if got := job.LastSlot.UTC().Format(time.RFC3339); job.Name == "tick" && got != lastSlot {
+			t.Errorf("list --json on a full disk shows last slot %s, want %s, the last that ran", got, lastSlot)
+		}
+	}
 
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
@@ -123,7 +135,7 @@ func TestStateDirFull(t *testing.T) {
 	}
 
 	slots := uniqueSlots(t, p.Path("ticks"))
-	res := p.Run(30*time.Second, "runs", "--json", "-n", "1000", "tick")
+	res = p.Run(30*time.Second, "runs", "--json", "-n", "1000", "tick")
 	var runs []state.Run
 	if err := json.Unmarshal([]byte(res.Stdout), &runs); err != nil {
 		t.Fatalf("runs --json: %v: %s", err, res.Stderr)

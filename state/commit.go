@@ -75,6 +75,8 @@ const (
 	// opFinish is written to the claim log without a sync, so it becomes
 	// durable with the next claim or commit.
 	opFinish
+	// opRead only reads the open transaction and needs no durability.
+	opRead
 )
 
 // writeOp is one caller's write. ready is closed once err is set, or once
@@ -206,7 +208,7 @@ func (s *Store) persist(batch []*writeOp) {
 	var done []*writeOp
 	commit, sync := false, false
 	for _, op := range batch {
-		if op.err != nil {
+		if op.err != nil || op.kind == opRead {
 			continue
 		}
 		done = append(done, op)
@@ -437,6 +439,31 @@ func (s *Store) WriteError() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.failure
+}
+
+// commitsFailing reports whether writes wait for a commit that failed.
+func (s *Store) commitsFailing() bool {
+	w := &s.writer
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.pending && w.failure != nil
+}
+
+// viewPending runs fn in the open write transaction, which contains the
+// claims and finishes that no commit took yet. fn must not write.
+func (s *Store) viewPending(fn func(tx *bolt.Tx) error) error {
+	err := s.write(opRead, func(tx *bolt.Tx) (*logEntry, error) {
+		if err := fn(tx); err != nil {
+			// A rejection keeps the open transaction, which fn did not
+			// change.
+			return nil, &rejection{err}
+		}
+		return nil, nil
+	})
+	if rejected, ok := errors.AsType[*rejection](err); ok {
+		return rejected.err
+	}
+	return err
 }
 
 // armTimer starts the timer that commits pending writes after the delay.

@@ -117,3 +117,47 @@ func TestWriteErrorUntilCommitSucceeds(t *testing.T) {
 		t.Errorf("run result %q, want ok", got.Result)
 	}
 }
+
+// TestReadsSeeWritesWhileCommitsFail reads runs and jobs while the store
+// file cannot grow. The reads see the claims and finishes that no commit
+// took, rather than the store as it was at the last commit.
+func TestReadsSeeWritesWhileCommitsFail(t *testing.T) {
+	store := openHeldStore(t, tempStorePath(t), Options{})
+	if _, err := store.EnsureJob("alpha", testStart); err != nil {
+		t.Fatal(err)
+	}
+	restore := limitFileSize(t, claimLogSize)
+	defer restore()
+
+	const runs = 3
+	for i := 1; i <= runs; i++ {
+		run := claimSlot(t, store, "alpha", slotAt(i))
+		run.Result, run.Finish, run.Output = ResultOK, testStart.Add(time.Duration(i)*time.Second), strings.Repeat("x", claimLogSize/3)
+		if err := store.Finish(run); err != nil {
+			t.Fatalf("Finish of run %s: %v", run.ID, err)
+		}
+	}
+	if err := store.WriteError(); err == nil {
+		t.Fatal("WriteError = nil, want a failed commit")
+	}
+
+	got, err := store.Runs("alpha", 0)
+	if err != nil {
+		t.Fatalf("Runs while commits fail: %v", err)
+	}
+	if len(got) != runs {
+		t.Errorf("Runs while commits fail returned %d runs, want %d", len(got), runs)
+	}
+	for _, run := range got {
+		if run.Result != ResultOK {
+			t.Errorf("run %s result %q while commits fail, want ok", run.ID, run.Result)
+		}
+	}
+	job := mustJob(t, store, "alpha")
+	if !job.LastSlot.Equal(slotAt(runs)) {
+		t.Errorf("job last slot %v while commits fail, want %v", job.LastSlot, slotAt(runs))
+	}
+	if job.LastResult != ResultOK {
+		t.Errorf("job last result %q while commits fail, want ok", job.LastResult)
+	}
+}

@@ -234,8 +234,13 @@ func (s *Store) Recovered() string { return s.recovered }
 
 // view runs fn in a read transaction after committing the open write
 // transaction, so that a read sees every Claim and Finish that returned
-// before it.
+// before it. When that commit fails, as on a full disk, fn runs in the
+// open write transaction instead. That transaction contains them too, so
+// status does not show the store as it was before the failure.
 func (s *Store) view(fn func(tx *bolt.Tx) error) error {
 	s.flush()
+	if s.commitsFailing() {
+		return s.viewPending(fn)
+	}
 	return s.db.View(fn)
 }
