@@ -259,6 +259,11 @@ func (d *doctor) checkDaemon(cfg *config.Config, status control.Status, err erro
 		if status.Daemon != nil && status.Daemon.ReloadError != "" {
 			d.problem("the daemon rejected the last reload: %s", firstLine(status.Daemon.ReloadError))
 		}
+		if status.Daemon != nil && status.Daemon.StateError != "" {
+			// The daemon's own writes see a full or read-only file system
+			// that the permission check of state_dir above does not.
+			d.problem("the daemon's state folder is failing: %s", firstLine(status.Daemon.StateError))
+		}
 		return
 	case !errors.Is(err, control.ErrNoDaemon):
 		d.problem("the control socket %s exists but the daemon cannot be used: %v", cfg.Runner.Socket, err)
