@@ -316,3 +316,50 @@ schedule = "0 0 1 1 *"
 	}
 	d.stop()
 }
+
+// TestWatchReportsUnreadableConfig replaces the watched main file in three
+// ways and checks that each is logged once, that the running config
+// stays, and that restoring the file clears the reload error.
+func TestWatchReportsUnreadableConfig(t *testing.T) {
+	p := newProject(t, "")
+	content := "[runner]\nwatch = true\nshutdown_timeout = \"5s\"\n\n[jobs.first]\ncommand = [\"true\"]\nschedule = \"0 0 1 1 *\"\n"
+	writeFile(t, p.config, content)
+	d := p.startDaemon()
+
+	// Each replacement runs after the file was removed.
+	replacements := []struct {
+		name    string
+		replace func() error
+	}{
+		{"deleted", func() error { return nil }},
+		{"folder", func() error { return os.Mkdir(p.config, 0o700) }},
+		{"named pipe", func() error { return syscall.Mkfifo(p.config, 0o600) }},
+	}
+	for i, r := range replacements {
+		if err := os.Remove(p.config); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.replace(); err != nil {
+			t.Fatalf("%s: %v", r.name, err)
+		}
+		waitFor(t, "the "+r.name+" config to be reported", func() bool {
+			return strings.Count(d.log(), "reload rejected") == i+1
+		})
+		time.Sleep(2 * watchEvery)
+		if n := strings.Count(d.log(), "reload rejected"); n != i+1 {
+			t.Errorf("%s config: %d rejected reloads in all, want %d, one per change", r.name, n, i+1)
+		}
+		if err := os.RemoveAll(p.config); err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, p.config, content)
+		waitFor(t, "the reload error to clear after the "+r.name+" config was restored", func() bool {
+			status := p.status()
+			return status.Daemon != nil && status.Daemon.ReloadError == ""
+		})
+		if _, ok := p.list()["first"]; !ok {
+			t.Errorf("%s config: the running config lost its job", r.name)
+		}
+	}
+	d.stop()
+}

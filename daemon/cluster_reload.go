@@ -36,7 +36,7 @@ func (n *clusterNode) reload() (string, error) {
 	next, err := config.Load(old.Path)
 	if err != nil {
 		n.log.Error("reload rejected: the running config stays", "config", old.Path, "err", err)
-		hash := rejectedFingerprint(old.Path)
+		hash := filesFingerprint(old.Path)
 		n.mu.Lock()
 		n.info.ReloadError, n.info.ReloadFailedAt = err.Error(), time.Now().UTC()
 		n.rejected(hash)
@@ -122,10 +122,7 @@ func (n *clusterNode) fileChanged() bool {
 	if !cfg.Runner.Watch {
 		return false
 	}
-	hash, err := config.Fingerprint(cfg.Path)
-	if err != nil {
-		return false
-	}
+	hash := filesFingerprint(cfg.Path)
 	n.mu.Lock()
 	verdict := n.watchState.compare(hash, &n.info)
 	n.mu.Unlock()

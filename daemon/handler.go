@@ -169,7 +169,7 @@ func (h *handler) reload() (string, error) {
 		h.log.Error("reload rejected: the running config stays", "config", old.Path, "err", err)
 		h.setReloadError(err)
 		h.mu.Lock()
-		h.rejected(rejectedFingerprint(old.Path))
+		h.rejected(filesFingerprint(old.Path))
 		h.mu.Unlock()
 		h.notifyReload(alerts.EventReloadFailed, "config reload rejected: "+firstLine(err.Error()))
 		return "", fmt.Errorf("reload rejected, the running config stays: %w", err)
@@ -225,17 +225,15 @@ func (h *handler) watching() bool { return h.config().Runner.Watch }
 // fileChanged reports, with watch = true, whether the content of the
 // config file or of the files it includes differs from the last one
 // loaded or rejected, and is the same as at the previous check. A file
-// added to or removed from an included folder counts as a change. Files
-// that match the loaded content again clear a reload error.
+// added to or removed from an included folder counts as a change, and so
+// does a main file that cannot be read. Files that match the loaded
+// content again clear a reload error.
 func (h *handler) fileChanged() bool {
 	cfg := h.config()
 	if !cfg.Runner.Watch {
 		return false
 	}
-	hash, err := config.Fingerprint(cfg.Path)
-	if err != nil {
-		return false
-	}
+	hash := filesFingerprint(cfg.Path)
 	h.mu.Lock()
 	verdict := h.watchState.compare(hash, &h.info)
 	h.mu.Unlock()

@@ -90,17 +90,16 @@ func (w *watchState) reloaded() { w.rejectedHash = "" }
 // rejected records hash as the content of a rejected reload.
 func (w *watchState) rejected(hash string) { w.rejectedHash = hash }
 
-// unreadableFiles is the fingerprint recorded for config files that could not
-// be read when a reload was rejected. It matches no fingerprint, so files
-// that are readable again and match the running config clear the error.
-const unreadableFiles = "unreadable"
-
-// rejectedFingerprint returns the fingerprint of the config files at path
-// for a rejected reload, or unreadableFiles.
-func rejectedFingerprint(path string) string {
+// filesFingerprint returns the fingerprint of the config files at path,
+// or, when the main file cannot be read, a text with the read error that
+// matches no hash. A deleted, unreadable or replaced main file then counts
+// as a change, so watch reloads it once and the reload logs the error and
+// shows it in status. The same error again is no change, and a file that
+// matches the running config again clears the error.
+func filesFingerprint(path string) string {
 	hash, err := config.Fingerprint(path)
 	if err != nil {
-		return unreadableFiles
+		return "unreadable: " + err.Error()
 	}
 	return hash
 }

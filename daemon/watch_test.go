@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"path/filepath"
 	"testing"
 
 	"github.com/agent-runner/agent-runner/control"
@@ -58,7 +59,7 @@ func TestWatchStateClearsARevertAfterUnreadableFiles(t *testing.T) {
 	var w watchState
 	info := control.DaemonInfo{ConfigHash: "loaded", ReloadError: "read config: no such file or directory"}
 	// The file was moved away when the reload read it.
-	w.rejected(unreadableFiles)
+	w.rejected(filesFingerprint(filepath.Join(t.TempDir(), "missing.toml")))
 	if got := w.compare("loaded", &info); got != watchReverted || info.ReloadError != "" {
 		t.Errorf("compare = %v with error %q, want the file's return to clear it", got, info.ReloadError)
 	}
