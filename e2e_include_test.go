@@ -6,6 +6,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // includeProject returns a project whose main file sets runner and
@@ -163,5 +164,46 @@ func TestIncludeWatchSeesUnreadableFile(t *testing.T) {
 	if !strings.Contains(d.log(), "pipe.toml") {
 		t.Errorf("the rejected reload does not name the FIFO:\n%s", d.log())
 	}
+	d.stop()
+}
+
+// TestIncludeWatchUnreadableFolder makes conf.d unreadable
+// under a watching daemon: a link to itself fails for root too, as mode
+// 0 does for other users. The reload is rejected once and the folder's
+// jobs stay, and the folder's return clears the error.
+func TestIncludeWatchUnreadableFolder(t *testing.T) {
+	p := includeProject(t, "watch = true\n")
+	p.writeIncluded("extra.toml", "[jobs.extra]\ncommand = [\"true\"]\nschedule = \"0 0 1 1 *\"\n")
+	d := p.startDaemon()
+
+	folder, aside := p.path("conf.d"), p.path("conf.d.aside")
+	if err := os.Rename(folder, aside); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(folder, folder); err != nil {
+		t.Fatal(err)
+	}
+	d.waitLog("reload rejected")
+	if !strings.Contains(d.log(), "read included folder: "+folder) {
+		t.Errorf("the rejected reload does not name the folder %s", folder)
+	}
+	if _, ok := p.list()["extra"]; !ok {
+		t.Errorf("the unreadable folder's job was removed")
+	}
+	time.Sleep(2 * watchEvery)
+	if n := strings.Count(d.log(), "reload rejected"); n != 1 {
+		t.Errorf("the unreadable folder was reloaded %d times, want once", n)
+	}
+
+	if err := os.Remove(folder); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(aside, folder); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the reload error to clear once the folder is back", func() bool {
+		status := p.status()
+		return status.Daemon != nil && status.Daemon.ReloadError == ""
+	})
 	d.stop()
 }

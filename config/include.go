@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 
 	"github.com/pelletier/go-toml/v2"
 )
@@ -155,7 +156,12 @@ func Fingerprint(path string) (string, error) {
 	if toml.Unmarshal(data, &head) != nil {
 		return hashFiles(set), nil
 	}
-	matches, _ := includedFiles(file, head.Include)
+	matches, _, folders := includedFiles(file, head.Include)
+	for _, folder := range folders {
+		// The error replaces the files that the folder hides, so
+		// that a folder that becomes unreadable counts as a change.
+		set = append(set, &source{file: folder.dir, data: []byte("unreadable folder: " + folder.err.Error())})
+	}
 	for _, match := range matches {
 		data, err := readConfigFile(match.file)
 		if err != nil {
@@ -175,16 +181,27 @@ type includeMatch struct {
 	entry int
 }
 
+// folderError is a folder that an include pattern has to list but that
+// cannot be read.
+type folderError struct {
+	// entry is the index of the pattern in the include array.
+	entry int
+	dir   string
+	err   error
+}
+
 // includedFiles expands the include patterns of the main file: each
 // pattern relative to the main file's folder, its matches in lexical
 // order, patterns in the order written. A file matched twice, the main
 // file, folders, hidden files and editor backups are left out. It returns
-// the index of each pattern that filepath.Glob rejects.
-func includedFiles(mainFile string, patterns []string) ([]includeMatch, []int) {
+// the index of each pattern that filepath.Glob rejects, and the folders
+// that a pattern has to list but cannot read.
+func includedFiles(mainFile string, patterns []string) ([]includeMatch, []int, []folderError) {
 	dir := filepath.Dir(mainFile)
 	seen := map[string]bool{mainFile: true}
 	var matches []includeMatch
 	var bad []int
+	var folders []folderError
 	for i, pattern := range patterns {
 		if pattern == "" {
 			continue
@@ -196,6 +213,9 @@ func includedFiles(mainFile string, patterns []string) ([]includeMatch, []int) {
 		if err != nil {
 			bad = append(bad, i)
 			continue
+		}
+		if folder, err := unreadableFolder(pattern); err != nil {
+			folders = append(folders, folderError{entry: i, dir: folder, err: err})
 		}
 		slices.Sort(files)
 		for _, file := range files {
@@ -209,7 +229,66 @@ func includedFiles(mainFile string, patterns []string) ([]includeMatch, []int) {
 			matches = append(matches, includeMatch{file: file, entry: i})
 		}
 	}
-	return matches, bad
+	return matches, bad, folders
+}
+
+// unreadableFolder returns a folder that filepath.Glob has to read for
+// pattern but cannot, with the error. Glob skips such a folder as if it
+// were empty, so a conf.d that lost its read permission would silently
+// drop every job in it. A folder that does not exist is no error, since
+// a pattern may match nothing.
+func unreadableFolder(pattern string) (string, error) {
+	if !hasGlobMeta(pattern) {
+		// Glob only checks that the file exists.
+		_, err := os.Lstat(pattern)
+		return pattern, missingIsNil(err)
+	}
+	dir := filepath.Dir(pattern)
+	folders := []string{dir}
+	if hasGlobMeta(dir) {
+		if folder, err := unreadableFolder(dir); err != nil {
+			return folder, err
+		}
+		folders, _ = filepath.Glob(dir)
+	}
+	for _, folder := range folders {
+		if err := openFolder(folder); err != nil {
+			return folder, err
+		}
+	}
+	return "", nil
+}
+
+// openFolder opens folder as filepath.Glob does to list it, and returns
+// the error Glob ignores. A path that is missing or no folder returns nil,
+// because Glob then rightly matches nothing in it.
+func openFolder(folder string) error {
+	info, err := os.Stat(folder)
+	if err != nil {
+		return missingIsNil(err)
+	}
+	if !info.IsDir() {
+		return nil
+	}
+	file, err := os.Open(folder)
+	if err != nil {
+		return err
+	}
+	return file.Close()
+}
+
+// missingIsNil returns err unless err reports that the path does not exist.
+func missingIsNil(err error) error {
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+		return nil
+	}
+	return err
+}
+
+// hasGlobMeta reports whether path contains a character that
+// filepath.Match treats specially on Unix.
+func hasGlobMeta(path string) bool {
+	return strings.ContainsAny(path, `*?[\`)
 }
 
 // hiddenFromPattern reports whether name, the last element of a match,
@@ -242,10 +321,14 @@ func (l *loader) include(root map[string]any) error {
 				i+1, "conf.d/*.toml")
 		}
 	}
-	matches, bad := includedFiles(l.file, patterns)
+	matches, bad, folders := includedFiles(l.file, patterns)
 	for _, i := range bad {
 		l.reportEntry(key, i, "invalid glob pattern %q: %v: write a pattern such as %q",
 			patterns[i], filepath.ErrBadPattern, "conf.d/*.toml")
+	}
+	for _, folder := range folders {
+		l.reportEntry(key, folder.entry, "read included folder: %v: make it readable for the runner or change the pattern",
+			unwrapPathError(folder.err))
 	}
 	var syntax []Problem
 	for _, match := range matches {

@@ -228,3 +228,59 @@ func TestIncludeAfterTableHinted(t *testing.T) {
 		t.Errorf("got error %v, want %q", err, want)
 	}
 }
+
+// TestIncludeUnreadableFolder checks that a folder that an include
+// pattern cannot list is an error and changes the fingerprint, where
+// filepath.Glob alone would match nothing in it and drop its jobs. A
+// symbolic link to itself makes the folder unreadable for root too, and
+// a folder of mode 0 does so for other users.
+func TestIncludeUnreadableFolder(t *testing.T) {
+	cases := []struct {
+		name    string
+		pattern string
+		spoil   func(t *testing.T, folder string) error
+	}{
+		{"link loop", "conf.d/*.toml", func(t *testing.T, folder string) error { return os.Symlink(folder, folder) }},
+		{"link loop under a wildcard", "*.d/*.toml", func(t *testing.T, folder string) error { return os.Symlink(folder, folder) }},
+		{"link loop above a file", "conf.d/a.toml", func(t *testing.T, folder string) error { return os.Symlink(folder, folder) }},
+		{"mode 0", "conf.d/*.toml", func(t *testing.T, folder string) error {
+			if os.Geteuid() == 0 {
+				t.Skip("root reads a folder of mode 0")
+			}
+			if err := os.Mkdir(folder, 0o700); err != nil {
+				return err
+			}
+			return os.Chmod(folder, 0)
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			file := filepath.Join(dir, "config.toml")
+			writeFiles(t, dir, map[string]string{
+				"config.toml": "include = [\"" + c.pattern + "\"]\n\n[jobs.main]\ncommand = [\"true\"]\nevery = \"1h\"\n",
+			})
+			withoutFolder, err := Fingerprint(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			folder := filepath.Join(dir, "conf.d")
+			if err := c.spoil(t, folder); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = os.Chmod(folder, 0o700) })
+
+			_, err = Load(file)
+			if err == nil || !strings.Contains(err.Error(), "read included folder: "+folder) {
+				t.Errorf("load = %v, want an error that names the folder %s", err, folder)
+			}
+			hash, err := Fingerprint(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if hash == withoutFolder {
+				t.Errorf("fingerprint with the unreadable folder is that of a config without it")
+			}
+		})
+	}
+}
