@@ -363,3 +363,55 @@ func TestWatchReportsUnreadableConfig(t *testing.T) {
 	}
 	d.stop()
 }
+
+// TestReloadDuringShutdownRejected reloads a config with a new job and
+// a new exec listener while the daemon waits for a running job to stop.
+// The reload is rejected, because nothing it adds would start.
+func TestReloadDuringShutdownRejected(t *testing.T) {
+	p := newProject(t, `[jobs.slow]
+command = ["sh", "-c", "trap 'echo term' TERM; touch started; for i in 1 2 3 4 5 6; do sleep 1; done"]
+schedule = "0 0 1 1 *"
+`)
+	d := p.startDaemon()
+	client := p.command("run-job", "slow")
+	if err := client.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer client.Wait()
+	p.waitForFile("the slow run", "started")
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	d.waitLog("stopping running jobs")
+
+	p.write(`[jobs.slow]
+command = ["true"]
+schedule = "0 0 1 1 *"
+
+[jobs.added]
+command = ["touch", "added-ran"]
+every = "1s"
+
+[listeners.watcher]
+kind = "exec"
+command = ["sh", "-c", "touch listener-ran; exec sleep 60"]
+`)
+	res := p.run("reload")
+	if res.code != 1 || !strings.Contains(res.stderr, "stopping") {
+		t.Errorf("reload during shutdown = %d %q, want 1 and a message that the daemon is stopping", res.code, res.stderr)
+	}
+	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-d.done:
+	case <-time.After(15 * time.Second):
+		t.Fatal("daemon did not stop within 15s of SIGTERM")
+	}
+	if strings.Contains(d.log(), "config reloaded") {
+		t.Errorf("a reload during shutdown was applied:\n%s", d.log())
+	}
+	if n := strings.Count(d.log(), "reload ignored because the daemon is stopping"); n != 2 {
+		t.Errorf("%d reloads were logged as ignored, want 2: the command and SIGHUP", n)
+	}
+}

@@ -69,6 +69,7 @@ func runCluster(ctx context.Context, opts Options) error {
 		return err
 	}
 	var group run.Group
+	addStopMark(&group, &node.stopMark)
 	if cfg.Runner.HTTP != "" {
 		hs, err := health.NewServer(cfg.Runner.HTTP, node.Status, node.metrics, log, health.WithRuns(store.Runs))
 		if err != nil {
@@ -149,6 +150,7 @@ type clusterNode struct {
 	// stopped, so that winning again after it need not wait.
 	ranTerm int64
 	loadSignal
+	stopMark
 }
 
 // termWork is the runner, scheduler and listeners of one term.

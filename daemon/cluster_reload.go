@@ -28,10 +28,14 @@ func (n *clusterNode) reloadIfChanged() {
 
 // reload is Reload under the reload lock.
 func (n *clusterNode) reload() (string, error) {
+	old := n.config()
+	if n.stopping() {
+		n.log.Info("reload ignored because the daemon is stopping", "config", old.Path)
+		return "", errStopping
+	}
 	notify(n.log, "RELOADING=1")
 	defer notify(n.log, "READY=1")
 
-	old := n.config()
 	n.log.Info("reloading config", "config", old.Path)
 	next, err := config.Load(old.Path)
 	if err != nil {

@@ -90,6 +90,7 @@ func Run(ctx context.Context, opts Options) error {
 	}
 
 	var group run.Group
+	addStopMark(&group, &h.stopMark)
 	if cfg.Runner.HTTP != "" {
 		if err := addHealthServer(&group, cfg.Runner.HTTP, metrics, h, runner, store, log); err != nil {
 			_ = sched.Stop()

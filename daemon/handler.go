@@ -37,6 +37,7 @@ type handler struct {
 	watchState
 	reloadLock sync.Mutex
 	loadSignal
+	stopMark
 }
 
 func newHandler(cfg *config.Config, version string, runner *jobs.Runner, sched *jobs.Scheduler, set *listenerSet,
@@ -159,10 +160,14 @@ func (h *handler) reloadIfChanged() {
 
 // reload is Reload under the reload lock.
 func (h *handler) reload() (string, error) {
+	old := h.config()
+	if h.stopping() {
+		h.log.Info("reload ignored because the daemon is stopping", "config", old.Path)
+		return "", errStopping
+	}
 	notify(h.log, "RELOADING=1")
 	defer notify(h.log, "READY=1")
 
-	old := h.config()
 	h.log.Info("reloading config", "config", old.Path)
 	next, err := config.Load(old.Path)
 	if err != nil {

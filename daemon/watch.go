@@ -1,7 +1,12 @@
 package daemon
 
 import (
+	"context"
+	"errors"
 	"sync"
+	"sync/atomic"
+
+	"github.com/oklog/run"
 
 	"github.com/agent-runner/agent-runner/config"
 	"github.com/agent-runner/agent-runner/control"
@@ -102,4 +107,29 @@ func filesFingerprint(path string) string {
 		return "unreadable: " + err.Error()
 	}
 	return hash
+}
+
+// errStopping rejects a reload that arrives after the daemon began to
+// stop. The control socket and the reloader still run while the daemon
+// waits for its jobs, and a reload then would report jobs and listeners
+// as added that never start.
+var errStopping = errors.New("the daemon is stopping, so the config is not reloaded")
+
+// stopMark records that the daemon began to stop. The zero value is
+// ready to use.
+type stopMark struct{ set atomic.Bool }
+
+func (m *stopMark) stopping() bool { return m.set.Load() }
+
+// addStopMark adds an actor whose interrupt sets mark. Add it first, so
+// that the mark is set before any other actor begins to stop.
+func addStopMark(group *run.Group, mark *stopMark) {
+	ctx, cancel := context.WithCancel(context.Background())
+	group.Add(func() error {
+		<-ctx.Done()
+		return nil
+	}, func(error) {
+		mark.set.Store(true)
+		cancel()
+	})
 }
