@@ -14,20 +14,22 @@ import (
 func (n *clusterNode) Reload() (string, error) {
 	n.reloadLock.Lock()
 	defer n.reloadLock.Unlock()
-	return n.reload()
+	return n.reload("")
 }
 
 // reloadIfChanged reloads when fileChanged, under the reload lock.
 func (n *clusterNode) reloadIfChanged() {
 	n.reloadLock.Lock()
 	defer n.reloadLock.Unlock()
-	if n.fileChanged() {
-		_, _ = n.reload()
+	if hash, changed := n.fileChanged(); changed {
+		_, _ = n.reload(hash)
 	}
 }
 
-// reload is Reload under the reload lock.
-func (n *clusterNode) reload() (string, error) {
+// reload is Reload under the reload lock. A reload by watch passes the
+// fingerprint that two checks saw as seen, and applies nothing when the
+// files it reads differ from it.
+func (n *clusterNode) reload(seen string) (string, error) {
 	old := n.config()
 	if n.stopping() {
 		n.log.Info("reload ignored because the daemon is stopping", "config", old.Path)
@@ -37,7 +39,14 @@ func (n *clusterNode) reload() (string, error) {
 	defer notify(n.log, "READY=1")
 
 	n.log.Info("reloading config", "config", old.Path)
-	next, err := config.Load(old.Path)
+	next, err := loadConfig(old.Path)
+	if read, changed := changedDuringRead(seen, next, err, old.Path); changed {
+		n.log.Info("config files changed while they were read, so the reload waits for the next check", "config", old.Path)
+		n.mu.Lock()
+		n.unsettled(read)
+		n.mu.Unlock()
+		return "", nil
+	}
 	if err != nil {
 		n.log.Error("reload rejected: the running config stays", "config", old.Path, "err", err)
 		hash := filesFingerprint(old.Path)
@@ -121,10 +130,10 @@ func (n *clusterNode) watching() bool { return n.config().Runner.Watch }
 
 // fileChanged reports, with watch = true, whether the config files'
 // content differs from the last one loaded or rejected.
-func (n *clusterNode) fileChanged() bool {
+func (n *clusterNode) fileChanged() (string, bool) {
 	cfg := n.config()
 	if !cfg.Runner.Watch {
-		return false
+		return "", false
 	}
 	hash := filesFingerprint(cfg.Path)
 	n.mu.Lock()
@@ -133,5 +142,5 @@ func (n *clusterNode) fileChanged() bool {
 	if verdict == watchReverted {
 		n.log.Info("config files match the running config again; the reload error is cleared", "config", cfg.Path)
 	}
-	return verdict == watchChanged
+	return hash, verdict == watchChanged
 }

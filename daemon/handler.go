@@ -144,7 +144,7 @@ func withRemovedRuns(statuses []jobs.JobStatus, running []string) []jobs.JobStat
 func (h *handler) Reload() (string, error) {
 	h.reloadLock.Lock()
 	defer h.reloadLock.Unlock()
-	return h.reload()
+	return h.reload("")
 }
 
 // reloadIfChanged reloads when fileChanged. It checks under the reload
@@ -153,13 +153,15 @@ func (h *handler) Reload() (string, error) {
 func (h *handler) reloadIfChanged() {
 	h.reloadLock.Lock()
 	defer h.reloadLock.Unlock()
-	if h.fileChanged() {
-		_, _ = h.reload()
+	if hash, changed := h.fileChanged(); changed {
+		_, _ = h.reload(hash)
 	}
 }
 
-// reload is Reload under the reload lock.
-func (h *handler) reload() (string, error) {
+// reload is Reload under the reload lock. A reload by watch passes the
+// fingerprint that two checks saw as seen, and applies nothing when the
+// files it reads differ from it.
+func (h *handler) reload(seen string) (string, error) {
 	old := h.config()
 	if h.stopping() {
 		h.log.Info("reload ignored because the daemon is stopping", "config", old.Path)
@@ -169,7 +171,14 @@ func (h *handler) reload() (string, error) {
 	defer notify(h.log, "READY=1")
 
 	h.log.Info("reloading config", "config", old.Path)
-	next, err := config.Load(old.Path)
+	next, err := loadConfig(old.Path)
+	if read, changed := changedDuringRead(seen, next, err, old.Path); changed {
+		h.log.Info("config files changed while they were read, so the reload waits for the next check", "config", old.Path)
+		h.mu.Lock()
+		h.unsettled(read)
+		h.mu.Unlock()
+		return "", nil
+	}
 	if err != nil {
 		h.log.Error("reload rejected: the running config stays", "config", old.Path, "err", err)
 		h.setReloadError(err)
@@ -233,10 +242,10 @@ func (h *handler) watching() bool { return h.config().Runner.Watch }
 // added to or removed from an included folder counts as a change, and so
 // does a main file that cannot be read. Files that match the loaded
 // content again clear a reload error.
-func (h *handler) fileChanged() bool {
+func (h *handler) fileChanged() (string, bool) {
 	cfg := h.config()
 	if !cfg.Runner.Watch {
-		return false
+		return "", false
 	}
 	hash := filesFingerprint(cfg.Path)
 	h.mu.Lock()
@@ -246,7 +255,7 @@ func (h *handler) fileChanged() bool {
 		h.log.Info("config files match the running config again; the reload error is cleared", "config", cfg.Path)
 		h.notifyReload(alerts.EventRecovered, "config files match the running config again")
 	}
-	return verdict == watchChanged
+	return hash, verdict == watchChanged
 }
 
 func (h *handler) setReloadError(err error) {

@@ -89,6 +89,32 @@ func (w *watchState) compare(hash string, info *control.DaemonInfo) watchVerdict
 	return watchChanged
 }
 
+// unsettled records that a watch reload read other content than the
+// fingerprint that two checks saw, because a writer changed the files in
+// between. What it read waits for the next check like any new content,
+// and the fingerprint seen is no longer taken as rejected.
+func (w *watchState) unsettled(read string) { w.rejectedHash, w.pendingHash = "", read }
+
+// changedDuringRead returns the fingerprint of what a watch reload read
+// and whether it differs from seen, the fingerprint that two checks saw.
+// A loaded config has the hash of what it read. For a failed load the
+// fingerprint of the files as they are now is used. A reload by hand
+// passes "" as seen and loads whatever it reads.
+//
+// NOTE: a writer that rewrites the same content in place during the read
+// and finishes before the fingerprint here makes a failed load look like
+// a rejection of seen, which is then loaded only after the next change.
+func changedDuringRead(seen string, next *config.Config, loadErr error, path string) (string, bool) {
+	if seen == "" {
+		return "", false
+	}
+	if loadErr == nil {
+		return next.Hash, next.Hash != seen
+	}
+	read := filesFingerprint(path)
+	return read, read != seen
+}
+
 // reloaded clears the rejected content once a reload loaded a config.
 func (w *watchState) reloaded() { w.rejectedHash = "" }
 
@@ -133,3 +159,7 @@ func addStopMark(group *run.Group, mark *stopMark) {
 		cancel()
 	})
 }
+
+// loadConfig is config.Load, which tests replace to change the files
+// during a reload's read.
+var loadConfig = config.Load
