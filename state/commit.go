@@ -59,9 +59,12 @@ type writer struct {
 	deferred []logEntry
 	// commits counts bbolt commits, for tests.
 	commits int
-	// failure is the error of the last write to the disk, the claim log
-	// or a commit, and nil once one succeeds. mu guards it.
-	failure error
+	// commitFailure is the error of the last failed commit, or begin of a
+	// write transaction, until a commit succeeds. logFailure is that of
+	// the last failed claim log write, until one succeeds. They are kept
+	// apart because on a full disk claims still fit in the preallocated
+	// log while commits fail. mu guards both.
+	commitFailure, logFailure error
 }
 
 // opKind is the durability that a write needs before it returns.
@@ -225,11 +228,11 @@ func (s *Store) persist(batch []*writeOp) {
 	if !commit {
 		err := s.appendEntries(done, sync)
 		if err == nil {
-			w.setFailure(nil)
+			w.setFailure(&w.logFailure, nil)
 			return
 		}
 		if !errors.Is(err, errClaimLogFull) && !errors.Is(err, errClaimLogMoved) && !errors.Is(err, errFinishesDeferred) {
-			w.setFailure(err)
+			w.setFailure(&w.logFailure, err)
 			s.abortTx()
 			s.deferFinishes(done, err)
 			return
@@ -240,13 +243,13 @@ func (s *Store) persist(batch []*writeOp) {
 	w.tx = nil
 	if err != nil {
 		err = fmt.Errorf("commit state store %s: %w", s.path, err)
-		w.setFailure(err)
+		w.setFailure(&w.commitFailure, err)
 		// bbolt rolled the transaction back, and the next write rebuilds
 		// it from the claim log and the deferred finishes.
 		s.keepLoggable(done, err)
 		return
 	}
-	w.setFailure(nil)
+	w.setFailure(&w.commitFailure, nil)
 	w.commits++
 	w.deferred = nil
 	s.restartClaimLog()
@@ -372,7 +375,7 @@ func (s *Store) openTx() (*bolt.Tx, error) {
 	tx, err := s.db.Begin(true)
 	if err != nil {
 		err = fmt.Errorf("begin write to state store %s: %w", s.path, err)
-		w.setFailure(err)
+		w.setFailure(&w.commitFailure, err)
 		return nil, err
 	}
 	if (w.claims != nil && w.claims.size > 0) || len(w.deferred) > 0 {
@@ -413,32 +416,43 @@ func (s *Store) abortTx() {
 	w.tx = nil
 }
 
-func (w *writer) setFailure(err error) {
+// setFailure sets *failure, one of the writer's failure fields, to err.
+func (w *writer) setFailure(failure *error, err error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.failure = err
+	*failure = err
 }
 
-// WriteError returns the error of the last write that failed to reach
-// the disk, such as on a full or read-only file system, or nil when a
-// write succeeded since. While one failed, it first tries an empty
-// commit, so that a store that accepts writes again shows it before the
-// next run writes. An error of the write's own, such as a slot that is
-// already claimed, does not count.
+// failureLocked returns the commit failure, else the claim log
+// failure. The caller holds w.mu.
+func (w *writer) failureLocked() error {
+	if w.commitFailure != nil {
+		return w.commitFailure
+	}
+	return w.logFailure
+}
+
+// WriteError returns the error of the last commit that failed to reach
+// the disk, such as on a full or read-only file system, until a commit
+// succeeds, else that of the last failed claim log write until one
+// succeeds, else nil. While one failed, it first tries an empty commit,
+// so that a store that accepts writes again shows it before the next run
+// writes. An error of the write's own, such as a slot that is already
+// claimed, does not count.
 func (s *Store) WriteError() error {
 	if s.readOnly {
 		return nil
 	}
 	w := &s.writer
 	w.mu.Lock()
-	failed := w.failure != nil
+	failed := w.failureLocked() != nil
 	w.mu.Unlock()
 	if failed {
 		_ = s.update(func(*bolt.Tx) error { return nil })
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.failure
+	return w.failureLocked()
 }
 
 // commitsFailing reports whether writes wait for a commit that failed.
@@ -446,7 +460,7 @@ func (s *Store) commitsFailing() bool {
 	w := &s.writer
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.pending && w.failure != nil
+	return w.pending && w.commitFailure != nil
 }
 
 // viewPending runs fn in the open write transaction, which contains the

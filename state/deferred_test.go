@@ -1,6 +1,7 @@
 package state
 
 import (
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -159,5 +160,40 @@ func TestReadsSeeWritesWhileCommitsFail(t *testing.T) {
 	}
 	if job.LastResult != ResultOK {
 		t.Errorf("job last result %q while commits fail, want ok", job.LastResult)
+	}
+}
+
+// TestWriteErrorKeptWhileClaimsFit checks that a failed commit is still
+// reported after later claims went into the preallocated claim log, as
+// they do on a full disk until the log is full.
+func TestWriteErrorKeptWhileClaimsFit(t *testing.T) {
+	path := tempStorePath(t)
+	store := openHeldStore(t, path, Options{})
+	// A store file larger than the claim log, so that a limit at the log's
+	// size stops the store's new pages and not the log's writes.
+	run := claimSlot(t, store, "alpha", slotAt(0))
+	run.Result, run.Finish, run.Output = ResultOK, testStart.Add(time.Second), strings.Repeat("x", 2*claimLogSize)
+	if err := store.Finish(run); err != nil {
+		t.Fatal(err)
+	}
+	store.flush()
+	if info, err := os.Stat(path); err != nil || info.Size() <= claimLogSize {
+		t.Fatalf("store file after a large finish: %v, %v; want more than %d bytes", info, err, claimLogSize)
+	}
+	// Pages past the limit, where bbolt adds new ones, cannot be written.
+	restore := limitFileSize(t, claimLogSize)
+	defer restore()
+
+	// Enough claims that their commit needs pages past the file's end.
+	for i := 1; i <= 300; i++ {
+		claimSlot(t, store, "alpha", slotAt(i))
+	}
+	store.flush()
+	if err := store.WriteError(); err == nil {
+		t.Fatal("WriteError after a commit that could not grow the file = nil, want its error")
+	}
+	claimSlot(t, store, "alpha", slotAt(301))
+	if err := store.WriteError(); err == nil {
+		t.Error("WriteError after a claim that went into the claim log = nil, want the failed commit's error")
 	}
 }
