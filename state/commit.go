@@ -174,8 +174,9 @@ func (s *Store) commitQueued(self *writeOp) {
 // commitBatch applies batch to the open transaction and makes it durable,
 // setting each write's error. When a write fails after it may have
 // changed the transaction, the transaction is rolled back and every write
-// is retried alone, so one write's own error never fails another. A
-// failed commit or claim log write still fails every write it contained.
+// is retried alone, so one write's own error never fails another. A read
+// that ran before the failed write keeps its result and is not run again.
+// A failed commit or claim log write still fails every write it contained.
 func (s *Store) commitBatch(batch []*writeOp) {
 	tx, err := s.openTx()
 	if err != nil {
@@ -184,7 +185,7 @@ func (s *Store) commitBatch(batch []*writeOp) {
 		}
 		return
 	}
-	for _, op := range batch {
+	for i, op := range batch {
 		op.entry, op.err = op.fn(tx)
 		var rejected *rejection
 		if op.err == nil || errors.As(op.err, &rejected) {
@@ -194,7 +195,12 @@ func (s *Store) commitBatch(batch []*writeOp) {
 		if len(batch) == 1 {
 			return
 		}
-		for _, op := range batch {
+		for j, op := range batch {
+			if op.kind == opRead && j < i {
+				// The read has its result, and running it again would
+				// hand its caller every record twice.
+				continue
+			}
 			op.err, op.entry = nil, nil
 			s.commitBatch([]*writeOp{op})
 		}

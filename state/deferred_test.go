@@ -1,11 +1,14 @@
 package state
 
 import (
+	"errors"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
 )
 
@@ -195,5 +198,73 @@ func TestWriteErrorKeptWhileClaimsFit(t *testing.T) {
 	claimSlot(t, store, "alpha", slotAt(301))
 	if err := store.WriteError(); err == nil {
 		t.Error("WriteError after a claim that went into the claim log = nil, want the failed commit's error")
+	}
+}
+
+// waitQueued waits until n writes wait for the write leader.
+func waitQueued(t *testing.T, store *Store, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		store.writer.mu.Lock()
+		queued := len(store.writer.queue)
+		store.writer.mu.Unlock()
+		if queued >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d writes queued after 5s, want %d", queued, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestPendingReadRunsOnceInFailedBatch reads the open transaction in the
+// same batch as a write that fails on its own, such as a skipped run of
+// a job that is gone. The batch is retried one write at a time, and the
+// read still runs once, so a read that collects records, as Jobs and
+// Runs do, does not return them twice.
+func TestPendingReadRunsOnceInFailedBatch(t *testing.T) {
+	store := openHeldStore(t, tempStorePath(t), Options{})
+	if _, err := store.EnsureJob("alpha", testStart); err != nil {
+		t.Fatal(err)
+	}
+
+	entered, release := make(chan struct{}), make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		_ = store.update(func(*bolt.Tx) error {
+			close(entered)
+			<-release
+			return nil
+		})
+	})
+	<-entered
+
+	var names []string
+	wg.Go(func() {
+		err := store.viewPending(func(tx *bolt.Tx) error {
+			return tx.Bucket(bucketJobs).ForEach(func(key, _ []byte) error {
+				names = append(names, string(key))
+				return nil
+			})
+		})
+		if err != nil {
+			t.Errorf("viewPending: %v", err)
+		}
+	})
+	waitQueued(t, store, 1)
+	failure := errors.New("write failed")
+	wg.Go(func() {
+		if err := store.update(func(*bolt.Tx) error { return failure }); !errors.Is(err, failure) {
+			t.Errorf("failing write returned %v, want %v", err, failure)
+		}
+	})
+	waitQueued(t, store, 2)
+	close(release)
+	wg.Wait()
+
+	if len(names) != 1 {
+		t.Errorf("read in a retried batch collected jobs %v, want [alpha]", names)
 	}
 }
