@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -78,10 +79,16 @@ func (j *Journal) open() error {
 	}
 	// O_NOFOLLOW keeps a user who may write the folder from pointing the
 	// path at a file of the daemon's user, such as a root-owned config,
-	// and getting chat text appended to it.
-	f, err := os.OpenFile(j.path, os.O_WRONLY|os.O_CREATE|os.O_APPEND|syscall.O_NOFOLLOW, 0o600)
+	// and getting chat text appended to it. O_NONBLOCK keeps a named pipe
+	// put at the path from blocking the open, which runs with the
+	// journal's lock held and so would stop every Append.
+	f, err := os.OpenFile(j.path, os.O_WRONLY|os.O_CREATE|os.O_APPEND|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0o600)
 	if errors.Is(err, syscall.ELOOP) {
 		return fmt.Errorf("open event log: %s is a symbolic link, which is not followed: set log_to to the file it names", j.path)
+	}
+	if errors.Is(err, syscall.ENXIO) {
+		// Opening a named pipe that has no reader, or a socket, fails so.
+		return fmt.Errorf("open event log: %s is not a regular file: remove it or set log_to to another path", j.path)
 	}
 	if err != nil {
 		return fmt.Errorf("open event log: %w", err)
@@ -90,6 +97,12 @@ func (j *Journal) open() error {
 	if err != nil {
 		f.Close()
 		return fmt.Errorf("inspect event log: %w", err)
+	}
+	// A reader of a named pipe could stop reading and so block Append.
+	// A character device, such as /dev/null, is kept.
+	if !info.Mode().IsRegular() && info.Mode()&fs.ModeCharDevice == 0 {
+		f.Close()
+		return fmt.Errorf("open event log: %s is not a regular file: remove it or set log_to to another path", j.path)
 	}
 	j.file, j.buf, j.size = f, bufio.NewWriterSize(journalWriter(f), 64<<10), info.Size()
 	j.failed = false
