@@ -263,13 +263,18 @@ func (s *Store) persist(batch []*writeOp) {
 
 // restartClaimLog empties the claim log after a commit made its entries
 // redundant. A log that is no longer at its path is replaced by a new one
-// there, because a restart would not find the old one.
+// there, because a restart would not find the old one. The reset is a
+// claim log write, so it also sets or clears the claim log failure that
+// WriteError reports, which otherwise stays until the next claim.
 func (s *Store) restartClaimLog() {
 	w := &s.writer
 	if w.claims.moved() && s.recreateClaimLog() {
+		w.setFailure(&w.logFailure, nil)
 		return
 	}
-	if err := w.claims.reset(); err != nil {
+	err := w.claims.reset()
+	w.setFailure(&w.logFailure, err)
+	if err != nil {
 		w.log.Warn("reset claim log failed, so a restart replays entries that the store already contains", "err", err)
 	}
 }

@@ -268,3 +268,32 @@ func TestPendingReadRunsOnceInFailedBatch(t *testing.T) {
 		t.Errorf("read in a retried batch collected jobs %v, want [alpha]", names)
 	}
 }
+
+// TestWriteErrorClearsOnceClaimLogWrites makes claim log writes fail, as
+// after an I/O error, and then work again. WriteError reports the
+// failure, and stops reporting it once the store can write again, before
+// the next claim.
+func TestWriteErrorClearsOnceClaimLogWrites(t *testing.T) {
+	store := openHeldStore(t, tempStorePath(t), Options{})
+	claimSlot(t, store, "alpha", slotAt(1))
+	claims := store.writer.claims
+	writable := claims.file
+	readOnly, err := os.Open(claims.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer readOnly.Close()
+
+	claims.file = readOnly
+	if _, err := store.Claim(Run{Job: "alpha", Trigger: TriggerSchedule, Slot: slotAt(2), Start: testStart}, time.Time{}); err == nil {
+		t.Fatal("Claim succeeded while the claim log cannot be written")
+	}
+	if err := store.WriteError(); err == nil {
+		t.Error("WriteError while the claim log cannot be written = nil, want its error")
+	}
+	claims.file = writable
+
+	if err := store.WriteError(); err != nil {
+		t.Errorf("WriteError once the claim log can be written = %v, want nil", err)
+	}
+}
