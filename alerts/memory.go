@@ -21,7 +21,8 @@ const memoryVersion = 1
 
 // memorySaveDelay is how long a change waits before the memory file is
 // written, so that a storm of alerts costs one write a second, not one
-// per alert. A crash loses at most the changes of that second.
+// per alert. A crash loses at most the changes of that second, unless the
+// write failed. The next change or Flush then tries it again.
 const memorySaveDelay = time.Second
 
 // tmpSuffix follows the name of the memory file in the name of the
@@ -44,6 +45,9 @@ type Memory struct {
 	sinks map[string]map[string]savedKey
 	// timer writes the file memorySaveDelay after the first unsaved change.
 	timer *time.Timer
+	// unsaved is set while a write of the file failed, so that the next
+	// Flush, such as the one at the end of Run, tries again.
+	unsaved bool
 }
 
 // memoryFile is the JSON form of the memory file.
@@ -180,15 +184,18 @@ func (m *Memory) update(sink, key string, state *keyState) {
 	m.scheduleLocked()
 }
 
-// Flush writes the file now if a change is waiting for its write.
+// Flush writes the file now if a change is waiting for its write, or a
+// write of it failed.
 func (m *Memory) Flush() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.timer == nil {
+	if m.timer == nil && !m.unsaved {
 		return
 	}
-	m.timer.Stop()
-	m.timer = nil
+	if m.timer != nil {
+		m.timer.Stop()
+		m.timer = nil
+	}
 	sinks := maps.Clone(m.sinks)
 	for name, keys := range sinks {
 		if len(keys) == 0 {
@@ -199,6 +206,7 @@ func (m *Memory) Flush() {
 	if err == nil {
 		err = writeFileAtomic(m.path, data)
 	}
+	m.unsaved = err != nil
 	if err != nil {
 		m.log.Error("write alert memory failed; a restart may repeat recent alerts", "path", m.path, "err", err)
 	}

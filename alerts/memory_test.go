@@ -124,3 +124,25 @@ func TestMemoryRemovesLeftoverTempFile(t *testing.T) {
 		t.Errorf("stat of the leftover temporary file: got %v, want it removed", err)
 	}
 }
+
+// TestMemoryFlushRetriesFailedWrite fails the timer's write of the memory
+// file, then lets writes work again. The Flush at the end of Run still
+// writes the change, so a restart keeps it.
+func TestMemoryFlushRetriesFailedWrite(t *testing.T) {
+	folder := filepath.Join(t.TempDir(), "state")
+	path := filepath.Join(folder, "alerts.json")
+	log, _ := newTestLogger()
+	memory := OpenMemory(path, log)
+	memory.update("fake", "job:digest", &keyState{alerted: true, events: map[string]*eventState{}})
+
+	// The folder is missing, so this write fails.
+	memory.Flush()
+	if err := os.Mkdir(folder, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	memory.Flush()
+
+	if alerted := OpenMemory(path, log).Alerted(); !alerted["job:digest"] {
+		t.Errorf("memory file after a failed write and a final Flush has alerted keys %v, want job:digest", alerted)
+	}
+}
