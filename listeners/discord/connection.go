@@ -34,6 +34,10 @@ type timing struct {
 	// open bounds one open: the dial, HELLO, IDENTIFY or RESUME, and
 	// READY or RESUMED.
 	open time.Duration
+	// write bounds each write to the gateway connection. A write that
+	// does not finish in time, because the gateway stopped reading, ends
+	// the connection and Run.
+	write time.Duration
 	// abandon is how long open waits for discordgo's Open to return
 	// after closing its connection, before it gives up on the session.
 	abandon time.Duration
@@ -48,6 +52,7 @@ type timing struct {
 
 var defaultTiming = timing{
 	open:              listeners.DefaultConnectTimeout,
+	write:             30 * time.Second,
 	abandon:           5 * time.Second,
 	firstResumeDelay:  time.Second,
 	invalidSessionMin: time.Second,
@@ -84,8 +89,8 @@ type connection struct {
 	mu sync.Mutex
 	// selfID is the bot's own user ID, from READY.
 	selfID string
-	// ended is the error with which the frame filter ended the latest
-	// connection, or nil.
+	// ended is the error with which the frame filter or the write
+	// deadline ended the latest connection, or nil.
 	ended error
 }
 
@@ -98,7 +103,10 @@ func newConnection(ctx context.Context, l *Listener, host listeners.Host, gatewa
 		disconnected: make(chan struct{}, 1),
 		established:  make(chan struct{}, 1),
 	}
-	c.dialer = &gatewayDialer{ctx: ctx, hooks: filterHooks{ended: c.setEnded, reached: c.setStep}}
+	c.dialer = &gatewayDialer{
+		ctx: ctx, gatewayURL: gatewayURL, writeTimeout: l.timing.write, proxy: l.proxy,
+		hooks: filterHooks{ended: c.setEnded, reached: c.setStep},
+	}
 	c.session = c.newGatewaySession(gatewayURL)
 	return c
 }
@@ -159,7 +167,7 @@ func (c *connection) run(ctx context.Context) error {
 // runs into its 30 s timeout, and within 16 s when each fails at once.
 func (c *connection) resume(ctx context.Context) error {
 	lost := c.takeEnded()
-	if errors.Is(lost, errMessageTooLarge) {
+	if errors.Is(lost, errMessageTooLarge) || isWriteTimeout(lost) {
 		return fmt.Errorf("serve gateway session: %w", lost)
 	}
 	if lost != nil {
@@ -201,11 +209,18 @@ func (c *connection) resume(ctx context.Context) error {
 
 // endsRun reports whether err from open makes retrying useless within
 // this Run: a fatal close code, a message too large for the frame
-// filter, which a resumed session would replay, or an abandoned session.
+// filter, which a resumed session would replay, a gateway that stopped
+// reading, or an abandoned session.
 func endsRun(err error) bool {
 	return errors.Is(err, listeners.ErrAuth) ||
 		errors.Is(err, errMessageTooLarge) ||
+		isWriteTimeout(err) ||
 		errors.Is(err, errSessionAbandoned)
+}
+
+func isWriteTimeout(err error) bool {
+	var timeout *writeTimeoutError
+	return errors.As(err, &timeout)
 }
 
 // retryDelay returns the wait before the next open after cause: delay,
@@ -256,8 +271,9 @@ func (c *connection) open(ctx context.Context) error {
 	return c.awaitEstablished(ctx, timer)
 }
 
-// openError returns why Open failed, preferring the frame filter's
-// reason for ending the connection to the read error it caused.
+// openError returns why Open failed, preferring the reason with which the
+// frame filter or the write deadline ended the connection to the read or
+// write error it caused.
 func (c *connection) openError(err error) error {
 	if ended := c.takeEnded(); ended != nil {
 		return ended
@@ -467,8 +483,8 @@ func (c *connection) setEnded(err error) {
 	c.ended = err
 }
 
-// takeEnded returns and clears the frame filter's reason for ending the
-// latest connection.
+// takeEnded returns and clears the reason with which the frame filter or
+// the write deadline ended the latest connection.
 func (c *connection) takeEnded() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()

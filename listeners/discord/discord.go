@@ -44,6 +44,11 @@
 //     later Close. The frameFilter ends the connection on op 7 before
 //     READY or RESUMED and drops op 11 there, and open gives up on an
 //     Open that does not return after its connection closes.
+//   - Writes: heartbeat, the reply to op 1 HEARTBEAT in onEvent and
+//     CloseWithCode write under the session's websocket lock without a
+//     deadline. A gateway that stops reading would block them for good,
+//     and every later write and Close with them. deadlineConn bounds
+//     each write, and a write timeout ends Run.
 //   - Open returns nil whatever the reply to IDENTIFY or RESUME is, so
 //     open waits for READY or RESUMED itself, within the same timeout.
 //   - Op 9 INVALID_SESSION: onEvent sends IDENTIFY at once on the same
@@ -64,6 +69,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/url"
 	"strings"
 	"sync/atomic"
@@ -106,6 +112,10 @@ type Listener struct {
 	rest   *discordgo.Session
 	logger atomic.Pointer[slog.Logger]
 	timing timing
+	// proxy, when set, replaces http.ProxyFromEnvironment for the
+	// gateway. Tests set it because that function reads the environment
+	// once per process and never proxies 127.0.0.1.
+	proxy func(*http.Request) (*url.URL, error)
 }
 
 var (

@@ -118,7 +118,8 @@ func newFrameFilter(conn net.Conn, log *slog.Logger, hooks filterHooks) *frameFi
 }
 
 // filterHooks are the callbacks through which a frameFilter reports to
-// the connection of its Run.
+// the connection of its Run. The deadlineConn below the filter reports
+// a write timeout through ended too.
 type filterHooks struct {
 	ended   func(error)
 	reached func(handshakeStep)

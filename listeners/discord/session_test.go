@@ -16,6 +16,7 @@ import (
 // shortTiming keeps the waits of a test's gateway session short.
 var shortTiming = timing{
 	open:              time.Second,
+	write:             time.Second,
 	abandon:           200 * time.Millisecond,
 	firstResumeDelay:  10 * time.Millisecond,
 	invalidSessionMin: 100 * time.Millisecond,

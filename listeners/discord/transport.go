@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/gorilla/websocket"
 )
@@ -109,9 +110,17 @@ var errDialAborted = errors.New("dial aborted")
 // gatewayDialer dials the gateway for one Run. It cancels dials when the
 // Run's context ends, and it keeps the latest connection so that Run can
 // close it while discordgo's Open waits for HELLO or READY, which Open
-// reads without a deadline.
+// reads without a deadline. Each connection bounds its writes with a
+// deadlineConn.
 type gatewayDialer struct {
 	ctx context.Context
+	// gatewayURL names the gateway in a write timeout error.
+	gatewayURL string
+	// writeTimeout bounds each write to the TCP connection.
+	writeTimeout time.Duration
+	// proxy selects the proxy for the gateway, and is
+	// http.ProxyFromEnvironment when nil.
+	proxy func(*http.Request) (*url.URL, error)
 	// rootCAs verifies the gateway's certificate; nil uses the system's.
 	rootCAs *x509.CertPool
 	// hooks are given to the frameFilter of each connection.
@@ -131,16 +140,20 @@ func (d *gatewayDialer) dialContext(ctx context.Context, network, addr string) (
 	defer stop()
 
 	var dialer net.Dialer
-	conn, err := dialer.DialContext(ctx, network, addr)
+	tcpConn, err := dialer.DialContext(ctx, network, addr)
 	if err != nil {
 		return nil, err
+	}
+	conn := &deadlineConn{
+		Conn: tcpConn, gateway: d.gatewayURL, timeout: d.writeTimeout, ended: d.hooks.ended,
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.aborted {
-		conn.Close()
+		tcpConn.Close()
 		return nil, errDialAborted
 	}
+	conn.release = context.AfterFunc(d.ctx, conn.stop)
 	d.conn = conn
 	if d.hooks.reached != nil {
 		d.hooks.reached(stepDialed)
@@ -179,7 +192,8 @@ const defaultGatewayURL = "wss://gateway.discord.gg"
 // NOTE: gorilla/websocket v1.5.3 dials a proxy with NetDialTLSContext when
 // both are set, so when the environment names a proxy for the gateway the
 // dialer keeps gorilla's own TLS and the proxy, and wss messages reach
-// discordgo unfiltered.
+// discordgo unfiltered. The write deadline still applies there, because
+// dialContext puts it on the TCP connection to the proxy, below TLS.
 func (d *gatewayDialer) websocketDialer(log *slog.Logger, gatewayURL string) *websocket.Dialer {
 	dialer := &websocket.Dialer{
 		NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -189,13 +203,13 @@ func (d *gatewayDialer) websocketDialer(log *slog.Logger, gatewayURL string) *we
 			}
 			return newFrameFilter(conn, log, d.hooks), nil
 		},
-		Proxy:            http.ProxyFromEnvironment,
+		Proxy:            d.proxyFunc(),
 		HandshakeTimeout: handshakeTimeout,
 	}
 	if gatewayURL == "" {
 		gatewayURL = defaultGatewayURL
 	}
-	if proxied(gatewayURL) {
+	if proxied(gatewayURL, dialer.Proxy) {
 		log.Warn("gateway messages are not checked because a proxy is set for the gateway", "gateway", gatewayURL)
 		dialer.NetDialContext = d.dialContext
 		d.filtered = false
@@ -225,9 +239,16 @@ func (d *gatewayDialer) dialTLS(ctx context.Context, network, addr string, log *
 	return newFrameFilter(tlsConn, log, d.hooks), nil
 }
 
-// proxied reports whether the environment names a proxy for a gateway
-// URL, as gorilla/websocket asks http.ProxyFromEnvironment.
-func proxied(gatewayURL string) bool {
+func (d *gatewayDialer) proxyFunc() func(*http.Request) (*url.URL, error) {
+	if d.proxy == nil {
+		return http.ProxyFromEnvironment
+	}
+	return d.proxy
+}
+
+// proxied reports whether proxy, such as http.ProxyFromEnvironment,
+// returns a proxy for a gateway URL, as gorilla/websocket calls it.
+func proxied(gatewayURL string, proxy func(*http.Request) (*url.URL, error)) bool {
 	u, err := url.Parse(gatewayURL)
 	if err != nil {
 		return false
@@ -238,6 +259,6 @@ func proxied(gatewayURL string) bool {
 	case "wss":
 		u.Scheme = "https"
 	}
-	proxy, err := http.ProxyFromEnvironment(&http.Request{URL: u})
-	return err == nil && proxy != nil
+	proxyURL, err := proxy(&http.Request{URL: u})
+	return err == nil && proxyURL != nil
 }
