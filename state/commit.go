@@ -39,6 +39,9 @@ type writer struct {
 	recreateFailed bool
 	// closed is set by Close, after which the timer stays off.
 	closed bool
+	// timerFlushes counts the timer's flushes in progress, which Close
+	// waits for before it commits and closes the files under them.
+	timerFlushes sync.WaitGroup
 	// delay is commitDelay, which tests raise to keep the transaction
 	// open.
 	delay time.Duration
@@ -502,7 +505,13 @@ func (s *Store) armTimer() {
 		if w.timer == timer {
 			w.timer = nil
 		}
+		if w.closed {
+			w.mu.Unlock()
+			return
+		}
+		w.timerFlushes.Add(1)
 		w.mu.Unlock()
+		defer w.timerFlushes.Done()
 		s.flush()
 	})
 	w.timer = timer

@@ -297,3 +297,45 @@ func TestWriteErrorClearsOnceClaimLogWrites(t *testing.T) {
 		t.Errorf("WriteError once the claim log can be written = %v, want nil", err)
 	}
 }
+
+// TestRecoverInterruptedRetriedBatch queues RecoverInterrupted in a
+// batch with a write that fails, which makes the batch run each write
+// again alone. Each interrupted run is returned once.
+func TestRecoverInterruptedRetriedBatch(t *testing.T) {
+	store := openHeldStore(t, tempStorePath(t), Options{})
+	claimSlot(t, store, "alpha", slotAt(1))
+	store.flush()
+
+	entered, release := make(chan struct{}), make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		_ = store.update(func(*bolt.Tx) error {
+			close(entered)
+			<-release
+			return nil
+		})
+	})
+	<-entered
+
+	var recovered []Run
+	wg.Go(func() {
+		var err error
+		if recovered, err = store.RecoverInterrupted(testStart.Add(time.Hour), nil); err != nil {
+			t.Errorf("RecoverInterrupted: %v", err)
+		}
+	})
+	waitQueued(t, store, 1)
+	failure := errors.New("write failed")
+	wg.Go(func() {
+		if err := store.update(func(*bolt.Tx) error { return failure }); !errors.Is(err, failure) {
+			t.Errorf("failing write returned %v, want %v", err, failure)
+		}
+	})
+	waitQueued(t, store, 2)
+	close(release)
+	wg.Wait()
+
+	if len(recovered) != 1 {
+		t.Errorf("RecoverInterrupted in a retried batch returned %d runs, want 1", len(recovered))
+	}
+}

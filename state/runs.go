@@ -289,6 +289,8 @@ func (s *Store) RecoverInterrupted(now time.Time, busy func(job string) bool) ([
 	}
 	var recovered []Run
 	err = s.update(func(tx *bolt.Tx) error {
+		// A batch that fails runs each of its writes again.
+		recovered = recovered[:0]
 		for _, name := range names {
 			if busy != nil && busy(name) {
 				continue

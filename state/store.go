@@ -208,8 +208,9 @@ func warnIfEmpty(path string, logger *slog.Logger) bool {
 // failed commit leaves them in the claim log for the next Open, except
 // finishes that did not fit in the log, which are lost.
 func (s *Store) Close() error {
-	s.flush()
 	s.writer.stopTimer()
+	s.writer.timerFlushes.Wait()
+	s.flush()
 	if n := len(s.writer.deferred); n > 0 {
 		s.writer.log.Warn("finished runs not stored, so the next start marks them interrupted", "runs", n)
 	}
@@ -237,8 +238,14 @@ func (s *Store) Recovered() string { return s.recovered }
 // before it. When that commit fails, as on a full disk, fn runs in the
 // open write transaction instead. That transaction contains them too, so
 // status does not show the store as it was before the failure.
+//
+// While commits fail, a read does not try one of its own: each try
+// rebuilds the transaction from the claim log, and a status that reads
+// every job would make one per job. The commit timer keeps trying.
 func (s *Store) view(fn func(tx *bolt.Tx) error) error {
-	s.flush()
+	if !s.commitsFailing() {
+		s.flush()
+	}
 	if s.commitsFailing() {
 		return s.viewPending(fn)
 	}
