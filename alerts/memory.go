@@ -154,6 +154,23 @@ func (m *Memory) retain(sinks []string) {
 	}
 }
 
+// Forget drops the state of every key, in every sink, that keep rejects,
+// such as the keys of jobs and listeners no longer configured, and
+// schedules a write of the file when that changed it. Call it before
+// Dispatcher.Remember, which hands the state to the sinks.
+func (m *Memory) Forget(keep func(key string) bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, keys := range m.sinks {
+		for key := range keys {
+			if !keep(key) {
+				delete(keys, key)
+				m.scheduleLocked()
+			}
+		}
+	}
+}
+
 // scheduleLocked starts the timer that writes the file, unless it is
 // already running. The caller holds m.mu.
 func (m *Memory) scheduleLocked() {

@@ -146,3 +146,20 @@ func TestMemoryFlushRetriesFailedWrite(t *testing.T) {
 		t.Errorf("memory file after a failed write and a final Flush has alerted keys %v, want job:digest", alerted)
 	}
 }
+
+func TestMemoryForgetDropsRejectedKeys(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "alerts.json")
+	runWithMemory(t, path, failedAlert("digest", base), failedAlert("gone", base))
+
+	log, _ := newTestLogger()
+	memory := OpenMemory(path, log)
+	memory.Forget(func(key string) bool { return key != "job:gone" })
+	memory.Flush()
+	alerted := OpenMemory(path, log).Alerted()
+	if !alerted["job:digest"] {
+		t.Errorf("alerted keys %v, want job:digest kept", alerted)
+	}
+	if alerted["job:gone"] {
+		t.Errorf("alerted keys %v, want job:gone forgotten", alerted)
+	}
+}

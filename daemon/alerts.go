@@ -58,8 +58,31 @@ func newDispatcher(cfg *config.Config, reaper *process.Reaper, log *slog.Logger)
 		return nil
 	}
 	d := alerts.NewDispatcher(sinks, log)
-	d.Remember(alerts.OpenMemory(filepath.Join(cfg.Runner.StateDir, alertMemoryFile), log))
+	memory := alerts.OpenMemory(filepath.Join(cfg.Runner.StateDir, alertMemoryFile), log)
+	memory.Forget(configuredKey(cfg))
+	d.Remember(memory)
 	return d
+}
+
+// configuredKey returns whether an alert key belongs to a job or listener
+// of cfg, or to something else, such as a reload, that every config has.
+// The alert memory drops the other keys, so that a removed job's stale
+// episode neither stays in the file nor seeds the stale tracker.
+func configuredKey(cfg *config.Config) func(key string) bool {
+	names := make(map[string]bool, len(cfg.Jobs)+len(cfg.Listeners))
+	for _, job := range cfg.Jobs {
+		names[alerts.KindJob+":"+job.Name] = true
+	}
+	for _, lc := range cfg.Listeners {
+		names[alerts.KindListener+":"+lc.Name] = true
+	}
+	return func(key string) bool {
+		kind, _, _ := strings.Cut(key, ":")
+		if kind != alerts.KindJob && kind != alerts.KindListener {
+			return true
+		}
+		return names[strings.TrimSuffix(key, staleKeySuffix)]
+	}
 }
 
 // jobAlert turns the final run of a request into an alert: a failure

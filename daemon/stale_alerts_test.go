@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/agent-runner/agent-runner/alerts"
+	"github.com/agent-runner/agent-runner/config"
 	"github.com/agent-runner/agent-runner/control"
 	"github.com/agent-runner/agent-runner/jobs"
 	"github.com/agent-runner/agent-runner/listeners"
@@ -65,5 +66,28 @@ func TestStaleTrackerSeededFromMemory(t *testing.T) {
 	}
 	if got[0].Key != "job:digest:stale" || got[0].Event != alerts.EventRecovered {
 		t.Errorf("alert: got %s %s, want job:digest:stale recovered", got[0].Key, got[0].Event)
+	}
+}
+
+func TestConfiguredKeyForgetsRemoved(t *testing.T) {
+	cfg := &config.Config{
+		Jobs:      []*config.Job{{Name: "digest"}},
+		Listeners: []*config.Listener{{Name: "chat"}},
+	}
+	keep := configuredKey(cfg)
+	for key, want := range map[string]bool{
+		"job:digest":          true,
+		"job:digest:stale":    true,
+		"listener:chat":       true,
+		"listener:chat:stale": true,
+		"job:gone":            false,
+		"job:gone:stale":      false,
+		"listener:old":        false,
+		"reload":              true,
+		"daemon:state_dir":    true,
+	} {
+		if got := keep(key); got != want {
+			t.Errorf("configuredKey(%q) = %v, want %v", key, got, want)
+		}
 	}
 }
