@@ -30,8 +30,13 @@ type node struct {
 }
 
 func newNode(client *clientv3.Client, prefix, name string) node {
+	return newNodeTTL(client, prefix, name, testTTL)
+}
+
+// newNodeTTL is newNode with a lease TTL of ttl.
+func newNodeTTL(client *clientv3.Client, prefix, name string, ttl time.Duration) node {
 	return node{
-		elector: NewElector(client, prefix, name, testTTL, slog.Default()),
+		elector: NewElector(client, prefix, name, ttl, slog.Default()),
 		store:   NewEtcd(client, prefix, 10),
 	}
 }
@@ -173,7 +178,11 @@ func TestElectionFrozenLeader(t *testing.T) {
 
 func TestElectionSurvivesOneMemberDown(t *testing.T) {
 	c := etcdtest.Start(t, 3)
-	a := newNode(c.Client(), "/ha/", "a")
+	// The default lease_ttl, not the minimum: on a loaded 2-core CI
+	// machine with the race detector, the client's move to another member
+	// once took longer than 3 s, and the lease expired.
+	const ttl = 10 * time.Second
+	a := newNodeTTL(c.Client(), "/ha/", "a", ttl)
 	term := a.win(t)
 	c.Stop(0)
 	for i := range 3 {
@@ -184,7 +193,7 @@ func TestElectionSurvivesOneMemberDown(t *testing.T) {
 	select {
 	case <-term.Lost():
 		t.Fatalf("leadership lost with two of three members up: %s", term.Reason())
-	case <-time.After(2 * testTTL):
+	case <-time.After(2 * ttl):
 	}
 	if err := claimSlot(a.store, t0.Add(time.Hour)); err != nil {
 		t.Errorf("claim after two TTLs with one member down: %v", err)
