@@ -106,16 +106,28 @@ func (l *loader) decodeAlert(t table, name string) *Alert {
 	return alert
 }
 
-// checkAlerts reads each sink's URL secret.
-func (l *loader) checkAlerts() {
+// checkAlerts reads each webhook sink's URL secret and looks up each exec
+// sink's program, so that check reports a sink the daemon would leave out.
+// An exec sink runs in the config's folder on runnerPath, as the daemon
+// starts it.
+func (l *loader) checkAlerts(runnerPath []string) {
 	for _, plan := range l.alerts {
-		if plan.alert.Kind != AlertDiscordWebhook || plan.url.key == nil {
-			continue
-		}
 		checks := l.checks()
-		var url *Secret
-		resolveSecrets(&checks, []secretPlan{{value: plan.url, target: &url}})
-		plan.alert.URL = url
-		plan.alert.Problem = checks.err()
+		alert := plan.alert
+		switch {
+		case alert.Kind == AlertDiscordWebhook && plan.url.key != nil:
+			var url *Secret
+			resolveSecrets(&checks, []secretPlan{{value: plan.url, target: &url}})
+			alert.URL = url
+		case alert.Kind == AlertExec && len(alert.Command) > 0 && alert.Command[0] != "":
+			checkProgram(&checks, l.stats, program{
+				name:       alert.Command[0],
+				key:        plan.path.child("command"),
+				dir:        l.dir,
+				runnerPath: runnerPath,
+				owner:      "alert sink",
+			}, true)
+		}
+		alert.Problem = checks.err()
 	}
 }

@@ -70,7 +70,7 @@ func Load(path string) (*Config, error) {
 	l.checkJobs()
 	l.checkListeners()
 	l.checkPostListeners(config.Listeners)
-	l.checkAlerts()
+	l.checkAlerts(config.Runner.Path)
 	// Jobs that share a [defaults] secret share its warning.
 	config.Warnings = UniqueProblems(l.warnings.problems)
 	return config, nil
