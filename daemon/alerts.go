@@ -118,7 +118,12 @@ func listenerAlert(h listeners.Health, now time.Time) (alerts.Alert, bool) {
 	case h.State == listeners.StateBackoff && h.Restarts >= crashLoopRestarts:
 		a.Event = alerts.EventCrashLooping
 		a.Summary = fmt.Sprintf("restarted %d times: %s", h.Restarts, firstLine(h.LastError))
-	case h.State == listeners.StateRunning:
+	case h.State == listeners.StateRunning && now.Sub(h.Since) >= listeners.DefaultBackoff.Stable:
+		// A listener counts as recovered once it stayed connected as long
+		// as the supervisor needs to forget its failures. A crash-looping
+		// one that connects for a few seconds each time would otherwise
+		// send a crash-looping and a recovered alert per cycle, and each
+		// recovery would end the cooldown of the next.
 		a.Event, a.Summary = alerts.EventRecovered, "connected again"
 	default:
 		return a, false

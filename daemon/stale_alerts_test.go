@@ -91,3 +91,28 @@ func TestConfiguredKeyForgetsRemoved(t *testing.T) {
 		}
 	}
 }
+
+func TestListenerAlertRecoveredOnceStable(t *testing.T) {
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	cases := []struct {
+		name   string
+		health listeners.Health
+		event  string
+	}{
+		{"crash-looping", listeners.Health{State: listeners.StateBackoff, Restarts: crashLoopRestarts, LastError: "exit status 1"}, alerts.EventCrashLooping},
+		{"running for seconds", listeners.Health{State: listeners.StateRunning, Since: now.Add(-5 * time.Second)}, ""},
+		{"running for a minute", listeners.Health{State: listeners.StateRunning, Since: now.Add(-time.Minute)}, alerts.EventRecovered},
+		{"failed", listeners.Health{State: listeners.StateFailed, LastError: "login rejected"}, alerts.EventFailed},
+	}
+	for _, c := range cases {
+		c.health.Name = "chat"
+		a, ok := listenerAlert(c.health, now)
+		got := ""
+		if ok {
+			got = a.Event
+		}
+		if got != c.event {
+			t.Errorf("%s: got event %q, want %q", c.name, got, c.event)
+		}
+	}
+}
