@@ -219,17 +219,12 @@ func waitQueued(t *testing.T, store *Store, n int) {
 	}
 }
 
-// TestPendingReadRunsOnceInFailedBatch reads the open transaction in the
-// same batch as a write that fails on its own, such as a skipped run of
-// a job that is gone. The batch is retried one write at a time, and the
-// read still runs once, so a read that collects records, as Jobs and
-// Runs do, does not return them twice.
-func TestPendingReadRunsOnceInFailedBatch(t *testing.T) {
-	store := openHeldStore(t, tempStorePath(t), Options{})
-	if _, err := store.EnsureJob("alpha", testStart); err != nil {
-		t.Fatal(err)
-	}
-
+// runInFailedBatch runs op, which makes one write of the store, in one
+// batch with a write that fails, so that the store retries the batch one
+// write at a time. It holds the write leader until both writes are
+// queued, and returns once both have returned.
+func runInFailedBatch(t *testing.T, store *Store, op func()) {
+	t.Helper()
 	entered, release := make(chan struct{}), make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -241,18 +236,7 @@ func TestPendingReadRunsOnceInFailedBatch(t *testing.T) {
 	})
 	<-entered
 
-	var names []string
-	wg.Go(func() {
-		err := store.viewPending(func(tx *bolt.Tx) error {
-			return tx.Bucket(bucketJobs).ForEach(func(key, _ []byte) error {
-				names = append(names, string(key))
-				return nil
-			})
-		})
-		if err != nil {
-			t.Errorf("viewPending: %v", err)
-		}
-	})
+	wg.Go(op)
 	waitQueued(t, store, 1)
 	failure := errors.New("write failed")
 	wg.Go(func() {
@@ -263,6 +247,31 @@ func TestPendingReadRunsOnceInFailedBatch(t *testing.T) {
 	waitQueued(t, store, 2)
 	close(release)
 	wg.Wait()
+}
+
+// TestPendingReadRunsOnceInFailedBatch reads the open transaction in the
+// same batch as a write that fails on its own, such as a skipped run of
+// a job that is gone. The batch is retried one write at a time, and the
+// read still runs once, so a read that collects records, as Jobs and
+// Runs do, does not return them twice.
+func TestPendingReadRunsOnceInFailedBatch(t *testing.T) {
+	store := openHeldStore(t, tempStorePath(t), Options{})
+	if _, err := store.EnsureJob("alpha", testStart); err != nil {
+		t.Fatal(err)
+	}
+
+	var names []string
+	runInFailedBatch(t, store, func() {
+		err := store.viewPending(func(tx *bolt.Tx) error {
+			return tx.Bucket(bucketJobs).ForEach(func(key, _ []byte) error {
+				names = append(names, string(key))
+				return nil
+			})
+		})
+		if err != nil {
+			t.Errorf("viewPending: %v", err)
+		}
+	})
 
 	if len(names) != 1 {
 		t.Errorf("read in a retried batch collected jobs %v, want [alpha]", names)
@@ -306,34 +315,13 @@ func TestRecoverInterruptedRetriedBatch(t *testing.T) {
 	claimSlot(t, store, "alpha", slotAt(1))
 	store.flush()
 
-	entered, release := make(chan struct{}), make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		_ = store.update(func(*bolt.Tx) error {
-			close(entered)
-			<-release
-			return nil
-		})
-	})
-	<-entered
-
 	var recovered []Run
-	wg.Go(func() {
+	runInFailedBatch(t, store, func() {
 		var err error
 		if recovered, err = store.RecoverInterrupted(testStart.Add(time.Hour), nil); err != nil {
 			t.Errorf("RecoverInterrupted: %v", err)
 		}
 	})
-	waitQueued(t, store, 1)
-	failure := errors.New("write failed")
-	wg.Go(func() {
-		if err := store.update(func(*bolt.Tx) error { return failure }); !errors.Is(err, failure) {
-			t.Errorf("failing write returned %v, want %v", err, failure)
-		}
-	})
-	waitQueued(t, store, 2)
-	close(release)
-	wg.Wait()
 
 	if len(recovered) != 1 {
 		t.Errorf("RecoverInterrupted in a retried batch returned %d runs, want 1", len(recovered))
