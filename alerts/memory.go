@@ -33,9 +33,9 @@ const tmpSuffix = ".tmp-"
 const maxMemoryBytes = 16 << 20
 
 // Memory is a file that keeps each sink's deduplication state across
-// restarts, so that a daemon restarted by systemd, an upgrade or a crash
-// does not send an alert again within its cooldown, and does send the
-// recovery of a failure that it alerted before the restart.
+// restarts. A daemon restarted by systemd, an upgrade or a crash then
+// sends no alert again within its cooldown, and still sends the recovery
+// of a failure that it alerted before the restart.
 type Memory struct {
 	path string
 	log  *slog.Logger

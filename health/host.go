@@ -18,7 +18,7 @@ func loopbackHostsOnly(next http.Handler) http.Handler {
 	hostname, _ := os.Hostname()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !localHost(r.Host, hostname) {
-			http.Error(w, "unknown host: the status server answers only requests to an IP address, localhost or this machine's name", http.StatusMisdirectedRequest)
+			http.Error(w, "unknown host: the status server responds only to requests for an IP address, localhost or this machine's name", http.StatusMisdirectedRequest)
 			return
 		}
 		next.ServeHTTP(w, r)

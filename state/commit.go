@@ -447,12 +447,12 @@ func (w *writer) failureLocked() error {
 }
 
 // WriteError returns the error of the last commit that failed to reach
-// the disk, such as on a full or read-only file system, until a commit
-// succeeds, else that of the last failed claim log write until one
-// succeeds, else nil. While one failed, it first tries an empty commit,
-// so that a store that accepts writes again shows it before the next run
-// writes. An error of the write's own, such as a slot that is already
-// claimed, does not count.
+// the disk, as on a full or read-only file system, until a commit
+// succeeds. Without one, it returns the error of the last failed claim
+// log write until one succeeds, or nil. While a write failed, it first
+// tries an empty commit, so that a store that accepts writes again shows
+// it before the next run writes. An error of the write's own, such as a
+// slot that is already claimed, does not count.
 func (s *Store) WriteError() error {
 	if s.readOnly {
 		return nil

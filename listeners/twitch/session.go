@@ -95,7 +95,7 @@ func (l *Listener) dialServer(ctx context.Context, connectBy time.Time) (net.Con
 	return tlsConn, nil
 }
 
-// connectError returns err, or a timeout error that says what was
+// connectError returns err, or a timeout error that names what was
 // missing when the connect deadline of ctx ended the step.
 func (l *Listener) connectError(ctx context.Context, err error, missing string) error {
 	if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
