@@ -19,16 +19,44 @@ import (
 
 func TestMain(m *testing.M) {
 	slog.SetDefault(slog.New(slog.DiscardHandler))
-	os.Exit(m.Run())
+	code := m.Run()
+	shared.release()
+	os.Exit(code)
 }
 
 // shared is one etcd member that the store tests share, each under its
 // own prefix, because starting etcd costs about a second.
-var shared struct {
+var shared sharedMember
+
+type sharedMember struct {
 	once    sync.Once
 	cluster *etcdtest.Cluster
 	client  *clientv3.Client
 	next    atomic.Int64
+
+	// cleanups are the member's own, run by TestMain once every test
+	// is done: its data folder alone holds about 120 MB of
+	// preallocated write-ahead log.
+	mu       sync.Mutex
+	cleanups []func()
+}
+
+func (s *sharedMember) addCleanup(f func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cleanups = append(s.cleanups, f)
+}
+
+// release runs the cleanups, the last registered first, as testing
+// does for a test's own.
+func (s *sharedMember) release() {
+	s.mu.Lock()
+	cleanups := s.cleanups
+	s.cleanups = nil
+	s.mu.Unlock()
+	for i := len(cleanups) - 1; i >= 0; i-- {
+		cleanups[i]()
+	}
 }
 
 // sharedClient starts the shared member on first use. It lives until
@@ -47,7 +75,8 @@ func sharedClient(t testing.TB) *clientv3.Client {
 }
 
 // processTB is a testing.TB whose cleanups and temporary folders outlive
-// the test that created them, for the member shared by all tests.
+// the test that created them, for the member shared by all tests;
+// TestMain releases them.
 type processTB struct{ testing.TB }
 
 func (p processTB) TempDir() string {
@@ -55,10 +84,11 @@ func (p processTB) TempDir() string {
 	if err != nil {
 		p.Fatalf("create temporary folder: %v", err)
 	}
+	shared.addCleanup(func() { _ = os.RemoveAll(dir) })
 	return dir
 }
 
-func (p processTB) Cleanup(func()) {}
+func (p processTB) Cleanup(f func()) { shared.addCleanup(f) }
 
 // newPrefix returns a prefix no other test uses.
 func newPrefix() string {
