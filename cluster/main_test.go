@@ -34,9 +34,9 @@ type sharedMember struct {
 	client  *clientv3.Client
 	next    atomic.Int64
 
-	// cleanups are the member's own, run by TestMain once every test
-	// is done: its data folder alone holds about 120 MB of
-	// preallocated write-ahead log.
+	// cleanups are the member's own cleanups, which TestMain runs once
+	// every test is done. Its data folder alone contains about 120 MB
+	// of preallocated write-ahead log.
 	mu       sync.Mutex
 	cleanups []func()
 }
@@ -75,7 +75,7 @@ func sharedClient(t testing.TB) *clientv3.Client {
 }
 
 // processTB is a testing.TB whose cleanups and temporary folders outlive
-// the test that created them, for the member shared by all tests;
+// the test that created them, for the member shared by all tests.
 // TestMain releases them.
 type processTB struct{ testing.TB }
 
