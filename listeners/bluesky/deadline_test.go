@@ -3,13 +3,13 @@ package bluesky
 import (
 	"context"
 	"errors"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/agent-runner/agent-runner/internal/testnet"
 	"github.com/agent-runner/agent-runner/listeners"
 )
 
@@ -21,7 +21,7 @@ func TestRunTimeoutNamesHostAndCall(t *testing.T) {
 	cases := []struct {
 		name, host, call string
 	}{
-		{"login to a silent host", "http://" + acceptOnlyServer(t), methodCreateSession},
+		{"login to a silent host", "http://" + testnet.SilentServer(t), methodCreateSession},
 		{"poll a hanging PDS", hangingPDS, methodListNotifications},
 	}
 	for _, tc := range cases {
@@ -83,32 +83,4 @@ func hangingListServer(t *testing.T) string {
 	}))
 	t.Cleanup(server.Close)
 	return server.URL
-}
-
-// acceptOnlyServer accepts TCP connections on 127.0.0.1 and never reads
-// or writes. It returns its address.
-func acceptOnlyServer(t *testing.T) string {
-	t.Helper()
-	listener, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen: %v", err)
-	}
-	conns := make(chan net.Conn, 16)
-	go func() {
-		for {
-			conn, err := listener.Accept()
-			if err != nil {
-				return
-			}
-			conns <- conn
-		}
-	}()
-	t.Cleanup(func() {
-		listener.Close()
-		close(conns)
-		for conn := range conns {
-			conn.Close()
-		}
-	})
-	return listener.Addr().String()
 }

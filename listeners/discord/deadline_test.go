@@ -19,15 +19,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gorilla/websocket"
-
+	"github.com/agent-runner/agent-runner/internal/testnet"
 	"github.com/agent-runner/agent-runner/listeners"
+	"github.com/gorilla/websocket"
 )
 
 func TestRunConnectTimeoutNamesMissingStep(t *testing.T) {
 	t.Parallel()
 	f := newFakeDiscord(t)
-	silentTCP := "ws://" + acceptOnlyServer(t) + "/gateway"
+	silentTCP := "ws://" + testnet.SilentServer(t) + "/gateway"
 	cases := []struct {
 		name, gatewayURL, missing string
 	}{
@@ -67,34 +67,6 @@ func TestRunConnectTimeoutNamesMissingStep(t *testing.T) {
 			}
 		})
 	}
-}
-
-// acceptOnlyServer accepts TCP connections on 127.0.0.1 and never reads
-// or writes. It returns its address.
-func acceptOnlyServer(t *testing.T) string {
-	t.Helper()
-	listener, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen: %v", err)
-	}
-	conns := make(chan net.Conn, 16)
-	go func() {
-		for {
-			conn, err := listener.Accept()
-			if err != nil {
-				return
-			}
-			conns <- conn
-		}
-	}()
-	t.Cleanup(func() {
-		listener.Close()
-		close(conns)
-		for conn := range conns {
-			conn.Close()
-		}
-	})
-	return listener.Addr().String()
 }
 
 // The tests with a floodGateway do not run in parallel, because the

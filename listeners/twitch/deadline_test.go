@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agent-runner/agent-runner/internal/testnet"
 	"github.com/agent-runner/agent-runner/listeners"
 )
 
@@ -49,7 +50,7 @@ func TestConnectTimeoutWithoutWelcome(t *testing.T) {
 }
 
 func TestConnectTimeoutServerNeverReads(t *testing.T) {
-	addr := silentServer(t)
+	addr := testnet.SilentServer(t)
 	host := newFakeHost(t)
 	l := newTestListener(t, testConfig(addr, "s3cret", "chan"))
 	l.ConnectTimeout = shortConnectTimeout
@@ -68,7 +69,7 @@ func TestConnectTimeoutServerNeverReads(t *testing.T) {
 }
 
 func TestConnectTimeoutWithoutTLSHandshake(t *testing.T) {
-	addr := silentServer(t)
+	addr := testnet.SilentServer(t)
 	host := newFakeHost(t)
 	cfg := testConfig(addr, "s3cret", "chan")
 	cfg.Twitch.TLS = true
@@ -124,34 +125,6 @@ func TestWriteTimeoutEndsRun(t *testing.T) {
 	if err != nil && !strings.Contains(err.Error(), addr) {
 		t.Errorf("got %v, want the server address %s in it", err, addr)
 	}
-}
-
-// silentServer accepts connections on 127.0.0.1 and never reads or
-// writes. It returns its address.
-func silentServer(t *testing.T) string {
-	t.Helper()
-	listener, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen: %v", err)
-	}
-	conns := make(chan net.Conn, 16)
-	go func() {
-		for {
-			conn, err := listener.Accept()
-			if err != nil {
-				return
-			}
-			conns <- conn
-		}
-	}()
-	t.Cleanup(func() {
-		listener.Close()
-		close(conns)
-		for conn := range conns {
-			conn.Close()
-		}
-	})
-	return listener.Addr().String()
 }
 
 // unreadServer accepts one connection with a small receive buffer,
