@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/bwmarrin/discordgo"
+	"github.com/gorilla/websocket"
 
 	"github.com/agent-runner/agent-runner/internal/wait"
 	"github.com/agent-runner/agent-runner/listeners"
@@ -92,6 +93,9 @@ type connection struct {
 	// ended is the error with which the frame filter or the write
 	// deadline ended the latest connection, or nil.
 	ended error
+	// rejected is the status line of the latest upgrade response other
+	// than 101, or empty.
+	rejected string
 }
 
 func newConnection(ctx context.Context, l *Listener, host listeners.Host, gatewayURL string) *connection {
@@ -105,7 +109,7 @@ func newConnection(ctx context.Context, l *Listener, host listeners.Host, gatewa
 	}
 	c.dialer = &gatewayDialer{
 		ctx: ctx, gatewayURL: gatewayURL, writeTimeout: l.timing.write, proxy: l.proxy,
-		hooks: filterHooks{ended: c.setEnded, reached: c.setStep},
+		hooks: filterHooks{ended: c.setEnded, reached: c.setStep, rejected: c.setRejected},
 	}
 	c.session = c.newGatewaySession(gatewayURL)
 	return c
@@ -277,6 +281,10 @@ func (c *connection) open(ctx context.Context) error {
 func (c *connection) openError(err error) error {
 	if ended := c.takeEnded(); ended != nil {
 		return ended
+	}
+	if status := c.takeRejected(); status != "" && errors.Is(err, websocket.ErrBadHandshake) {
+		return fmt.Errorf("open gateway session: %s responded with %q instead of switching to a websocket, so check gateway_url: %w",
+			c.gatewayURL, status, err)
 	}
 	var netErr net.Error
 	if errors.As(err, &netErr) && netErr.Timeout() && c.dialer.filtered && handshakeStep(c.step.Load()) == stepDialed {
@@ -491,6 +499,24 @@ func (c *connection) takeEnded() error {
 	err := c.ended
 	c.ended = nil
 	return err
+}
+
+// setRejected records the status line with which the gateway rejected the
+// latest upgrade.
+func (c *connection) setRejected(status string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.rejected = status
+}
+
+// takeRejected returns and clears the status line that setRejected
+// recorded.
+func (c *connection) takeRejected() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	status := c.rejected
+	c.rejected = ""
+	return status
 }
 
 func (c *connection) log() *slog.Logger { return c.host.Log() }

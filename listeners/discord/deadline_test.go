@@ -69,6 +69,31 @@ func TestRunConnectTimeoutNamesMissingStep(t *testing.T) {
 	}
 }
 
+func TestRunWrongGatewayPathQuotesStatus(t *testing.T) {
+	t.Parallel()
+	f := newFakeDiscord(t)
+	cfg := testConfig(f)
+	cfg.Discord.GatewayURL = "ws" + strings.TrimPrefix(f.server.URL, "http") + "/wrong-path"
+	l := newListener(t, cfg)
+	l.timing = shortTiming
+	host := newFakeHost(t)
+	start := time.Now()
+	_, done := startRun(t, l, host)
+
+	result := runEnds(t, done, start, shortTiming.open)
+	if result.err == nil {
+		t.Fatal("Run error = nil, want the rejected upgrade")
+	}
+	for _, want := range []string{`"HTTP/1.1 404 Not Found"`, cfg.Discord.GatewayURL, "gateway_url"} {
+		if !strings.Contains(result.err.Error(), want) {
+			t.Errorf("Run error = %v, want it to contain %s", result.err, want)
+		}
+	}
+	if !errors.Is(result.err, websocket.ErrBadHandshake) {
+		t.Errorf("Run error = %v, want one wrapping websocket.ErrBadHandshake", result.err)
+	}
+}
+
 // The tests with a floodGateway do not run in parallel, because the
 // client fills its send buffer only as fast as it can process op 1
 // messages, and parallel tests would slow that down.

@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 
 	"github.com/bwmarrin/discordgo"
 )
@@ -108,12 +109,15 @@ type frameFilter struct {
 	ended func(error)
 	// reached, when set, receives each handshake step as it passes.
 	reached func(handshakeStep)
+	// rejected, when set, receives the status line of an upgrade
+	// response other than 101.
+	rejected func(status string)
 }
 
 func newFrameFilter(conn net.Conn, log *slog.Logger, hooks filterHooks) *frameFilter {
 	return &frameFilter{
 		Conn: conn, reader: bufio.NewReaderSize(conn, 64<<10), log: log,
-		ended: hooks.ended, reached: hooks.reached,
+		ended: hooks.ended, reached: hooks.reached, rejected: hooks.rejected,
 	}
 }
 
@@ -123,6 +127,7 @@ func newFrameFilter(conn net.Conn, log *slog.Logger, hooks filterHooks) *frameFi
 type filterHooks struct {
 	ended   func(error)
 	reached func(handshakeStep)
+	rejected func(status string)
 }
 
 // handshakeStep is how far the handshake of a gateway connection got,
@@ -192,6 +197,9 @@ func (f *frameFilter) nextHeaderLine() error {
 	}
 	if f.headerLines == 0 && !bytes.HasPrefix(line, []byte("HTTP/1.1 101 ")) {
 		f.passthrough = true
+		if f.rejected != nil {
+			f.rejected(statusLine(line))
+		}
 	}
 	f.headerLines++
 	f.pending.Write(line)
@@ -202,6 +210,24 @@ func (f *frameFilter) nextHeaderLine() error {
 		}
 	}
 	return err
+}
+
+// maxStatusLine caps the status line that an error quotes.
+const maxStatusLine = 100
+
+// statusLine returns line without its line end, cut to maxStatusLine
+// bytes, and with bytes that are not printable ASCII replaced.
+func statusLine(line []byte) string {
+	line = bytes.TrimRight(line, "\r\n")
+	if len(line) > maxStatusLine {
+		line = line[:maxStatusLine]
+	}
+	return strings.Map(func(r rune) rune {
+		if r < ' ' || r > '~' {
+			return '?'
+		}
+		return r
+	}, string(line))
 }
 
 // nextFrame reads one frame and passes it on, or buffers it until its
