@@ -125,8 +125,8 @@ func newFrameFilter(conn net.Conn, log *slog.Logger, hooks filterHooks) *frameFi
 // the connection of its Run. The deadlineConn below the filter reports
 // a write timeout through ended too.
 type filterHooks struct {
-	ended   func(error)
-	reached func(handshakeStep)
+	ended    func(error)
+	reached  func(handshakeStep)
 	rejected func(status string)
 }
 
