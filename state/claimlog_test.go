@@ -82,16 +82,7 @@ func TestClaimLogSurvivesKill(t *testing.T) {
 		t.Fatalf("read claim log: %v", err)
 	}
 
-	readOnly, err := Open(path, Options{ReadOnly: true})
-	if err != nil {
-		t.Fatalf("read-only Open: %v", err)
-	}
-	if _, ok, err := readOnly.Job("alpha"); err != nil || ok {
-		t.Errorf("read-only Job(alpha) = %v, %v, want no job, because only the claim log contains it", ok, err)
-	}
-	if err := readOnly.Close(); err != nil {
-		t.Fatalf("Close: %v", err)
-	}
+	checkReadOnlyShowsClaims(t, path, ids, killedLog)
 
 	store, err := Open(path, Options{})
 	if err != nil {
@@ -138,6 +129,52 @@ func TestClaimLogSurvivesKill(t *testing.T) {
 	}
 	if next.ID != "4" {
 		t.Errorf("next run ID %s, want 4", next.ID)
+	}
+}
+
+// checkReadOnlyShowsClaims opens the store read-only twice at once, as
+// two CLI commands do, and checks that both show what childClaimHold
+// wrote, although only the claim log contains it, and that neither wrote
+// the store file or the claim log.
+func checkReadOnlyShowsClaims(t *testing.T, path string, ids []string, killedLog []byte) {
+	t.Helper()
+	storeFile, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("read store file: %v", err)
+	}
+	first, err := Open(path, Options{ReadOnly: true})
+	if err != nil {
+		t.Fatalf("read-only Open: %v", err)
+	}
+	second, err := Open(path, Options{ReadOnly: true, LockTimeout: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("second read-only Open: %v", err)
+	}
+	for _, store := range []*Store{first, second} {
+		checkReplayedClaims(t, store, ids)
+		jobs, err := store.Jobs()
+		if err != nil {
+			t.Fatalf("read-only Jobs: %v", err)
+		}
+		if len(jobs) != 2 {
+			t.Errorf("read-only Jobs returned %d jobs, want alpha and beta", len(jobs))
+		}
+		running, err := store.RunningRuns()
+		if err != nil {
+			t.Fatalf("read-only RunningRuns: %v", err)
+		}
+		if len(running) != 2 {
+			t.Errorf("read-only RunningRuns returned %d runs, want the last 2 claimed", len(running))
+		}
+		if err := store.Close(); err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+	}
+	if after, err := os.ReadFile(path); err != nil || !slices.Equal(after, storeFile) {
+		t.Errorf("store file changed by a read-only Open (read error %v)", err)
+	}
+	if after, err := os.ReadFile(path + claimLogSuffix); err != nil || !slices.Equal(after, killedLog) {
+		t.Errorf("claim log changed by a read-only Open (read error %v)", err)
 	}
 }
 
@@ -244,6 +281,7 @@ func TestClaimLogTornTail(t *testing.T) {
 				t.Fatal(err)
 			}
 
+			checkReadOnlyTornTail(t, copied)
 			recorder, logger := newLogRecorder()
 			reopened := openTestStore(t, copied, Options{Logger: logger})
 			warning, ok := recorder.find(slog.LevelWarn)
@@ -261,6 +299,27 @@ func TestClaimLogTornTail(t *testing.T) {
 				t.Errorf("claim of the torn slot got ID %s, want 3", run.ID)
 			}
 		})
+	}
+}
+
+// checkReadOnlyTornTail checks that a read-only Open shows the two
+// records before the torn third one, as replay does.
+func checkReadOnlyTornTail(t *testing.T, path string) {
+	t.Helper()
+	store, err := Open(path, Options{ReadOnly: true})
+	if err != nil {
+		t.Fatalf("read-only Open: %v", err)
+	}
+	defer store.Close()
+	if job := mustJob(t, store, "alpha"); !job.LastSlot.Equal(slotAt(2)) {
+		t.Errorf("read-only LastSlot %v, want %v", job.LastSlot, slotAt(2))
+	}
+	runs, err := store.Runs("alpha", 0)
+	if err != nil {
+		t.Fatalf("read-only Runs: %v", err)
+	}
+	if len(runs) != 2 {
+		t.Errorf("read-only Runs returned %d runs, want the 2 before the torn record", len(runs))
 	}
 }
 

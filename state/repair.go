@@ -51,24 +51,28 @@ func replaceDamagedJobs(db *bolt.DB, path string, logger *slog.Logger) error {
 	}
 	syncDir(filepath.Dir(path), logger)
 	now := time.Now().UTC()
-	err = db.Update(func(tx *bolt.Tx) error {
-		jobs := tx.Bucket(bucketJobs)
-		for _, record := range damaged {
-			if err := deleteRecord(jobs, []byte(record.key)); err != nil {
-				return err
-			}
-			if err := putJob(tx, JobState{Name: record.key, FirstSeen: now}); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	err = db.Update(func(tx *bolt.Tx) error { return putNewJobs(tx, damaged, now) })
 	if err != nil {
 		return fmt.Errorf("replace damaged job records in state store %s: %w", path, err)
 	}
 	for _, record := range damaged {
 		logger.Error("replaced damaged job record in state store, so the job starts over as new with its run history kept",
 			"path", path, "job", record.key, "copy", copyPath, "err", record.err)
+	}
+	return nil
+}
+
+// putNewJobs replaces the damaged job records with new ones first seen
+// at now.
+func putNewJobs(tx *bolt.Tx, damaged []damagedRecord, now time.Time) error {
+	jobs := tx.Bucket(bucketJobs)
+	for _, record := range damaged {
+		if err := deleteRecord(jobs, []byte(record.key)); err != nil {
+			return err
+		}
+		if err := putJob(tx, JobState{Name: record.key, FirstSeen: now}); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -21,7 +21,9 @@ const (
 // Options configures Open.
 type Options struct {
 	// ReadOnly opens the store with a shared lock and rejects writes. A
-	// read-only Open never creates, migrates or moves the file.
+	// read-only Open never creates, migrates or moves the file, and
+	// writes neither it nor its claim log. Reads include the claim log's
+	// entries, which it redoes in a copy of the store in memory.
 	ReadOnly bool
 	// LockTimeout is how long Open waits for the file lock. Zero or less
 	// means one second.
@@ -50,7 +52,10 @@ func (o Options) withDefaults() Options {
 // Store is the open state file. All methods are safe for concurrent use,
 // because bbolt serializes write transactions.
 type Store struct {
-	db           *bolt.DB
+	db *bolt.DB
+	// source is the store file under db when db is a copy in memory
+	// with the claim log's entries redone, for a read-only Open.
+	source       *bolt.DB
 	path         string
 	recovered    string
 	readOnly     bool
@@ -80,13 +85,11 @@ func Open(path string, opts Options) (*Store, error) {
 
 	var err error
 	if opts.ReadOnly {
-		// NOTE: a read-only Open ignores the claim log, so until a
-		// read-write Open replays it, reads miss the claims and finishes of
-		// the last second before a daemon was killed.
 		s.db, err = openReadOnly(path, opts)
 		if err != nil {
 			return nil, err
 		}
+		s.overlayClaimLog(opts)
 		return s, nil
 	}
 
@@ -218,7 +221,11 @@ func (s *Store) Close() error {
 	if s.writer.claims != nil {
 		logErr = s.writer.claims.close()
 	}
-	if err := s.db.Close(); err != nil {
+	err := s.db.Close()
+	if s.source != nil {
+		err = errors.Join(err, s.source.Close())
+	}
+	if err != nil {
 		return fmt.Errorf("close state store %s: %w", s.path, err)
 	}
 	if logErr != nil {
