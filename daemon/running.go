@@ -36,6 +36,14 @@ func markRunning(stateDir string, log *slog.Logger) (left bool) {
 	return false
 }
 
+// runningMarkerLeft reports whether a previous daemon left the marker,
+// without creating it. When that cannot be checked, it reports true, so
+// the search runs anyway.
+func runningMarkerLeft(stateDir string) bool {
+	_, err := os.Lstat(filepath.Join(stateDir, runningMarkerName))
+	return !errors.Is(err, fs.ErrNotExist)
+}
+
 // unmarkRunning removes the marker, unless a child of this process is
 // still alive and may outlive it.
 func unmarkRunning(stateDir string, log *slog.Logger) {

@@ -1,11 +1,14 @@
 package reliability
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -148,4 +151,102 @@ func TestStateDirFull(t *testing.T) {
 			t.Errorf("run %s of slot %s has result %q, want ok", run.ID, run.Slot.Format(time.RFC3339), run.Result)
 		}
 	}
+}
+
+// TestStartOnFullDiskStopsLeftovers kills the daemon from inside a job,
+// right after the job's claim reached the claim log, fills the state
+// folder's file system and starts the daemon again.
+//
+// Held: the start, which cannot replay the claim log into the store,
+// still stops the killed daemon's job, and fails with an error that
+// names the full file system and the fix. After space is freed, a start
+// marks the run interrupted.
+func TestStartOnFullDiskStopsLeftovers(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("mounts a tmpfs, which needs root")
+	}
+	p := newProject(t, "", `[jobs.leftover]
+command = ["sh", "-c", "echo $$ >> leftover.pids; kill -KILL $PPID; exec sleep 300"]
+schedule = "* * * * * *"
+`)
+	t.Cleanup(func() {
+		for _, line := range harness.Lines(p.Path("leftover.pids")) {
+			if pid, err := strconv.Atoi(line); err == nil {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	})
+	stateDir := mountStateTmpfs(t, p, 8<<20)
+
+	first := startAndWaitExit(t, p, "the job to kill the daemon")
+	if first.ExitCode() != -1 {
+		t.Fatalf("daemon exit status %d, want killed by SIGKILL", first.ExitCode())
+	}
+	pid, err := strconv.Atoi(harness.Lines(p.Path("leftover.pids"))[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if claimLogEmpty(t, stateDir) {
+		t.Fatal("claim log is empty after the kill, so a commit took the claim and the test checks nothing")
+	}
+
+	filler := stateDir + "/filler"
+	fillFileSystem(t, filler)
+	second := startAndWaitExit(t, p, "the start on a full disk to fail")
+	if second.ExitCode() == 0 {
+		t.Errorf("start on a full disk exited 0, want a failure")
+	}
+	if !strings.Contains(second.Log(), "is full") || !strings.Contains(second.Log(), "free space") {
+		t.Errorf("start on a full disk did not say that the file system is full and what to do:\n%s", second.Log())
+	}
+	if harness.Alive(pid, "") {
+		t.Errorf("the killed daemon's job %d still runs after a start on a full disk", pid)
+	}
+
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	third := startDaemon(t, p)
+	if err := third.WaitLog("run was interrupted by a previous stop", 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// startAndWaitExit starts the daemon and waits up to 30 s for it to exit.
+func startAndWaitExit(t *testing.T, p *harness.Project, event string) *harness.Daemon {
+	t.Helper()
+	d, err := p.StartDaemon()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if !d.Exited() {
+			d.Kill()
+		}
+		if t.Failed() {
+			t.Logf("daemon log tail:\n%s", harness.Tail(d.Log(), 40))
+		}
+	})
+	select {
+	case <-d.Done():
+	case <-time.After(30 * time.Second):
+		t.Fatalf("timed out after 30s waiting for %s", event)
+	}
+	return d
+}
+
+// claimLogEmpty reports whether the claim log's first record header is
+// the end marker, all zeros.
+func claimLogEmpty(t *testing.T, stateDir string) bool {
+	t.Helper()
+	file, err := os.Open(stateDir + "/state.db-claimlog")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer file.Close()
+	header := make([]byte, 16)
+	if _, err := io.ReadFull(file, header); err != nil {
+		t.Fatal(err)
+	}
+	return bytes.Equal(header, make([]byte, 16))
 }

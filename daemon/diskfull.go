@@ -1,0 +1,49 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"syscall"
+
+	"github.com/agent-runner/agent-runner/config"
+	"github.com/agent-runner/agent-runner/state"
+)
+
+// diskFull reports whether err comes from a write that found the file
+// system full or the user's disk quota used up.
+func diskFull(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+}
+
+// diskFullError adds to a start's error that the state folder's file
+// system is full and what to do about it.
+func diskFullError(stateDir string, err error) error {
+	return fmt.Errorf("%w: the file system of state_dir %s is full, so the daemon cannot write its state store: free space there, then start agent-runner again (until then the claim log keeps the runs that the store lacks)", err, stateDir)
+}
+
+// stopLeftoversReadOnly stops what a killed daemon or CLI left running,
+// for a start that cannot open the store for writing because its file
+// system is full. Such a start fails, and its leftovers would otherwise
+// run on until space is freed. A read-only Open writes nothing and still
+// finds the runs that only the claim log contains. The store stays open
+// during the kill, so its shared lock keeps another daemon from starting
+// runs meanwhile. The runs are marked interrupted at the next start.
+func stopLeftoversReadOnly(cfg *config.Config, log *slog.Logger) {
+	store, err := state.Open(StorePath(cfg), state.Options{
+		ReadOnly:     true,
+		HistoryLimit: cfg.Runner.HistoryLimit,
+		Logger:       log,
+	})
+	if err != nil {
+		log.Error("open state store read-only failed, so processes left by a previous daemon or CLI are not stopped", "err", err)
+		return
+	}
+	defer store.Close()
+	leftovers, err := Leftovers(cfg, store, runningMarkerLeft(cfg.Runner.StateDir))
+	if err != nil {
+		log.Error("read runs left running failed, so processes left by a previous daemon or CLI are not stopped", "err", err)
+		return
+	}
+	StopLeftovers(cfg, leftovers, log)
+}
