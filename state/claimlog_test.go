@@ -323,6 +323,24 @@ func checkReadOnlyTornTail(t *testing.T, path string) {
 	}
 }
 
+// checkReadOnlyLeavesLogOut checks that a read-only Open of a store whose
+// claim log is not a regular file with one link opens, reads nothing from
+// the log and leaves it where it is.
+func checkReadOnlyLeavesLogOut(t *testing.T, path string) {
+	t.Helper()
+	store, err := Open(path, Options{ReadOnly: true})
+	if err != nil {
+		t.Fatalf("read-only Open: %v", err)
+	}
+	defer store.Close()
+	if _, ok, err := store.Job("alpha"); err != nil || ok {
+		t.Errorf("read-only Job(alpha) = %v, %v, want no job", ok, err)
+	}
+	if aside, err := filepath.Glob(path + claimLogSuffix + ".corrupt-*"); err != nil || len(aside) != 0 {
+		t.Errorf("read-only Open moved the claim log to %v (%v), want it left in place", aside, err)
+	}
+}
+
 // TestClaimLogSkipsOlderGeneration replays a log whose first record is
 // followed by records of an earlier generation, as a reset leaves them
 // when its end marker is lost. Their run IDs are above the runs sequence,
@@ -672,6 +690,7 @@ func TestClaimLogNotRegularFileMovedAside(t *testing.T) {
 				t.Fatal(err)
 			}
 			create(t, logPath, outside)
+			checkReadOnlyLeavesLogOut(t, path)
 
 			recorder, logger := newLogRecorder()
 			opened := make(chan error, 1)

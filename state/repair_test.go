@@ -206,3 +206,39 @@ func TestDamagedRunningRunIsRecovered(t *testing.T) {
 		t.Errorf("run after recovery: %q, %q, want interrupted and the damage named", got.Result, got.Error)
 	}
 }
+
+// A read-only Open replaces a damaged job record in its copy in memory
+// before it redoes the claim log, as a read-write Open does, so the
+// job's pending claim shows. Nothing is saved or written beside the
+// store.
+func TestReadOnlyReplacesDamagedJobInCopy(t *testing.T) {
+	path := tempStorePath(t)
+	store := openTestStore(t, path, Options{})
+	claimFinished(t, store, "damaged", slotAt(1), ResultOK)
+	if err := store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	held := openHeldStore(t, path, Options{})
+	pending := claimSlot(t, held, "damaged", slotAt(2))
+	crashed := copyStore(t, path)
+	damageRecords(t, crashed, `{"name":"damaged"`)
+
+	readOnly, err := Open(crashed, Options{ReadOnly: true})
+	if err != nil {
+		t.Fatalf("read-only Open: %v", err)
+	}
+	defer readOnly.Close()
+	job := mustJob(t, readOnly, "damaged")
+	if !job.LastSlot.Equal(slotAt(2)) {
+		t.Errorf("LastSlot %v, want %v from the claim log", job.LastSlot, slotAt(2))
+	}
+	if !job.Running {
+		t.Error("job not running, want running from the pending claim")
+	}
+	if run := mustRun(t, readOnly, "damaged", pending.ID); run.Result != ResultRunning {
+		t.Errorf("pending run result %q, want running", run.Result)
+	}
+	if copies := corruptCopies(t, crashed); len(copies) != 0 {
+		t.Errorf("read-only Open saved copies %v, want none", copies)
+	}
+}
