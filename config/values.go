@@ -223,10 +223,16 @@ func (r *reporter) checkKeys(t table, where string, allowed []string, rejected m
 	}
 }
 
-// closestName returns the entry of names within two edits of name, or ""
-// when there is none.
+// closestName returns the entry of names within two edits of name, or
+// within one edit when name has at most 4 bytes, or "" when there is none.
+// Two edits turn most short names into another short key, such as tz or
+// path into at, and such a guess would mislead.
 func closestName(name string, names []string) string {
-	best, bestDistance := "", 3
+	maxDistance := 2
+	if len(name) <= 4 {
+		maxDistance = 1
+	}
+	best, bestDistance := "", maxDistance+1
 	for _, candidate := range names {
 		if d := editDistance(name, candidate); d < bestDistance {
 			best, bestDistance = candidate, d
@@ -235,8 +241,12 @@ func closestName(name string, names []string) string {
 	return best
 }
 
-// editDistance returns the Levenshtein distance between a and b in bytes.
+// editDistance returns the optimal string alignment distance between a
+// and b in bytes: the Levenshtein distance with a swap of two adjacent
+// bytes, as in "tsl" for "tls", counted as one edit. It keeps three rows,
+// so a long key costs memory in proportion to b only.
 func editDistance(a, b string) int {
+	beforePrevious := make([]int, len(b)+1)
 	previous := make([]int, len(b)+1)
 	current := make([]int, len(b)+1)
 	for j := range previous {
@@ -250,8 +260,11 @@ func editDistance(a, b string) int {
 				cost = 0
 			}
 			current[j] = min(previous[j]+1, current[j-1]+1, previous[j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				current[j] = min(current[j], beforePrevious[j-2]+1)
+			}
 		}
-		previous, current = current, previous
+		beforePrevious, previous, current = previous, current, beforePrevious
 	}
 	return previous[len(b)]
 }
