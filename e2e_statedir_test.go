@@ -23,7 +23,7 @@ func TestStateDirOpenToOthersRejected(t *testing.T) {
 			setup func(dir string) error
 			want  string
 		}{
-			{"other owner", func(dir string) error { return os.Chown(dir, 65534, 65534) }, "belongs to uid 65534"},
+			{"other owner", func(dir string) error { return os.Chown(dir, 65534, 65534) }, "such as with sudo -u "},
 			{"another group writes", func(dir string) error {
 				if err := os.Chown(dir, 0, 65534); err != nil {
 					return err
