@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/agent-runner/agent-runner/config"
 	"github.com/agent-runner/agent-runner/control"
 	"github.com/agent-runner/agent-runner/daemon"
 )
@@ -43,8 +44,8 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return exitFailure
 	}
-	if _, err := control.GetStatus(cfg.Runner.Socket); err == nil {
-		fmt.Fprintf(stderr, "agent-runner: a daemon already runs this config and responds on %s: stop it first (systemctl stop agent-runner), or give this one another state_dir\n", cfg.Runner.Socket)
+	if status, err := control.GetStatus(cfg.Runner.Socket); err == nil {
+		fmt.Fprintf(stderr, "agent-runner: %s: stop it first (systemctl stop agent-runner), or give this one another state_dir\n", runningDaemon(cfg, status))
 		return exitFailure
 	}
 
@@ -55,6 +56,16 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	return exitOK
+}
+
+// runningDaemon describes the daemon that already responds on cfg's socket.
+// A copy of a config in the same folder shares its state_dir, so that
+// daemon may run another file, which the message then names.
+func runningDaemon(cfg *config.Config, status control.Status) string {
+	if status.Daemon != nil && status.Daemon.Config != "" && status.Daemon.Config != cfg.Path {
+		return fmt.Sprintf("a daemon of %s already uses the same state_dir and responds on %s", status.Daemon.Config, cfg.Runner.Socket)
+	}
+	return fmt.Sprintf("a daemon already runs this config and responds on %s", cfg.Runner.Socket)
 }
 
 // reloadSignals turns each SIGHUP into a reload request.

@@ -59,6 +59,30 @@ func TestSecondRunRefusesAtOnce(t *testing.T) {
 	}
 }
 
+// A copy of the config beside it shares its state_dir, so the message
+// names the file that the running daemon loaded.
+func TestSecondRunNamesOtherConfig(t *testing.T) {
+	p := newProject(t, "[jobs.fine]\ncommand = [\"true\"]\nevery = \"1h\"\n")
+	d := p.startDaemon()
+	defer d.stop()
+	data, err := os.ReadFile(p.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copyOfConfig := &project{t: t, dir: p.dir, config: p.path("copy.toml")}
+	if err := os.WriteFile(copyOfConfig.config, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	res := copyOfConfig.run("run")
+	if res.code != exitFailure {
+		t.Errorf("run of the copy = %d, want %d", res.code, exitFailure)
+	}
+	want := "a daemon of " + p.config + " already uses the same state_dir"
+	if !strings.Contains(res.stderr, want) {
+		t.Errorf("run of the copy lacks %q:\n%s", want, res.stderr)
+	}
+}
+
 func TestNextRejectsDownSinceBeforePrinting(t *testing.T) {
 	p := newProject(t, "[jobs.fine]\ncommand = [\"true\"]\nevery = \"1h\"\n")
 	res := p.run("next", "--down-since", "20:00", "fine")
