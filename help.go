@@ -168,6 +168,7 @@ var commands = []commandDoc{
 		examples: []string{
 			"source <(agent-runner completion bash)   # in ~/.bashrc",
 			"agent-runner completion zsh > \"${fpath[1]}/_agent-runner\"",
+			"mkdir -p ~/.config/fish/completions",
 			"agent-runner completion fish > ~/.config/fish/completions/agent-runner.fish",
 		},
 		args: argShells,
