@@ -34,11 +34,13 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	// The summary line describes the whole daemon, also for one name.
 	summary := daemon.Summary(status)
 	if name := fs.Arg(0); name != "" {
-		status = only(status, name)
-		if len(status.Jobs)+len(status.Listeners) == 0 {
-			fmt.Fprintf(stderr, "agent-runner: no job or listener is named %q\n", name)
+		selected := only(status, name)
+		if len(selected.Jobs)+len(selected.Listeners) == 0 {
+			fmt.Fprintf(stderr, "agent-runner: no job or listener is named %q; jobs: %s; listeners: %s\n",
+				name, joinNames(statusJobNames(status)), joinNames(statusListenerNames(status)))
 			return exitFailure
 		}
+		status = selected
 	}
 	if *asJSON {
 		if code := printJSON(stdout, stderr, status); code != exitOK {
@@ -73,6 +75,22 @@ func printStatus(stdout io.Writer, summary string, status control.Status, now ti
 	printCluster(stdout, status.Cluster, now)
 	fmt.Fprintln(stdout)
 	printTables(stdout, status, now)
+}
+
+func statusJobNames(status control.Status) []string {
+	names := make([]string, len(status.Jobs))
+	for i, job := range status.Jobs {
+		names[i] = job.Name
+	}
+	return names
+}
+
+func statusListenerNames(status control.Status) []string {
+	names := make([]string, len(status.Listeners))
+	for i, l := range status.Listeners {
+		names[i] = l.Name
+	}
+	return names
 }
 
 // only keeps the job or listener called name.

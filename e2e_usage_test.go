@@ -198,3 +198,14 @@ func TestLogFormatErrorsExitStatus(t *testing.T) {
 		t.Errorf("run --log-format journal without a journal = %d %q, want %d and the reason", res.code, res.stderr, exitFailure)
 	}
 }
+
+func TestStatusUnknownNameListsNames(t *testing.T) {
+	p := newProject(t, "[jobs.fine]\ncommand = [\"true\"]\nevery = \"1h\"\n")
+	res := p.run("status", "nosuch")
+	if res.code != exitFailure {
+		t.Errorf("status nosuch = %d, want %d", res.code, exitFailure)
+	}
+	if want := `no job or listener is named "nosuch"; jobs: fine; listeners: none`; !strings.Contains(res.stderr, want) {
+		t.Errorf("status nosuch lacks %q:\n%s", want, res.stderr)
+	}
+}
