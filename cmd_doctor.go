@@ -178,6 +178,9 @@ func (d *doctor) checkStateDir(dir string) {
 		}
 		d.ok("state_dir %s will be created at the first start", dir)
 		return
+	case errors.Is(err, fs.ErrPermission):
+		d.problem("state_dir %s cannot be reached by this user (%v): run doctor as the user the daemon runs as, such as with sudo -u that user", dir, err)
+		return
 	case err != nil:
 		d.problem("state_dir %s: %v", dir, err)
 		return

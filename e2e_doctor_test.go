@@ -2,7 +2,11 @@ package main
 
 import (
 	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -77,5 +81,45 @@ env = { TOKEN = { env = "DOCTOR_TEST_TOKEN" } }
 	}
 	if strings.Contains(res.stdout, "PROBLEM") {
 		t.Errorf("doctor reports a problem the daemon does not have:\n%s", res.stdout)
+	}
+}
+
+// A state folder behind a folder that the user of doctor cannot search
+// gets a fix, not a bare permission error.
+func TestDoctorUnreachableStateDir(t *testing.T) {
+	dir := sharedDir(t)
+	private := filepath.Join(dir, "private")
+	if err := os.MkdirAll(filepath.Join(private, "state"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	config := filepath.Join(dir, "config.toml")
+	body := "[runner]\nstate_dir = \"private/state\"\n\n[jobs.fine]\ncommand = [\"true\"]\nevery = \"1h\"\n"
+	if err := os.WriteFile(config, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(binary, "doctor", "--config", config)
+	cmd.Dir = dir
+	if os.Geteuid() == 0 {
+		// Root passes any mode, so doctor runs as nobody.
+		nobody := lookupNobody(t)
+		uid, _ := strconv.Atoi(nobody.Uid)
+		gid, _ := strconv.Atoi(nobody.Gid)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{uint32(gid)}}}
+		if err := os.Chmod(filepath.Dir(binary), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		if err := os.Chmod(private, 0); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.Chmod(private, 0o700) })
+	}
+	output, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Errorf("doctor exited 0, want a failure:\n%s", output)
+	}
+	want := "cannot be reached by this user (stat " + filepath.Join(private, "state") + ": permission denied): run doctor as the user the daemon runs as"
+	if !strings.Contains(string(output), want) {
+		t.Errorf("doctor output lacks %q:\n%s", want, output)
 	}
 }
