@@ -53,7 +53,7 @@ func cmdRunJob(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "agent-runner: job %s is disabled (enabled = false), so it runs only by hand; running it now\n", name)
 	}
 
-	ctx, setKill, stop := interruptContext(stderr)
+	ctx, setKill, stop := interruptContext(stderr, *wait)
 	defer stop()
 	out := &lineWriter{stdout: stdout, stderr: stderr}
 	var run state.Run
@@ -111,8 +111,10 @@ var errStoppedByUser = errors.New("stopped by the user")
 // signal calls the kill function that setKill registered, which a run in
 // this process registers to kill its process group at once, and a third
 // exits. Without one, as when the daemon runs the job, the second exits,
-// and the daemon goes on stopping the run.
-func interruptContext(stderr io.Writer) (ctx context.Context, setKill func(kill func()), stop func()) {
+// and the daemon goes on stopping the run. With wait set, the first
+// signal may come while the run waits for another one to end, and then
+// ends only the wait.
+func interruptContext(stderr io.Writer, wait bool) (ctx context.Context, setKill func(kill func()), stop func()) {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	signals := make(chan os.Signal, 3)
 	// A closed terminal sends SIGHUP, which stops the run like Ctrl-C.
@@ -128,7 +130,11 @@ func interruptContext(stderr io.Writer) (ctx context.Context, setKill func(kill 
 		if _, ok := <-signals; !ok {
 			return
 		}
-		fmt.Fprintln(stderr, "agent-runner: stopping the run (interrupt again to stop it at once)")
+		if wait {
+			fmt.Fprintln(stderr, "agent-runner: stopping the run, or the wait for the running one, which goes on (interrupt again to stop this run at once)")
+		} else {
+			fmt.Fprintln(stderr, "agent-runner: stopping the run (interrupt again to stop it at once)")
+		}
 		cancel(errStoppedByUser)
 		if _, ok := <-signals; !ok {
 			return

@@ -410,6 +410,8 @@ schedule = "0 0 1 1 *"
 	}
 
 	interrupted := p.command("run-job", "--wait", "long")
+	var interruptedErr bytes.Buffer
+	interrupted.Stderr = &interruptedErr
 	if err := interrupted.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -418,6 +420,9 @@ schedule = "0 0 1 1 *"
 	var exitErr *exec.ExitError
 	if err := interrupted.Wait(); !errors.As(err, &exitErr) || exitErr.ExitCode() != 130 {
 		t.Errorf("run-job --wait after Ctrl-C: %v, want exit 130", err)
+	}
+	if want := "or the wait for the running one, which goes on"; !strings.Contains(interruptedErr.String(), want) {
+		t.Errorf("run-job --wait after Ctrl-C printed %q, want it to contain %q", interruptedErr.String(), want)
 	}
 
 	waiter := p.command("run-job", "--wait", "long")
