@@ -419,3 +419,12 @@ func TestIdentityGroupOnly(t *testing.T) {
 		t.Errorf("id printed %q, want %q", got, want)
 	}
 }
+
+// A child that a signal ends has the signal's name as its error, without
+// the description, which for SIGKILL only repeats "killed".
+func TestSignalExitNamesSignal(t *testing.T) {
+	_, exit := runShell(t, Spec{}, "kill -KILL $$")
+	if exit.Err == nil || exit.Err.Error() != "killed by SIGKILL" {
+		t.Errorf("got error %v, want killed by SIGKILL", exit.Err)
+	}
+}

@@ -413,7 +413,7 @@ func exitCode(ps *os.ProcessState) int {
 func exitReason(ps *os.ProcessState) error {
 	if status, ok := ps.Sys().(syscall.WaitStatus); ok && status.Signaled() {
 		sig := status.Signal()
-		return fmt.Errorf("killed by %s (%s)", unix.SignalName(sig), sig)
+		return fmt.Errorf("killed by %s", unix.SignalName(sig))
 	}
 	return fmt.Errorf("exit status %d", ps.ExitCode())
 }
