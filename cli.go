@@ -61,7 +61,7 @@ func newLogger(w io.Writer, format string, level slog.Level) (*slog.Logger, erro
 	case "journal":
 		jh, err := logging.NewJournalHandler(logging.JournalSocket, level)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%w: --log-format journal needs the systemd journal, so use --log-format text or auto outside it", err)
 		}
 		h = jh
 	case "text":

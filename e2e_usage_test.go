@@ -197,6 +197,9 @@ func TestLogFormatErrorsExitStatus(t *testing.T) {
 	if res.code != exitFailure || !strings.Contains(res.stderr, "connect to journald") {
 		t.Errorf("run --log-format journal without a journal = %d %q, want %d and the reason", res.code, res.stderr, exitFailure)
 	}
+	if !strings.Contains(res.stderr, "use --log-format text or auto") {
+		t.Errorf("run --log-format journal without a journal = %q, want the other formats to use", res.stderr)
+	}
 }
 
 func TestStatusUnknownNameListsNames(t *testing.T) {
