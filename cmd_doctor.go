@@ -11,12 +11,14 @@ import (
 	"path/filepath"
 	"strconv"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/agent-runner/agent-runner/config"
 	"github.com/agent-runner/agent-runner/control"
 	"github.com/agent-runner/agent-runner/daemon"
+	"github.com/agent-runner/agent-runner/jobs"
 	"github.com/agent-runner/agent-runner/listeners"
 )
 
@@ -59,6 +61,7 @@ func cmdDoctor(args []string, stdout, stderr io.Writer) int {
 	d.checkStateDir(cfg.Runner.StateDir)
 	d.checkSocketGroup(cfg)
 	d.checkDaemon(cfg, status, statusErr)
+	d.checkPositions(cfg, status, statusErr)
 	d.checkCluster(cfg)
 	d.checkClock()
 	if d.problems > 0 {
@@ -286,6 +289,42 @@ func (d *doctor) checkDaemon(cfg *config.Config, status control.Status, err erro
 	if store != nil {
 		store.Close()
 		d.ok("state store %s opens", daemon.StorePath(cfg))
+	}
+}
+
+// checkPositions reports each job whose stored position lies ahead of
+// the clock, from the daemon's status or, without a daemon, from the
+// store, with the command that moves it back.
+func (d *doctor) checkPositions(cfg *config.Config, status control.Status, err error) {
+	statuses := status.Jobs
+	if err != nil {
+		if !errors.Is(err, control.ErrNoDaemon) || cfg.Cluster != nil {
+			return
+		}
+		store, err := openStoreOffline(cfg, true, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		if err != nil || store == nil {
+			// checkDaemon reported a store that does not open.
+			return
+		}
+		statuses, err = jobs.OfflineStatus(cfg, store, time.Now())
+		store.Close()
+		if err != nil {
+			d.problem("read job positions from %s: %v", daemon.StorePath(cfg), err)
+			return
+		}
+	}
+	ahead := 0
+	for _, job := range statuses {
+		if job.PositionAhead > 0 {
+			ahead++
+			d.problem("job %s: %s", job.Name, job.StaleReason)
+		}
+	}
+	switch {
+	case ahead > 1:
+		d.note("agent-runner reset --ahead resets all %d jobs at once, once the clock is right", ahead)
+	case ahead == 0:
+		d.ok("no job's stored position is ahead of the clock")
 	}
 }
 

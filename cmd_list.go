@@ -165,9 +165,13 @@ func printJobs(w io.Writer, statuses []jobs.JobStatus, now time.Time) {
 }
 
 // printJobProblems prints why each job that cannot run on this machine
-// is failed, which the table has no room for.
+// is failed, and why each job whose position is ahead runs nothing,
+// which the table has no room for.
 func printJobProblems(w io.Writer, statuses []jobs.JobStatus) {
 	for _, s := range statuses {
+		if s.PositionAhead > 0 {
+			fmt.Fprintf(w, "\n%s runs no slot until the clock passes its position:\n  %s\n", s.Name, s.StaleReason)
+		}
 		if s.Problem == "" {
 			continue
 		}

@@ -115,6 +115,7 @@ func TestExtraArgumentsExitWithUsage(t *testing.T) {
 		"logs":         {"logs", "collect", "1", "extra"},
 		"next":         {"next", "collect", "extra"},
 		"reload":       {"reload", "extra"},
+		"reset":        {"reset", "collect", "extra"},
 		"doctor":       {"doctor", "extra"},
 		"install-unit": {"install-unit", "agent-runner"},
 	}

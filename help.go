@@ -144,6 +144,23 @@ var commands = []commandDoc{
 		},
 	},
 	{
+		name:     "reset",
+		synopsis: "[--config PATH] [--force] NAME | --ahead",
+		summary: "Move a job's stored position back to the clock when a clock that ran\n" +
+			"ahead left it in the future, so that the job runs its next slot after\n" +
+			"now and catches up nothing. A position counts as ahead when it is more\n" +
+			"than 1h ahead and holds back the next slot. --ahead resets every such\n" +
+			"job, and --force resets NAME's position whatever it is. The slots up to\n" +
+			"the old position run again as their time comes, also those claimed\n" +
+			"while the clock was ahead. A running daemon re-plans the job at once;\n" +
+			"without one, the store changes and the next start plans from it.",
+		examples: []string{
+			"agent-runner reset digest",
+			"agent-runner reset --ahead   # every job whose position is ahead",
+		},
+		args: argJobs,
+	},
+	{
 		name:     "doctor",
 		synopsis: "[--config PATH]",
 		summary: "Check the config, the machine, the state folder, the daemon and the\n" +

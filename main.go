@@ -66,6 +66,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdNext(rest, stdout, stderr)
 	case "reload":
 		return cmdReload(rest, stdout, stderr)
+	case "reset":
+		return cmdReset(rest, stdout, stderr)
 	case "doctor":
 		return cmdDoctor(rest, stdout, stderr)
 	case "install-unit":

@@ -325,6 +325,31 @@ func Runs(socket, job string, limit int, id string) ([]state.Run, error) {
 	return msg.Runs, nil
 }
 
+// Reset sends the daemon at socket a request to move the stored position
+// of job back to the clock, or with ahead that of every job whose position
+// is ahead, and returns the outcome for each job.
+func Reset(socket, job string, force, ahead bool) ([]jobs.ResetResult, error) {
+	conn, err := dialForReply(socket, replyTimeout)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	if err := send(conn, Request{Op: OpReset, Job: job, Force: force, Ahead: ahead}); err != nil {
+		return nil, err
+	}
+	msg, err := receive(newScanner(conn))
+	if err != nil {
+		return nil, err
+	}
+	if msg.Error != nil {
+		return nil, msg.Error
+	}
+	if msg.Reset == nil {
+		return nil, errors.New("daemon responded without a reset result")
+	}
+	return msg.Reset.Results, nil
+}
+
 // RecordRun hands the daemon at socket the final record of run, which
 // this process claimed before the daemon took the store.
 func RecordRun(socket string, run state.Run) error {

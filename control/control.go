@@ -18,6 +18,9 @@ const (
 	OpSend   = "send"
 	OpReload = "reload"
 	OpRuns   = "runs"
+	// OpReset moves the stored position of Job, or with Ahead of every
+	// job whose position is ahead of the clock, back to the clock.
+	OpReset = "reset"
 	// OpRecordRun hands the daemon the final record of a run that a CLI
 	// ran while no daemon held the store.
 	OpRecordRun = "record-run"
@@ -57,6 +60,11 @@ type Request struct {
 	RunID string `json:"run_id,omitempty"`
 	// Run is the final record of a record-run request.
 	Run *state.Run `json:"run,omitempty"`
+	// Force and Ahead are the fields of a reset request: Force resets
+	// Job's position even when it is not ahead, and Ahead, with no Job,
+	// resets every job whose position is ahead.
+	Force bool `json:"force,omitempty"`
+	Ahead bool `json:"ahead,omitempty"`
 }
 
 // WaitForRun is the WaitFor of a run that waits for a running run of its
@@ -84,8 +92,10 @@ type Message struct {
 	// Runs answers a runs request, newest first.
 	Runs []state.Run `json:"runs,omitempty"`
 	// Reloaded describes what a reload changed.
-	Reloaded string        `json:"reloaded,omitempty"`
-	Error    *ErrorMessage `json:"error,omitempty"`
+	Reloaded string `json:"reloaded,omitempty"`
+	// Reset is the reply to a reset request.
+	Reset *ResetReply   `json:"reset,omitempty"`
+	Error *ErrorMessage `json:"error,omitempty"`
 }
 
 // Status is every job's and listener's state, as list and status show it.
@@ -113,6 +123,12 @@ type DaemonInfo struct {
 	// state, such as a deleted store or a full disk, or "" when it works.
 	StateError   string    `json:"state_error,omitempty"`
 	StateErrorAt time.Time `json:"state_error_at,omitzero"`
+}
+
+// ResetReply lists what a reset request did to each job it names, or,
+// with Ahead, to each job that was ahead.
+type ResetReply struct {
+	Results []jobs.ResetResult `json:"results"`
 }
 
 // Sent confirms which listener posted a send request.

@@ -59,6 +59,10 @@ type Handler interface {
 	// RecordRun stores the final record of a run that a CLI claimed in
 	// the store before this daemon opened it.
 	RecordRun(run state.Run) error
+	// ResetJob moves the stored position of job back to the clock and
+	// re-plans the job. With ahead it does so for every job whose
+	// position is ahead (see jobs.ResetPosition).
+	ResetJob(job string, force, ahead bool) ([]jobs.ResetResult, error)
 }
 
 // Server serves the control socket.
@@ -332,6 +336,8 @@ func (s *Server) serveConn(conn *net.UnixConn) {
 		out.send(Message{Runs: runs})
 	case OpRecordRun:
 		s.recordRun(out, req)
+	case OpReset:
+		s.reset(out, req)
 	case OpReload:
 		summary, err := s.handler.Reload()
 		if err != nil {
@@ -538,6 +544,23 @@ func (s *Server) recordRun(out *encoder, req Request) {
 		return
 	}
 	out.send(Message{Run: req.Run})
+}
+
+func (s *Server) reset(out *encoder, req Request) {
+	if (req.Job == "") == !req.Ahead || (req.Ahead && req.Force) {
+		out.send(Message{Error: &ErrorMessage{Code: CodeBadRequest, Message: "reset request needs either a job, with or without force, or ahead"}})
+		return
+	}
+	results, err := s.handler.ResetJob(req.Job, req.Force, req.Ahead)
+	if err != nil {
+		s.log.Warn("reset job position failed", "job", req.Job, "err", err)
+		out.send(Message{Error: errorMessage(err)})
+		return
+	}
+	if results == nil {
+		results = []jobs.ResetResult{}
+	}
+	out.send(Message{Reset: &ResetReply{Results: results}})
 }
 
 // encoder serializes messages from the two output readers of a run.

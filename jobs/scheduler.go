@@ -170,22 +170,17 @@ func (s *Scheduler) prepare(job *config.Job, now time.Time) (state.JobState, err
 	if err != nil {
 		return state.JobState{}, fmt.Errorf("load state of job %s: %w", job.Name, err)
 	}
-	if ahead := position(st).Sub(now); ahead > maxPositionAhead {
-		s.log.Warn("job's stored slot is ahead of the clock, so it runs nothing until the clock passes it: check the clock and its time zone",
+	if ahead := position(st).Sub(now); ahead > MaxPositionAhead {
+		s.log.Warn("job's stored slot is ahead of the clock, so it runs nothing until the clock passes it: check the clock and its time zone, then run agent-runner reset "+job.Name,
 			"job", job.Name, "position", position(st), "ahead", ahead.Round(time.Second))
 	}
 	return st, nil
 }
 
-// maxPositionAhead is how far a job's stored position may lie ahead of the
-// clock before prepare warns. A clock that ran ahead, here or on the
-// machine a state folder came from, leaves the position in the future,
-// and the job then runs no slot until the clock passes it.
-//
-// NOTE: the position is kept, not moved back to now: on a machine that
-// starts with its clock far behind, before NTP sets it, that would let a
-// slot that already ran run again once the clock is right.
-const maxPositionAhead = time.Hour
+// NOTE: prepare keeps a position that is ahead and does not move it back
+// to now. On a machine that starts with its clock far behind, before NTP
+// sets it, that would let a slot that already ran run again once the
+// clock is right. agent-runner reset moves it back on the operator's word.
 
 // openLocks opens the lock files of the named jobs in the background,
 // which keeps their creation off the path of each job's first run without

@@ -140,3 +140,15 @@ func (q *delayedRuns) take(job string) (time.Time, []Request, bool) {
 	*q = remaining
 	return at, removed, len(removed) > 0
 }
+
+// has reports whether a run of the job waits in the queue.
+func (q delayedRuns) has(job string) bool {
+	for _, d := range q {
+		for _, req := range d.requests {
+			if req.Job == job {
+				return true
+			}
+		}
+	}
+	return false
+}

@@ -36,6 +36,11 @@ type JobStatus struct {
 	// StaleReason is the reason the job is stale, such as "no successful run
 	// for 3h (max_age 2h)"; empty otherwise.
 	StaleReason string `json:"stale_reason,omitempty"`
+	// PositionAhead is how far the job's stored position lies ahead of
+	// the clock when that holds back its next slot (see PositionAhead),
+	// and zero otherwise. Such a job is also stale, with the reset
+	// command in StaleReason.
+	PositionAhead time.Duration `json:"position_ahead,omitempty"`
 }
 
 // Describe returns the schedule of a job as written in the config.
@@ -93,6 +98,12 @@ func StatusOf(job *config.Job, st state.JobState, running bool, next, now time.T
 		status.State = StateScheduled
 	}
 	status.StaleReason = staleReason(job, st, now)
+	if job.Enabled {
+		if ahead := PositionAhead(job, st, now); ahead > 0 {
+			status.PositionAhead = ahead
+			status.StaleReason = aheadReason(job.Name, st, ahead)
+		}
+	}
 	status.Stale = status.StaleReason != ""
 	return status
 }
