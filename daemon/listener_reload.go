@@ -158,6 +158,8 @@ func (set *listenerSet) update(cfg *config.Config, old, next *config.Listener, r
 	if journal != nil {
 		journal.SetMaxBytes(next.LogMaxBytes)
 	} else if next.LogTo != "" {
+		// NOTE: this open runs with mu held, so an open that hangs on a
+		// stuck disk at the new path holds up status until it returns.
 		var err error
 		if journal, err = listeners.OpenJournal(next.LogTo, next.LogMaxBytes, log); err != nil {
 			log.Error("open the changed log_to file failed, so the listener restarts", "listener", next.Name, "path", next.LogTo, "err", err)

@@ -43,7 +43,7 @@ type listenerSet struct {
 	// secrets redact each listener's secrets in its log lines and health.
 	secrets map[string]*listenerSecrets
 	// retired lists the routers of replaced and removed listeners. Their
-	// supervisors drain them once the old listener run has ended, and
+	// supervisors drain them once nothing delivers to them any more, and
 	// shutdown closes the ones still open.
 	retired []*listeners.Router
 	// gate holds a cluster leader's listeners back during a handover and

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -28,9 +29,14 @@ const maxKeptLine = 64 << 10
 // and fsync'd in batches; the file is rotated to PATH.1 once it grows
 // past its size limit, replacing the previous PATH.1.
 type Journal struct {
-	path     string
-	maxBytes int64
+	path string
+	// maxBytes is atomic so that a reload can set it while a write that
+	// holds mu waits for a hung disk.
+	maxBytes atomic.Int64
 	log      *slog.Logger
+	// users counts the routers that use the journal, each of which calls
+	// Close once. It is atomic for the same reason as maxBytes.
+	users atomic.Int32
 
 	mu   sync.Mutex
 	file *os.File
@@ -57,7 +63,9 @@ var errJournalClosed = errors.New("event log closed")
 
 // OpenJournal opens or creates the file at path, mode 0600.
 func OpenJournal(path string, maxBytes int64, log *slog.Logger) (*Journal, error) {
-	j := &Journal{path: path, maxBytes: maxBytes, log: log, stop: make(chan struct{}), done: make(chan struct{})}
+	j := &Journal{path: path, log: log, stop: make(chan struct{}), done: make(chan struct{})}
+	j.maxBytes.Store(maxBytes)
+	j.users.Store(1)
 	if err := j.open(); err != nil {
 		return nil, err
 	}
@@ -68,9 +76,7 @@ func OpenJournal(path string, maxBytes int64, log *slog.Logger) (*Journal, error
 // SetMaxBytes sets the size past which the file rotates, for a reload
 // that changes log_max_bytes and keeps the journal open.
 func (j *Journal) SetMaxBytes(maxBytes int64) {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	j.maxBytes = maxBytes
+	j.maxBytes.Store(maxBytes)
 }
 
 func (j *Journal) open() error {
@@ -205,7 +211,7 @@ func (j *Journal) Append(ev Event) error {
 	// A failed rotation is reported, and the event is still written when
 	// the file is open.
 	var rotateErr error
-	if j.size+int64(len(line)) > j.maxBytes && j.size > 0 {
+	if j.size+int64(len(line)) > j.maxBytes.Load() && j.size > 0 {
 		rotateErr = j.rotate()
 	}
 	if _, err := j.buf.Write(line); err != nil {
@@ -365,8 +371,18 @@ func (j *Journal) flush() error {
 	return nil
 }
 
-// Close writes what is buffered, syncs and closes the file.
+// share adds a user, which must call Close once it no longer appends.
+// The caller is a user already, so the file is still open.
+func (j *Journal) share() {
+	j.users.Add(1)
+}
+
+// Close ends one user's use of the journal. The last user's Close writes
+// what is buffered, syncs and closes the file.
 func (j *Journal) Close() error {
+	if j.users.Add(-1) > 0 {
+		return nil
+	}
 	close(j.stop)
 	<-j.done
 	j.mu.Lock()

@@ -30,24 +30,18 @@ type Router struct {
 
 	// fence returns why the router must not act for the listener now, or
 	// nil; it is nil outside a cluster. action names what is checked.
-	fence  func(action string) error
-	fenced atomic.Uint64
+	fence func(action string) error
 
-	queue    chan Event
-	handled  atomic.Uint64
-	dropped  atomic.Uint64
-	lastSeen atomic.Int64
-	upSince  atomic.Int64
+	queue chan Event
+	// state contains the counters and cooldowns. The router that
+	// replaces this one in place shares them, as inherit explains.
+	state *routerState
 
-	mu        sync.Mutex
-	cooldowns map[string]time.Time
+	mu sync.Mutex
 	// dropLogged rate-limits the dropped-event warning.
 	dropLogged time.Time
 	// closing is set once Close or Drain has begun.
 	closing bool
-	// journalHandedOver keeps the journal open when the router closes,
-	// because the router that replaced this one in place writes to it.
-	journalHandedOver bool
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -67,17 +61,17 @@ type Router struct {
 func NewRouter(cfg *config.Listener, hooks *HookRunner, journal *Journal, replier Replier, log *slog.Logger) *Router {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &Router{
-		cfg:       cfg,
-		log:       log.With("listener", cfg.Name),
-		hooks:     hooks,
-		journal:   journal,
-		replier:   replier,
-		queue:     make(chan Event, max(cfg.HookQueue, 1)),
-		cooldowns: make(map[string]time.Time),
-		ctx:       ctx,
-		cancel:    cancel,
-		draining:  make(chan struct{}),
-		closed:    make(chan struct{}),
+		cfg:      cfg,
+		log:      log.With("listener", cfg.Name),
+		hooks:    hooks,
+		journal:  journal,
+		replier:  replier,
+		queue:    make(chan Event, max(cfg.HookQueue, 1)),
+		state:    &routerState{cooldowns: make(map[string]time.Time)},
+		ctx:      ctx,
+		cancel:   cancel,
+		draining: make(chan struct{}),
+		closed:   make(chan struct{}),
 	}
 	if hooks != nil {
 		for range max(cfg.HookConcurrency, 1) {
@@ -116,8 +110,9 @@ func (r *Router) Closed() bool {
 }
 
 // finish waits for the hook workers to exit, then closes the journal
-// once, unless it was handed over. Only the call that closes it returns
-// the journal's error.
+// once. The file stays open while a router that the journal was handed
+// over to, or from, still uses it. Only the call that closes the journal
+// returns its error.
 func (r *Router) finish() error {
 	r.mu.Lock()
 	r.closing = true
@@ -125,10 +120,7 @@ func (r *Router) finish() error {
 	r.wg.Wait()
 	var err error
 	r.closeOnce.Do(func() {
-		r.mu.Lock()
-		keep := r.journalHandedOver
-		r.mu.Unlock()
-		if r.journal != nil && !keep {
+		if r.journal != nil {
 			err = r.journal.Close()
 		}
 		close(r.closed)
@@ -137,48 +129,52 @@ func (r *Router) finish() error {
 }
 
 // HandOverJournal returns the router's journal for the router that
-// replaces this one in place, and leaves the journal open when this
-// router closes. The journal then belongs to the new router, which
-// closes it. It returns nil when the router has no journal or has begun
-// to close, and the caller opens a journal of its own then.
+// replaces this one in place, which must close it like its own. The
+// file stays open until both routers have closed, because a delivery
+// in progress may still write to it through this router. It returns nil
+// when the router has no journal or has begun to close, and the caller
+// opens a journal of its own then.
 func (r *Router) HandOverJournal() *Journal {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closing || r.journal == nil {
 		return nil
 	}
-	r.journalHandedOver = true
+	r.journal.share()
 	return r.journal
 }
 
-// inherit takes over the counters, the connection time and the command
-// cooldowns of old, which this router replaces while the listener stays
-// connected, so that status, {uptime} and the cooldowns go on as before.
-// The caller makes sure that nothing delivers to either router meanwhile.
+// routerState is the part of a router that carries over to the router
+// that replaces it in place: the counters, the connection time and the
+// command cooldowns.
+type routerState struct {
+	handled  atomic.Uint64
+	dropped  atomic.Uint64
+	fenced   atomic.Uint64
+	lastSeen atomic.Int64
+	upSince  atomic.Int64
+
+	mu        sync.Mutex
+	cooldowns map[string]time.Time
+}
+
+// inherit makes the router share the counters, the connection time and
+// the command cooldowns of old, which it replaces while the listener
+// stays connected, so that status, {uptime} and the cooldowns go on as
+// before. Sharing them, rather than copying, keeps the count and the
+// cooldown of an event that old still delivers after the swap. The
+// caller must call inherit before anything delivers to r.
 func (r *Router) inherit(old *Router) {
-	r.handled.Add(old.handled.Load())
-	r.dropped.Add(old.dropped.Load())
-	r.fenced.Add(old.fenced.Load())
-	r.lastSeen.Store(max(r.lastSeen.Load(), old.lastSeen.Load()))
-	if r.upSince.Load() == 0 {
-		r.upSince.Store(old.upSince.Load())
-	}
+	state := old.state
 	now := time.Now()
-	old.mu.Lock()
-	cooldowns := make(map[string]time.Time, len(old.cooldowns))
-	for key, until := range old.cooldowns {
-		if until.After(now) {
-			cooldowns[key] = until
+	state.mu.Lock()
+	for key, until := range state.cooldowns {
+		if !until.After(now) {
+			delete(state.cooldowns, key)
 		}
 	}
-	old.mu.Unlock()
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for key, until := range cooldowns {
-		if _, ok := r.cooldowns[key]; !ok {
-			r.cooldowns[key] = until
-		}
-	}
+	state.mu.Unlock()
+	r.state = state
 }
 
 // SetFence makes the router check fence before it handles an event or
@@ -196,7 +192,7 @@ func (r *Router) allowed(action string) bool {
 	if r.fence == nil || r.fence(action) == nil {
 		return true
 	}
-	r.fenced.Add(1)
+	r.state.fenced.Add(1)
 	return false
 }
 
@@ -225,8 +221,8 @@ func (r *Router) Deliver(ev Event) {
 			r.log.Error("append event to log_to file failed", "err", err)
 		}
 	}
-	r.handled.Add(1)
-	r.lastSeen.Store(time.Now().UnixNano())
+	r.state.handled.Add(1)
+	r.state.lastSeen.Store(time.Now().UnixNano())
 	r.answerCommand(ev)
 	if r.hooks == nil {
 		return
@@ -239,7 +235,7 @@ func (r *Router) Deliver(ev Event) {
 }
 
 func (r *Router) drop(ev Event) {
-	n := r.dropped.Add(1)
+	n := r.state.dropped.Add(1)
 	r.warnDrop("hook queue full: event dropped", ev, "queue", cap(r.queue), "dropped_total", n)
 }
 
@@ -255,14 +251,17 @@ func (r *Router) warnDrop(msg string, ev Event, attrs ...any) {
 }
 
 // connected records when the listener last connected, for {uptime}.
-func (r *Router) connected(at time.Time) { r.upSince.Store(at.UnixNano()) }
+func (r *Router) connected(at time.Time) { r.state.upSince.Store(at.UnixNano()) }
 
 func (r *Router) counts() (handled, dropped uint64, last time.Time) {
-	if ns := r.lastSeen.Load(); ns != 0 {
+	if ns := r.state.lastSeen.Load(); ns != 0 {
 		last = time.Unix(0, ns).UTC()
 	}
-	return r.handled.Load(), r.dropped.Load(), last
+	return r.state.handled.Load(), r.state.dropped.Load(), last
 }
+
+// fencedCount returns how many events and replies the fence dropped.
+func (r *Router) fencedCount() uint64 { return r.state.fenced.Load() }
 
 // work runs hooks for queued events until the router closes, or until
 // the queue is empty once the router drains.
@@ -344,18 +343,19 @@ func (r *Router) answerCommand(ev Event) {
 
 func (r *Router) takeCooldown(cmd config.ChatCommand, channel string) bool {
 	key := cmd.Trigger + "\x00" + channel
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if until, ok := r.cooldowns[key]; ok && time.Now().Before(until) {
+	state := r.state
+	state.mu.Lock()
+	defer state.mu.Unlock()
+	if until, ok := state.cooldowns[key]; ok && time.Now().Before(until) {
 		return false
 	}
-	r.cooldowns[key] = time.Now().Add(cmd.Cooldown)
+	state.cooldowns[key] = time.Now().Add(cmd.Cooldown)
 	return true
 }
 
 func (r *Router) fields(ev Event, args string) map[string]string {
 	uptime := "unknown"
-	if ns := r.upSince.Load(); ns != 0 {
+	if ns := r.state.upSince.Load(); ns != 0 {
 		uptime = time.Since(time.Unix(0, ns)).Round(time.Second).String()
 	}
 	return map[string]string{

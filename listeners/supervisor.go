@@ -233,7 +233,7 @@ func (s *Supervisor) beginAttempt(cancel context.CancelFunc) (Listener, *routerS
 		return nil, nil, false
 	}
 	s.stopAttempt, s.replaced = cancel, false
-	s.attemptRouter, s.attemptSlot = s.router, &routerSlot{router: s.router}
+	s.attemptRouter, s.attemptSlot = s.router, newRouterSlot(s.router)
 	select {
 	case <-s.wake:
 	default:
@@ -272,27 +272,53 @@ func (s *Supervisor) Replace(listener Listener, router *Router) *Router {
 
 // Update swaps in router, built from a config whose changes the router
 // alone applies, while the listener keeps running. Its connection stays
-// open, and the next event it delivers goes to router. The new router takes
-// over the counters, the connection time and the command cooldowns of
+// open, and the next event it delivers goes to router. The new router
+// shares the counters, the connection time and the command cooldowns of
 // the old one, which is drained once nothing delivers to it any more.
-// A backoff wait goes on. Update returns the old router, for the caller
-// to close at shutdown if the drain has not finished by then.
+// A backoff wait goes on.
+//
+// Update does not wait for a delivery in progress, such as one whose
+// log_to write hangs on a stuck disk: that delivery ends in the old
+// router, and a goroutine drains the old router after it. So Update
+// returns without waiting for any delivery, and status and reloads go on
+// meanwhile. Update returns the old router, for the caller to close at
+// shutdown if the drain has not finished by then.
 func (s *Supervisor) Update(router *Router) *Router {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	old := s.router
-	if s.attemptSlot != nil && s.attemptRouter == old {
-		s.attemptSlot.swap(router)
+	router.inherit(old)
+	switch {
+	case s.attemptSlot != nil && s.attemptRouter == old:
+		idle := s.attemptSlot.swap(router)
 		s.attemptRouter = router
+		go s.drainWhenIdle(old, idle)
+	case old != s.attemptRouter:
 		go s.drain(old)
-	} else {
-		router.inherit(old)
-		if old != s.attemptRouter {
-			go s.drain(old)
-		}
 	}
 	s.router = router
 	return old
+}
+
+// slowDrainWarning is how long a router that Update replaced may wait for
+// its deliveries in progress before a warning names the stuck delivery.
+const slowDrainWarning = 30 * time.Second
+
+// drainWhenIdle drains router once idle closes, which happens when the
+// last delivery to it has ended. It warns when that takes longer than
+// slowDrainWarning, because a delivery that takes that long is stuck,
+// as on a hung log_to write.
+func (s *Supervisor) drainWhenIdle(router *Router, idle <-chan struct{}) {
+	timer := time.NewTimer(slowDrainWarning)
+	defer timer.Stop()
+	select {
+	case <-idle:
+	case <-timer.C:
+		s.log.Warn("replaced router still waits for a delivery in progress before it closes, so the delivery may be stuck on its log_to write", "waited", slowDrainWarning)
+		<-idle
+		s.log.Info("delivery in progress ended; closing the replaced router")
+	}
+	s.drain(router)
 }
 
 // Retire stops the listener for good while the supervisor's run-group
@@ -394,7 +420,7 @@ func (s *Supervisor) Health() Health {
 	h, router, staleAfter := s.health, s.router, s.staleAfter
 	s.mu.Unlock()
 	h.Handled, h.Dropped, h.LastEvent = router.counts()
-	h.Fenced = router.fenced.Load()
+	h.Fenced = router.fencedCount()
 	h.StaleReason = staleReason(h, staleAfter, time.Now())
 	h.Stale = h.StaleReason != ""
 	return h
@@ -435,34 +461,63 @@ func (s *Supervisor) Listener() Listener {
 }
 
 // routerSlot holds the router that one attempt of a listener delivers
-// to. Update swaps it while the attempt runs. A delivery holds the read
-// lock, so after a swap no event is still going to the old router, which
-// can then be drained and its journal closed without losing an event.
+// to. Update swaps it while the attempt runs. A delivery registers with
+// the router it took from the slot, and the lock covers only that step,
+// so a swap never waits for a delivery. The old router is drained once
+// its registered deliveries end, so no event goes to it after it closed.
 type routerSlot struct {
-	mu     sync.RWMutex
-	router *Router
+	mu      sync.RWMutex
+	current *slotRouter
+}
+
+// slotRouter is a router in a slot and the deliveries in progress to it.
+// deliveries gains members only while the router is the slot's current
+// one, so once a swap has replaced it, Wait on deliveries is safe and
+// ends with the last delivery.
+type slotRouter struct {
+	router     *Router
+	deliveries sync.WaitGroup
+}
+
+func newRouterSlot(router *Router) *routerSlot {
+	return &routerSlot{current: &slotRouter{router: router}}
+}
+
+// acquire returns the current router with a delivery registered, which
+// the caller ends with deliveries.Done.
+func (slot *routerSlot) acquire() *slotRouter {
+	slot.mu.RLock()
+	defer slot.mu.RUnlock()
+	current := slot.current
+	current.deliveries.Add(1)
+	return current
 }
 
 func (slot *routerSlot) connected(at time.Time) {
-	slot.mu.RLock()
-	defer slot.mu.RUnlock()
-	slot.router.connected(at)
+	current := slot.acquire()
+	defer current.deliveries.Done()
+	current.router.connected(at)
 }
 
 func (slot *routerSlot) deliver(ev Event) {
-	slot.mu.RLock()
-	defer slot.mu.RUnlock()
-	slot.router.Deliver(ev)
+	current := slot.acquire()
+	defer current.deliveries.Done()
+	current.router.Deliver(ev)
 }
 
-// swap makes router the slot's router once the deliveries in progress
-// have ended. router takes over the old router's counters first, so
-// that none of its events goes uncounted.
-func (slot *routerSlot) swap(router *Router) {
+// swap makes router the slot's router at once. It returns a channel that
+// closes once the deliveries in progress to the old router have ended.
+func (slot *routerSlot) swap(router *Router) <-chan struct{} {
 	slot.mu.Lock()
-	defer slot.mu.Unlock()
-	router.inherit(slot.router)
-	slot.router = router
+	old := slot.current
+	slot.current = &slotRouter{router: router}
+	slot.mu.Unlock()
+	idle := make(chan struct{})
+	go func() {
+		old.deliveries.Wait()
+		close(idle)
+	}()
+	return idle
 }
 
 // host is the Host a supervisor gives one attempt of its listener.
