@@ -109,7 +109,7 @@ func newConnection(ctx context.Context, l *Listener, host listeners.Host, gatewa
 	}
 	c.dialer = &gatewayDialer{
 		ctx: ctx, gatewayURL: gatewayURL, writeTimeout: l.timing.write, proxy: l.proxy,
-		hooks: filterHooks{ended: c.setEnded, reached: c.setStep, rejected: c.setRejected},
+		hooks: filterHooks{ended: c.setEnded, reached: c.setStep, rejected: c.setRejected, closing: c.stopped.Load},
 	}
 	c.session = c.newGatewaySession(gatewayURL)
 	return c

@@ -22,6 +22,11 @@
 //     first.
 //   - Close: CloseWithCode sends the close frame and then sleeps 1 s
 //     before closing the socket, so Run returns about 1 s after ctx ends.
+//     It then sets Session.wsConn to nil under the session lock alone,
+//     while onEvent's reply to op 1 HEARTBEAT reads that field under the
+//     websocket lock, so a reply during a close is a data race and can
+//     dereference nil. The frameFilter drops op 1 once Run closes the
+//     session or op 7 RECONNECT passed.
 //   - Rate limits: on 429 restapi.go sleeps for retry_after with
 //     time.Sleep and retries without a limit, and the Ratelimiter sleeps
 //     before a request whose bucket is exhausted. Neither honours a

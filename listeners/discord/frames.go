@@ -112,12 +112,19 @@ type frameFilter struct {
 	// rejected, when set, receives the status line of an upgrade
 	// response other than 101.
 	rejected func(status string)
+	// closing, when set, reports whether the connection's Run has begun
+	// to close the session.
+	closing func() bool
+	// reconnecting is set once op 7 RECONNECT passed after the
+	// handshake, on which discordgo closes the connection itself.
+	reconnecting bool
 }
 
 func newFrameFilter(conn net.Conn, log *slog.Logger, hooks filterHooks) *frameFilter {
 	return &frameFilter{
 		Conn: conn, reader: bufio.NewReaderSize(conn, 64<<10), log: log,
 		ended: hooks.ended, reached: hooks.reached, rejected: hooks.rejected,
+		closing: hooks.closing,
 	}
 }
 
@@ -128,6 +135,7 @@ type filterHooks struct {
 	ended    func(error)
 	reached  func(handshakeStep)
 	rejected func(status string)
+	closing  func() bool
 }
 
 // handshakeStep is how far the handshake of a gateway connection got,
@@ -334,6 +342,9 @@ func (f *frameFilter) check() (string, error) {
 	if e != nil && e.Operation == 11 && !f.sessionUp {
 		return "heartbeat ACK before READY or RESUMED, which deadlocks discordgo's Open", nil
 	}
+	if e != nil && e.Operation == 1 && f.sessionClosing() {
+		return "heartbeat request while the session closes, whose reply races with discordgo's close", nil
+	}
 	return eventProblem(e), nil
 }
 
@@ -372,12 +383,23 @@ func (f *frameFilter) watchSession(e *discordgo.Event) error {
 		return &invalidSessionError{resumable: resumable}
 	case e.Operation == 7 && !f.sessionUp:
 		return errReconnectInHandshake
+	case e.Operation == 7:
+		f.reconnecting = true
 	case e.Operation == 0 && (e.Type == "READY" || e.Type == "RESUMED"):
 		f.sessionUp = true
 	case e.Operation == 10:
 		f.reach(stepHello)
 	}
 	return nil
+}
+
+// sessionClosing reports whether discordgo closes the connection, after
+// op 7 or because Run stops. discordgo v0.28.1 replies to op 1 by writing
+// to Session.wsConn, which its CloseWithCode sets to nil without the
+// lock that the reply takes, so a reply during the close races with it
+// and can dereference nil on discordgo's own goroutine.
+func (f *frameFilter) sessionClosing() bool {
+	return f.reconnecting || (f.closing != nil && f.closing())
 }
 
 func (f *frameFilter) drop(problem string) {

@@ -55,12 +55,18 @@ func zlibBytes(t *testing.T, data string) []byte {
 // everything it passes on.
 func filterStream(t *testing.T, stream []byte) []byte {
 	t.Helper()
+	return filterStreamHooks(t, stream, filterHooks{})
+}
+
+// filterStreamHooks is filterStream with hooks for the filter.
+func filterStreamHooks(t *testing.T, stream []byte, hooks filterHooks) []byte {
+	t.Helper()
 	server, client := net.Pipe()
 	go func() {
 		server.Write(stream)
 		server.Close()
 	}()
-	filter := newFrameFilter(client, slog.New(slog.NewTextHandler(io.Discard, nil)), filterHooks{})
+	filter := newFrameFilter(client, slog.New(slog.NewTextHandler(io.Discard, nil)), hooks)
 	defer filter.Close()
 	out, err := io.ReadAll(filter)
 	if err != nil {
@@ -180,6 +186,29 @@ func TestFrameFilterDropsEarlyHeartbeatAck(t *testing.T) {
 
 	if got := filterStream(t, stream); !bytes.Equal(got, want) {
 		t.Errorf("filter passed %q, want %q", got, want)
+	}
+}
+
+func TestFrameFilterDropsHeartbeatRequestWhileClosing(t *testing.T) {
+	ready := frame(true, 0x1, []byte(`{"op":0,"s":1,"t":"READY","d":{"session_id":"s"}}`))
+	request := frame(true, 0x1, []byte(`{"op":1,"d":1}`))
+	reconnect := frame(true, 0x1, []byte(`{"op":7,"d":null}`))
+	open := func() bool { return false }
+	closing := func() bool { return true }
+
+	stream := bytes.Join([][]byte{[]byte(upgradeResponse), ready, request}, nil)
+	if got := filterStreamHooks(t, stream, filterHooks{closing: open}); !bytes.Equal(got, stream) {
+		t.Errorf("open session: filter passed %q, want %q", got, stream)
+	}
+	want := bytes.Join([][]byte{[]byte(upgradeResponse), ready}, nil)
+	if got := filterStreamHooks(t, stream, filterHooks{closing: closing}); !bytes.Equal(got, want) {
+		t.Errorf("closing session: filter passed %q, want %q", got, want)
+	}
+
+	stream = bytes.Join([][]byte{[]byte(upgradeResponse), ready, request, reconnect, request}, nil)
+	want = bytes.Join([][]byte{[]byte(upgradeResponse), ready, request, reconnect}, nil)
+	if got := filterStreamHooks(t, stream, filterHooks{closing: open}); !bytes.Equal(got, want) {
+		t.Errorf("after op 7: filter passed %q, want %q", got, want)
 	}
 }
 
