@@ -155,11 +155,19 @@ func notAheadReason(pos, now time.Time) string {
 // after now runs as scheduled. A disabled job, which the scheduler does
 // not hold, has only its stored position moved. It rejects a job whose
 // catch-up runs are queued, with ErrCatchUpQueued.
+//
+// A job that the scheduler holds is reset by the schedule of its entry.
+// A reload applies its config here before the daemon's config changes,
+// so the caller's job may still have the old schedule.
 func (s *Scheduler) Reset(job *config.Job, force bool) (ResetResult, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.backlogs[job.Name] || s.delayed.has(job.Name) {
 		return ResetResult{}, fmt.Errorf("reset job %s: %w; try again when they have run", job.Name, ErrCatchUpQueued)
+	}
+	e, ok := s.entries[job.Name]
+	if ok {
+		job = e.job
 	}
 	now := s.clock.Now()
 	result, st, err := ResetPosition(s.store, job, now, force)
@@ -168,11 +176,10 @@ func (s *Scheduler) Reset(job *config.Job, force bool) (ResetResult, error) {
 	}
 	s.log.Info("job position reset to the clock", "job", job.Name, "from", result.From, "to", result.To,
 		"ahead", result.Ahead.Round(time.Second), "next", result.Next, "run", result.RunID)
-	e, ok := s.entries[job.Name]
 	if !ok {
 		return result, nil
 	}
-	sched, err := Schedule(e.job, st)
+	sched, err := Schedule(job, st)
 	if err != nil {
 		return result, fmt.Errorf("schedule job %s: %w", job.Name, err)
 	}

@@ -199,3 +199,35 @@ func TestStatusShowsPositionAhead(t *testing.T) {
 		t.Errorf("status of a disabled job has position_ahead %s, want 0", status.PositionAhead)
 	}
 }
+
+// A reload applies the new schedule to the scheduler before the daemon's
+// config changes, so a reset in between gets the job of the old config.
+// The reset must still decide and plan by the schedule the scheduler
+// runs, or the next slot it reports and stores is not the one that runs.
+func TestSchedulerResetUsesReloadedSchedule(t *testing.T) {
+	h := newSchedHarness(t, t0, cronJob("minutely", "* * * * *"))
+	seedAhead(t, h.store, "minutely")
+	h.start()
+	defer h.stop()
+	old := h.cfg.Jobs[0]
+	h.applyCron(old, "0 * * * *")
+
+	result, err := h.sched.Reset(old, false)
+	if err != nil {
+		t.Fatalf("Reset: %v", err)
+	}
+	wantNext := t0.Truncate(time.Hour).Add(time.Hour)
+	if next, _ := h.sched.Next("minutely"); !next.Equal(wantNext) {
+		t.Errorf("scheduler's next slot after the reset = %s, want %s", next, wantNext)
+	}
+	if !result.Next.Equal(wantNext) {
+		t.Errorf("reset reported next slot %s, want %s of the reloaded schedule", result.Next, wantNext)
+	}
+	stored, _, err := h.store.Job("minutely")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !stored.NextRun.Equal(wantNext) {
+		t.Errorf("stored next run after the reset = %s, want %s", stored.NextRun, wantNext)
+	}
+}
