@@ -428,3 +428,15 @@ func TestSignalExitNamesSignal(t *testing.T) {
 		t.Errorf("got error %v, want killed by SIGKILL", exit.Err)
 	}
 }
+
+// A real-time signal has no name in the signal table, so the error gives
+// its number instead of ending in an empty name.
+func TestSignalExitNamesUnnamedSignal(t *testing.T) {
+	_, exit := runShell(t, Spec{}, "kill -40 $$")
+	if exit.Err == nil || exit.Err.Error() != "killed by signal 40" {
+		t.Errorf("got error %v, want killed by signal 40", exit.Err)
+	}
+	if exit.Code != 128+40 {
+		t.Errorf("got exit code %d, want %d", exit.Code, 128+40)
+	}
+}

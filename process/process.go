@@ -412,10 +412,18 @@ func exitCode(ps *os.ProcessState) int {
 
 func exitReason(ps *os.ProcessState) error {
 	if status, ok := ps.Sys().(syscall.WaitStatus); ok && status.Signaled() {
-		sig := status.Signal()
-		return fmt.Errorf("killed by %s", unix.SignalName(sig))
+		return fmt.Errorf("killed by %s", signalName(status.Signal()))
 	}
 	return fmt.Errorf("exit status %d", ps.ExitCode())
+}
+
+// signalName returns the name of sig, such as SIGKILL, or "signal N" for
+// one that the table of names lacks, such as a real-time signal.
+func signalName(sig syscall.Signal) string {
+	if name := unix.SignalName(sig); name != "" {
+		return name
+	}
+	return fmt.Sprintf("signal %d", int(sig))
 }
 
 // hintMemoryMax adds memory_max to the error of a child that a signal
