@@ -100,6 +100,9 @@ func offlineReset(cfg *config.Config, name string, force, ahead bool, stderr io.
 	}
 	var results []jobs.ResetResult
 	for _, job := range cfg.Jobs {
+		if !job.Enabled {
+			continue
+		}
 		result, _, err := jobs.ResetPosition(store, job, now, false)
 		switch {
 		case err != nil:
@@ -124,10 +127,8 @@ func printResets(stdout, stderr io.Writer, results []jobs.ResetResult, ahead boo
 		case r.Error != "":
 			fmt.Fprintf(stderr, "agent-runner: reset %s failed: %s\n", r.Job, r.Error)
 			code = exitFailure
-		case r.To.IsZero() && r.From.IsZero():
-			fmt.Fprintf(stdout, "%s: nothing to do: %s\n", r.Job, r.Unchanged)
 		case r.To.IsZero():
-			fmt.Fprintf(stdout, "%s: nothing to do: %s; agent-runner reset --force %s moves it to the clock anyway\n", r.Job, r.Unchanged, r.Job)
+			fmt.Fprintf(stdout, "%s: nothing to do: %s\n", r.Job, r.Unchanged)
 		default:
 			fmt.Fprintf(stdout, "%s: position %s moved to the clock, %s; next slot %s; agent-runner runs %s shows it as run %s\n",
 				r.Job, formatTime(r.From, now), r.To.UTC().Format("2006-01-02 15:04:05Z"), formatTime(r.Next, now), r.Job, r.RunID)

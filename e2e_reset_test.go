@@ -115,8 +115,10 @@ func TestResetThroughDaemon(t *testing.T) {
 		t.Errorf("status --json after the reset: position_ahead %s, stale %v; want 0 and not stale", job.PositionAhead, job.Stale)
 	}
 
+	// Right before a slot its early claim can put the position up to 1 s
+	// ahead, which force does not move, so the hint may be left out.
 	res = p.run("reset", "tick")
-	if res.code != 0 || !strings.Contains(res.stdout, "nothing to do") || !strings.Contains(res.stdout, "--force") {
+	if res.code != 0 || !strings.Contains(res.stdout, "nothing to do") || !(strings.Contains(res.stdout, "--force") || strings.Contains(res.stdout, "started early")) {
 		t.Errorf("second reset tick exited %d:\n%s%s", res.code, res.stdout, res.stderr)
 	}
 	res = p.run("reset", "nosuch")
@@ -131,15 +133,22 @@ func TestResetAheadWithoutDaemon(t *testing.T) {
 [jobs.fine]
 command = ["true"]
 every = "1h"
+
+[jobs.paused]
+command = ["true"]
+every = "1h"
+enabled = false
 `)
 	seedPositionAhead(t, p, "tick")
+	seedPositionAhead(t, p, "paused")
 
 	res := p.run("doctor")
 	if res.code != 1 || !strings.Contains(res.stdout, "PROBLEM  job tick: stored position") {
 		t.Errorf("doctor without a daemon exited %d:\n%s", res.code, res.stdout)
 	}
 	res = p.run("reset", "--ahead")
-	if res.code != 0 || !strings.Contains(res.stdout, "tick: position") || strings.Contains(res.stdout, "fine") {
+	// A disabled job is left alone, as status and doctor leave it out.
+	if res.code != 0 || !strings.Contains(res.stdout, "tick: position") || strings.Contains(res.stdout, "fine") || strings.Contains(res.stdout, "paused") {
 		t.Fatalf("reset --ahead exited %d:\nstdout: %s\nstderr: %s", res.code, res.stdout, res.stderr)
 	}
 	if !strings.Contains(res.stderr, "the daemon is not running") {

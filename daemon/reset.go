@@ -8,8 +8,8 @@ import (
 )
 
 // ResetJob moves the stored position of a job back to the clock and
-// re-plans it in the scheduler, or with ahead that of every job whose
-// position is ahead. With ahead it returns only the jobs it reset.
+// re-plans it in the scheduler, or with ahead that of every enabled job
+// whose position is ahead. With ahead it returns only the jobs it reset.
 func (h *handler) ResetJob(name string, force, ahead bool) ([]jobs.ResetResult, error) {
 	cfg := h.config()
 	if !ahead {
@@ -25,6 +25,10 @@ func (h *handler) ResetJob(name string, force, ahead bool) ([]jobs.ResetResult, 
 	}
 	var results []jobs.ResetResult
 	for _, job := range cfg.Jobs {
+		if !job.Enabled {
+			// As status and doctor, which report only enabled jobs.
+			continue
+		}
 		result, err := h.sched.Reset(job, false)
 		switch {
 		case err != nil:

@@ -102,8 +102,17 @@ func ResetPosition(store *state.Store, job *config.Job, now time.Time, force boo
 	}
 	result.From = position(st)
 	result.Ahead = result.From.Sub(now)
+	if result.Ahead > 0 && result.Ahead <= earlyTolerance {
+		// A timer may claim a slot up to earlyTolerance before it, so a
+		// position this close to the clock can be a slot that ran, and
+		// moving it back even by force would run that slot again.
+		result.Unchanged = fmt.Sprintf("its position %s is within %s of the clock, so it can be a slot that started early, which a reset would run again",
+			result.From.UTC().Format(time.RFC3339), earlyTolerance)
+		return result, st, nil
+	}
 	if !force && PositionAhead(job, st, now) == 0 {
-		result.Unchanged = notAheadReason(result.From, now)
+		result.Unchanged = fmt.Sprintf("%s; agent-runner reset --force %s moves it to the clock anyway",
+			notAheadReason(result.From, now), job.Name)
 		return result, st, nil
 	}
 	reset := resetState(job, st, now)

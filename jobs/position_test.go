@@ -147,6 +147,36 @@ func TestResetNeedsForceWithinHour(t *testing.T) {
 	}
 }
 
+// A timer claims a slot up to earlyTolerance before it, so a position
+// that close to the clock may be a slot that ran, and force must not
+// move it back.
+func TestResetForceKeepsEarlyClaim(t *testing.T) {
+	store := openStore(t, t.TempDir())
+	job := cronJob("secondly", "* * * * * *")
+	if _, err := store.EnsureJob("secondly", t0.Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	slot := t0.Add(time.Second)
+	now := t0.Add(100 * time.Millisecond)
+	if _, err := store.Claim(state.Run{Job: "secondly", Trigger: state.TriggerSchedule, Slot: slot, Start: now, Result: state.ResultRunning}, slot.Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+
+	result, st, err := ResetPosition(store, job, now, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !result.To.IsZero() {
+		t.Errorf("ResetPosition with force moved the position to %s, want the early claim of %s kept", result.To, slot)
+	}
+	if !st.LastSlot.Equal(slot) {
+		t.Errorf("stored position = %s, want %s", st.LastSlot, slot)
+	}
+	if strings.Contains(result.Unchanged, "--force") {
+		t.Errorf("Unchanged = %q, want no --force hint, since force does not move it", result.Unchanged)
+	}
+}
+
 func TestResetPositionKeepsEveryGrid(t *testing.T) {
 	store := openStore(t, t.TempDir())
 	job := shellJob("every", "true")
