@@ -116,7 +116,11 @@ func (n *clusterNode) jobStatuses(work *termWork) ([]jobs.JobStatus, error) {
 		}
 		// The stored flag is the leader's, which runs on another node
 		// when this one is a standby.
-		out = append(out, jobs.StatusOf(job, st, running[job.Name] || (work == nil && st.Running), next, now))
+		status := jobs.StatusOf(job, st, running[job.Name] || (work == nil && st.Running), next, now)
+		if status.PositionAhead > 0 {
+			status.StaleReason = jobs.ClusterAheadReason(st, status.PositionAhead)
+		}
+		out = append(out, status)
 	}
 	return out, nil
 }

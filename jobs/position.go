@@ -44,6 +44,13 @@ func aheadReason(name string, st state.JobState, ahead time.Duration) string {
 		position(st).UTC().Format(time.RFC3339), aheadText(ahead), name)
 }
 
+// ClusterAheadReason is the reason of a position that PositionAhead
+// reports on a cluster node, where reset is not supported.
+func ClusterAheadReason(st state.JobState, ahead time.Duration) string {
+	return fmt.Sprintf("stored position %s is %s ahead of the clock, so no slot runs until then; reset is not supported with [cluster]",
+		position(st).UTC().Format(time.RFC3339), aheadText(ahead))
+}
+
 // aheadText rounds how far a position is ahead to whole days from two
 // days on, since a clock that ran ahead is often off by months or years.
 func aheadText(ahead time.Duration) string {

@@ -261,3 +261,12 @@ func TestSchedulerResetUsesReloadedSchedule(t *testing.T) {
 		t.Errorf("stored next run after the reset = %s, want %s", stored.NextRun, wantNext)
 	}
 }
+
+// A cluster node rejects reset, so its reason must not name the command.
+func TestClusterAheadReasonNamesNoReset(t *testing.T) {
+	st := state.JobState{Name: "tick", LastSlot: t0.Add(365 * 24 * time.Hour)}
+	reason := ClusterAheadReason(st, 365*24*time.Hour)
+	if strings.Contains(reason, "agent-runner reset") || !strings.Contains(reason, "365d ahead") {
+		t.Errorf("ClusterAheadReason = %q, want the lead and no reset command", reason)
+	}
+}

@@ -58,6 +58,9 @@ type Scheduler struct {
 	// spread is catch_up_spread: catch-up runs at start are spread over
 	// it.
 	spread time.Duration
+	// cluster is set for the scheduler of a cluster leader, whose
+	// positions reset cannot move.
+	cluster bool
 
 	mu      sync.Mutex
 	entries map[string]*entry
@@ -108,6 +111,7 @@ func NewScheduler(cfg *config.Config, runner *Runner, store *state.Store, clock 
 		entries:  make(map[string]*entry),
 		backlogs: make(map[string]bool),
 		spread:   cfg.Runner.CatchUpSpread,
+		cluster:  cfg.Cluster != nil,
 		wake:     make(chan struct{}, 1),
 		pings:    make(chan chan struct{}),
 		done:     make(chan struct{}),
@@ -171,7 +175,11 @@ func (s *Scheduler) prepare(job *config.Job, now time.Time) (state.JobState, err
 		return state.JobState{}, fmt.Errorf("load state of job %s: %w", job.Name, err)
 	}
 	if ahead := position(st).Sub(now); ahead > MaxPositionAhead {
-		s.log.Warn("job's stored slot is ahead of the clock, so it runs nothing until the clock passes it: check the clock and its time zone, then run agent-runner reset "+job.Name,
+		fix := "then run agent-runner reset " + job.Name
+		if s.cluster {
+			fix = "reset is not supported with [cluster]"
+		}
+		s.log.Warn("job's stored slot is ahead of the clock, so it runs nothing until the clock passes it: check the clock and its time zone, "+fix,
 			"job", job.Name, "position", position(st), "ahead", ahead.Round(time.Second))
 	}
 	return st, nil
