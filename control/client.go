@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -340,6 +341,9 @@ func Reset(socket, job string, force, ahead bool) ([]jobs.ResetResult, error) {
 	msg, err := receive(newScanner(conn))
 	if err != nil {
 		return nil, err
+	}
+	if msg.Error != nil && msg.Error.Code == CodeBadRequest && strings.HasPrefix(msg.Error.Message, "unknown operation") {
+		return nil, fmt.Errorf("%w: the running daemon is older than this agent-runner and cannot reset, so restart it (systemctl restart agent-runner) and try again", msg.Error)
 	}
 	if msg.Error != nil {
 		return nil, msg.Error

@@ -45,3 +45,33 @@ func TestRunJobLostDaemonNamesRun(t *testing.T) {
 		}
 	}
 }
+
+// A daemon of a build without reset answers with an unknown operation,
+// and the error says to restart it.
+func TestResetOlderDaemonSaysRestart(t *testing.T) {
+	socket := filepath.Join(t.TempDir(), "control.sock")
+	listener, err := net.Listen("unix", socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer listener.Close()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		conn, err := listener.Accept()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		if _, err := bufio.NewReader(conn).ReadString('\n'); err != nil {
+			return
+		}
+		_, _ = conn.Write([]byte(`{"error":{"code":"bad-request","message":"unknown operation \"reset\""}}` + "\n"))
+	}()
+
+	_, err = Reset(socket, "tick", false, false)
+	<-done
+	if err == nil || !strings.Contains(err.Error(), "restart it") {
+		t.Errorf("Reset error = %v, want it to say to restart the daemon", err)
+	}
+}
