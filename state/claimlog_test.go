@@ -747,3 +747,28 @@ func TestClaimLogFolderBesideMissingStoreMovedAside(t *testing.T) {
 		t.Errorf("the folder's contents did not move with it: %v", err)
 	}
 }
+
+// A store above maxOverlayBytes is not copied into memory: reads show
+// the last commit, with a warning.
+func TestReadOnlySkipsOverlayOfLargeStore(t *testing.T) {
+	path := tempStorePath(t)
+	store := openHeldStore(t, path, Options{})
+	claimSlot(t, store, "alpha", slotAt(1))
+	copied := copyStore(t, path)
+
+	old := maxOverlayBytes
+	maxOverlayBytes = 1
+	t.Cleanup(func() { maxOverlayBytes = old })
+	recorder, logger := newLogRecorder()
+	reader, err := Open(copied, Options{ReadOnly: true, Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+	if _, ok := recorder.find(slog.LevelWarn); !ok {
+		t.Error("no WARN about the store too large to copy")
+	}
+	if _, found, err := reader.Job("alpha"); err != nil || found {
+		t.Errorf("Job(alpha) found %v, err %v; want the last commit, which lacks it", found, err)
+	}
+}

@@ -22,8 +22,8 @@ import (
 //
 // The copy costs memory and time in proportion to the store file's size,
 // only while the log has entries, as after a kill of the daemon. When the
-// log cannot be read or redone, the store serves the last commit, with a
-// warning.
+// log cannot be read or redone, or the store is above maxOverlayBytes,
+// the store serves the last commit, with a warning.
 func (s *Store) overlayClaimLog(opts Options) {
 	logPath := s.path + claimLogSuffix
 	entries, err := readOnlyEntries(logPath, opts.Logger)
@@ -35,6 +35,11 @@ func (s *Store) overlayClaimLog(opts Options) {
 	if len(entries) == 0 {
 		return
 	}
+	if size, err := fileSize(s.db.Path()); err == nil && size > maxOverlayBytes {
+		opts.Logger.Warn("state store is too large to copy into memory, so reads leave out the claim log's runs until the daemon's next start replays them",
+			"path", s.path, "bytes", size, "max_bytes", maxOverlayBytes, "entries", len(entries))
+		return
+	}
 	overlay, err := copyWithEntries(s.db, entries, opts)
 	if err != nil {
 		opts.Logger.Warn("apply claim log failed, so runs claimed or finished since the last commit of the state store are missing",
@@ -43,6 +48,23 @@ func (s *Store) overlayClaimLog(opts Options) {
 	}
 	s.source = s.db
 	s.db = overlay
+}
+
+// maxOverlayBytes bounds the store file that overlayClaimLog copies into
+// memory, so that a read-only open of a large store cannot exhaust the
+// machine's memory. Tests lower it.
+//
+// NOTE: above it, a daemon start on a full disk stops the leftovers of
+// only the runs that the last commit has as running, not of those that
+// only the claim log contains.
+var maxOverlayBytes int64 = 256 << 20
+
+func fileSize(path string) (int64, error) {
+	info, err := os.Stat(path)
+	if err != nil {
+		return 0, err
+	}
+	return info.Size(), nil
 }
 
 // readOnlyEntries returns the claim log entries that a read-write Open
