@@ -26,7 +26,8 @@ func (h *handler) ResetJob(name string, force, ahead bool) ([]jobs.ResetResult, 
 	var results []jobs.ResetResult
 	for _, job := range cfg.Jobs {
 		if !job.Enabled {
-			// As status and doctor, which report only enabled jobs.
+			// Disabled jobs are skipped, because status and doctor report
+			// only enabled ones.
 			continue
 		}
 		result, err := h.sched.Reset(job, false)
