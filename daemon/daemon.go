@@ -284,8 +284,8 @@ func openStore(ctx context.Context, cfg *config.Config, log *slog.Logger, now ti
 		// state.Open's own message gives the timeout of one try.
 		return nil, fmt.Errorf("state store %s is %w, which kept it for more than %s: stop that process, or give this daemon another state_dir", path, state.ErrLocked, storeLockTimeout)
 	}
-	if diskFull(err) {
-		stopLeftoversReadOnly(cfg, log)
+	if DiskFull(err) {
+		StopLeftoversReadOnly(cfg, log)
 		return nil, diskFullError(cfg.Runner.StateDir, err)
 	}
 	if err != nil {
@@ -299,7 +299,7 @@ func openStore(ctx context.Context, cfg *config.Config, log *slog.Logger, now ti
 	daemonLeft := markRunning(cfg.Runner.StateDir, log)
 	if err := RecoverRuns(cfg, store, daemonLeft, now, log); err != nil {
 		store.Close()
-		if diskFull(err) {
+		if DiskFull(err) {
 			return nil, diskFullError(cfg.Runner.StateDir, err)
 		}
 		return nil, err

@@ -10,9 +10,9 @@ import (
 	"github.com/agent-runner/agent-runner/state"
 )
 
-// diskFull reports whether err comes from a write that found the file
+// DiskFull reports whether err comes from a write that found the file
 // system full or the user's disk quota used up.
-func diskFull(err error) bool {
+func DiskFull(err error) bool {
 	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
 }
 
@@ -22,14 +22,14 @@ func diskFullError(stateDir string, err error) error {
 	return fmt.Errorf("%w: the file system of state_dir %s is full, so the daemon cannot write its state store: free space there, then start agent-runner again (until then the claim log keeps the runs that the store lacks)", err, stateDir)
 }
 
-// stopLeftoversReadOnly stops what a killed daemon or CLI left running,
-// for a start that cannot open the store for writing because its file
-// system is full. Such a start fails, and its leftovers would otherwise
+// StopLeftoversReadOnly stops what a killed daemon or CLI left running,
+// for a start or a run-job that cannot open the store for writing because
+// its file system is full. Such a start fails, and its leftovers would otherwise
 // run on until space is freed. A read-only Open writes nothing and still
 // finds the runs that only the claim log contains. The store stays open
 // during the kill, so its shared lock keeps another daemon from starting
 // runs meanwhile. The runs are marked interrupted at the next start.
-func stopLeftoversReadOnly(cfg *config.Config, log *slog.Logger) {
+func StopLeftoversReadOnly(cfg *config.Config, log *slog.Logger) {
 	store, err := state.Open(StorePath(cfg), state.Options{
 		ReadOnly:     true,
 		HistoryLimit: cfg.Runner.HistoryLimit,

@@ -192,6 +192,52 @@ func checkRunsOK(t *testing.T, runs []state.Run) {
 // names the full file system and the fix. After space is freed, a start
 // marks the run interrupted.
 func TestStartOnFullDiskStopsLeftovers(t *testing.T) {
+	p, stateDir, pid := killedDaemonLeftover(t)
+	filler := stateDir + "/filler"
+	fillFileSystem(t, filler)
+	second := startAndWaitExit(t, p, "the start on a full disk to fail")
+	if second.ExitCode() == 0 {
+		t.Errorf("start on a full disk exited 0, want a failure")
+	}
+	if !strings.Contains(second.Log(), "is full") || !strings.Contains(second.Log(), "free space") {
+		t.Errorf("start on a full disk did not say that the file system is full and what to do:\n%s", second.Log())
+	}
+	if harness.Alive(pid, "") {
+		t.Errorf("the killed daemon's job %d still runs after a start on a full disk", pid)
+	}
+
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	third := startDaemon(t, p)
+	if err := third.WaitLog("run was interrupted by a previous stop", 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A run-job without a daemon on a full disk cannot record its run, and
+// still stops what the killed daemon left running, as a start does.
+func TestRunJobOnFullDiskStopsLeftovers(t *testing.T) {
+	p, stateDir, pid := killedDaemonLeftover(t)
+	fillFileSystem(t, stateDir+"/filler")
+	res := p.Run(30*time.Second, "run-job", "leftover")
+	if res.Code != 125 {
+		t.Errorf("run-job on a full disk exited %d, want 125:\n%s", res.Code, res.Stderr)
+	}
+	if !strings.Contains(res.Stderr, "is full, so run-job cannot record the run: free space there") {
+		t.Errorf("run-job on a full disk did not say that the file system is full and what to do:\n%s", res.Stderr)
+	}
+	if harness.Alive(pid, "") {
+		t.Errorf("the killed daemon's job %d still runs after a run-job on a full disk", pid)
+	}
+}
+
+// killedDaemonLeftover starts a daemon on an 8 MiB tmpfs state folder
+// whose job kills the daemon right after its claim and goes on running.
+// It returns the project, the state folder and the job's PID, once the
+// claim is only in the claim log. It skips without root.
+func killedDaemonLeftover(t *testing.T) (*harness.Project, string, int) {
+	t.Helper()
 	if os.Getuid() != 0 {
 		t.Skip("mounts a tmpfs, which needs root")
 	}
@@ -219,27 +265,7 @@ schedule = "* * * * * *"
 	if claimLogEmpty(t, stateDir) {
 		t.Fatal("claim log is empty after the kill, so a commit took the claim and the test checks nothing")
 	}
-
-	filler := stateDir + "/filler"
-	fillFileSystem(t, filler)
-	second := startAndWaitExit(t, p, "the start on a full disk to fail")
-	if second.ExitCode() == 0 {
-		t.Errorf("start on a full disk exited 0, want a failure")
-	}
-	if !strings.Contains(second.Log(), "is full") || !strings.Contains(second.Log(), "free space") {
-		t.Errorf("start on a full disk did not say that the file system is full and what to do:\n%s", second.Log())
-	}
-	if harness.Alive(pid, "") {
-		t.Errorf("the killed daemon's job %d still runs after a start on a full disk", pid)
-	}
-
-	if err := os.Remove(filler); err != nil {
-		t.Fatal(err)
-	}
-	third := startDaemon(t, p)
-	if err := third.WaitLog("run was interrupted by a previous stop", 20*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	return p, stateDir, pid
 }
 
 // startAndWaitExit starts the daemon and waits up to 30 s for it to exit.
