@@ -18,7 +18,7 @@ import (
 func cmdReset(args []string, stdout, stderr io.Writer) int {
 	fs, configPath := newFlags("reset", stdout, stderr)
 	force := fs.Bool("force", false, "move the position to the clock even when it is not ahead")
-	ahead := fs.Bool("ahead", false, "reset every job whose position is ahead of the clock, instead of one NAME")
+	ahead := fs.Bool("ahead", false, "reset every enabled job whose position is ahead of the clock, instead of one NAME")
 	if code := parseFlags(fs, args); code >= 0 {
 		return code
 	}

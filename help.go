@@ -150,11 +150,11 @@ var commands = []commandDoc{
 			"ahead left it in the future, so that the job runs its next slot after\n" +
 			"now and catches up nothing. A position counts as ahead when it is more\n" +
 			"than 1h ahead and holds back the next slot. --ahead resets every such\n" +
-			"enabled job, and --force resets NAME's position unless it is within 1s\n" +
-			"of the clock, where it may be a slot that ran. The slots up to\n" +
-			"the old position run again as their time comes, also those claimed\n" +
-			"while the clock was ahead. A running daemon re-plans the job at once;\n" +
-			"without one, the store changes and the next start plans from it.",
+			"enabled job, and --force resets NAME's position unless it is less than\n" +
+			"1s ahead of the clock, where it may be a slot that started early. The\n" +
+			"slots up to the old position run again as their time comes, also those\n" +
+			"claimed while the clock was ahead. A running daemon re-plans the job at\n" +
+			"once; without one, the store changes and the next start plans from it.",
 		examples: []string{
 			"agent-runner reset digest",
 			"agent-runner reset --ahead   # every job whose position is ahead",
