@@ -203,10 +203,13 @@ func runInProcess(ctx context.Context, cfg *config.Config, name string, wait boo
 // daemon would start beside that daemon's run of the same job.
 func recoverRuns(cfg *config.Config, log *slog.Logger) error {
 	store, err := openStoreOffline(cfg, false, log)
-	if daemon.DiskFull(err) {
+	if daemon.Unwritable(err) {
 		// The run could not be recorded, but what a killed daemon left
 		// running is stopped all the same.
 		daemon.StopLeftoversReadOnly(cfg, log)
+		if errors.Is(err, syscall.EROFS) {
+			return fmt.Errorf("%w: the file system of state_dir %s is read-only, so run-job cannot record the run: remount it read-write, then run it again", err, cfg.Runner.StateDir)
+		}
 		return fmt.Errorf("%w: the file system of state_dir %s is full, so run-job cannot record the run: free space there, then run it again", err, cfg.Runner.StateDir)
 	}
 	if err != nil {

@@ -284,9 +284,9 @@ func openStore(ctx context.Context, cfg *config.Config, log *slog.Logger, now ti
 		// state.Open's own message gives the timeout of one try.
 		return nil, fmt.Errorf("state store %s is %w, which kept it for more than %s: stop that process, or give this daemon another state_dir", path, state.ErrLocked, storeLockTimeout)
 	}
-	if DiskFull(err) {
+	if Unwritable(err) {
 		StopLeftoversReadOnly(cfg, log)
-		return nil, diskFullError(cfg.Runner.StateDir, err)
+		return nil, unwritableError(cfg.Runner.StateDir, err)
 	}
 	if err != nil {
 		// state.Open's errors name the store already.
@@ -299,8 +299,8 @@ func openStore(ctx context.Context, cfg *config.Config, log *slog.Logger, now ti
 	daemonLeft := markRunning(cfg.Runner.StateDir, log)
 	if err := RecoverRuns(cfg, store, daemonLeft, now, log); err != nil {
 		store.Close()
-		if DiskFull(err) {
-			return nil, diskFullError(cfg.Runner.StateDir, err)
+		if Unwritable(err) {
+			return nil, unwritableError(cfg.Runner.StateDir, err)
 		}
 		return nil, err
 	}

@@ -306,3 +306,25 @@ func claimLogEmpty(t *testing.T, stateDir string) bool {
 	}
 	return bytes.Equal(header, make([]byte, 16))
 }
+
+// A start on a state folder whose file system was remounted read-only,
+// as ext4 does after an error, stops what the killed daemon left
+// running and says what to do.
+func TestStartOnReadOnlyFileSystemStopsLeftovers(t *testing.T) {
+	p, stateDir, pid := killedDaemonLeftover(t)
+	if err := syscall.Mount("", stateDir, "", syscall.MS_REMOUNT|syscall.MS_RDONLY, ""); err != nil {
+		t.Skipf("remount the state folder read-only: %v", err)
+	}
+	t.Cleanup(func() { syscall.Mount("", stateDir, "", syscall.MS_REMOUNT, "") })
+
+	second := startAndWaitExit(t, p, "the start on a read-only file system to fail")
+	if second.ExitCode() == 0 {
+		t.Errorf("start on a read-only file system exited 0, want a failure")
+	}
+	if !strings.Contains(second.Log(), "is read-only") {
+		t.Errorf("start on a read-only file system did not say so and what to do:\n%s", second.Log())
+	}
+	if harness.Alive(pid, "") {
+		t.Errorf("the killed daemon's job %d still runs after a start on a read-only file system", pid)
+	}
+}
