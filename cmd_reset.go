@@ -98,20 +98,10 @@ func offlineReset(cfg *config.Config, name string, force, ahead bool, stderr io.
 		}
 		return []jobs.ResetResult{result}, nil
 	}
-	var results []jobs.ResetResult
-	for _, job := range cfg.Jobs {
-		if !job.Enabled {
-			continue
-		}
+	return jobs.ResetAhead(cfg.Jobs, func(job *config.Job) (jobs.ResetResult, error) {
 		result, _, err := jobs.ResetPosition(store, job, now, false)
-		switch {
-		case err != nil:
-			results = append(results, jobs.ResetResult{Job: job.Name, Error: err.Error()})
-		case !result.To.IsZero():
-			results = append(results, result)
-		}
-	}
-	return results, nil
+		return result, err
+	}), nil
 }
 
 // printResets prints one line per job and returns exitFailure when the

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/agent-runner/agent-runner/config"
 	"github.com/agent-runner/agent-runner/jobs"
 )
 
@@ -23,22 +24,9 @@ func (h *handler) ResetJob(name string, force, ahead bool) ([]jobs.ResetResult, 
 		}
 		return []jobs.ResetResult{result}, nil
 	}
-	var results []jobs.ResetResult
-	for _, job := range cfg.Jobs {
-		if !job.Enabled {
-			// Disabled jobs are skipped, because status and doctor report
-			// only enabled ones.
-			continue
-		}
-		result, err := h.sched.Reset(job, false)
-		switch {
-		case err != nil:
-			results = append(results, jobs.ResetResult{Job: job.Name, Error: err.Error()})
-		case !result.To.IsZero():
-			results = append(results, result)
-		}
-	}
-	return results, nil
+	return jobs.ResetAhead(cfg.Jobs, func(job *config.Job) (jobs.ResetResult, error) {
+		return h.sched.Reset(job, false)
+	}), nil
 }
 
 // ResetJob is not served by a cluster node.

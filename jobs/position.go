@@ -83,6 +83,27 @@ type ResetResult struct {
 	Error string `json:"error,omitempty"`
 }
 
+// ResetAhead applies reset to every enabled job of list, as reset --ahead
+// does, and returns the jobs it reset and those whose reset failed.
+// Disabled jobs are skipped, because status and doctor report only
+// enabled ones.
+func ResetAhead(list []*config.Job, reset func(*config.Job) (ResetResult, error)) []ResetResult {
+	var results []ResetResult
+	for _, job := range list {
+		if !job.Enabled {
+			continue
+		}
+		result, err := reset(job)
+		switch {
+		case err != nil:
+			results = append(results, ResetResult{Job: job.Name, Error: err.Error()})
+		case !result.To.IsZero():
+			results = append(results, result)
+		}
+	}
+	return results
+}
+
 // ErrCatchUpQueued means a job has catch-up runs waiting, which a reset
 // of its position would contradict.
 var ErrCatchUpQueued = errors.New("catch-up runs of the job are queued")
