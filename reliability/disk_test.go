@@ -271,18 +271,7 @@ schedule = "* * * * * *"
 // startAndWaitExit starts the daemon and waits up to 30 s for it to exit.
 func startAndWaitExit(t *testing.T, p *harness.Project, event string) *harness.Daemon {
 	t.Helper()
-	d, err := p.StartDaemon()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if !d.Exited() {
-			d.Kill()
-		}
-		if t.Failed() {
-			t.Logf("daemon log tail:\n%s", harness.Tail(d.Log(), 40))
-		}
-	})
+	d := launchDaemon(t, p)
 	select {
 	case <-d.Done():
 	case <-time.After(30 * time.Second):
@@ -309,7 +298,7 @@ func claimLogEmpty(t *testing.T, stateDir string) bool {
 
 // A start on a state folder whose file system was remounted read-only,
 // as ext4 does after an error, stops what the killed daemon left
-// running and says what to do.
+// running, and its error names the fix.
 func TestStartOnReadOnlyFileSystemStopsLeftovers(t *testing.T) {
 	p, stateDir, pid := killedDaemonLeftover(t)
 	if err := syscall.Mount("", stateDir, "", syscall.MS_REMOUNT|syscall.MS_RDONLY, ""); err != nil {

@@ -80,9 +80,9 @@ func newProject(t *testing.T, extraRunner, body string) *harness.Project {
 	return p
 }
 
-// startDaemon starts the daemon, waits for its scheduler, and kills it at
-// the end of the test. On failure the test's output gets the daemon log.
-func startDaemon(t *testing.T, p *harness.Project) *harness.Daemon {
+// launchDaemon starts the daemon and kills it at the end of the test. On
+// failure the test's output gets the daemon log.
+func launchDaemon(t *testing.T, p *harness.Project) *harness.Daemon {
 	t.Helper()
 	d, err := p.StartDaemon()
 	if err != nil {
@@ -96,6 +96,14 @@ func startDaemon(t *testing.T, p *harness.Project) *harness.Daemon {
 			t.Logf("daemon log tail:\n%s", harness.Tail(d.Log(), 40))
 		}
 	})
+	return d
+}
+
+// startDaemon starts the daemon, waits for its scheduler, and kills it at
+// the end of the test. On failure the test's output gets the daemon log.
+func startDaemon(t *testing.T, p *harness.Project) *harness.Daemon {
+	t.Helper()
+	d := launchDaemon(t, p)
 	if err := d.WaitLog("scheduler started", 20*time.Second); err != nil {
 		t.Fatal(err)
 	}
