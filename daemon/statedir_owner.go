@@ -40,8 +40,8 @@ func PrepareStateDir(dir string) error {
 
 // foreignOwnerError reports a state folder of another user. It suggests
 // running as the owner first, because the owner is usually the service's
-// user, and a chown to the user of a command run by hand, often root,
-// would stop the service from opening its state at its next start.
+// user. A chown to the user of a command run by hand, often root, would
+// stop the service from opening its state at its next start.
 func foreignOwnerError(dir string, owner, uid int) error {
 	ownerName, name := userName(owner), userName(uid)
 	return fmt.Errorf("state_dir %s belongs to %s, not to %s that agent-runner runs as, and a process of its owner could replace files that agent-runner writes there with links: run agent-runner as %s, such as with sudo -u %s, or chown the folder to %s only if %s runs the daemon from now on",

@@ -123,11 +123,13 @@ func ResetPosition(store *state.Store, job *config.Job, now time.Time, force boo
 	if err != nil {
 		return ResetResult{}, state.JobState{}, err
 	}
+
 	result := ResetResult{Job: job.Name}
 	if !found {
 		result.Unchanged = "it has no stored position yet; it counts its slots from its first start"
 		return result, st, nil
 	}
+
 	result.From = position(st)
 	result.Ahead = result.From.Sub(now)
 	if result.Ahead > 0 && result.Ahead <= earlyTolerance {
@@ -143,12 +145,14 @@ func ResetPosition(store *state.Store, job *config.Job, now time.Time, force boo
 			notAheadReason(result.From, now), job.Name)
 		return result, st, nil
 	}
+
 	reset := resetState(job, st, now)
 	sched, err := Schedule(job, reset)
 	if err != nil {
 		return ResetResult{}, state.JobState{}, fmt.Errorf("schedule job %s: %w", job.Name, err)
 	}
 	next := sched.Next(now)
+
 	reason := fmt.Sprintf("position moved from %s to the clock by agent-runner reset", result.From.UTC().Format(time.RFC3339))
 	run, err := store.ResetPosition(job.Name, now, reset.FirstSeen, reason, now, next)
 	if err != nil {
@@ -206,6 +210,7 @@ func (s *Scheduler) Reset(job *config.Job, force bool) (ResetResult, error) {
 	if ok {
 		job = e.job
 	}
+
 	now := s.clock.Now()
 	result, st, err := ResetPosition(s.store, job, now, force)
 	if err != nil || result.To.IsZero() {
@@ -214,6 +219,7 @@ func (s *Scheduler) Reset(job *config.Job, force bool) (ResetResult, error) {
 	s.log.Info("job position reset to the clock", "job", job.Name, "from", result.From, "to", result.To,
 		"ahead", result.Ahead.Round(time.Second), "next", result.Next, "run", result.RunID)
 	if !ok {
+		// A disabled job has no entry, so only its stored position moved.
 		return result, nil
 	}
 	sched, err := Schedule(job, st)
@@ -222,6 +228,7 @@ func (s *Scheduler) Reset(job *config.Job, force bool) (ResetResult, error) {
 	}
 	e.sched, e.next, e.missed = sched, sched.Next(position(st)), false
 	s.slots.schedule(e)
+
 	select {
 	case s.wake <- struct{}{}:
 	default:
