@@ -34,6 +34,9 @@ const (
 
 func main() {
 	process.CloseInheritedOnExec()
+	if err := process.ForbidInspection(); err != nil {
+		fmt.Fprintf(os.Stderr, "agent-runner: %v\n", err)
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 

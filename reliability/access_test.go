@@ -401,3 +401,39 @@ func around(text, value string) string {
 	start, end := max(i-80, 0), min(i+len(value)+40, len(text))
 	return fmt.Sprintf("%q", text[start:end])
 }
+
+// TestJobCannotReadDaemonMemory runs a job as the daemon's own user that
+// reads the daemon's environment through /proc, as a compromised script
+// would to take what systemd's Environment= or EnvironmentFile= gave the
+// service. The variable is not in the config, so no redaction hides it:
+// only the daemon being non-dumpable keeps it from the job. As root, the
+// daemon and the job run as uid 65534, since root may read any process.
+func TestJobCannotReadDaemonMemory(t *testing.T) {
+	const secret = "daemon-environment-secret-4f1c9a"
+	p := newProject(t, "", `
+[jobs.peek]
+command = ["sh", "-c", "echo parent=$PPID; tr '\\0' '\\n' < /proc/$PPID/environ; ls /proc/$PPID/fd"]
+schedule = "0 0 1 1 *"
+`)
+	if os.Getuid() == 0 {
+		p.Credential = nobody
+		chownTree(t, p.Dir, 65534, 65534)
+	}
+	t.Setenv("AGENT_RUNNER_TEST_SECRET", secret)
+	d := startDaemon(t, p)
+
+	res := p.Run(30*time.Second, "run-job", "peek")
+	t.Logf("run-job peek: exit %d, stdout %q, stderr %q", res.Code, harness.Clip(res.Stdout, 300), harness.Clip(res.Stderr, 300))
+	if !strings.Contains(res.Stdout, fmt.Sprintf("parent=%d\n", d.Pid())) {
+		t.Fatalf("the job's parent is not the daemon (pid %d): %q", d.Pid(), harness.Clip(res.Stdout, 200))
+	}
+	if strings.Contains(res.Stdout, secret) {
+		t.Errorf("a job read the daemon's environment: %s", around(res.Stdout, secret))
+	}
+	if !strings.Contains(res.Stderr+res.Stdout, "Permission denied") {
+		t.Errorf("reading the daemon's /proc entries did not fail with permission denied: %q", harness.Clip(res.Stderr, 300))
+	}
+	if res.Code == 0 {
+		t.Errorf("run-job peek exit 0, want the reads to fail")
+	}
+}
