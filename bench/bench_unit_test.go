@@ -4,7 +4,11 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"runtime"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -197,5 +201,57 @@ func TestCountJSONLinesAcrossReads(t *testing.T) {
 	}
 	if got != 100000 {
 		t.Errorf("CountJSONLines = %d, want 100000", got)
+	}
+}
+
+// TestRuntimeSinceNoticesExitedThread ends a thread between two schedstat
+// snapshots of this process: a goroutine that exits while locked to its
+// thread takes the thread with it, unless that is the main thread. Two
+// goroutines lock two threads, so one of them is not the main thread.
+func TestRuntimeSinceNoticesExitedThread(t *testing.T) {
+	var tids [2]int
+	var locked sync.WaitGroup
+	release := [2]chan struct{}{make(chan struct{}), make(chan struct{})}
+	for i := range release {
+		locked.Add(1)
+		go func() {
+			runtime.LockOSThread()
+			tids[i] = syscall.Gettid()
+			locked.Done()
+			<-release[i]
+		}()
+	}
+	locked.Wait()
+	tid, exits, stays := tids[0], release[0], release[1]
+	if tid == os.Getpid() {
+		tid, exits, stays = tids[1], release[1], release[0]
+	}
+	defer close(stays)
+	before, err := ReadRuntime(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, err := ReadRuntime(os.Getpid()); err != nil {
+		t.Fatal(err)
+	} else if _, err := again.Since(before); err != nil {
+		t.Fatalf("Since with every thread alive: %v", err)
+	}
+
+	close(exits)
+	threadDir := fmt.Sprintf("/proc/self/task/%d", tid)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, err := os.Stat(threadDir); os.IsNotExist(err) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("thread %d still exists 10 s after its locked goroutine ended", tid)
+		}
+	}
+	after, err := ReadRuntime(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := after.Since(before); err == nil || !strings.Contains(err.Error(), fmt.Sprint(tid)) {
+		t.Errorf("Since after thread %d exited = %v, want an error naming it", tid, err)
 	}
 }

@@ -160,17 +160,24 @@ func ReadCPUTicks(pid int) (int64, error) {
 	return utime + stime, nil
 }
 
-// ReadRuntimeNanos returns the CPU time of pid's live threads in
-// nanoseconds, the sum of the first field of each
-// /proc/PID/task/TID/schedstat. Unlike ReadCPUTicks it resolves less than
-// one 10 ms tick, but it drops the time of threads that exited.
-func ReadRuntimeNanos(pid int) (int64, error) {
+// Runtime is the CPU time of a process's live threads in nanoseconds,
+// the first field of each /proc/PID/task/TID/schedstat. Unlike
+// ReadCPUTicks it resolves less than one 10 ms tick, but the time of a
+// thread that exits leaves it, so a difference of two snapshots holds
+// only when Since finds every earlier thread still there.
+type Runtime struct {
+	Nanos   int64
+	threads map[string]int64
+}
+
+// ReadRuntime takes a snapshot of pid's live threads.
+func ReadRuntime(pid int) (Runtime, error) {
 	taskDir := filepath.Join("/proc", strconv.Itoa(pid), "task")
 	tasks, err := os.ReadDir(taskDir)
 	if err != nil {
-		return 0, err
+		return Runtime{}, err
 	}
-	var total int64
+	r := Runtime{threads: make(map[string]int64, len(tasks))}
 	for _, task := range tasks {
 		data, err := os.ReadFile(filepath.Join(taskDir, task.Name(), "schedstat"))
 		if err != nil {
@@ -182,11 +189,24 @@ func ReadRuntimeNanos(pid int) (int64, error) {
 		}
 		ns, err := strconv.ParseInt(fields[0], 10, 64)
 		if err != nil {
-			return 0, fmt.Errorf("invalid %s/%s/schedstat: %w", taskDir, task.Name(), err)
+			return Runtime{}, fmt.Errorf("invalid %s/%s/schedstat: %w", taskDir, task.Name(), err)
 		}
-		total += ns
+		r.threads[task.Name()] = ns
+		r.Nanos += ns
 	}
-	return total, nil
+	return r, nil
+}
+
+// Since returns the CPU time used between earlier and r, or an error
+// naming a thread of earlier that exited in between, whose time the
+// difference would miss.
+func (r Runtime) Since(earlier Runtime) (time.Duration, error) {
+	for tid := range earlier.threads {
+		if _, ok := r.threads[tid]; !ok {
+			return 0, fmt.Errorf("thread %s exited between the schedstat reads, so its CPU time is missing", tid)
+		}
+	}
+	return time.Duration(r.Nanos - earlier.Nanos), nil
 }
 
 // ChildPids returns the direct children of pid, from the children file

@@ -38,6 +38,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	check := fs.Bool("check", false, "exit with status 1 when a figure misses its target or fails")
 	figures := fs.String("figures", strings.Join(figureNames, ","), "comma-separated figures to measure")
 	command := fs.String("command", "", "the command line to print in the header")
+	source := fs.String("source", "unknown", "the commit the binaries were built from, to print in the header")
 	keep := fs.Bool("keep", false, "keep the temporary folders, with the daemons' logs")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -81,7 +82,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		h.progress("%s: measuring", name)
 		rows = append(rows, h.figure(name)...)
 	}
-	printHeader(stdout, *command, *quick, time.Since(started))
+	printHeader(stdout, *command, *source, *quick, time.Since(started))
 	fmt.Fprintf(stdout, "- load average (1, 5, 15 min; /proc/loadavg) before: %s; after: %s\n\n", loadFields(loadBefore), loadFields(readTrimmed("/proc/loadavg")))
 	printTable(stdout, rows)
 	fmt.Fprintln(stdout)
@@ -223,8 +224,8 @@ func (h *harness) runWorkerProcess(a workerArgs, out any) error {
 	return os.RemoveAll(dir)
 }
 
-// printHeader writes the machine, toolchain and command of the run.
-func printHeader(w io.Writer, command string, quick bool, took time.Duration) {
+// printHeader writes the machine, toolchain, source and command of the run.
+func printHeader(w io.Writer, command, source string, quick bool, took time.Duration) {
 	mode := "full"
 	if quick {
 		mode = "quick"
@@ -236,7 +237,7 @@ func printHeader(w io.Writer, command string, quick bool, took time.Duration) {
 	fmt.Fprintf(w, "- machine: %d CPUs (nproc), %s, %s of memory\n", runtime.NumCPU(), cpuModel(), memTotal())
 	fmt.Fprintf(w, "- kernel: %s\n", readTrimmed("/proc/sys/kernel/osrelease"))
 	fmt.Fprintf(w, "- Go: %s %s/%s\n", runtime.Version(), runtime.GOOS, runtime.GOARCH)
-	fmt.Fprintf(w, "- agent-runner: %s\n", gitDescription())
+	fmt.Fprintf(w, "- agent-runner: %s\n", source)
 }
 
 // loadFields returns the three load averages of a /proc/loadavg line.
@@ -283,19 +284,4 @@ func readTrimmed(path string) string {
 		return "unknown"
 	}
 	return strings.TrimSpace(string(data))
-}
-
-// gitDescription returns the commit of the working tree and whether it
-// has uncommitted changes, or "unknown" outside a git checkout.
-func gitDescription() string {
-	commit, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
-	if err != nil {
-		return "unknown"
-	}
-	description := strings.TrimSpace(string(commit))
-	status, err := exec.Command("git", "status", "--porcelain", "--untracked-files=no").Output()
-	if err == nil && len(strings.TrimSpace(string(status))) > 0 {
-		description += " with uncommitted changes"
-	}
-	return description
 }
