@@ -2,7 +2,6 @@ package config
 
 import (
 	"fmt"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -157,7 +156,7 @@ func (l *loader) decodeLimitSettings(t table) limitSettings {
 	return s
 }
 
-var umaskPattern = regexp.MustCompile(`^[0-7]{1,4}$`)
+var umaskPattern = lazyPattern(`^[0-7]{1,4}$`)
 
 // umaskValue returns the octal umask written as a string. TOML has no
 // integers with a leading zero, and 27 would read as decimal, so only
@@ -173,7 +172,7 @@ func (l *loader) umaskValue(t table) (uint32, bool) {
 		return 0, false
 	}
 	mask, err := strconv.ParseUint(text, 8, 32)
-	if !umaskPattern.MatchString(text) || err != nil || mask > 0o777 {
+	if !umaskPattern().MatchString(text) || err != nil || mask > 0o777 {
 		l.report(t.key("umask"), `invalid umask %q: write an octal mode such as "027" or "0022"`, text)
 		return 0, false
 	}

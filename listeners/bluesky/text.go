@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"unicode"
 	"unicode/utf8"
 
@@ -102,10 +103,15 @@ type span struct {
 }
 
 // A link or mention starts the text or follows whitespace or "(", so
-// that "a@b.c" in an email address is no mention.
+// that "a@b.c" in an email address is no mention. The patterns compile
+// at the first post rather than at every start of every command.
 var (
-	linkPattern    = regexp.MustCompile(`(?:^|[\s(])(https?://[^\s<>"]+)`)
-	mentionPattern = regexp.MustCompile(`(?:^|[\s(])(@[a-zA-Z0-9][a-zA-Z0-9.-]*)`)
+	linkPattern = sync.OnceValue(func() *regexp.Regexp {
+		return regexp.MustCompile(`(?:^|[\s(])(https?://[^\s<>"]+)`)
+	})
+	mentionPattern = sync.OnceValue(func() *regexp.Regexp {
+		return regexp.MustCompile(`(?:^|[\s(])(@[a-zA-Z0-9][a-zA-Z0-9.-]*)`)
+	})
 )
 
 // findSpans returns the links and mentions of text in byte order. Go
@@ -113,7 +119,7 @@ var (
 // that facets need.
 func findSpans(text string) []span {
 	var spans []span
-	for _, match := range linkPattern.FindAllStringSubmatchIndex(text, -1) {
+	for _, match := range linkPattern().FindAllStringSubmatchIndex(text, -1) {
 		start := match[2]
 		link := trimLink(text[start:match[3]])
 		if len(link) > len("https://") {
@@ -122,7 +128,7 @@ func findSpans(text string) []span {
 	}
 
 	links := spans
-	for _, match := range mentionPattern.FindAllStringSubmatchIndex(text, -1) {
+	for _, match := range mentionPattern().FindAllStringSubmatchIndex(text, -1) {
 		start := match[2]
 		mention := strings.TrimRight(text[start:match[3]], ".-")
 		handle, err := syntax.ParseHandle(mention[1:])
