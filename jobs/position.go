@@ -170,11 +170,15 @@ func resetState(job *config.Job, st state.JobState, now time.Time) state.JobStat
 	if !st.FirstSeen.After(now) {
 		return st
 	}
-	if job.Every > 0 {
-		intervals := (st.FirstSeen.Sub(now) + job.Every - 1) / job.Every
-		st.FirstSeen = st.FirstSeen.Add(-intervals * job.Every)
-	} else {
+	if job.Every <= 0 {
 		st.FirstSeen = now
+		return st
+	}
+	// Sub saturates for a first sighting more than about 292 years
+	// ahead, so the gap may take more than one step.
+	for st.FirstSeen.After(now) {
+		intervals := max(st.FirstSeen.Sub(now)/job.Every, 1)
+		st.FirstSeen = st.FirstSeen.Add(-intervals * job.Every)
 	}
 	return st
 }

@@ -270,3 +270,27 @@ func TestClusterAheadReasonNamesNoReset(t *testing.T) {
 		t.Errorf("ClusterAheadReason = %q, want the lead and no reset command", reason)
 	}
 }
+
+// A clock more than about 292 years ahead saturates time.Time.Sub, and
+// the reset of an every job must still bring its first sighting back to
+// the clock.
+func TestResetPositionCenturiesAhead(t *testing.T) {
+	store := openStore(t, t.TempDir())
+	job := shellJob("every", "true")
+	job.Every = time.Minute
+	if _, err := store.EnsureJob("every", t0.AddDate(300, 0, 0)); err != nil {
+		t.Fatal(err)
+	}
+
+	result, reset, err := ResetPosition(store, job, t0, false)
+	if err != nil {
+		t.Fatalf("ResetPosition of a position 300 years ahead: %v", err)
+	}
+	if reset.FirstSeen.After(t0) || t0.Sub(reset.FirstSeen) >= job.Every {
+		t.Errorf("first seen after the reset is %s, want within %s before %s", reset.FirstSeen, job.Every, t0)
+	}
+	if wait := result.Next.Sub(t0); wait <= 0 || wait > job.Every {
+		t.Errorf("next slot after the reset is %s, want within %s after %s", result.Next, job.Every, t0)
+	}
+}
+
