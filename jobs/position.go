@@ -31,7 +31,13 @@ func PositionAhead(job *config.Job, st state.JobState, now time.Time) time.Durat
 	if err != nil {
 		return 0
 	}
-	if next := sched.Next(now); next.IsZero() || next.After(pos) {
+	next := sched.Next(now)
+	if next.IsZero() || next.After(pos) {
+		return 0
+	}
+	if !job.At.IsZero() && !next.After(st.LastSlot) {
+		// The one slot of an at job was claimed, so it ran or was
+		// skipped, and a reset would run it a second time.
 		return 0
 	}
 	return ahead

@@ -294,3 +294,40 @@ func TestResetPositionCenturiesAhead(t *testing.T) {
 	}
 }
 
+// An at job whose one slot ran while the clock was ahead holds back no
+// slot: a reset would run it again.
+func TestAtJobThatRanIsNotAhead(t *testing.T) {
+	store := openStore(t, t.TempDir())
+	job := shellJob("once", "true")
+	job.At = t0.Add(2 * time.Hour)
+	if _, err := store.EnsureJob("once", t0.Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Skip("once", job.At, state.TriggerSchedule, "ran while the clock was ahead", job.At, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	st, _, _ := store.Job("once")
+	if status := StatusOf(job, st, false, time.Time{}, t0); status.PositionAhead != 0 || status.Stale {
+		t.Errorf("status of an at job that ran has position_ahead %s and stale %v (%s), want 0 and not stale",
+			status.PositionAhead, status.Stale, status.StaleReason)
+	}
+
+	result, _, err := ResetPosition(store, job, t0, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !result.To.IsZero() || !strings.Contains(result.Unchanged, "holds back no slot") {
+		t.Errorf("ResetPosition of an at job that ran = %+v, want it unchanged as holding back no slot", result)
+	}
+
+	// Before its slot is claimed, a first sighting ahead does hold it.
+	if _, err := store.EnsureJob("later", t0.Add(3*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	later := shellJob("later", "true")
+	later.At = t0.Add(2 * time.Hour)
+	st, _, _ = store.Job("later")
+	if PositionAhead(later, st, t0) == 0 {
+		t.Error("PositionAhead of an unclaimed at job first seen after its slot is zero")
+	}
+}

@@ -174,7 +174,7 @@ func (s *Scheduler) prepare(job *config.Job, now time.Time) (state.JobState, err
 	if err != nil {
 		return state.JobState{}, fmt.Errorf("load state of job %s: %w", job.Name, err)
 	}
-	if ahead := position(st).Sub(now); ahead > MaxPositionAhead {
+	if ahead := PositionAhead(job, st, now); ahead > 0 {
 		fix := "then run agent-runner reset " + job.Name
 		if s.cluster {
 			fix = "reset is not supported with [cluster]"
