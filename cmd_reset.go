@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/agent-runner/agent-runner/config"
@@ -87,21 +88,35 @@ func offlineReset(cfg *config.Config, name string, force, ahead bool, stderr io.
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	store, err := openStoreOffline(cfg, false, log)
 	if err != nil {
-		return nil, err
+		return nil, unwritableResetError(cfg.Runner.StateDir, err)
 	}
 	defer store.Close()
 	now := time.Now()
 	if !ahead {
 		result, _, err := jobs.ResetPosition(store, cfg.Job(name), now, force)
 		if err != nil {
-			return nil, err
+			return nil, unwritableResetError(cfg.Runner.StateDir, err)
 		}
 		return []jobs.ResetResult{result}, nil
 	}
 	return jobs.ResetAhead(cfg.Jobs, func(job *config.Job) (jobs.ResetResult, error) {
 		result, _, err := jobs.ResetPosition(store, job, now, false)
-		return result, err
+		return result, unwritableResetError(cfg.Runner.StateDir, err)
 	}), nil
+}
+
+// unwritableResetError adds to err what to do when the state folder's
+// file system is full or read-only, as a start and run-job do. It returns
+// other errors, and nil, unchanged.
+func unwritableResetError(stateDir string, err error) error {
+	switch {
+	case !daemon.Unwritable(err):
+		return err
+	case errors.Is(err, syscall.EROFS):
+		return fmt.Errorf("%w: the file system of state_dir %s is read-only, so reset cannot change the store: remount it read-write, then reset again", err, stateDir)
+	default:
+		return fmt.Errorf("%w: the file system of state_dir %s is full, so reset cannot change the store: free space there, then reset again", err, stateDir)
+	}
 }
 
 // printResets prints one line per job and returns exitFailure when the

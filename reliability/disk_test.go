@@ -232,6 +232,20 @@ func TestRunJobOnFullDiskStopsLeftovers(t *testing.T) {
 	}
 }
 
+// The claim log of the killed daemon makes the offline reset's open
+// write to the store, which the full disk fails.
+func TestResetOnFullDiskNamesFix(t *testing.T) {
+	p, stateDir, _ := killedDaemonLeftover(t)
+	fillFileSystem(t, stateDir+"/filler")
+	res := p.Run(30*time.Second, "reset", "--force", "leftover")
+	if res.Code != 1 {
+		t.Errorf("reset on a full disk exited %d, want 1:\n%s", res.Code, res.Stderr)
+	}
+	if !strings.Contains(res.Stderr, "is full, so reset cannot change the store: free space there") {
+		t.Errorf("reset on a full disk did not say that the file system is full and what to do:\n%s", res.Stderr)
+	}
+}
+
 // killedDaemonLeftover starts a daemon on an 8 MiB tmpfs state folder
 // whose job kills the daemon right after its claim and goes on running.
 // It returns the project, the state folder and the job's PID, once the
