@@ -67,6 +67,10 @@ func resetPositions(configPath, name string, force, ahead bool, stderr io.Writer
 		return nil, unknownJob(cfg, name)
 	}
 	results, err := control.Reset(cfg.Runner.Socket, name, force, ahead)
+	if errors.Is(err, jobs.ErrUnknownJob) {
+		// The file has the job, or the check above would have failed.
+		err = fmt.Errorf("%w: the config file has it, but the daemon runs an earlier version of the file; apply it with agent-runner reload", err)
+	}
 	if !errors.Is(err, control.ErrNoDaemon) {
 		return results, err
 	}

@@ -203,3 +203,24 @@ func TestResetCompletes(t *testing.T) {
 		}
 	}
 }
+
+// A job added to the file but not yet reloaded is unknown to the daemon,
+// and the error must name the command that applies the file.
+func TestResetJobNotYetReloaded(t *testing.T) {
+	p := newProject(t, tickJob)
+	d := p.startDaemon()
+	defer d.stop()
+	p.write(tickJob + `
+[jobs.added]
+command = ["true"]
+every = "1h"
+`)
+
+	res := p.run("reset", "added")
+	if res.code != 1 {
+		t.Errorf("reset of a job the daemon lacks exited %d, want 1", res.code)
+	}
+	if !strings.Contains(res.stderr, "apply it with agent-runner reload") {
+		t.Errorf("reset of a job the daemon lacks does not name reload:\n%s", res.stderr)
+	}
+}
