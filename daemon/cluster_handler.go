@@ -112,7 +112,7 @@ func (n *clusterNode) jobStatuses(work *termWork) ([]jobs.JobStatus, error) {
 		st := stored[job.Name]
 		next := st.NextRun
 		if work != nil {
-			next, _ = work.sched.Next(job.Name)
+			next, _ = work.sched.NextRun(job.Name)
 		}
 		// The stored flag is the leader's, which runs on another node
 		// when this one is a standby.

@@ -63,7 +63,30 @@ type Request struct {
 	// once the run has gone on for detachAfter or begins to wait for its
 	// job lock.
 	release func()
+	// waiting, set on a scheduled request that the dispatcher queued, is
+	// the slot it runs once it starts, which newer slots of the job replace
+	// until then (see Runner.offer).
+	waiting *waitingSlot
 }
+
+// waitingSlot is the slot of a job's scheduled request that waits to
+// start: in the worker queue, for its job lock under overlap queue or
+// replace, or for a max_concurrent place.
+type waitingSlot struct {
+	slot, next time.Time
+	trigger    string
+	entered    time.Time
+	// stage is what the request waits for, which the record of a slot
+	// that a newer one replaced names.
+	stage string
+}
+
+// What a waiting request waits for.
+const (
+	stageWorker = "for a worker"
+	stageLock   = "for the previous run to end"
+	stagePlace  = "for a free place under max_concurrent"
+)
 
 // Runner runs jobs inside the run boundary and records them in the store.
 // It is shared by the daemon and by a CLI that runs a job in-process.
@@ -100,6 +123,13 @@ type Runner struct {
 	// overlap = "queue". A later slot that arrives while it waits
 	// replaces it, so the queued run serves the newest slot.
 	pending map[string]time.Time
+	// waiting holds, per job, the slot of the scheduled request that
+	// waits to start (see offer).
+	waiting map[string]*waitingSlot
+	// placeWaits marks the jobs whose run holds the job lock and waits for
+	// a max_concurrent place, so that a request that finds the lock held
+	// is not told a run is going on.
+	placeWaits map[string]bool
 	// sleep waits between retries; tests replace it.
 	sleep func(ctx context.Context, d time.Duration) error
 	// stopped ends when Shutdown begins, cutting retry waits short.
@@ -127,6 +157,8 @@ func NewRunner(cfg *config.Config, store state.Recorder, reaper *process.Reaper,
 		activeSlots: make(map[string]time.Time),
 		killNow:     make(chan struct{}),
 		pending:     make(map[string]time.Time),
+		waiting:     make(map[string]*waitingSlot),
+		placeWaits:  make(map[string]bool),
 		sleep:       wait.For,
 	}
 	r.stopped, r.stopWaits = context.WithCancel(context.Background())
@@ -142,6 +174,9 @@ func NewRunner(cfg *config.Config, store state.Recorder, reaper *process.Reaper,
 // kept the run from being recorded are returned; a failed run is a record
 // with a failed result.
 func (r *Runner) Run(ctx context.Context, req Request) (state.Run, error) {
+	if req.waiting != nil {
+		defer r.forgetWaiting(req.Job, req.waiting)
+	}
 	job, err := r.admit(req.Job)
 	if errors.Is(err, ErrUnknownJob) && retriable(req.Trigger) {
 		// The scheduler queued the request before a reload removed the
@@ -158,11 +193,13 @@ func (r *Runner) Run(ctx context.Context, req Request) (state.Run, error) {
 		var queued bool
 		lock, req.Slot, queued, err = r.resolveOverlap(ctx, job, req)
 		if lock == nil && err == nil {
+			r.takeWaiting(&req)
 			return r.skipBusy(req, queued)
 		}
 	}
 	if err != nil {
 		if lockBroken(err) {
+			r.takeWaiting(&req)
 			return r.failStart(job, req, err)
 		}
 		return state.Run{}, err
@@ -178,7 +215,11 @@ func (r *Runner) Run(ctx context.Context, req Request) (state.Run, error) {
 	if order.IsZero() {
 		order = r.now()
 	}
-	if err := r.gate.acquire(ctx, order, req.Waiting); err != nil {
+	err = r.gate.acquire(ctx, order, func() { r.waitForPlace(req) })
+	r.mu.Lock()
+	delete(r.placeWaits, job.Name)
+	r.mu.Unlock()
+	if err != nil {
 		return state.Run{}, fmt.Errorf("wait for a free run place: %w", err)
 	}
 	defer r.gate.release()
@@ -189,6 +230,7 @@ func (r *Runner) Run(ctx context.Context, req Request) (state.Run, error) {
 		return state.Run{}, fmt.Errorf("run %s: %w", job.Name, errJobRemoved)
 	}
 
+	r.takeWaiting(&req)
 	run, err := r.store.Claim(state.Run{
 		Job:     job.Name,
 		Trigger: req.Trigger,
@@ -285,8 +327,25 @@ func (r *Runner) resolveOverlap(ctx context.Context, job *config.Job, req Reques
 	switch job.Overlap {
 	case config.OverlapQueue:
 		r.mu.Lock()
-		_, waiting := r.pending[job.Name]
-		r.pending[job.Name] = req.Slot
+		pending, waiting := r.pending[job.Name]
+		if waiting {
+			// The request ends here, with the newest slot it was
+			// handed while it waited for a worker.
+			r.takeWaitingLocked(&req)
+		}
+		if waiting && !req.Slot.IsZero() && !req.Slot.After(pending) {
+			// The queued run serves this slot or a newer one. A reload
+			// that changes the job's schedule while a request waits can
+			// queue an older slot again, and the queued run's slot never
+			// moves back to it.
+			r.mu.Unlock()
+			return nil, req.Slot, false, fmt.Errorf("run %s for slot %s: the queued run serves it or a newer one: %w",
+				job.Name, req.Slot.UTC().Format(time.RFC3339), state.ErrSlotClaimed)
+		}
+		if !waiting || req.Slot.After(pending) {
+			r.pending[job.Name] = req.Slot
+		}
+		r.setStageLocked(req, stageLock)
 		r.mu.Unlock()
 		if waiting {
 			return nil, req.Slot, true, nil
@@ -313,6 +372,7 @@ func (r *Runner) resolveOverlap(ctx context.Context, job *config.Job, req Reques
 			r.log.Info("stopping the running run for a newer one", "job", job.Name)
 			cancel(&stopCause{result: state.ResultInterrupted, reason: "replaced by the run of a newer slot", grace: r.settings.KillGrace})
 		}
+		r.setStageLocked(req, stageLock)
 		r.mu.Unlock()
 		lock, err = r.locks.lock(ctx, r.stateDir(), job.Name, true, nil, r.stopped)
 		return lock, req.Slot, false, err
@@ -335,6 +395,13 @@ func (r *Runner) skipBusy(req Request, queued bool) (state.Run, error) {
 		Result:  state.ResultSkipped,
 		Error:   "previous run was still running",
 	}
+	r.mu.Lock()
+	if r.placeWaits[req.Job] {
+		// The lock's holder has not started: it waits for a place, as
+		// a run of another job that holds the place may for hours.
+		run.Error = "an earlier run of the job was waiting for a free place under max_concurrent"
+	}
+	r.mu.Unlock()
 	if queued {
 		// The queued run claims this slot when it starts, so the stored
 		// position must not move past it now.
@@ -355,6 +422,134 @@ func (r *Runner) skipBusy(req Request, queued bool) (state.Run, error) {
 		r.observer.RunFinished(run)
 	}
 	return run, nil
+}
+
+// offer prepares a scheduled request that the dispatcher is about to
+// queue, and returns false when the request is not to be queued. While
+// an earlier scheduled request of the job waits to start, in the worker
+// queue, for its job lock or for a max_concurrent place, a newer slot
+// replaces that request's slot instead of queueing a run of its own, and
+// the replaced slot is recorded as skipped. A job whose slots fall while
+// it waits thus runs once, for its newest slot, as a late timer does,
+// instead of once per slot in a burst when a place frees. A slot that is
+// not newer, as a reload that changes the schedule can queue again, is
+// dropped. The slots of a catch_up = "all" backlog are meant to run each,
+// and are queued as they are.
+func (r *Runner) offer(req *Request) bool {
+	if req.Slot.IsZero() || len(req.later) > 0 || req.backlogDone != nil {
+		return true
+	}
+	r.mu.Lock()
+	w, ok := r.waiting[req.Job]
+	if !ok {
+		w = &waitingSlot{slot: req.Slot, next: req.Next, trigger: req.Trigger, entered: req.entered, stage: stageWorker}
+		if r.settings.MaxConcurrent > 0 {
+			// The pool has a worker for each place, so a full pool is
+			// a wait for a place.
+			w.stage = stagePlace
+		}
+		r.waiting[req.Job] = w
+		req.waiting = w
+		r.mu.Unlock()
+		return true
+	}
+	if !req.Slot.After(w.slot) {
+		r.mu.Unlock()
+		r.log.Info("slot dropped: a waiting run of the job serves it or a newer one",
+			"job", req.Job, "slot", req.Slot, "waiting", w.slot)
+		return false
+	}
+	replaced := *w
+	w.slot, w.next, w.trigger, w.entered = req.Slot, req.Next, req.Trigger, req.entered
+	r.mu.Unlock()
+	r.recordReplaced(req.Job, replaced, req.Slot)
+	return false
+}
+
+// recordReplaced records in the background a slot whose waiting run a
+// newer slot took over, so that the dispatcher does not wait for the
+// write. The stored position does not move: the run claims the newer
+// slot when it starts.
+func (r *Runner) recordReplaced(name string, replaced waitingSlot, newer time.Time) {
+	reason := fmt.Sprintf("replaced by the newer slot %s while its run waited %s",
+		newer.UTC().Format(time.RFC3339), replaced.stage)
+	r.log.Info("slot merged into a newer one", "job", name, "slot", replaced.slot, "newer", newer, "reason", reason)
+	if _, err := r.admit(name); err != nil {
+		return
+	}
+	go func() {
+		defer r.wg.Done()
+		now := r.now()
+		run := state.Run{Job: name, Trigger: replaced.trigger, Slot: replaced.slot, Start: now, Finish: now,
+			Result: state.ResultSkipped, Error: reason}
+		run, err := r.store.RecordSkipped(run)
+		if err != nil {
+			r.log.Error("record replaced slot failed", "job", name, "slot", replaced.slot, "err", err)
+			return
+		}
+		if r.observer != nil {
+			r.observer.RunFinished(run)
+		}
+	}()
+}
+
+// takeWaiting ends the wait of req, which newer slots no longer replace,
+// and gives it the newest slot handed to it while it waited.
+func (r *Runner) takeWaiting(req *Request) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.takeWaitingLocked(req)
+}
+
+func (r *Runner) takeWaitingLocked(req *Request) {
+	w := req.waiting
+	if w == nil {
+		return
+	}
+	if r.waiting[req.Job] == w {
+		delete(r.waiting, req.Job)
+	}
+	if w.slot.After(req.Slot) {
+		req.Slot, req.Next, req.Trigger, req.entered = w.slot, w.next, w.trigger, w.entered
+	}
+}
+
+// forgetWaiting ends the wait of a request that Run returns from, so that
+// no newer slot is handed to a request that will not run.
+func (r *Runner) forgetWaiting(name string, w *waitingSlot) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.waiting[name] == w {
+		delete(r.waiting, name)
+	}
+}
+
+// setStageLocked notes what the waiting request req waits for now.
+func (r *Runner) setStageLocked(req Request, stage string) {
+	if req.waiting != nil {
+		req.waiting.stage = stage
+	}
+}
+
+// waitForPlace notes that req holds its job's lock and waits for a
+// max_concurrent place, then tells the caller.
+func (r *Runner) waitForPlace(req Request) {
+	r.mu.Lock()
+	r.placeWaits[req.Job] = true
+	r.setStageLocked(req, stagePlace)
+	r.mu.Unlock()
+	if req.Waiting != nil {
+		req.Waiting()
+	}
+}
+
+// WaitsToStart reports whether a scheduled run of the job waits to start,
+// for a worker, its job lock or a max_concurrent place.
+func (r *Runner) WaitsToStart(name string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.waiting[name]
+	return ok
 }
 
 // execBounded runs the job's work with its timeout, turns a panic into a

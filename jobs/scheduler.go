@@ -69,8 +69,11 @@ type Scheduler struct {
 	// that no live slot claims a position past a catch-up slot not yet
 	// run, even when a reload replaces the entry meanwhile.
 	backlogs map[string]bool
-	slots    slotHeap
-	delayed  delayedRuns
+	// backlogLeft counts, per job in backlogs, the catch-up runs that
+	// have not started yet, for status.
+	backlogLeft map[string]int
+	slots       slotHeap
+	delayed     delayedRuns
 	// running is set between Start and Stop, while the dispatcher runs.
 	running bool
 
@@ -104,17 +107,18 @@ type entry struct {
 // NewScheduler builds a scheduler for the enabled jobs of cfg.
 func NewScheduler(cfg *config.Config, runner *Runner, store *state.Store, clock clockwork.Clock, log *slog.Logger) (*Scheduler, error) {
 	s := &Scheduler{
-		runner:   runner,
-		store:    store,
-		clock:    clock,
-		log:      log,
-		entries:  make(map[string]*entry),
-		backlogs: make(map[string]bool),
-		spread:   cfg.Runner.CatchUpSpread,
-		cluster:  cfg.Cluster != nil,
-		wake:     make(chan struct{}, 1),
-		pings:    make(chan chan struct{}),
-		done:     make(chan struct{}),
+		runner:      runner,
+		store:       store,
+		clock:       clock,
+		log:         log,
+		entries:     make(map[string]*entry),
+		backlogs:    make(map[string]bool),
+		backlogLeft: make(map[string]int),
+		spread:      cfg.Runner.CatchUpSpread,
+		cluster:     cfg.Cluster != nil,
+		wake:        make(chan struct{}, 1),
+		pings:       make(chan chan struct{}),
+		done:        make(chan struct{}),
 	}
 	s.pool = newPool(cfg.Runner.MaxConcurrent, s.dispatch)
 	var enabled []*config.Job
@@ -311,6 +315,7 @@ func (s *Scheduler) dropDelayedLocked(name string) (time.Time, bool) {
 			// The dropped requests were the whole catch_up = "all"
 			// backlog, since none of them has started.
 			delete(s.backlogs, name)
+			delete(s.backlogLeft, name)
 		}
 	}
 	return at, true
@@ -404,7 +409,7 @@ func (s *Scheduler) catchUpLocked() {
 	for i := range first {
 		first[i].entered = entered
 	}
-	s.pool.submit(first)
+	s.submit(first)
 }
 
 // dispatchLoop is the dispatcher: it sleeps until the next slot, the
@@ -499,7 +504,19 @@ func (s *Scheduler) dispatchDue(now, reached, entered time.Time) {
 			requests = append(requests, req)
 		}
 	}
-	s.pool.submit(requests)
+	s.submit(requests)
+}
+
+// submit queues requests for the workers, apart from the slots that join
+// a waiting run of their job (see Runner.offer).
+func (s *Scheduler) submit(requests []Request) {
+	queued := requests[:0]
+	for _, req := range requests {
+		if s.runner.offer(&req) {
+			queued = append(queued, req)
+		}
+	}
+	s.pool.submit(queued)
 }
 
 // dueBy returns the latest slot a wake-up at now may run. A timer that
@@ -569,6 +586,7 @@ func (s *Scheduler) claimDueLocked(e *entry, now time.Time, trigger string) []Re
 	req := Request{Job: job.Name, Trigger: trigger, Slot: slots[0], Next: e.next, later: slots[1:]}
 	if s.backlogs[job.Name] {
 		req.backlogDone = func() { s.endBacklog(job.Name) }
+		s.backlogLeft[job.Name] = len(slots)
 	}
 	return []Request{req}
 }
@@ -594,6 +612,7 @@ func (s *Scheduler) endBacklogLocked(name string) {
 		return
 	}
 	delete(s.backlogs, name)
+	delete(s.backlogLeft, name)
 	e, ok := s.entries[name]
 	if !ok {
 		return
@@ -664,9 +683,23 @@ func (s *Scheduler) dispatch(req Request) {
 	if done != nil {
 		defer done()
 	}
+	s.backlogStarted(req.Job, done != nil)
 	s.runOne(req)
 	for _, slot := range later {
+		s.backlogStarted(req.Job, done != nil)
 		s.runOne(Request{Job: req.Job, Trigger: req.Trigger, Slot: slot, Next: req.Next, entered: s.clock.Now()})
+	}
+}
+
+// backlogStarted counts one run of a catch_up = "all" backlog as started.
+func (s *Scheduler) backlogStarted(name string, backlog bool) {
+	if !backlog {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.backlogLeft[name] > 0 {
+		s.backlogLeft[name]--
 	}
 }
 
@@ -695,6 +728,32 @@ func (s *Scheduler) Next(name string) (time.Time, bool) {
 		return time.Time{}, false
 	}
 	return e.next, true
+}
+
+// NextRun returns when a job runs next, as status shows it, or false for
+// an unknown or disabled job. It is the job's next slot, unless a run of
+// it comes first: a catch-up run waiting for its place in
+// catch_up_spread runs then, and one that waits to start (the rest of a
+// catch_up = "all" backlog, or a run waiting for a worker, its job lock
+// or a max_concurrent place) runs as soon as it can, shown as now. During
+// a backlog the next slot can pass, and its run then follows the backlog
+// at once, so a next run is never shown in the past.
+func (s *Scheduler) NextRun(name string) (time.Time, bool) {
+	now := s.clock.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.entries[name]
+	if !ok {
+		return time.Time{}, false
+	}
+	if at, ok := s.delayed.first(name); ok {
+		return at, true
+	}
+	next := e.next
+	if s.backlogLeft[name] > 0 || s.runner.WaitsToStart(name) || (!next.IsZero() && next.Before(now)) {
+		next = now
+	}
+	return next, true
 }
 
 // Ping returns an error unless the scheduler's lock and its dispatcher

@@ -62,12 +62,21 @@ func (h *schedHarness) start() {
 // release is closed. A nil release holds no run.
 func (h *schedHarness) startHeld(release <-chan struct{}) {
 	h.t.Helper()
-	h.runner = NewRunner(h.cfg, h.store, sharedReaper(h.t), testLogger(h.t), h.clock.Now)
-	h.runner.execute = func(_ context.Context, _ *config.Job, run state.Run, _ func(Line)) execOutcome {
-		h.runs <- run
+	h.startWith(func(run state.Run) {
 		if release != nil {
 			<-release
 		}
+	})
+}
+
+// startWith is start with runs that, once reported on h.runs, call hold
+// and end when it returns.
+func (h *schedHarness) startWith(hold func(state.Run)) {
+	h.t.Helper()
+	h.runner = NewRunner(h.cfg, h.store, sharedReaper(h.t), testLogger(h.t), h.clock.Now)
+	h.runner.execute = func(_ context.Context, _ *config.Job, run state.Run, _ func(Line)) execOutcome {
+		h.runs <- run
+		hold(run)
 		return execOutcome{result: state.ResultOK}
 	}
 	sched, err := NewScheduler(h.cfg, h.runner, h.store, h.clock, testLogger(h.t))
@@ -440,16 +449,23 @@ func TestUnopenableLockRecordsFailedRuns(t *testing.T) {
 	}
 	h.start()
 	defer h.stop()
-	h.advance(3*time.Minute, 10*time.Second)
 
+	// Each slot's record is final before the next slot falls, which would
+	// otherwise take over a request that has not started yet.
 	var runs []state.Run
-	deadline := time.Now().Add(5 * time.Second)
-	for len(runs) < 3 && time.Now().Before(deadline) {
-		var err error
-		if runs, err = h.store.Runs("minutely", 10); err != nil {
-			t.Fatal(err)
+	for n := 1; n <= 3; n++ {
+		h.advance(time.Minute, 10*time.Second)
+		deadline := time.Now().Add(5 * time.Second)
+		for time.Now().Before(deadline) {
+			var err error
+			if runs, err = h.store.Runs("minutely", 10); err != nil {
+				t.Fatal(err)
+			}
+			if len(runs) >= n && runs[0].Result != state.ResultRunning {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
 	if len(runs) != 3 {
 		t.Fatalf("got %d run records, want a failed one for each of 3 slots: %+v", len(runs), runs)

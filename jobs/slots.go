@@ -141,6 +141,19 @@ func (q *delayedRuns) take(job string) (time.Time, []Request, bool) {
 	return at, removed, len(removed) > 0
 }
 
+// first returns the instant of the job's first run in the queue, or false
+// when none waits.
+func (q delayedRuns) first(job string) (time.Time, bool) {
+	for _, d := range q {
+		for _, req := range d.requests {
+			if req.Job == job {
+				return d.at, true
+			}
+		}
+	}
+	return time.Time{}, false
+}
+
 // has reports whether a run of the job waits in the queue.
 func (q delayedRuns) has(job string) bool {
 	for _, d := range q {

@@ -121,15 +121,16 @@ func (s *Scheduler) Status(cfg *config.Config) ([]JobStatus, error) {
 	now := s.clock.Now()
 	out := make([]JobStatus, 0, len(cfg.Jobs))
 	for _, job := range cfg.Jobs {
-		next, _ := s.Next(job.Name)
+		next, _ := s.NextRun(job.Name)
 		out = append(out, StatusOf(job, stored[job.Name], running[job.Name], next, now))
 	}
 	return out, nil
 }
 
 // OfflineStatus returns the status of every configured job from the store
-// alone, for a CLI when no daemon runs. A job whose slots passed shows
-// its next run as now, since the daemon would catch it up at start.
+// alone, for a CLI when no daemon runs. A job whose passed slots a start
+// would catch up, under catch_up "once" or "all", shows its next run as
+// now.
 func OfflineStatus(cfg *config.Config, store *state.Store, now time.Time) ([]JobStatus, error) {
 	stored, err := storedStates(store)
 	if err != nil {
@@ -144,7 +145,10 @@ func OfflineStatus(cfg *config.Config, store *state.Store, now time.Time) ([]Job
 		var next time.Time
 		if sched, err := Schedule(job, st); err == nil {
 			next = sched.Next(position(st))
-			if !next.IsZero() && next.Before(now) && job.CatchUp == config.CatchUpOnce {
+			if !next.IsZero() && next.Before(now) && len(PlanCatchUp(job, sched, position(st), now).Runs) > 0 {
+				// A start runs the catch-up at once, under "all" as
+				// under "once". Under "skip", or when catch_up_deadline
+				// drops every missed slot, the next slot comes first.
 				next = now
 			} else if next.Before(now) {
 				next = sched.Next(now)
