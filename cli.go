@@ -208,5 +208,10 @@ func configMissing(path string) error {
 	if err != nil {
 		abs = path
 	}
+	if fromEnv := os.Getenv("AGENT_RUNNER_CONFIG"); fromEnv != "" && fromEnv == path {
+		// The variable already names this file, so advice to set it
+		// would not help.
+		return fmt.Errorf("no config file at %s, which AGENT_RUNNER_CONFIG names: fix or unset AGENT_RUNNER_CONFIG, or pass --config PATH", abs)
+	}
 	return fmt.Errorf("no config file at %s: pass --config PATH or set AGENT_RUNNER_CONFIG", abs)
 }
