@@ -75,9 +75,18 @@ func complete(shell string, words []string) []string {
 		words = joinAssignments(words)
 	}
 	current, before := words[len(words)-1], words[:len(words)-1]
-	if len(before) == 0 {
+	// "agent-runner --config FILE CMD" runs as "CMD --config FILE", so the
+	// words before the command are read the same way.
+	rest, pendingConfig := skipLeadingConfig(before)
+	switch {
+	case pendingConfig:
+		return []string{filesDirective}
+	case len(rest) == 0 && (strings.HasPrefix(current, "--config=") || strings.HasPrefix(current, "-config=")):
+		return []string{filesDirective}
+	case len(rest) == 0:
 		return withPrefix(commandNames(), current)
 	}
+	before = moveLeadingConfig(before)
 	doc := findCommand(before[0])
 	if doc == nil || doc.hidden {
 		return nil
@@ -104,6 +113,25 @@ func complete(shell string, words []string) []string {
 		return withPrefix(argumentNames(doc.args, line.config), current)
 	}
 	return nil
+}
+
+// skipLeadingConfig returns the words after the --config flags that come
+// before the command, and whether the last of them still lacks its value.
+func skipLeadingConfig(words []string) ([]string, bool) {
+	for len(words) > 0 {
+		switch word := words[0]; {
+		case word == "--config" || word == "-config":
+			if len(words) == 1 {
+				return nil, true
+			}
+			words = words[2:]
+		case strings.HasPrefix(word, "--config=") || strings.HasPrefix(word, "-config="):
+			words = words[1:]
+		default:
+			return words, false
+		}
+	}
+	return nil, false
 }
 
 // joinAssignments undoes bash's split of "--config=x" into "--config",
