@@ -358,6 +358,9 @@ func (l *loader) decodeSchedule(t table, job *Job) {
 		l.report(t.key(set[1]), "%s are both set: keep exactly one schedule key", strings.Join(set, " and "))
 	case len(set) > 2:
 		l.report(t.key(set[1]), "%s are all set: keep exactly one schedule key", strings.Join(set, ", "))
+	case len(set) == 0 && hasMisspelledScheduleKey(t):
+		// The unknown-key problem already names the intended key, so a
+		// missing-schedule problem on the header line would only mislead.
 	case len(set) == 0:
 		l.report(t.path, `missing schedule: add schedule = "*/15 * * * *" for cron, on_calendar = "Mon..Fri 09:00" as in systemd timers, every = "15m" for a fixed interval, or at = "2026-12-24T10:00:00Z" for one run`)
 	}
@@ -378,6 +381,17 @@ func (l *loader) decodeSchedule(t table, job *Job) {
 
 // scheduleKeys are the keys that give a job its slots; a job sets one.
 var scheduleKeys = []string{"schedule", "on_calendar", "every", "at"}
+
+// hasMisspelledScheduleKey reports whether t has an unknown key whose
+// closest job key is a schedule key, such as evrey for every.
+func hasMisspelledScheduleKey(t table) bool {
+	for _, name := range t.names() {
+		if !slices.Contains(jobKeys, name) && slices.Contains(scheduleKeys, closestName(name, jobKeys)) {
+			return true
+		}
+	}
+	return false
+}
 
 // cronMessage explains a cron expression that schedule.ParseCron rejects.
 func cronMessage(expr string, err error) string {
