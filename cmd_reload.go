@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/agent-runner/agent-runner/config"
 	"github.com/agent-runner/agent-runner/control"
@@ -30,7 +31,10 @@ func cmdReload(args []string, stdout, stderr io.Writer) int {
 	}
 	summary, err := control.Reload(socket)
 	if err != nil {
-		fmt.Fprintf(stderr, "agent-runner: %v%s\n", err, noDaemonHint(err))
+		// A rejected config has one problem a line, so the lines after the
+		// first are indented as check indents them.
+		text := strings.ReplaceAll(err.Error(), "\n", "\n  ")
+		fmt.Fprintf(stderr, "agent-runner: %s%s\n", text, noDaemonHint(err))
 		return exitFailure
 	}
 	fmt.Fprintf(stdout, "reloaded %s: %s\n", *configPath, summary)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -66,7 +67,7 @@ func printStatus(stdout io.Writer, summary string, status control.Status, now ti
 		fmt.Fprintf(stdout, "daemon %s since %s; config %s (sha256 %s…) loaded %s\n", d.Version,
 			formatTime(d.StartedAt, now), d.Config, d.ConfigHash[:12], formatTime(d.LoadedAt, now))
 		if d.ReloadError != "" {
-			fmt.Fprintf(stdout, "last reload rejected %s: %s\n", formatTime(d.ReloadFailedAt, now), firstLine(d.ReloadError))
+			fmt.Fprintf(stdout, "last reload rejected %s: %s%s\n", formatTime(d.ReloadFailedAt, now), firstLine(d.ReloadError), moreProblems(d.ReloadError))
 		}
 		if d.StateError != "" {
 			fmt.Fprintf(stdout, "state folder failing since %s: %s\n", formatTime(d.StateErrorAt, now), firstLine(d.StateError))
@@ -75,6 +76,16 @@ func printStatus(stdout io.Writer, summary string, status control.Status, now ti
 	printCluster(stdout, status.Cluster, now)
 	fmt.Fprintln(stdout)
 	printTables(stdout, status, now)
+}
+
+// moreProblems counts the problems of a rejected reload after the first,
+// which is the only one status shows.
+func moreProblems(reloadError string) string {
+	n := strings.Count(strings.TrimRight(reloadError, "\n"), "\n")
+	if n == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (and %s: agent-runner check lists them)", daemon.Count(n, "more problem"))
 }
 
 func statusJobNames(status control.Status) []string {

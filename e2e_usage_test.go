@@ -213,3 +213,26 @@ func TestStatusUnknownNameListsNames(t *testing.T) {
 		t.Errorf("status nosuch lacks %q:\n%s", want, res.stderr)
 	}
 }
+
+func TestRejectedReloadShowsEveryProblem(t *testing.T) {
+	p := newProject(t, "[jobs.fine]\ncommand = [\"true\"]\nevery = \"1h\"\n")
+	d := p.startDaemon()
+	defer d.stop()
+	p.write("[jobs.fine]\ncommand = [\"true\"]\nevery = \"soon\"\n\n[jobs.other]\ncommand = [\"true\"]\nevery = \"later\"\n")
+
+	res := p.run("reload")
+	if res.code != exitFailure {
+		t.Fatalf("reload of an invalid file = %d, want %d: %s", res.code, exitFailure, res.stderr)
+	}
+	if !strings.Contains(res.stderr, "\n  "+p.config+":") || !strings.Contains(res.stderr, "jobs.other.every") {
+		t.Errorf("reload does not indent the second problem under the first: %q", res.stderr)
+	}
+
+	res = p.run("status")
+	if !strings.Contains(res.stdout, "jobs.fine.every") {
+		t.Errorf("status does not show the first problem: %q", res.stdout)
+	}
+	if !strings.Contains(res.stdout, "and 1 more problem: agent-runner check lists them") {
+		t.Errorf("status does not count the other problems: %q", res.stdout)
+	}
+}
