@@ -82,8 +82,8 @@ func (l *loader) checkPostTargets(jobs []*Job, listeners []*Listener) {
 }
 
 // checkPostListeners adds a problem to each post job whose listener can
-// never post on this machine: a disabled one, or a Twitch listener without
-// a token, which reads chat anonymously. It runs after checkListeners,
+// never post on this machine: a disabled one, an exec listener, or a
+// Twitch listener without a token, which reads chat anonymously. It runs after checkListeners,
 // which reads the tokens, and the problem keeps the job from running its
 // text_command for nothing.
 func (l *loader) checkPostListeners(listeners []*Listener) {
@@ -101,6 +101,8 @@ func (l *loader) checkPostListeners(listeners []*Listener) {
 		switch {
 		case !lc.Enabled:
 			checks.report(key, "listener %s is disabled (%s), so it cannot post: configure it, or post through another listener", lc.Name, lc.DisabledReason)
+		case lc.Kind == KindExec:
+			checks.report(key, "listener %s is an exec listener, which cannot post: post through a twitch, discord or bluesky listener", lc.Name)
 		case lc.Kind == KindTwitch && lc.Problem == nil && lc.Twitch != nil && lc.Twitch.Token == nil:
 			checks.report(key, "listener %s reads chat anonymously, so it cannot post: set its username and token", lc.Name)
 		}
