@@ -370,9 +370,10 @@ func (r *relay) writeError(err error) error {
 }
 
 // clientClosed is the error for a connection that go-twitch-irc closed,
-// which it does after an unanswered PING or a failed write.
+// which it does after an unanswered PING or a failed write. A write to
+// the server fails in the relay first, so the message names the PING.
 func (r *relay) clientClosed() error {
-	return fmt.Errorf("connection to %s closed by go-twitch-irc", r.server)
+	return fmt.Errorf("connection to %s closed by go-twitch-irc: the server sent no PONG within %s of a PING", r.server, r.idle)
 }
 
 func (r *relay) isClosed() bool {

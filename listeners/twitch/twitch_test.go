@@ -765,3 +765,37 @@ func TestChatBeforeWelcomeIsNotHeld(t *testing.T) {
 		t.Errorf("a chat line before any welcome waited %s for one", waited.Round(time.Millisecond))
 	}
 }
+
+func TestUnansweredPingNamesPong(t *testing.T) {
+	server := newFakeServer(t)
+	host := newFakeHost(t)
+	l := newTestListener(t, testConfig(server.addr(), "s3cret", "chan"))
+	l.IdleTimeout = time.Second
+	r := startRun(t, l, host)
+	conn := server.accept(t)
+	conn.autoPong.Store(false)
+	conn.welcome(t)
+	host.waitReady(t)
+
+	// A line every half second keeps the relay's idle timeout from
+	// firing, and the unanswered PING makes go-twitch-irc close the socket.
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		ticker := time.NewTicker(500 * time.Millisecond)
+		defer ticker.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-ticker.C:
+				conn.write(":tmi.twitch.tv NOTICE * :still here")
+			}
+		}
+	}()
+
+	err := r.wait(t, 5*time.Second)
+	if err == nil || !strings.Contains(err.Error(), "no PONG within 1s of a PING") {
+		t.Errorf("got %v, want an error naming the unanswered PING", err)
+	}
+}
