@@ -83,9 +83,9 @@ func (l *loader) checkPostTargets(jobs []*Job, listeners []*Listener) {
 
 // checkPostListeners adds a problem to each post job whose listener can
 // never post on this machine: a disabled one, an exec listener, or a
-// Twitch listener without a token, which reads chat anonymously. It runs after checkListeners,
-// which reads the tokens, and the problem keeps the job from running its
-// text_command for nothing.
+// Twitch listener without a token, which reads chat anonymously. It runs
+// after checkListeners, which reads the tokens, and the problem keeps the
+// job from running its text_command for nothing.
 func (l *loader) checkPostListeners(listeners []*Listener) {
 	for _, plan := range l.jobs {
 		post := plan.job.Post
