@@ -398,6 +398,10 @@ func cronMessage(expr string, err error) string {
 	if errors.Is(err, schedule.ErrNoFutureSlot) {
 		return fmt.Sprintf("cron expression %q never fires: check that its day and month exist together", expr)
 	}
+	var zoneError *schedule.UnknownZoneError
+	if errors.As(err, &zoneError) {
+		return fmt.Sprintf(`invalid cron expression %q: unknown time zone %q: use an IANA name such as "Europe/Berlin" or "UTC", as in "CRON_TZ=Europe/Berlin 0 8 * * *"`, expr, zoneError.Zone)
+	}
 	// ParseCron wraps the parser's reason in text that repeats the
 	// expression, so the message uses the reason alone.
 	reason := errors.Unwrap(err)

@@ -27,6 +27,16 @@ var cronParser = cron.NewParser(cron.SecondOptional | cron.Minute | cron.Hour |
 // ErrNoFutureSlot reports a schedule that parses but can never fire.
 var ErrNoFutureSlot = errors.New("schedule has no future slot")
 
+// UnknownZoneError reports a CRON_TZ= or TZ= prefix that names no time
+// zone, so that the config's message can point at the zone, not the fields.
+type UnknownZoneError struct {
+	Zone string
+}
+
+func (e *UnknownZoneError) Error() string {
+	return fmt.Sprintf("unknown time zone %q", e.Zone)
+}
+
 // ParseCron parses a cron expression evaluated in loc unless the expression
 // starts with its own CRON_TZ= or TZ= prefix.
 func ParseCron(expr string, loc *time.Location) (Schedule, error) {
@@ -40,6 +50,11 @@ func ParseCron(expr string, loc *time.Location) (Schedule, error) {
 		// nothing after it (parser.go), so that case stops here.
 		if !strings.Contains(expr, " ") {
 			return nil, fmt.Errorf("parse cron expression %q: a time zone prefix needs the schedule after it, such as \"CRON_TZ=Europe/Berlin 0 8 * * *\"", expr)
+		}
+		// robfig/cron reads the zone between the "=" and the first space.
+		zone := expr[strings.Index(expr, "=")+1 : strings.Index(expr, " ")]
+		if _, err := time.LoadLocation(zone); err != nil {
+			return nil, fmt.Errorf("parse cron expression %q: %w", expr, &UnknownZoneError{Zone: zone})
 		}
 	} else {
 		spec = "CRON_TZ=" + loc.String() + " " + expr
