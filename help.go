@@ -5,9 +5,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"reflect"
 	"strings"
 
 	"github.com/agent-runner/agent-runner/config"
+	"github.com/agent-runner/agent-runner/internal/suggest"
 )
 
 // commandDoc is the help of one subcommand.
@@ -278,10 +280,55 @@ func (fs *commandFlags) printUsage(w io.Writer) {
 	fmt.Fprintln(w, "Usage:", strings.TrimSpace("agent-runner "+fs.doc.name+" "+fs.doc.synopsis))
 	if hasFlags(fs.FlagSet) {
 		fmt.Fprintln(w, "\nOptions:")
-		fs.SetOutput(w)
-		fs.PrintDefaults()
-		fs.SetOutput(fs.stderr)
+		printOptions(w, fs.FlagSet)
 	}
+}
+
+// printOptions lists the flags as flag.PrintDefaults does, but with two
+// dashes before a name longer than one letter, as the usage lines and the
+// README write them.
+func printOptions(w io.Writer, fs *flag.FlagSet) {
+	fs.VisitAll(func(f *flag.Flag) {
+		fmt.Fprintf(w, "  %s", flagName(f.Name))
+		arg, usage := flag.UnquoteUsage(f)
+		if arg != "" {
+			fmt.Fprintf(w, " %s", arg)
+		}
+		fmt.Fprintf(w, "\n    \t%s", strings.ReplaceAll(usage, "\n", "\n    \t"))
+		switch def := f.DefValue; {
+		case def == "" || def == "false" || def == "0":
+		case reflect.TypeOf(f.Value).Elem().Kind() == reflect.String:
+			fmt.Fprintf(w, " (default %q)", def)
+		default:
+			fmt.Fprintf(w, " (default %s)", def)
+		}
+		fmt.Fprintln(w)
+	})
+}
+
+// flagName writes a flag as it is typed: -n for one letter, --json for a
+// longer name.
+func flagName(name string) string {
+	if len(name) == 1 {
+		return "-" + name
+	}
+	return "--" + name
+}
+
+// guessFlag returns a suggestion for the unknown flag of a parse error,
+// such as "; did you mean --json?" for --jsn, or "". Names under three
+// letters are too short to guess from: one edit turns any letter into -n.
+func guessFlag(fs *flag.FlagSet, err error) string {
+	name, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: -")
+	if !ok || len(name) < 3 {
+		return ""
+	}
+	var names []string
+	fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
+	if guess := suggest.Closest(name, names); guess != "" {
+		return "; did you mean " + flagName(guess) + "?"
+	}
+	return ""
 }
 
 func hasFlags(fs *flag.FlagSet) bool {
@@ -367,7 +414,7 @@ func parseFlags(fs *commandFlags, args []string) int {
 			return exitOK
 		}
 		if err != nil {
-			fmt.Fprintf(fs.stderr, "agent-runner %s: %v\n", fs.Name(), err)
+			fmt.Fprintf(fs.stderr, "agent-runner %s: %v%s\n", fs.Name(), err, guessFlag(fs.FlagSet, err))
 			fs.printUsage(fs.stderr)
 			fmt.Fprintf(fs.stderr, "\nRun \"agent-runner help %s\" for examples.\n", fs.Name())
 			return exitUsage

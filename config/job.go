@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agent-runner/agent-runner/internal/suggest"
 	"github.com/agent-runner/agent-runner/schedule"
 )
 
@@ -386,7 +387,7 @@ var scheduleKeys = []string{"schedule", "on_calendar", "every", "at"}
 // closest job key is a schedule key, such as evrey for every.
 func hasMisspelledScheduleKey(t table) bool {
 	for _, name := range t.names() {
-		if !slices.Contains(jobKeys, name) && slices.Contains(scheduleKeys, closestName(name, jobKeys)) {
+		if !slices.Contains(jobKeys, name) && slices.Contains(scheduleKeys, suggest.Closest(name, jobKeys)) {
 			return true
 		}
 	}

@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/agent-runner/agent-runner/internal/suggest"
 )
 
 // listenerKinds lists the kinds in the order messages name them.
@@ -143,7 +145,7 @@ func (l *loader) decodeKind(t table) string {
 	if slices.Contains(listenerKinds, kind) {
 		return kind
 	}
-	if guess := closestName(kind, listenerKinds); guess != "" {
+	if guess := suggest.Closest(kind, listenerKinds); guess != "" {
 		l.report(t.key("kind"), `unknown kind %q, did you mean %q? Use "twitch", "discord", "bluesky" or "exec"`, kind, guess)
 	} else {
 		l.report(t.key("kind"), `unknown kind %q: use "twitch", "discord", "bluesky" or "exec"`, kind)

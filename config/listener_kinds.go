@@ -6,6 +6,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/agent-runner/agent-runner/internal/suggest"
 )
 
 // Defaults of the kind-specific keys.
@@ -212,7 +214,7 @@ func (l *loader) decodeReasons(t table) ([]string, bool) {
 			continue
 		}
 		valid = false
-		if guess := closestName(reason, blueskyReasons); guess != "" {
+		if guess := suggest.Closest(reason, blueskyReasons); guess != "" {
 			l.reportEntry(path, i, "unknown reason %q, did you mean %q? Use mention, reply, quote, follow, like or repost", reason, guess)
 		} else {
 			l.reportEntry(path, i, "unknown reason %q: use mention, reply, quote, follow, like or repost", reason)

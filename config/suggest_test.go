@@ -1,6 +1,10 @@
 package config
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/agent-runner/agent-runner/internal/suggest"
+)
 
 func TestClosestNameGuesses(t *testing.T) {
 	cases := []struct {
@@ -18,14 +22,8 @@ func TestClosestNameGuesses(t *testing.T) {
 		{"cmd", ""},
 	}
 	for _, c := range cases {
-		if got := closestName(c.name, jobKeys); got != c.want {
-			t.Errorf("closestName(%q, jobKeys) = %q, want %q", c.name, got, c.want)
+		if got := suggest.Closest(c.name, jobKeys); got != c.want {
+			t.Errorf("suggest.Closest(%q, jobKeys) = %q, want %q", c.name, got, c.want)
 		}
-	}
-}
-
-func TestClosestNameSwappedBytes(t *testing.T) {
-	if got := closestName("tsl", []string{"server", "tls", "token"}); got != "tls" {
-		t.Errorf("closestName(%q) = %q, want %q", "tsl", got, "tls")
 	}
 }
