@@ -28,7 +28,7 @@ func cmdNext(args []string, stdout, stderr io.Writer) int {
 	if *downSince != "" {
 		var err error
 		if since, err = time.Parse(time.RFC3339, *downSince); err != nil {
-			fmt.Fprintf(stderr, "agent-runner: invalid --down-since %q: write an instant such as 2026-12-01T08:00:00Z\n", *downSince)
+			fmt.Fprintf(stderr, "agent-runner: invalid --down-since %q: %s\n", *downSince, instantHint(*downSince))
 			return exitUsage
 		}
 		if since.After(time.Now()) {
@@ -106,4 +106,14 @@ func printCatchUp(w io.Writer, plan jobs.CatchUpPlan, policy string) {
 		}
 		fmt.Fprintf(w, "runs %d at start: %s\n", len(plan.Runs), strings.Join(slots, ", "))
 	}
+}
+
+// instantHint says how to write the RFC 3339 instant that text fails to
+// be. A date and time without a zone gets its own hint, since that is
+// the part people leave out.
+func instantHint(text string) string {
+	if _, err := time.Parse("2006-01-02T15:04:05", text); err == nil {
+		return "add the time zone: Z for UTC or an offset, such as " + text + "Z or " + text + "+01:00"
+	}
+	return "write an instant such as 2026-12-01T08:00:00Z"
 }

@@ -91,6 +91,17 @@ func TestNextRejectsDownSinceBeforePrinting(t *testing.T) {
 	}
 }
 
+// A date and time without a zone is the usual slip, and the hint must
+// say that the zone is what is missing.
+func TestNextDownSinceWithoutZoneNamesZone(t *testing.T) {
+	p := newProject(t, "[jobs.fine]\ncommand = [\"true\"]\nevery = \"1h\"\n")
+	res := p.run("next", "--down-since", "2026-12-06T02:00:00", "fine")
+	want := "add the time zone: Z for UTC or an offset, such as 2026-12-06T02:00:00Z"
+	if res.code != exitUsage || !strings.Contains(res.stderr, want) {
+		t.Errorf("next --down-since without a zone = %d %q, want %d and %q", res.code, res.stderr, exitUsage, want)
+	}
+}
+
 func TestInstallUnitUser(t *testing.T) {
 	p := newProject(t, "[jobs.fine]\ncommand = [\"true\"]\nevery = \"1h\"\n")
 	res := p.run("install-unit", "--user", "nobody")
