@@ -168,8 +168,42 @@ func decodeError(file string, data []byte, err error) error {
 	default:
 		problem.Column = column
 		problem.Message = "TOML syntax error: " + message
+		if fix := syntaxFix(message); fix != "" {
+			problem.Message += ": " + fix
+		}
 	}
 	return &Error{Problems: []Problem{problem}}
+}
+
+// syntaxFixes pairs the start of go-toml's syntax messages with what to
+// write instead. go-toml's text is not an API, so a message that a new
+// release words differently loses its fix, not its line and column.
+var syntaxFixes = []struct{ prefix, fix string }{
+	{"strings must be quoted", `put the value in double quotes, such as every = "15m"`},
+	{"unexpected character", `put a text value in double quotes, such as name = "text"; numbers, true, false, [arrays] and {tables} go without`},
+	{"basic strings cannot have new lines", `close the string on the same line, or write text of several lines between """ and """`},
+	{"literal strings cannot have new lines", `close the string on the same line, or write text of several lines between ''' and '''`},
+	{"multiline basic string not terminated", `end the text with """`},
+	{"multiline literal string not terminated", `end the text with '''`},
+	{"invalid escape character", `write a backslash in a "..." string as \\, or use a '...' string, which keeps backslashes as they are`},
+	{"expected ']' to close table name", `end the table name with ], such as [jobs.digest]`},
+	{"expected ',' or ']' after array value", `separate the items with commas and close the array with ], such as command = ["echo", "hi"]`},
+	{"inline table is incomplete", `close the table with } on the same line, such as env = { NAME = "value" }`},
+	{"expected newline but got", `put each key = value on a line of its own; a comment starts with #`},
+	{"invalid character at start of key", `start the line with a key, such as name = "value"`},
+	{"expected '=' after key", `give the key a value, such as name = "value"`},
+	{"expected keyword", `write true or false in lower case, or put text in double quotes, such as name = "text"`},
+}
+
+// syntaxFix returns what to write instead for a go-toml syntax message,
+// or "".
+func syntaxFix(message string) string {
+	for _, f := range syntaxFixes {
+		if strings.HasPrefix(message, f.prefix) {
+			return f.fix
+		}
+	}
+	return ""
 }
 
 // duplicateKey cuts key after the part that go-toml names in message. For

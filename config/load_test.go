@@ -590,3 +590,48 @@ every = "1m"
 		}
 	}
 }
+
+// Each fix of a syntax error is found by the start of go-toml's message,
+// so this test feeds go-toml the mistakes behind them: a release that
+// rewords one fails here instead of losing the fix without a sign.
+func TestSyntaxErrorsNameFix(t *testing.T) {
+	mistakes := map[string]string{
+		"strings must be quoted":                  "every = 15m\n",
+		"unexpected character":                    "name = hello\n",
+		"basic strings cannot have new lines":     "name = \"text\nevery = \"1h\"\n",
+		"literal strings cannot have new lines":   "name = 'text\n",
+		"multiline basic string not terminated":   "name = \"\"\"\ntext\n",
+		"multiline literal string not terminated": "name = '''\ntext\n",
+		"invalid escape character":                "name = \"C:\\data\"\n",
+		"expected ']' to close table name":        "[jobs.digest\nevery = \"1h\"\n",
+		"expected ',' or ']' after array value":   "command = [\"echo\" \"hi\"]\n",
+		"inline table is incomplete":              "env = { NAME = \"value\"\n",
+		"expected newline but got":                "a = 1 b = 2\n",
+		"invalid character at start of key":       "= 1\n",
+		"expected '=' after key":                  "name\n",
+		"expected keyword":                        "enabled = tru\n",
+	}
+	covered := map[string]bool{}
+	for prefix, text := range mistakes {
+		path := filepath.Join(t.TempDir(), "config.toml")
+		if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Load(path)
+		var loadErr *Error
+		if !errors.As(err, &loadErr) || len(loadErr.Problems) != 1 {
+			t.Errorf("load of %q = %v, want one problem", text, err)
+			continue
+		}
+		message := loadErr.Problems[0].Message
+		if !strings.HasPrefix(message, "TOML syntax error: "+prefix) || !strings.Contains(message, ": "+syntaxFix(prefix)) {
+			t.Errorf("load of %q = %q, want the message %q and its fix", text, message, prefix)
+		}
+		covered[prefix] = true
+	}
+	for _, f := range syntaxFixes {
+		if !covered[f.prefix] {
+			t.Errorf("no mistake in this test produces %q", f.prefix)
+		}
+	}
+}
