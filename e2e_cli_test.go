@@ -377,6 +377,20 @@ command = ["sleep", "300"]
 	}
 }
 
+func TestSendThroughExecListenerNamesKinds(t *testing.T) {
+	p := newProject(t, `[listeners.watcher]
+kind = "exec"
+command = ["sleep", "300"]
+`)
+	d := p.startDaemon()
+	defer d.stop()
+	res := p.run("send", "watcher", "hello")
+	want := "listener watcher cannot post messages: only twitch, discord and bluesky listeners post"
+	if res.code == 0 || !strings.Contains(res.stderr, want) {
+		t.Errorf("send through an exec listener = %d %q, want a failure containing %q", res.code, res.stderr, want)
+	}
+}
+
 func TestCompleteSendSkipsExecListeners(t *testing.T) {
 	p := newProject(t, `[listeners.watcher]
 kind = "exec"

@@ -301,7 +301,7 @@ func (set *listenerSet) send(ctx context.Context, nameOrKind, target, text strin
 	}
 	sender, ok := sup.Listener().(listeners.Sender)
 	if !ok {
-		return "", fmt.Errorf("listener %s cannot post messages", name)
+		return "", fmt.Errorf("listener %s cannot post messages: only twitch, discord and bluesky listeners post, so send through one of those", name)
 	}
 	if err := sender.Send(ctx, target, text); err != nil {
 		return "", fmt.Errorf("send through %s: %w", name, err)
