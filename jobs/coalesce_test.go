@@ -227,3 +227,170 @@ func TestOfflineStatusShowsCatchUp(t *testing.T) {
 		}
 	}
 }
+
+// TestOfflineStatusLongOutageIsQuick checks that list without a daemon
+// does not walk every slot a job missed to tell whether a start would
+// catch it up: a secondly job down for a month has more than a hundred
+// thousand, which took about 16 ms per job.
+func TestOfflineStatusLongOutageIsQuick(t *testing.T) {
+	dir := t.TempDir()
+	store := openStore(t, dir)
+	var jobs []*config.Job
+	for i := range 1000 {
+		job := cronJob(fmt.Sprintf("job-%d", i), "* * * * * *")
+		if i%3 == 1 {
+			job.CatchUp, job.MaxCatchUp = config.CatchUpAll, 3
+		}
+		if i%3 == 2 {
+			job.CatchUpDeadline = time.Hour
+		}
+		jobs = append(jobs, job)
+		if _, err := store.EnsureJob(job.Name, t0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now := t0.Add(30 * 24 * time.Hour)
+	start := time.Now()
+	statuses, err := OfflineStatus(&config.Config{Runner: testSettings(dir), Jobs: jobs}, store, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("offline status of %d jobs took %v, want well under 3s", len(jobs), took)
+	}
+	for _, st := range statuses {
+		if !st.NextRun.Equal(now) {
+			t.Errorf("%s: next run %v, want now for its catch-up", st.Name, st.NextRun)
+		}
+	}
+}
+
+// TestCatchesUpAgreesWithPlan checks the shortcut of list without a
+// daemon against the catch-up plan a start makes.
+func TestCatchesUpAgreesWithPlan(t *testing.T) {
+	exprs := []string{"* * * * * *", "*/7 * * * *", "0 8 * * 1-5", "0 0 1 1 *"}
+	outages := []time.Duration{0, time.Second, 59 * time.Second, time.Hour, 26 * time.Hour, 400 * 24 * time.Hour}
+	deadlines := []time.Duration{0, time.Second, 10 * time.Minute, 48 * time.Hour}
+	for _, expr := range exprs {
+		for _, policy := range []string{config.CatchUpOnce, config.CatchUpAll, config.CatchUpSkip} {
+			for _, deadline := range deadlines {
+				job := cronJob("job", expr)
+				job.CatchUp, job.MaxCatchUp, job.CatchUpDeadline = policy, 3, deadline
+				sched, err := Schedule(job, state.JobState{FirstSeen: t0})
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, outage := range outages {
+					now := t0.Add(outage)
+					want := len(PlanCatchUp(job, sched, t0, now).Runs) > 0
+					if got := catchesUp(job, sched, t0, now); got != want {
+						t.Errorf("%q %s deadline %v after %v: catchesUp = %v, want %v",
+							expr, policy, deadline, outage, got, want)
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestReplaceWeighsTheNewestWaitingSlot checks a request under overlap =
+// "replace" that a newer slot took over while it waited for a worker, and
+// whose own slot the running run already serves, as a catch-up run that
+// waited for its place in catch_up_spread has. The newer slot must run
+// and stop the older run, since the older slot is recorded as replaced
+// by it.
+func TestReplaceWeighsTheNewestWaitingSlot(t *testing.T) {
+	dir := t.TempDir()
+	release := filepath.Join(dir, "release")
+	job := shellJob("rep", fmt.Sprintf(`while [ ! -e %s ]; do sleep 0.05; done`, release))
+	job.Overlap = config.OverlapReplace
+	r, store := newTestRunner(t, job)
+	if _, err := store.EnsureJob("rep", t0.Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	running := make(chan state.Run, 1)
+	go func() {
+		run, _ := r.Run(context.Background(), Request{Job: "rep", Trigger: state.TriggerSchedule, Slot: t0.Add(2 * time.Minute)})
+		running <- run
+	}()
+	waitRunning(t, r, "rep")
+
+	waiting := Request{Job: "rep", Trigger: state.TriggerCatchUp, Slot: t0.Add(time.Minute)}
+	if !r.offer(&waiting) {
+		t.Fatal("the first request was not queued")
+	}
+	newer := Request{Job: "rep", Trigger: state.TriggerSchedule, Slot: t0.Add(3 * time.Minute)}
+	if r.offer(&newer) {
+		t.Fatal("the newer slot was queued instead of taking over the waiting request")
+	}
+	replacing := make(chan state.Run, 1)
+	go func() {
+		run, err := r.Run(context.Background(), waiting)
+		if err != nil {
+			t.Errorf("waiting request: %v", err)
+		}
+		replacing <- run
+	}()
+	select {
+	case old := <-running:
+		if old.Result != state.ResultInterrupted {
+			t.Errorf("the running run = %s, want interrupted by the newer slot", old.Result)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("the running run was not replaced")
+	}
+	os.WriteFile(release, nil, 0o600)
+	if run := <-replacing; run.Result != state.ResultOK || !run.Slot.Equal(newer.Slot) {
+		t.Errorf("waiting request = %s for %v, want ok for the newer slot %v", run.Result, run.Slot, newer.Slot)
+	}
+}
+
+// TestShutdownStartsNoRunWaitingForAPlace stops the runner while a
+// scheduled run waits at the gate for the place of a long run. The
+// shutdown frees the place, and the waiting run must not start then:
+// it was not running when the shutdown stopped the runs, so nothing
+// would stop it, and the shutdown would wait for all of it.
+func TestShutdownStartsNoRunWaitingForAPlace(t *testing.T) {
+	long, waiter := shellJob("long", "true"), shellJob("waiter", "true")
+	r, store := newTestRunner(t, long, waiter)
+	if _, err := store.EnsureJob("waiter", t0.Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	r.gate.setLimit(1)
+	started := make(chan string, 2)
+	r.execute = func(ctx context.Context, job *config.Job, _ state.Run, _ func(Line)) execOutcome {
+		started <- job.Name
+		select {
+		case <-ctx.Done():
+			return execOutcome{result: state.ResultInterrupted}
+		case <-time.After(5 * time.Second):
+			return execOutcome{result: state.ResultOK}
+		}
+	}
+	go r.Run(context.Background(), Request{Job: "long", Trigger: state.TriggerSchedule, Slot: t0})
+	<-started
+	waiting := make(chan struct{})
+	ended := make(chan error, 1)
+	go func() {
+		_, err := r.Run(context.Background(), Request{Job: "waiter", Trigger: state.TriggerSchedule, Slot: t0,
+			Waiting: func() { close(waiting) }})
+		ended <- err
+	}()
+	<-waiting
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	begin := time.Now()
+	r.Shutdown(ctx)
+	if took := time.Since(begin); took > 3*time.Second {
+		t.Errorf("shutdown took %v, want it to end within its timeout", took)
+	}
+	select {
+	case name := <-started:
+		t.Errorf("%s started during the shutdown", name)
+	default:
+	}
+	if err := <-ended; !errors.Is(err, ErrStopping) {
+		t.Errorf("waiting run = %v, want ErrStopping", err)
+	}
+}

@@ -223,6 +223,12 @@ func (r *Runner) Run(ctx context.Context, req Request) (state.Run, error) {
 		return state.Run{}, fmt.Errorf("wait for a free run place: %w", err)
 	}
 	defer r.gate.release()
+	if r.isStopping() {
+		// The shutdown freed the place this run waited for by stopping
+		// the runs going on. This one was not among them, so nothing
+		// would stop it, and the shutdown would wait for all of it.
+		return state.Run{}, ErrStopping
+	}
 	if current := r.job(job.Name); current == nil || (!current.Enabled && retriable(req.Trigger)) {
 		// A reload removed the job, or disabled a scheduled one, while the
 		// run waited for its lock or for a place, or while a catch-up ran
@@ -359,14 +365,20 @@ func (r *Runner) resolveOverlap(ctx context.Context, job *config.Job, req Reques
 	case config.OverlapReplace:
 		r.mu.Lock()
 		cancel, ok := r.active[job.Name]
-		if ok && !req.Slot.IsZero() && !req.Slot.After(r.activeSlots[job.Name]) {
+		// A newer slot that took over the request while it waited is
+		// the one it runs, and must stop an older run.
+		newest := req.Slot
+		if req.waiting != nil && req.waiting.slot.After(newest) {
+			newest = req.waiting.slot
+		}
+		if ok && !newest.IsZero() && !newest.After(r.activeSlots[job.Name]) {
 			// The running run already serves this slot, or a newer one.
 			// A reload that changes the job's schedule while a request
 			// waits for a place can queue the same slot again, and that
 			// copy must not stop the run it would only duplicate.
 			r.mu.Unlock()
 			return nil, req.Slot, false, fmt.Errorf("run %s for slot %s: the running run serves it: %w",
-				job.Name, req.Slot.UTC().Format(time.RFC3339), state.ErrSlotClaimed)
+				job.Name, newest.UTC().Format(time.RFC3339), state.ErrSlotClaimed)
 		}
 		if ok {
 			r.log.Info("stopping the running run for a newer one", "job", job.Name)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/agent-runner/agent-runner/config"
+	"github.com/agent-runner/agent-runner/schedule"
 	"github.com/agent-runner/agent-runner/state"
 )
 
@@ -145,7 +146,7 @@ func OfflineStatus(cfg *config.Config, store *state.Store, now time.Time) ([]Job
 		var next time.Time
 		if sched, err := Schedule(job, st); err == nil {
 			next = sched.Next(position(st))
-			if !next.IsZero() && next.Before(now) && len(PlanCatchUp(job, sched, position(st), now).Runs) > 0 {
+			if !next.IsZero() && next.Before(now) && catchesUp(job, sched, position(st), now) {
 				// A start runs the catch-up at once, under "all" as
 				// under "once". Under "skip", or when catch_up_deadline
 				// drops every missed slot, the next slot comes first.
@@ -160,6 +161,23 @@ func OfflineStatus(cfg *config.Config, store *state.Store, now time.Time) ([]Job
 		out = append(out, StatusOf(job, st, LockHeld(cfg.Runner.StateDir, job.Name), next, now))
 	}
 	return out, nil
+}
+
+// catchesUp reports whether a start at now would run a catch-up of the
+// slots of job that passed since from, as PlanCatchUp would plan it.
+// It looks only at the newest missed slot, since every policy but "skip"
+// runs that one unless catch_up_deadline drops it, so that list does not
+// walk each of the slots a long outage missed, up to maxCountedSlots per
+// job.
+func catchesUp(job *config.Job, sched schedule.Schedule, from, now time.Time) bool {
+	if job.CatchUp == config.CatchUpSkip {
+		return false
+	}
+	newest, ok := schedule.Latest(sched, from, now)
+	if !ok {
+		return false
+	}
+	return job.CatchUpDeadline <= 0 || !newest.Before(now.Add(-job.CatchUpDeadline))
 }
 
 // storedStates reads every job's state; a nil store, one not created
