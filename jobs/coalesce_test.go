@@ -394,3 +394,40 @@ func TestShutdownStartsNoRunWaitingForAPlace(t *testing.T) {
 		t.Errorf("waiting run = %v, want ErrStopping", err)
 	}
 }
+
+// A manual run of a job whose lock a run waiting for a place holds fails
+// as busy, with the wait as the reason rather than a run going on.
+func TestManualRunWhileHolderWaitsForAPlace(t *testing.T) {
+	long, job := shellJob("long", "true"), shellJob("job", "true")
+	r, _ := newTestRunner(t, long, job)
+	r.gate.setLimit(1)
+	release := make(chan struct{})
+	r.execute = func(_ context.Context, job *config.Job, _ state.Run, _ func(Line)) execOutcome {
+		if job.Name == "long" {
+			<-release
+		}
+		return execOutcome{result: state.ResultOK}
+	}
+	go r.Run(context.Background(), Request{Job: "long", Trigger: state.TriggerSchedule, Slot: t0})
+	waitRunning(t, r, "long")
+	waiting := make(chan struct{})
+	scheduled := make(chan state.Run, 1)
+	go func() {
+		run, _ := r.Run(context.Background(), Request{Job: "job", Trigger: state.TriggerSchedule, Slot: t0,
+			Waiting: func() { close(waiting) }})
+		scheduled <- run
+	}()
+	<-waiting
+
+	_, err := r.Run(context.Background(), Request{Job: "job", Trigger: state.TriggerManual})
+	if !errors.Is(err, ErrBusy) || !strings.Contains(err.Error(), "waits for a free place under max_concurrent") {
+		t.Errorf("manual run while the lock's holder waits for a place = %v, want busy with the wait as reason", err)
+	}
+	if strings.Contains(fmt.Sprint(err), "already running") {
+		t.Errorf("manual run error %q says the job is running", err)
+	}
+	close(release)
+	if run := <-scheduled; run.Result != state.ResultOK {
+		t.Errorf("waiting run = %s, want ok", run.Result)
+	}
+}

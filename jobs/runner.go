@@ -26,6 +26,17 @@ var (
 	ErrStopping   = errors.New("runner is shutting down")
 )
 
+// errWaitsForPlace is the ErrBusy of a job whose lock a run holds that has
+// not started: it waits for a max_concurrent place, so "already running"
+// would send its user looking for a process that does not exist.
+var errWaitsForPlace = busyError("a run of the job waits for a free place under max_concurrent")
+
+// busyError is an ErrBusy with its own text.
+type busyError string
+
+func (e busyError) Error() string        { return string(e) }
+func (e busyError) Is(target error) bool { return target == ErrBusy }
+
 // Request asks for one run of a job.
 type Request struct {
 	Job     string
@@ -189,6 +200,9 @@ func (r *Runner) Run(ctx context.Context, req Request) (state.Run, error) {
 	defer r.wg.Done()
 
 	lock, err := r.locks.lock(ctx, r.stateDir(), job.Name, req.Wait, req.WaitingForRun, r.stopped)
+	if errors.Is(err, ErrBusy) && req.Trigger == state.TriggerManual && r.waitsForPlace(job.Name) {
+		err = fmt.Errorf("run %s: %w", job.Name, errWaitsForPlace)
+	}
 	if errors.Is(err, ErrBusy) && req.Trigger != state.TriggerManual {
 		var queued bool
 		lock, req.Slot, queued, err = r.resolveOverlap(ctx, job, req)
@@ -553,6 +567,14 @@ func (r *Runner) waitForPlace(req Request) {
 	if req.Waiting != nil {
 		req.Waiting()
 	}
+}
+
+// waitsForPlace reports whether the run that holds the job's lock waits
+// for a max_concurrent place.
+func (r *Runner) waitsForPlace(name string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.placeWaits[name]
 }
 
 // WaitsToStart reports whether a scheduled run of the job waits to start,
