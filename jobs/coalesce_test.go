@@ -228,13 +228,13 @@ func TestOfflineStatusShowsCatchUp(t *testing.T) {
 	}
 }
 
-// TestOfflineStatusLongOutageIsQuick checks that list without a daemon
-// does not walk every slot a job missed to tell whether a start would
-// catch it up: a secondly job down for a month has more than a hundred
-// thousand, which took about 16 ms per job.
-func TestOfflineStatusLongOutageIsQuick(t *testing.T) {
-	dir := t.TempDir()
-	store := openStore(t, dir)
+// longOutage returns 1,000 secondly jobs, a third of them under
+// catch_up = "all" and a third with a catch_up_deadline, a store that
+// first saw them at t0, and an instant a month later: each job missed
+// more than a hundred thousand slots.
+func longOutage(tb testing.TB) (*config.Config, *state.Store, time.Time) {
+	dir := tb.TempDir()
+	store := openStore(tb, dir)
 	var jobs []*config.Job
 	for i := range 1000 {
 		job := cronJob(fmt.Sprintf("job-%d", i), "* * * * * *")
@@ -246,21 +246,35 @@ func TestOfflineStatusLongOutageIsQuick(t *testing.T) {
 		}
 		jobs = append(jobs, job)
 		if _, err := store.EnsureJob(job.Name, t0); err != nil {
-			t.Fatal(err)
+			tb.Fatal(err)
 		}
 	}
-	now := t0.Add(30 * 24 * time.Hour)
-	start := time.Now()
-	statuses, err := OfflineStatus(&config.Config{Runner: testSettings(dir), Jobs: jobs}, store, now)
+	return &config.Config{Runner: testSettings(dir), Jobs: jobs}, store, t0.Add(30 * 24 * time.Hour)
+}
+
+// TestOfflineStatusAfterLongOutage checks that list without a daemon
+// shows now for jobs that a start would catch up after a month down.
+func TestOfflineStatusAfterLongOutage(t *testing.T) {
+	cfg, store, now := longOutage(t)
+	statuses, err := OfflineStatus(cfg, store, now)
 	if err != nil {
 		t.Fatal(err)
-	}
-	if took := time.Since(start); took > 3*time.Second {
-		t.Errorf("offline status of %d jobs took %v, want well under 3s", len(jobs), took)
 	}
 	for _, st := range statuses {
 		if !st.NextRun.Equal(now) {
 			t.Errorf("%s: next run %v, want now for its catch-up", st.Name, st.NextRun)
+		}
+	}
+}
+
+// BenchmarkOfflineStatusLongOutage measures list without a daemon after
+// a month down. Walking every missed slot to tell whether a start would
+// catch a job up took about 16 ms per job.
+func BenchmarkOfflineStatusLongOutage(b *testing.B) {
+	cfg, store, now := longOutage(b)
+	for b.Loop() {
+		if _, err := OfflineStatus(cfg, store, now); err != nil {
+			b.Fatal(err)
 		}
 	}
 }
@@ -380,11 +394,7 @@ func TestShutdownStartsNoRunWaitingForAPlace(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	begin := time.Now()
 	r.Shutdown(ctx)
-	if took := time.Since(begin); took > 3*time.Second {
-		t.Errorf("shutdown took %v, want it to end within its timeout", took)
-	}
 	select {
 	case name := <-started:
 		t.Errorf("%s started during the shutdown", name)

@@ -73,7 +73,7 @@ func (w *testWriter) close() {
 	w.mu.Unlock()
 }
 
-func openStore(t *testing.T, dir string) *state.Store {
+func openStore(t testing.TB, dir string) *state.Store {
 	t.Helper()
 	store, err := state.Open(filepath.Join(dir, "state.db"), state.Options{})
 	if err != nil {
