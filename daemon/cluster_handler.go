@@ -107,12 +107,16 @@ func (n *clusterNode) jobStatuses(work *termWork) ([]jobs.JobStatus, error) {
 	}
 	now := n.opts.Clock.Now()
 	cfg := n.config()
+	var nextRuns map[string]time.Time
+	if work != nil {
+		nextRuns = work.sched.NextRuns()
+	}
 	out := make([]jobs.JobStatus, 0, len(cfg.Jobs))
 	for _, job := range cfg.Jobs {
 		st := stored[job.Name]
 		next := st.NextRun
 		if work != nil {
-			next, _ = work.sched.NextRun(job.Name)
+			next = nextRuns[job.Name]
 		}
 		// The stored flag is the leader's, which runs on another node
 		// when this one is a standby.

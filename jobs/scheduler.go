@@ -730,30 +730,33 @@ func (s *Scheduler) Next(name string) (time.Time, bool) {
 	return e.next, true
 }
 
-// NextRun returns when a job runs next, as status shows it, or false for
-// an unknown or disabled job. It is the job's next slot, unless a run of
-// it comes first: a catch-up run waiting for its place in
-// catch_up_spread runs then, and one that waits to start (the rest of a
-// catch_up = "all" backlog, or a run waiting for a worker, its job lock
-// or a max_concurrent place) runs as soon as it can, shown as now. During
-// a backlog the next slot can pass, and its run then follows the backlog
-// at once, so a next run is never shown in the past.
-func (s *Scheduler) NextRun(name string) (time.Time, bool) {
+// NextRuns returns when each enabled job runs next, as status shows it.
+// It is the job's next slot, unless a run of it comes first: a catch-up
+// run waiting for its place in catch_up_spread runs then, and one that
+// waits to start (the rest of a catch_up = "all" backlog, or a run
+// waiting for a worker, its job lock or a max_concurrent place) runs as
+// soon as it can, shown as now. During a backlog the next slot can pass,
+// and its run then follows the backlog at once, so a next run is never
+// shown in the past. The queue of catch-up runs is read once for all
+// jobs, since it can hold a run of each.
+func (s *Scheduler) NextRuns() map[string]time.Time {
 	now := s.clock.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e, ok := s.entries[name]
-	if !ok {
-		return time.Time{}, false
+	delayed := s.delayed.firsts()
+	out := make(map[string]time.Time, len(s.entries))
+	for name, e := range s.entries {
+		if at, ok := delayed[name]; ok {
+			out[name] = at
+			continue
+		}
+		next := e.next
+		if s.backlogLeft[name] > 0 || s.runner.WaitsToStart(name) || (!next.IsZero() && next.Before(now)) {
+			next = now
+		}
+		out[name] = next
 	}
-	if at, ok := s.delayed.first(name); ok {
-		return at, true
-	}
-	next := e.next
-	if s.backlogLeft[name] > 0 || s.runner.WaitsToStart(name) || (!next.IsZero() && next.Before(now)) {
-		next = now
-	}
-	return next, true
+	return out
 }
 
 // Ping returns an error unless the scheduler's lock and its dispatcher

@@ -141,17 +141,18 @@ func (q *delayedRuns) take(job string) (time.Time, []Request, bool) {
 	return at, removed, len(removed) > 0
 }
 
-// first returns the instant of the job's first run in the queue, or false
-// when none waits.
-func (q delayedRuns) first(job string) (time.Time, bool) {
+// firsts returns, per job with a run in the queue, the instant of its
+// first one, in one pass over the queue.
+func (q delayedRuns) firsts() map[string]time.Time {
+	out := make(map[string]time.Time)
 	for _, d := range q {
 		for _, req := range d.requests {
-			if req.Job == job {
-				return d.at, true
+			if _, ok := out[req.Job]; !ok {
+				out[req.Job] = d.at
 			}
 		}
 	}
-	return time.Time{}, false
+	return out
 }
 
 // has reports whether a run of the job waits in the queue.

@@ -120,10 +120,10 @@ func (s *Scheduler) Status(cfg *config.Config) ([]JobStatus, error) {
 		running[name] = true
 	}
 	now := s.clock.Now()
+	nextRuns := s.NextRuns()
 	out := make([]JobStatus, 0, len(cfg.Jobs))
 	for _, job := range cfg.Jobs {
-		next, _ := s.NextRun(job.Name)
-		out = append(out, StatusOf(job, stored[job.Name], running[job.Name], next, now))
+		out = append(out, StatusOf(job, stored[job.Name], running[job.Name], nextRuns[job.Name], now))
 	}
 	return out, nil
 }
