@@ -318,7 +318,8 @@ _agent_runner() {
     local IFS=$'\n'
     COMPREPLY=($out)
 }
-complete -F _agent_runner agent-runner
+# ./agent-runner is the binary that go build leaves in the checkout.
+complete -F _agent_runner agent-runner ./agent-runner
 `
 
 const zshCompletion = `#compdef agent-runner

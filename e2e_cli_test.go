@@ -197,6 +197,28 @@ func TestCompletionBash(t *testing.T) {
 	}
 }
 
+// The README's build step leaves ./agent-runner in the checkout, which
+// bash completes only when the script registers that name too.
+func TestBashCompletionRegistersLocalBuild(t *testing.T) {
+	if _, err := exec.LookPath("bash"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("bash is missing")
+		}
+		t.Skip("bash is missing")
+	}
+	script := filepath.Join(t.TempDir(), "agent-runner.bash")
+	res := runBinary(t, "completion", "bash")
+	if err := os.WriteFile(script, []byte(res.stdout), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"agent-runner", "./agent-runner"} {
+		out, err := exec.Command("bash", "--norc", "--noprofile", "-c", "source "+script+" && complete -p "+name).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "_agent_runner") {
+			t.Errorf("bash completion for %s is not registered: %v %q", name, err, out)
+		}
+	}
+}
+
 func TestCompleteZshAndFishKeepFlagPrefix(t *testing.T) {
 	for _, shell := range []string{"zsh", "fish"} {
 		res := runBinary(t, "__complete", shell, "--", "run", "--log-format=js")
