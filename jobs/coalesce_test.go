@@ -73,32 +73,11 @@ func TestSlotsWaitingForAPlaceCoalesce(t *testing.T) {
 
 // TestSkipWhileHolderWaitsForAPlace checks the record of a scheduled run
 // that finds its job's lock held by a run that has not started, because
-// it waits for a max_concurrent place: the record says so, and the
-// waiting run still runs.
+// it waits for a max_concurrent place: the record names that wait, and
+// the waiting run still runs.
 func TestSkipWhileHolderWaitsForAPlace(t *testing.T) {
-	long, job := shellJob("long", "true"), shellJob("job", "true")
-	r, store := newTestRunner(t, long, job)
-	if _, err := store.EnsureJob("job", t0.Add(-time.Hour)); err != nil {
-		t.Fatal(err)
-	}
-	r.gate.setLimit(1)
-	release := make(chan struct{})
-	r.execute = func(_ context.Context, job *config.Job, _ state.Run, _ func(Line)) execOutcome {
-		if job.Name == "long" {
-			<-release
-		}
-		return execOutcome{result: state.ResultOK}
-	}
-	go r.Run(context.Background(), Request{Job: "long", Trigger: state.TriggerSchedule, Slot: t0})
-	waitRunning(t, r, "long")
-	waiting := make(chan struct{})
-	manual := make(chan state.Run, 1)
-	go func() {
-		run, _ := r.Run(context.Background(), Request{Job: "job", Trigger: state.TriggerManual,
-			Waiting: func() { close(waiting) }})
-		manual <- run
-	}()
-	<-waiting
+	r, store, release := placeHeldByLongRun(t)
+	manual := runWaitingForPlace(r, Request{Job: "job", Trigger: state.TriggerManual})
 
 	skipped, err := r.Run(context.Background(), Request{Job: "job", Trigger: state.TriggerCatchUp, Slot: t0})
 	if err != nil || skipped.Result != state.ResultSkipped {
@@ -408,26 +387,8 @@ func TestShutdownStartsNoRunWaitingForAPlace(t *testing.T) {
 // A manual run of a job whose lock a run waiting for a place holds fails
 // as busy, with the wait as the reason rather than a run going on.
 func TestManualRunWhileHolderWaitsForAPlace(t *testing.T) {
-	long, job := shellJob("long", "true"), shellJob("job", "true")
-	r, _ := newTestRunner(t, long, job)
-	r.gate.setLimit(1)
-	release := make(chan struct{})
-	r.execute = func(_ context.Context, job *config.Job, _ state.Run, _ func(Line)) execOutcome {
-		if job.Name == "long" {
-			<-release
-		}
-		return execOutcome{result: state.ResultOK}
-	}
-	go r.Run(context.Background(), Request{Job: "long", Trigger: state.TriggerSchedule, Slot: t0})
-	waitRunning(t, r, "long")
-	waiting := make(chan struct{})
-	scheduled := make(chan state.Run, 1)
-	go func() {
-		run, _ := r.Run(context.Background(), Request{Job: "job", Trigger: state.TriggerSchedule, Slot: t0,
-			Waiting: func() { close(waiting) }})
-		scheduled <- run
-	}()
-	<-waiting
+	r, _, release := placeHeldByLongRun(t)
+	scheduled := runWaitingForPlace(r, Request{Job: "job", Trigger: state.TriggerSchedule, Slot: t0})
 
 	_, err := r.Run(context.Background(), Request{Job: "job", Trigger: state.TriggerManual})
 	if !errors.Is(err, ErrBusy) || !strings.Contains(err.Error(), "waits for a free place under max_concurrent") {
@@ -440,4 +401,40 @@ func TestManualRunWhileHolderWaitsForAPlace(t *testing.T) {
 	if run := <-scheduled; run.Result != state.ResultOK {
 		t.Errorf("waiting run = %s, want ok", run.Result)
 	}
+}
+
+// placeHeldByLongRun returns a runner of the jobs "long" and "job" with
+// one max_concurrent place, which a run of "long" holds until release is
+// closed. The store knows "job" from an hour before t0.
+func placeHeldByLongRun(t *testing.T) (*Runner, *state.Store, chan struct{}) {
+	t.Helper()
+	r, store := newTestRunner(t, shellJob("long", "true"), shellJob("job", "true"))
+	if _, err := store.EnsureJob("job", t0.Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	r.gate.setLimit(1)
+	release := make(chan struct{})
+	r.execute = func(_ context.Context, job *config.Job, _ state.Run, _ func(Line)) execOutcome {
+		if job.Name == "long" {
+			<-release
+		}
+		return execOutcome{result: state.ResultOK}
+	}
+	go r.Run(context.Background(), Request{Job: "long", Trigger: state.TriggerSchedule, Slot: t0})
+	waitRunning(t, r, "long")
+	return r, store, release
+}
+
+// runWaitingForPlace starts req and returns once it holds its job's lock
+// and waits for a place. The channel receives its run when it ends.
+func runWaitingForPlace(r *Runner, req Request) <-chan state.Run {
+	waiting := make(chan struct{})
+	req.Waiting = func() { close(waiting) }
+	ended := make(chan state.Run, 1)
+	go func() {
+		run, _ := r.Run(context.Background(), req)
+		ended <- run
+	}()
+	<-waiting
+	return ended
 }
