@@ -108,9 +108,9 @@ func printCatchUp(w io.Writer, plan jobs.CatchUpPlan, policy string) {
 	}
 }
 
-// instantHint says how to write the RFC 3339 instant that text fails to
-// be. A date and time without a zone gets its own hint, since that is
-// the part people leave out.
+// instantHint returns how to write the RFC 3339 instant that text is
+// not. A date and time without a zone gets its own hint, because the zone
+// is the part most often left out.
 func instantHint(text string) string {
 	if _, err := time.Parse("2006-01-02T15:04:05", text); err == nil {
 		return "add the time zone: Z for UTC or an offset, such as " + text + "Z or " + text + "+01:00"

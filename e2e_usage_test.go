@@ -91,8 +91,8 @@ func TestNextRejectsDownSinceBeforePrinting(t *testing.T) {
 	}
 }
 
-// A date and time without a zone is the usual slip, and the hint must
-// say that the zone is what is missing.
+// A date and time without a zone is the usual mistake, and the hint must
+// name the zone as the missing part.
 func TestNextDownSinceWithoutZoneNamesZone(t *testing.T) {
 	p := newProject(t, "[jobs.fine]\ncommand = [\"true\"]\nevery = \"1h\"\n")
 	res := p.run("next", "--down-since", "2026-12-06T02:00:00", "fine")

@@ -306,8 +306,8 @@ func printOptions(w io.Writer, fs *flag.FlagSet) {
 	})
 }
 
-// flagName writes a flag as it is typed: -n for one letter, --json for a
-// longer name.
+// flagName returns a flag name as it is typed: -n for one letter, --json
+// for a longer name.
 func flagName(name string) string {
 	if len(name) == 1 {
 		return "-" + name

@@ -87,8 +87,8 @@ type waitingSlot struct {
 	slot, next time.Time
 	trigger    string
 	entered    time.Time
-	// stage is what the request waits for, which the record of a slot
-	// that a newer one replaced names.
+	// stage is the resource the request waits for, named in the record
+	// of a slot that a newer one replaced.
 	stage string
 }
 
@@ -138,8 +138,8 @@ type Runner struct {
 	// waits to start (see offer).
 	waiting map[string]*waitingSlot
 	// placeWaits marks the jobs whose run holds the job lock and waits for
-	// a max_concurrent place, so that a request that finds the lock held
-	// is not told a run is going on.
+	// a max_concurrent place, so that the skip record or error of a request
+	// that finds the lock held does not claim a run is going on.
 	placeWaits map[string]bool
 	// sleep waits between retries; tests replace it.
 	sleep func(ctx context.Context, d time.Duration) error
@@ -451,16 +451,17 @@ func (r *Runner) skipBusy(req Request, queued bool) (state.Run, error) {
 }
 
 // offer prepares a scheduled request that the dispatcher is about to
-// queue, and returns false when the request is not to be queued. While
-// an earlier scheduled request of the job waits to start, in the worker
-// queue, for its job lock or for a max_concurrent place, a newer slot
-// replaces that request's slot instead of queueing a run of its own, and
-// the replaced slot is recorded as skipped. A job whose slots fall while
-// it waits thus runs once, for its newest slot, as a late timer does,
-// instead of once per slot in a burst when a place frees. A slot that is
-// not newer, as a reload that changes the schedule can queue again, is
-// dropped. The slots of a catch_up = "all" backlog are meant to run each,
-// and are queued as they are.
+// queue, and returns false when the request is not to be queued.
+//
+// An earlier scheduled request of the job may still wait to start: in the
+// worker queue, for its job lock or for a max_concurrent place. A newer
+// slot then replaces that request's slot instead of queueing a run of its
+// own, and the replaced slot is recorded as skipped. So a job whose slots
+// fall while it waits runs once, for its newest slot, as a late timer
+// does, instead of once per slot in a burst when a place frees. A slot
+// that is not newer, which a reload that changes the schedule can queue
+// again, is dropped. The slots of a catch_up = "all" backlog are meant to
+// run each, so they are queued as they are.
 func (r *Runner) offer(req *Request) bool {
 	if req.Slot.IsZero() || len(req.later) > 0 || req.backlogDone != nil {
 		return true
@@ -557,8 +558,8 @@ func (r *Runner) setStageLocked(req Request, stage string) {
 	}
 }
 
-// waitForPlace notes that req holds its job's lock and waits for a
-// max_concurrent place, then tells the caller.
+// waitForPlace marks req as holding its job's lock while it waits for a
+// max_concurrent place, then calls req.Waiting.
 func (r *Runner) waitForPlace(req Request) {
 	r.mu.Lock()
 	r.placeWaits[req.Job] = true
