@@ -174,6 +174,24 @@ func BenchmarkCommit(b *testing.B) {
 // BenchmarkConfigLoad loads the memory figure's config, whose load sets
 // the daemon's peak heap at 10,000 jobs.
 func BenchmarkConfigLoad(b *testing.B) {
+	benchmarkScaleConfig(b, func(path string) error {
+		_, err := config.Load(path)
+		return err
+	})
+}
+
+// BenchmarkFingerprint hashes the memory figure's config as watch = true
+// does at each check.
+func BenchmarkFingerprint(b *testing.B) {
+	benchmarkScaleConfig(b, func(path string) error {
+		_, err := config.Fingerprint(path)
+		return err
+	})
+}
+
+// benchmarkScaleConfig calls read with the path of the memory figure's
+// config of 1,000 and of 10,000 jobs.
+func benchmarkScaleConfig(b *testing.B, read func(path string) error) {
 	for _, n := range []int{1000, 10000} {
 		b.Run(fmt.Sprintf("N=%d", n), func(b *testing.B) {
 			path, err := WriteScaleConfig(b.TempDir(), n)
@@ -182,7 +200,7 @@ func BenchmarkConfigLoad(b *testing.B) {
 			}
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := config.Load(path); err != nil {
+				if err := read(path); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -13,6 +14,7 @@ import (
 	"syscall"
 
 	"github.com/pelletier/go-toml/v2"
+	"github.com/pelletier/go-toml/v2/unstable"
 )
 
 // includeTables are the top-level tables that an included file may add
@@ -151,9 +153,13 @@ func Fingerprint(path string) (string, error) {
 	var head struct {
 		Include []string `toml:"include"`
 	}
-	// A main file that does not decode cannot load either, so its own
-	// bytes are enough to tell whether it changed.
-	if toml.Unmarshal(data, &head) != nil {
+	// include is a top-level key, so only the lines before the first
+	// table header are decoded: go-toml checks each table header against
+	// every earlier one of its parent, which for thousands of jobs would
+	// cost watch = true most of a second at each check. A head that does
+	// not decode cannot load either, so the main file's own bytes are
+	// then enough to tell whether it changed.
+	if toml.Unmarshal(documentHead(data), &head) != nil {
 		return hashFiles(set), nil
 	}
 	matches, _, folders := includedFiles(file, head.Include)
@@ -172,6 +178,29 @@ func Fingerprint(path string) (string, error) {
 		set = append(set, &source{file: match.file, data: data})
 	}
 	return hashFiles(set), nil
+}
+
+// documentHead returns the part of a TOML document before its first
+// table header: the top-level keys. It returns the whole document when
+// it has no header, or a syntax error comes first.
+func documentHead(data []byte) []byte {
+	var parser unstable.Parser
+	parser.Reset(data)
+	for parser.NextExpression() {
+		expr := parser.Expression()
+		if expr.Kind != unstable.Table && expr.Kind != unstable.ArrayTable {
+			continue
+		}
+		key := expr.Key()
+		if !key.Next() {
+			break
+		}
+		// A header sits on a line of its own, so the document up to
+		// that line's start holds only complete expressions.
+		offset := int(key.Node().Raw.Offset)
+		return data[:bytes.LastIndexByte(data[:offset], '\n')+1]
+	}
+	return data
 }
 
 // includeMatch is a file that an include pattern matches.

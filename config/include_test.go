@@ -284,3 +284,47 @@ func TestIncludeUnreadableFolder(t *testing.T) {
 		})
 	}
 }
+
+func TestDocumentHead(t *testing.T) {
+	tests := []struct{ name, doc, want string }{
+		{"no header", "include = [\"a\"]\nx = 1\n", "include = [\"a\"]\nx = 1\n"},
+		{"header first", "[jobs.a]\ncommand = [\"true\"]\n", ""},
+		{"keys then header", "include = [\"a\"]\n\n[jobs.a]\nx = 1\n", "include = [\"a\"]\n\n"},
+		{"indented header", "x = 1\n  [jobs.a]\n", "x = 1\n"},
+		{"array table", "x = 1\n[[jobs]]\n", "x = 1\n"},
+		{"header inside a string", "x = \"\"\"\n[jobs.a]\n\"\"\"\n[runner]\n", "x = \"\"\"\n[jobs.a]\n\"\"\"\n"},
+		{"header after a comment", "# [jobs.a]\nx = 1 # [b]\n[c]\n", "# [jobs.a]\nx = 1 # [b]\n"},
+		{"syntax error first", "x = \n[jobs.a]\n", "x = \n[jobs.a]\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := string(documentHead([]byte(tt.doc))); got != tt.want {
+				t.Errorf("documentHead(%q) = %q, want %q", tt.doc, got, tt.want)
+			}
+		})
+	}
+}
+
+// TestFingerprintReadsOnlyTopLevelKeys checks that a mistake after the
+// top-level keys does not hide the included files from the fingerprint:
+// Fingerprint decodes only the keys before the first table header.
+func TestFingerprintReadsOnlyTopLevelKeys(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "config.toml")
+	writeFiles(t, dir, map[string]string{
+		"config.toml":   "include = [\"conf.d/*.toml\"]\n\n[jobs.a]\nevery = \"1h\"\n\n[jobs.a]\nevery = \"2h\"\n",
+		"conf.d/b.toml": "[jobs.b]\ncommand = [\"true\"]\nevery = \"1h\"\n",
+	})
+	before, err := Fingerprint(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFiles(t, dir, map[string]string{"conf.d/b.toml": "[jobs.b]\ncommand = [\"true\"]\nevery = \"2h\"\n"})
+	after, err := Fingerprint(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after == before {
+		t.Errorf("editing an included file kept the fingerprint of a main file with a duplicate table")
+	}
+}
