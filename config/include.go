@@ -366,8 +366,8 @@ func (l *loader) include(root map[string]any) error {
 			l.reportEntry(key, match.entry, "read included file: %v: %s", unwrapPathError(err), includeReadFix(err))
 			continue
 		}
-		var values map[string]any
-		if err := toml.Unmarshal(data, &values); err != nil {
+		values, err := decodeDocument(data)
+		if err != nil {
 			syntax = append(syntax, l.includeSyntaxError(match.file, data, err)...)
 			continue
 		}

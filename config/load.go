@@ -43,8 +43,8 @@ func Load(path string) (*Config, error) {
 	// go-toml's strict mode reports only unknown fields and stops at the
 	// first type mismatch, so the file is decoded into plain maps and the
 	// loader checks keys and types itself to report every problem at once.
-	var values map[string]any
-	if err := toml.Unmarshal(data, &values); err != nil {
+	values, err := decodeDocument(data)
+	if err != nil {
 		return nil, decodeError(file, data, err)
 	}
 	lines := newSourceSet(file, data)
