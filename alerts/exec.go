@@ -83,7 +83,8 @@ func (s *execSink) resolve(vars []string) (process.Spec, error) {
 	if s.marker != "" {
 		vars = append([]string{s.marker}, vars...)
 	}
-	env, err := process.Environment(s.settings, vars)
+	// The settings have no env_file or inherit_env, so no secrets.
+	env, _, err := process.Environment(s.settings, vars)
 	if err != nil {
 		return process.Spec{}, err
 	}

@@ -20,23 +20,56 @@ func (l *loader) checkJobs() {
 		dirKey := plan.settings.workingDir.or(setting[string]{key: plan.path}).key
 		dirOK := checkWorkingDir(&checks, l.stats, dirKey, plan.job.WorkingDir)
 		checkCommand(&checks, l.stats, plan, dirOK)
-		checkEnvFile(&checks, plan.settings.envFile)
+		fileEnv := checkEnvFile(&checks, plan.settings.envFile)
+		warnShortNamedSecrets(&l.warnings, plan.settings, fileEnv)
 		plan.job.Identity = checkLimits(&checks, plan.settings.limits, "job")
 		plan.job.Problem = checks.err()
 	}
 }
 
-func checkEnvFile(checks *reporter, file setting[string]) {
+// checkEnvFile reads the env file, when one is set, and returns its
+// variables, or nil when it cannot be read.
+func checkEnvFile(checks *reporter, file setting[string]) map[string]string {
 	if !file.isSet() {
-		return
+		return nil
 	}
-	_, err := ReadEnvFile(file.value)
+	env, err := ReadEnvFile(file.value)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		checks.report(file.key, "env file %s does not exist: create it or fix the path", file.value)
 	case err != nil:
 		checks.report(file.key, "%v", err)
 	}
+	return env
+}
+
+// warnShortNamedSecrets warns about each value from the env file or
+// inherit_env that a child gets under a name SecretName counts as a
+// secret, but that is too short to be redacted from its output, as
+// resolveEnv warns about a short { file = ... } secret. Inherited values
+// are looked up in this process's environment, as { env = ... } secrets
+// are. The warnings name the variable, never the value.
+func warnShortNamedSecrets(warnings *reporter, s machineSettings, fileEnv map[string]string) {
+	for _, name := range s.inheritEnv.value {
+		_, inFile := fileEnv[name]
+		_, inEnv := s.env[name]
+		if value, ok := os.LookupEnv(name); ok && !inFile && !inEnv && SecretName(name) && tooShortToRedact(value) {
+			warnings.report(s.inheritEnv.key, "%s counts as a secret by its name, but its value in the environment is too short to be redacted from output (under %d bytes): use a longer value, or another name if it is no secret",
+				name, MinSecretBytes)
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(fileEnv)) {
+		if _, inEnv := s.env[name]; !inEnv && SecretName(name) && tooShortToRedact(fileEnv[name]) {
+			warnings.report(s.envFile.key, "%s counts as a secret by its name, but its value in the env file is too short to be redacted from output (under %d bytes): use a longer value, or another name if it is no secret",
+				name, MinSecretBytes)
+		}
+	}
+}
+
+// tooShortToRedact reports whether a secret's value is not empty but has
+// no part long enough for redaction.
+func tooShortToRedact(value string) bool {
+	return strings.TrimSpace(value) != "" && len(NewSecret(value, "").Needles()) == 0
 }
 
 func checkWorkingDir(checks *reporter, stats statCache, key keyPath, dir string) bool {
@@ -206,7 +239,8 @@ func (c statCache) stat(path string) (fs.FileInfo, error) {
 }
 
 // resolveEnv reads the secrets of env, reports to checks each one that
-// cannot be read and to warnings each one too short to be redacted. The
+// cannot be read and to warnings each one too short to be redacted, which
+// includes an inline value whose name SecretName counts as a secret. The
 // reports name the source, never the value.
 func resolveEnv(checks, warnings *reporter, env map[string]envValue) map[string]Secret {
 	if len(env) == 0 {
@@ -223,7 +257,8 @@ func resolveEnv(checks, warnings *reporter, env map[string]envValue) map[string]
 			continue
 		}
 		secrets[name] = secret
-		if value.kind != envInline && strings.TrimSpace(secret.Reveal()) != "" && len(secret.Needles()) == 0 {
+		isSecret := value.kind != envInline || SecretName(name)
+		if isSecret && tooShortToRedact(secret.Reveal()) {
 			warnings.report(value.key, "secret is too short to be redacted from output (under %d bytes, or every line under %d): use a longer value",
 				MinSecretBytes, MinSecretLineBytes)
 		}

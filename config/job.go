@@ -125,12 +125,13 @@ type jobPlan struct {
 type machineSettings struct {
 	workingDir setting[string]
 	envFile    setting[string]
+	inheritEnv setting[[]string]
 	env        map[string]envValue
 	limits     limitSettings
 }
 
 func (s jobSettings) machineSettings() machineSettings {
-	return machineSettings{workingDir: s.workingDir, envFile: s.envFile, env: s.env, limits: s.limits}
+	return machineSettings{workingDir: s.workingDir, envFile: s.envFile, inheritEnv: s.inheritEnv, env: s.env, limits: s.limits}
 }
 
 func (l *loader) decodeDefaults(root table) jobSettings {

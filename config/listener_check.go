@@ -15,7 +15,8 @@ func (l *loader) checkListeners() {
 			p.dir, p.env, p.runnerPath = listener.WorkingDir, listener.Env, plan.runnerPath
 			checkProgram(&checks, l.stats, p, dirOK)
 		}
-		checkEnvFile(&checks, plan.settings.envFile)
+		fileEnv := checkEnvFile(&checks, plan.settings.envFile)
+		warnShortNamedSecrets(&l.warnings, plan.settings.machineSettings(), fileEnv)
 		if listener.Exec != nil {
 			listener.Exec.Identity = checkLimits(&checks, plan.settings.limits, "listener")
 		}

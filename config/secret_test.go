@@ -136,3 +136,54 @@ every = "1h"
 		t.Errorf("warning at line %d key %q, want line 2 key defaults.env.PIN", got.Line, got.Key)
 	}
 }
+
+// Values that are secrets by their names, inline, in an env file or
+// inherited, are warned about when too short to redact. A value env
+// overrides, or under a plain name, is not.
+func TestShortNamedSecretsWarned(t *testing.T) {
+	t.Setenv("SHORT_TOKEN", "ab")
+	t.Setenv("LONG_TOKEN", "long-enough-value")
+	t.Setenv("SHADOWED_TOKEN", "xy")
+	path := writeConfig(t, `[jobs.a]
+command = ["true"]
+every = "1h"
+env_file = "a.env"
+inherit_env = ["SHORT_TOKEN", "LONG_TOKEN", "SHADOWED_TOKEN"]
+env = { API_KEY = "k1", GREETING = "hi", OVERRIDDEN_SECRET = "long-enough-value" }
+
+[listeners.hook]
+kind = "exec"
+command = ["true"]
+env_file = "a.env"
+`)
+	env := "DB_PASS=pw\nSHADOWED_TOKEN=long-enough-value\nOVERRIDDEN_SECRET=s\nCOUNT=1\nEMPTY_TOKEN=\n"
+	if err := os.WriteFile(filepath.Join(filepath.Dir(path), "a.env"), []byte(env), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, warning := range cfg.Warnings {
+		got = append(got, warning.Key+": "+strings.SplitN(warning.Message, ",", 2)[0])
+	}
+	want := []string{
+		"jobs.a.env_file: DB_PASS counts as a secret by its name",
+		"jobs.a.inherit_env: SHORT_TOKEN counts as a secret by its name",
+		"jobs.a.env.API_KEY: secret is too short to be redacted from output (under 4 bytes",
+		"listeners.hook.env_file: DB_PASS counts as a secret by its name",
+		// The listener's env does not override it, unlike the job's.
+		"listeners.hook.env_file: OVERRIDDEN_SECRET counts as a secret by its name",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("warnings:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	for _, warning := range cfg.Warnings {
+		for _, value := range []string{"ab", "pw", "k1"} {
+			if strings.Contains(warning.Message, " "+value+" ") {
+				t.Errorf("warning %q shows the value %q", warning.Message, value)
+			}
+		}
+	}
+}

@@ -3,6 +3,7 @@ package daemon
 import (
 	"fmt"
 	"log/slog"
+	"maps"
 	"reflect"
 	"slices"
 	"strings"
@@ -267,10 +268,14 @@ func (s *listenerSecrets) add(lc *config.Listener) {
 	if s.values == nil {
 		s.values = map[string]config.Secret{}
 	}
-	for _, secret := range listeners.Secrets(lc) {
-		s.values[secret.Reveal()+"\x00"+secret.Source] = secret
+	for name, secret := range listeners.Secrets(lc) {
+		// The key drops the name, so an inline value is kept here only
+		// when its name makes it a secret, as NewRedactor would decide.
+		if secret.Source != "inline" || config.SecretName(name) {
+			s.values[secret.Reveal()+"\x00"+secret.Source] = secret
+		}
 	}
-	s.redactor.Store(process.NewRedactor(s.values))
+	s.redactor.Store(process.NewRedactor(nil, slices.Collect(maps.Values(s.values))...))
 }
 
 // Redact replaces every secret added so far in text.

@@ -118,3 +118,19 @@ func TestListenerSecretsKeepEarlierValues(t *testing.T) {
 		}
 	}
 }
+
+// An inline env value is redacted from the listener's log by its name,
+// whatever words its text contains.
+func TestListenerSecretsInlineByName(t *testing.T) {
+	var secrets listenerSecrets
+	lc := twitchListener()
+	lc.Env = map[string]config.Secret{
+		"BOT_TOKEN": config.NewSecret("inline-bot-token", "inline"),
+		"GREETING":  config.NewSecret("say_api_token_hi", "inline"),
+	}
+	secrets.add(lc)
+	got := secrets.Redact("inline-bot-token say_api_token_hi")
+	if want := "[redacted] say_api_token_hi"; got != want {
+		t.Errorf("Redact = %q, want %q", got, want)
+	}
+}

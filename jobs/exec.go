@@ -63,29 +63,34 @@ func (r *Runner) runCommand(ctx context.Context, job *config.Job, run state.Run,
 	if job.Post != nil {
 		return r.runPost(ctx, job, run, emit)
 	}
-	spec, err := r.commandSpec(job, job.Command, run)
+	spec, redactor, err := r.commandSpec(job, job.Command, run)
 	if err != nil {
 		return execOutcome{result: state.ResultFailed, exitCode: -1, err: err}
 	}
-	exit, err := r.reaper.Run(ctx, spec, emit)
+	lines := redactor.Lines(emit)
+	exit, err := r.reaper.Run(ctx, spec, lines.Emit)
+	lines.Flush()
 	if err != nil {
 		return execOutcome{result: state.ResultFailed, exitCode: -1, err: err}
 	}
 	return outcomeOf(exit)
 }
 
-// commandSpec describes argv run for one run of job.
-func (r *Runner) commandSpec(job *config.Job, argv []string, run state.Run) (process.Spec, error) {
+// commandSpec describes argv run for one run of job, and returns the
+// redactor of its output. The redactor is built from the environment the
+// child gets, since the values of its env_file and inherit_env whose
+// names are secrets are known only once the file is read for this run.
+func (r *Runner) commandSpec(job *config.Job, argv []string, run state.Run) (process.Spec, *process.Redactor, error) {
 	settings := r.currentSettings()
 	jobDir := filepath.Join(settings.StateDir, "jobs", job.Name)
 	if err := os.MkdirAll(jobDir, 0o700); err != nil {
-		return process.Spec{}, fmt.Errorf("create job folder: %w", err)
+		return process.Spec{}, nil, fmt.Errorf("create job folder: %w", err)
 	}
 	if id := job.Identity; id.Set && os.Geteuid() == 0 {
 		// NOTE: the user reaches the folder only when it may also pass
 		// through state_dir, which doctor wants closed to other users.
 		if err := os.Chown(jobDir, int(id.UID), int(id.GID)); err != nil {
-			return process.Spec{}, fmt.Errorf("chown job folder: %w", err)
+			return process.Spec{}, nil, fmt.Errorf("chown job folder: %w", err)
 		}
 	}
 	marker := RunMarker(settings.StateDir, run.ID)
@@ -99,7 +104,7 @@ func (r *Runner) commandSpec(job *config.Job, argv []string, run state.Run) (pro
 	if !run.Slot.IsZero() {
 		vars = append(vars, envSlot+"="+run.Slot.UTC().Format(time.RFC3339))
 	}
-	env, err := process.Environment(process.Settings{
+	env, secrets, err := process.Environment(process.Settings{
 		Path:       settings.Path,
 		WorkingDir: job.WorkingDir,
 		Env:        job.Env,
@@ -108,17 +113,17 @@ func (r *Runner) commandSpec(job *config.Job, argv []string, run state.Run) (pro
 		Identity:   job.Identity,
 	}, vars)
 	if err != nil {
-		return process.Spec{}, err
+		return process.Spec{}, nil, err
 	}
 	path, err := process.Resolve(argv[0], job.WorkingDir, env)
 	if err != nil {
 		if secretPath, ok := job.Env["PATH"]; ok && secretPath.Source != "inline" {
 			// A PATH read from a secret source is a secret too.
-			return process.Spec{}, fmt.Errorf("command %q not found in the job's PATH from %s", argv[0], secretPath.Source)
+			return process.Spec{}, nil, fmt.Errorf("command %q not found in the job's PATH from %s", argv[0], secretPath.Source)
 		}
-		return process.Spec{}, err
+		return process.Spec{}, nil, err
 	}
-	return process.Spec{
+	spec := process.Spec{
 		Path:     path,
 		Args:     argv,
 		Dir:      job.WorkingDir,
@@ -128,7 +133,8 @@ func (r *Runner) commandSpec(job *config.Job, argv []string, run state.Run) (pro
 		Kill:     r.killNow,
 		Identity: job.Identity,
 		Limits:   job.Limits,
-	}, nil
+	}
+	return spec, process.NewRedactor(job.Env, secrets...), nil
 }
 
 // RunMarker is the environment entry that identifies the processes of a

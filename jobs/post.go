@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	"github.com/agent-runner/agent-runner/config"
-	"github.com/agent-runner/agent-runner/process"
 	"github.com/agent-runner/agent-runner/state"
 )
 
@@ -55,19 +54,21 @@ func (r *Runner) runPost(ctx context.Context, job *config.Job, run state.Run, em
 // the job's secret values redacted as in its logged output, because the
 // text goes to a public chat or feed.
 func (r *Runner) postText(ctx context.Context, job *config.Job, run state.Run, emit func(Line)) (string, execOutcome) {
-	spec, err := r.commandSpec(job, job.Post.TextCommand, run)
+	spec, redactor, err := r.commandSpec(job, job.Post.TextCommand, run)
 	if err != nil {
 		return "", execOutcome{result: state.ResultFailed, exitCode: -1, err: err}
 	}
 	var text strings.Builder
+	lines := redactor.Lines(emit)
 	exit, err := r.reaper.Run(ctx, spec, func(line Line) {
-		emit(line)
+		lines.Emit(line)
 		if line.Stream == "stdout" && text.Len()+len(line.Text) < maxPostBytes {
 			text.WriteString(line.Text + "\n")
 		}
 	})
+	lines.Flush()
 	if err != nil {
 		return "", execOutcome{result: state.ResultFailed, exitCode: -1, err: err}
 	}
-	return process.NewRedactor(job.Env).Redact(strings.TrimSpace(text.String())), outcomeOf(exit)
+	return redactor.Redact(strings.TrimSpace(text.String())), outcomeOf(exit)
 }

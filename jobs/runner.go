@@ -605,7 +605,6 @@ func (r *Runner) execBounded(ctx context.Context, job *config.Job, run state.Run
 	defer r.untrack(job.Name)
 
 	capture := newCapture(log, output)
-	lines := process.NewRedactor(job.Env).Lines(capture.emit)
 	defer func() {
 		if v := recover(); v != nil {
 			log.Error("run panicked", "err", v, "stack", string(debug.Stack()))
@@ -620,8 +619,9 @@ func (r *Runner) execBounded(ctx context.Context, job *config.Job, run state.Run
 		return r.record(run, execOutcome{result: state.ResultFailed, exitCode: -1, err: job.Problem}, capture)
 	}
 	before := statModTime(job.ExpectFileUpdated)
-	out := r.execute(ctx, job, run, lines.Emit)
-	lines.Flush()
+	// The work redacts its output itself, as only it reads the env_file
+	// and the inherited variables whose secrets the child gets.
+	out := r.execute(ctx, job, run, capture.emit)
 	return r.record(run, checkFileUpdated(job, run.Start, before, out), capture)
 }
 

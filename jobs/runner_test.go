@@ -398,6 +398,34 @@ func TestPostTextRedactsSecrets(t *testing.T) {
 	}
 }
 
+// A post job's text_command that prints a token from its env_file posts
+// and logs it redacted.
+func TestPostTextRedactsEnvFileSecrets(t *testing.T) {
+	job := shellJob("post", "")
+	job.Command = nil
+	job.Post = &config.Post{Via: "chat", TextCommand: []string{"sh", "-c", `echo "key is $BOT_TOKEN"`}}
+	job.EnvFile = filepath.Join(t.TempDir(), "post.env")
+	if err := os.WriteFile(job.EnvFile, []byte("BOT_TOKEN=env-file-token-value\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r, _ := newTestRunner(t, job)
+	poster := &recordingPoster{}
+	r.SetPoster(poster)
+
+	run := runManual(t, r, "post", nil)
+	if run.Result != state.ResultOK {
+		t.Fatalf("result = %s (%s), want ok", run.Result, run.Error)
+	}
+	poster.mu.Lock()
+	defer poster.mu.Unlock()
+	if len(poster.texts) != 1 || poster.texts[0] != "key is [redacted]" {
+		t.Errorf("posts = %q, want the token redacted", poster.texts)
+	}
+	if strings.Contains(run.Output, "env-file-token-value") {
+		t.Errorf("stored output %q holds the token", run.Output)
+	}
+}
+
 func TestSecretValuesAreRedactedFromOutput(t *testing.T) {
 	job := shellJob("leaky", `echo "token is $TOKEN"; echo "$TOKEN" >&2`)
 	job.Env = map[string]config.Secret{

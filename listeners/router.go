@@ -468,13 +468,16 @@ func (h *HookRunner) Run(ctx context.Context, ev Event) (string, error) {
 		return "", fmt.Errorf("encode event: %w", err)
 	}
 	marker := "AGENT_RUNNER_HOOK_ID=" + h.cfg.Name + "-" + strconv.FormatUint(h.sequence.Add(1), 10)
-	env, err := process.Environment(process.Settings{
+	env, secrets, err := process.Environment(process.Settings{
 		Path: h.path, WorkingDir: h.cfg.WorkingDir, Env: h.cfg.Env,
 		EnvFile: h.cfg.EnvFile, InheritEnv: h.cfg.InheritEnv,
 	}, []string{marker, h.owner, "AGENT_RUNNER_LISTENER=" + h.cfg.Name, "AGENT_RUNNER_EVENT_ID=" + ev.ID})
 	if err != nil {
 		return "", err
 	}
+	// The env file is read for each event, so its secrets join the
+	// listener's own for this run only.
+	redact := h.redact.With(secrets)
 	path, err := process.Resolve(h.cfg.OnEvent[0], h.cfg.WorkingDir, env)
 	if err != nil {
 		return "", err
@@ -486,7 +489,7 @@ func (h *HookRunner) Run(ctx context.Context, ev Event) (string, error) {
 	var mu sync.Mutex
 	var reply strings.Builder
 	logged, dropped := 0, 0
-	stderr := h.redact.Lines(func(line process.Line) {
+	stderr := redact.Lines(func(line process.Line) {
 		mu.Lock()
 		full := logged >= maxHookLogLines
 		if full {
@@ -529,5 +532,5 @@ func (h *HookRunner) Run(ctx context.Context, ev Event) (string, error) {
 	if exit.Err != nil {
 		return "", fmt.Errorf("hook %w", exit.Err)
 	}
-	return h.redact.Redact(strings.TrimSpace(reply.String())), nil
+	return redact.Redact(strings.TrimSpace(reply.String())), nil
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -140,6 +141,38 @@ func TestHookReplyRedactsSecrets(t *testing.T) {
 	}
 	if want := "m1:token [redacted]\nkey [redacted]"; got != want {
 		t.Errorf("reply = %q, want %q", got, want)
+	}
+}
+
+// A hook's env_file is read for each event, and its values under secret
+// names are redacted from the reply and the logged stderr as that event's
+// hook got them.
+func TestHookRedactsEnvFileSecrets(t *testing.T) {
+	cfg := hookListener(t, `echo "token $BOT_TOKEN plain $GREETING"; echo "err $BOT_TOKEN" >&2`)
+	cfg.EnvFile = filepath.Join(cfg.WorkingDir, "hook.env")
+	var logged strings.Builder
+	log := slog.New(slog.NewTextHandler(&lockedWriter{w: &logged}, nil))
+	hooks := NewHookRunner(cfg, sharedReaper(t), "AGENT_RUNNER_DAEMON=test", []string{"/usr/bin", "/bin"}, time.Second, log)
+	replier := &fakeReplier{}
+	r := NewRouter(cfg, hooks, nil, replier, log)
+	t.Cleanup(func() { r.Close() })
+
+	for i, token := range []string{"first-hook-token-1", "second-hook-token-2"} {
+		text := "BOT_TOKEN=" + token + "\nGREETING=hello-visible\n"
+		if err := os.WriteFile(cfg.EnvFile, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		r.Deliver(Event{Type: "message", ID: fmt.Sprintf("m%d", i)})
+		waitUntil(t, "the reply", func() bool { return len(replier.got()) == i+1 })
+		if got, want := replier.got()[i], fmt.Sprintf("m%d:token [redacted] plain hello-visible", i); got != want {
+			t.Errorf("reply = %q, want %q", got, want)
+		}
+	}
+	waitUntil(t, "the second hook's stderr", func() bool {
+		return strings.Count(logged.String(), `line="err [redacted]"`) == 2
+	})
+	if strings.Contains(logged.String(), "hook-token") {
+		t.Errorf("log shows a token:\n%s", logged.String())
 	}
 }
 

@@ -62,8 +62,15 @@ type Settings struct {
 // the leftover scan finds its marker early), then PATH, the passed-through
 // daemon variables, the identity's user, inherit_env, env_file and finally
 // env. exec.Cmd keeps the last of duplicate names, so later sources win.
-func Environment(s Settings, vars []string) ([]string, error) {
-	env := append([]string(nil), vars...)
+//
+// It also returns, as secrets for a Redactor, the values from inherit_env
+// and env_file that the child gets under a name config.SecretName counts
+// as a secret. They come from the same read of the env file as the
+// child's variables, so redaction uses the values this child got even
+// when the file changes between runs. Env's own values are left to
+// NewRedactor, which is given Env.
+func Environment(s Settings, vars []string) (env []string, secrets []config.Secret, err error) {
+	env = append([]string(nil), vars...)
 	env = append(env, "PATH="+strings.Join(s.Path, ":"))
 	for _, name := range passedEnv {
 		if value, ok := lookupEnv(name); ok {
@@ -73,24 +80,36 @@ func Environment(s Settings, vars []string) ([]string, error) {
 	if s.Identity.User != "" {
 		env = append(env, "HOME="+s.Identity.Home, "USER="+s.Identity.User, "LOGNAME="+s.Identity.User)
 	}
+	named := map[string]config.Secret{}
 	for _, name := range s.InheritEnv {
 		if value, ok := lookupEnv(name); ok {
 			env = append(env, name+"="+value)
+			if config.SecretName(name) {
+				named[name] = config.NewSecret(value, "inherited variable "+name)
+			}
 		}
 	}
 	if s.EnvFile != "" {
 		fileEnv, err := readEnvFile(s.EnvFile, s.Identity)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		for _, name := range sortedKeys(fileEnv) {
 			env = append(env, name+"="+fileEnv[name])
+			if config.SecretName(name) {
+				named[name] = config.NewSecret(fileEnv[name], "env_file "+s.EnvFile+" "+name)
+			}
 		}
 	}
 	for _, name := range sortedKeys(s.Env) {
 		env = append(env, name+"="+s.Env[name].Reveal())
 	}
-	return env, nil
+	for _, name := range sortedKeys(named) {
+		if _, overridden := s.Env[name]; !overridden {
+			secrets = append(secrets, named[name])
+		}
+	}
+	return env, secrets, nil
 }
 
 // Resolve finds argv0 on the PATH of env, which the child's own env may

@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/agent-runner/agent-runner/config"
@@ -29,7 +30,7 @@ func TestEnvironmentIdentity(t *testing.T) {
 	t.Setenv("USER", "root")
 	t.Setenv("LOGNAME", "root")
 	identity := config.Identity{Set: true, User: "svc", Home: "/var/lib/svc", UID: 990, GID: 990}
-	env, err := Environment(Settings{Identity: identity}, nil)
+	env, _, err := Environment(Settings{Identity: identity}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +47,7 @@ func TestEnvironmentIdentityJobWins(t *testing.T) {
 	t.Setenv("HOME", "/root")
 	t.Setenv("LOGNAME", "daemon-login")
 	identity := config.Identity{Set: true, User: "svc", Home: "/var/lib/svc", UID: 990, GID: 990}
-	env, err := Environment(Settings{
+	env, _, err := Environment(Settings{
 		Identity:   identity,
 		InheritEnv: []string{"LOGNAME"},
 		Env:        map[string]config.Secret{"HOME": config.NewSecret("/srv/svc", "inline")},
@@ -68,7 +69,7 @@ func TestEnvironmentIdentityJobWins(t *testing.T) {
 // A group without a user changes none of the user's variables.
 func TestEnvironmentGroupOnly(t *testing.T) {
 	t.Setenv("HOME", "/root")
-	env, err := Environment(Settings{Identity: config.Identity{Set: true, GID: 990, Groups: []uint32{990}}}, nil)
+	env, _, err := Environment(Settings{Identity: config.Identity{Set: true, GID: 990, Groups: []uint32{990}}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,5 +96,63 @@ func TestDaemonMarkerResolvesLinkedStateFolder(t *testing.T) {
 	}
 	if markers := DaemonMarkers(folder); len(markers) != 1 {
 		t.Errorf("DaemonMarkers(folder) = %q, want one entry", markers)
+	}
+}
+
+// Values of env_file and inherit_env whose names are secrets come back as
+// secrets, each as the child gets it: env overrides one, env_file another.
+func TestEnvironmentSecretsByName(t *testing.T) {
+	t.Setenv("INHERITED_TOKEN", "inherited-token-value")
+	t.Setenv("SHADOWED_SECRET", "shadowed-by-env-file")
+	t.Setenv("GIT_AUTHOR_NAME", "Plain Author")
+	file := filepath.Join(t.TempDir(), "job.env")
+	text := "API_TOKEN=file-token-value\nSHADOWED_SECRET=from-the-env-file\n" +
+		"OVERRIDDEN_PASSWORD=replaced-by-env\nDATA_DIR=/srv/data\n"
+	if err := os.WriteFile(file, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	env, secrets, err := Environment(Settings{
+		EnvFile:    file,
+		InheritEnv: []string{"INHERITED_TOKEN", "SHADOWED_SECRET", "GIT_AUTHOR_NAME", "UNSET_TOKEN"},
+		Env:        map[string]config.Secret{"OVERRIDDEN_PASSWORD": config.NewSecret("from-env", "inline")},
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var got []string
+	for _, secret := range secrets {
+		got = append(got, secret.Reveal())
+	}
+	want := []string{"file-token-value", "inherited-token-value", "from-the-env-file"}
+	if !slices.Equal(got, want) {
+		t.Errorf("secrets = %q, want %q", got, want)
+	}
+	if got := lastValue(env, "SHADOWED_SECRET"); got != "from-the-env-file" {
+		t.Errorf("SHADOWED_SECRET = %q, want the env file's value", got)
+	}
+	for _, secret := range secrets {
+		if strings.Contains(secret.String(), secret.Reveal()) {
+			t.Errorf("secret prints as %q, with its value", secret.String())
+		}
+	}
+}
+
+// An env file edited between two children gives each child's redaction
+// the value that child got.
+func TestEnvironmentSecretsFollowEditedFile(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "job.env")
+	for _, value := range []string{"first-token-value", "second-token-value"} {
+		if err := os.WriteFile(file, []byte("BOT_TOKEN="+value+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, secrets, err := Environment(Settings{EnvFile: file}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(secrets) != 1 || secrets[0].Reveal() != value {
+			t.Errorf("secrets after writing %s = %v, want that value", value, secrets)
+		}
 	}
 }

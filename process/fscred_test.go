@@ -40,7 +40,7 @@ func TestEnvFileReadAsJobUser(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	env, err := Environment(Settings{EnvFile: link, Identity: nobody}, nil)
+	env, _, err := Environment(Settings{EnvFile: link, Identity: nobody}, nil)
 	if err == nil {
 		t.Fatalf("root-only file read through a link of uid %d: %q", nobody.UID, env)
 	}
@@ -48,7 +48,7 @@ func TestEnvFileReadAsJobUser(t *testing.T) {
 		t.Errorf("error = %v, want permission denied naming %s", err, own)
 	}
 
-	env, err = Environment(Settings{EnvFile: public, Identity: nobody}, nil)
+	env, _, err = Environment(Settings{EnvFile: public, Identity: nobody}, nil)
 	if err != nil {
 		t.Fatalf("env file readable by the job's user: %v", err)
 	}
@@ -58,7 +58,7 @@ func TestEnvFileReadAsJobUser(t *testing.T) {
 
 	// A root-only file in folders the user may not change is read as
 	// root, as systemd reads EnvironmentFile=.
-	env, err = Environment(Settings{EnvFile: private, Identity: nobody}, nil)
+	env, _, err = Environment(Settings{EnvFile: private, Identity: nobody}, nil)
 	if err != nil {
 		t.Fatalf("root-only env file in a root-owned folder: %v", err)
 	}
@@ -81,8 +81,8 @@ func TestEnvFileReadKeepsDaemonRoot(t *testing.T) {
 	// Many reads as another user must leave no thread of this process
 	// with that user's IDs: every later read as root still works.
 	for range 50 {
-		_, _ = Environment(Settings{EnvFile: path, Identity: nobody}, nil)
-		if _, err := Environment(Settings{EnvFile: path}, nil); err != nil {
+		_, _, _ = Environment(Settings{EnvFile: path, Identity: nobody}, nil)
+		if _, _, err := Environment(Settings{EnvFile: path}, nil); err != nil {
 			t.Fatalf("read as the daemon after a read as uid 65534: %v", err)
 		}
 	}

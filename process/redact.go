@@ -12,25 +12,52 @@ import (
 // redactedText replaces each secret value.
 const redactedText = "[redacted]"
 
-// Redactor replaces the secret values of an environment (those read from
-// a file, an environment variable or a credential) by "[redacted]" in a
-// child's output before it is logged or stored. A nil Redactor has no
-// secrets and changes nothing.
+// Redactor replaces the secret values of an environment by "[redacted]"
+// in a child's output before it is logged or stored. Secret values are
+// those read from a file, an environment variable or a credential, and
+// those of variables whose name config.SecretName counts as a secret,
+// wherever they come from. A nil Redactor has no secrets and changes
+// nothing.
 type Redactor struct {
 	// secrets are ordered longest first, so that of two secrets starting
 	// at one position the longer one is replaced.
 	secrets []string
 }
 
-// NewRedactor returns a Redactor of the secret values in env, or nil when
-// there are none.
-func NewRedactor(env map[string]config.Secret) *Redactor {
+// NewRedactor returns a Redactor of the secret values in env and of more,
+// or nil when there are none. An inline value of env is a secret when its
+// name is one; every value of more is a secret.
+func NewRedactor(env map[string]config.Secret, more ...config.Secret) *Redactor {
 	var secrets []string
-	for _, secret := range env {
-		if secret.Source != "inline" {
+	for name, secret := range env {
+		if secret.Source != "inline" || config.SecretName(name) {
 			secrets = append(secrets, secret.Needles()...)
 		}
 	}
+	for _, secret := range more {
+		secrets = append(secrets, secret.Needles()...)
+	}
+	return newRedactor(secrets)
+}
+
+// With returns a Redactor of r's secrets and more, such as the values that
+// one child read from its env_file. It returns r itself when more adds
+// nothing.
+func (r *Redactor) With(more []config.Secret) *Redactor {
+	var secrets []string
+	for _, secret := range more {
+		secrets = append(secrets, secret.Needles()...)
+	}
+	if len(secrets) == 0 {
+		return r
+	}
+	if r != nil {
+		secrets = append(secrets, r.secrets...)
+	}
+	return newRedactor(secrets)
+}
+
+func newRedactor(secrets []string) *Redactor {
 	if len(secrets) == 0 {
 		return nil
 	}

@@ -183,3 +183,27 @@ func TestRedactMultiLineSecret(t *testing.T) {
 		}
 	}
 }
+
+// An inline env value is a secret when its name is one, and With adds the
+// values a child read from its env_file.
+func TestRedactorSecretNames(t *testing.T) {
+	r := NewRedactor(map[string]config.Secret{
+		"API_TOKEN": config.NewSecret("inline-token-value", "inline"),
+		"GREETING":  config.NewSecret("hello-world-value", "inline"),
+	})
+	got := r.With([]config.Secret{config.NewSecret("file-secret-value", "env_file x")}).
+		Redact("inline-token-value hello-world-value file-secret-value")
+	if want := "[redacted] hello-world-value [redacted]"; got != want {
+		t.Errorf("Redact = %q, want %q", got, want)
+	}
+	if got := r.Redact("file-secret-value"); got != "file-secret-value" {
+		t.Errorf("With changed its receiver: %q", got)
+	}
+	var none *Redactor
+	if got := none.With([]config.Secret{config.NewSecret("abc", "env_file x")}); got != nil {
+		t.Errorf("With of a value too short to redact = %v, want nil", got)
+	}
+	if got := none.With([]config.Secret{config.NewSecret("long-enough", "env_file x")}).Redact("a long-enough b"); got != "a [redacted] b" {
+		t.Errorf("With on nil redacts to %q", got)
+	}
+}

@@ -55,7 +55,7 @@ var errProbeFailed = errors.New("probe failed")
 // Run starts the child and waits for it. The child's output goes to the
 // listener's log, line by line.
 func (l *Listener) Run(ctx context.Context, host listeners.Host) error {
-	spec, err := l.spec()
+	spec, redactor, err := l.spec()
 	if err != nil {
 		return err
 	}
@@ -73,7 +73,7 @@ func (l *Listener) Run(ctx context.Context, host listeners.Host) error {
 		go l.probe(ctx, host, stop, previous)
 	}
 	budget := newOutputBudget(time.Now, logDropped(log))
-	output := process.NewRedactor(l.cfg.Env).Lines(func(line process.Line) {
+	output := redactor.Lines(func(line process.Line) {
 		if budget.take() {
 			log.Info("output", "stream", line.Stream, "line", line.Text)
 		}
@@ -95,25 +95,28 @@ func (l *Listener) Run(ctx context.Context, host listeners.Host) error {
 	}
 }
 
-func (l *Listener) spec() (process.Spec, error) {
+// spec describes the child of one attempt, and returns the redactor of
+// its output, built from the env_file as read for this child.
+func (l *Listener) spec() (process.Spec, *process.Redactor, error) {
 	marker := "AGENT_RUNNER_LISTENER_ID=" + l.cfg.Name + "-" + fmt.Sprint(time.Now().UnixNano())
-	env, err := process.Environment(process.Settings{
+	env, secrets, err := process.Environment(process.Settings{
 		Path: l.path, WorkingDir: l.cfg.WorkingDir, Env: l.cfg.Env,
 		EnvFile: l.cfg.EnvFile, InheritEnv: l.cfg.InheritEnv,
 		Identity: l.cfg.Exec.Identity,
 	}, []string{marker, l.owner, "AGENT_RUNNER_LISTENER=" + l.cfg.Name})
 	if err != nil {
-		return process.Spec{}, err
+		return process.Spec{}, nil, err
 	}
 	path, err := process.Resolve(l.cfg.Exec.Command[0], l.cfg.WorkingDir, env)
 	if err != nil {
-		return process.Spec{}, err
+		return process.Spec{}, nil, err
 	}
-	return process.Spec{
+	spec := process.Spec{
 		Path: path, Args: l.cfg.Exec.Command, Dir: l.cfg.WorkingDir,
 		Env: env, Marker: marker, Grace: l.grace,
 		Identity: l.cfg.Exec.Identity, Limits: l.cfg.Exec.Limits,
-	}, nil
+	}
+	return spec, process.NewRedactor(l.cfg.Env, secrets...), nil
 }
 
 // heartbeatTime returns the modification time of the probe's heartbeat
