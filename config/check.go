@@ -1,13 +1,16 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -158,12 +161,41 @@ func LookPath(name, dir string, path []string) (string, error) {
 }
 
 func lookPath(stats statCache, name, dir string, path []string) (string, error) {
+	file, err := findProgram(stats, name, dir, path)
+	if errors.Is(err, fs.ErrNotExist) {
+		if hint := shellHint(name); hint != "" {
+			return "", fmt.Errorf("command %q does not exist: %s", name, hint)
+		}
+	}
+	return file, err
+}
+
+// shellHint explains a program name that only a shell would have run:
+// a whole command line in one string, or a path starting with "~".
+func shellHint(name string) string {
+	if words := strings.Fields(name); len(words) > 1 {
+		quoted := make([]string, len(words))
+		for i, word := range words {
+			quoted[i] = strconv.Quote(word)
+		}
+		return fmt.Sprintf("no shell splits it into words, so write each as its own string: [%s]", strings.Join(quoted, ", "))
+	}
+	if strings.HasPrefix(name, "~") {
+		return `no shell expands "~", so write the folder in full`
+	}
+	return ""
+}
+
+func findProgram(stats statCache, name, dir string, path []string) (string, error) {
 	if strings.Contains(name, "/") {
 		file := name
 		if !filepath.IsAbs(file) {
 			file = filepath.Join(dir, file)
 		}
 		if err := executableProblem(file, stats); err != nil {
+			return "", fmt.Errorf("command %q: %w", name, err)
+		}
+		if err := scriptProblem(stats, stats.head(file), file); err != nil {
 			return "", fmt.Errorf("command %q: %w", name, err)
 		}
 		return file, nil
@@ -174,6 +206,9 @@ func lookPath(stats statCache, name, dir string, path []string) (string, error) 
 		}
 		file := filepath.Join(folder, name)
 		if info, err := stats.stat(file); err == nil && isExecutable(info) {
+			if err := scriptProblem(stats, stats.head(file), name); err != nil {
+				return "", fmt.Errorf("command %q: %w", name, err)
+			}
 			return file, nil
 		}
 	}
@@ -196,18 +231,74 @@ func (e *commandNotFoundError) Error() string {
 
 func (e *commandNotFoundError) Unwrap() error { return fs.ErrNotExist }
 
+// programMissingError matches fs.ErrNotExist in errors.Is.
+type programMissingError struct {
+	file string
+}
+
+func (e *programMissingError) Error() string {
+	return e.file + " does not exist: fix the path or install the program"
+}
+
+func (e *programMissingError) Unwrap() error { return fs.ErrNotExist }
+
 // executableProblem describes why file cannot be run, or returns nil.
 func executableProblem(file string, stats statCache) error {
 	info, err := stats.stat(file)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return fmt.Errorf("%s does not exist: fix the path or install the program", file)
+		return &programMissingError{file: file}
 	case err != nil:
 		return err
 	case !info.Mode().IsRegular():
 		return fmt.Errorf("%s is not a regular file: point the command at the program itself", file)
 	case info.Mode().Perm()&0o111 == 0:
 		return fmt.Errorf("%s is not executable: run chmod +x on it", file)
+	}
+	return nil
+}
+
+// scriptHeadBytes is how much of a program scriptProblem reads: enough
+// for the #! line that the kernel reads.
+const scriptHeadBytes = 256
+
+// readHead returns the first scriptHeadBytes of file, or nil when it
+// cannot be read.
+func readHead(file string) []byte {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	head := make([]byte, scriptHeadBytes)
+	n, _ := io.ReadFull(f, head)
+	return head[:n]
+}
+
+// scriptProblem describes why exec rejects an executable text program
+// whose first bytes are head: no #! line, Windows line endings or a
+// missing interpreter. Exec's own errors for these, "exec format error"
+// and "no such file or directory", do not name the cause.
+// displayName is the program in the message, because the folder of a
+// program found on a PATH from a secret is part of that secret.
+func scriptProblem(stats statCache, head []byte, displayName string) error {
+	if head == nil || bytes.HasPrefix(head, []byte("\x7fELF")) || bytes.IndexByte(head, 0) >= 0 {
+		return nil
+	}
+	line, _, _ := bytes.Cut(head, []byte("\n"))
+	switch {
+	case !bytes.HasPrefix(line, []byte("#!")):
+		return fmt.Errorf(`%s has no #! line, so it cannot be executed: make its first line name its interpreter, such as "#!/bin/sh" or "#!/usr/bin/env python3"`, displayName)
+	case bytes.HasSuffix(line, []byte("\r")):
+		return fmt.Errorf(`%s has Windows (CRLF) line endings, so its #! line names an interpreter that does not exist: convert it with dos2unix or sed -i 's/\r$//'`, displayName)
+	}
+	fields := strings.Fields(string(line[2:]))
+	if len(fields) == 0 {
+		return fmt.Errorf(`%s has an empty #! line: name its interpreter, such as "#!/bin/sh"`, displayName)
+	}
+	interpreter := fields[0]
+	if _, err := stats.stat(interpreter); filepath.IsAbs(interpreter) && errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("the interpreter %s that %s names in its #! line does not exist: install it or fix the #! line", interpreter, displayName)
 	}
 	return nil
 }
@@ -221,21 +312,42 @@ func isExecutable(info fs.FileInfo) bool {
 // time.
 type statCache map[string]statResult
 
+// statResult is the cached result of os.Stat and readHead for one path.
+// Each has its own flag, so that one never stands in for the other.
 type statResult struct {
-	info fs.FileInfo
-	err  error
+	// info and err are the result of os.Stat, once statted is set.
+	info    fs.FileInfo
+	err     error
+	statted bool
+	// head is the result of readHead, once headRead is set.
+	head     []byte
+	headRead bool
 }
 
 func (c statCache) stat(path string) (fs.FileInfo, error) {
 	if c == nil {
 		return os.Stat(path)
 	}
-	if r, ok := c[path]; ok {
-		return r.info, r.err
+	r := c[path]
+	if !r.statted {
+		r.info, r.err = os.Stat(path)
+		r.statted = true
+		c[path] = r
 	}
-	info, err := os.Stat(path)
-	c[path] = statResult{info, err}
-	return info, err
+	return r.info, r.err
+}
+
+// head returns readHead of file, read once per Load.
+func (c statCache) head(file string) []byte {
+	if c == nil {
+		return readHead(file)
+	}
+	r := c[file]
+	if !r.headRead {
+		r.head, r.headRead = readHead(file), true
+		c[file] = r
+	}
+	return r.head
 }
 
 // resolveEnv reads the secrets of env, reports to checks each one that

@@ -473,6 +473,9 @@ func TestLookPath(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "plain"), []byte("text\n"), 0o644); err != nil {
 		t.Fatalf("write file: %v", err)
 	}
+	if err := os.WriteFile(filepath.Join(dir, "dos"), []byte("#!/bin/sh\r\necho\r\n"), 0o755); err != nil {
+		t.Fatalf("write script: %v", err)
+	}
 	tests := []struct {
 		name, dir string
 		path      []string
@@ -485,6 +488,7 @@ func TestLookPath(t *testing.T) {
 		{program, "/", nil, program, ""},
 		{"./plain", dir, nil, "", "is not executable"},
 		{"plain", "/", []string{dir}, "", "not found in PATH"},
+		{"dos", "/", []string{dir}, "", "has Windows (CRLF) line endings"},
 		{"tool", "/", nil, "", "not found in PATH (empty)"},
 	}
 	for _, test := range tests {

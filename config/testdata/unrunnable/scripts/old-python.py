@@ -1,0 +1,2 @@
+#!/nonexistent/bin/python2
+print "hi"
