@@ -372,7 +372,7 @@ func (l *loader) decodeSchedule(t table, job *Job) {
 	l.decodeCalendar(t, job)
 	if expr, ok := l.stringValue(t, "schedule", `"*/15 * * * *"`); ok {
 		if _, err := schedule.ParseCron(expr, job.Location); err != nil {
-			l.report(t.key("schedule"), "%s", cronMessage(expr, err))
+			l.report(t.key("schedule"), "%s", cronMessage(expr, err, job.Location))
 		}
 		job.Cron = expr
 	}
@@ -385,10 +385,14 @@ func (l *loader) decodeSchedule(t table, job *Job) {
 var scheduleKeys = []string{"schedule", "on_calendar", "every", "at"}
 
 // hasMisspelledScheduleKey reports whether t has an unknown key whose
-// closest job key is a schedule key, such as evrey for every.
+// closest job key is a schedule key, such as evrey for every, or a
+// systemd directive that one replaces, such as OnCalendar.
 func hasMisspelledScheduleKey(t table) bool {
 	for _, name := range t.names() {
-		if !slices.Contains(jobKeys, name) && slices.Contains(scheduleKeys, suggest.Closest(name, jobKeys)) {
+		if slices.Contains(jobKeys, name) {
+			continue
+		}
+		if slices.Contains(scheduleKeys, suggest.Closest(name, jobKeys)) || slices.Contains(scheduleKeys, systemdDirectives[name]) {
 			return true
 		}
 	}
@@ -396,7 +400,9 @@ func hasMisspelledScheduleKey(t table) bool {
 }
 
 // cronMessage explains a cron expression that schedule.ParseCron rejects.
-func cronMessage(expr string, err error) string {
+// An OnCalendar= expression copied from a systemd timer gets the key that
+// takes it, since the cron hint alone would have the user rewrite it.
+func cronMessage(expr string, err error, loc *time.Location) string {
 	if errors.Is(err, schedule.ErrNoFutureSlot) {
 		return fmt.Sprintf("cron expression %q never fires: check that its day and month exist together", expr)
 	}
@@ -409,6 +415,9 @@ func cronMessage(expr string, err error) string {
 	reason := errors.Unwrap(err)
 	if reason == nil {
 		return fmt.Sprintf("invalid cron expression %q: %v", expr, err)
+	}
+	if _, calendarErr := schedule.ParseCalendar([]string{expr}, loc); calendarErr == nil {
+		return fmt.Sprintf(`invalid cron expression %q: %v: it is a systemd OnCalendar= expression, so write on_calendar = %q instead of schedule`, expr, reason, expr)
 	}
 	return fmt.Sprintf(`invalid cron expression %q: %v: write 5 fields such as "*/15 * * * *", 6 with leading seconds, or a shortcut such as "@daily"`, expr, reason)
 }

@@ -213,7 +213,7 @@ func (l *loader) decodeCalendar(t table, job *Job) {
 	}
 	sched, err := schedule.ParseCalendar(exprs, job.Location)
 	if err != nil {
-		l.report(t.key("on_calendar"), "%v: write it as systemd.time(7) describes, such as \"*-*-* 20:00:00 UTC\" or \"Mon..Fri 09:00\"", err)
+		l.report(t.key("on_calendar"), "%v: %s", err, calendarHint(exprs, job.Location))
 		return
 	}
 	if sched.Next(time.Now()).IsZero() {
@@ -221,4 +221,22 @@ func (l *loader) decodeCalendar(t table, job *Job) {
 		return
 	}
 	job.Calendar = exprs
+}
+
+// calendarHint is the fix for on_calendar expressions that
+// schedule.ParseCalendar rejects. A line copied whole from a timer unit,
+// "OnCalendar=daily", gets the expression without its key, and a cron
+// expression gets the schedule key that takes it.
+func calendarHint(exprs []string, loc *time.Location) string {
+	for _, expr := range exprs {
+		if rest, ok := strings.CutPrefix(expr, "OnCalendar="); ok {
+			if _, err := schedule.ParseCalendar([]string{rest}, loc); err == nil {
+				return fmt.Sprintf("drop the key of the timer unit and write %q", rest)
+			}
+		}
+		if _, err := schedule.ParseCron(expr, loc); err == nil {
+			return fmt.Sprintf("%q is a cron expression, so write schedule = %q instead of on_calendar", expr, expr)
+		}
+	}
+	return `write it as systemd.time(7) describes, such as "*-*-* 20:00:00 UTC" or "Mon..Fri 09:00"`
 }

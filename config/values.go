@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -134,6 +135,10 @@ func (r *reporter) durationValue(t table, name string, minimum time.Duration) (t
 	d, err := time.ParseDuration(s)
 	switch {
 	case err != nil:
+		if span, ok := systemdSpan(s); ok {
+			r.report(t.key(name), "invalid duration %q: write %q, the Go duration of this systemd time span", s, goDuration(span))
+			break
+		}
 		r.report(t.key(name), "invalid duration %q: %s", s, durationHint)
 	case d < 0:
 		r.report(t.key(name), "negative duration %q: %s", s, durationHint)
@@ -143,6 +148,64 @@ func (r *reporter) durationValue(t table, name string, minimum time.Duration) (t
 		return d, true
 	}
 	return 0, false
+}
+
+// systemdUnits are the time span units of systemd.time(7) that a
+// duration copied from a unit file may use, each with its length.
+var systemdUnits = map[string]time.Duration{
+	"us": time.Microsecond, "usec": time.Microsecond, "µs": time.Microsecond,
+	"ms": time.Millisecond, "msec": time.Millisecond,
+	"s": time.Second, "sec": time.Second, "second": time.Second, "seconds": time.Second,
+	"m": time.Minute, "min": time.Minute, "minute": time.Minute, "minutes": time.Minute,
+	"h": time.Hour, "hr": time.Hour, "hour": time.Hour, "hours": time.Hour,
+	"d": 24 * time.Hour, "day": 24 * time.Hour, "days": 24 * time.Hour,
+	"w": 7 * 24 * time.Hour, "week": 7 * 24 * time.Hour, "weeks": 7 * 24 * time.Hour,
+}
+
+// systemdSpan parses a time span as systemd.time(7) writes it, such as
+// "15min", "1h 30min", "2 days" or "90" (seconds), so that a duration
+// copied from a timer or service unit gets its Go spelling in the error.
+func systemdSpan(s string) (time.Duration, bool) {
+	s = strings.TrimSpace(s)
+	if n, err := strconv.ParseUint(s, 10, 32); err == nil {
+		return time.Duration(n) * time.Second, true
+	}
+	var total time.Duration
+	for s != "" {
+		digits := len(s) - len(strings.TrimLeft(s, "0123456789"))
+		if digits == 0 {
+			return 0, false
+		}
+		n, err := strconv.ParseUint(s[:digits], 10, 32)
+		if err != nil {
+			return 0, false
+		}
+		s = strings.TrimLeft(s[digits:], " ")
+		unitEnd := strings.IndexAny(s, "0123456789 ")
+		if unitEnd < 0 {
+			unitEnd = len(s)
+		}
+		unit, ok := systemdUnits[s[:unitEnd]]
+		if !ok {
+			return 0, false
+		}
+		total += time.Duration(n) * unit
+		s = strings.TrimLeft(s[unitEnd:], " ")
+	}
+	return total, total > 0
+}
+
+// goDuration writes d as time.ParseDuration reads it, without the zero
+// minutes and seconds that time.Duration.String adds: "15m", not "15m0s".
+func goDuration(d time.Duration) string {
+	text := d.String()
+	if strings.HasSuffix(text, "m0s") {
+		text = strings.TrimSuffix(text, "0s")
+	}
+	if strings.HasSuffix(text, "h0m") {
+		text = strings.TrimSuffix(text, "0m")
+	}
+	return text
 }
 
 // stringList returns the array of strings at name. It reports the array
@@ -198,6 +261,37 @@ func loadLocation(zone string) (*time.Location, error) {
 	return location, nil
 }
 
+// systemdDirectives maps directives of timer and service units to the
+// key that does their work here, for lines copied from a unit file, whose
+// names are too far from the keys for a "did you mean" guess.
+var systemdDirectives = map[string]string{
+	"Description":        "description",
+	"ExecStart":          "command",
+	"OnCalendar":         "on_calendar",
+	"OnUnitActiveSec":    "every",
+	"OnUnitInactiveSec":  "every",
+	"Persistent":         "catch_up",
+	"RandomizedDelaySec": "randomized_delay",
+	"TimeoutSec":         "timeout",
+	"TimeoutStartSec":    "timeout",
+	"RuntimeMaxSec":      "timeout",
+	"WorkingDirectory":   "working_dir",
+	"Environment":        "env",
+	"EnvironmentFile":    "env_file",
+	"PassEnvironment":    "inherit_env",
+	"User":               "user",
+	"Group":              "group",
+	"UMask":              "umask",
+	"Nice":               "nice",
+	"LimitCPU":           "cpu_time",
+	"LimitNOFILE":        "nofile",
+	"LimitNPROC":         "nproc",
+	"Restart":            "retries",
+	"RestartSec":         "retry_backoff",
+	"OnFailure":          "on_failure",
+	"OnSuccess":          "on_success",
+}
+
 // checkKeys reports every key of t that is not in allowed. rejected maps
 // keys that users are likely to try in this table to the reason they are
 // not allowed here.
@@ -208,6 +302,10 @@ func (r *reporter) checkKeys(t table, where string, allowed []string, rejected m
 		}
 		if reason, ok := rejected[name]; ok {
 			r.report(t.key(name), "%s", reason)
+			continue
+		}
+		if key, ok := systemdDirectives[name]; ok && slices.Contains(allowed, key) {
+			r.report(t.key(name), "unknown key: write %s, which takes the place of systemd's %s=", key, name)
 			continue
 		}
 		if name == "include" && len(t.path) > 0 {
