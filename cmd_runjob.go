@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -82,7 +83,26 @@ func cmdRunJob(args []string, stdout, stderr io.Writer) int {
 		return exitCannotRun
 	}
 	fmt.Fprintf(stderr, "agent-runner: run %s of %s: %s in %s\n", run.ID, run.Job, describeResult(run), run.Duration.Round(time.Millisecond))
+	if available && job.Problem == nil && isLoadProblem(cfg, run) {
+		fmt.Fprintln(stderr, "agent-runner: the daemon found this problem when it loaded the config, and the files pass that check now: apply them with agent-runner reload")
+	}
 	return exitStatus(run)
+}
+
+// isLoadProblem reports whether run failed on a problem that the daemon
+// found in its job when it loaded the config, such as a script that was
+// not executable then. The daemon checks again only on a reload, so a
+// user who fixed the script would otherwise see the same error again.
+func isLoadProblem(cfg *config.Config, run state.Run) bool {
+	if run.Result != state.ResultFailed || run.ExitCode != -1 {
+		return false
+	}
+	for _, file := range cfg.Files {
+		if strings.HasPrefix(run.Error, file+":") {
+			return true
+		}
+	}
+	return false
 }
 
 // unknownJob is the error for a name that no job has. A listener's name

@@ -756,6 +756,35 @@ func TestRunJobReportsAFailureOnce(t *testing.T) {
 	}
 }
 
+// TestRunJobPointsAtReloadAfterAFix fixes a script that the daemon found
+// unrunnable when it loaded the config. The daemon keeps that problem
+// until a reload, so run-job must point at the reload rather than repeat
+// the error about a script that is fixed.
+func TestRunJobPointsAtReloadAfterAFix(t *testing.T) {
+	p := newProject(t, "[jobs.fixed]\ncommand = [\"./fixed.sh\"]\nschedule = \"0 0 1 1 *\"\n")
+	script := p.path("fixed.sh")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\necho ran\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := p.startDaemon()
+	defer d.stop()
+	if err := os.Chmod(script, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const note = "apply them with agent-runner reload"
+	res := p.run("run-job", "fixed")
+	if res.code != exitCannotRun || !strings.Contains(res.stderr, "is not executable") || !strings.Contains(res.stderr, note) {
+		t.Errorf("run-job after the fix = %d %q, want %d, the daemon's problem and %q", res.code, res.stderr, exitCannotRun, note)
+	}
+	if res := p.run("reload"); res.code != 0 {
+		t.Fatalf("reload = %d %q", res.code, res.stderr)
+	}
+	res = p.run("run-job", "fixed")
+	if res.code != 0 || strings.Contains(res.stderr, note) {
+		t.Errorf("run-job after the reload = %d %q, want 0 without the note", res.code, res.stderr)
+	}
+}
+
 func TestRunJobWaitsForASlowReader(t *testing.T) {
 	p := newProject(t, `[jobs.chatty]
 command = ["sh", "-c", "i=0; while [ $i -lt 5000 ]; do echo line $i of the output that a pager shows one page at a time; i=$((i+1)); done; echo finished"]
