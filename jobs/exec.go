@@ -137,6 +137,18 @@ func (r *Runner) commandSpec(job *config.Job, argv []string, run state.Run) (pro
 	return spec, process.NewRedactor(job.Env, secrets...), nil
 }
 
+// loadProblemError is a job's problem found when the config was loaded.
+// The daemon checks jobs only then, so a run after the user fixed the
+// script or folder still fails with it until a reload, and status, runs
+// and alerts show the message that points at the reload.
+type loadProblemError struct{ err error }
+
+func (e loadProblemError) Error() string {
+	return e.err.Error() + " (found when the config was loaded: after fixing it, run agent-runner reload)"
+}
+
+func (e loadProblemError) Unwrap() error { return e.err }
+
 // RunMarker is the environment entry that identifies the processes of a
 // run, including ones that left its process group. Run IDs repeat across
 // stores, so it also names the state folder, through process.ResolvedDir,

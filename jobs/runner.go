@@ -616,7 +616,7 @@ func (r *Runner) execBounded(ctx context.Context, job *config.Job, run state.Run
 		}
 	}()
 	if job.Problem != nil {
-		return r.record(run, execOutcome{result: state.ResultFailed, exitCode: -1, err: job.Problem}, capture)
+		return r.record(run, execOutcome{result: state.ResultFailed, exitCode: -1, err: loadProblemError{job.Problem}}, capture)
 	}
 	before := statModTime(job.ExpectFileUpdated)
 	// The work redacts its output itself, as only it reads the env_file
