@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -187,6 +188,11 @@ func systemdSpan(s string) (time.Duration, bool) {
 		}
 		unit, ok := systemdUnits[s[:unitEnd]]
 		if !ok {
+			return 0, false
+		}
+		// A span past time.Duration's 292 years would wrap around
+		// into a wrong hint, and no Go duration can spell it.
+		if time.Duration(n) > (math.MaxInt64-total)/unit {
 			return 0, false
 		}
 		total += time.Duration(n) * unit
