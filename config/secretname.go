@@ -1,6 +1,9 @@
 package config
 
-import "strings"
+import (
+	"slices"
+	"strings"
+)
 
 // secretStems are the words that make a variable a secret by its name,
 // when a word of the name is one of them or ends with one, with or without
@@ -15,6 +18,11 @@ var secretStems = []string{
 	"CREDENTIAL", "COOKIE", "WEBHOOK",
 }
 
+// amountWords are the words of a name that sets a limit or an amount, as
+// in MAX_TOKENS or PASSWORD_MIN_LENGTH. Its value is a number such as
+// 4096, so redacting it would cut that number out of unrelated output.
+var amountWords = []string{"MAX", "MIN", "LIMIT", "COUNT", "NUM", "BUDGET", "LENGTH", "SIZE", "TTL"}
+
 // SecretName reports whether a variable of that name holds a secret, so
 // that its value is redacted from output even when it is written inline
 // or read from an env_file or the daemon's environment. Case is ignored
@@ -23,9 +31,15 @@ var secretStems = []string{
 // with or without a final S, or when its last word is AUTH or PASS or
 // ends with AUTH. Those two count only at the end, because AUTH names a
 // credential in BASIC_AUTH or TWITCH_OAUTH but a setting in AUTH_URL, and
-// PASS a password in SMTP_PASS but not in PASS_THROUGH.
+// PASS a password in SMTP_PASS but not in PASS_THROUGH. A name with a
+// word of amountWords is no secret.
 func SecretName(name string) bool {
 	words := strings.Split(strings.ToUpper(name), "_")
+	for _, word := range words {
+		if slices.Contains(amountWords, strings.TrimSuffix(word, "S")) {
+			return false
+		}
+	}
 	for i, word := range words {
 		if hasSecretStem(word) {
 			return true

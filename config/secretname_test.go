@@ -16,6 +16,8 @@ func TestSecretName(t *testing.T) {
 		"AUTH_URL", "AUTH_METHOD", "GIT_AUTHOR_NAME", "AUTHOR", "PASS_THROUGH",
 		"BYPASS", "COMPASS", "SORT_KEY", "KEY", "CACHE_KEY", "PASSENGER_COUNT",
 		"SECRETARY_NAME", "PRIVATE", "ACCESS_LOG",
+		"MAX_TOKENS", "CLAUDE_CODE_MAX_OUTPUT_TOKENS", "TOKEN_LIMIT",
+		"NUM_TOKENS", "PASSWORD_MIN_LENGTH", "COOKIE_MAX_AGE", "TOKEN_TTL",
 	}
 	for _, name := range secret {
 		if !SecretName(name) {
