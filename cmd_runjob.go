@@ -206,6 +206,7 @@ func runInProcess(ctx context.Context, cfg *config.Config, name string, wait boo
 		socket:    cfg.Runner.Socket,
 	}
 	runner := jobs.NewRunner(cfg, store, reaper, log, time.Now)
+	runner.SetStandalone()
 	setKill(runner.Kill)
 	// The summary line that cmdRunJob prints reports the result.
 	runner.SetResultLogger(slog.New(slog.DiscardHandler))

@@ -21,6 +21,11 @@ type Poster interface {
 // SetPoster gives the runner the daemon's listeners for post jobs.
 func (r *Runner) SetPoster(p Poster) { r.poster = p }
 
+// SetStandalone marks a runner that run-job made without a daemon. It
+// loaded the config for this run, so a run's load problem is current and
+// its error names no reload.
+func (r *Runner) SetStandalone() { r.standalone = true }
+
 // maxPostBytes bounds the text a text_command may produce.
 const maxPostBytes = 64 << 10
 

@@ -124,6 +124,9 @@ type Runner struct {
 	wg          sync.WaitGroup
 	// poster posts the text of post jobs; nil outside the daemon.
 	poster Poster
+	// standalone is set for a runner that loaded the config for one run
+	// without a daemon, so a reload would not apply a fixed load problem.
+	standalone bool
 	// observer is told about runs; nil when nothing observes them.
 	observer Observer
 	// final is told about the last run of a request, after retries.
@@ -616,7 +619,11 @@ func (r *Runner) execBounded(ctx context.Context, job *config.Job, run state.Run
 		}
 	}()
 	if job.Problem != nil {
-		return r.record(run, execOutcome{result: state.ResultFailed, exitCode: -1, err: loadProblemError{job.Problem}}, capture)
+		var err error = loadProblemError{job.Problem}
+		if r.standalone {
+			err = job.Problem
+		}
+		return r.record(run, execOutcome{result: state.ResultFailed, exitCode: -1, err: err}, capture)
 	}
 	before := statModTime(job.ExpectFileUpdated)
 	// The work redacts its output itself, as only it reads the env_file

@@ -110,6 +110,19 @@ func TestRunConfigProblemFailsRun(t *testing.T) {
 	}
 }
 
+// A runner without a daemon loaded the config for this run, so the
+// error of a load problem names no reload, which would find no daemon.
+func TestStandaloneLoadProblemNoReload(t *testing.T) {
+	job := shellJob("broken", "true")
+	job.Problem = errors.New("config.toml:3: jobs.broken.command: command \"x\" not found")
+	r, _ := newTestRunner(t, job)
+	r.SetStandalone()
+	run := runManual(t, r, "broken", nil)
+	if run.Error != job.Problem.Error() {
+		t.Errorf("error = %q, want the problem alone: %q", run.Error, job.Problem)
+	}
+}
+
 func TestRunEnvironment(t *testing.T) {
 	t.Setenv("AR_TEST_PRIVATE", "must-not-pass")
 	t.Setenv("AR_TEST_INHERITED", "passed")
