@@ -287,6 +287,10 @@ func scriptProblem(stats statCache, head []byte, displayName string) error {
 	}
 	line, _, _ := bytes.Cut(head, []byte("\n"))
 	switch {
+	case bytes.HasPrefix(line, []byte("\xef\xbb\xbf#!")):
+		// Editors hide a byte order mark, so the message names it
+		// rather than report a missing #! line.
+		return fmt.Errorf(`%s starts with a UTF-8 byte order mark before its #! line, so it cannot be executed: save it without the mark, such as with sed -i '1s/^\xEF\xBB\xBF//'`, displayName)
 	case !bytes.HasPrefix(line, []byte("#!")):
 		return fmt.Errorf(`%s has no #! line, so it cannot be executed: make its first line name its interpreter, such as "#!/bin/sh" or "#!/usr/bin/env python3"`, displayName)
 	case bytes.HasSuffix(line, []byte("\r")):
