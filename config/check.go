@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // checkJobs sets Job.Env and Job.Problem of every job by reading its
@@ -56,13 +57,13 @@ func warnShortNamedSecrets(warnings *reporter, s machineSettings, fileEnv map[st
 	for _, name := range s.inheritEnv.value {
 		_, inFile := fileEnv[name]
 		_, inEnv := s.env[name]
-		if value, ok := os.LookupEnv(name); ok && !inFile && !inEnv && SecretName(name) && tooShortToRedact(value) {
+		if value, ok := os.LookupEnv(name); ok && !inFile && !inEnv && NamedSecret(name, value) && tooShortToRedact(value) {
 			warnings.report(s.inheritEnv.key, "%s counts as a secret by its name, but its value in the environment is too short to be redacted from output (under %d bytes): use a longer value, or another name if it is no secret",
 				name, MinSecretBytes)
 		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(fileEnv)) {
-		if _, inEnv := s.env[name]; !inEnv && SecretName(name) && tooShortToRedact(fileEnv[name]) {
+		if _, inEnv := s.env[name]; !inEnv && NamedSecret(name, fileEnv[name]) && tooShortToRedact(fileEnv[name]) {
 			warnings.report(s.envFile.key, "%s counts as a secret by its name, but its value in the env file is too short to be redacted from output (under %d bytes): use a longer value, or another name if it is no secret",
 				name, MinSecretBytes)
 		}
@@ -265,11 +266,16 @@ const scriptHeadBytes = 256
 // readHead returns the first scriptHeadBytes of file, or nil when it
 // cannot be read.
 func readHead(file string) []byte {
-	f, err := os.Open(file)
+	// O_NONBLOCK keeps a file swapped for a FIFO since the stat from
+	// blocking the open, and the check of the open file from reading it.
+	f, err := os.OpenFile(file, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil
 	}
 	defer f.Close()
+	if info, err := f.Stat(); err != nil || !info.Mode().IsRegular() {
+		return nil
+	}
 	head := make([]byte, scriptHeadBytes)
 	n, _ := io.ReadFull(f, head)
 	return head[:n]
@@ -373,7 +379,7 @@ func resolveEnv(checks, warnings *reporter, env map[string]envValue) map[string]
 			continue
 		}
 		secrets[name] = secret
-		isSecret := value.kind != envInline || SecretName(name)
+		isSecret := value.kind != envInline || NamedSecret(name, secret.Reveal())
 		if isSecret && tooShortToRedact(secret.Reveal()) {
 			warnings.report(value.key, "secret is too short to be redacted from output (under %d bytes, or every line under %d): use a longer value",
 				MinSecretBytes, MinSecretLineBytes)

@@ -52,6 +52,17 @@ func SecretName(name string) bool {
 	return strings.HasSuffix(last, "AUTH") || last == "PASS"
 }
 
+// switchValues are values that turn a setting on or off. No secret is
+// one, and redacting one would cut every true or off out of the output.
+var switchValues = []string{"true", "false", "yes", "no", "on", "off", "enabled", "disabled"}
+
+// NamedSecret reports whether the value of a variable is a secret by its
+// name: the name is a SecretName and the value is no switch such as true
+// or off, which a name such as REQUIRE_AUTH or USE_COOKIES often holds.
+func NamedSecret(name, value string) bool {
+	return SecretName(name) && !slices.Contains(switchValues, strings.ToLower(strings.TrimSpace(value)))
+}
+
 // hasSecretStem reports whether word ends with a secret stem, or with one
 // and an S.
 func hasSecretStem(word string) bool {

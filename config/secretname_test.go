@@ -30,3 +30,17 @@ func TestSecretName(t *testing.T) {
 		}
 	}
 }
+
+func TestNamedSecretSkipsSwitches(t *testing.T) {
+	for _, value := range []string{"true", "FALSE", "yes", "no", "On", "off", " enabled ", "disabled"} {
+		if NamedSecret("REQUIRE_AUTH", value) {
+			t.Errorf("NamedSecret(REQUIRE_AUTH, %q) = true, want false for a switch", value)
+		}
+	}
+	if !NamedSecret("REQUIRE_AUTH", "truely-a-secret") {
+		t.Errorf("NamedSecret(REQUIRE_AUTH, truely-a-secret) = false, want true")
+	}
+	if NamedSecret("DATA_DIR", "/srv/data") {
+		t.Errorf("NamedSecret(DATA_DIR, /srv/data) = true, want false for a plain name")
+	}
+}

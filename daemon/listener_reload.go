@@ -271,7 +271,7 @@ func (s *listenerSecrets) add(lc *config.Listener) {
 	for name, secret := range listeners.Secrets(lc) {
 		// The key drops the name, so an inline value is kept here only
 		// when its name makes it a secret, as NewRedactor would decide.
-		if secret.Source != "inline" || config.SecretName(name) {
+		if secret.Source != "inline" || config.NamedSecret(name, secret.Reveal()) {
 			s.values[secret.Reveal()+"\x00"+secret.Source] = secret
 		}
 	}

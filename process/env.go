@@ -84,7 +84,7 @@ func Environment(s Settings, vars []string) (env []string, secrets []config.Secr
 	for _, name := range s.InheritEnv {
 		if value, ok := lookupEnv(name); ok {
 			env = append(env, name+"="+value)
-			if config.SecretName(name) {
+			if config.NamedSecret(name, value) {
 				named[name] = config.NewSecret(value, "inherited variable "+name)
 			}
 		}
@@ -96,7 +96,9 @@ func Environment(s Settings, vars []string) (env []string, secrets []config.Secr
 		}
 		for _, name := range sortedKeys(fileEnv) {
 			env = append(env, name+"="+fileEnv[name])
-			if config.SecretName(name) {
+			// The file's value replaces an inherited one in the child.
+			delete(named, name)
+			if config.NamedSecret(name, fileEnv[name]) {
 				named[name] = config.NewSecret(fileEnv[name], "env_file "+s.EnvFile+" "+name)
 			}
 		}

@@ -156,3 +156,24 @@ func TestEnvironmentSecretsFollowEditedFile(t *testing.T) {
 		}
 	}
 }
+
+// A switch such as true under a secret name is no secret, also when it
+// replaces an inherited secret of that name.
+func TestEnvironmentSecretsSkipSwitches(t *testing.T) {
+	t.Setenv("REQUIRE_AUTH", "inherited-auth-value")
+	file := filepath.Join(t.TempDir(), "job.env")
+	if err := os.WriteFile(file, []byte("REQUIRE_AUTH=true\nUSE_COOKIES=Off\nAPI_TOKEN=file-token-value\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, secrets, err := Environment(Settings{EnvFile: file, InheritEnv: []string{"REQUIRE_AUTH"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, secret := range secrets {
+		got = append(got, secret.Reveal())
+	}
+	if want := []string{"file-token-value"}; !slices.Equal(got, want) {
+		t.Errorf("secrets = %q, want %q", got, want)
+	}
+}

@@ -30,7 +30,7 @@ type Redactor struct {
 func NewRedactor(env map[string]config.Secret, more ...config.Secret) *Redactor {
 	var secrets []string
 	for name, secret := range env {
-		if secret.Source != "inline" || config.SecretName(name) {
+		if secret.Source != "inline" || config.NamedSecret(name, secret.Reveal()) {
 			secrets = append(secrets, secret.Needles()...)
 		}
 	}

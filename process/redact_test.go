@@ -190,10 +190,12 @@ func TestRedactorSecretNames(t *testing.T) {
 	r := NewRedactor(map[string]config.Secret{
 		"API_TOKEN": config.NewSecret("inline-token-value", "inline"),
 		"GREETING":  config.NewSecret("hello-world-value", "inline"),
+		// A switch under a secret name is no secret.
+		"USE_COOKIES": config.NewSecret("disabled", "inline"),
 	})
 	got := r.With([]config.Secret{config.NewSecret("file-secret-value", "env_file x")}).
-		Redact("inline-token-value hello-world-value file-secret-value")
-	if want := "[redacted] hello-world-value [redacted]"; got != want {
+		Redact("inline-token-value hello-world-value file-secret-value disabled")
+	if want := "[redacted] hello-world-value [redacted] disabled"; got != want {
 		t.Errorf("Redact = %q, want %q", got, want)
 	}
 	if got := r.Redact("file-secret-value"); got != "file-secret-value" {
