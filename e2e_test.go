@@ -1100,3 +1100,26 @@ schedule = "0 0 1 1 *"
 		t.Errorf("runs after the interrupts:\n%s\nwant the run stopped by the user", runs.stdout)
 	}
 }
+
+// TestDaemonNoticesAFixedScript checks that a job whose script was not
+// executable when the daemon loaded the config runs again once the
+// script is fixed, without a reload.
+func TestDaemonNoticesAFixedScript(t *testing.T) {
+	p := newProject(t, "[jobs.fixed]\ncommand = [\"./fixed.sh\"]\nevery = \"1s\"\n")
+	script := p.path("fixed.sh")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\ntouch ran\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := p.startDaemon()
+	defer d.stop()
+	waitFor(t, "a run that fails on the load problem", func() bool {
+		return strings.Contains(p.list()["fixed"].LastError, "agent-runner reload applies it at once")
+	})
+	if err := os.Chmod(script, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p.waitForFile("a run after the fix", "ran")
+	if status := p.list()["fixed"]; status.Problem != "" {
+		t.Errorf("status problem after the fix = %q, want none", status.Problem)
+	}
+}

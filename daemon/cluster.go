@@ -150,6 +150,7 @@ type clusterNode struct {
 	// stopped, so that winning again after it need not wait.
 	ranTerm int64
 	loadSignal
+	problemRecheck
 	stopMark
 }
 

@@ -79,6 +79,7 @@ func Run(ctx context.Context, opts Options) error {
 	defer set.close(log)
 	runner.SetPoster(set)
 	h := newHandler(cfg, opts.Version, runner, sched, set, store, reaper, log)
+	runner.OnLoadProblem(h.requestRecheck)
 	if err := shareStateDir(cfg.Runner.StateDir, cfg.Runner.Socket, cfg.Runner.SocketGroup); err != nil {
 		_ = sched.Stop()
 		return err
@@ -162,46 +163,64 @@ type reloader interface {
 	watching() bool
 	// loads receives after each reload that loaded a config.
 	loads() <-chan struct{}
+	// hasProblems reports whether the running config has problems on
+	// this machine, which recheckProblems looks at again.
+	hasProblems() bool
+	recheckProblems()
+	// rechecks receives when a run asks for a recheck.
+	rechecks() <-chan struct{}
 }
 
-// addReloader adds the actor that reloads the config on each signal and,
-// with [runner] watch = true, when the file's content changes. Without
-// watch it keeps no ticker, so that an idle daemon does not wake for it.
+// addReloader adds the actor that reloads the config on each signal,
+// with [runner] watch = true when the file's content changes, and when a
+// problem of the config on this machine changed. Without watch and
+// problems it keeps no ticker, so that an idle daemon does not wake for
+// it.
 func addReloader(group *run.Group, h reloader, signals <-chan struct{}) {
 	ctx, cancel := context.WithCancel(context.Background())
 	group.Add(func() error {
-		var ticker *time.Ticker
-		defer func() { stopTicker(ticker) }()
+		var watch, problems *time.Ticker
+		defer func() { stopTicker(watch); stopTicker(problems) }()
 		for {
-			ticker = watchTicker(ticker, h.watching())
-			var tick <-chan time.Time
-			if ticker != nil {
-				tick = ticker.C
-			}
+			watch = keepTicker(watch, h.watching(), watchInterval)
+			problems = keepTicker(problems, h.hasProblems(), recheckInterval)
 			select {
 			case <-ctx.Done():
 				return nil
 			case <-signals:
 				_, _ = h.Reload()
 			case <-h.loads():
-			case <-tick:
+			case <-tickerChan(watch):
 				h.reloadIfChanged()
+			case <-tickerChan(problems):
+				h.recheckProblems()
+			case <-h.rechecks():
+				h.recheckProblems()
 			}
 		}
 	}, func(error) { cancel() })
 }
 
-// watchTicker returns the ticker the reloader needs: t itself or a new
-// one while watching, nil after stopping t otherwise.
-func watchTicker(t *time.Ticker, watching bool) *time.Ticker {
+// keepTicker returns the ticker of interval that the reloader needs: t
+// itself or a new one while on, nil after stopping t otherwise.
+func keepTicker(t *time.Ticker, on bool, interval time.Duration) *time.Ticker {
 	switch {
-	case watching && t == nil:
-		return time.NewTicker(watchInterval)
-	case !watching:
+	case on && t == nil:
+		return time.NewTicker(interval)
+	case !on:
 		stopTicker(t)
 		return nil
 	}
 	return t
+}
+
+// tickerChan returns the channel of t, or nil, which never receives, for
+// no ticker.
+func tickerChan(t *time.Ticker) <-chan time.Time {
+	if t == nil {
+		return nil
+	}
+	return t.C
 }
 
 func stopTicker(t *time.Ticker) {

@@ -37,6 +37,7 @@ type handler struct {
 	watchState
 	reloadLock sync.Mutex
 	loadSignal
+	problemRecheck
 	stopMark
 }
 

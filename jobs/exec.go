@@ -138,13 +138,13 @@ func (r *Runner) commandSpec(job *config.Job, argv []string, run state.Run) (pro
 }
 
 // loadProblemError is a job's problem found when the config was loaded.
-// The daemon checks jobs only then, so a run after the user fixed the
-// script or folder still fails with it until a reload, and status, runs
-// and alerts show the message that points at the reload.
+// Runs after the user fixed the script or folder still fail with it until
+// the daemon looks again, and status, runs and alerts show the message
+// that says when that is.
 type loadProblemError struct{ err error }
 
 func (e loadProblemError) Error() string {
-	return e.err.Error() + " (found when the config was loaded: after fixing it, run agent-runner reload)"
+	return e.err.Error() + " (found when the config was loaded; while the config files stay the same, the daemon looks again within 30 s of a fix, and agent-runner reload applies it at once)"
 }
 
 func (e loadProblemError) Unwrap() error { return e.err }

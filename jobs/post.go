@@ -26,6 +26,11 @@ func (r *Runner) SetPoster(p Poster) { r.poster = p }
 // its error names no reload.
 func (r *Runner) SetStandalone() { r.standalone = true }
 
+// OnLoadProblem gives the runner a function to call at each run that
+// fails on its job's load problem, so the daemon can look again whether
+// the problem is gone.
+func (r *Runner) OnLoadProblem(f func()) { r.loadProblem = f }
+
 // maxPostBytes bounds the text a text_command may produce.
 const maxPostBytes = 64 << 10
 

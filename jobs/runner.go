@@ -127,6 +127,9 @@ type Runner struct {
 	// standalone is set for a runner that loaded the config for one run
 	// without a daemon, so a reload would not apply a fixed load problem.
 	standalone bool
+	// loadProblem is called at each run that fails on its job's load
+	// problem; nil when nothing looks again.
+	loadProblem func()
 	// observer is told about runs; nil when nothing observes them.
 	observer Observer
 	// final is told about the last run of a request, after retries.
@@ -622,6 +625,9 @@ func (r *Runner) execBounded(ctx context.Context, job *config.Job, run state.Run
 		var err error = loadProblemError{job.Problem}
 		if r.standalone {
 			err = job.Problem
+		}
+		if r.loadProblem != nil {
+			r.loadProblem()
 		}
 		return r.record(run, execOutcome{result: state.ResultFailed, exitCode: -1, err: err}, capture)
 	}

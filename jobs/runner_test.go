@@ -101,11 +101,16 @@ func TestRunConfigProblemFailsRun(t *testing.T) {
 	job := shellJob("broken", "true")
 	job.Problem = errors.New("config.toml:3: jobs.broken.command: command \"x\" not found")
 	r, _ := newTestRunner(t, job)
+	asked := 0
+	r.OnLoadProblem(func() { asked++ })
 	run := runManual(t, r, "broken", nil)
+	if asked != 1 {
+		t.Errorf("the run asked %d times to look at the problem again, want once", asked)
+	}
 	if run.Result != state.ResultFailed || !strings.Contains(run.Error, "not found") {
 		t.Errorf("run = %q %q, want failed with the problem", run.Result, run.Error)
 	}
-	if want := "after fixing it, run agent-runner reload"; !strings.Contains(run.Error, want) {
+	if want := "agent-runner reload applies it at once"; !strings.Contains(run.Error, want) {
 		t.Errorf("error = %q, want it to say %q, since the daemon checks the job only at a load", run.Error, want)
 	}
 }

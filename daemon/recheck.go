@@ -1,0 +1,96 @@
+package daemon
+
+import (
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/agent-runner/agent-runner/config"
+)
+
+// recheckInterval is how often a daemon whose config has problems on
+// this machine loads the config again to see whether they changed.
+const recheckInterval = 30 * time.Second
+
+// recheckSpacing is the least time between two rechecks, so that many
+// runs of jobs with problems cost at most one load in that time.
+const recheckSpacing = 5 * time.Second
+
+// problemRecheck lets a daemon notice that a problem found when it loaded
+// the config, such as a script that was not executable, is gone. The
+// loader checks commands, folders and files only at a load, so a fixed
+// job would otherwise fail until the next reload. Its owner's reload lock
+// guards last; the zero value is ready to use.
+type problemRecheck struct {
+	once     sync.Once
+	requests chan struct{}
+	last     time.Time
+}
+
+func (p *problemRecheck) channel() chan struct{} {
+	p.once.Do(func() { p.requests = make(chan struct{}, 1) })
+	return p.requests
+}
+
+// requestRecheck queues a recheck. A run of a job with a problem calls
+// it, so a fixed job runs again at one of its next slots rather than
+// after the interval. Requests not yet received merge into one.
+func (p *problemRecheck) requestRecheck() {
+	select {
+	case p.channel() <- struct{}{}:
+	default:
+	}
+}
+
+// rechecks receives after each request.
+func (p *problemRecheck) rechecks() <-chan struct{} { return p.channel() }
+
+// recheck reloads through reload when the config files are as cfg was
+// loaded from but a fresh load finds other problems on this machine. A
+// reload of edited files is left to watch = true or to the user. Within
+// recheckSpacing of the previous recheck it does nothing.
+func (p *problemRecheck) recheck(cfg *config.Config, log *slog.Logger, reload func(seen string) (string, error)) {
+	if len(cfg.Problems()) == 0 || time.Since(p.last) < recheckSpacing {
+		return
+	}
+	p.last = time.Now()
+	if filesFingerprint(cfg.Path) != cfg.Hash {
+		return
+	}
+	next, err := loadConfig(cfg.Path)
+	if err != nil || next.Hash != cfg.Hash || slices.Equal(problemTexts(cfg), problemTexts(next)) {
+		return
+	}
+	log.Info("problems that the last load found on this machine changed, so the unchanged config is reloaded",
+		"config", cfg.Path, "problems", len(next.Problems()))
+	_, _ = reload(cfg.Hash)
+}
+
+func problemTexts(cfg *config.Config) []string {
+	var texts []string
+	for _, problem := range cfg.Problems() {
+		texts = append(texts, problem.Error())
+	}
+	return texts
+}
+
+func (h *handler) hasProblems() bool { return len(h.config().Problems()) > 0 }
+
+// recheckProblems reloads when a problem of the running config on this
+// machine changed while its files stayed the same.
+func (h *handler) recheckProblems() {
+	h.reloadLock.Lock()
+	defer h.reloadLock.Unlock()
+	h.recheck(h.config(), h.log, h.reload)
+}
+
+func (n *clusterNode) hasProblems() bool { return len(n.config().Problems()) > 0 }
+
+// recheckProblems is the handler's for a cluster node. Runs of a term do
+// not request it, so it runs at the interval only.
+func (n *clusterNode) recheckProblems() {
+	n.reloadLock.Lock()
+	defer n.reloadLock.Unlock()
+	n.recheck(n.config(), n.log, n.reload)
+}
