@@ -11,9 +11,13 @@ import (
 // make journald drop the daemon's own lines, because journald keeps
 // 10,000 messages per 30 s of a unit by default. So a listener's child
 // may log a burst of outputBurst lines and then outputRate lines a second.
+// A line counts once per started outputLineBytes, because a child's lines
+// can be up to 64 KiB long. Counted as one each, 50 of them a second
+// would write over 3 MB a second to the log.
 const (
-	outputBurst = 500
-	outputRate  = 50
+	outputBurst     = 500
+	outputRate      = 50
+	outputLineBytes = 512
 	// dropReportInterval is how often a child that keeps over its budget
 	// gets a line that counts what was dropped.
 	dropReportInterval = 10 * time.Second
@@ -41,16 +45,18 @@ func newOutputBudget(now func() time.Time, report func(dropped int)) *outputBudg
 	return &outputBudget{now: now, report: report, tokens: outputBurst, last: start, reported: start}
 }
 
-// take reports whether a line may be logged, and counts it as dropped
-// when it may not.
-func (b *outputBudget) take() bool {
+// take reports whether a line of size bytes may be logged, and counts it
+// as dropped when it may not. The line costs one token per started
+// outputLineBytes.
+func (b *outputBudget) take(size int) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	now := b.now()
 	b.tokens = min(outputBurst, b.tokens+now.Sub(b.last).Seconds()*outputRate)
 	b.last = now
-	if b.tokens >= 1 {
-		b.tokens--
+	cost := float64(max(1, (size+outputLineBytes-1)/outputLineBytes))
+	if b.tokens >= cost {
+		b.tokens -= cost
 		return true
 	}
 	b.dropped++

@@ -17,7 +17,7 @@ func TestBudgetBurstThenRate(t *testing.T) {
 	defer budget.flush()
 	allowed := 0
 	for range outputBurst + 100 {
-		if budget.take() {
+		if budget.take(10) {
 			allowed++
 		}
 	}
@@ -28,12 +28,42 @@ func TestBudgetBurstThenRate(t *testing.T) {
 	now = now.Add(time.Second)
 	allowed = 0
 	for range 2 * outputRate {
-		if budget.take() {
+		if budget.take(10) {
 			allowed++
 		}
 	}
 	if allowed != outputRate {
 		t.Errorf("%d lines allowed a second later, want %d", allowed, outputRate)
+	}
+}
+
+// A child's lines may be 64 KiB long, so a budget of lines alone let it
+// log megabytes a second.
+func TestBudgetCountsLongLinesBySize(t *testing.T) {
+	now := time.Unix(1000, 0)
+	budget := newOutputBudget(func() time.Time { return now }, func(int) {})
+	defer budget.flush()
+	line := 64 << 10
+	logged := 0
+	for range 10 * outputBurst {
+		if budget.take(line) {
+			logged += line
+		}
+	}
+	for range 60 {
+		now = now.Add(time.Second)
+		for range outputRate {
+			if budget.take(line) {
+				logged += line
+			}
+		}
+	}
+	limit := (outputBurst + 60*outputRate) * outputLineBytes
+	if logged > limit {
+		t.Errorf("%d bytes of 64 KiB lines logged in a burst and a minute, want at most %d", logged, limit)
+	}
+	if logged == 0 {
+		t.Error("no 64 KiB line logged in a burst and a minute")
 	}
 }
 
@@ -47,7 +77,7 @@ func TestBudgetReportsDropsAfterSilence(t *testing.T) {
 	// half a second after the first drop, once all the drops are counted.
 	now.Add(int64(dropReportInterval - 500*time.Millisecond))
 	for range outputBurst + 7 {
-		budget.take()
+		budget.take(10)
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for reported.Load() == 0 && time.Now().Before(deadline) {
