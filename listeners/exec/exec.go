@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/agent-runner/agent-runner/config"
@@ -60,6 +61,12 @@ func (l *Listener) Run(ctx context.Context, host listeners.Host) error {
 		return err
 	}
 	ctx, stop := context.WithCancelCause(ctx)
+	// The probe ends before Run returns. Run's end is the attempt's end,
+	// and a probe that passed or failed later would mark the listener
+	// running during its backoff, or log that it stopped a child that
+	// had already exited.
+	var probing sync.WaitGroup
+	defer probing.Wait()
 	defer stop(nil)
 
 	log := host.Log()
@@ -70,7 +77,7 @@ func (l *Listener) Run(ctx context.Context, host listeners.Host) error {
 			host.Ready()
 			return
 		}
-		go l.probe(ctx, host, stop, previous)
+		probing.Go(func() { l.probe(ctx, host, stop, previous) })
 	}
 	budget := newOutputBudget(time.Now, logDropped(log))
 	output := redactor.Lines(func(line process.Line) {
@@ -154,6 +161,10 @@ func (l *Listener) probe(ctx context.Context, host listeners.Host, stop context.
 		case <-timer.C:
 		}
 		err := l.check(ctx, probe)
+		if ctx.Err() != nil {
+			// The child is stopping or gone, so the result is not reported.
+			return
+		}
 		switch {
 		case err == nil && !ready && !previous.IsZero() && heartbeatTime(probe).Equal(previous):
 			// Still the previous child's heartbeat: wait for this one's.

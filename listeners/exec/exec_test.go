@@ -152,6 +152,69 @@ func TestHTTPProbeFailureRestarts(t *testing.T) {
 	}
 }
 
+// slowReadyHost takes 300 ms to mark the listener ready, as a probe
+// goroutine that the scheduler runs late would, and records when it did.
+type slowReadyHost struct {
+	fakeHost
+	readyAt atomic.Int64
+}
+
+func (h *slowReadyHost) Ready() {
+	time.Sleep(300 * time.Millisecond)
+	h.readyAt.Store(time.Now().UnixNano())
+}
+
+// A probe that passes just before the child exits must mark the listener
+// ready before Run returns. Later, the supervisor would already show the
+// failed attempt's backoff, and the late mark would show it as running.
+func TestProbeReadyBeforeRunReturns(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer srv.Close()
+	probe := &config.Probe{HTTP: srv.URL, Interval: time.Minute}
+	l, _ := newExec(t, "sleep 0.05; exit 3", probe)
+	host := &slowReadyHost{}
+
+	_ = wait(t, runAsync(l, context.Background(), host))
+	returned := time.Now().UnixNano()
+	time.Sleep(500 * time.Millisecond)
+
+	readyAt := host.readyAt.Load()
+	if readyAt == 0 {
+		t.Fatal("the passing probe never marked the listener ready")
+	}
+	if readyAt > returned {
+		t.Errorf("the listener was marked ready %s after Run returned", time.Duration(readyAt-returned))
+	}
+}
+
+// A probe request still waiting when the child exits ends with the
+// attempt. Its canceled request once logged that the probe failed and
+// stopped the child, after the child had exited by itself.
+func TestProbeEndsWithChildExit(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	}))
+	defer srv.Close()
+	defer close(release)
+	probe := &config.Probe{HTTP: srv.URL, Interval: time.Minute}
+	l, _ := newExec(t, "sleep 0.3; exit 3", probe)
+	host := &logHost{}
+
+	err := wait(t, runAsync(l, context.Background(), host))
+	time.Sleep(300 * time.Millisecond)
+
+	if err == nil || !strings.Contains(err.Error(), "exit status 3") {
+		t.Errorf("Run = %v, want the child's exit status 3", err)
+	}
+	if strings.Contains(host.text(), "probe failed") {
+		t.Errorf("the probe reported a failure after the child exited:\n%s", host.text())
+	}
+}
+
 func TestStaleHeartbeatFails(t *testing.T) {
 	dir := t.TempDir()
 	beat := filepath.Join(dir, "beat")
