@@ -35,14 +35,19 @@ func rateLimitReset(header http.Header, now time.Time, fallback time.Duration) t
 
 // waitRateLimit sleeps until until, or at least minRateWait so that a
 // server that keeps naming a past reset time is not polled in a tight
-// loop. It returns the cause of ctx's end when ctx ends first. A wait longer than
-// maxInlineRateWait is not slept here, because the listener would show
-// as running meanwhile: pauseRequests returns an error instead.
-func (l *Listener) waitRateLimit(ctx context.Context, endpoint syntax.NSID, until time.Time) error {
+// loop. It returns the cause of ctx's end when ctx ends first. waited is
+// the time one request has spent in these waits so far, which the sleep
+// adds to. Waits of more than maxInlineRateWait in all are not slept
+// here, because the listener would show as running or starting
+// meanwhile: pauseRequests returns an error instead. That includes a
+// server that returns a 429 with a reset a few seconds away for every
+// request.
+func (l *Listener) waitRateLimit(ctx context.Context, endpoint syntax.NSID, until time.Time, waited *time.Duration) error {
 	delay := max(time.Until(until), l.minRateWait)
-	if delay > l.maxInlineRateWait {
+	if *waited+delay > l.maxInlineRateWait {
 		return l.pauseRequests(endpoint, until, delay)
 	}
+	*waited += delay
 	l.logger().Warn("rate limited by bluesky; waiting for the reset",
 		"endpoint", endpoint.String(), "wait", delay.Round(time.Millisecond), "reset", until.UTC())
 	return wait.For(ctx, delay)

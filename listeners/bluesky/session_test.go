@@ -384,6 +384,28 @@ func TestRunFarRateLimitBacksOff(t *testing.T) {
 	waitFor(t, "Ready after the pause", func() bool { return host.readyCount() == 1 })
 }
 
+// A server that returns a 429 with a near reset for every request once
+// kept the first poll waiting for good, and the listener showed
+// as starting, with no error, and healthy.
+func TestRunRepeatedNearRateLimitBacksOff(t *testing.T) {
+	f := newFakeServer(t, false)
+	f.rateLimit(1_000_000, time.Now().Add(-time.Minute))
+	host := newFakeHost(t, newFakeKV())
+	l := newTestListener(t, newTestConfig(f))
+	l.maxInlineRateWait = 200 * time.Millisecond
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := l.Run(ctx, host)
+
+	if !errors.Is(err, errRateLimited) {
+		t.Fatalf("Run error = %v, want one wrapping errRateLimited", err)
+	}
+	if got := host.readyCount(); got != 0 {
+		t.Errorf("Ready called %d times with every request rate limited, want 0", got)
+	}
+}
+
 func TestRunStopsOnCancelDuringRateLimitWait(t *testing.T) {
 	f := newFakeServer(t, false)
 	f.rateLimit(1, time.Now().Add(time.Hour))

@@ -75,8 +75,9 @@ func (b *limitedBody) Close() error { return b.body.Close() }
 
 // call sends one XRPC request with client and decodes a 2xx JSON response
 // into out, which may be nil. A 429 response whose reset time is near is
-// waited out and sent again, while a later reset pauses all requests and
-// returns an errRateLimited error: see waitRateLimit. Other non-2xx
+// waited out and sent again, while a later reset, or more 429 responses
+// than fit in maxInlineRateWait, pauses all requests and returns an
+// errRateLimited error: see waitRateLimit. Other non-2xx
 // responses return an *atclient.APIError.
 //
 // It uses APIClient.Do rather than Get or Post because those drop the
@@ -91,6 +92,7 @@ func (l *Listener) call(ctx context.Context, client *atclient.APIClient, method 
 		}
 	}
 
+	var waited time.Duration
 	for {
 		if err := l.checkRateLimitPause(); err != nil {
 			return err
@@ -105,7 +107,7 @@ func (l *Listener) call(ctx context.Context, client *atclient.APIClient, method 
 			if !isRateLimited(err) {
 				return err
 			}
-			if err := l.waitRateLimit(ctx, endpoint, time.Now().Add(l.fallbackRateWait)); err != nil {
+			if err := l.waitRateLimit(ctx, endpoint, time.Now().Add(l.fallbackRateWait), &waited); err != nil {
 				return err
 			}
 			continue
@@ -114,7 +116,7 @@ func (l *Listener) call(ctx context.Context, client *atclient.APIClient, method 
 		if resp.StatusCode == http.StatusTooManyRequests {
 			until := rateLimitReset(resp.Header, time.Now(), l.fallbackRateWait)
 			drainAndClose(resp)
-			if err := l.waitRateLimit(ctx, endpoint, until); err != nil {
+			if err := l.waitRateLimit(ctx, endpoint, until, &waited); err != nil {
 				return err
 			}
 			continue
