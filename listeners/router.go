@@ -153,6 +153,9 @@ type routerState struct {
 	fenced   atomic.Uint64
 	lastSeen atomic.Int64
 	upSince  atomic.Int64
+	// waitingReplies counts the command replies in progress, which
+	// maxWaitingReplies caps.
+	waitingReplies atomic.Int64
 
 	mu        sync.Mutex
 	cooldowns map[string]time.Time
@@ -313,6 +316,15 @@ func (r *Router) runHook(ev Event) {
 // a hook reply holds a hook worker while it waits.
 const replyTimeout = 30 * time.Second
 
+// maxWaitingReplies caps the command replies of one listener that wait
+// for the platform's send rate limit at once; more are dropped. Each
+// waits on a goroutine of its own, and with `cooldown = "0s"` a chat
+// flood started one per message: a local server sending a command
+// without pause took the daemon to 4.9 GB in 30 s. Twitch's default
+// rate limit sends about 20 replies in replyTimeout, so replies past
+// the cap would mostly time out anyway.
+const maxWaitingReplies = 32
+
 // answerCommand replies to a chat command, once per cooldown per channel.
 func (r *Router) answerCommand(ev Event) {
 	if r.replier == nil || ev.Type != "message" {
@@ -326,8 +338,14 @@ func (r *Router) answerCommand(ev Event) {
 		if !r.takeCooldown(cmd, ev.Channel) {
 			return
 		}
+		if r.state.waitingReplies.Add(1) > maxWaitingReplies {
+			r.state.waitingReplies.Add(-1)
+			r.warnDrop("too many command replies wait for the send rate limit: reply dropped", ev, "waiting", maxWaitingReplies)
+			return
+		}
 		text := Render(cmd.Reply, r.fields(ev, args))
 		go func() {
+			defer r.state.waitingReplies.Add(-1)
 			if !r.allowed("command reply to event " + ev.ID) {
 				return
 			}

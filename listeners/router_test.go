@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -243,6 +244,51 @@ func TestChatCommandCooldown(t *testing.T) {
 	if !strings.Contains(got, "1:pong ann now") || !strings.Contains(got, "3:pong cat") || len(replier.got()) != 2 {
 		t.Errorf("replies = %v, want one per channel within the cooldown", replier.got())
 	}
+}
+
+// stuckReplier holds every reply until its context ends, as a send
+// that waits for the platform's rate limit does, and counts the replies
+// held at once.
+type stuckReplier struct {
+	waiting, peak atomic.Int64
+}
+
+func (f *stuckReplier) Reply(ctx context.Context, _ Event, _ string) error {
+	n := f.waiting.Add(1)
+	defer f.waiting.Add(-1)
+	for {
+		peak := f.peak.Load()
+		if n <= peak || f.peak.CompareAndSwap(peak, n) {
+			break
+		}
+	}
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// A command without a cooldown in a chat flood once started a goroutine
+// per message, each waiting for the send rate limit.
+func TestChatCommandFloodCapsWaitingReplies(t *testing.T) {
+	cfg := &config.Listener{
+		Name: "chat", Kind: config.KindTwitch, HookQueue: 1,
+		Commands: []config.ChatCommand{{Trigger: "!ping", Reply: "pong"}},
+	}
+	replier := &stuckReplier{}
+	r := NewRouter(cfg, nil, nil, replier, quietLog)
+
+	for i := range 10 * maxWaitingReplies {
+		r.Deliver(Event{Type: "message", ID: strconv.Itoa(i), Channel: "a", User: "ann", Text: "!ping"})
+	}
+	waitUntil(t, "the first replies", func() bool { return replier.waiting.Load() > 0 })
+	time.Sleep(100 * time.Millisecond)
+
+	if peak := replier.peak.Load(); peak > maxWaitingReplies {
+		t.Errorf("%d command replies waited at once, want at most %d", peak, maxWaitingReplies)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the replies end with the router", func() bool { return replier.waiting.Load() == 0 })
 }
 
 func TestRenderSubstitutesOnlyFields(t *testing.T) {
