@@ -257,12 +257,14 @@ func (s *Supervisor) endAttempt() {
 // connection closes, or a backoff wait ends, and the new listener starts
 // at once. The old router is drained once no attempt can deliver to it
 // any more. Replace returns the old router, for the caller to close at
-// shutdown if the drain has not finished by then.
+// shutdown if the drain has not finished by then. Health takes the kind
+// from the config of router, because a reload may change the kind.
 func (s *Supervisor) Replace(listener Listener, router *Router) *Router {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	old := s.router
 	s.listener, s.router, s.replaced = listener, router, true
+	s.health.Kind = router.cfg.Kind
 	if old != s.attemptRouter && old != router {
 		go s.drain(old)
 	}

@@ -278,6 +278,21 @@ func TestSupervisorReplaceEndsBackoff(t *testing.T) {
 	}
 }
 
+// A reload may change a listener's kind, as from exec to twitch. list,
+// status and the metrics once kept showing the first kind.
+func TestSupervisorReplaceTakesNewKind(t *testing.T) {
+	s := newTestSupervisor(connectedListener())
+	startSupervisor(t, s)
+	waitUntil(t, "the first listener to run", func() bool { return s.Health().State == StateRunning })
+
+	cfg := &config.Listener{Name: "test", Kind: "twitch", HookQueue: 1}
+	s.Replace(connectedListener(), NewRouter(cfg, nil, nil, nil, quietLog))
+
+	if kind := s.Health().Kind; kind != "twitch" {
+		t.Errorf("kind after a replace with a twitch listener = %q, want twitch", kind)
+	}
+}
+
 func TestSupervisorReplaceEndsAuthWait(t *testing.T) {
 	rejected := &fakeListener{RunFunc: func(ctx context.Context, host Host, call int) error {
 		return fmt.Errorf("login: %w", ErrAuth)
