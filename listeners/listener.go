@@ -87,6 +87,11 @@ type Host interface {
 	// Ready marks the listener connected; the supervisor shows it as
 	// running and starts counting its stable period.
 	Ready()
+	// Reconnecting marks a listener that lost its connection and
+	// connects again within the same Run, because of cause. The
+	// supervisor shows it as connecting again after a failure, which
+	// health checks count as down, until the next Ready.
+	Reconnecting(cause error)
 	// Deliver hands an event to the router. It never blocks for long: an
 	// event the router cannot queue is dropped and counted.
 	Deliver(Event)

@@ -534,6 +534,13 @@ func (h host) Ready() {
 	h.s.log.Info("listener connected")
 }
 
+func (h host) Reconnecting(cause error) {
+	h.s.setState(StateStarting, cause)
+	h.s.mu.Lock()
+	defer h.s.mu.Unlock()
+	h.s.health.Retrying = true
+}
+
 func (h host) Deliver(ev Event) { h.slot.deliver(ev) }
 
 func (h host) Log() *slog.Logger { return h.s.log }

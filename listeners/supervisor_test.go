@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -290,6 +291,43 @@ func TestSupervisorReplaceTakesNewKind(t *testing.T) {
 
 	if kind := s.Health().Kind; kind != "twitch" {
 		t.Errorf("kind after a replace with a twitch listener = %q, want twitch", kind)
+	}
+}
+
+// A listener that connects again within one Run, as Discord resumes its
+// session, counts as down until it is ready again.
+func TestSupervisorReconnectingShowsRetrying(t *testing.T) {
+	reconnect, resumed := make(chan struct{}), make(chan struct{})
+	s := newTestSupervisor(&fakeListener{RunFunc: func(ctx context.Context, host Host, call int) error {
+		host.Ready()
+		<-reconnect
+		host.Reconnecting(errors.New("gateway connection lost"))
+		<-resumed
+		host.Ready()
+		<-ctx.Done()
+		return nil
+	}})
+	startSupervisor(t, s)
+	// Cleanups run last first, so this one lets Run end before the
+	// supervisor stops, also when a check fails.
+	var lose, resume sync.Once
+	t.Cleanup(func() {
+		lose.Do(func() { close(reconnect) })
+		resume.Do(func() { close(resumed) })
+	})
+	waitUntil(t, "the listener to run", func() bool { return s.Health().State == StateRunning })
+
+	lose.Do(func() { close(reconnect) })
+	waitUntil(t, "the reconnect to show", func() bool { return s.Health().State == StateStarting })
+	h := s.Health()
+	if !h.Retrying || h.LastError != "gateway connection lost" {
+		t.Errorf("health while reconnecting = retrying %v, last error %q; want retrying with the cause", h.Retrying, h.LastError)
+	}
+
+	resume.Do(func() { close(resumed) })
+	waitUntil(t, "the listener to run again", func() bool { return s.Health().State == StateRunning })
+	if s.Health().Retrying {
+		t.Error("the resumed listener still shows as retrying")
 	}
 }
 

@@ -518,6 +518,9 @@ func (h *fakeHost) Ready() {
 	h.ready++
 }
 
+// Reconnecting is unused: the Bluesky listener ends Run on a failure.
+func (h *fakeHost) Reconnecting(error) {}
+
 func (h *fakeHost) Deliver(ev listeners.Event) {
 	h.mu.Lock()
 	defer h.mu.Unlock()

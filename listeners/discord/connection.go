@@ -165,10 +165,10 @@ func (c *connection) run(ctx context.Context) error {
 // failures are retried with backoff up to resumeAttempts times, and the
 // errors that endsRun lists end it at once.
 //
-// NOTE: the supervisor shows the listener as running while it resumes,
-// because listeners.Host has no call that marks it disconnected. With
-// the default timing a resume ends within about 3 min, when every open
-// runs into its 30 s timeout, and within 16 s when each fails at once.
+// The host shows the listener as connecting again from the loss until
+// READY or RESUMED, with the last failure, because with the default
+// timing a resume ends within about 3 min, when every open runs into its
+// 30 s timeout, and within 16 s when each fails at once.
 func (c *connection) resume(ctx context.Context) error {
 	lost := c.takeEnded()
 	if errors.Is(lost, errMessageTooLarge) || isWriteTimeout(lost) {
@@ -176,8 +176,10 @@ func (c *connection) resume(ctx context.Context) error {
 	}
 	if lost != nil {
 		c.log().Warn("gateway connection ended, resuming session", "error", lost)
+		c.host.Reconnecting(fmt.Errorf("gateway connection ended: %w", lost))
 	} else {
 		c.log().Warn("gateway connection lost, resuming session")
+		c.host.Reconnecting(errors.New("gateway connection lost"))
 	}
 	if wait.For(ctx, c.retryDelay(lost, 0)) != nil {
 		return nil
@@ -196,6 +198,7 @@ func (c *connection) resume(ctx context.Context) error {
 		// heartbeat ACK and a read error, can arrive after the session is
 		// open again.
 		if errors.Is(err, discordgo.ErrWSAlreadyOpen) {
+			c.host.Ready()
 			return nil
 		}
 		if endsRun(err) || attempt == resumeAttempts {
@@ -204,6 +207,7 @@ func (c *connection) resume(ctx context.Context) error {
 		retryIn := c.retryDelay(err, delay)
 		c.log().Warn("resume gateway session failed, retrying",
 			"attempt", attempt, "retry_in", retryIn, "error", err)
+		c.host.Reconnecting(fmt.Errorf("resume gateway session (attempt %d of %d): %w", attempt, resumeAttempts, err))
 		if wait.For(ctx, retryIn) != nil {
 			return nil
 		}
@@ -421,6 +425,7 @@ func (c *connection) handleReady(_ *discordgo.Session, r *discordgo.Ready) {
 func (c *connection) handleResumed(_ *discordgo.Session, _ *discordgo.Resumed) {
 	defer c.recoverHandler("RESUMED")
 	c.signalEstablished()
+	c.host.Ready()
 }
 
 func (c *connection) signalEstablished() {

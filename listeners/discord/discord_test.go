@@ -205,6 +205,27 @@ func TestRunResumesAfterDrop(t *testing.T) {
 	}
 }
 
+// A lost connection shows as connecting again until the session is
+// resumed. The supervisor once showed the listener as running and
+// healthy through every failed resume, for up to about 3 minutes.
+func TestRunResumeMarksReconnecting(t *testing.T) {
+	t.Parallel()
+	f := newFakeDiscord(t)
+	host := newFakeHost(t)
+	startRun(t, newListener(t, testConfig(f)), host)
+	waitReady(t, host)
+	receive(t, f.identifies, "IDENTIFY")
+
+	f.current().drop()
+
+	cause := receive(t, host.reconnecting, "Reconnecting after the drop")
+	if cause == nil || !strings.Contains(cause.Error(), "gateway connection") {
+		t.Errorf("Reconnecting cause = %v, want the lost gateway connection", cause)
+	}
+	receive(t, f.resumes, "RESUME")
+	waitReady(t, host)
+}
+
 func TestRunFatalCloseCodes(t *testing.T) {
 	t.Parallel()
 	for _, code := range []int{4004, 4010, 4011, 4012, 4013, 4014} {

@@ -441,7 +441,10 @@ func (c *fakeConn) drop() {
 type fakeHost struct {
 	logger *slog.Logger
 	ready  chan struct{}
-	events chan listeners.Event
+	// reconnecting receives the cause of each Reconnecting call while
+	// it has room.
+	reconnecting chan error
+	events       chan listeners.Event
 	// deliver, when set, replaces recording the event.
 	deliver func(listeners.Event)
 	// onReady, when set, runs at the start of Ready.
@@ -450,9 +453,10 @@ type fakeHost struct {
 
 func newFakeHost(t *testing.T) *fakeHost {
 	return &fakeHost{
-		logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug})),
-		ready:  make(chan struct{}, 10),
-		events: make(chan listeners.Event, 100),
+		logger:       slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug})),
+		ready:        make(chan struct{}, 10),
+		reconnecting: make(chan error, 10),
+		events:       make(chan listeners.Event, 100),
 	}
 }
 
@@ -460,7 +464,17 @@ func (h *fakeHost) Ready() {
 	if h.onReady != nil {
 		h.onReady()
 	}
-	h.ready <- struct{}{}
+	select {
+	case h.ready <- struct{}{}:
+	default:
+	}
+}
+
+func (h *fakeHost) Reconnecting(cause error) {
+	select {
+	case h.reconnecting <- cause:
+	default:
+	}
 }
 
 func (h *fakeHost) Deliver(event listeners.Event) {

@@ -109,6 +109,8 @@ func (h *rigHost) Ready() {
 	}
 }
 
+func (*rigHost) Reconnecting(error) {}
+
 func (h *rigHost) Deliver(ev listeners.Event) {
 	select {
 	case h.events <- ev:

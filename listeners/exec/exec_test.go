@@ -41,6 +41,7 @@ func TestMain(m *testing.M) {
 type fakeHost struct{ ready atomic.Int32 }
 
 func (h *fakeHost) Ready()                  { h.ready.Add(1) }
+func (h *fakeHost) Reconnecting(error)      {}
 func (h *fakeHost) Deliver(listeners.Event) {}
 func (h *fakeHost) Log() *slog.Logger       { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 func (h *fakeHost) State() listeners.KV     { return nil }

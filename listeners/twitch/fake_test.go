@@ -235,6 +235,9 @@ func newFakeHost(t *testing.T) *fakeHost {
 
 func (h *fakeHost) Ready() { h.ready <- struct{}{} }
 
+// Reconnecting is unused: the Twitch listener ends Run on a failure.
+func (h *fakeHost) Reconnecting(error) {}
+
 func (h *fakeHost) Deliver(event listeners.Event) {
 	if h.deliver != nil {
 		h.deliver(event)
