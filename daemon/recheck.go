@@ -51,7 +51,7 @@ func (p *problemRecheck) rechecks() <-chan struct{} { return p.channel() }
 // reload of edited files is left to watch = true or to the user. Within
 // recheckSpacing of the previous recheck it does nothing.
 func (p *problemRecheck) recheck(cfg *config.Config, log *slog.Logger, reload func(seen string) (string, error)) {
-	if len(cfg.Problems()) == 0 || time.Since(p.last) < recheckSpacing {
+	if len(problemTexts(cfg)) == 0 || time.Since(p.last) < recheckSpacing {
 		return
 	}
 	p.last = time.Now()
@@ -63,19 +63,28 @@ func (p *problemRecheck) recheck(cfg *config.Config, log *slog.Logger, reload fu
 		return
 	}
 	log.Info("problems that the last load found on this machine changed, so the unchanged config is reloaded",
-		"config", cfg.Path, "problems", len(next.Problems()))
+		"config", cfg.Path, "problems", len(problemTexts(next)))
 	_, _ = reload(cfg.Hash)
 }
 
+// problemTexts returns the problem messages of cfg's jobs and listeners.
+// Alert sinks are left out because a reload keeps the ones built at start.
 func problemTexts(cfg *config.Config) []string {
 	var texts []string
-	for _, problem := range cfg.Problems() {
-		texts = append(texts, problem.Error())
+	for _, job := range cfg.Jobs {
+		if job.Problem != nil {
+			texts = append(texts, job.Problem.Error())
+		}
+	}
+	for _, listener := range cfg.Listeners {
+		if listener.Problem != nil {
+			texts = append(texts, listener.Problem.Error())
+		}
 	}
 	return texts
 }
 
-func (h *handler) hasProblems() bool { return len(h.config().Problems()) > 0 }
+func (h *handler) hasProblems() bool { return len(problemTexts(h.config())) > 0 }
 
 // recheckProblems reloads when a problem of the running config on this
 // machine changed while its files stayed the same.
@@ -85,7 +94,7 @@ func (h *handler) recheckProblems() {
 	h.recheck(h.config(), h.log, h.reload)
 }
 
-func (n *clusterNode) hasProblems() bool { return len(n.config().Problems()) > 0 }
+func (n *clusterNode) hasProblems() bool { return len(problemTexts(n.config())) > 0 }
 
 // recheckProblems is the handler's for a cluster node. Runs of a term do
 // not request it, so it runs at the interval only.

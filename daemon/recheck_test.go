@@ -1,8 +1,12 @@
 package daemon
 
 import (
+	"log/slog"
+	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/agent-runner/agent-runner/config"
 )
 
 const brokenJob = "[jobs.a]\ncommand = [\"./missing.sh\"]\nevery = \"1h\"\n"
@@ -31,5 +35,31 @@ func TestRecheckLeavesEditsAndSameProblems(t *testing.T) {
 	h.recheckProblems()
 	if h.config() != loaded {
 		t.Errorf("a recheck reloaded edited files")
+	}
+}
+
+// TestRecheckLeavesAlertSinkProblems checks that an alert sink's problem
+// causes no recheck and no reload, because a reload keeps the sinks.
+func TestRecheckLeavesAlertSinkProblems(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "config.toml")
+	writeConfigFile(t, path, "[alerts.ops]\nkind = \"exec\"\ncommand = [\"./notify.sh\"]\n")
+	if h := watchedHandler(t, path); h.hasProblems() {
+		t.Error("a problem of an alert sink alone, which only a restart applies, asks for rechecks")
+	}
+
+	writeConfigFile(t, path, brokenJob+"\n[alerts.ops]\nkind = \"exec\"\ncommand = [\"./notify.sh\"]\n")
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "notify.sh"), []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var p problemRecheck
+	reloads := 0
+	p.recheck(cfg, slog.New(slog.DiscardHandler), func(string) (string, error) { reloads++; return "", nil })
+	if reloads != 0 {
+		t.Errorf("a recheck after an alert sink's fix reloaded %d times, want none, since a reload keeps the sink", reloads)
 	}
 }
