@@ -119,8 +119,11 @@ type Supervisor struct {
 	redact func(string) string
 	// staleAfter is the listener's stale_after; 0 turns the check off.
 	staleAfter time.Duration
-	replaced   bool
-	retired    bool
+	// connectedBefore is the longest time the running attempt stayed
+	// connected before a Reconnecting, which the stable period counts.
+	connectedBefore time.Duration
+	replaced        bool
+	retired         bool
 }
 
 // NewSupervisor returns a supervisor for listener; events go to router and
@@ -232,7 +235,7 @@ func (s *Supervisor) beginAttempt(cancel context.CancelFunc) (Listener, *routerS
 	if s.retired {
 		return nil, nil, false
 	}
-	s.stopAttempt, s.replaced = cancel, false
+	s.stopAttempt, s.replaced, s.connectedBefore = cancel, false, 0
 	s.attemptRouter, s.attemptSlot = s.router, newRouterSlot(s.router)
 	select {
 	case <-s.wake:
@@ -373,11 +376,19 @@ func (s *Supervisor) takeReplaced() bool {
 	return replaced
 }
 
-// connectedSince returns how long the listener has been running in the
-// attempt that began at started.
+// connectedSince returns how long the listener stayed connected in the
+// attempt that began at started, counting the time before a connection
+// that Reconnecting reported lost and that the attempt did not get back.
 func (s *Supervisor) connectedSince(started time.Time) time.Duration {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return max(s.connectedNow(started), s.connectedBefore)
+}
+
+// connectedNow returns how long the listener has been running since it
+// last became ready in the attempt that began at started. The caller
+// holds mu.
+func (s *Supervisor) connectedNow(started time.Time) time.Duration {
 	if s.health.State != StateRunning || s.health.Since.Before(started) {
 		return 0
 	}
@@ -535,6 +546,13 @@ func (h host) Ready() {
 }
 
 func (h host) Reconnecting(cause error) {
+	h.s.mu.Lock()
+	if h.s.health.State == StateRunning {
+		// The stable period counts this time, since the state below
+		// no longer shows it.
+		h.s.connectedBefore = max(h.s.connectedBefore, time.Since(h.s.health.Since))
+	}
+	h.s.mu.Unlock()
 	h.s.setState(StateStarting, cause)
 	h.s.mu.Lock()
 	defer h.s.mu.Unlock()

@@ -331,6 +331,42 @@ func TestSupervisorReconnectingShowsRetrying(t *testing.T) {
 	}
 }
 
+// TestSupervisorReconnectAfterStableResetsBackoff checks that a listener
+// that stayed connected for the stable period before it lost the
+// connection and failed to get it back restarts after the first delay.
+func TestSupervisorReconnectAfterStableResetsBackoff(t *testing.T) {
+	var ended atomic.Int64
+	restarted := make(chan time.Duration, 1)
+	s := newTestSupervisor(&fakeListener{RunFunc: func(ctx context.Context, host Host, call int) error {
+		switch call {
+		case 1:
+			return errors.New("refused")
+		case 2:
+			host.Ready()
+			time.Sleep(100 * time.Millisecond)
+			host.Reconnecting(errors.New("gateway connection lost"))
+			ended.Store(time.Now().UnixNano())
+			return errors.New("resume failed")
+		case 3:
+			restarted <- time.Since(time.Unix(0, ended.Load()))
+		}
+		<-ctx.Done()
+		return nil
+	}})
+	s.backoff = Backoff{Initial: 200 * time.Millisecond, Max: time.Hour, Stable: 50 * time.Millisecond}
+	startSupervisor(t, s)
+
+	select {
+	case wait := <-restarted:
+		// The first delay is 160 to 240 ms, and the second 320 to 480 ms.
+		if wait >= 300*time.Millisecond {
+			t.Errorf("restart after a stable connection was lost waited %s, want the first delay of 200 ms ±20%%", wait)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("timed out waiting for the restart")
+	}
+}
+
 func TestSupervisorReplaceEndsAuthWait(t *testing.T) {
 	rejected := &fakeListener{RunFunc: func(ctx context.Context, host Host, call int) error {
 		return fmt.Errorf("login: %w", ErrAuth)
