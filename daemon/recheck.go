@@ -67,8 +67,10 @@ func (p *problemRecheck) recheck(cfg *config.Config, log *slog.Logger, reload fu
 	_, _ = reload(cfg.Hash)
 }
 
-// problemTexts returns the problem messages of cfg's jobs and listeners.
-// Alert sinks are left out because a reload keeps the ones built at start.
+// problemTexts returns the problem messages of cfg's jobs and enabled
+// listeners. Alert sinks are left out because a reload keeps the ones
+// built at start, and a disabled listener does not start whatever its
+// problem, while run-job still runs a disabled job.
 func problemTexts(cfg *config.Config) []string {
 	var texts []string
 	for _, job := range cfg.Jobs {
@@ -77,7 +79,7 @@ func problemTexts(cfg *config.Config) []string {
 		}
 	}
 	for _, listener := range cfg.Listeners {
-		if listener.Problem != nil {
+		if listener.Problem != nil && listener.Enabled {
 			texts = append(texts, listener.Problem.Error())
 		}
 	}

@@ -63,3 +63,13 @@ func TestRecheckLeavesAlertSinkProblems(t *testing.T) {
 		t.Errorf("a recheck after an alert sink's fix reloaded %d times, want none, since a reload keeps the sink", reloads)
 	}
 }
+
+// TestRecheckLeavesDisabledListeners checks that a disabled listener's
+// problem causes no recheck, because the listener does not start.
+func TestRecheckLeavesDisabledListeners(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "config.toml")
+	writeConfigFile(t, path, "[listeners.web]\nkind = \"exec\"\ncommand = [\"./serve.sh\"]\nenabled = false\n")
+	if h := watchedHandler(t, path); h.hasProblems() {
+		t.Error("a disabled listener's problem asks for rechecks")
+	}
+}
