@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 // A child that prints without pause, such as `yes`, would otherwise fill
@@ -55,7 +56,9 @@ func (b *outputBudget) take(size int) bool {
 	b.tokens = min(outputBurst, b.tokens+now.Sub(b.last).Seconds()*outputRate)
 	b.last = now
 	cost := float64(max(1, (size+outputLineBytes-1)/outputLineBytes))
-	if b.tokens >= cost {
+	// A line that costs more than the burst is logged once the bucket is
+	// full, and the debt it leaves keeps the rate.
+	if b.tokens >= min(cost, outputBurst) {
 		b.tokens -= cost
 		return true
 	}
@@ -86,6 +89,28 @@ func (b *outputBudget) flush() {
 	}
 	b.mu.Unlock()
 	b.reportDropped()
+}
+
+// loggedSize returns how many bytes text can take in the log, which take
+// counts. The JSON handler writes a control character or a byte that is
+// not UTF-8 as a 6-byte escape such as \u0001, and a quote or backslash
+// as 2 bytes, so a child printing binary data would otherwise log 6
+// times its budget.
+func loggedSize(text string) int {
+	size := 0
+	for i := 0; i < len(text); {
+		r, width := utf8.DecodeRuneInString(text[i:])
+		switch {
+		case r == utf8.RuneError && width == 1, r < 0x20, r == 0x7f:
+			size += 6
+		case r == '"', r == '\\':
+			size += 2
+		default:
+			size += width
+		}
+		i += width
+	}
+	return size
 }
 
 // logDropped returns a report function that logs how many output lines

@@ -129,3 +129,56 @@ func TestFloodingChildKeepsToBudget(t *testing.T) {
 		t.Errorf("the log does not count the dropped lines:\n%.2000s", host.text())
 	}
 }
+
+// jsonLogHost is a logHost that logs JSON, which escapes control
+// characters.
+type jsonLogHost struct{ logHost }
+
+func (h *jsonLogHost) Log() *slog.Logger { return slog.New(slog.NewJSONHandler(h, nil)) }
+
+// TestBinaryOutputKeepsToByteBudget checks that a child printing control
+// characters, which the JSON log writes as 6-byte escapes, logs no more
+// bytes than the budget allows for plain text.
+func TestBinaryOutputKeepsToByteBudget(t *testing.T) {
+	l, _ := newExec(t, "head -c 2000000 /dev/zero | tr '\\0' '\\1' | fold -w 1000; exit 1", nil)
+	host := &jsonLogHost{}
+	start := time.Now()
+	_ = l.Run(context.Background(), host)
+	elapsed := time.Since(start)
+
+	var logged int
+	for line := range strings.Lines(host.text()) {
+		if strings.Contains(line, `"msg":"output"`) {
+			logged += len(line)
+		}
+	}
+	// Each logged line may start a token's worth of bytes and carries
+	// about 150 bytes of time, level and keys besides its text.
+	tokens := outputBurst + int(elapsed.Seconds()*outputRate) + 1
+	if limit := tokens * (outputLineBytes + 200); logged > limit {
+		t.Errorf("%d bytes of output logged in %s, want at most %d", logged, elapsed, limit)
+	}
+}
+
+// TestBudgetPassesLinesOverTheBurst checks that a line that costs more
+// than the burst is logged once the budget is full, and then costs its
+// size.
+func TestBudgetPassesLinesOverTheBurst(t *testing.T) {
+	now := time.Unix(1000, 0)
+	budget := newOutputBudget(func() time.Time { return now }, func(int) {})
+	defer budget.flush()
+	line := 2 * outputBurst * outputLineBytes
+	if !budget.take(line) {
+		t.Fatal("a full budget dropped a line that costs twice the burst")
+	}
+	// The first line leaves a debt of one burst, which takes as long to
+	// pay as the burst then takes to refill.
+	now = now.Add(outputBurst / outputRate * time.Second)
+	if budget.take(line) {
+		t.Error("a second long line passed before the debt of the first was paid")
+	}
+	now = now.Add(outputBurst / outputRate * time.Second)
+	if !budget.take(line) {
+		t.Error("a long line was dropped after the debt was paid and the budget refilled")
+	}
+}

@@ -81,7 +81,7 @@ func (l *Listener) Run(ctx context.Context, host listeners.Host) error {
 	}
 	budget := newOutputBudget(time.Now, logDropped(log))
 	output := redactor.Lines(func(line process.Line) {
-		if budget.take(len(line.Text)) {
+		if budget.take(loggedSize(line.Text)) {
 			log.Info("output", "stream", line.Stream, "line", line.Text)
 		}
 	})
