@@ -1113,7 +1113,7 @@ func TestDaemonNoticesAFixedScript(t *testing.T) {
 	d := p.startDaemon()
 	defer d.stop()
 	waitFor(t, "a run that fails on the load problem", func() bool {
-		return strings.Contains(p.list()["fixed"].LastError, "agent-runner reload applies it at once")
+		return strings.Contains(p.list()["fixed"].LastError, "agent-runner reload applies a fix at once")
 	})
 	if err := os.Chmod(script, 0o755); err != nil {
 		t.Fatal(err)

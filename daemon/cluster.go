@@ -290,6 +290,7 @@ func (n *clusterNode) startTerm(term *cluster.Term) (*termWork, error) {
 	gate := n.listenerGate(term)
 	set.setGate(gate)
 	runner.SetPoster(set)
+	runner.OnLoadProblem(n.requestRecheck)
 	return &termWork{term: term, runner: runner, sched: sched, set: set, gate: gate, positions: positions}, nil
 }
 

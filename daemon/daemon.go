@@ -167,6 +167,8 @@ type reloader interface {
 	// this machine, which recheckProblems looks at again.
 	hasProblems() bool
 	recheckProblems()
+	// recheckDelay is the wait before the next timed recheckProblems.
+	recheckDelay() time.Duration
 	// rechecks receives when a run asks for a recheck.
 	rechecks() <-chan struct{}
 }
@@ -183,7 +185,7 @@ func addReloader(group *run.Group, h reloader, signals <-chan struct{}) {
 		defer func() { stopTicker(watch); stopTicker(problems) }()
 		for {
 			watch = keepTicker(watch, h.watching(), watchInterval)
-			problems = keepTicker(problems, h.hasProblems(), recheckInterval)
+			problems = keepTicker(problems, h.hasProblems(), h.recheckDelay())
 			select {
 			case <-ctx.Done():
 				return nil
@@ -194,6 +196,7 @@ func addReloader(group *run.Group, h reloader, signals <-chan struct{}) {
 				h.reloadIfChanged()
 			case <-tickerChan(problems):
 				h.recheckProblems()
+				problems.Reset(h.recheckDelay())
 			case <-h.rechecks():
 				h.recheckProblems()
 			}

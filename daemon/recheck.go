@@ -9,9 +9,15 @@ import (
 	"github.com/agent-runner/agent-runner/config"
 )
 
-// recheckInterval is how often a daemon whose config has problems on
-// this machine loads the config again to see whether they changed.
-const recheckInterval = 30 * time.Second
+// A daemon whose config has problems on this machine loads the config
+// again recheckInterval after the load. The wait then doubles while
+// nothing changes, up to maxRecheckInterval. A problem that stays, such
+// as a job for a tool this machine lacks, then costs a large config one
+// load in minutes. Runs of a job with a problem ask sooner.
+const (
+	recheckInterval    = 30 * time.Second
+	maxRecheckInterval = 8 * time.Minute
+)
 
 // recheckSpacing is the least time between two rechecks, so that many
 // runs of jobs with problems cost at most one load in that time.
@@ -20,12 +26,24 @@ const recheckSpacing = 5 * time.Second
 // problemRecheck lets a daemon notice that a problem found when it loaded
 // the config, such as a script that was not executable, is gone. The
 // loader checks commands, folders and files only at a load, so a fixed
-// job would otherwise fail until the next reload. Its owner's reload lock
-// guards last; the zero value is ready to use.
+// job would otherwise fail until the next reload. Only the reloader's
+// goroutine rechecks, so last and interval need no lock; the zero value
+// is ready to use.
 type problemRecheck struct {
 	once     sync.Once
 	requests chan struct{}
 	last     time.Time
+	// interval is the wait before the next timed recheck, zero for
+	// recheckInterval.
+	interval time.Duration
+}
+
+// recheckDelay returns the wait before the next timed recheck.
+func (p *problemRecheck) recheckDelay() time.Duration {
+	if p.interval == 0 {
+		return recheckInterval
+	}
+	return p.interval
 }
 
 func (p *problemRecheck) channel() chan struct{} {
@@ -60,8 +78,10 @@ func (p *problemRecheck) recheck(cfg *config.Config, log *slog.Logger, reload fu
 	}
 	next, err := loadConfig(cfg.Path)
 	if err != nil || next.Hash != cfg.Hash || slices.Equal(problemTexts(cfg), problemTexts(next)) {
+		p.interval = min(2*p.recheckDelay(), maxRecheckInterval)
 		return
 	}
+	p.interval = 0
 	log.Info("problems that the last load found on this machine changed, so the unchanged config is reloaded",
 		"config", cfg.Path, "problems", len(problemTexts(next)))
 	_, _ = reload(cfg.Hash)
@@ -98,8 +118,7 @@ func (h *handler) recheckProblems() {
 
 func (n *clusterNode) hasProblems() bool { return len(problemTexts(n.config())) > 0 }
 
-// recheckProblems is the handler's for a cluster node. Runs of a term do
-// not request it, so it runs at the interval only.
+// recheckProblems is the handler's for a cluster node.
 func (n *clusterNode) recheckProblems() {
 	n.reloadLock.Lock()
 	defer n.reloadLock.Unlock()

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/agent-runner/agent-runner/config"
 )
@@ -71,5 +72,46 @@ func TestRecheckLeavesDisabledListeners(t *testing.T) {
 	writeConfigFile(t, path, "[listeners.web]\nkind = \"exec\"\ncommand = [\"./serve.sh\"]\nenabled = false\n")
 	if h := watchedHandler(t, path); h.hasProblems() {
 		t.Error("a disabled listener's problem asks for rechecks")
+	}
+}
+
+// TestRecheckBacksOffWhileProblemsStay checks that the timed recheck's
+// wait doubles up to its cap while the problems stay, and that a changed
+// problem reloads the unchanged config and starts the waits over.
+func TestRecheckBacksOffWhileProblemsStay(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "config.toml")
+	writeConfigFile(t, path, brokenJob)
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reloads []string
+	reload := func(seen string) (string, error) {
+		reloads = append(reloads, seen)
+		return "", nil
+	}
+	var p problemRecheck
+	for _, want := range []time.Duration{time.Minute, 2 * time.Minute, 4 * time.Minute, 8 * time.Minute, 8 * time.Minute} {
+		p.last = time.Time{}
+		p.recheck(cfg, slog.New(slog.DiscardHandler), reload)
+		if got := p.recheckDelay(); got != want {
+			t.Fatalf("wait after an unchanged recheck = %s, want %s", got, want)
+		}
+	}
+	if len(reloads) != 0 {
+		t.Fatalf("unchanged problems reloaded %d times", len(reloads))
+	}
+
+	if err := os.WriteFile(filepath.Join(dir, "missing.sh"), []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p.last = time.Time{}
+	p.recheck(cfg, slog.New(slog.DiscardHandler), reload)
+	if len(reloads) != 1 || reloads[0] != cfg.Hash {
+		t.Errorf("reloads after the fix = %q, want one of the loaded content", reloads)
+	}
+	if got := p.recheckDelay(); got != recheckInterval {
+		t.Errorf("wait after a reload = %s, want %s", got, recheckInterval)
 	}
 }

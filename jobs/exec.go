@@ -144,7 +144,7 @@ func (r *Runner) commandSpec(job *config.Job, argv []string, run state.Run) (pro
 type loadProblemError struct{ err error }
 
 func (e loadProblemError) Error() string {
-	return e.err.Error() + " (found when the config was loaded; while the config files stay the same, the daemon looks again within 30 s of a fix, and agent-runner reload applies it at once)"
+	return e.err.Error() + " (found when the config was loaded; while the config files stay the same, the daemon looks again at the job's runs, at most every 5 s, and agent-runner reload applies a fix at once)"
 }
 
 func (e loadProblemError) Unwrap() error { return e.err }

@@ -110,7 +110,7 @@ func TestRunConfigProblemFailsRun(t *testing.T) {
 	if run.Result != state.ResultFailed || !strings.Contains(run.Error, "not found") {
 		t.Errorf("run = %q %q, want failed with the problem", run.Result, run.Error)
 	}
-	if want := "agent-runner reload applies it at once"; !strings.Contains(run.Error, want) {
+	if want := "agent-runner reload applies a fix at once"; !strings.Contains(run.Error, want) {
 		t.Errorf("error = %q, want it to say %q, since the daemon checks the job only at a load", run.Error, want)
 	}
 }
