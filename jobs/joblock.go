@@ -18,17 +18,29 @@ import (
 // by hand. Within the daemon the held flag excludes runs of the same job,
 // because a second flock through the same open file would succeed.
 //
+// Only a quarter of the open-file limit stays open this way. Past it, a
+// run opens its job's lock file and closes it at the end, so that a
+// config with more jobs than the limit allows still leaves descriptors
+// for the runs' pipes, the store and the control socket.
+//
 // NOTE: the daemon keeps a deleted lock file open, so a CLI would then
 // lock a new file at the same path. Nothing in agent-runner deletes them.
 type jobLocks struct {
 	mu    sync.Mutex
 	files map[string]*jobLock
+	// capacity is how many lock files stay open, set from the open-file
+	// limit at the first open when zero.
+	capacity int
 }
 
 type jobLock struct {
 	file *os.File
 	// held is set while a run of this daemon has the lock.
 	held bool
+	// transient marks a file that the run opened past the capacity and
+	// closes when it releases the lock. flock excludes other runs of the
+	// job through their own open files.
+	transient bool
 }
 
 // runLock is a job's run lock while a run holds it.
@@ -84,6 +96,9 @@ func (l *jobLocks) tryLock(stateDir, name string) (*runLock, error) {
 	if err != nil {
 		return nil, err
 	}
+	if lock.transient {
+		return lockTransient(name, lock)
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.files[name] != lock {
@@ -101,6 +116,41 @@ func (l *jobLocks) tryLock(stateDir, name string) (*runLock, error) {
 	}
 	lock.held = true
 	return &runLock{locks: l, lock: lock}, nil
+}
+
+// lockTransient takes the lock through a file that open made past the
+// capacity, and closes the file unless the lock is taken.
+func lockTransient(name string, lock *jobLock) (*runLock, error) {
+	err := unix.Flock(int(lock.file.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+	if err != nil {
+		lock.file.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, nil
+		}
+		return nil, &lockError{fmt.Errorf("lock job %s: %w", name, err)}
+	}
+	lock.held = true
+	return &runLock{lock: lock}, nil
+}
+
+// full reports whether the lock files kept open reached the capacity.
+func (l *jobLocks) full() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.files) >= l.limit()
+}
+
+// limit returns the capacity, setting it at the first call. The caller
+// holds l.mu.
+func (l *jobLocks) limit() int {
+	if l.capacity == 0 {
+		l.capacity = 64
+		var lim unix.Rlimit
+		if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err == nil {
+			l.capacity = max(int(min(lim.Cur, 1<<30)/4), 16)
+		}
+	}
+	return l.capacity
 }
 
 // open returns the job's lock file, opening it on the job's first run.
@@ -128,6 +178,9 @@ func (l *jobLocks) open(stateDir, name string) (*jobLock, error) {
 		f.Close()
 		return lock, nil
 	}
+	if len(l.files) >= l.limit() {
+		return &jobLock{file: f, transient: true}, nil
+	}
 	if l.files == nil {
 		l.files = make(map[string]*jobLock)
 	}
@@ -136,8 +189,17 @@ func (l *jobLocks) open(stateDir, name string) (*jobLock, error) {
 	return lock, nil
 }
 
-// Close releases the lock; the file stays open for the job's next run.
+// Close releases the lock; the file stays open for the job's next run,
+// unless it was opened past the capacity.
 func (h *runLock) Close() error {
+	if h.lock.transient {
+		h.lock.held = false
+		defer h.lock.file.Close()
+		if err := unix.Flock(int(h.lock.file.Fd()), unix.LOCK_UN); err != nil {
+			return fmt.Errorf("unlock job: %w", err)
+		}
+		return nil
+	}
 	h.locks.mu.Lock()
 	defer h.locks.mu.Unlock()
 	h.lock.held = false

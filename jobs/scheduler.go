@@ -201,11 +201,18 @@ func (s *Scheduler) openLocks(ctx context.Context, names []string) {
 	defer s.background.Done()
 	dir := s.runner.stateDir()
 	for _, name := range names {
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || s.runner.locks.full() {
 			return
 		}
-		if _, err := s.runner.locks.open(dir, name); err != nil {
+		lock, err := s.runner.locks.open(dir, name)
+		if err != nil {
 			s.log.Warn("open job lock failed; the first run tries again", "job", name, "err", err)
+			continue
+		}
+		if lock.transient {
+			// Runs filled the capacity meanwhile.
+			lock.file.Close()
+			return
 		}
 	}
 }
