@@ -52,6 +52,11 @@ var readBuffers = sync.Pool{New: func() any {
 // as poll decides when to read them.
 func newOutput(emit func(Line)) (*output, error) {
 	o := &output{emit: emit}
+	// A stream's zero value names descriptor 0, which a cleanup after a
+	// failed pipe would close under its owner.
+	for i := range o.streams {
+		o.streams[i].fd = -1
+	}
 	for i, name := range []string{"stdout", "stderr"} {
 		var fds [2]int
 		if err := unix.Pipe2(fds[:], unix.O_CLOEXEC); err != nil {
