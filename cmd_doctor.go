@@ -168,6 +168,10 @@ func existingAncestor(dir string) string {
 	}
 }
 
+// remountFix is the advice for a state folder on a read-only file
+// system, where a chown, the fix for a folder of another user, fails too.
+const remountFix = "check it for errors, which the kernel log names, then remount it read-write"
+
 // checkStateDir reports a state folder this user cannot create or write,
 // and one that others can read.
 func (d *doctor) checkStateDir(dir string) {
@@ -175,7 +179,12 @@ func (d *doctor) checkStateDir(dir string) {
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		parent := existingAncestor(dir)
-		if unix.Access(parent, unix.W_OK|unix.X_OK) != nil {
+		err = unix.Access(parent, unix.W_OK|unix.X_OK)
+		if errors.Is(err, unix.EROFS) {
+			d.problem("state_dir %s does not exist and %s is on a read-only file system: %s", dir, parent, remountFix)
+			return
+		}
+		if err != nil {
 			d.problem("state_dir %s does not exist and %s is not writable: create it for the user the daemon runs as", dir, parent)
 			return
 		}
@@ -188,7 +197,12 @@ func (d *doctor) checkStateDir(dir string) {
 		d.problem("state_dir %s: %v", dir, err)
 		return
 	}
-	if unix.Access(dir, unix.W_OK|unix.X_OK) != nil {
+	err = unix.Access(dir, unix.W_OK|unix.X_OK)
+	if errors.Is(err, unix.EROFS) {
+		d.problem("state_dir %s is on a read-only file system: %s", dir, remountFix)
+		return
+	}
+	if err != nil {
 		d.problem("state_dir %s is not writable by this user: chown it to the user the daemon runs as", dir)
 		return
 	}
