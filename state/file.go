@@ -98,6 +98,9 @@ func checkFile(db *bolt.DB) error {
 		if tx.Size() > info.Size() {
 			return fmt.Errorf("%w: file is %d bytes but its pages reach byte %d, so it was truncated", ErrCorrupt, info.Size(), tx.Size())
 		}
+		if err := walkPages(db, tx); err != nil {
+			return err
+		}
 		if err := readAllPages(tx); err != nil {
 			return err
 		}
