@@ -51,6 +51,21 @@ type pageWalker struct {
 	// highWater is the first page number past the tree's pages.
 	highWater uint64
 	seen      map[uint64]bool
+	// bufs holds a page buffer per depth, which the pages at that depth
+	// share, since a page's buffer is in use only until its children
+	// are walked.
+	bufs [][]byte
+}
+
+// buffer returns the buffer of depth, of size bytes.
+func (w *pageWalker) buffer(depth, size int) []byte {
+	for len(w.bufs) <= depth {
+		w.bufs = append(w.bufs, nil)
+	}
+	if cap(w.bufs[depth]) < size {
+		w.bufs[depth] = make([]byte, size)
+	}
+	return w.bufs[depth][:size]
 }
 
 // meta reads the meta page of transaction txid and returns the root
@@ -83,7 +98,7 @@ func (w *pageWalker) page(id uint64, depth int) error {
 		return fmt.Errorf("%w: page %d is deeper than %d levels", ErrCorrupt, id, maxTreeDepth)
 	}
 	w.seen[id] = true
-	buf := make([]byte, w.pageSize)
+	buf := w.buffer(depth, w.pageSize)
 	if _, err := w.file.ReadAt(buf, int64(id)*int64(w.pageSize)); err != nil {
 		return fmt.Errorf("%w: read page %d: %w", ErrCorrupt, id, err)
 	}
@@ -95,7 +110,7 @@ func (w *pageWalker) page(id uint64, depth int) error {
 		return fmt.Errorf("%w: page %d overflows past the last page", ErrCorrupt, id)
 	}
 	if overflow > 0 {
-		buf = make([]byte, int(overflow+1)*w.pageSize)
+		buf = w.buffer(depth, int(overflow+1)*w.pageSize)
 		if _, err := w.file.ReadAt(buf, int64(id)*int64(w.pageSize)); err != nil {
 			return fmt.Errorf("%w: read page %d: %w", ErrCorrupt, id, err)
 		}
