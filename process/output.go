@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -326,12 +327,16 @@ func (w *exitWatch) close() {
 // SIGKILL when the grace period is over or kill closes. The returned
 // function, called once the child has exited and before it is reaped, so
 // that pgid still names its group, ends the wait and returns once no
-// signal can follow.
-func stopOnCancel(ctx context.Context, pgid int, grace time.Duration, kill <-chan struct{}) (stop func()) {
+// signal can follow. It reports whether the group got a signal, so that a
+// child that exited on its own counts as such even when ctx ends before
+// its result is read, as at a shutdown.
+func stopOnCancel(ctx context.Context, pgid int, grace time.Duration, kill <-chan struct{}) (stop func() (signalled bool)) {
 	exited := make(chan struct{})
 	done := make(chan struct{})
+	var sent atomic.Bool
 	cancelled := context.AfterFunc(ctx, func() {
 		defer close(done)
+		sent.Store(true)
 		_ = unix.Kill(-pgid, unix.SIGTERM)
 		var graced Graced
 		if errors.As(context.Cause(ctx), &graced) {
@@ -347,11 +352,12 @@ func stopOnCancel(ctx context.Context, pgid int, grace time.Duration, kill <-cha
 		}
 		_ = unix.Kill(-pgid, unix.SIGKILL)
 	})
-	return func() {
+	return func() bool {
 		if cancelled() {
-			return
+			return false
 		}
 		close(exited)
 		<-done
+		return sent.Load()
 	}
 }

@@ -122,10 +122,10 @@ func (r *Reaper) Run(ctx context.Context, spec Spec, emit func(Line)) (Exit, err
 	if spec.Started != nil {
 		spec.Started(cmd.Process.Pid)
 	}
-	waitErr := r.wait(ctx, c, spec)
+	signalled, waitErr := r.wait(ctx, c, spec)
 	r.cleanup(c, spec)
 	c.out.drain(pipeDrainTimeout)
-	return hintMemoryMax(exitOf(ctx, waitErr, cmd), spec.Limits), nil
+	return hintMemoryMax(exitOf(ctx, signalled, waitErr, cmd), spec.Limits), nil
 }
 
 // killOnPanic stops what a child left running when emit or Started
@@ -282,20 +282,22 @@ func (c *child) closeRequest() {
 // wait emits the child's output until it exits, then reaps it. When ctx
 // ends first, its process group gets SIGTERM, then SIGKILL once the grace
 // period is over.
-func (r *Reaper) wait(ctx context.Context, c *child, spec Spec) error {
-	r.readUntilExit(ctx, c, spec)
-	return c.cmd.Wait()
+func (r *Reaper) wait(ctx context.Context, c *child, spec Spec) (signalled bool, err error) {
+	signalled = r.readUntilExit(ctx, c, spec)
+	return signalled, c.cmd.Wait()
 }
 
-// readUntilExit emits the child's output until it exits. It ends the stop
-// on ctx before it returns, also when emit panics, so that no signal
-// goes to the child's process group ID once the child is reaped and the
-// ID may name another group.
-func (r *Reaper) readUntilExit(ctx context.Context, c *child, spec Spec) {
+// readUntilExit emits the child's output until it exits, and reports
+// whether the stop on ctx signalled its group. It ends that stop before
+// it returns, also when emit panics, so that no signal goes to the
+// child's process group ID once the child is reaped and the ID may name
+// another group.
+func (r *Reaper) readUntilExit(ctx context.Context, c *child, spec Spec) (signalled bool) {
 	pid := c.cmd.Process.Pid
 	stop := stopOnCancel(ctx, pid, spec.Grace, spec.Kill)
-	defer stop()
+	defer func() { signalled = stop() }()
 	c.out.untilExit(c.watch.started(pid))
+	return false
 }
 
 // cleanup stops whatever the child left behind: members of its process
@@ -379,10 +381,12 @@ func groupMembers(pgid int) []int {
 	return pids
 }
 
-// exitOf classifies how the child ended.
-func exitOf(ctx context.Context, waitErr error, cmd *exec.Cmd) Exit {
+// exitOf classifies how the child ended. It counts the child as stopped
+// by ctx only when the stop signalled it: a child that exited on its own
+// before ctx ended, say just before a shutdown, ran to its end.
+func exitOf(ctx context.Context, signalled bool, waitErr error, cmd *exec.Cmd) Exit {
 	exit := Exit{Code: exitCode(cmd.ProcessState)}
-	if ctx.Err() != nil {
+	if signalled {
 		exit.Stopped = context.Cause(ctx)
 	}
 	if waitErr == nil {

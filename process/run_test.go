@@ -389,3 +389,34 @@ func TestRunStdinHeldByBackgroundChild(t *testing.T) {
 		}
 	})
 }
+
+// TestRunExitBeforeCancelRanToItsEnd checks that a child that exited on
+// its own counts as such when ctx ends while its leftovers are stopped,
+// as when a shutdown begins just after a run ends: no signal of the stop
+// on ctx reached it.
+func TestRunExitBeforeCancelRanToItsEnd(t *testing.T) {
+	eachExitWatch(t, func(t *testing.T, reaper *Reaper) {
+		// The leftover ignores SIGTERM, so the cleanup lasts the grace.
+		spec := shell(t, `(trap '' TERM; sleep 30) & echo started; exit 0`)
+		spec.Grace = 2 * time.Second
+		ctx, cancel := context.WithCancelCause(context.Background())
+		defer cancel(nil)
+		var once sync.Once
+		exit, err := reaper.Run(ctx, spec, func(line Line) {
+			if line.Text == "started" {
+				once.Do(func() {
+					time.AfterFunc(spec.Grace/2, func() { cancel(errors.New("shutdown")) })
+				})
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ctx.Err() == nil {
+			t.Fatal("the cleanup ended before the test cancelled the run")
+		}
+		if exit.Stopped != nil || exit.Code != 0 || exit.Err != nil {
+			t.Errorf("exit = %+v, want a clean exit of a child that ended on its own", exit)
+		}
+	})
+}
