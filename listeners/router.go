@@ -335,12 +335,15 @@ func (r *Router) answerCommand(ev Event) {
 		if !strings.EqualFold(word, cmd.Trigger) {
 			continue
 		}
-		if !r.takeCooldown(cmd, ev.Channel) {
-			return
-		}
+		// The place comes first, so that a dropped reply leaves the
+		// cooldown for the next message.
 		if r.state.waitingReplies.Add(1) > maxWaitingReplies {
 			r.state.waitingReplies.Add(-1)
 			r.warnDrop("too many command replies wait for the send rate limit: reply dropped", ev, "waiting", maxWaitingReplies)
+			return
+		}
+		if !r.takeCooldown(cmd, ev.Channel) {
+			r.state.waitingReplies.Add(-1)
 			return
 		}
 		text := Render(cmd.Reply, r.fields(ev, args))

@@ -291,6 +291,26 @@ func TestChatCommandFloodCapsWaitingReplies(t *testing.T) {
 	waitUntil(t, "the replies end with the router", func() bool { return replier.waiting.Load() == 0 })
 }
 
+// A reply that the cap drops leaves the command's cooldown free, so the
+// channel is not left without an answer for the cooldown's length.
+func TestDroppedCommandReplyKeepsCooldown(t *testing.T) {
+	help := config.ChatCommand{Trigger: "!help", Reply: "see the docs", Cooldown: time.Hour}
+	cfg := &config.Listener{
+		Name: "chat", Kind: config.KindTwitch, HookQueue: 1,
+		Commands: []config.ChatCommand{{Trigger: "!ping", Reply: "pong"}, help},
+	}
+	replier := &stuckReplier{}
+	r := NewRouter(cfg, nil, nil, replier, quietLog)
+	defer r.Close()
+	for i := range maxWaitingReplies {
+		r.answerCommand(Event{Type: "message", ID: strconv.Itoa(i), Channel: "a", User: "ann", Text: "!ping"})
+	}
+	r.answerCommand(Event{Type: "message", ID: "help", Channel: "a", User: "ann", Text: "!help"})
+	if !r.takeCooldown(help, "a") {
+		t.Error("the dropped reply took the cooldown of !help")
+	}
+}
+
 func TestRenderSubstitutesOnlyFields(t *testing.T) {
 	fields := map[string]string{"user": "{uptime}\nPRIVMSG #x :pwned", "uptime": "5m"}
 	got := Render("hi {user}, up {uptime}, {nope} {", fields)
