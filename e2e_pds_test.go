@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -76,6 +77,9 @@ func startDevNetwork(t *testing.T, node string) devNetwork {
 	cmd.Env = append(os.Environ(), fmt.Sprintf("PDS_ACCESS_TOKEN_TTL=%ds", int(pdsAccessTokenTTL.Seconds())))
 	var stderr lockedBuffer
 	cmd.Stderr = &stderr
+	// Its own process group lets a stuck shutdown be ended with
+	// PostgreSQL and Redis, which a kill of node alone leaves running.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	// start.mjs shuts the network down when its stdin closes, so it does
 	// not outlive a test binary that is killed.
 	stdin, err := cmd.StdinPipe()
@@ -95,7 +99,7 @@ func startDevNetwork(t *testing.T, node string) devNetwork {
 		select {
 		case <-done:
 		case <-time.After(30 * time.Second):
-			cmd.Process.Kill()
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 			<-done
 		}
 		if t.Failed() {
