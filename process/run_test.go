@@ -396,8 +396,11 @@ func TestRunStdinHeldByBackgroundChild(t *testing.T) {
 // on ctx reached it.
 func TestRunExitBeforeCancelRanToItsEnd(t *testing.T) {
 	eachExitWatch(t, func(t *testing.T, reaper *Reaper) {
-		// The leftover ignores SIGTERM, so the cleanup lasts the grace.
-		spec := shell(t, `(trap '' TERM; sleep 30) & echo started; exit 0`)
+		// The leftover ignores SIGTERM before the child exits, so the
+		// cleanup lasts the grace.
+		spec := shell(t, `(trap '' TERM; touch ready; exec sleep 30) &
+while [ ! -e ready ]; do sleep 0.01; done
+echo started; exit 0`)
 		spec.Grace = 2 * time.Second
 		ctx, cancel := context.WithCancelCause(context.Background())
 		defer cancel(nil)
