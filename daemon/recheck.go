@@ -3,7 +3,6 @@ package daemon
 import (
 	"log/slog"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/agent-runner/agent-runner/config"
@@ -30,8 +29,8 @@ const recheckSpacing = 5 * time.Second
 // goroutine rechecks, so last and interval need no lock; the zero value
 // is ready to use.
 type problemRecheck struct {
-	once     sync.Once
-	requests chan struct{}
+	// requests merges the requests of runs not yet received into one.
+	requests loadSignal
 	last     time.Time
 	// interval is the wait before the next timed recheck, zero for
 	// recheckInterval.
@@ -46,23 +45,13 @@ func (p *problemRecheck) recheckDelay() time.Duration {
 	return p.interval
 }
 
-func (p *problemRecheck) channel() chan struct{} {
-	p.once.Do(func() { p.requests = make(chan struct{}, 1) })
-	return p.requests
-}
-
 // requestRecheck queues a recheck. A run of a job with a problem calls
 // it, so a fixed job runs again at one of its next slots rather than
-// after the interval. Requests not yet received merge into one.
-func (p *problemRecheck) requestRecheck() {
-	select {
-	case p.channel() <- struct{}{}:
-	default:
-	}
-}
+// after the interval.
+func (p *problemRecheck) requestRecheck() { p.requests.loaded() }
 
 // rechecks receives after each request.
-func (p *problemRecheck) rechecks() <-chan struct{} { return p.channel() }
+func (p *problemRecheck) rechecks() <-chan struct{} { return p.requests.loads() }
 
 // recheck reloads through reload when the config files are as cfg was
 // loaded from but a fresh load finds other problems on this machine. A

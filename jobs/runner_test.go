@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -101,11 +102,11 @@ func TestRunConfigProblemFailsRun(t *testing.T) {
 	job := shellJob("broken", "true")
 	job.Problem = errors.New("config.toml:3: jobs.broken.command: command \"x\" not found")
 	r, _ := newTestRunner(t, job)
-	asked := 0
-	r.OnLoadProblem(func() { asked++ })
+	requests := 0
+	r.OnLoadProblem(func() { requests++ })
 	run := runManual(t, r, "broken", nil)
-	if asked != 1 {
-		t.Errorf("the run asked %d times to look at the problem again, want once", asked)
+	if requests != 1 {
+		t.Errorf("the run requested %d rechecks of the problem, want 1", requests)
 	}
 	if run.Result != state.ResultFailed || !strings.Contains(run.Error, "not found") {
 		t.Errorf("run = %q %q, want failed with the problem", run.Result, run.Error)
@@ -401,22 +402,30 @@ func TestPostTextRedactsSecrets(t *testing.T) {
 	job.Command = nil
 	job.Post = &config.Post{Via: "chat", TextCommand: []string{"sh", "-c", `echo "key is $TOKEN"`}}
 	job.Env = map[string]config.Secret{"TOKEN": config.NewSecret("S3CRET-value-xyz", "file /run/keys/token")}
+	_, texts := runPostJob(t, job)
+	if len(texts) != 1 {
+		t.Fatalf("posts = %q, want one", texts)
+	}
+	if got, want := texts[0], "key is [redacted]"; got != want {
+		t.Errorf("posted text = %q, want %q", got, want)
+	}
+}
+
+// runPostJob runs the post job by hand with a recording poster and
+// returns the run and the texts it posted.
+func runPostJob(t *testing.T, job *config.Job) (state.Run, []string) {
+	t.Helper()
 	r, _ := newTestRunner(t, job)
 	poster := &recordingPoster{}
 	r.SetPoster(poster)
 
-	run := runManual(t, r, "post", nil)
+	run := runManual(t, r, job.Name, nil)
 	if run.Result != state.ResultOK {
 		t.Fatalf("result = %s (%s), want ok", run.Result, run.Error)
 	}
 	poster.mu.Lock()
 	defer poster.mu.Unlock()
-	if len(poster.texts) != 1 {
-		t.Fatalf("posts = %q, want one", poster.texts)
-	}
-	if got, want := poster.texts[0], "key is [redacted]"; got != want {
-		t.Errorf("posted text = %q, want %q", got, want)
-	}
+	return run, slices.Clone(poster.texts)
 }
 
 // A post job's text_command that prints a token from its env_file posts
@@ -429,18 +438,9 @@ func TestPostTextRedactsEnvFileSecrets(t *testing.T) {
 	if err := os.WriteFile(job.EnvFile, []byte("BOT_TOKEN=env-file-token-value\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	r, _ := newTestRunner(t, job)
-	poster := &recordingPoster{}
-	r.SetPoster(poster)
-
-	run := runManual(t, r, "post", nil)
-	if run.Result != state.ResultOK {
-		t.Fatalf("result = %s (%s), want ok", run.Result, run.Error)
-	}
-	poster.mu.Lock()
-	defer poster.mu.Unlock()
-	if len(poster.texts) != 1 || poster.texts[0] != "key is [redacted]" {
-		t.Errorf("posts = %q, want the token redacted", poster.texts)
+	run, texts := runPostJob(t, job)
+	if len(texts) != 1 || texts[0] != "key is [redacted]" {
+		t.Errorf("posts = %q, want the token redacted", texts)
 	}
 	if strings.Contains(run.Output, "env-file-token-value") {
 		t.Errorf("stored output %q holds the token", run.Output)
