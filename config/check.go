@@ -323,7 +323,7 @@ func isExecutable(info fs.FileInfo) bool {
 type statCache map[string]statResult
 
 // statResult is the cached result of os.Stat and readHead for one path.
-// Each has its own flag, so that one never stands in for the other.
+// Each has its own flag, so a cached stat is never taken for a read head.
 type statResult struct {
 	// info and err are the result of os.Stat, once statted is set.
 	info    fs.FileInfo

@@ -82,8 +82,8 @@ type document struct {
 type header struct {
 	// start is the offset of the line that holds the header.
 	start int
-	// pathsEnd is where the paths of the header and its section end in
-	// document.paths. They start where those of the section before end.
+	// pathsEnd is the index in document.paths after the last path of the
+	// header and its section. Those paths start at the previous pathsEnd.
 	pathsEnd int
 }
 

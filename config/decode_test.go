@@ -19,7 +19,7 @@ func wholeDecode(data []byte) (map[string]any, error) {
 }
 
 // checkSameDecode fails t when decoding doc in parts of batch sections
-// gives another answer than one decode of the whole document.
+// gives another result or error than one decode of the whole document.
 func checkSameDecode(t *testing.T, doc string, batch int) {
 	t.Helper()
 	want, wantErr := wholeDecode([]byte(doc))

@@ -169,7 +169,7 @@ type reloader interface {
 	recheckProblems()
 	// recheckDelay is the wait before the next timed recheckProblems.
 	recheckDelay() time.Duration
-	// rechecks receives when a run asks for a recheck.
+	// rechecks receives when a run requests a recheck.
 	rechecks() <-chan struct{}
 }
 

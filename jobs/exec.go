@@ -139,8 +139,8 @@ func (r *Runner) commandSpec(job *config.Job, argv []string, run state.Run) (pro
 
 // loadProblemError is a job's problem found when the config was loaded.
 // Runs after the user fixed the script or folder still fail with it until
-// the daemon looks again, and status, runs and alerts show the message
-// that says when that is.
+// the daemon checks again. The message, which status, runs and alerts
+// show, tells when that is.
 type loadProblemError struct{ err error }
 
 func (e loadProblemError) Error() string {

@@ -292,7 +292,7 @@ func TestChatCommandFloodCapsWaitingReplies(t *testing.T) {
 }
 
 // A reply that the cap drops leaves the command's cooldown free, so the
-// channel is not left without an answer for the cooldown's length.
+// channel still gets a reply before the cooldown ends.
 func TestDroppedCommandReplyKeepsCooldown(t *testing.T) {
 	help := config.ChatCommand{Trigger: "!help", Reply: "see the docs", Cooldown: time.Hour}
 	cfg := &config.Listener{

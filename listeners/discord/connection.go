@@ -165,10 +165,10 @@ func (c *connection) run(ctx context.Context) error {
 // failures are retried with backoff up to resumeAttempts times, and the
 // errors that endsRun lists end it at once.
 //
-// The host shows the listener as connecting again from the loss until
-// READY or RESUMED, with the last failure, because with the default
-// timing a resume ends within about 3 min, when every open runs into its
-// 30 s timeout, and within 16 s when each fails at once.
+// The host shows the listener as connecting again, with the last failure,
+// from the loss until READY or RESUMED. With the default timing a resume
+// ends within about 3 min when every open runs into its 30 s timeout, and
+// within 16 s when each fails at once.
 func (c *connection) resume(ctx context.Context) error {
 	lost := c.takeEnded()
 	if errors.Is(lost, errMessageTooLarge) || isWriteTimeout(lost) {

@@ -94,8 +94,8 @@ func (b *outputBudget) flush() {
 // loggedSize returns how many bytes text can take in the log, which take
 // counts. The JSON handler writes a control character or a byte that is
 // not UTF-8 as a 6-byte escape such as \u0001, and a quote or backslash
-// as 2 bytes, so a child printing binary data would otherwise log 6
-// times its budget.
+// as 2 bytes. Counted by its length, a child printing binary data would
+// log 6 times its budget.
 func loggedSize(text string) int {
 	size := 0
 	for i := 0; i < len(text); {
