@@ -164,8 +164,10 @@ func TestBinaryOutputKeepsToByteBudget(t *testing.T) {
 // than the burst is logged once the budget is full, and then costs its
 // size.
 func TestBudgetPassesLinesOverTheBurst(t *testing.T) {
-	now := time.Unix(1000, 0)
-	budget := newOutputBudget(func() time.Time { return now }, func(int) {})
+	// The clock is atomic because the drop report reads it on a timer.
+	var now atomic.Int64
+	now.Store(time.Unix(1000, 0).UnixNano())
+	budget := newOutputBudget(func() time.Time { return time.Unix(0, now.Load()) }, func(int) {})
 	defer budget.flush()
 	line := 2 * outputBurst * outputLineBytes
 	if !budget.take(line) {
@@ -173,11 +175,11 @@ func TestBudgetPassesLinesOverTheBurst(t *testing.T) {
 	}
 	// The first line leaves a debt of one burst, which takes as long to
 	// pay as the burst then takes to refill.
-	now = now.Add(outputBurst / outputRate * time.Second)
+	now.Add(int64(outputBurst / outputRate * time.Second))
 	if budget.take(line) {
 		t.Error("a second long line passed before the debt of the first was paid")
 	}
-	now = now.Add(outputBurst / outputRate * time.Second)
+	now.Add(int64(outputBurst / outputRate * time.Second))
 	if !budget.take(line) {
 		t.Error("a long line was dropped after the debt was paid and the budget refilled")
 	}
